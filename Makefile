@@ -1,0 +1,36 @@
+# The two commands of the README:
+#   make lab   - install everything on a fresh Debian 12 machine and bring up the 1-node lab
+#   make test  - install everything and run every test
+SPEC ?= examples/lab-1node.yaml
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup deps venv lab lab-down test test-unit lint bench
+
+setup: deps venv
+
+deps:
+	bash contrib/install-deps.sh
+
+venv:
+	bash contrib/setup-venv.sh
+
+lab: setup
+	novanet lab up --spec $(SPEC)
+	novanet lab status
+	novanet lab probe -o table
+
+lab-down:
+	novanet lab down
+
+test: setup
+	bash contrib/run-tests.sh
+
+test-unit: venv
+	$(VENV)/bin/pytest -m "not root" -q
+
+lint: venv
+	$(VENV)/bin/ruff check novanet_core plugins tests bench
+
+bench: setup
+	$(VENV)/bin/python -m bench.run_all

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages NovaNet's lab, tests and benchmarks need on Debian 12.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  python3-bpfcc libbpfcc            # BCC: compiles and loads our BPF C from Python
+  linux-libc-dev                    # uapi headers for the header tree BCC needs (no kernel headers here)
+  iproute2 iputils-ping netcat-openbsd procps util-linux
+  iperf3 sockperf nftables iptables  # benchmarks and their peers
+  containernetworking-plugins       # reference bridge + host-local for benchmarks, loopback for podman
+  podman runc busybox-static        # a real CNI client
+  tcpdump tshark                    # wire-format proofs
+  frr                               # native routing
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,1 @@
+"""The local JSON API shared by the agent (CNI + novanetctl sockets) and the dataplane."""

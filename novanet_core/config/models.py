@@ -1,0 +1,151 @@
+"""The NovaNet config keys (documented in docs/configuration.md; keep both in step).
+
+Keys are camelCase as in the guide and Helm values (``policy.defaultDeny``,
+``egress.masqueradeEnabled``). Unknown keys are rejected so that a typo is an error, not a
+silently ignored setting; plugin-specific settings live under ``plugins.<name>``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Encapsulation overhead per tunnel protocol, IPv4 underlay: outer IPv4 20 + UDP 8 + header 8 +
+# inner Ethernet 14 = 50; NovaNet's Geneve adds one 8-byte option (4 B option header + 4 B
+# identity) = 58. Plugins report their own figure; these are for docs and validation.
+KNOWN_OVERHEAD = {"vxlan": 50, "geneve": 58}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+class IpamConfig(_Model):
+    type: str = "host-local"
+    dataDir: str = "/var/lib/cni/networks/novanet"
+
+
+class PolicyConfig(_Model):
+    defaultDeny: bool = False
+
+
+class EgressConfig(_Model):
+    masqueradeEnabled: bool = True
+
+
+class BpfConfig(_Model):
+    root: str = "/sys/fs/bpf/novanet"
+    # Where the kernel header tree BCC compiles against is built (see novanet_core.bpf.ktree).
+    headerTree: str = "/var/lib/novanet/ktree"
+    attachMode: Literal["auto", "tcx", "tc"] = "auto"
+
+
+class SocketsConfig(_Model):
+    agent: str = "/run/novanet/novanet.sock"
+    cni: str = "/run/novanet/cni.sock"
+    dataplane: str = "/run/novanet/dataplane.sock"
+
+
+class MetricsConfig(_Model):
+    address: str = "127.0.0.1:9103"  # empty string disables the endpoint
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        if v == "":
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not host:port")
+        return v
+
+
+class StateSourceConfig(_Model):
+    type: str = "manifests"
+    path: str = "/etc/novanet/manifests"
+    kubeconfig: str | None = None
+
+
+class RoutingConfig(_Model):
+    type: str = "frr-bgp"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginsConfig(_Model):
+    # Only these plugin names load from entry points (empty = all installed).
+    load: list[str] = Field(default_factory=list)
+    # Never load these (NOVANET_DISABLED_PLUGINS adds to it).
+    disabled: list[str] = Field(default_factory=list)
+
+
+def _cidr(v: str | None, field: str) -> str | None:
+    if v is None:
+        return None
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{v!r} is not a CIDR ({e})") from None
+    if net.version != 4:
+        raise ValueError(f"{v!r}: only IPv4 is supported by this release")
+    return str(net)
+
+
+class NovaNetConfig(_Model):
+    nodeName: str = ""
+    nodeIP: str | None = None
+    clusterCIDR: str = "10.42.0.0/16"
+    podCIDR: str | None = None
+    nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
+    routingMode: Literal["overlay", "native"] = "overlay"
+    tunnelProtocol: str = "vxlan"
+    datapath: str = "ebpf"
+    mtu: int | Literal["auto"] = "auto"
+    underlayInterface: str | None = None
+    ipam: IpamConfig = Field(default_factory=IpamConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    egress: EgressConfig = Field(default_factory=EgressConfig)
+    bpf: BpfConfig = Field(default_factory=BpfConfig)
+    sockets: SocketsConfig = Field(default_factory=SocketsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    stateSource: StateSourceConfig = Field(default_factory=StateSourceConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    pluginSettings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    logLevel: Literal["debug", "info", "warn", "warning", "error"] = "info"
+
+    @field_validator("clusterCIDR")
+    @classmethod
+    def _cluster(cls, v: str) -> str:
+        return _cidr(v, "clusterCIDR") or v
+
+    @field_validator("podCIDR")
+    @classmethod
+    def _pod(cls, v: str | None) -> str | None:
+        return _cidr(v, "podCIDR")
+
+    @field_validator("nodeIP")
+    @classmethod
+    def _nodeip(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address") from None
+
+    @field_validator("mtu")
+    @classmethod
+    def _mtu(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 576 <= v <= 9000:
+            raise ValueError("must be 'auto' or 576..9000")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NovaNetConfig:
+        if self.podCIDR:
+            pod, cluster = ipaddress.ip_network(self.podCIDR), ipaddress.ip_network(self.clusterCIDR)
+            if not pod.subnet_of(cluster):  # type: ignore[arg-type]
+                raise ValueError(f"podCIDR {self.podCIDR} is not inside clusterCIDR {self.clusterCIDR}")
+        return self

@@ -1,0 +1,1 @@
+"""The cluster state the agent consumes, and the sources that feed it."""

@@ -1,0 +1,229 @@
+"""Kubernetes-shaped objects the agent needs, parsed from plain dicts.
+
+Only the fields NovaNet uses are kept. Parsing validates and raises :class:`ObjectError` with the
+field path (``spec.containers[0].ports[1].protocol``), so a bad manifest is reported, not crashed on.
+NetworkPolicy specs are kept as validated dicts; ``novanet_core.policy`` interprets them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+KINDS = ("Node", "Namespace", "Pod", "NetworkPolicy")
+
+
+class ObjectError(ValueError):
+    def __init__(self, kind: str, name: str, path: str, msg: str):
+        self.kind, self.name, self.path = kind, name, path
+        super().__init__(f"{kind} {name}: {path}: {msg}")
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    internal_ip: str | None = None
+    pod_cidr: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def effective_labels(self) -> dict[str, str]:
+        # Kubernetes sets this label on every namespace (since 1.21); policies select on it.
+        return {**self.labels, "kubernetes.io/metadata.name": self.name}
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    node: str | None = None
+    ip: str | None = None
+    host_ip: str | None = None
+    ports: tuple[ContainerPort, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    spec: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class StateEvent:
+    type: str  # ADDED, MODIFIED, DELETED, or SYNCED (a source's version marker)
+    kind: str  # one of KINDS, or "" for SYNCED
+    obj: Any
+    version: int = 0
+
+
+@dataclass
+class ClusterState:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+    version: int = 0
+
+    def table(self, kind: str) -> dict[str, Any]:
+        return {"Node": self.nodes, "Namespace": self.namespaces, "Pod": self.pods, "NetworkPolicy": self.policies}[
+            kind
+        ]
+
+    def apply(self, ev: StateEvent) -> None:
+        if ev.type == "SYNCED":
+            self.version = max(self.version, ev.version)
+            return
+        t = self.table(ev.kind)
+        if ev.type == "DELETED":
+            t.pop(ev.obj.key, None)
+        else:
+            t[ev.obj.key] = ev.obj
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _labels(kind: str, name: str, path: str, v: Any) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ObjectError(kind, name, path, "must be a map of string to string")
+    out = {}
+    for k, val in v.items():
+        if not isinstance(k, str) or not k:
+            raise ObjectError(kind, name, path, f"label key {k!r} must be a non-empty string")
+        if isinstance(val, bool) or val is None:
+            raise ObjectError(kind, name, f"{path}.{k}", "label value must be a string")
+        out[k] = str(val)
+    return out
+
+
+def _ip(kind: str, name: str, path: str, v: Any) -> str | None:
+    if v in (None, ""):
+        return None
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ObjectError(kind, name, path, f"{v!r} is not an IP address") from None
+
+
+def _meta(obj: Mapping[str, Any], kind: str, namespaced: bool) -> tuple[str, str, dict[str, str]]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise ObjectError(kind, "?", "metadata", "is required")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ObjectError(kind, "?", "metadata.name", "is required")
+    ns = meta.get("namespace") or ("default" if namespaced else "")
+    if namespaced and not isinstance(ns, str):
+        raise ObjectError(kind, name, "metadata.namespace", "must be a string")
+    return name, ns, _labels(kind, name, "metadata.labels", meta.get("labels"))
+
+
+def parse_ports(kind: str, name: str, path: str, v: Any) -> tuple[ContainerPort, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise ObjectError(kind, name, path, "must be a list")
+    out = []
+    for i, p in enumerate(v):
+        pp = f"{path}[{i}]"
+        if not isinstance(p, Mapping):
+            raise ObjectError(kind, name, pp, "must be a map")
+        port = p.get("containerPort", p.get("port"))
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ObjectError(kind, name, f"{pp}.containerPort", f"{port!r} is not a port number 1..65535")
+        proto = p.get("protocol", "TCP")
+        if proto not in PROTOCOLS:
+            raise ObjectError(kind, name, f"{pp}.protocol", f"{proto!r} is not one of {', '.join(PROTOCOLS)}")
+        pname = p.get("name")
+        if pname is not None and (not isinstance(pname, str) or not pname or len(pname) > 15):
+            raise ObjectError(kind, name, f"{pp}.name", "must be a string of 1..15 characters")
+        out.append(ContainerPort(port=port, protocol=proto, name=pname))
+    return tuple(out)
+
+
+def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPolicy:
+    """Parse one Kubernetes-style object; raises ObjectError naming the bad field."""
+    if not isinstance(obj, Mapping):
+        raise ObjectError("?", "?", "", "object must be a map")
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise ObjectError(str(kind), "?", "kind", f"must be one of {', '.join(KINDS)}")
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    if not isinstance(spec, Mapping):
+        raise ObjectError(kind, "?", "spec", "must be a map")
+    if kind == "Node":
+        name, _, labels = _meta(obj, kind, False)
+        ip = None
+        for i, a in enumerate(status.get("addresses") or []):
+            if isinstance(a, Mapping) and a.get("type") == "InternalIP":
+                ip = _ip(kind, name, f"status.addresses[{i}].address", a.get("address"))
+        cidr = spec.get("podCIDR")
+        if cidr is not None:
+            try:
+                cidr = str(ipaddress.ip_network(cidr, strict=True))
+            except ValueError as e:
+                raise ObjectError(kind, name, "spec.podCIDR", str(e)) from None
+        return Node(name=name, internal_ip=ip, pod_cidr=cidr, labels=labels)
+    if kind == "Namespace":
+        name, _, labels = _meta(obj, kind, False)
+        return Namespace(name=name, labels=labels)
+    if kind == "Pod":
+        name, ns, labels = _meta(obj, kind, True)
+        ports: list[ContainerPort] = []
+        containers = spec.get("containers") or []
+        if not isinstance(containers, list):
+            raise ObjectError(kind, name, "spec.containers", "must be a list")
+        for ci, c in enumerate(containers):
+            if not isinstance(c, Mapping):
+                raise ObjectError(kind, name, f"spec.containers[{ci}]", "must be a map")
+            ports.extend(parse_ports(kind, name, f"spec.containers[{ci}].ports", c.get("ports")))
+        return Pod(
+            namespace=ns,
+            name=name,
+            labels=labels,
+            node=spec.get("nodeName") or None,
+            ip=_ip(kind, name, "status.podIP", status.get("podIP")),
+            host_ip=_ip(kind, name, "status.hostIP", status.get("hostIP")),
+            ports=tuple(ports),
+        )
+    name, ns, _ = _meta(obj, kind, True)
+    # Structural validation of policies lives with the compiler (novanet_core.policy); the
+    # source only checks that spec is a map, so one bad policy never blocks the others.
+    return NetworkPolicy(namespace=ns, name=name, spec=dict(spec))
