@@ -1,0 +1,214 @@
+"""The on-disk state directory, in the layout of the reference CNI ``host-local`` plugin.
+
+* ``<dir>/<ip>``                one file per allocated address; content ``<container id>\\r\\n<ifname>``
+* ``<dir>/last_reserved_ip.0``  the address handed out last (allocation continues after it)
+* ``<dir>/lock``                ``flock``-ed for every read-modify-write, by every process
+
+Keeping the reference layout means ``ls /var/lib/cni/networks/novanet`` reads the same as on
+any host-local node, and state written by either side is understood by the other.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from novanet_core.backends import ConfigError, IpamError
+
+LOCK_FILE = "lock"
+LAST_RESERVED_FILE = "last_reserved_ip.0"
+TMP_PREFIX = ".novanet-tmp-"
+# The reference plugin separates container id and ifname with CRLF; readers accept any line end.
+LINE_BREAK = "\r\n"
+FILE_MODE = 0o644
+# A state file is two short lines; anything much larger is not ours and is not read whole.
+MAX_READ = 4096
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file in the state dir whose name is an IP address."""
+
+    ip: ipaddress.IPv4Address
+    file: str
+    container_id: str  # "" when the file is empty or unreadable: nobody can be matched to it
+    ifname: str  # "" in the legacy format that held only the container id
+
+    @property
+    def owned(self) -> bool:
+        return self.container_id != ""
+
+    def belongs_to(self, container_id: str, ifname: str) -> bool:
+        # A legacy file (container id only) belongs to every interface of that container.
+        return self.owned and self.container_id == container_id and self.ifname in (ifname, "")
+
+
+@dataclass
+class Scan:
+    entries: list[Entry] = field(default_factory=list)
+    # Files that are neither state nor our own bookkeeping: (file name, why it was skipped).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class StateDir:
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"ipam.dataDir: cannot create {path!r}: {e.strerror or e}") from None
+        if not os.path.isdir(path):
+            raise ConfigError(f"ipam.dataDir: {path!r} exists but is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"ipam.dataDir: {path!r} is not writable by this process")
+
+    def _p(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    # ------------------------------------------------------------------ locking
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's exclusive lock.
+
+        Every call opens the lock file anew: ``flock`` locks belong to an open file description,
+        so two threads (or two backend instances) of one process exclude each other exactly as
+        two processes do. Closing the descriptor releases the lock even if the body raised.
+        """
+        try:
+            fd = os.open(self._p(LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as e:
+            raise IpamError(f"ipam.dataDir: cannot open lock file in {self.path!r}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ reading (under the lock)
+    def scan(self) -> Scan:
+        """Every IP-named file with its owner; anything else is skipped with a reason.
+
+        Also removes temp files: they only exist while a writer holds the lock, so one seen by
+        the lock holder was left by a writer that died mid-write.
+        """
+        out = Scan()
+        try:
+            listing = list(os.scandir(self.path))
+        except OSError as e:
+            raise IpamError(f"ipam.dataDir: cannot list {self.path!r}: {e.strerror or e}") from None
+        for de in sorted(listing, key=lambda d: d.name):
+            name = de.name
+            if name in (LOCK_FILE, LAST_RESERVED_FILE):
+                continue
+            if name.startswith(TMP_PREFIX):
+                self._unlink(name)
+                continue
+            try:
+                ip = ipaddress.ip_address(name)
+            except ValueError:
+                out.skipped.append((name, "file name is not an IP address"))
+                continue
+            if not isinstance(ip, ipaddress.IPv4Address):
+                out.skipped.append((name, "IPv6 address; this backend allocates IPv4 only"))
+                continue
+            if not de.is_file(follow_symlinks=False):
+                out.skipped.append((name, "not a regular file"))
+                continue
+            container_id, ifname = self._read_owner(name)
+            out.entries.append(Entry(ip, name, container_id, ifname))
+        return out
+
+    def _read_owner(self, name: str) -> tuple[str, str]:
+        try:
+            with open(self._p(name), "rb") as f:
+                raw = f.read(MAX_READ)
+        except OSError:
+            return "", ""
+        lines = [ln.strip() for ln in raw.decode("utf-8", errors="replace").splitlines()]
+        container_id = lines[0] if lines else ""
+        # Text with control characters or replacement chars is not something we wrote.
+        if not container_id.isprintable() or "\ufffd" in container_id:
+            return "", ""
+        ifname = lines[1] if len(lines) > 1 and lines[1].isprintable() else ""
+        return container_id, ifname
+
+    def read_last_reserved(self) -> ipaddress.IPv4Address | None:
+        try:
+            with open(self._p(LAST_RESERVED_FILE), "rb") as f:
+                text = f.read(64).decode("ascii", errors="replace").strip()
+            ip = ipaddress.ip_address(text)
+        except (OSError, ValueError):
+            return None  # missing or garbage marker: rotation simply starts at the pool's start
+        return ip if isinstance(ip, ipaddress.IPv4Address) else None
+
+    # ------------------------------------------------------------------ writing (under the lock)
+    def _write_temp(self, data: bytes) -> str:
+        tmp = TMP_PREFIX + secrets.token_hex(8)
+        fd = os.open(self._p(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            self._unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _unlink(self, name: str) -> bool:
+        try:
+            os.unlink(self._p(name))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def create(self, ip: ipaddress.IPv4Address, container_id: str, ifname: str) -> bool:
+        """Write ``<ip>`` atomically; False if it already exists (nothing is overwritten).
+
+        Temp file + ``link`` rather than ``rename``: both publish a complete file atomically, but
+        ``link`` fails when the name exists, so even a writer that ignores our lock (an old agent,
+        the reference plugin on the same dir) can never have its file replaced.
+        """
+        tmp = self._write_temp((container_id + LINE_BREAK + ifname).encode())
+        try:
+            os.link(self._p(tmp), self._p(str(ip)))
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise IpamError(f"ipam.dataDir: cannot write {self._p(str(ip))!r}: {e.strerror or e}") from None
+        finally:
+            self._unlink(tmp)
+        self._fsync_dir()
+        return True
+
+    def remove(self, name: str) -> bool:
+        try:
+            removed = self._unlink(name)
+        except OSError as e:
+            if e.errno == errno.EISDIR:
+                return False
+            raise IpamError(f"ipam.dataDir: cannot remove {self._p(name)!r}: {e.strerror or e}") from None
+        if removed:
+            self._fsync_dir()
+        return removed
+
+    def write_last_reserved(self, ip: ipaddress.IPv4Address) -> None:
+        tmp = self._write_temp(str(ip).encode())
+        try:
+            os.replace(self._p(tmp), self._p(LAST_RESERVED_FILE))
+        except OSError:
+            self._unlink(tmp)
+            raise
