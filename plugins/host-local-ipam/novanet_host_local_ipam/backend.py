@@ -12,7 +12,6 @@ from typing import Any
 
 from novanet_core.backends import IpamError, PoolExhausted
 from novanet_core.types import Attachment, IpamAllocation, IpamRequest
-
 from novanet_host_local_ipam.pool import Pool
 from novanet_host_local_ipam.store import Entry, StateDir
 
@@ -82,7 +81,9 @@ class HostLocalIpam:
             used = {e.ip: e for e in scan.entries}
             if requested is not None:
                 if requested in used or not self.store.create(requested, cid, ifname):
-                    raise IpamError(f"address: {requested} is already allocated ({self._describe(used.get(requested))})")
+                    raise IpamError(
+                        f"address: {requested} is already allocated ({self._describe(used.get(requested))})"
+                    )
                 self.store.write_last_reserved(requested)
                 return self._alloc(Entry(requested, str(requested), cid, ifname))
             for ip in self.pool.rotation(self.store.read_last_reserved()):
@@ -125,7 +126,11 @@ class HostLocalIpam:
     def list(self) -> list[IpamAllocation]:
         with self.store.locked():
             entries = self.store.scan().entries
-        return [self._alloc(e) for e in sorted(entries, key=lambda e: e.ip) if e.owned and self.pool.assignable(e.ip)]
+        return [
+            self._alloc(e)
+            for e in sorted(entries, key=lambda e: e.ip)
+            if e.owned and self.pool.assignable(e.ip)
+        ]
 
     def gc(self, valid: Iterable[Attachment]) -> list[IpamAllocation]:
         """Release every file whose attachment is not in ``valid`` (CNI ``cni.dev/valid-attachments``).
@@ -169,9 +174,13 @@ class HostLocalIpam:
                 if e.owned:
                     allocated += 1
                 else:
-                    foreign.append({"file": e.file, "reason": "empty or unreadable content (address held until GC)"})
+                    foreign.append(
+                        {"file": e.file, "reason": "empty or unreadable content (address held until GC)"}
+                    )
             else:
-                owner = f"container {e.container_id} interface {e.ifname or '?'}" if e.owned else "no container"
+                owner = (
+                    f"container {e.container_id} interface {e.ifname or '?'}" if e.owned else "no container"
+                )
                 foreign.append({"file": e.file, "reason": f"{why}; owner: {owner}"})
         out.update(
             allocated=allocated,

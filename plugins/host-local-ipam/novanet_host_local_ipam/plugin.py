@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from novanet_core.backends import BackendContext, BackendRegistry
 from novanet_core.hookspecs import hookimpl
-
 from novanet_host_local_ipam.backend import DEFAULT_DATA_DIR, HostLocalIpam
 from novanet_host_local_ipam.pool import Pool
 

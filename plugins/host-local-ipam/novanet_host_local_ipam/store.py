@@ -83,7 +83,9 @@ class StateDir:
         try:
             fd = os.open(self._p(LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as e:
-            raise IpamError(f"ipam.dataDir: cannot open lock file in {self.path!r}: {e.strerror or e}") from None
+            raise IpamError(
+                f"ipam.dataDir: cannot open lock file in {self.path!r}: {e.strerror or e}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
