@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from novanet_host_local_ipam import HostLocalIpam, Pool
 from novanet_host_local_ipam.store import LAST_RESERVED_FILE, TMP_PREFIX
 
+from novanet_core.backends import IpamError
 from novanet_core.types import Attachment, IpamRequest
 
 
@@ -157,3 +159,15 @@ def test_gc_over_a_messy_dir_releases_unowned_and_stray_files_only(messy_dir: Pa
     assert released == {"10.42.0.7", "10.42.0.8", "10.42.0.1"}
     left = {p.name for p in messy_dir.iterdir()}
     assert {"garbage.txt", "10.42.0.999", "fd00::5", "10.42.0.9", "10.43.0.5"} <= left
+
+
+def test_state_dir_removed_under_a_running_backend_gives_clear_errors_not_tracebacks(tmp_path: Path) -> None:
+    d = tmp_path / "ipam"
+    ipam = make(d)
+    ipam.allocate(req("c1"))
+    shutil.rmtree(d)
+    st = ipam.status()
+    assert st["ready"] is False
+    assert st["error"].startswith("ipam.dataDir: ")
+    with pytest.raises(IpamError, match="^ipam.dataDir: "):
+        ipam.allocate(req("c2"))
