@@ -63,7 +63,7 @@ class ApiClient:
     def _recv(self) -> dict[str, Any]:
         try:
             line = self._rfile.readline(MAX_LINE)
-        except (ConnectionResetError, TimeoutError, socket.timeout) as e:
+        except (ConnectionResetError, TimeoutError) as e:
             self.close()
             raise Unreachable(f"{self.path}: no answer ({e})") from None
         if not line:

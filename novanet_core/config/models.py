@@ -113,6 +113,8 @@ class NovaNetConfig(_Model):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     pluginSettings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Where the agent keeps its endpoint records; default: "state" next to the agent socket.
+    stateDir: str | None = None
     logLevel: Literal["debug", "info", "warn", "warning", "error"] = "info"
 
     @field_validator("clusterCIDR")
@@ -141,6 +143,12 @@ class NovaNetConfig(_Model):
         if isinstance(v, int) and not 576 <= v <= 9000:
             raise ValueError("must be 'auto' or 576..9000")
         return v
+
+    @property
+    def state_dir(self) -> str:
+        import os.path
+
+        return self.stateDir or os.path.join(os.path.dirname(self.sockets.agent), "state")
 
     @model_validator(mode="after")
     def _consistent(self) -> NovaNetConfig:

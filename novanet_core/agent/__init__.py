@@ -1,0 +1,1 @@
+"""The NovaNet agent (control plane): one per node."""

@@ -1,0 +1,104 @@
+"""The agent's local API: the CNI socket methods and the novanetctl socket methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from novanet_core.agent.dataplane_client import DataplaneUnavailable
+from novanet_core.agent.service import Agent, CniFailure
+from novanet_core.api.protocol import ApiError
+from novanet_core.api.router import ApiRouter
+
+
+def _cni(fn: Any) -> Any:
+    def handler(params: dict[str, Any]) -> Any:
+        for key in ("containerID", "ifname"):
+            if key in params and not isinstance(params[key], str):
+                raise ApiError("invalid_params", f"{key}: must be a string", {"cniCode": 4})
+        try:
+            return fn(params)
+        except CniFailure as e:
+            raise ApiError("cni", e.msg, {"cniCode": e.code, "detail": e.detail}) from None
+        except KeyError as e:
+            raise ApiError("invalid_params", f"missing parameter {e.args[0]!r}", {"cniCode": 4}) from None
+
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+def cni_router(agent: Agent) -> ApiRouter:
+    r = ApiRouter()
+    r.add("cni.add", _cni(agent.cni_add), doc="CNI ADD")
+    r.add("cni.del", _cni(agent.cni_del), doc="CNI DEL")
+    r.add("cni.check", _cni(agent.cni_check), doc="CNI CHECK")
+    r.add("cni.status", _cni(lambda p: agent.cni_status()), doc="CNI STATUS")
+    r.add("cni.gc", _cni(agent.cni_gc), doc="CNI GC")
+    return r
+
+
+def control_router(agent: Agent) -> ApiRouter:
+    r = ApiRouter()
+    r.add("status", lambda p: agent.status(), doc="node status (novanetctl status)")
+
+    def endpoints(p: dict[str, Any]) -> Any:
+        """Endpoints from the live datapath, joined with the agent's records."""
+        records = {e.ip: e for e in agent.store.all()}
+        try:
+            live = agent.dataplane.call("dp.endpoint.list")
+        except DataplaneUnavailable as e:
+            raise ApiError("unavailable", str(e)) from None
+        out = []
+        for d in live:
+            ep = records.get(d["ip"])
+            out.append({
+                **d,
+                "namespace": ep.namespace if ep else d.get("namespace", ""),
+                "pod": ep.pod if ep else d.get("pod", ""),
+                "containerID": ep.container_id if ep else "",
+                "inAgent": ep is not None,
+            })
+        for ip, ep in records.items():
+            if not any(d["ip"] == ip for d in live):
+                out.append({"ip": ip, "identity": ep.identity, "host_ifname": ep.host_ifname, "namespace": ep.namespace,
+                            "pod": ep.pod, "containerID": ep.container_id, "local": True, "inAgent": True,
+                            "inDatapath": False})
+        return sorted(out, key=lambda d: tuple(int(x) for x in d["ip"].split(".")))
+
+    r.add("endpoints.list", endpoints)
+
+    def identities(p: dict[str, Any]) -> Any:
+        """Identities in use, with label sets and how many local endpoints hold them."""
+        local = {}
+        for ep in agent.store.all():
+            local[ep.identity] = local.get(ep.identity, 0) + 1
+        seen = {}
+        for ident, ns, labels, _refs in agent.identities.items():
+            seen[ident] = {"id": ident, "namespace": ns, "labels": labels, "podCount": local.get(ident, 0)}
+        for rem in agent.remotes.values():
+            pod = agent.state.pods.get(f"{rem.namespace}/{rem.pod}")
+            seen.setdefault(rem.identity, {"id": rem.identity, "namespace": rem.namespace,
+                                           "labels": dict(pod.labels) if pod else {}, "podCount": 0})
+            seen[rem.identity]["remotePodCount"] = seen[rem.identity].get("remotePodCount", 0) + 1
+        return sorted(seen.values(), key=lambda d: d["id"])
+
+    r.add("identity.list", identities)
+    r.add("plugins.list", lambda p: agent.host.info(), doc="discovered plugins")
+    r.add("ipam.list", lambda p: [a.to_dict() for a in agent.ipam.list()], doc="IPAM allocations")
+    r.add("ipam.status", lambda p: agent.ipam.status(), doc="IPAM pool status")
+    r.add("tunnels.list", lambda p: agent.tunnel.status() if agent.tunnel is not None else [], doc="tunnels")
+    r.add("config.get", lambda p: agent.config.model_dump(), doc="effective config")
+    r.add("reconcile", lambda p: agent.reconcile(), doc="reconcile live state against desired state now")
+    r.add("methods", lambda p: r.methods(), doc="list API methods")
+
+    def dp_proxy(p: dict[str, Any]) -> Any:
+        """Forward a call to the dataplane (plugin commands that need the datapath)."""
+        method = p.get("method")
+        if not isinstance(method, str):
+            raise ApiError("invalid_params", "method: must be a string")
+        try:
+            return agent.dataplane.call(method, p.get("params") or {})
+        except DataplaneUnavailable as e:
+            raise ApiError("unavailable", str(e)) from None
+
+    r.add("dataplane.call", dp_proxy)
+    return r

@@ -1,0 +1,171 @@
+"""Pod interface plumbing with pyroute2: the veth pair, addresses, routes and MTU.
+
+Layout (same for every datapath): the pod gets ``IP/32`` on ``ifname`` with a link-scope route
+to the gateway (the PodCIDR's first address) and a default route via it, so every packet leaves
+through the veth towards the host side, where the datapath takes over. The host side is named
+``nv<containerid[:11]>``, as the guide and the original NovaNet name it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from novanet_core.netns import netns_iproute
+
+log = logging.getLogger(__name__)
+
+HOST_PREFIX = "nv"
+
+
+class PodNetError(Exception):
+    pass
+
+
+def host_ifname(container_id: str) -> str:
+    return f"{HOST_PREFIX}{container_id[:11]}"
+
+
+def _tmp_ifname(container_id: str) -> str:
+    # The pod-side end is created under a unique temporary name directly inside the pod netns,
+    # then renamed: two pods' "eth0" never meet in one namespace.
+    return f"nt{container_id[:11]}"
+
+
+def pod_mac(ip: str) -> str:
+    """Deterministic, locally administered MAC from the pod IP (02:fe:a:b:c:d), as the original."""
+    return "02:fe:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def host_mac(ip: str) -> str:
+    return "02:fd:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+@dataclass
+class PodLink:
+    host_ifname: str
+    host_ifindex: int
+    host_mac: str
+    pod_mac: str
+
+
+def _lookup(ipr: IPRoute, name: str) -> int | None:
+    idx = ipr.link_lookup(ifname=name)
+    return idx[0] if idx else None
+
+
+def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mtu: int) -> PodLink:
+    """Create and configure the pair; raise PodNetError with a clear message on any failure."""
+    if not os.path.exists(netns):
+        raise PodNetError(f"network namespace {netns} does not exist")
+    hname, tname = host_ifname(container_id), _tmp_ifname(container_id)
+    hmac, pmac = host_mac(ip), pod_mac(ip)
+    with netns_iproute(netns) as pod:
+        if _lookup(pod, ifname) is not None:
+            raise PodNetError(f"interface {ifname} already exists in {netns}")
+        stale_tmp = _lookup(pod, tname)
+        if stale_tmp is not None:  # left over by a crash mid-ADD
+            pod.link("del", index=stale_tmp)
+    with IPRoute() as host:
+        stale = _lookup(host, hname)
+        if stale is not None:
+            host.link("del", index=stale)
+        try:
+            host.link("add", ifname=hname, kind="veth", address=hmac, mtu=mtu,
+                      peer={"ifname": tname, "net_ns_fd": netns, "address": pmac, "mtu": mtu})
+        except NetlinkError as e:
+            raise PodNetError(f"creating veth {hname}: {e}") from None
+        hidx = _lookup(host, hname)
+        assert hidx is not None
+        host.link("set", index=hidx, state="up")
+    try:
+        with netns_iproute(netns) as pod:
+            tidx = _lookup(pod, tname)
+            if tidx is None:
+                raise PodNetError(f"pod end {tname} did not appear in {netns}")
+            pod.link("set", index=tidx, ifname=ifname)
+            pod.addr("add", index=tidx, address=ip, prefixlen=32)
+            pod.link("set", index=tidx, state="up")
+            lo = _lookup(pod, "lo")
+            if lo is not None:
+                pod.link("set", index=lo, state="up")
+            pod.route("add", dst=f"{gateway}/32", oif=tidx, scope=253)  # scope link
+            pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=tidx)
+    except (NetlinkError, PodNetError) as e:
+        delete(container_id)
+        raise PodNetError(f"configuring {ifname} in {netns}: {e}") from None
+    return PodLink(host_ifname=hname, host_ifindex=hidx, host_mac=hmac, pod_mac=pmac)
+
+
+def delete(container_id: str) -> bool:
+    """Delete the host end (the kernel removes the pod end with it). True if something was removed."""
+    with IPRoute() as host:
+        idx = _lookup(host, host_ifname(container_id))
+        if idx is None:
+            return False
+        try:
+            host.link("del", index=idx)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise
+        return True
+
+
+def host_link_exists(name: str) -> int | None:
+    with IPRoute() as host:
+        return _lookup(host, name)
+
+
+def check(container_id: str, netns: str, ifname: str, ip: str) -> list[str]:
+    """What is wrong with an existing attachment (empty list = fine)."""
+    problems = []
+    if host_link_exists(host_ifname(container_id)) is None:
+        problems.append(f"host interface {host_ifname(container_id)} is missing")
+    if not os.path.exists(netns):
+        return problems + [f"network namespace {netns} is gone"]
+    with netns_iproute(netns) as pod:
+        idx = _lookup(pod, ifname)
+        if idx is None:
+            return problems + [f"interface {ifname} is missing in {netns}"]
+        addrs = {a.get_attr("IFA_ADDRESS") for a in pod.get_addr(index=idx, family=2)}
+        if ip not in addrs:
+            problems.append(f"{ifname} lacks address {ip} (has {sorted(addrs)})")
+        if not any(r.get_attr("RTA_GATEWAY") for r in pod.get_routes(family=2, oif=idx)):
+            problems.append(f"{ifname} has no default route")
+    return problems
+
+
+def list_host_veths() -> dict[str, int]:
+    """Host-side pod veths in this namespace: name -> ifindex."""
+    out = {}
+    with IPRoute() as host:
+        for link in host.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if kind == "veth" and name.startswith(HOST_PREFIX) and len(name) == len(HOST_PREFIX) + 11:
+                out[name] = link["index"]
+    return out
+
+
+def interface_mtu(name: str) -> int | None:
+    with IPRoute() as host:
+        idx = _lookup(host, name)
+        if idx is None:
+            return None
+        return host.get_links(idx)[0].get_attr("IFLA_MTU")
+
+
+def interface_for_ip(ip: str) -> str | None:
+    with IPRoute() as host:
+        for a in host.get_addr(family=2):
+            if a.get_attr("IFA_ADDRESS") == ip:
+                links = host.get_links(a["index"])
+                return links[0].get_attr("IFLA_IFNAME") if links else None
+    return None

@@ -1,0 +1,448 @@
+"""The agent: turns cluster state and CNI requests into endpoints, identities and datapath state.
+
+Threads: the API servers (one thread per connection), the state watcher, and the dataplane
+monitor. A single re-entrant lock serialises endpoint changes; netlink work per pod takes a few
+milliseconds, so serialising keeps ADD/DEL/label updates simple without costing throughput.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from novanet_core import __version__
+from novanet_core.agent import podnet
+from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
+from novanet_core.agent.endpoints import EndpointStore
+from novanet_core.backends import BackendContext, ConfigError, IpamError, PoolExhausted
+from novanet_core.cni import protocol as cni
+from novanet_core.config.models import NovaNetConfig
+from novanet_core.identity import IdentityAllocator
+from novanet_core.plugins.manager import PluginHost
+from novanet_core.state.model import ClusterState, Pod, StateEvent
+from novanet_core.types import Attachment, Endpoint, IpamRequest, NodeInfo, RemoteEndpoint
+
+log = logging.getLogger("novanet.agent")
+
+
+class CniFailure(Exception):
+    def __init__(self, code: int, msg: str, detail: str = ""):
+        super().__init__(msg)
+        self.code, self.msg, self.detail = code, msg, detail
+
+
+class Agent:
+    def __init__(self, config: NovaNetConfig, host: PluginHost):
+        self.config = config
+        self.host = host
+        self.lock = threading.RLock()
+        self.stop_event = threading.Event()
+        self.ready = False
+        self.state_version = 0
+        self.started_at = time.time()
+        self.identities = IdentityAllocator()
+        self.store = EndpointStore(config.state_dir)
+        self.dataplane = DataplaneClient(config.sockets.dataplane)
+        self.source = host.create("state-source", BackendContext(config=config, component="agent"))
+        self.state: ClusterState = self.source.snapshot()
+        self.state_version = self.state.version
+        self.node = self._resolve_node()
+        ctx = BackendContext(config=config, component="agent", node=self.node)
+        self.ipam = host.create("ipam", ctx)
+        self.tunnel = host.create("tunnel", ctx) if config.routingMode == "overlay" else None
+        self.routing = host.create("routing", ctx) if config.routingMode == "native" else None
+        self.gateway = str(next(ipaddress.ip_network(self.node.pod_cidr).hosts()))
+        self.mtu = self._pod_mtu()
+        self.remotes: dict[str, RemoteEndpoint] = {}
+        self.remote_nodes: list[NodeInfo] = []
+        self._dp_generation = 0
+
+    # ------------------------------------------------------------------ node facts
+    def _resolve_node(self) -> NodeInfo:
+        name = self.config.nodeName or os.uname().nodename
+        node_obj = self.state.nodes.get(name)
+        ip = self.config.nodeIP or (node_obj.internal_ip if node_obj else None)
+        if not ip:
+            ip = self.host.pm.hook.novanet_node_ip(config=self.config)
+        if not ip:
+            raise ConfigError("nodeIP: not set (NOVANET_NODE_IP) and could not be discovered")
+        cidr = self.config.podCIDR or (node_obj.pod_cidr if node_obj else None)
+        if not cidr:
+            raise ConfigError(f"podCIDR: not set and Node {name!r} has no spec.podCIDR in the state source")
+        if not ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network(self.config.clusterCIDR)):  # type: ignore[arg-type]
+            raise ConfigError(f"podCIDR: {cidr} is not inside clusterCIDR {self.config.clusterCIDR}")
+        return NodeInfo(name=name, ip=ip, pod_cidr=cidr)
+
+    def _pod_mtu(self) -> int:
+        if isinstance(self.config.mtu, int):
+            return self.config.mtu
+        dev = self.config.underlayInterface or podnet.interface_for_ip(self.node.ip)
+        underlay = (podnet.interface_mtu(dev) if dev else None) or 1500
+        overhead = self.tunnel.overhead if self.tunnel is not None else 0
+        return underlay - overhead
+
+    def datapath_settings(self) -> dict[str, Any]:
+        return {
+            "nodeIP": self.node.ip,
+            "nodeName": self.node.name,
+            "podCIDR": self.node.pod_cidr,
+            "clusterCIDR": self.config.clusterCIDR,
+            "gateway": self.gateway,
+            "routingMode": self.config.routingMode,
+            "tunnelProtocol": self.config.tunnelProtocol,
+            "defaultDeny": self.config.policy.defaultDeny,
+            "masquerade": self.config.egress.masqueradeEnabled,
+            "mtu": self.mtu,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.setup(self.node)
+        if self.routing is not None:
+            self.routing.start(self.node)
+        self._process_pending_deletes()
+        self.sync_dataplane(wait=30.0)
+        self.reconcile()
+        self._sync_nodes()
+        self._sync_remotes()
+        threading.Thread(target=self._watch_state, name="state-watch", daemon=True).start()
+        threading.Thread(target=self._monitor_dataplane, name="dataplane-monitor", daemon=True).start()
+        self.ready = True
+        log.info("agent ready: node=%s ip=%s podCIDR=%s mtu=%d endpoints=%d", self.node.name, self.node.ip,
+                 self.node.pod_cidr, self.mtu, len(self.store.all()))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.dataplane.close()
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self) -> dict[str, Any]:
+        """Compare live state with desired state and fix only the differences."""
+        report: dict[str, list[str]] = {"removed_records": [], "removed_veths": [], "released_ips": [],
+                                        "datapath_removed": [], "datapath_added": []}
+        with self.lock:
+            live_veths = podnet.list_host_veths()
+            for ep in self.store.all():
+                if ep.host_ifname not in live_veths or not os.path.exists(ep.netns):
+                    log.info("reconcile: endpoint %s/%s (%s) is gone; cleaning up", ep.namespace, ep.pod, ep.ip)
+                    self._teardown(ep)
+                    report["removed_records"].append(ep.container_id)
+                else:
+                    ep.host_ifindex = live_veths[ep.host_ifname]
+                    self.identities.acquire(ep.namespace, self._labels_for(ep.namespace, ep.pod, ep.labels))
+            known = {e.host_ifname for e in self.store.all()}
+            for name in set(live_veths) - known:
+                # A veth of ours without a record: left by a crash between creating it and recording it.
+                log.info("reconcile: removing orphan pod veth %s", name)
+                podnet.delete(name[len(podnet.HOST_PREFIX):])
+                report["removed_veths"].append(name)
+            valid = [Attachment(e.container_id, e.ifname) for e in self.store.all()]
+            released = self.ipam.gc(valid)
+            report["released_ips"] = [a.address for a in released]
+            for ep in self.store.all():
+                ep.identity = self.identities.lookup(ep.namespace, self._labels_for(ep.namespace, ep.pod, ep.labels))
+                ep.labels = dict(self._labels_for(ep.namespace, ep.pod, ep.labels))
+                self.store.put(ep)
+            dp_removed, dp_added = self._reconcile_datapath()
+            report["datapath_removed"], report["datapath_added"] = dp_removed, dp_added
+        log.info("reconcile: %s", {k: len(v) for k, v in report.items()})
+        return report
+
+    def _reconcile_datapath(self) -> tuple[list[str], list[str]]:
+        try:
+            live = {e["ip"]: e for e in self.dataplane.call("dp.endpoint.list", wait=0) if e.get("local", True)}
+        except DataplaneUnavailable:
+            return [], []
+        want = {e.ip: e for e in self.store.all()}
+        removed = []
+        for ip, e in live.items():
+            if ip not in want:
+                self.dataplane.call("dp.endpoint.delete", {"ip": ip, "host_ifname": e.get("host_ifname")})
+                removed.append(ip)
+        added = []
+        for ip, ep in want.items():
+            cur = live.get(ip)
+            if cur is None or cur.get("identity") != ep.identity or cur.get("host_ifindex") != ep.host_ifindex:
+                added.append(ip)
+            # Upsert every endpoint: cheap, idempotent, and re-attaches programs that went missing.
+            self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()})
+        return removed, added
+
+    def sync_dataplane(self, wait: float = 0.0) -> bool:
+        try:
+            self.dataplane.call("dp.configure", {"settings": self.datapath_settings()}, wait=wait)
+            return True
+        except DataplaneUnavailable as e:
+            log.warning("%s", e)
+            return False
+
+    def _monitor_dataplane(self) -> None:
+        # Either side may restart: when the dataplane comes back, push config and reconcile.
+        was = self.dataplane.connected
+        while not self.stop_event.wait(0.5):
+            try:
+                st = self.dataplane.call("dp.status")
+                now = True
+                gen = st.get("generation", 0)
+            except DataplaneUnavailable:
+                now, gen = False, self._dp_generation
+            if now and (not was or gen != self._dp_generation):
+                log.info("dataplane (re)connected (generation %s): resyncing", gen)
+                self.sync_dataplane()
+                with self.lock:
+                    self._reconcile_datapath()
+                    self._sync_remotes()
+            self._dp_generation = gen
+            was = now
+
+    def _process_pending_deletes(self) -> None:
+        d = Path(os.path.dirname(self.config.sockets.cni)) / "pending-del"
+        for f in sorted(d.glob("*.json")) if d.is_dir() else []:
+            try:
+                req = json.loads(f.read_text())
+                self.cni_del(req)
+                log.info("processed deferred DEL for %s/%s", req.get("containerID"), req.get("ifname"))
+            except (ValueError, CniFailure) as e:
+                log.error("deferred DEL %s failed: %s", f.name, e)
+            f.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ state
+    def _labels_for(self, namespace: str, pod: str, fallback: dict[str, str] | None = None) -> dict[str, str]:
+        p = self.state.pods.get(f"{namespace}/{pod}")
+        return dict(p.labels) if p is not None else dict(fallback or {})
+
+    def _watch_state(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                for ev in self.source.watch(self.stop_event):
+                    self.apply_event(ev)
+            except Exception:  # the watch must survive a bad event or a source hiccup
+                log.exception("state watch failed; restarting it in 1 s")
+                self.stop_event.wait(1)
+
+    def apply_event(self, ev: StateEvent) -> None:
+        with self.lock:
+            old = self.state.table(ev.kind).get(ev.obj.key) if ev.kind else None
+            self.state.apply(ev)
+            if ev.kind == "Pod":
+                self._pod_changed(old, ev.obj if ev.type != "DELETED" else None)
+            elif ev.kind == "Node":
+                self._sync_nodes()
+            elif ev.type == "SYNCED":
+                self.state_version = self.state.version
+
+    def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
+        pod = new or old
+        assert pod is not None
+        for ep in self.store.by_pod(pod.namespace, pod.name):
+            labels = dict(new.labels) if new else ep.labels
+            ident = self.identities.lookup(ep.namespace, labels)
+            if ident != ep.identity or labels != ep.labels:
+                # Label change: new identity in the datapath in place, no reconnect.
+                self.identities.acquire(ep.namespace, labels)
+                self.identities.release(ep.identity)
+                log.info("pod %s/%s labels changed: identity %d -> %d", ep.namespace, ep.pod, ep.identity, ident)
+                ep.identity, ep.labels = ident, labels
+                self.store.put(ep)
+                self._dp_upsert(ep)
+        self._sync_remote_pod(old, new)
+
+    def _sync_remote_pod(self, old: Pod | None, new: Pod | None) -> None:
+        if old is not None and old.ip and (new is None or new.ip != old.ip) and old.ip in self.remotes:
+            self.remotes.pop(old.ip)
+            self._dp_call("dp.remote.delete", {"ip": old.ip})
+        if new is None or not new.ip or new.node == self.node.name or new.host_ip == self.node.ip:
+            return
+        rem = RemoteEndpoint(ip=new.ip, identity=self.identities.lookup(new.namespace, new.labels),
+                             node_ip=new.host_ip or self._node_ip_of(new.node) or "", namespace=new.namespace, pod=new.name)
+        if self.remotes.get(new.ip) != rem:
+            self.remotes[new.ip] = rem
+            self._dp_call("dp.remote.upsert", {"remote": rem.__dict__})
+
+    def _node_ip_of(self, name: str | None) -> str | None:
+        n = self.state.nodes.get(name or "")
+        return n.internal_ip if n else None
+
+    def _sync_remotes(self) -> None:
+        for pod in list(self.state.pods.values()):
+            self._sync_remote_pod(None, pod)
+
+    def _sync_nodes(self) -> None:
+        remotes = [NodeInfo(n.name, n.internal_ip, n.pod_cidr) for n in self.state.nodes.values()
+                   if n.name != self.node.name and n.internal_ip and n.pod_cidr]
+        remotes.sort(key=lambda n: n.name)
+        if remotes == self.remote_nodes:
+            return
+        self.remote_nodes = remotes
+        if self.tunnel is not None:
+            self.tunnel.sync_nodes(self.node, remotes)
+        if self.routing is not None:
+            self.routing.sync_nodes(self.node, remotes)
+        self.host.hook.novanet_nodes_changed(local=self.node, remotes=remotes)
+
+    def _dp_call(self, method: str, params: dict[str, Any]) -> None:
+        try:
+            self.dataplane.call(method, params)
+        except DataplaneUnavailable as e:
+            # The monitor resyncs everything when the dataplane returns.
+            log.warning("%s failed (will resync on reconnect): %s", method, e)
+
+    def _dp_upsert(self, ep: Endpoint) -> None:
+        self._dp_call("dp.endpoint.upsert", {"endpoint": ep.to_dict()})
+
+    # ------------------------------------------------------------------ CNI
+    def cni_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        cid, ifname, netns = req["containerID"], req["ifname"], req["netns"]
+        args = req.get("args") or {}
+        namespace = args.get("K8S_POD_NAMESPACE", "default")
+        podname = args.get("K8S_POD_NAME", cid[:12])
+        conf = req.get("config") or {}
+        mtu = int(conf.get("mtu") or self.mtu)
+        if not os.path.exists(netns):
+            raise CniFailure(cni.ERR_NETNS, f"network namespace {netns} does not exist")
+        with self.lock:
+            existing = self.store.get(cid, ifname)
+            if existing is not None:
+                if podnet.host_link_exists(existing.host_ifname) is not None:
+                    raise CniFailure(cni.ERR_INTERFACE, f"container {cid} already has interface {ifname} (ADD without DEL)")
+                self._teardown(existing)
+            try:
+                alloc = self.ipam.allocate(IpamRequest(container_id=cid, ifname=ifname, namespace=namespace, pod=podname))
+            except PoolExhausted as e:
+                raise CniFailure(cni.ERR_IPAM_EXHAUSTED, str(e)) from None
+            except IpamError as e:
+                raise CniFailure(cni.ERR_IPAM, str(e)) from None
+            try:
+                link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+            except podnet.PodNetError as e:
+                self.ipam.release(cid, ifname)
+                raise CniFailure(cni.ERR_INTERFACE, str(e)) from None
+            labels = self._labels_for(namespace, podname)
+            ep = Endpoint(container_id=cid, ifname=ifname, namespace=namespace, pod=podname, netns=netns,
+                          ip=alloc.address, mac=link.pod_mac, host_ifname=link.host_ifname,
+                          host_ifindex=link.host_ifindex, host_mac=link.host_mac, gateway=alloc.gateway, mtu=mtu,
+                          identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip)
+            try:
+                self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()}, wait=5.0)
+            except (DataplaneUnavailable, Exception) as e:
+                podnet.delete(cid)
+                self.ipam.release(cid, ifname)
+                self.identities.release(ep.identity)
+                code = cni.ERR_TRY_AGAIN_LATER if isinstance(e, DataplaneUnavailable) else cni.ERR_DATAPATH
+                raise CniFailure(code, f"datapath did not accept endpoint {ep.ip}: {e}") from None
+            self.store.put(ep)
+        self.host.hook.novanet_endpoint_added(endpoint=ep)
+        return {
+            "cniVersion": cni.SPEC_VERSION,
+            "interfaces": [
+                {"name": link.host_ifname, "mac": link.host_mac},
+                {"name": ifname, "mac": link.pod_mac, "mtu": mtu, "sandbox": netns},
+            ],
+            "ips": [{"address": f"{alloc.address}/32", "gateway": alloc.gateway, "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": alloc.gateway}],
+        }
+
+    def _teardown(self, ep: Endpoint) -> None:
+        self._dp_call("dp.endpoint.delete", {"ip": ep.ip, "host_ifname": ep.host_ifname})
+        podnet.delete(ep.container_id)
+        self.ipam.release(ep.container_id, ep.ifname)
+        self.identities.release(ep.identity)
+        self.store.remove(ep.container_id, ep.ifname)
+
+    def cni_del(self, req: dict[str, Any]) -> None:
+        cid, ifname = req["containerID"], req["ifname"]
+        with self.lock:
+            ep = self.store.get(cid, ifname)
+            if ep is not None:
+                self._teardown(ep)
+            else:
+                # Unknown to us (already deleted, or never fully added): still free what may be left.
+                podnet.delete(cid)
+                self.ipam.release(cid, ifname)
+        if ep is not None:
+            self.host.hook.novanet_endpoint_removed(endpoint=ep)
+
+    def cni_check(self, req: dict[str, Any]) -> None:
+        cid, ifname, netns = req["containerID"], req["ifname"], req["netns"]
+        ep = self.store.get(cid, ifname)
+        if ep is None:
+            raise CniFailure(cni.ERR_UNKNOWN_CONTAINER, f"no NovaNet endpoint for container {cid} interface {ifname}")
+        problems = podnet.check(cid, netns, ifname, ep.ip)
+        alloc = self.ipam.get(cid, ifname)
+        if alloc is None or alloc.address != ep.ip:
+            problems.append(f"IPAM has no allocation of {ep.ip} for this attachment")
+        prev = (req.get("config") or {}).get("prevResult") or {}
+        prev_ips = {i.get("address", "").split("/")[0] for i in prev.get("ips", [])}
+        if prev_ips and ep.ip not in prev_ips:
+            problems.append(f"prevResult lists {sorted(prev_ips)} but the endpoint has {ep.ip}")
+        try:
+            live = {e["ip"] for e in self.dataplane.call("dp.endpoint.list")}
+            if ep.ip not in live:
+                problems.append(f"datapath has no entry for {ep.ip}")
+        except DataplaneUnavailable as e:
+            raise CniFailure(cni.ERR_TRY_AGAIN_LATER, str(e)) from None
+        if problems:
+            raise CniFailure(cni.ERR_CHECK_FAILED, "CHECK failed: " + "; ".join(problems))
+
+    def cni_status(self) -> None:
+        if not self.ready:
+            raise CniFailure(cni.ERR_NOT_AVAILABLE, "NovaNet agent is starting")
+        if not self.dataplane.connected:
+            raise CniFailure(cni.ERR_NOT_AVAILABLE, "NovaNet dataplane is not connected")
+        st = self.ipam.status()
+        if not st.get("ready", True):
+            raise CniFailure(cni.ERR_NOT_AVAILABLE, f"IPAM not ready: {st}")
+        if st.get("capacity") is not None and st.get("allocated", 0) >= st["capacity"]:
+            raise CniFailure(cni.ERR_NOT_AVAILABLE, f"IP pool {st.get('pool')} is exhausted")
+
+    def cni_gc(self, req: dict[str, Any]) -> dict[str, Any]:
+        valid_list = (req.get("config") or {}).get("cni.dev/valid-attachments", [])
+        valid = {Attachment(a["containerID"], a.get("ifname", "eth0")) for a in valid_list}
+        removed = []
+        for ep in self.store.all():
+            if Attachment(ep.container_id, ep.ifname) not in valid:
+                self.cni_del({"containerID": ep.container_id, "ifname": ep.ifname})
+                removed.append(ep.container_id)
+        with self.lock:
+            released = self.ipam.gc(valid)
+        return {"endpointsRemoved": removed, "ipsReleased": [a.address for a in released]}
+
+    # ------------------------------------------------------------------ inspection
+    def status(self) -> dict[str, Any]:
+        try:
+            dp = self.dataplane.call("dp.status")
+        except DataplaneUnavailable as e:
+            dp = {"connected": False, "error": str(e)}
+        else:
+            dp = {"connected": True, **dp}
+        return {
+            "version": __version__,
+            "ready": self.ready and dp.get("connected", False),
+            "nodeName": self.node.name,
+            "nodeIP": self.node.ip,
+            "podCIDR": self.node.pod_cidr,
+            "clusterCIDR": self.config.clusterCIDR,
+            "routingMode": self.config.routingMode,
+            "tunnelProtocol": self.config.tunnelProtocol if self.config.routingMode == "overlay" else "",
+            "datapath": self.config.datapath,
+            "ipam": self.config.ipam.type,
+            "mtu": self.mtu,
+            "gateway": self.gateway,
+            "defaultDeny": self.config.policy.defaultDeny,
+            "stateVersion": self.state_version,
+            "endpoints": len(self.store.all()),
+            "identities": len(self.identities.items()),
+            "policies": dp.get("policies", 0),
+            "tunnels": len(self.tunnel.status()) if self.tunnel is not None else 0,
+            "remoteEndpoints": len(self.remotes),
+            "nodes": 1 + len(self.remote_nodes),
+            "dataplane": dp,
+            "uptimeSeconds": round(time.time() - self.started_at, 1),
+        }

@@ -1,0 +1,113 @@
+"""Built-in plugin: the ``kernel`` datapath — per-pod /32 routes and proxy-ARP, no BPF.
+
+The simplest correct datapath, used where BPF is unavailable and as the baseline the eBPF
+datapath is benchmarked against. The kernel forwards between pod veths, so it turns on
+``net.ipv4.ip_forward`` in the dataplane's network namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from novanet_core.backends import BackendContext, BackendRegistry
+from novanet_core.hookspecs import hookimpl
+from novanet_core.types import Endpoint, RemoteEndpoint
+
+log = logging.getLogger(__name__)
+RT_SCOPE_LINK = 253
+RTPROT_NOVANET = 99  # "proto 99" in `ip route`: routes this datapath owns
+
+
+def _sysctl(path: str, value: str) -> None:
+    Path("/proc/sys/net/ipv4", path).write_text(value)
+
+
+class KernelDatapath:
+    name = "kernel"
+
+    def __init__(self, ctx: BackendContext):
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._remotes: dict[str, RemoteEndpoint] = {}
+        self.settings: dict[str, Any] = {}
+
+    def start(self) -> None:
+        _sysctl("ip_forward", "1")
+
+    def stop(self) -> None:
+        return None  # routes are kernel state: they stay, traffic keeps flowing
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        self.settings = dict(settings)
+        gw = settings.get("gateway")
+        if gw:
+            # The gateway address on lo makes every host veth answer the pods' ARP for it
+            # (arp_ignore=0), with no per-pod neighbour entries or proxy-ARP subnet routes.
+            with IPRoute() as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=lo, family=2)}
+                if gw not in have:
+                    ipr.addr("add", index=lo, address=gw, prefixlen=32)
+
+    def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        with self._lock, IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=endpoint.host_ifname)
+            if not idx:
+                raise RuntimeError(f"host interface {endpoint.host_ifname} does not exist")
+            _sysctl(f"conf/{endpoint.host_ifname}/proxy_arp", "1")
+            _sysctl(f"conf/{endpoint.host_ifname}/rp_filter", "0")
+            ipr.route("replace", dst=f"{endpoint.ip}/32", oif=idx[0], scope=RT_SCOPE_LINK, proto=RTPROT_NOVANET)
+            self._meta[endpoint.ip] = {"identity": endpoint.identity, "mac": endpoint.mac,
+                                       "namespace": endpoint.namespace, "pod": endpoint.pod}
+
+    def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
+        with self._lock, IPRoute() as ipr:
+            try:
+                ipr.route("del", dst=f"{ip}/32", proto=RTPROT_NOVANET)
+            except NetlinkError:
+                pass  # already gone with its veth
+            self._meta.pop(ip, None)
+
+    def upsert_remote(self, remote: RemoteEndpoint) -> None:
+        # Reaching other nodes is the tunnel or routing backend's job; the kernel datapath only
+        # remembers remote identities for listing.
+        self._remotes[remote.ip] = remote
+
+    def delete_remote(self, ip: str) -> None:
+        self._remotes.pop(ip, None)
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        out = []
+        with IPRoute() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            for r in ipr.get_routes(family=2, proto=RTPROT_NOVANET):
+                if r["dst_len"] != 32:
+                    continue
+                ip = r.get_attr("RTA_DST")
+                oif = r.get_attr("RTA_OIF")
+                meta = self._meta.get(ip, {})
+                out.append({"ip": ip, "host_ifname": names.get(oif, "?"), "host_ifindex": oif,
+                            "identity": meta.get("identity", 0), "mac": meta.get("mac", ""),
+                            "node_ip": self.settings.get("nodeIP", ""), "local": True})
+        for rem in self._remotes.values():
+            out.append({"ip": rem.ip, "identity": rem.identity, "node_ip": rem.node_ip, "local": False,
+                        "host_ifname": "", "host_ifindex": 0})
+        return out
+
+    def status(self) -> dict[str, Any]:
+        local = sum(1 for e in self.list_endpoints() if e["local"])
+        return {"mode": "kernel-routes", "attachMode": "none", "endpoints": local, "policies": 0,
+                "programs": [], "dropCounters": {}}
+
+
+@hookimpl
+def novanet_register_backends(registry: BackendRegistry) -> None:
+    registry.add("datapath", "kernel", KernelDatapath,
+                 description="per-pod /32 kernel routes and proxy-ARP; no BPF, no policy enforcement")

@@ -1,0 +1,1 @@
+"""Command-line tools: ``novanetctl`` (node inspection) and ``novanet`` (the lab)."""

@@ -1,0 +1,275 @@
+"""``novanetctl``: inspect a NovaNet node through its agent's local API.
+
+Every command takes ``-o table|json``; JSON output is a public contract (docs/cli.md). Plugins add
+their own commands (``flows``, ``drops``, ``routing ...``) through ``novanet_register_cli``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from novanet_core import __version__
+from novanet_core.api.client import ApiClient, Unreachable
+from novanet_core.api.protocol import ApiError
+from novanet_core.cli.output import emit_json, table
+
+DEFAULT_AGENT_SOCKET = "/run/novanet/novanet.sock"
+LAB_RUN_ROOT = "/run/novanet-lab"
+
+
+class CtlContext:
+    def __init__(self, agent_socket: str, dataplane_socket: str | None, output: str):
+        self.agent_socket = agent_socket
+        self._dataplane_socket = dataplane_socket
+        self.output = output
+
+    def agent(self) -> ApiClient:
+        return ApiClient(self.agent_socket, timeout=10)
+
+    def dataplane(self) -> ApiClient:
+        path = self._dataplane_socket
+        if path is None:
+            with self.agent() as a:
+                path = a.call("config.get")["sockets"]["dataplane"]
+        return ApiClient(path, timeout=None)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with self.agent() as a:
+            return a.call(method, params)
+
+
+def lab_node_socket(node: str, lab: str | None) -> str:
+    """The agent socket of a lab node (``novanet lab`` keeps node run dirs under /run/novanet-lab)."""
+    try:
+        from novanet_core.lab.paths import node_agent_socket  # the lab knows its own layout
+
+        return node_agent_socket(node, lab)
+    except ImportError:
+        pass
+    hits = glob.glob(os.path.join(LAB_RUN_ROOT, lab or "*", node, "*.sock"))
+    agent = [h for h in hits if os.path.basename(h) in ("novanet.sock", "agent.sock")]
+    if not agent:
+        raise click.UsageError(f"--node {node}: no running lab node of that name under {LAB_RUN_ROOT}")
+    if len(agent) > 1:
+        raise click.UsageError(f"--node {node}: several labs have that node; add --lab NAME")
+    return agent[0]
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    click.echo(f"novanetctl: {msg}", err=True)
+    sys.exit(code)
+
+
+def run_call(ctx: click.Context, method: str, params: dict[str, Any] | None = None) -> Any:
+    obj: CtlContext = ctx.obj
+    try:
+        return obj.call(method, params)
+    except Unreachable as e:
+        _fail(f"agent not reachable ({e}); is novanet-agent running on this node?", 3)
+    except ApiError as e:
+        _fail(f"{e.code}: {e.message}", 1)
+
+
+output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default=None,
+                             help="output format (default table)")
+
+
+def _out(ctx: click.Context, local: str | None) -> str:
+    return local or ctx.obj.output
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--agent-socket", envvar="NOVANET_AGENT_SOCKET", default=None, help=f"agent socket (default {DEFAULT_AGENT_SOCKET})")
+@click.option("--dataplane-socket", envvar="NOVANET_DATAPLANE_SOCKET", default=None, help="dataplane socket (default: ask the agent)")
+@click.option("--node", default=None, help="talk to this lab node's agent")
+@click.option("--lab", default=None, help="lab name, with --node when several labs run")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def cli(ctx: click.Context, agent_socket: str | None, dataplane_socket: str | None, node: str | None, lab: str | None, output: str) -> None:
+    """Inspect a NovaNet node."""
+    if node:
+        agent_socket = lab_node_socket(node, lab)
+    ctx.obj = CtlContext(agent_socket or DEFAULT_AGENT_SOCKET, dataplane_socket, output)
+
+
+@cli.command()
+def version() -> None:
+    """Print the novanetctl version."""
+    click.echo(f"novanetctl {__version__}")
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def status(ctx: click.Context, output: str | None) -> None:
+    """Node status: modes, addresses, counts, datapath state."""
+    st = run_call(ctx, "status")
+    if _out(ctx, output) == "json":
+        return emit_json(st)
+    dp = st.get("dataplane", {})
+    lines = [
+        "NovaNet Agent Status", "====================",
+        f"Node:              {st['nodeName']}",
+        f"Routing Mode:      {st['routingMode']}",
+        f"Tunnel Protocol:   {st['tunnelProtocol'] or '-'}",
+        f"Node IP:           {st['nodeIP']}",
+        f"Pod CIDR:          {st['podCIDR']}",
+        f"Cluster CIDR:      {st['clusterCIDR']}",
+        f"MTU:               {st['mtu']}",
+        f"Default Deny:      {str(st['defaultDeny']).lower()}",
+        "",
+        f"Endpoints:         {st['endpoints']}",
+        f"Policies:          {st['policies']}",
+        f"Tunnels:           {st['tunnels']}",
+        f"Identities:        {st['identities']}",
+        "",
+        f"Dataplane:         {'connected' if dp.get('connected') else 'disconnected'}",
+        f"Datapath:          {st['datapath']}" + (f" (attach: {dp['attachMode']})" if dp.get("attachMode") else ""),
+        f"Attached Programs: {len(dp.get('programs', []))}",
+        f"Ready:             {str(st['ready']).lower()}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def endpoints(ctx: click.Context, output: str | None) -> None:
+    """Endpoints as the live datapath holds them."""
+    eps = run_call(ctx, "endpoints.list")
+    if _out(ctx, output) == "json":
+        return emit_json(eps)
+    rows = [(e["ip"], e.get("namespace"), e.get("pod"), e.get("identity"), e.get("host_ifname"), e.get("host_ifindex"),
+             e.get("mac"), e.get("node_ip"), "local" if e.get("local", True) else "remote") for e in eps]
+    click.echo(table(["IP", "NAMESPACE", "POD", "IDENTITY", "IFNAME", "IFINDEX", "MAC", "NODE_IP", "SCOPE"], rows))
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def identity(ctx: click.Context, output: str | None) -> None:
+    """Identity to label-set mappings."""
+    ids = run_call(ctx, "identity.list")
+    if _out(ctx, output) == "json":
+        return emit_json(ids)
+    click.echo("IDENTITY MAPPINGS")
+    click.echo(f"Total Identities: {len(ids)}\n")
+    rows = [(i["id"], i["namespace"], i["podCount"],
+             ", ".join(f"{k}={v}" for k, v in sorted(i["labels"].items())) or "<none>") for i in ids]
+    click.echo(table(["ID", "NAMESPACE", "POD_COUNT", "LABELS"], rows))
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def plugins(ctx: click.Context, output: str | None) -> None:
+    """Discovered plugins, their versions, hooks, and whether they are active."""
+    pl = run_call(ctx, "plugins.list")
+    if _out(ctx, output) == "json":
+        return emit_json(pl)
+    rows = [(p["name"], p["version"], "yes" if p["active"] else "no", ",".join(p["backends"]) or "-",
+             ",".join(h.removeprefix("novanet_") for h in p["hooks"])) for p in pl]
+    click.echo(table(["NAME", "VERSION", "ACTIVE", "BACKENDS", "HOOKS"], rows))
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def ipam(ctx: click.Context, output: str | None) -> None:
+    """IP allocations of this node's pool."""
+    allocs = run_call(ctx, "ipam.list")
+    st = run_call(ctx, "ipam.status")
+    if _out(ctx, output) == "json":
+        return emit_json({"status": st, "allocations": allocs})
+    click.echo(f"Pool: {st.get('pool')}  allocated {st.get('allocated')}/{st.get('capacity')}")
+    click.echo(table(["IP", "CONTAINER_ID", "IFNAME"], [(a["address"], a["container_id"], a["ifname"]) for a in allocs]))
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def tunnels(ctx: click.Context, output: str | None) -> None:
+    """Active tunnels (overlay mode)."""
+    st = run_call(ctx, "status")
+    tl = run_call(ctx, "tunnels.list")
+    if _out(ctx, output) == "json":
+        return emit_json(tl)
+    click.echo("TUNNEL STATE")
+    click.echo(f"Routing Mode: {st['routingMode']}\nTunnel Protocol: {st['tunnelProtocol'] or '-'}\nActive Tunnels: {len(tl)}\n")
+    if not tl:
+        click.echo("No active tunnels.")
+        return
+    rows = [(t["node"], t["nodeIP"], t["podCIDR"], t["interface"], t["ifindex"], t["protocol"]) for t in tl]
+    click.echo(table(["NODE", "NODE_IP", "POD_CIDR", "INTERFACE", "IFINDEX", "PROTOCOL"], rows))
+
+
+@cli.command()
+@output_option
+@click.pass_context
+def reconcile(ctx: click.Context, output: str | None) -> None:
+    """Reconcile live state with desired state now and print what changed."""
+    rep = run_call(ctx, "reconcile")
+    if _out(ctx, output) == "json":
+        return emit_json(rep)
+    for k, v in rep.items():
+        click.echo(f"{k}: {len(v)} {' '.join(v)}")
+
+
+@cli.command("debug-bundle")
+@click.option("--out", "out_path", default="novanet-debug.tar.gz", show_default=True)
+@click.pass_context
+def debug_bundle(ctx: click.Context, out_path: str) -> None:
+    """Collect the guide's debug bundle (status, logs pointers, bpffs, links, routes) into a tarball."""
+
+    from novanet_core.bundle import DebugBundle
+    from novanet_core.cli.output import emit_json as _  # noqa: F401  (same formatting in files)
+
+    b = DebugBundle()
+    obj: CtlContext = ctx.obj
+    for name, method in (("status.json", "status"), ("endpoints.json", "endpoints.list"),
+                         ("identities.json", "identity.list"), ("plugins.json", "plugins.list"),
+                         ("ipam.json", "ipam.list"), ("config.json", "config.get")):
+        try:
+            b.add_text(name, json.dumps(obj.call(method), indent=2, default=str))
+        except (Unreachable, ApiError) as e:
+            b.add_text(name, f"unavailable: {e}\n")
+    try:
+        cfg = obj.call("config.get")
+        bpf_root = cfg["bpf"]["root"]
+    except (Unreachable, ApiError):
+        bpf_root = "/sys/fs/bpf/novanet"
+    for name, argv in (("uname.txt", ["uname", "-a"]), ("btf.txt", ["ls", "-la", "/sys/kernel/btf/vmlinux"]),
+                       ("bpffs.txt", ["ls", "-laR", bpf_root]), ("links.txt", ["ip", "-d", "link", "show"]),
+                       ("routes.txt", ["ip", "route", "show"]), ("geneve.txt", ["ip", "link", "show", "type", "geneve"]),
+                       ("vxlan.txt", ["ip", "-d", "link", "show", "type", "vxlan"]), ("processes.txt", ["ps", "-eo", "pid,args"])):
+        b.add_command(name, argv)
+    b.write_tar(out_path)
+    click.echo(f"wrote {out_path} ({len(b.files)} files)")
+
+
+def build_cli() -> click.Group:
+    from novanet_core.config.models import NovaNetConfig
+    from novanet_core.plugins.manager import PluginHost
+
+    # Plugins add their commands whatever the node's config: the CLI must be able to inspect
+    # any backend that is installed.
+    try:
+        host = PluginHost(NovaNetConfig(), "cli")
+        host.pm.hook.novanet_register_cli.call_historic(kwargs={"cli": cli, "program": "novanetctl"})
+    except Exception as e:  # a broken plugin must not take the core commands down with it
+        click.echo(f"novanetctl: warning: plugin commands unavailable: {e}", err=True)
+    return cli
+
+
+def main() -> None:
+    build_cli()(prog_name="novanetctl")
+
+
+if __name__ == "__main__":
+    main()

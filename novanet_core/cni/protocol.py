@@ -1,0 +1,122 @@
+"""CNI 1.1 protocol rules shared by the client binary and the agent. Stdlib only (imported per ADD).
+
+Error codes (CNI spec): 1 incompatible version, 2 unsupported field, 3 container unknown,
+4 invalid environment variables, 5 I/O failure, 6 decode failure, 7 invalid network config,
+11 try again later, 50/51 from STATUS, 100+ plugin specific (NovaNet's are listed below and
+in docs/cni.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SPEC_VERSION = "1.1.0"
+SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+DEFAULT_AGENT_SOCKET = "/run/novanet/cni.sock"
+
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_UNSUPPORTED_FIELD = 2
+ERR_UNKNOWN_CONTAINER = 3
+ERR_INVALID_ENV = 4
+ERR_IO = 5
+ERR_DECODE = 6
+ERR_INVALID_CONFIG = 7
+ERR_TRY_AGAIN_LATER = 11
+ERR_NOT_AVAILABLE = 50
+ERR_LIMITED_CONNECTIVITY = 51
+# NovaNet plugin-specific codes
+ERR_INTERNAL = 100
+ERR_NETNS = 101  # the pod network namespace is missing or unusable
+ERR_INTERFACE = 102  # creating/configuring the interface failed
+ERR_DATAPATH = 103  # the dataplane refused or is unreachable
+ERR_CHECK_FAILED = 104  # CHECK found a difference
+ERR_IPAM = 105
+ERR_IPAM_EXHAUSTED = 110
+
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+
+
+class CniError(Exception):
+    def __init__(self, code: int, msg: str, details: str = ""):
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+    def to_json(self, cni_version: str = SPEC_VERSION) -> dict[str, Any]:
+        d: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
+        if self.details:
+            d["details"] = self.details
+        return d
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+def validate_env(env: dict[str, str]) -> dict[str, Any]:
+    """Check the CNI_* variables for the command; returns the parsed request."""
+    cmd = env.get("CNI_COMMAND", "")
+    if cmd not in COMMANDS:
+        raise CniError(ERR_INVALID_ENV, f"CNI_COMMAND must be one of {', '.join(COMMANDS)}, got {cmd!r}")
+    req: dict[str, Any] = {"command": cmd}
+    if cmd in ("ADD", "DEL", "CHECK"):
+        needed = ["CNI_CONTAINERID", "CNI_IFNAME"] + (["CNI_NETNS"] if cmd != "DEL" else [])
+        missing = [k for k in needed if not env.get(k)]
+        if missing:
+            raise CniError(ERR_INVALID_ENV, f"required environment variable(s) missing for {cmd}: {', '.join(missing)}")
+        cid = env["CNI_CONTAINERID"]
+        if not _CONTAINER_ID.match(cid):
+            raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {cid!r} must start with a letter or digit and contain only letters, digits, '_', '.', '-'")
+        ifname = env["CNI_IFNAME"]
+        if len(ifname) > 15 or ifname in (".", "..") or any(c in ifname for c in "/: \t\n"):
+            raise CniError(ERR_INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
+        req.update(containerID=cid, ifname=ifname, netns=env.get("CNI_NETNS", ""), args=parse_args(env.get("CNI_ARGS", "")))
+    return req
+
+
+def parse_args(raw: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, raw.split(";")):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise CniError(ERR_INVALID_ENV, f"CNI_ARGS entry {part!r} is not KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def validate_config(conf: Any, command: str) -> dict[str, Any]:
+    """Validate the network configuration the runtime passed on stdin."""
+    if not isinstance(conf, dict):
+        raise CniError(ERR_INVALID_CONFIG, "network configuration must be a JSON object")
+    ver = conf.get("cniVersion")
+    if not isinstance(ver, str) or not ver:
+        raise CniError(ERR_INVALID_CONFIG, "cniVersion: required string missing")
+    if ver not in SUPPORTED_VERSIONS:
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"cniVersion {ver!r} is not supported",
+                       details=f"supported versions: {', '.join(SUPPORTED_VERSIONS)}")
+    if command == "VERSION":
+        return conf
+    for key in ("name", "type"):
+        if not isinstance(conf.get(key), str) or not conf.get(key):
+            raise CniError(ERR_INVALID_CONFIG, f"{key}: required string missing")
+    sock = conf.get("agentSocket", DEFAULT_AGENT_SOCKET)
+    if not isinstance(sock, str) or not sock.startswith("/"):
+        raise CniError(ERR_INVALID_CONFIG, "agentSocket: must be an absolute path to the agent's CNI socket")
+    if "mtu" in conf and (isinstance(conf["mtu"], bool) or not isinstance(conf["mtu"], int) or not 576 <= conf["mtu"] <= 9000):
+        raise CniError(ERR_INVALID_CONFIG, "mtu: must be an integer 576..9000")
+    if command == "CHECK" and version_tuple(ver) >= (0, 4, 0) and not isinstance(conf.get("prevResult"), dict):
+        raise CniError(ERR_INVALID_CONFIG, "prevResult: CHECK needs the result of the ADD")
+    if command == "GC":
+        va = conf.get("cni.dev/valid-attachments", [])
+        if not isinstance(va, list) or not all(isinstance(a, dict) and isinstance(a.get("containerID"), str) for a in va):
+            raise CniError(ERR_INVALID_CONFIG, "cni.dev/valid-attachments: must be a list of {containerID, ifname}")
+    return conf
+
+
+def format_result(res: dict[str, Any], cni_version: str) -> dict[str, Any]:
+    """Render the agent's result at the runtime's requested version."""
+    out = {"cniVersion": cni_version, **{k: v for k, v in res.items() if k != "cniVersion"}}
+    if version_tuple(cni_version) < (1, 0, 0):
+        out["ips"] = [{**ip, "version": "4"} for ip in out.get("ips", [])]
+    return out

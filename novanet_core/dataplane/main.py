@@ -1,0 +1,55 @@
+"""``novanet-dataplane`` entry point."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from novanet_core.api.server import ApiServer
+from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.config.loader import load_config
+from novanet_core.dataplane.service import DataplaneService
+from novanet_core.logging_setup import setup_logging
+from novanet_core.metrics import start_metrics
+from novanet_core.plugins.manager import PluginHost
+
+log = logging.getLogger("novanet.dataplane")
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="NOVANET_CONFIG")
+@click.option("--metrics-address", default="", help="serve dataplane metrics here (host:port)")
+def main(config_path: str | None, metrics_address: str) -> None:
+    """Run the NovaNet dataplane (the BPF owner) for this node."""
+    try:
+        config = load_config(config_path)
+        setup_logging(config.logLevel, "novanet-dataplane")
+        host = PluginHost(config, "dataplane")
+        host.select()
+        backend = host.create("datapath", BackendContext(config=config, component="dataplane"))
+        backend.start()
+    except ConfigError as e:
+        click.echo(f"novanet-dataplane: {e}", err=True)
+        sys.exit(2)
+    svc = DataplaneService(backend)
+    router = svc.router()
+    host.hook.novanet_register_api(router=router, component="dataplane")
+    srv = ApiServer(config.sockets.dataplane, router, root_only=True)
+    srv.start()
+    start_metrics(metrics_address, host, "dataplane")
+    log.info("started: datapath %s, serving %s", backend.name, config.sockets.dataplane)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    log.info("stopping; pinned programs and maps keep forwarding")
+    srv.stop()
+    backend.stop()
+
+
+if __name__ == "__main__":
+    main()

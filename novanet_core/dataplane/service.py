@@ -1,0 +1,98 @@
+"""Hosts the selected datapath backend and serves the agent-facing dataplane API.
+
+Protocol (version 1 of the local API, see novanet_core.api.protocol), methods:
+
+  dp.status                      -> backend status + {"datapath", "generation", "pid"}
+  dp.configure {settings}        -> node settings (node IP, PodCIDR, gateway, mode, defaultDeny, ...)
+  dp.endpoint.upsert {endpoint}  -> make a local endpoint reachable (Endpoint as a dict)
+  dp.endpoint.delete {ip, host_ifname?}
+  dp.endpoint.list               -> endpoints read back from the live datapath
+  dp.remote.upsert {remote} / dp.remote.delete {ip}
+
+plus whatever the active datapath plugin adds through ``novanet_register_api(component="dataplane")``.
+``generation`` changes every time the process starts, so the agent can tell that the dataplane
+restarted and re-push what it owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from novanet_core.api.protocol import ApiError
+from novanet_core.api.router import ApiRouter
+from novanet_core.types import Endpoint, RemoteEndpoint
+
+log = logging.getLogger("novanet.dataplane")
+
+
+class DataplaneService:
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.generation = int(time.time() * 1000) ^ os.getpid()
+        self.lock = threading.RLock()
+        self.settings: dict[str, Any] = {}
+
+    def router(self) -> ApiRouter:
+        r = ApiRouter()
+        r.add("dp.status", self.status, doc="datapath status")
+        r.add("dp.configure", self.configure, doc="node settings")
+        r.add("dp.endpoint.upsert", self.endpoint_upsert, doc="add or update a local endpoint")
+        r.add("dp.endpoint.delete", self.endpoint_delete, doc="remove a local endpoint")
+        r.add("dp.endpoint.list", lambda p: self.backend.list_endpoints(), doc="endpoints from the live datapath")
+        r.add("dp.remote.upsert", self.remote_upsert, doc="add or update a pod on another node")
+        r.add("dp.remote.delete", self.remote_delete, doc="remove a pod on another node")
+        r.add("dp.methods", lambda p: r.methods(), doc="list methods")
+        return r
+
+    def status(self, p: dict[str, Any]) -> dict[str, Any]:
+        st = dict(self.backend.status())
+        st.update(datapath=self.backend.name, generation=self.generation, pid=os.getpid())
+        return st
+
+    def configure(self, p: dict[str, Any]) -> None:
+        settings = p.get("settings")
+        if not isinstance(settings, dict):
+            raise ApiError("invalid_params", "settings: must be an object")
+        with self.lock:
+            self.backend.configure(settings)
+            self.settings = settings
+
+    def endpoint_upsert(self, p: dict[str, Any]) -> None:
+        d = p.get("endpoint")
+        if not isinstance(d, dict):
+            raise ApiError("invalid_params", "endpoint: must be an object")
+        try:
+            ep = Endpoint.from_dict(d)
+        except TypeError as e:
+            raise ApiError("invalid_params", f"endpoint: {e}") from None
+        with self.lock:
+            self.backend.upsert_endpoint(ep)
+
+    def endpoint_delete(self, p: dict[str, Any]) -> None:
+        ip = p.get("ip")
+        if not isinstance(ip, str):
+            raise ApiError("invalid_params", "ip: must be a string")
+        with self.lock:
+            self.backend.delete_endpoint(ip, p.get("host_ifname"))
+
+    def remote_upsert(self, p: dict[str, Any]) -> None:
+        d = p.get("remote")
+        if not isinstance(d, dict):
+            raise ApiError("invalid_params", "remote: must be an object")
+        try:
+            rem = RemoteEndpoint(**d)
+        except TypeError as e:
+            raise ApiError("invalid_params", f"remote: {e}") from None
+        with self.lock:
+            self.backend.upsert_remote(rem)
+
+    def remote_delete(self, p: dict[str, Any]) -> None:
+        ip = p.get("ip")
+        if not isinstance(ip, str):
+            raise ApiError("invalid_params", "ip: must be a string")
+        with self.lock:
+            self.backend.delete_remote(ip)

@@ -1,0 +1,62 @@
+"""Network-namespace helpers.
+
+``setns`` switches only the *calling thread*, which is what we want inside a threaded server: a
+netlink socket opened while the thread is in a namespace stays bound to that namespace after the
+thread switches back. That costs ~2 ms per pod instead of ~10 ms for pyroute2's
+``IPRoute(netns=...)``, which forks a helper process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns_fd(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+@contextmanager
+def in_netns(path: str) -> Iterator[None]:
+    """Run the body with the calling thread in the network namespace at ``path``."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            _setns_fd(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns_fd(own)
+    finally:
+        os.close(own)
+
+
+@contextmanager
+def netns_iproute(path: str | None) -> Iterator[IPRoute]:
+    """An IPRoute socket bound to the namespace at ``path`` (or the current one for ``None``)."""
+    if path is None:
+        ipr = IPRoute()
+    else:
+        with in_netns(path):
+            ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def same_netns(path: str) -> bool:
+    st1, st2 = os.stat(path), os.stat("/proc/thread-self/ns/net")
+    return (st1.st_dev, st1.st_ino) == (st2.st_dev, st2.st_ino)

@@ -1,0 +1,3 @@
+"""NovaNet VXLAN tunnel plugin."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""The shared VXLAN device ``nvx0`` and the per-remote-node kernel routes through it.
+
+One collect-metadata ("external") device per node, UDP 4789, learning off: the remote VTEP is
+chosen per packet, either by the route's lightweight-tunnel metadata (this module, used by the
+kernel datapath and for traffic the host itself originates) or by a BPF program setting the
+tunnel key (the eBPF datapath).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import subprocess
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+DEVICE = "nvx0"
+PORT = 4789
+VNI = 1
+OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+# Link-local next hop for remote PodCIDR routes; resolved by a permanent neighbour entry so no
+# ARP ever crosses the collect-metadata device (it could not be answered there).
+NEXT_HOP = "169.254.42.1"
+NEXT_HOP_MAC = "02:fe:a9:fe:2a:01"
+RTPROT_NOVANET = 99
+
+
+def device_mac(node_ip: str) -> str:
+    return "02:fd:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(node_ip).packed)
+
+
+def ensure_device(node_ip: str, mtu: int) -> int:
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=DEVICE)
+        if idx:
+            link = ipr.get_links(idx[0])[0]
+            info = link.get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info else None
+            ok = (info and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data
+                  and data.get_attr("IFLA_VXLAN_COLLECT_METADATA") and data.get_attr("IFLA_VXLAN_PORT") == PORT)
+            if not ok:
+                log.warning("%s exists with other settings; recreating it", DEVICE)
+                ipr.link("del", index=idx[0])
+                idx = []
+        if not idx:
+            ipr.link("add", ifname=DEVICE, kind="vxlan", vxlan_collect_metadata=1, vxlan_port=PORT,
+                     vxlan_learning=0, address=device_mac(node_ip), mtu=mtu)
+            idx = ipr.link_lookup(ifname=DEVICE)
+        ipr.link("set", index=idx[0], mtu=mtu, state="up")
+        ipr.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=idx[0], state=0x80)  # NUD_PERMANENT
+        return idx[0]
+
+
+def delete_device() -> None:
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=DEVICE)
+        if idx:
+            ipr.link("del", index=idx[0])
+
+
+def set_route(pod_cidr: str, node_ip: str, src: str) -> None:
+    # pyroute2 0.9.7 cannot encode LWTUNNEL_ENCAP_IP ("encap ip"), so this one route type goes
+    # through iproute2.
+    subprocess.run(["ip", "route", "replace", pod_cidr, "encap", "ip", "id", str(VNI), "dst", node_ip,
+                    "via", NEXT_HOP, "dev", DEVICE, "onlink", "src", src, "proto", str(RTPROT_NOVANET)],
+                   check=True, capture_output=True, text=True)
+
+
+def delete_route(pod_cidr: str) -> None:
+    with IPRoute() as ipr:
+        try:
+            ipr.route("del", dst=pod_cidr, proto=RTPROT_NOVANET)
+        except NetlinkError:
+            pass
+
+
+def routes() -> dict[str, str]:
+    """Remote PodCIDR -> device for the routes this plugin owns."""
+    out = {}
+    with IPRoute() as ipr:
+        for r in ipr.get_routes(family=2, proto=RTPROT_NOVANET):
+            if r["dst_len"] < 32:
+                out[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = DEVICE
+    return out
