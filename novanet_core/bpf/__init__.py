@@ -1,0 +1,10 @@
+"""Generic BPF utilities shared by every BPF-using plugin.
+
+* :mod:`.syscall`  raw ``bpf(2)`` commands via ctypes (pins, info, tcx links, map iteration)
+* :mod:`.bpffs`    mounting bpffs and managing pin directories
+* :mod:`.ktree`    the fake kernel header tree BCC compiles against on header-less hosts
+* :mod:`.netns`    entering a network namespace from a thread
+* :mod:`.stats`    per-program run_cnt / run_time_ns from fdinfo
+* :mod:`.ringbuf`  an mmap ring-buffer consumer (no per-event C callback)
+* :mod:`.pinned`   schema checks and versioned pins for maps BCC reuses blindly
+"""

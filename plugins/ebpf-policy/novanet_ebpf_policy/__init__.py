@@ -1,0 +1,3 @@
+"""NovaNet's eBPF datapath plugin (datapath backend ``ebpf``)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""Methods the plugin adds to the dataplane's local API (``novanet_register_api``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from novanet_core.api.protocol import ApiError
+from novanet_core.backends import ConfigError
+from novanet_ebpf_policy.backend import DatapathError, EbpfDatapath
+
+
+def _flag(p: dict[str, Any], key: str) -> bool:
+    v = p.get(key, False)
+    if not isinstance(v, bool):
+        raise ApiError("invalid_params", f"{key}: {v!r} is not a boolean")
+    return v
+
+
+def _num(p: dict[str, Any], key: str, default: int, hi: int) -> int:
+    v = p.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+        raise ApiError("invalid_params", f"{key}: {v!r} is not an integer in 0..{hi}")
+    return v
+
+
+def _guard(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    def wrapped(p: dict[str, Any]) -> Any:
+        try:
+            return fn(p)
+        except (ConfigError, DatapathError, ValueError) as e:
+            raise ApiError("invalid_params", str(e)) from None
+
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> None:
+    def be() -> EbpfDatapath:
+        b = get_backend()
+        if b is None or b.maps is None:
+            raise ApiError("unavailable", "the ebpf datapath is not running in this process")
+        return b
+
+    def flows(p: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Flow events: params identity (0 = all), drops_only, follow, limit (history, default 100)."""
+        identity = _num(p, "identity", 0, 0xFFFFFFFF)
+        drops_only, follow = _flag(p, "drops_only"), _flag(p, "follow")
+        limit = _num(p, "limit", 100, 1 << 20)
+        b = be()
+        if follow:
+            return b.flows.follow(identity, drops_only, limit)
+        return iter(b.flows.recent(identity, drops_only, limit))
+
+    def drops(p: dict[str, Any]) -> dict[str, Any]:
+        """Drop counters by reason (summed over CPUs) and flow-event loss counters."""
+        b = be()
+        return {"drops": b.drop_counters(), "flow_events": b.flow_counters()}
+
+    def bpf_stats(p: dict[str, Any]) -> dict[str, Any]:
+        """Per-program run_cnt, run_time_ns, avg_ns (needs kernel.bpf_stats_enabled=1)."""
+        return be().bpf_stats()
+
+    def maps_(p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Pinned maps: pin path, versioned path, kernel id, type, sizes, entries."""
+        return be().map_info()
+
+    def status(p: dict[str, Any]) -> dict[str, Any]:
+        """Datapath status: attach mode, programs, links, counters."""
+        return be().status()
+
+    def endpoints(p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Endpoints as the live pinned map holds them."""
+        return be().list_endpoints()
+
+    def policy_list(p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Identity-pair policy entries."""
+        return be().list_policies()
+
+    def policy_upsert(p: dict[str, Any]) -> dict[str, Any]:
+        """Add/replace one entry: src_identity, dst_identity, protocol, dst_port, action (allow|deny)."""
+        be().upsert_policy(p)
+        return {}
+
+    def policy_delete(p: dict[str, Any]) -> dict[str, Any]:
+        """Delete one entry: src_identity, dst_identity, protocol, dst_port."""
+        return {"deleted": be().delete_policy(p)}
+
+    def policy_sync(p: dict[str, Any]) -> dict[str, Any]:
+        """Full replace: params entries = [{src_identity, dst_identity, protocol, dst_port, action}]."""
+        entries = p.get("entries")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ApiError("invalid_params", "entries: must be a list of objects")
+        return be().sync_policies(entries)
+
+    def tunnel_upsert(p: dict[str, Any]) -> dict[str, Any]:
+        """Collect-md tunnel for a remote node: node_ip, ifindex, vni, remote_ip (default node_ip)."""
+        if "node_ip" not in p:
+            raise ApiError("invalid_params", "node_ip: required")
+        be().upsert_tunnel(p["node_ip"], _num(p, "ifindex", 0, 1 << 31), _num(p, "vni", 1, (1 << 24) - 1),
+                           p.get("remote_ip"))
+        return {}
+
+    def tunnel_delete(p: dict[str, Any]) -> dict[str, Any]:
+        """Remove a remote node's tunnel entry: node_ip."""
+        be().delete_tunnel(str(p.get("node_ip", "")))
+        return {}
+
+    def reload(p: dict[str, Any]) -> dict[str, Any]:
+        """Recompile the programs and swap them atomically into every attachment."""
+        return be().reload()
+
+    for name, fn, stream in (
+        ("ebpf.flows", flows, True), ("ebpf.drops", drops, False), ("ebpf.bpf_stats", bpf_stats, False),
+        ("ebpf.maps", maps_, False), ("ebpf.status", status, False), ("ebpf.endpoints", endpoints, False),
+        ("ebpf.policy_list", policy_list, False), ("ebpf.policy_upsert", policy_upsert, False),
+        ("ebpf.policy_delete", policy_delete, False), ("ebpf.policy_sync", policy_sync, False),
+        ("ebpf.tunnel_upsert", tunnel_upsert, False), ("ebpf.tunnel_delete", tunnel_delete, False),
+        ("ebpf.reload", reload, False),
+    ):
+        router.add(name, _guard(fn), stream=stream)

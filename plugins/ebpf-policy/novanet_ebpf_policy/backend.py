@@ -1,0 +1,468 @@
+"""The ``ebpf`` datapath backend (runs in the novanet-dataplane process, in the node netns)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.bpf import bpffs, ktree, pinned, stats, syscall
+from novanet_core.types import Endpoint, RemoteEndpoint
+from novanet_ebpf_policy import maps as mapsmod
+from novanet_ebpf_policy import program as progmod
+from novanet_ebpf_policy.attach import TcAttacher, TcxAttacher, tcx_supported
+from novanet_ebpf_policy.flows import FlowCollector
+from novanet_ebpf_policy.layouts import (
+    Action,
+    ConfigKey,
+    EgressKey,
+    EgressValue,
+    EndpointKey,
+    EndpointValue,
+    PolicyKey,
+    PolicyValue,
+    TunnelKey,
+    TunnelValue,
+)
+
+log = logging.getLogger(__name__)
+
+# Route protocol of the per-pod /32 routes this backend installs for host->pod traffic
+# (pod<->pod never uses them: it is redirected in BPF).
+RTPROT_NOVANET = 0x4E
+PROTOCOLS = {"any": 0, "*": 0, "icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
+
+
+class DatapathError(RuntimeError):
+    """A datapath operation failed; the message names the object and field."""
+
+
+def ip_num(value: Any, field: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise ConfigError(f"{field}: {value!r} is not an IPv4 address") from None
+
+
+def mac_bytes(value: Any, field: str) -> bytes:
+    try:
+        b = bytes.fromhex(str(value).replace(":", "").replace("-", ""))
+    except ValueError:
+        b = b""
+    if len(b) != 6:
+        raise ConfigError(f"{field}: {value!r} is not a MAC address")
+    return b
+
+
+def mac_str(b: Any) -> str:
+    return ":".join(f"{x:02x}" for x in bytes(b))
+
+
+def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    v = params.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ConfigError(f"{key}: {v!r} is not an integer")
+    try:
+        n = int(v)
+    except ValueError:
+        raise ConfigError(f"{key}: {v!r} is not an integer") from None
+    if not lo <= n <= hi:
+        raise ConfigError(f"{key}: {n} is outside {lo}..{hi}")
+    return n
+
+
+def protocol_num(v: Any, field: str = "protocol") -> int:
+    if isinstance(v, str) and v.lower() in PROTOCOLS:
+        return PROTOCOLS[v.lower()]
+    return _int({field: v}, field, 0, 0, 255)
+
+
+class EbpfDatapath:
+    name = "ebpf"
+
+    def __init__(self, ctx: BackendContext):
+        cfg = ctx.config
+        self.ctx = ctx
+        self.root = cfg.bpf.root
+        self.header_tree = cfg.bpf.headerTree
+        self.attach_mode_cfg = cfg.bpf.attachMode
+        self._initial = {"nodeIP": cfg.nodeIP, "podCIDR": cfg.podCIDR, "clusterCIDR": cfg.clusterCIDR,
+                         "defaultDeny": cfg.policy.defaultDeny, "routingMode": cfg.routingMode,
+                         "tunnelProtocol": cfg.tunnelProtocol}
+        self._settings: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self.prog: progmod.LoadedProgram | None = None
+        self.maps: mapsmod.MapHandles | None = None
+        self.attacher: TcxAttacher | TcAttacher | None = None
+        self.flows = FlowCollector()
+        self.last_start: dict[str, Any] = {}
+        self.mounted_bpffs = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        with self._lock:
+            self.mounted_bpffs = bpffs.ensure_mounted(os.path.dirname(self.root.rstrip("/")) or "/sys/fs/bpf") \
+                if self.root.startswith(bpffs.BPFFS) else False
+            bpffs.ensure_dir(self.root)
+            progmod.ensure_dirs(self.root)
+            ktree.activate(self.header_tree)
+            migration = mapsmod.prepare(self.root)  # schema guard BEFORE BCC sees the pins
+            self.prog = progmod.compile_and_load(self.root)
+            migration.copy()
+            self.maps = mapsmod.MapHandles(self.root)
+            self.attacher = self._make_attacher()
+            result = self.attacher.reconcile(self.prog.fds, self._local_ifindexes())
+            migration.finish()
+            self._apply_settings(self._initial, initial=True)
+            self.flows.start(self.maps.fds["flows"])
+            self.last_start = {"migrations": migration.to_dict(), **result}
+            log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
+
+    def _make_attacher(self) -> TcxAttacher | TcAttacher:
+        mode = self.attach_mode_cfg
+        if mode == "auto":
+            mode = "tcx" if tcx_supported() else "tc"
+        return TcxAttacher(self.root) if mode == "tcx" else TcAttacher(self.root)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.flows.stop()
+            if isinstance(self.attacher, TcAttacher):
+                self.attacher.close()
+            if self.maps:
+                self.maps.close()
+                self.maps = None
+            if self.prog:
+                self.prog.close()
+                self.prog = None
+
+    def reload(self, cflags: dict[str, str] | None = None) -> dict[str, Any]:
+        """Compile a new program version, then swap it atomically into every attachment."""
+        new = progmod.compile_and_load(self.root, cflags)  # seconds; traffic unaffected meanwhile
+        with self._lock:
+            assert self.attacher is not None
+            old = self.prog
+            result = self.attacher.reconcile(new.fds, self._local_ifindexes())
+            self.prog = new
+        if old:
+            old.close()
+        return {"programs": new.ids, **result}
+
+    def _m(self) -> mapsmod.MapHandles:
+        if self.maps is None:
+            raise DatapathError("ebpf datapath is not started")
+        return self.maps
+
+    # ------------------------------------------------------------------ config
+    def configure(self, settings: dict[str, Any]) -> None:
+        with self._lock:
+            self._apply_settings(settings)
+
+    def _apply_settings(self, s: dict[str, Any], initial: bool = False) -> None:
+        m = self._m()
+        writes: dict[ConfigKey, int] = {}
+        if s.get("nodeIP"):
+            writes[ConfigKey.NODE_IP] = ip_num(s["nodeIP"], "nodeIP")
+        for key, ipk, lenk in (("podCIDR", ConfigKey.POD_CIDR_IP, ConfigKey.POD_CIDR_PREFIX_LEN),
+                               ("clusterCIDR", ConfigKey.CLUSTER_CIDR_IP, ConfigKey.CLUSTER_CIDR_PREFIX_LEN)):
+            if s.get(key):
+                try:
+                    net = ipaddress.IPv4Network(str(s[key]), strict=True)
+                except ValueError as e:
+                    raise ConfigError(f"{key}: {s[key]!r} is not an IPv4 CIDR ({e})") from None
+                writes[ipk], writes[lenk] = int(net.network_address), net.prefixlen
+        if s.get("gateway"):
+            writes[ConfigKey.GATEWAY_IP] = ip_num(s["gateway"], "gateway")
+        if s.get("routingMode"):
+            if s["routingMode"] not in ("overlay", "native"):
+                raise ConfigError(f"routingMode: {s['routingMode']!r} is not overlay or native")
+            writes[ConfigKey.MODE] = 0 if s["routingMode"] == "overlay" else 1
+        if s.get("tunnelProtocol"):
+            writes[ConfigKey.TUNNEL_TYPE] = 0 if s["tunnelProtocol"] == "geneve" else 1
+        if "defaultDeny" in s and s["defaultDeny"] is not None:
+            if not isinstance(s["defaultDeny"], bool):
+                raise ConfigError(f"defaultDeny: {s['defaultDeny']!r} is not a boolean")
+            writes[ConfigKey.DEFAULT_DENY] = int(s["defaultDeny"])
+        if "mtu" in s and s["mtu"] is not None and not isinstance(s["mtu"], int):
+            raise ConfigError(f"mtu: {s['mtu']!r} is not an integer")
+        if initial and self._settings:
+            return  # a restart re-applies what configure() set before, not the file defaults
+        bump = any(k == ConfigKey.DEFAULT_DENY and m.config_get(k) != v for k, v in writes.items())
+        for k, v in writes.items():
+            m.config_set(k, v)
+        if bump:
+            self._bump_policy_revision()
+        if not initial:
+            self._settings.update({k: v for k, v in s.items() if v is not None})
+
+    def _bump_policy_revision(self) -> None:
+        m = self._m()
+        m.config_set(ConfigKey.POLICY_REVISION, (m.config_get(ConfigKey.POLICY_REVISION) + 1) & 0xFFFFFFFF)
+
+    # ------------------------------------------------------------------ endpoints
+    def _resolve_ifindex(self, ifname: str, field: str) -> int:
+        try:
+            return socket.if_nametoindex(ifname)
+        except OSError:
+            raise DatapathError(f"{field}: interface {ifname!r} does not exist in the dataplane's "
+                                f"network namespace") from None
+
+    def upsert_endpoint(self, ep: Endpoint) -> None:
+        if not ep.host_ifname:
+            raise ConfigError("host_ifname: required for a local endpoint")
+        ip = ip_num(ep.ip, "ip")
+        ifindex = self._resolve_ifindex(ep.host_ifname, "host_ifname")
+        mac = mac_bytes(ep.mac, "mac")
+        host_mac = mac_bytes(ep.host_mac, "host_mac") if ep.host_mac else self._link_mac(ifindex)
+        v = EndpointValue(ifindex=ifindex, identity=ep.identity,
+                          node_ip=ip_num(ep.node_ip, "node_ip") if ep.node_ip else 0)
+        ctypes.memmove(v.mac, mac, 6)
+        ctypes.memmove(v.host_mac, host_mac, 6)
+        with self._lock:
+            m = self._m()
+            assert self.prog is not None and self.attacher is not None
+            if ep.gateway and not m.config_get(ConfigKey.GATEWAY_IP):
+                m.config_set(ConfigKey.GATEWAY_IP, ip_num(ep.gateway, "gateway"))
+            m.update("endpoints", EndpointKey(ip=ip), v)  # map first: the programs need it at once
+            self._route(ep.ip, ifindex, add=True)
+            try:
+                self.attacher.attach(ep.host_ifname, ifindex, self.prog.fds)
+            except OSError as e:
+                if e.errno == errno.EINVAL and isinstance(self.attacher, TcxAttacher) \
+                        and self.attach_mode_cfg == "auto":
+                    log.warning("tcx attach failed (%s); falling back to clsact + cls_bpf", e)
+                    self.attacher = TcAttacher(self.root)
+                    self.attacher.attach(ep.host_ifname, ifindex, self.prog.fds)
+                else:
+                    raise DatapathError(f"{ep.host_ifname}: attach failed: {e}") from e
+
+    def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
+        key = EndpointKey(ip=ip_num(ip, "ip"))
+        with self._lock:
+            m = self._m()
+            raw = m.lookup("endpoints", key)
+            ifname = host_ifname
+            if raw is not None:
+                v = EndpointValue.from_buffer_copy(raw)
+                if not ifname and v.ifindex:
+                    try:
+                        ifname = socket.if_indextoname(v.ifindex)
+                    except OSError:
+                        ifname = None
+                if v.ifindex:
+                    self._route(ip, v.ifindex, add=False)
+            m.delete("endpoints", key)
+            if ifname and self.attacher:
+                self.attacher.detach(ifname)
+
+    def upsert_remote(self, remote: RemoteEndpoint) -> None:
+        v = EndpointValue(ifindex=0, identity=remote.identity, node_ip=ip_num(remote.node_ip, "node_ip"))
+        with self._lock:
+            self._m().update("endpoints", EndpointKey(ip=ip_num(remote.ip, "ip")), v)
+
+    def delete_remote(self, ip: str) -> None:
+        with self._lock:
+            self._m().delete("endpoints", EndpointKey(ip=ip_num(ip, "ip")))
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        m = self._m()
+        node_ip = m.config_get(ConfigKey.NODE_IP)
+        out = []
+        for k, raw in m.items("endpoints"):
+            key, v = EndpointKey.from_buffer_copy(k), EndpointValue.from_buffer_copy(raw)
+            local = bool(v.ifindex) and v.node_ip in (0, node_ip)
+            ifname = None
+            if v.ifindex:
+                try:
+                    ifname = socket.if_indextoname(v.ifindex)
+                except OSError:
+                    ifname = None
+            out.append({"ip": str(ipaddress.IPv4Address(key.ip)), "identity": v.identity, "local": local,
+                        "ifindex": v.ifindex, "host_ifname": ifname, "mac": mac_str(v.mac),
+                        "host_mac": mac_str(v.host_mac),
+                        "node_ip": str(ipaddress.IPv4Address(v.node_ip)) if v.node_ip else ""})
+        return sorted(out, key=lambda e: ipaddress.IPv4Address(e["ip"]))
+
+    def _local_ifindexes(self) -> set[int]:
+        if self.maps is None:
+            self.maps = mapsmod.MapHandles(self.root)
+        return {EndpointValue.from_buffer_copy(raw).ifindex for _, raw in self.maps.items("endpoints")} - {0}
+
+    def _link_mac(self, ifindex: int) -> bytes:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            links = ipr.get_links(ifindex)
+            return mac_bytes(links[0].get_attr("IFLA_ADDRESS"), "host_mac")
+
+    def _route(self, ip: str, ifindex: int, add: bool) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        with IPRoute() as ipr:
+            try:
+                ipr.route("replace" if add else "del", dst=f"{ip}/32", oif=ifindex, scope=253,
+                          proto=RTPROT_NOVANET)
+            except NetlinkError as e:
+                if add or e.code not in (errno.ESRCH, errno.ENOENT):
+                    raise DatapathError(f"route {ip}/32: {e}") from e
+
+    # ------------------------------------------------------------------ policy (identity pairs)
+    def _policy_key(self, e: dict[str, Any]) -> PolicyKey:
+        return PolicyKey(src_identity=_int(e, "src_identity", 0, 0, 0xFFFFFFFF),
+                         dst_identity=_int(e, "dst_identity", 0, 0, 0xFFFFFFFF),
+                         protocol=protocol_num(e.get("protocol", 0)),
+                         dst_port=_int(e, "dst_port", 0, 0, 65535))
+
+    @staticmethod
+    def _action(e: dict[str, Any]) -> int:
+        a = e.get("action", "allow")
+        if isinstance(a, str) and a.upper() in Action.__members__:
+            return int(Action[a.upper()])
+        if a in (0, 1):
+            return int(a)
+        raise ConfigError(f"action: {a!r} is not allow or deny")
+
+    def upsert_policy(self, entry: dict[str, Any]) -> None:
+        k, a = self._policy_key(entry), self._action(entry)
+        with self._lock:
+            self._m().update("policies", k, PolicyValue(action=a))
+            self._policy_changed()
+
+    def delete_policy(self, entry: dict[str, Any]) -> bool:
+        k = self._policy_key(entry)
+        with self._lock:
+            ok = self._m().delete("policies", k)
+            self._policy_changed()
+            return ok
+
+    def sync_policies(self, entries: list[dict[str, Any]]) -> dict[str, int]:
+        """Full replace: entries missing from ``entries`` are deleted."""
+        want = {bytes(self._policy_key(e)): bytes(PolicyValue(action=self._action(e))) for e in entries}
+        with self._lock:
+            m = self._m()
+            have = dict(m.items("policies"))
+            removed = [k for k in have if k not in want]
+            for k in removed:
+                m.delete("policies", k)
+            added = updated = 0
+            for k, v in want.items():
+                if have.get(k) != v:
+                    m.update("policies", k, v)
+                    added += k not in have
+                    updated += k in have
+            self._policy_changed()
+            return {"added": added, "removed": len(removed), "updated": updated}
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        out = []
+        for k, v in self._m().items("policies"):
+            pk, pv = PolicyKey.from_buffer_copy(k), PolicyValue.from_buffer_copy(v)
+            out.append({"src_identity": pk.src_identity, "dst_identity": pk.dst_identity,
+                        "protocol": pk.protocol, "dst_port": pk.dst_port,
+                        "action": Action(pv.action).name if pv.action in (0, 1) else str(pv.action)})
+        return sorted(out, key=lambda e: (e["src_identity"], e["dst_identity"], e["protocol"], e["dst_port"]))
+
+    def _policy_changed(self) -> None:
+        m = self._m()
+        m.config_set(ConfigKey.POLICY_COUNT, m.count("policies"))
+        self._bump_policy_revision()
+
+    # ------------------------------------------------------------------ tunnels / egress
+    def upsert_tunnel(self, node_ip: str, ifindex: int, vni: int, remote_ip: str | None = None) -> None:
+        v = TunnelValue(ifindex=ifindex, remote_ip=ip_num(remote_ip or node_ip, "remote_ip"), vni=vni)
+        with self._lock:
+            self._m().update("tunnels", TunnelKey(node_ip=ip_num(node_ip, "node_ip")), v)
+
+    def delete_tunnel(self, node_ip: str) -> None:
+        with self._lock:
+            self._m().delete("tunnels", TunnelKey(node_ip=ip_num(node_ip, "node_ip")))
+
+    def upsert_egress(self, src_identity: int, cidr: str, action: str, snat_ip: str | None = None) -> None:
+        try:
+            net = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError as e:
+            raise ConfigError(f"dst_cidr: {cidr!r} is not an IPv4 CIDR ({e})") from None
+        if net.prefixlen not in (0, 8, 16, 24, 32):
+            raise ConfigError(f"dst_cidr: prefix /{net.prefixlen} unsupported (only /32, /24, /16, /8, /0)")
+        acts = {"DENY": 0, "ALLOW": 1, "SNAT": 2}
+        if action.upper() not in acts:
+            raise ConfigError(f"action: {action!r} is not DENY, ALLOW or SNAT")
+        k = EgressKey(src_identity=src_identity, dst_ip=int(net.network_address), dst_prefix_len=net.prefixlen)
+        v = EgressValue(action=acts[action.upper()], snat_ip=ip_num(snat_ip, "snat_ip") if snat_ip else 0)
+        with self._lock:
+            self._m().update("egress", k, v)
+            self._bump_policy_revision()
+
+    # ------------------------------------------------------------------ observability
+    def programs(self) -> list[dict[str, Any]]:
+        if not self.prog:
+            return []
+        out = []
+        for name, fd in self.prog.fds.items():
+            s = stats.prog_stats(fd)
+            out.append({"name": name, "hook": "ingress" if name == progmod.FROM_POD else "egress",
+                        "prog_id": self.prog.ids[name], "tag": self.prog.tags[name], **s.to_dict()})
+        return out
+
+    def bpf_stats(self) -> dict[str, Any]:
+        return {"enabled": stats.stats_enabled(), "programs": self.programs()}
+
+    def links(self) -> list[dict[str, Any]]:
+        if isinstance(self.attacher, TcxAttacher):
+            return self.attacher.list()
+        if isinstance(self.attacher, TcAttacher):
+            out = []
+            for idx in sorted(self._local_ifindexes()):
+                for f in self.attacher.filters(idx):
+                    out.append({"interface": socket.if_indextoname(idx), "ifindex": idx, **f})
+            return out
+        return []
+
+    def drop_counters(self) -> dict[str, int]:
+        return self._m().drop_counts()
+
+    def flow_counters(self) -> dict[str, int]:
+        fs = self._m().flow_stats()
+        return {"submitted": fs["submitted"], "lost": fs["lost"], "new_flows": fs["new_flows"],
+                "consumed": self.flows.consumed, "follower_dropped": self.flows.follower_dropped}
+
+    def status(self) -> dict[str, Any]:
+        started = self.maps is not None
+        st: dict[str, Any] = {"name": self.name, "started": started, "root": self.root,
+                              "attach_mode": self.attacher.mode if self.attacher else None,
+                              "header_tree": self.header_tree}
+        if not started:
+            return st
+        m = self._m()
+        st.update({
+            "programs": self.programs(),
+            "links": self.links(),
+            "endpoint_count": m.count("endpoints"),
+            "policy_count": m.count("policies"),
+            "tunnel_count": m.count("tunnels"),
+            "drop_counters": self.drop_counters(),
+            "flow_events": self.flow_counters(),
+            "policy_revision": m.config_get(ConfigKey.POLICY_REVISION),
+            "default_deny": bool(m.config_get(ConfigKey.DEFAULT_DENY)),
+            "last_start": self.last_start,
+            "bpf_stats_enabled": stats.stats_enabled(),
+        })
+        return st
+
+    def map_info(self) -> list[dict[str, Any]]:
+        return self._m().info()
+
+
+def pin_layout(root: str) -> dict[str, str]:
+    """Where each map lives (for docs and tests)."""
+    return {n: pinned.versioned_path(root, mdef.spec) for n, mdef in mapsmod.MAPS.items()}
+
+
+__all__ = ["EbpfDatapath", "DatapathError", "pin_layout", "syscall"]

@@ -1,0 +1,318 @@
+/* NovaNet eBPF datapath: from-pod (tcx ingress of the host veth) and to-pod (tcx egress).
+ *
+ * Structs, constants and the pinned map declarations are GENERATED from
+ * novanet_ebpf_policy/layouts.py and prepended by the loader (NV_GENERATED below); this file
+ * holds only the logic. IPv4 only. Names carry an nv_ prefix: kernel headers leak macros
+ * (e.g. `nop`) into BCC programs.
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+NV_GENERATED
+
+#define NV_ID_HOST 1
+#define NV_ID_WORLD 2
+#define NV_ETH_P_ARP 0x0806
+
+struct nv_arp {
+    u16 htype; u16 ptype; u8 hlen; u8 plen; u16 op;
+    u8 sha[6]; u8 spa[4]; u8 tha[6]; u8 tpa[4];
+} __attribute__((packed));
+
+/* What the programs need from a packet, IPs numeric (host order), ports host order. */
+struct nv_pkt {
+    u32 saddr; u32 daddr; u16 sport; u16 dport; u8 proto; u8 tcp_flags; u8 ttl; u8 pad; u32 len;
+};
+
+static __always_inline u64 nv_cfg(u32 k) {
+    u64 *v = config.lookup(&k);
+    return v ? *v : 0;
+}
+
+static __always_inline void nv_count(u32 reason) {
+    if (reason >= NV_DROP_SLOTS) reason = 0;
+    u64 *v = drops.lookup(&reason);
+    if (v) *v += 1;
+}
+
+static __always_inline void nv_flowstat(u32 k) {
+    u64 *v = flowstats.lookup(&k);
+    if (v) *v += 1;
+}
+
+static __always_inline void nv_emit(struct nv_pkt *p, u32 src_id, u32 dst_id, u8 verdict, u8 reason, u8 hook) {
+    struct nv_flow_event *e = flows.ringbuf_reserve(sizeof(struct nv_flow_event));
+    if (!e) { nv_flowstat(NV_FS_LOST); return; }  /* consumer behind: counted, exported as lost */
+    __builtin_memset(e, 0, sizeof(*e));
+    e->family = 2;
+    e->verdict = verdict;
+    e->drop_reason = reason;
+    e->tcp_flags = p->tcp_flags;
+    e->src_identity = src_id;
+    e->dst_identity = dst_id;
+    e->protocol = p->proto;
+    e->hook = hook;
+    e->src_port = p->sport;
+    e->dst_port = p->dport;
+    u32 s = htonl(p->saddr), d = htonl(p->daddr);
+    __builtin_memcpy(e->src_ip, &s, 4);
+    __builtin_memcpy(e->dst_ip, &d, 4);
+    e->bytes = p->len;
+    e->packets = 1;
+    e->timestamp_ns = bpf_ktime_get_ns();
+    flows.ringbuf_submit(e, 0);
+    nv_flowstat(NV_FS_SUBMITTED);
+}
+
+static __always_inline int nv_drop(struct nv_pkt *p, u32 src_id, u32 dst_id, u32 reason, u8 hook) {
+    nv_count(reason);
+    nv_emit(p, src_id, dst_id, NV_VERDICT_DENY, reason, hook);
+    return TC_ACT_SHOT;
+}
+
+/* 0 = parsed; <0 = truncated L3/L4 header. */
+static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *p) {
+    p->saddr = ntohl(ip->saddr);
+    p->daddr = ntohl(ip->daddr);
+    p->proto = ip->protocol;
+    p->ttl = ip->ttl;
+    p->len = ntohs(ip->tot_len);
+    p->sport = 0; p->dport = 0; p->tcp_flags = 0; p->pad = 0;
+    if (ip->frag_off & htons(0x1FFF)) return 0;  /* later fragment: no L4 header */
+    u32 ihl = ip->ihl * 4;
+    if (ihl < sizeof(struct iphdr)) return -1;
+    void *l4 = (void *)ip + ihl;
+    if (p->proto == IPPROTO_TCP) {
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end) return -1;
+        p->sport = ntohs(t->source);
+        p->dport = ntohs(t->dest);
+        p->tcp_flags = ((u8 *)t)[13];
+    } else if (p->proto == IPPROTO_UDP) {
+        struct udphdr *u = l4;
+        if ((void *)(u + 1) > end) return -1;
+        p->sport = ntohs(u->source);
+        p->dport = ntohs(u->dest);
+    }
+    return 0;
+}
+
+/* -1 = no entry for this identity pair; else the action. Probes (proto,port), (proto,*), (*,*). */
+static __always_inline int nv_policy_pair(u32 src, u32 dst, u8 proto, u16 port) {
+    struct nv_policy_key k = {};
+    k.src_identity = src; k.dst_identity = dst; k.protocol = proto; k.dst_port = port;
+    struct nv_policy *v = policies.lookup(&k);
+    if (v) return v->action;
+    if (port) { k.dst_port = 0; v = policies.lookup(&k); if (v) return v->action; }
+    if (proto) { k.protocol = 0; k.dst_port = 0; v = policies.lookup(&k); if (v) return v->action; }
+    return -1;
+}
+
+/* 0 = allowed, else the drop reason. Identity pairs as the original NovaNet:
+ * (src,dst), then (src,*) (egress rules), then (*,dst) (ingress rules). */
+static __always_inline u32 nv_decide(u32 src_id, u32 dst_id, struct nv_pkt *p, int from_host) {
+    if (nv_cfg(NV_CFG_POLICY_COUNT)) {
+        int a = nv_policy_pair(src_id, dst_id, p->proto, p->dport);
+        if (a < 0) a = nv_policy_pair(src_id, 0, p->proto, p->dport);
+        if (a < 0) a = nv_policy_pair(0, dst_id, p->proto, p->dport);
+        if (a == NV_ACTION_ALLOW) return 0;
+        if (a == NV_ACTION_DENY) return NV_DROP_POLICY_DENY_RULE;
+    }
+    if (from_host) return 0;  /* the node reaches its pods (kubelet probes) unless a rule denies */
+    if (nv_cfg(NV_CFG_DEFAULT_DENY)) return NV_DROP_POLICY_DENIED;
+    return 0;
+}
+
+/* Egress CIDR rules for destinations outside the cluster: /32, /24, /16, /8, /0. */
+static __always_inline int nv_egress_probe(u32 src_id, u32 daddr, u8 plen) {
+    struct nv_egress_key k = {};
+    k.src_identity = src_id;
+    k.dst_ip = plen ? (daddr & (0xFFFFFFFFu << (32 - plen))) : 0;
+    k.dst_prefix_len = plen;
+    struct nv_egress *v = egress.lookup(&k);
+    return v ? v->action : -1;
+}
+
+static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
+    u32 len = nv_cfg(len_key);
+    if (len == 0 || len > 32) return 0;
+    u32 mask = 0xFFFFFFFFu << (32 - len);
+    return (addr & mask) == ((u32)nv_cfg(net_key) & mask);
+}
+
+/* Conntrack-lite: a flow seen (either direction) under the current policy revision skips the
+ * policy probes and emits no event; anything else is a new flow. LRU, so it never fills up. */
+static __always_inline int nv_ct_known(struct nv_flow_key *k, u32 rev) {
+    struct nv_flow_state *st = ct.lookup(k);
+    return st && st->policy_revision == rev;
+}
+
+static __always_inline void nv_ct_create(struct nv_flow_key *k, u32 rev) {
+    struct nv_flow_state st = {};
+    st.last_seen_ns = bpf_ktime_get_ns();
+    st.policy_revision = rev;
+    ct.update(k, &st);
+    struct nv_flow_key r = {};
+    r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
+    r.protocol = k->protocol;
+    ct.update(&r, &st);
+}
+
+static __always_inline void nv_flow_key(struct nv_flow_key *k, struct nv_pkt *p) {
+    k->src_ip = p->saddr; k->dst_ip = p->daddr; k->src_port = p->sport; k->dst_port = p->dport;
+    k->protocol = p->proto; k->pad[0] = 0; k->pad[1] = 0; k->pad[2] = 0;
+}
+
+/* Answer the pod's ARP requests (for its gateway, or anything else) with the host veth MAC:
+ * no proxy-ARP or neighbour entries in the kernel. */
+static __always_inline int nv_arp_reply(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct nv_arp *arp = (void *)(eth + 1);
+    if ((void *)(arp + 1) > end) return TC_ACT_OK;
+    if (arp->op != htons(1) || arp->ptype != htons(ETH_P_IP) || arp->hlen != 6 || arp->plen != 4)
+        return TC_ACT_OK;
+    u32 spa, tpa;
+    __builtin_memcpy(&spa, arp->spa, 4);
+    __builtin_memcpy(&tpa, arp->tpa, 4);
+    if (spa == tpa || spa == 0) return TC_ACT_OK;  /* gratuitous / duplicate address probe */
+    struct nv_endpoint_key k = { .ip = ntohl(spa) };
+    struct nv_endpoint *src = endpoints.lookup(&k);
+    if (!src) return TC_ACT_OK;
+    u8 hmac[6];
+    __builtin_memcpy(hmac, src->host_mac, 6);
+    __builtin_memcpy(arp->tha, arp->sha, 6);
+    __builtin_memcpy(arp->tpa, &spa, 4);
+    __builtin_memcpy(arp->sha, hmac, 6);
+    __builtin_memcpy(arp->spa, &tpa, 4);
+    arp->op = htons(2);
+    __builtin_memcpy(eth->h_dest, eth->h_source, 6);
+    __builtin_memcpy(eth->h_source, hmac, 6);
+    return bpf_redirect(skb->ifindex, 0);  /* back out of the host veth, into the pod */
+}
+
+int nv_from_pod(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end) return TC_ACT_OK;
+    if (eth->h_proto == htons(NV_ETH_P_ARP)) return nv_arp_reply(skb);
+    if (eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct nv_pkt p = {};
+    if ((void *)(ip + 1) > end) { nv_count(NV_DROP_MALFORMED); return TC_ACT_SHOT; }
+    if (nv_parse(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_FROM_POD);
+
+    struct nv_endpoint_key sk = { .ip = p.saddr };
+    struct nv_endpoint *src = endpoints.lookup(&sk);
+    if (!src) return nv_drop(&p, 0, 0, NV_DROP_NO_IDENTITY, NV_HOOK_FROM_POD);  /* spoofed or stale */
+    u32 src_id = src->identity;
+
+    struct nv_endpoint_key dk = { .ip = p.daddr };
+    struct nv_endpoint *dst = endpoints.lookup(&dk);
+    u32 dst_id = dst ? dst->identity : NV_ID_WORLD;
+    int egress_rule = -1;
+    if (!dst) {
+        u32 gw = nv_cfg(NV_CFG_GATEWAY_IP);
+        if (p.daddr == gw || p.daddr == (u32)nv_cfg(NV_CFG_NODE_IP)) {
+            dst_id = NV_ID_HOST;
+        } else if (nv_in_cidr(p.daddr, NV_CFG_POD_CIDR_IP, NV_CFG_POD_CIDR_PREFIX_LEN)) {
+            return nv_drop(&p, src_id, 0, NV_DROP_NO_ROUTE, NV_HOOK_FROM_POD);  /* no such pod here */
+        } else if (!nv_in_cidr(p.daddr, NV_CFG_CLUSTER_CIDR_IP, NV_CFG_CLUSTER_CIDR_PREFIX_LEN)) {
+            egress_rule = nv_egress_probe(src_id, p.daddr, 32);
+            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 24);
+            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 16);
+            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 8);
+            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 0);
+        }
+    }
+
+    u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
+    struct nv_flow_key fk;
+    nv_flow_key(&fk, &p);
+    if (!nv_ct_known(&fk, rev)) {
+        u32 reason;
+        if (egress_rule == NV_ACTION_DENY) reason = NV_DROP_POLICY_DENY_RULE;
+        else if (egress_rule >= 0) reason = 0;  /* ALLOW or SNAT (SNAT itself is done by the kernel) */
+        else reason = nv_decide(src_id, dst_id, &p, 0);
+        if (reason) return nv_drop(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD);
+        nv_ct_create(&fk, rev);
+        nv_flowstat(NV_FS_NEW_FLOWS);
+        nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
+    }
+    if (!dst) return TC_ACT_OK;  /* host, world, other nodes' unknown addresses: the kernel routes */
+
+    u32 node_ip = nv_cfg(NV_CFG_NODE_IP);
+    if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == node_ip)) {
+        if (p.ttl <= 1) return nv_drop(&p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
+        /* map helpers do not invalidate packet pointers, but re-derive them for the verifier */
+        data = (void *)(long)skb->data; end = (void *)(long)skb->data_end;
+        eth = data;
+        ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > end) return TC_ACT_SHOT;
+        __builtin_memcpy(eth->h_dest, dst->mac, 6);
+        __builtin_memcpy(eth->h_source, dst->host_mac, 6);
+        u32 csum = ip->check;
+        csum += htons(0x0100);  /* as ip_decrease_ttl() */
+        ip->check = (u16)(csum + (csum >= 0xFFFF));
+        ip->ttl--;
+        return bpf_redirect_peer(dst->ifindex, 0);  /* straight into the pod netns, no host stack */
+    }
+    /* remote endpoint: overlay with a tunnel entry -> collect-md tunnel; else the kernel routes */
+    if (nv_cfg(NV_CFG_MODE) == 0) {
+        struct nv_tunnel_key tk = { .node_ip = dst->node_ip };
+        struct nv_tunnel *t = tunnels.lookup(&tk);
+        if (t) {
+            struct bpf_tunnel_key key = {};
+            key.remote_ipv4 = t->remote_ip;
+            key.tunnel_id = t->vni;
+            key.tunnel_ttl = 64;
+            if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+                return nv_drop(&p, src_id, dst_id, NV_DROP_NO_TUNNEL, NV_HOOK_FROM_POD);
+            return bpf_redirect(t->ifindex, 0);
+        }
+    }
+    return TC_ACT_OK;
+}
+
+int nv_to_pod(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end) return TC_ACT_OK;
+    if (eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct nv_pkt p = {};
+    if ((void *)(ip + 1) > end) return TC_ACT_OK;
+    if (nv_parse(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_TO_POD);
+
+    struct nv_endpoint_key dk = { .ip = p.daddr };
+    struct nv_endpoint *dst = endpoints.lookup(&dk);
+    if (!dst) return TC_ACT_OK;
+    u32 dst_id = dst->identity;
+    struct nv_endpoint_key sk = { .ip = p.saddr };
+    struct nv_endpoint *src = endpoints.lookup(&sk);
+    u32 src_id;
+    int from_host = 0;
+    if (src) {
+        src_id = src->identity;
+    } else if (p.saddr == (u32)nv_cfg(NV_CFG_NODE_IP) || p.saddr == (u32)nv_cfg(NV_CFG_GATEWAY_IP)) {
+        src_id = NV_ID_HOST;
+        from_host = 1;
+    } else {
+        src_id = NV_ID_WORLD;
+    }
+    u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
+    struct nv_flow_key fk;
+    nv_flow_key(&fk, &p);
+    if (nv_ct_known(&fk, rev)) return TC_ACT_OK;
+    u32 reason = nv_decide(src_id, dst_id, &p, from_host);
+    if (reason) return nv_drop(&p, src_id, dst_id, reason, NV_HOOK_TO_POD);
+    nv_ct_create(&fk, rev);
+    nv_flowstat(NV_FS_NEW_FLOWS);
+    nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
+    return TC_ACT_OK;
+}

@@ -1,0 +1,122 @@
+"""novanetctl commands: ``flows``, ``drops``, ``bpf`` (registered via ``novanet_register_cli``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import click
+
+FLOW_COLUMNS = ["TIMESTAMP", "SRC_IP", "DST_IP", "SRC_ID", "DST_ID", "PROTO", "PORT", "VERDICT", "BYTES"]
+
+
+def _ts(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def flow_row(e: dict[str, Any], with_reason: bool) -> list[str]:
+    row = [_ts(e["timestamp"]), e["src_ip"], e["dst_ip"], str(e["src_identity"]), str(e["dst_identity"]),
+           e["protocol_name"], str(e["dst_port"]), e["verdict"], str(e["bytes"])]
+    if with_reason:
+        row.append(e["drop_reason_name"])
+    return row
+
+
+def table(header: list[str], rows: Iterable[list[str]]) -> str:
+    rows = list(rows)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header).rstrip()] + [fmt.format(*r).rstrip() for r in rows])
+
+
+def _obj() -> Any:
+    return click.get_current_context().obj
+
+
+def _output(o: str | None) -> str:
+    return o or getattr(_obj(), "output", "table") or "table"
+
+
+def _stream_flows(identity: int, follow: bool, drops_only: bool, limit: int, out: str) -> None:
+    client = _obj().dataplane()
+    header = FLOW_COLUMNS + (["DROP_REASON"] if drops_only else [])
+    params = {"identity": identity, "drops_only": drops_only, "follow": follow, "limit": limit}
+    it = client.stream("ebpf.flows", params)
+    if out == "json":
+        if follow:
+            for e in it:
+                click.echo(json.dumps(e))
+        else:
+            click.echo(json.dumps(list(it), indent=2))
+        return
+    if not follow:
+        click.echo(table(header, (flow_row(e, drops_only) for e in it)))
+        return
+    widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[: len(header)])
+    click.echo(fmt.format(*header).rstrip())
+    try:
+        for e in it:
+            click.echo(fmt.format(*flow_row(e, drops_only)).rstrip())
+    except KeyboardInterrupt:
+        pass
+
+
+_output_opt = click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default=None,
+                           help="Output format (default: the global -o).")
+
+
+@click.command("flows")
+@click.option("--identity", type=click.IntRange(0, 0xFFFFFFFF), default=0, help="Only flows from or to it (0 = all).")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming new events (Ctrl-C to stop).")
+@click.option("--limit", type=click.IntRange(0), default=100, help="How many recent events to show first.")
+@_output_opt
+def flows_cmd(identity: int, follow: bool, limit: int, output: str | None) -> None:
+    """Flow events from the eBPF datapath (new flows and every drop)."""
+    _stream_flows(identity, follow, False, limit, _output(output))
+
+
+@click.command("drops")
+@click.option("--identity", type=click.IntRange(0, 0xFFFFFFFF), default=0, help="Only drops from or to it.")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming new drops (Ctrl-C to stop).")
+@click.option("--limit", type=click.IntRange(0), default=100)
+@_output_opt
+def drops_cmd(identity: int, follow: bool, limit: int, output: str | None) -> None:
+    """Dropped packets with their reason, then the per-reason drop counters."""
+    out = _output(output)
+    client = _obj().dataplane()
+    if follow:
+        _stream_flows(identity, True, True, limit, out)
+        return
+    events = list(client.stream("ebpf.flows", {"identity": identity, "drops_only": True, "limit": limit}))
+    counters = client.call("ebpf.drops")
+    if out == "json":
+        click.echo(json.dumps({"events": events, **counters}, indent=2))
+        return
+    click.echo(table(FLOW_COLUMNS + ["DROP_REASON"], (flow_row(e, True) for e in events)))
+    click.echo("")
+    click.echo(table(["DROP_REASON", "COUNT"], ([k, str(v)] for k, v in counters["drops"].items())))
+    fe = counters["flow_events"]
+    click.echo(f"\nFlow events: consumed {fe['consumed']}, lost {fe['lost']} (ring buffer full)")
+
+
+@click.command("bpf")
+@_output_opt
+def bpf_cmd(output: str | None) -> None:
+    """Per-program run count and average run time (needs kernel.bpf_stats_enabled=1)."""
+    st = _obj().dataplane().call("ebpf.bpf_stats")
+    if _output(output) == "json":
+        click.echo(json.dumps(st, indent=2))
+        return
+    rows = [[p["name"], p["hook"], str(p["prog_id"]), str(p["run_cnt"]), str(p["run_time_ns"]),
+             "-" if p["avg_ns"] is None else f"{p['avg_ns']:.1f}"] for p in st["programs"]]
+    click.echo(table(["PROGRAM", "HOOK", "PROG_ID", "RUN_CNT", "RUN_TIME_NS", "AVG_NS"], rows))
+    if not st["enabled"]:
+        click.echo("\nkernel.bpf_stats_enabled=0: counters do not move (sysctl -w kernel.bpf_stats_enabled=1)")
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (flows_cmd, drops_cmd, bpf_cmd):
+        cli.add_command(cmd)

@@ -1,0 +1,37 @@
+"""Prometheus collectors for the dataplane process (read from the maps at scrape time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from novanet_ebpf_policy.backend import EbpfDatapath
+
+
+class DatapathCollector(Collector):
+    def __init__(self, get_backend: Callable[[], EbpfDatapath | None]):
+        self._get = get_backend
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        b = self._get()
+        if b is None or b.maps is None:
+            return
+        drops = CounterMetricFamily("novanet_dataplane_drops", "Packets dropped by the eBPF datapath",
+                                    labels=["reason"])
+        for reason, n in b.drop_counters().items():
+            drops.add_metric([reason], n)
+        yield drops
+        fc = b.flow_counters()
+        yield CounterMetricFamily("novanet_dataplane_flow_events_consumed",
+                                  "Flow events read from the ring buffer", value=fc["consumed"])
+        yield CounterMetricFamily("novanet_dataplane_flow_events_lost",
+                                  "Flow events the programs could not reserve (consumer behind)",
+                                  value=fc["lost"])
+        yield CounterMetricFamily("novanet_dataplane_flow_events_submitted",
+                                  "Flow events submitted by the programs", value=fc["submitted"])
+        yield GaugeMetricFamily("novanet_dataplane_endpoints", "Entries in the endpoints map",
+                                value=b.maps.count("endpoints"))
+        yield GaugeMetricFamily("novanet_dataplane_policies", "Entries in the policies map",
+                                value=b.maps.count("policies"))
