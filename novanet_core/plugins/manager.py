@@ -84,6 +84,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        self.broken: dict[str, str] = {}
         disabled = set(config.plugins.disabled)
         disabled |= {p.strip() for p in os.environ.get("NOVANET_DISABLED_PLUGINS", "").split(",") if p.strip()}
         for name in disabled:
@@ -132,8 +133,12 @@ class PluginHost:
                 continue
             try:
                 module = ep.load()
-            except Exception as e:  # a broken third-party plugin must not take the node down unseen
-                raise ConfigError(f"plugin {ep.name!r} ({ep.value}) failed to import: {e}") from e
+            except Exception as e:
+                # A broken plugin that is not selected must not take the node down; if it is the
+                # one selected, select() reports this error next to "no plugin provides ...".
+                log.error("plugin %r (%s) failed to import: %s", ep.name, ep.value, e)
+                self.broken[ep.name] = f"{type(e).__name__}: {e}"
+                continue
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "unknown"
             self._register_module(module, ep.name, builtin=False, dist=dist, version=version)
@@ -159,9 +164,10 @@ class PluginHost:
             if entry is None:
                 have = self.registry.names(kind)
                 installed = ", ".join(f"{r.name} {r.version}" for r in self.records.values()) or "none"
+                broken = "".join(f"; plugin {n!r} failed to import: {err}" for n, err in self.broken.items())
                 problems.append(
                     f"{SELECTOR_KEYS[kind]}: no installed plugin provides {kind} backend {want!r} "
-                    f"(available: {', '.join(have) or 'none'}; installed plugins: {installed})"
+                    f"(available: {', '.join(have) or 'none'}; installed plugins: {installed}{broken})"
                 )
             else:
                 self.selected[kind] = entry
@@ -188,7 +194,11 @@ class PluginHost:
         return _SubsetHooks(self.pm, inactive)
 
     def info(self) -> list[dict[str, Any]]:
-        return [r.__dict__.copy() for r in sorted(self.records.values(), key=lambda r: r.name)]
+        out = [r.__dict__.copy() for r in sorted(self.records.values(), key=lambda r: r.name)]
+        for name, err in sorted(self.broken.items()):
+            out.append({"name": name, "module": "", "version": "", "distribution": "", "builtin": False,
+                        "hooks": [], "backends": [], "active": False, "error": err})
+        return out
 
 
 class _SubsetHooks:

@@ -1,0 +1,27 @@
+import os
+import shutil
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests marked root need root and iproute2; say why they are skipped rather than failing
+    # obscurely (CI runs as root, so there they always run).
+    if os.geteuid() == 0 and shutil.which("ip"):
+        return
+    skip = pytest.mark.skip(reason="needs root and iproute2")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def kernel_node():
+    from tests.support.node import TestNode
+
+    node = TestNode(datapath="kernel")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()

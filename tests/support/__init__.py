@@ -1,0 +1,1 @@
+"""Test support code (real namespaces and processes, no mocks)."""
