@@ -1,0 +1,326 @@
+"""``lab up`` and ``lab down``: build a lab from a spec, and remove everything a lab made.
+
+``down`` works from names, not from memory: it removes every netns called ``<lab>.*``, every
+process inside those netns or whose command line names the lab's dirs, the lab's bpffs dir and its
+state/run dirs, so it also cleans up after a crash or a partial ``up``. The state file, when it can
+be read, only adds the CNI DELs (they need each pod's ADD result).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from novanet_core.lab import agents, netns, pods, procs
+from novanet_core.lab import state as lstate
+from novanet_core.lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
+from novanet_core.lab.cni import conflist
+from novanet_core.lab.errors import LabError
+from novanet_core.lab.manifests import ManifestWriter, namespace_object, node_object
+from novanet_core.lab.nodeconfig import node_config
+from novanet_core.lab.paths import BPFFS, LabPaths, bpf_root, run_root, state_root
+from novanet_core.lab.spec import LabSpec
+from novanet_core.lab.state import LabState, NodeState, UnderlayState
+
+Progress = Callable[[str], None]
+
+# Several pods at once, as a kubelet would; the agents must cope with concurrent CNI ADDs.
+CNI_PARALLEL = 4
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@contextmanager
+def lab_lock(paths: LabPaths, timeout: float = 120.0) -> Iterator[None]:
+    """One mutating command per lab at a time (apply during up would race the manifests)."""
+    paths.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.lock_file, "w") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabError(f"lab {paths.lab} is busy (another novanet lab command holds {paths.lock_file})") from None
+                time.sleep(0.1)
+        yield
+
+
+def ensure_bpffs() -> None:
+    if _is_bpffs(BPFFS):
+        return
+    r = subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise LabError(f"{BPFFS} is not a bpffs mount and mounting it failed: {r.stderr.strip()}")
+
+
+def _is_bpffs(path: Path) -> bool:
+    try:
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and parts[1] == str(path) and parts[2] == "bpf":
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def leftovers(paths: LabPaths) -> list[str]:
+    found = [f"netns {n}" for n in netns.list_netns(paths.netns_prefix)]
+    for d in (paths.state_dir, paths.run_dir, paths.bpf_dir):
+        if d.exists():
+            found.append(str(d))
+    return found
+
+
+def list_labs() -> list[str]:
+    names: set[str] = set()
+    for root in (state_root(), run_root(), bpf_root()):
+        try:
+            names.update(e.name for e in os.scandir(root) if e.is_dir())
+        except OSError:
+            pass
+    for n in netns.list_netns(""):
+        lab, sep, rest = n.partition(".")
+        if sep and (rest == "underlay" or rest.startswith(("node.", "pod."))):
+            names.add(lab)
+    return sorted(names)
+
+
+# --------------------------------------------------------------------------- up
+
+
+def up(spec: LabSpec, spec_file: str | None = None, timeout: float = 180.0, replace: bool = False,
+       keep_on_failure: bool = False, progress: Progress = _quiet) -> LabState:
+    if os.geteuid() != 0:
+        raise LabError("novanet lab up needs root (network namespaces, veths, bpffs)")
+    paths = LabPaths(spec.name)
+    agents.check_binaries()
+    if shutil.which("nsenter") is None:
+        raise LabError("nsenter not found in PATH (Debian package util-linux)")
+    if replace:
+        down(spec.name, progress=progress)
+    found = leftovers(paths)
+    if found:
+        raise LabError(
+            f"lab {spec.name} already exists ({', '.join(found[:4])}{'...' if len(found) > 4 else ''}); "
+            f"run `novanet lab down --name {spec.name}` first, or use --replace"
+        )
+    ensure_bpffs()
+    with lab_lock(paths):
+        try:
+            return _up(spec, paths, spec_file, timeout, progress)
+        except BaseException as e:
+            if keep_on_failure:
+                raise
+            progress(f"lab up failed, removing what it made (use --keep-on-failure to keep it): {e}")
+            try:
+                _down(paths, progress=_quiet)
+                paths.lock_file.unlink(missing_ok=True)
+            except Exception as cleanup:  # the original error matters more; say both
+                raise LabError(f"{e}\n(cleanup after the failure also failed: {cleanup})") from None
+            raise
+
+
+def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, progress: Progress) -> LabState:
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    st = LabState(name=spec.name, specFile=spec_file, spec=spec.model_dump(mode="json"))
+    for d in (paths.state_dir, paths.run_dir, paths.manifest_dir, paths.pods_run_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    lstate.save(paths, st)
+
+    node_specs = [(n.name, n.podCIDR) for n in spec.nodes]
+    cidrs = carve_pod_cidrs(spec.cluster.clusterCIDR, spec.cluster.nodeCIDRMaskSize, node_specs)
+    ips = assign_node_ips(spec.underlay.cidr, [(n.name, n.ip) for n in spec.nodes])
+    gw = underlay_gateway(spec.underlay.cidr)
+    plen = netns.prefixlen(spec.underlay.cidr)
+
+    # Configs first: a config error must stop us before any netns exists.
+    configs = {n.name: node_config(spec, paths, n.name, ips[n.name], cidrs[n.name]) for n in spec.nodes}
+
+    progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {gw})")
+    st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu)
+    netns.build_underlay(paths.underlay_netns, gw, plen, spec.underlay.mtu)
+    for i, n in enumerate(spec.nodes):
+        node = NodeState(name=n.name, netns=paths.node_netns(n.name), ip=ips[n.name], podCIDR=cidrs[n.name],
+                         config=str(paths.node_config(n.name)))
+        st.nodes[n.name] = node
+        lstate.save(paths, st)
+        progress(f"node {n.name}: netns {node.netns}, {node.ip}, podCIDR {node.podCIDR}")
+        netns.create(node.netns)
+        netns.attach_node(paths.underlay_netns, i, node.netns, node.ip, plen, spec.underlay.mtu)
+        # Kubernetes nodes forward (kubelet requires it); the agent may rely on it for pod routing.
+        netns.set_sysctl(node.netns, "net.ipv4.ip_forward", "1")
+        for d in (paths.node_dir(n.name), paths.node_ipam_dir(n.name), paths.node_run_dir(n.name),
+                  paths.node_bpf_root(n.name), paths.node_conflist(n.name).parent):
+            d.mkdir(parents=True, exist_ok=True)
+        paths.node_config(n.name).write_text(yaml.safe_dump(configs[n.name], sort_keys=False))
+        paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
+
+    writer = ManifestWriter(paths.manifest_dir)
+    writer.ensure()
+    for node in st.nodes.values():
+        writer.write(node_object(node.name, node.ip, node.podCIDR))
+    namespaces = {ns.name: dict(ns.labels) for ns in spec.namespaces}
+    if any(p.namespace == "default" for p in spec.pods):
+        namespaces.setdefault("default", {})
+    for name, labels in namespaces.items():
+        writer.write(namespace_object(name, labels))
+    st.namespaces = namespaces
+    for p in spec.pods:
+        ps = pods.new_pod_state(paths, p.namespace, p.name, pods.schedule(st, p.node), p.labels,
+                                [port.model_dump() for port in p.ports])
+        st.pods[ps.key] = ps
+        pods.write_manifest(writer, st, ps)
+    st.manifestVersion = writer.bump()
+    lstate.save(paths, st)
+
+    for node in st.nodes.values():
+        progress(f"node {node.name}: starting novanet-dataplane")
+        node.dataplanePid = agents.start(paths, node, "dataplane")
+    lstate.save(paths, st)
+    for node in st.nodes.values():
+        agents.wait_socket(paths, node, "dataplane", max(1.0, deadline - time.monotonic()))
+        progress(f"node {node.name}: starting novanet-agent")
+        node.agentPid = agents.start(paths, node, "agent")
+    lstate.save(paths, st)
+    agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
+    progress(f"agents ready ({time.monotonic() - t0:.1f} s)")
+
+    create_pods(paths, st, writer, list(st.pods.values()), deadline, progress)
+    st.phase = "up"
+    lstate.save(paths, st)
+    progress(f"lab {spec.name} is up ({time.monotonic() - t0:.1f} s)")
+    return st
+
+
+def create_pods(paths: LabPaths, st: LabState, writer: ManifestWriter, new: list[Any], deadline: float,
+                progress: Progress) -> None:
+    """CNI ADD + pod servers for pods whose manifests the agents already have."""
+    if not new:
+        return
+
+    def one(p: Any) -> None:
+        pods.attach(paths, st, p)
+        progress(f"pod {p.key}: {p.ip} on {p.node}")
+
+    with ThreadPoolExecutor(max_workers=CNI_PARALLEL) as pool:
+        futures = [pool.submit(one, p) for p in new]
+        errors = []
+        for f in futures:
+            try:
+                f.result()
+            except LabError as e:
+                errors.append(str(e))
+    lstate.save(paths, st)
+    if errors:
+        raise LabError("\n".join(errors))
+    for p in new:
+        pods.write_manifest(writer, st, p)
+        pods.start_server(paths, p)
+    st.manifestVersion = writer.bump()
+    lstate.save(paths, st)
+    pods.wait_servers(paths, new, timeout=max(5.0, deadline - time.monotonic()))
+    agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(5.0, deadline - time.monotonic()))
+
+
+# --------------------------------------------------------------------------- down
+
+
+def down(lab: str, progress: Progress = _quiet, grace: float = 5.0) -> dict[str, Any]:
+    if os.geteuid() != 0:
+        raise LabError("novanet lab down needs root")
+    paths = LabPaths(lab)
+    with lab_lock(paths, timeout=30.0):
+        report = _down(paths, progress, grace)
+    try:
+        paths.lock_file.unlink()
+    except FileNotFoundError:
+        pass
+    for root in (state_root(), run_root(), bpf_root()):
+        try:
+            root.rmdir()  # only when no other lab is left
+        except OSError:
+            pass
+    return report
+
+
+def _down(paths: LabPaths, progress: Progress = _quiet, grace: float = 5.0) -> dict[str, Any]:
+    report: dict[str, Any] = {"name": paths.lab, "cniDel": [], "cniDelErrors": [], "processes": [],
+                              "netns": [], "bpfPins": 0, "dirs": []}
+    st = lstate.load(paths)
+    if st is not None:
+        for p in st.pods.values():
+            pods.stop_server(paths, p)
+        for p in list(st.pods.values()):
+            if p.cniResult is None or not netns.exists(p.netns):
+                continue
+            if agents.running_pid(paths, p.node, "agent") is None:
+                report["cniDelErrors"].append(f"{p.key}: agent on {p.node} is not running, DEL skipped")
+                continue
+            err = pods.detach(paths, st, p, timeout=15.0)
+            report["netns"].append(p.netns)
+            if err:
+                report["cniDelErrors"].append(err)
+            else:
+                report["cniDel"].append(p.key)
+    names = netns.list_netns(paths.netns_prefix)
+    pids = procs.find_lab_processes(names, agents.markers(paths))
+    if pids:
+        progress(f"stopping {len(pids)} processes")
+        hard = procs.terminate(pids, grace)
+        report["processes"] = sorted(pids)
+        report["killed"] = sorted(hard)
+    for n in netns.list_netns(paths.netns_prefix):
+        netns.remove(n)
+        report["netns"].append(n)
+    if paths.bpf_dir.exists():
+        report["bpfPins"] = _remove_tree(paths.bpf_dir)
+        report["dirs"].append(str(paths.bpf_dir))
+    for d in (paths.run_dir, paths.state_dir):
+        if d.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            report["dirs"].append(str(d))
+    left = leftovers(paths)
+    if left:
+        raise LabError(f"lab {paths.lab}: could not remove {', '.join(left)}")
+    progress(f"lab {paths.lab} removed: {len(report['netns'])} netns, {len(report['processes'])} processes, "
+             f"{report['bpfPins']} bpffs pins")
+    return report
+
+
+def _remove_tree(root: Path) -> int:
+    """Remove a bpffs tree (pins are files: unlink; dirs: rmdir bottom-up); returns pins removed."""
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for f in filenames:
+            try:
+                os.unlink(os.path.join(dirpath, f))
+                count += 1
+            except FileNotFoundError:
+                pass
+        for d in dirnames:
+            try:
+                os.rmdir(os.path.join(dirpath, d))
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(root)
+    except FileNotFoundError:
+        pass
+    return count

@@ -1,0 +1,138 @@
+"""Network namespaces and the underlay: named netns (pyroute2), a bridge netns, per-thread setns.
+
+The underlay is a Linux bridge ``br0`` in its own netns ``<lab>.underlay`` holding the first
+address of ``underlay.cidr``; each node netns gets ``eth0`` (the peer of ``u-<node index>`` on the
+bridge) with its node address. Veths are created from inside the underlay netns so their names
+never collide with anything in the host netns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from novanet_core.lab.errors import LabError
+from novanet_core.lab.paths import NETNS_DIR
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+UNDERLAY_BRIDGE = "br0"
+NODE_UNDERLAY_IF = "eth0"
+
+
+def list_netns(prefix: str) -> list[str]:
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def create(name: str) -> None:
+    if exists(name):
+        raise LabError(f"network namespace {name} already exists (a previous lab not cleaned up? run `novanet lab down`)")
+    try:
+        netns.create(name)
+    except OSError as e:
+        raise LabError(f"cannot create network namespace {name}: {e}") from None
+    # Containers and nodes both start with loopback up (the runtime's loopback plugin does this).
+    with IPRoute(netns=name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove(name: str) -> None:
+    try:
+        netns.remove(name)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.EINVAL):
+            raise
+
+
+def inode(name: str) -> int | None:
+    try:
+        return os.stat(NETNS_DIR / name).st_ino
+    except OSError:
+        return None
+
+
+def set_sysctl(name: str, key: str, value: str) -> None:
+    """Write a per-netns sysctl (net.*): /proc/sys/net follows the netns of the thread that opens it."""
+    with entered(name):
+        with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+            f.write(value)
+
+
+def setns_thread(path: str) -> None:
+    """Move the calling thread into the network namespace at path (Python 3.11 has no os.setns).
+
+    setns(CLONE_NEWNET) is per thread, and sockets keep the netns they were created in, which is
+    what lets one probing process hold sockets in many pods at once.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Run the body with this thread in netns ``name``; always switch back."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        setns_thread(str(NETNS_DIR / name))
+        try:
+            yield
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"cannot return to the original netns: {os.strerror(err)}")
+    finally:
+        os.close(own)
+
+
+def build_underlay(underlay_ns: str, gateway: str, prefixlen: int, mtu: int) -> None:
+    create(underlay_ns)
+    with IPRoute(netns=underlay_ns) as ipr:
+        ipr.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge")
+        br = ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
+        ipr.link("set", index=br, mtu=mtu, state="up")
+        ipr.addr("add", index=br, address=gateway, prefixlen=prefixlen)
+
+
+def attach_node(underlay_ns: str, index: int, node_ns: str, address: str, prefixlen: int, mtu: int) -> None:
+    """Cable node netns ``node_ns`` to the underlay bridge and give it its address."""
+    port = f"u-{index}"
+    try:
+        with IPRoute(netns=underlay_ns) as ipr:
+            ipr.link("add", ifname=port, kind="veth", peer={"ifname": NODE_UNDERLAY_IF, "net_ns_fd": node_ns})
+            idx = ipr.link_lookup(ifname=port)[0]
+            br = ipr.link_lookup(ifname=UNDERLAY_BRIDGE)[0]
+            ipr.link("set", index=idx, master=br, mtu=mtu, state="up")
+        with IPRoute(netns=node_ns) as ipr:
+            eth = ipr.link_lookup(ifname=NODE_UNDERLAY_IF)[0]
+            ipr.link("set", index=eth, mtu=mtu, state="up")
+            ipr.addr("add", index=eth, address=address, prefixlen=prefixlen)
+    except NetlinkError as e:
+        raise LabError(f"cannot cable {node_ns} to the underlay: {e}") from None
+
+
+def prefixlen(cidr: str) -> int:
+    return ipaddress.IPv4Network(cidr).prefixlen

@@ -1,0 +1,63 @@
+"""Per-node NovaNet config files for a lab: the spec's cluster: keys plus the lab-owned per-node keys.
+
+The result is validated with NovaNetConfig before anything starts, and errors from keys the spec
+passed through are reported as ``cluster.<key>`` so the user sees the line of the spec to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import ValidationError
+
+from novanet_core.config.models import NovaNetConfig
+from novanet_core.lab.errors import LabError
+from novanet_core.lab.paths import LabPaths
+from novanet_core.lab.spec import LabSpec, loc_path
+
+# Spec keys that are lab-only and never reach the agent.
+_SPEC_ONLY = {"nodeCIDRMaskSize"}
+
+
+def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cidr: str) -> dict[str, Any]:
+    cluster = spec.cluster.model_dump(exclude_none=True)
+    cfg: dict[str, Any] = {k: copy.deepcopy(v) for k, v in cluster.items() if k not in _SPEC_ONLY}
+    # nodeCIDRMaskSize is a NovaNetConfig key too; pass it so the agent agrees with the carving.
+    cfg["nodeCIDRMaskSize"] = spec.cluster.nodeCIDRMaskSize
+    cfg.setdefault("mtu", "auto")
+    cfg.update(
+        nodeName=node,
+        nodeIP=node_ip,
+        podCIDR=pod_cidr,
+        sockets={
+            "agent": str(paths.socket(node, "agent")),
+            "cni": str(paths.socket(node, "cni")),
+            "dataplane": str(paths.socket(node, "dataplane")),
+        },
+        stateSource={"type": "manifests", "path": str(paths.manifest_dir)},
+        stateDir=str(paths.node_dir(node) / "agent-state"),
+    )
+    cfg["ipam"] = {**cfg.get("ipam", {}), "dataDir": str(paths.node_ipam_dir(node))}
+    cfg["bpf"] = {**cfg.get("bpf", {}), "root": str(paths.node_bpf_root(node))}
+    cfg.setdefault("metrics", {"address": ""})
+    validate_node_config(cfg, node)
+    return cfg
+
+
+def validate_node_config(cfg: dict[str, Any], node: str) -> NovaNetConfig:
+    try:
+        return NovaNetConfig.model_validate(cfg)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            path = loc_path(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown NovaNet config key"
+            where = f"cluster.{path}" if err["loc"] and err["loc"][0] not in _LAB_SET else f"{path} (node {node})"
+            lines.append(f"  {where}: {msg}")
+        raise LabError("invalid lab spec (agent config check):\n" + "\n".join(lines)) from None
+
+
+_LAB_SET = {"nodeName", "nodeIP", "podCIDR", "sockets", "stateSource", "stateDir"}

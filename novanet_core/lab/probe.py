@@ -1,0 +1,274 @@
+"""Reachability probes between lab pods: concurrent, each decided within one timeout.
+
+One thread per source pod moves itself into the pod's netns (setns is per thread, and a socket
+keeps the netns it was created in), opens every probe socket at once (non-blocking), and waits on
+one selector until each probe is answered or the deadline passes:
+
+- TCP: non-blocking connect, then read the server's reply line (``<ns>/<pod>``); allowed only if
+  the reply names the target, so a probe that lands on the wrong pod is not counted as allowed.
+- UDP: a connected socket sends a datagram (resent every ``timeout/3`` in case the first was lost
+  while neighbours were resolved) and waits for the echo naming the target.
+
+A refused connection (RST / ICMP port unreachable) is decided at once; a dropped packet at the
+deadline. Either way ``allowed`` is False and ``reason`` says which.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from novanet_core.lab.netns import setns_thread
+from novanet_core.lab.paths import NETNS_DIR
+
+DEFAULT_TIMEOUT = 0.3
+# Above this many open probes a source starts the rest as earlier ones finish (fd limits).
+WINDOW = 256
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    key: str  # "ns/pod"
+    ip: str
+    netns: str
+
+
+@dataclass
+class ProbeResult:
+    src: str
+    dst: str
+    port: int
+    protocol: str
+    allowed: bool
+    reason: str  # connected | echoed | refused | timeout | wrong-pod: ... | error: ...
+    ms: float
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        return {
+            "from": d.pop("src"),
+            "to": d.pop("dst"),
+            "port": d.pop("port"),
+            "protocol": d.pop("protocol"),
+            "allowed": d.pop("allowed"),
+            "reason": d.pop("reason"),
+            "ms": round(d.pop("ms"), 2),
+        }
+
+
+@dataclass
+class _Probe:
+    dst: Endpoint
+    port: int
+    protocol: str
+    sock: socket.socket | None = None
+    started: float = 0.0
+    last_send: float = 0.0
+    phase: str = "connect"  # connect -> read (TCP); read (UDP)
+    buf: bytes = b""
+    result: ProbeResult | None = None
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def probe_matrix(
+    sources: Sequence[Endpoint],
+    targets: Sequence[Endpoint],
+    checks: Sequence[tuple[int, str]],
+    timeout: float = DEFAULT_TIMEOUT,
+    serves: dict[str, set[tuple[int, str]]] | None = None,
+) -> list[ProbeResult]:
+    """Probe every (source, target, (port, protocol)); results in source, check, target order.
+
+    With ``serves`` (target key -> the ports it declares), a target is probed only on its own
+    ports, so that "nothing listens there" is never shown as "blocked".
+    """
+    raise_fd_limit()
+    per_source: dict[str, list[ProbeResult]] = {}
+    errors: dict[str, str] = {}
+
+    def run(src: Endpoint) -> None:
+        try:
+            setns_thread(str(NETNS_DIR / src.netns))
+            per_source[src.key] = _probe_from(src, targets, checks, timeout, serves)
+        except Exception as e:  # reported per probe below; one broken pod must not hide the rest
+            errors[src.key] = f"error: {type(e).__name__}: {e}"
+
+    threads = [threading.Thread(target=run, args=(s,), name=f"probe:{s.key}", daemon=True) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out: list[ProbeResult] = []
+    for src in sources:
+        if src.key in errors:
+            out.extend(
+                ProbeResult(src.key, d.key, port, proto, False, errors[src.key], 0.0)
+                for port, proto in checks
+                for d in targets
+                if serves is None or (port, proto) in serves.get(d.key, set())
+            )
+        else:
+            out.extend(per_source[src.key])
+    return out
+
+
+def _probe_from(
+    src: Endpoint,
+    targets: Sequence[Endpoint],
+    checks: Sequence[tuple[int, str]],
+    timeout: float,
+    serves: dict[str, set[tuple[int, str]]] | None,
+) -> list[ProbeResult]:
+    probes = [
+        _Probe(d, port, proto)
+        for port, proto in checks
+        for d in targets
+        if serves is None or (port, proto) in serves.get(d.key, set())
+    ]
+    sel = selectors.DefaultSelector()
+    pending = list(reversed(probes))
+    active = 0
+    resend = timeout / 3
+    while pending or active:
+        while pending and active < WINDOW:
+            p = pending.pop()
+            _start(src, p, sel)
+            if p.result is None:
+                active += 1
+        if not active:
+            break
+        now = time.monotonic()
+        live = [k.data for k in sel.get_map().values()]
+        if not live:
+            active = 0
+            continue
+        nearest = min(p.started + timeout for p in live)
+        for p in live:
+            if p.protocol == "UDP":
+                nearest = min(nearest, p.last_send + resend)
+        for key, _ in sel.select(max(0.0, nearest - now)):
+            p = key.data
+            _step(src, p, sel)
+            if p.result is not None:
+                active -= 1
+        now = time.monotonic()
+        for k in list(sel.get_map().values()):
+            p = k.data
+            if now >= p.started + timeout:
+                _finish(src, p, sel, False, "timeout")
+                active -= 1
+            elif p.protocol == "UDP" and now >= p.last_send + resend:
+                _udp_send(p)
+    sel.close()
+    return [p.result for p in probes if p.result is not None]
+
+
+def _start(src: Endpoint, p: _Probe, sel: selectors.BaseSelector) -> None:
+    p.started = time.monotonic()
+    kind = socket.SOCK_STREAM if p.protocol == "TCP" else socket.SOCK_DGRAM
+    try:
+        s = socket.socket(socket.AF_INET, kind)
+    except OSError as e:
+        p.result = ProbeResult(src.key, p.dst.key, p.port, p.protocol, False, f"error: {e}", 0.0)
+        return
+    s.setblocking(False)
+    p.sock = s
+    if p.protocol == "TCP":
+        rc = s.connect_ex((p.dst.ip, p.port))
+        if rc not in (0, errno.EINPROGRESS):
+            _finish(src, p, None, False, _reason(rc))
+            return
+        sel.register(s, selectors.EVENT_WRITE, p)
+    else:
+        try:
+            s.connect((p.dst.ip, p.port))  # connected: ICMP port-unreachable comes back as ECONNREFUSED
+        except OSError as e:
+            _finish(src, p, None, False, _reason(e.errno or 0))
+            return
+        p.phase = "read"
+        sel.register(s, selectors.EVENT_READ, p)
+        _udp_send(p)
+
+
+def _udp_send(p: _Probe) -> None:
+    p.last_send = time.monotonic()
+    assert p.sock is not None
+    try:
+        p.sock.send(b"probe\n")
+    except OSError:
+        pass  # a queued ICMP error surfaces on the next recv
+
+
+def _step(src: Endpoint, p: _Probe, sel: selectors.BaseSelector) -> None:
+    s = p.sock
+    assert s is not None
+    want = f"{p.dst.key}\n".encode()
+    if p.phase == "connect":
+        rc = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if rc != 0:
+            _finish(src, p, sel, False, _reason(rc))
+            return
+        p.phase = "read"
+        sel.modify(s, selectors.EVENT_READ, p)
+        return
+    try:
+        data = s.recv(256)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as e:
+        if p.protocol == "UDP" and e.errno == errno.ECONNREFUSED:
+            _finish(src, p, sel, False, "refused")
+        elif p.protocol == "TCP" and e.errno == errno.ECONNRESET and p.buf == b"":
+            _finish(src, p, sel, False, "reset")
+        else:
+            _finish(src, p, sel, False, _reason(e.errno or 0))
+        return
+    if p.protocol == "UDP":
+        if data == want:
+            _finish(src, p, sel, True, "echoed")
+        else:
+            _finish(src, p, sel, False, f"wrong-pod: {data[:40].decode(errors='replace').strip()}")
+        return
+    p.buf += data
+    if data and b"\n" not in p.buf:
+        return
+    if p.buf == want:
+        _finish(src, p, sel, True, "connected")
+    elif not p.buf:
+        _finish(src, p, sel, False, "closed-without-reply")
+    else:
+        _finish(src, p, sel, False, f"wrong-pod: {p.buf[:40].decode(errors='replace').strip()}")
+
+
+def _finish(src: Endpoint, p: _Probe, sel: selectors.BaseSelector | None, allowed: bool, reason: str) -> None:
+    ms = (time.monotonic() - p.started) * 1000
+    p.result = ProbeResult(src.key, p.dst.key, p.port, p.protocol, allowed, reason, ms)
+    if p.sock is not None:
+        if sel is not None:
+            try:
+                sel.unregister(p.sock)
+            except (KeyError, ValueError):
+                pass
+        p.sock.close()
+        p.sock = None
+
+
+def _reason(rc: int) -> str:
+    if rc == errno.ECONNREFUSED:
+        return "refused"
+    if rc in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    if rc == errno.ETIMEDOUT:
+        return "timeout"
+    return f"error: {errno.errorcode.get(rc, rc)}"

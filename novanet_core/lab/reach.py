@@ -1,0 +1,71 @@
+"""``lab probe``: pick sources, targets and port/protocol checks from a lab's state, run the probes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from novanet_core.lab import state as lstate
+from novanet_core.lab.errors import LabError
+from novanet_core.lab.paths import LabPaths
+from novanet_core.lab.probe import DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
+from novanet_core.lab.state import LabState
+
+PROBE_PROTOCOLS = ("TCP", "UDP")
+
+
+def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
+    """Pods named ``ns/pod`` or whole namespaces ``ns``; all pods when nothing is asked for."""
+    pods = sorted(st.pods.values(), key=lambda p: (p.namespace, p.name))
+    if wanted:
+        chosen = []
+        for w in wanted:
+            if "/" in w:
+                match = [p for p in pods if p.key == w]
+            else:
+                match = [p for p in pods if p.namespace == w]
+            if not match:
+                raise LabError(f"{flag} {w}: no such pod or namespace in lab {st.name} "
+                               f"(pods: {', '.join(p.key for p in pods) or 'none'})")
+            chosen.extend(m for m in match if m not in chosen)
+        pods = chosen
+    out = []
+    for p in pods:
+        if p.ip is None:
+            raise LabError(f"{flag}: pod {p.key} has no IP (its CNI ADD did not finish)")
+        out.append(Endpoint(p.key, p.ip, p.netns))
+    return out
+
+
+def checks_for(st: LabState, targets: Sequence[Endpoint], ports: Sequence[int],
+               protocols: Sequence[str]) -> list[tuple[int, str]]:
+    """Explicit --port values, else every port a target declares; each for the chosen protocols."""
+    protos = [p.upper() for p in protocols] or list(PROBE_PROTOCOLS)
+    for p in protos:
+        if p not in PROBE_PROTOCOLS:
+            raise LabError(f"--protocol {p}: must be one of {', '.join(PROBE_PROTOCOLS)}")
+    if ports:
+        return [(port, proto) for port in ports for proto in protos]
+    keys = {t.key for t in targets}
+    declared = sorted({(x.port, x.protocol) for p in st.pods.values() if p.key in keys for x in p.ports})
+    checks = [(port, proto) for port, proto in declared if proto in protos]
+    if not checks:
+        raise LabError("nothing to probe: the target pods declare no TCP/UDP ports (give --port)")
+    return checks
+
+
+def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), ports: Sequence[int] = (),
+          protocols: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT) -> list[ProbeResult]:
+    paths = LabPaths(lab)
+    st = lstate.load(paths)
+    if st is None:
+        raise LabError(f"lab {lab} is not up (no {paths.state_file})")
+    src = _select(st, sources, "--from")
+    dst = _select(st, targets, "--to")
+    if not src or not dst:
+        raise LabError(f"lab {lab} has no pods to probe")
+    for port in ports:
+        if not 1 <= port <= 65535:
+            raise LabError(f"--port {port}: not a port number 1..65535")
+    # Without --port, each target is probed on the ports it declares only (nothing listens elsewhere).
+    serves = None if ports else {p.key: {(x.port, x.protocol) for x in p.ports} for p in st.pods.values()}
+    return probe_matrix(src, dst, checks_for(st, dst, ports, protocols), timeout, serves)

@@ -1,0 +1,293 @@
+"""The lab spec file (``novanet lab up --spec FILE``): pydantic models, loading, and cross-checks.
+
+Every error names the field as a path into the file (``pods[3].namespace``), with the object's name
+where that helps, so a user can find the line without reading a traceback. The format is documented
+in docs/lab.md; keep both in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from novanet_core.lab.errors import LabError
+
+# Lab and node names end up in netns names, directory names, bpffs paths and unix socket paths
+# (108-byte limit), so they are DNS labels with a tighter length cap than Kubernetes' 63.
+LAB_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_LAB_NAME = 32
+MAX_NODE_NAME = 32
+DNS_LABEL_RE = LAB_NAME_RE
+
+# Config keys the lab sets per node; a spec that sets them under cluster: would break isolation
+# between nodes or labs, so they are rejected rather than silently overridden.
+LAB_OWNED_KEYS = {
+    "nodeName": "the node's name",
+    "nodeIP": "the node's underlay address",
+    "podCIDR": "nodes[].podCIDR",
+    "sockets": "per-node sockets under /run/novanet-lab/<lab>/<node>/",
+    "stateSource": "the lab's shared manifest directory",
+    "stateDir": "<lab state dir>/<node>/agent-state",
+}
+LAB_OWNED_SUBKEYS = {("ipam", "dataDir"), ("bpf", "root")}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _dns_label(v: str, max_len: int = 63) -> str:
+    if not isinstance(v, str) or len(v) > max_len or not DNS_LABEL_RE.match(v):
+        raise ValueError(
+            f"{v!r} must be lower-case letters, digits and '-', start and end alphanumeric, at most {max_len} characters"
+        )
+    return v
+
+
+class PortSpec(_Model):
+    name: str | None = Field(default=None, min_length=1, max_length=15)
+    port: int = Field(ge=1, le=65535)
+    # SCTP is accepted so that named SCTP ports can appear in policies, but this kernel has no
+    # SCTP sockets, so the pod server does not serve it (see docs/lab.md).
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
+class PodSpec(_Model):
+    name: str
+    namespace: str = "default"
+    node: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    ports: list[PortSpec] = Field(default_factory=list)
+
+    _name = field_validator("name", "namespace")(_dns_label)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class NamespaceSpec(_Model):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _name = field_validator("name")(_dns_label)
+
+
+class NodeSpec(_Model):
+    name: str
+    podCIDR: str | None = None
+    ip: str | None = None  # underlay address; default: carved from underlay.cidr
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return _dns_label(v, MAX_NODE_NAME)
+
+    @field_validator("podCIDR")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        return None if v is None else _ipv4_net(v)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address") from None
+
+
+class UnderlaySpec(_Model):
+    cidr: str = "172.30.0.0/24"
+    mtu: int = Field(default=1500, ge=576, le=9000)
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        return _ipv4_net(v)
+
+
+class ClusterSpec(BaseModel):
+    # Extra keys are NovaNetConfig keys passed through to every agent; they are validated by
+    # building the node configs (see novanet_core.lab.nodeconfig), not here.
+    model_config = ConfigDict(extra="allow")
+
+    clusterCIDR: str = "10.42.0.0/16"
+    nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
+    routingMode: Literal["overlay", "native"] = "overlay"
+    tunnelProtocol: str = "vxlan"
+    policy: dict[str, Any] = Field(default_factory=lambda: {"defaultDeny": False})
+
+    @field_validator("clusterCIDR")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        return _ipv4_net(v)
+
+    def passthrough(self) -> dict[str, Any]:
+        """The keys copied into every node's config as they are."""
+        out = self.model_dump(exclude_none=True)
+        return out
+
+
+class LabSpec(_Model):
+    name: str = "novanet"
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    underlay: UnderlaySpec = Field(default_factory=UnderlaySpec)
+    nodes: list[NodeSpec] = Field(min_length=1)
+    namespaces: list[NamespaceSpec] = Field(default_factory=list)
+    pods: list[PodSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return validate_lab_name(v)
+
+
+def validate_lab_name(v: str) -> str:
+    return _dns_label(v, MAX_LAB_NAME)
+
+
+def _ipv4_net(v: str) -> str:
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{v!r} is not a CIDR ({e})") from None
+    if net.version != 4:
+        raise ValueError(f"{v!r}: only IPv4 is supported")
+    return str(net)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def loc_path(loc: tuple[Any, ...]) -> str:
+    """``("pods", 3, "ports", 0, "port")`` -> ``pods[3].ports[0].port``."""
+    out = ""
+    for p in loc:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "(top level)"
+
+
+def format_errors(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "is required"
+        lines.append(f"  {loc_path(err['loc'])}: {msg}")
+    return f"invalid lab spec {source}:\n" + "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec_text(text: str, source: str = "<spec>") -> LabSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise LabError(f"lab spec {source} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise LabError(f"lab spec {source}: the top level must be a map (cluster:, nodes:, namespaces:, pods:)")
+    return parse_spec(data, source)
+
+
+def load_spec(path: str | Path) -> LabSpec:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise LabError(f"lab spec {p} does not exist") from None
+    except OSError as e:
+        raise LabError(f"cannot read lab spec {p}: {e.strerror or e}") from None
+    return load_spec_text(text, str(p))
+
+
+def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LabSpec:
+    try:
+        spec = LabSpec.model_validate(data)
+    except ValidationError as e:
+        raise LabError(format_errors(e, source)) from None
+    problems = cross_check(spec)
+    if problems:
+        raise LabError(f"invalid lab spec {source}:\n" + "\n".join(f"  {p}" for p in problems))
+    return spec
+
+
+def cross_check(spec: LabSpec) -> list[str]:
+    """Checks that span several fields; each problem starts with the field path."""
+    problems: list[str] = []
+    for key, why in LAB_OWNED_KEYS.items():
+        if key in (spec.cluster.model_extra or {}):
+            problems.append(f"cluster.{key}: set by the lab ({why}); remove it from the spec")
+    for parent, child in LAB_OWNED_SUBKEYS:
+        sub = (spec.cluster.model_extra or {}).get(parent)
+        if isinstance(sub, dict) and child in sub:
+            problems.append(f"cluster.{parent}.{child}: set by the lab per node; remove it from the spec")
+
+    seen_nodes: dict[str, int] = {}
+    for i, n in enumerate(spec.nodes):
+        if n.name in seen_nodes:
+            problems.append(f"nodes[{i}].name: {n.name!r} is already used by nodes[{seen_nodes[n.name]}]")
+        seen_nodes.setdefault(n.name, i)
+    seen_ns: dict[str, int] = {}
+    for i, ns in enumerate(spec.namespaces):
+        if ns.name in seen_ns:
+            problems.append(f"namespaces[{i}].name: {ns.name!r} is already used by namespaces[{seen_ns[ns.name]}]")
+        seen_ns.setdefault(ns.name, i)
+    seen_pods: dict[str, int] = {}
+    for i, p in enumerate(spec.pods):
+        where = f"pods[{i}] ({p.key})"
+        if p.key in seen_pods:
+            problems.append(f"pods[{i}].name: {p.key!r} is already used by pods[{seen_pods[p.key]}]")
+        seen_pods.setdefault(p.key, i)
+        if p.namespace not in seen_ns and p.namespace != "default":
+            problems.append(f"{where}.namespace: {p.namespace!r} is not declared under namespaces:")
+        if p.node is not None and p.node not in seen_nodes:
+            problems.append(f"{where}.node: {p.node!r} is not one of the nodes ({', '.join(seen_nodes)})")
+        problems.extend(check_ports(p.ports, where))
+    problems.extend(_check_addresses(spec))
+    return problems
+
+
+def check_ports(ports: list[PortSpec], where: str) -> list[str]:
+    problems = []
+    seen: dict[tuple[int, str], int] = {}
+    names: dict[str, int] = {}
+    for j, port in enumerate(ports):
+        k = (port.port, port.protocol)
+        if k in seen:
+            problems.append(f"{where}.ports[{j}]: {port.port}/{port.protocol} is already declared by ports[{seen[k]}]")
+        seen.setdefault(k, j)
+        if port.name is not None:
+            if port.name in names:
+                problems.append(f"{where}.ports[{j}].name: {port.name!r} is already used by ports[{names[port.name]}]")
+            names.setdefault(port.name, j)
+    return problems
+
+
+def _check_addresses(spec: LabSpec) -> list[str]:
+    # Run the allocators once so that spec errors (overlaps, exhaustion) surface at parse time.
+    from novanet_core.lab.addressing import AddressError, assign_node_ips, carve_pod_cidrs
+
+    problems = []
+    try:
+        carve_pod_cidrs(spec.cluster.clusterCIDR, spec.cluster.nodeCIDRMaskSize, [(n.name, n.podCIDR) for n in spec.nodes])
+    except AddressError as e:
+        problems.append(str(e))
+    try:
+        assign_node_ips(spec.underlay.cidr, [(n.name, n.ip) for n in spec.nodes])
+    except AddressError as e:
+        problems.append(str(e))
+    return problems

@@ -1,0 +1,121 @@
+"""``lab status``: the lab's saved state checked against what is actually running.
+
+The JSON shape is a public contract (docs/lab.md#status-json); add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from novanet_core.api.client import Unreachable
+from novanet_core.api.protocol import ApiError
+from novanet_core.lab import agents, netns, procs
+from novanet_core.lab import state as lstate
+from novanet_core.lab.errors import LabError
+from novanet_core.lab.lifecycle import leftovers
+from novanet_core.lab.paths import LabPaths
+
+AGENT_KEYS = ("ready", "stateVersion", "nodeName", "nodeIP", "podCIDR", "datapath", "endpoints", "identities")
+
+
+def lab_status(lab: str) -> dict[str, Any]:
+    paths = LabPaths(lab)
+    st = lstate.load(paths)
+    if st is None:
+        left = leftovers(paths)
+        if left:
+            return {"name": lab, "phase": "broken", "healthy": False, "leftovers": left,
+                    "hint": f"run `novanet lab down --name {lab}` to remove them"}
+        raise LabError(f"lab {lab} does not exist (no {paths.state_file}); start one with `novanet lab up --spec FILE`")
+    nodes = []
+    healthy = st.phase == "up"
+    for n in st.nodes.values():
+        agent_pid = agents.running_pid(paths, n.name, "agent")
+        dp_pid = agents.running_pid(paths, n.name, "dataplane")
+        agent: dict[str, Any] = {"pid": agent_pid, "running": agent_pid is not None, "socket": str(paths.socket(n.name, "agent"))}
+        try:
+            s = agents.agent_status(paths, n.name)
+            agent.update({k: s.get(k) for k in AGENT_KEYS if k in s})
+            if isinstance(agent.get("endpoints"), list):
+                agent["endpoints"] = len(agent["endpoints"])
+            if isinstance(agent.get("identities"), list):
+                agent["identities"] = len(agent["identities"])
+        except (Unreachable, OSError, ApiError, ValueError) as e:
+            agent["ready"] = False
+            agent["error"] = str(e)
+        if not agent.get("ready") or dp_pid is None or not netns.exists(n.netns):
+            healthy = False
+        nodes.append({
+            "name": n.name,
+            "netns": n.netns,
+            "ip": n.ip,
+            "podCIDR": n.podCIDR,
+            "config": n.config,
+            "agent": agent,
+            "dataplane": {"pid": dp_pid, "running": dp_pid is not None, "socket": str(paths.socket(n.name, "dataplane"))},
+            "logs": {d: str(paths.daemon_log(n.name, d)) for d in agents.DAEMONS},
+        })
+    pod_list = []
+    for p in st.pods.values():
+        pid = procs.owned_pid(paths.pod_pid(p.namespace, p.name), agents.markers(paths))
+        running = pid is not None and p.ip is not None and netns.exists(p.netns)
+        healthy = healthy and running
+        pod_list.append({
+            "namespace": p.namespace,
+            "name": p.name,
+            "node": p.node,
+            "ip": p.ip,
+            "netns": p.netns,
+            "containerId": p.containerId,
+            "labels": p.labels,
+            "ports": [{"port": x.port, "protocol": x.protocol, "name": x.name} for x in p.ports],
+            "server": {"pid": pid, "running": pid is not None},
+            "ready": running,
+        })
+    return {
+        "name": st.name,
+        "phase": st.phase,
+        "healthy": healthy,
+        "specFile": st.specFile,
+        "createdAt": st.createdAt,
+        "cluster": st.spec.get("cluster", {}),
+        "underlay": st.underlay.model_dump() if st.underlay else None,
+        "manifestDir": str(paths.manifest_dir),
+        "manifestVersion": st.manifestVersion,
+        "nodes": nodes,
+        "namespaces": [{"name": k, "labels": v} for k, v in st.namespaces.items()],
+        "pods": pod_list,
+        "networkPolicies": list(st.policies),
+    }
+
+
+def status_table(s: dict[str, Any]) -> str:
+    if "leftovers" in s:
+        return f"lab {s['name']}: BROKEN (no state file); left behind:\n  " + "\n  ".join(s["leftovers"]) + f"\n{s['hint']}"
+    lines = [f"lab {s['name']}: {s['phase']}{'' if s['healthy'] else ' (NOT healthy)'}, manifest version "
+             f"{s['manifestVersion']}, underlay {s['underlay']['cidr'] if s['underlay'] else '-'}"]
+    lines.append("")
+    lines.append(_cols(["NODE", "IP", "POD CIDR", "AGENT", "READY", "STATE VERSION", "DATAPLANE", "DATAPATH"], [
+        [n["name"], n["ip"], n["podCIDR"], _pid(n["agent"]), str(n["agent"].get("ready", False)).lower(),
+         str(n["agent"].get("stateVersion", "-")), _pid(n["dataplane"]), str(n["agent"].get("datapath", "-"))]
+        for n in s["nodes"]
+    ]))
+    lines.append("")
+    lines.append(_cols(["NAMESPACE", "POD", "NODE", "IP", "READY", "PORTS", "LABELS"], [
+        [p["namespace"], p["name"], p["node"], p["ip"] or "-", str(p["ready"]).lower(),
+         ",".join(f"{x['port']}/{x['protocol']}" for x in p["ports"]) or "-",
+         ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items())) or "<none>"]
+        for p in s["pods"]
+    ]))
+    if s["networkPolicies"]:
+        lines += ["", "NETWORK POLICIES: " + ", ".join(s["networkPolicies"])]
+    return "\n".join(lines)
+
+
+def _pid(d: dict[str, Any]) -> str:
+    return f"pid {d['pid']}" if d.get("running") else "DOWN"
+
+
+def _cols(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in [header, *rows])
