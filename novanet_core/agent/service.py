@@ -313,6 +313,14 @@ class Agent:
                 if podnet.host_link_exists(existing.host_ifname) is not None:
                     raise CniFailure(cni.ERR_INTERFACE, f"container {cid} already has interface {ifname} (ADD without DEL)")
                 self._teardown(existing)
+            hname = podnet.host_ifname(cid)
+            clash = next((e for e in self.store.all() if e.host_ifname == hname), None)
+            if clash is not None:
+                # The guide's naming (nv + first 11 characters of the container id) cannot tell
+                # these two apart; refuse rather than touch the other pod's interface.
+                raise CniFailure(cni.ERR_INTERFACE, f"host interface name {hname} is already used by container "
+                                 f"{clash.container_id} ({clash.namespace}/{clash.pod}); container ids must differ "
+                                 "in their first 11 characters")
             try:
                 alloc = self.ipam.allocate(IpamRequest(container_id=cid, ifname=ifname, namespace=namespace, pod=podname))
             except PoolExhausted as e:

@@ -99,18 +99,18 @@ def test_del_succeeds_when_the_netns_is_already_gone(kernel_node):
 
 def test_check_after_add_passes_and_after_del_fails(kernel_node):
     ns = kernel_node.add_pod_netns()
-    rc, out = kernel_node.cni("ADD", "chk000000001", ns)
-    assert kernel_node.cni("CHECK", "chk000000001", ns, conf={"prevResult": out})[0] == 0
-    kernel_node.cni("DEL", "chk000000001", ns, conf={"prevResult": out})
-    rc, err = kernel_node.cni("CHECK", "chk000000001", ns, conf={"prevResult": out})
+    rc, out = kernel_node.cni("ADD", "chka00000001", ns)
+    assert kernel_node.cni("CHECK", "chka00000001", ns, conf={"prevResult": out})[0] == 0
+    kernel_node.cni("DEL", "chka00000001", ns, conf={"prevResult": out})
+    rc, err = kernel_node.cni("CHECK", "chka00000001", ns, conf={"prevResult": out})
     assert rc == 1 and err["code"] == 3
 
 
 def test_check_detects_a_removed_address(kernel_node):
     ns = kernel_node.add_pod_netns()
-    rc, out = kernel_node.cni("ADD", "chk000000002", ns)
+    rc, out = kernel_node.cni("ADD", "chkb00000002", ns)
     sh("nsenter", f"--net={ns}", "ip", "addr", "flush", "dev", "eth0")
-    rc, err = kernel_node.cni("CHECK", "chk000000002", ns, conf={"prevResult": out})
+    rc, err = kernel_node.cni("CHECK", "chkb00000002", ns, conf={"prevResult": out})
     assert rc == 1 and err["code"] == 104 and "lacks address" in err["msg"]
 
 
@@ -148,7 +148,7 @@ def test_bad_input_gets_spec_error_json_and_no_traceback(kernel_node, env, stdin
 
 def test_check_without_prev_result_is_invalid_config(kernel_node):
     ns = kernel_node.add_pod_netns()
-    rc, err = kernel_node.cni("CHECK", "chk000000003", ns)
+    rc, err = kernel_node.cni("CHECK", "chkc00000003", ns)
     assert rc == 1 and err["code"] == 7 and "prevResult" in err["msg"]
 
 
@@ -158,16 +158,16 @@ def test_status_ok_when_ready(kernel_node):
 
 def test_agent_down_gives_status_50_add_11_and_deferred_del(kernel_node):
     ns = kernel_node.add_pod_netns()
-    rc, out = kernel_node.cni("ADD", "down00000001", ns)
+    rc, out = kernel_node.cni("ADD", "downa0000001", ns)
     ip = out["ips"][0]["address"].split("/")[0]
     kernel_node.kill("agent")
     rc, err = kernel_node.cni("STATUS")
     assert rc == 1 and err["code"] == 50
     ns2 = kernel_node.add_pod_netns()
-    rc, err = kernel_node.cni("ADD", "down00000002", ns2)
+    rc, err = kernel_node.cni("ADD", "downb0000002", ns2)
     assert rc == 1 and err["code"] == 11
     # DEL while the agent is down succeeds and is carried out when it returns.
-    assert kernel_node.cni("DEL", "down00000001", ns)[0] == 0
+    assert kernel_node.cni("DEL", "downa0000001", ns)[0] == 0
     kernel_node.restart("agent")
     kernel_node.wait_ready()
     assert ip not in {a["address"] for a in kernel_node.call("ipam.list")}
@@ -201,8 +201,18 @@ def tiny_pool_node():
 
 def test_exhausted_pool_is_a_clear_plugin_error(tiny_pool_node):
     for i in range(5):  # a /29 has 5 assignable addresses after network, gateway and broadcast
-        assert tiny_pool_node.cni("ADD", f"full0000000{i}", tiny_pool_node.add_pod_netns())[0] == 0
-    rc, err = tiny_pool_node.cni("ADD", "full00000009", tiny_pool_node.add_pod_netns())
+        assert tiny_pool_node.cni("ADD", f"full{i}0000000", tiny_pool_node.add_pod_netns())[0] == 0
+    rc, err = tiny_pool_node.cni("ADD", "full90000009", tiny_pool_node.add_pod_netns())
     assert rc == 1 and err["code"] == 110 and "exhausted" in err["msg"]
     rc, err = tiny_pool_node.cni("STATUS")
     assert rc == 1 and err["code"] == 50
+
+
+def test_host_name_collision_is_refused_without_touching_the_other_pod(kernel_node):
+    a, b = kernel_node.add_pod_netns(), kernel_node.add_pod_netns()
+    rc, out = kernel_node.cni("ADD", "samepref000A1", a)
+    assert rc == 0
+    rc, err = kernel_node.cni("ADD", "samepref000B2", b)
+    assert rc == 1 and err["code"] == 102 and "already used by container samepref000A1" in err["msg"]
+    assert pod_ip(a) == out["ips"][0]["address"].split("/")[0]
+    assert len(kernel_node.call("ipam.list")) == 1
