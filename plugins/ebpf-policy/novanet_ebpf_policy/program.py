@@ -57,7 +57,7 @@ def compile_and_load(root: str, cflags: dict[str, str] | None = None) -> LoadedP
     with _compile_lock:
         try:
             b = BPF(text=src.encode())
-            fns = {name: b.load_func(name, BPF.SCHED_CLS) for name in PROGRAMS}
+            fns = {name: b.load_func(name.encode(), BPF.SCHED_CLS) for name in PROGRAMS}
         except Exception as e:
             raise CompileError(f"datapath program failed to compile/load: {e}") from e
     fds = {n: f.fd for n, f in fns.items()}

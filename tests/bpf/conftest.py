@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.bpf.topo import Topology
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    from novanet_core.bpf import bpffs
+
+    bpffs.ensure_mounted()
+    t = Topology()
+    try:
+        t.create()
+        yield t
+    finally:
+        t.destroy()
+
+
+@pytest.fixture
+def datapath(topo: Topology) -> Iterator[object]:
+    """The ebpf backend started inside the node netns, all pods upserted (default allow)."""
+    from novanet_ebpf_policy.backend import EbpfDatapath
+
+    from novanet_core.backends import BackendContext
+    from novanet_core.bpf.netns import netns
+    from novanet_core.config.models import NovaNetConfig
+
+    cfg = NovaNetConfig.model_validate(topo.config())
+    with netns(topo.node):
+        dp = EbpfDatapath(BackendContext(config=cfg, component="dataplane"))
+        dp.start()
+        try:
+            dp.configure(topo.settings())
+            for p in topo.pods.values():
+                dp.upsert_endpoint(p.endpoint(topo.gateway))
+            yield dp
+        finally:
+            dp.stop()
