@@ -139,4 +139,5 @@ def hook_signature(name: str) -> str:
     import inspect
 
     fn: Any = globals()[name]
-    return f"{name}{inspect.signature(fn)}"
+    # Annotations are strings (postponed evaluation); show them as written in the source.
+    return f"{name}{inspect.signature(fn)}".replace("'", "")

@@ -249,6 +249,14 @@ def debug_bundle(ctx: click.Context, out_path: str) -> None:
                        ("routes.txt", ["ip", "route", "show"]), ("geneve.txt", ["ip", "link", "show", "type", "geneve"]),
                        ("vxlan.txt", ["ip", "-d", "link", "show", "type", "vxlan"]), ("processes.txt", ["ps", "-eo", "pid,args"])):
         b.add_command(name, argv)
+    try:
+        from novanet_core.config.models import NovaNetConfig
+        from novanet_core.plugins.manager import PluginHost
+
+        node_cfg = NovaNetConfig.model_validate(obj.call("config.get"))
+        PluginHost(node_cfg, "cli").pm.hook.novanet_debug_bundle(bundle=b, config=node_cfg)
+    except (Unreachable, ApiError, ValueError) as e:
+        b.add_text("plugins-bundle-error.txt", f"plugin diagnostics unavailable: {e}\n")
     b.write_tar(out_path)
     click.echo(f"wrote {out_path} ({len(b.files)} files)")
 

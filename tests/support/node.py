@@ -23,6 +23,7 @@ import yaml
 from novanet_core.api.client import ApiClient, Unreachable
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -65,9 +66,12 @@ class TestNode:
     # ------------------------------------------------------------------ processes
     def _spawn(self, name: str) -> None:
         log = open(self.dir / f"{name}.log", "ab")
+        env = dict(os.environ)
+        # Lets NOVANET_PLUGINS name test plugins under tests/ (as a third-party plugin would be installed).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.procs[name] = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", str(BIN / f"novanet-{name}"), "--config", str(self.cfg_path)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def start(self, wait: float = 30.0) -> None:
         self._spawn("dataplane")
