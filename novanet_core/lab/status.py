@@ -91,7 +91,7 @@ def lab_status(lab: str) -> dict[str, Any]:
 
 def status_table(s: dict[str, Any]) -> str:
     if "leftovers" in s:
-        return f"lab {s['name']}: BROKEN (no state file); left behind:\n  " + "\n  ".join(s["leftovers"]) + f"\n{s['hint']}"
+        return f"lab {s['name']}: BROKEN (no readable state file); left behind:\n  " + "\n  ".join(s["leftovers"]) + f"\n{s['hint']}"
     lines = [f"lab {s['name']}: {s['phase']}{'' if s['healthy'] else ' (NOT healthy)'}, manifest version "
              f"{s['manifestVersion']}, underlay {s['underlay']['cidr'] if s['underlay'] else '-'}"]
     lines.append("")
