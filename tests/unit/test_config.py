@@ -1,0 +1,65 @@
+"""Config loading: defaults, file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from novanet_core.backends import ConfigError
+from novanet_core.config import load_config
+
+
+def test_defaults_follow_the_guide():
+    c = load_config(env={})
+    assert c.bpf.root == "/sys/fs/bpf/novanet"
+    assert c.ipam.dataDir == "/var/lib/cni/networks/novanet"
+    assert c.sockets.cni == "/run/novanet/cni.sock" and c.sockets.dataplane == "/run/novanet/dataplane.sock"
+    assert c.policy.defaultDeny is False and c.egress.masqueradeEnabled is True
+    assert c.routingMode == "overlay" and c.mtu == "auto"
+
+
+def test_yaml_and_json_files_and_env_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("clusterCIDR: 10.50.0.0/16\npolicy: {defaultDeny: true}\n")
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"clusterCIDR": "10.60.0.0/16", "mtu": 1400}))
+    assert load_config(y, env={}).policy.defaultDeny is True
+    assert load_config(j, env={}).mtu == 1400
+    c = load_config(y, env={"NOVANET_NODE_IP": "192.0.2.7", "NOVANET_POLICY_DEFAULT_DENY": "false", "NOVANET_MTU": "1450"})
+    assert c.nodeIP == "192.0.2.7" and c.policy.defaultDeny is False and c.mtu == 1450
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "fragment"),
+    [
+        ({"clusterCIDR": "10.0.0.1/8"}, {}, "clusterCIDR: '10.0.0.1/8' is not a CIDR"),
+        ({"policy": {"defaultDeny": "perhaps"}}, {}, "policy.defaultDeny: Input should be a valid boolean"),
+        ({"routingMode": "mesh"}, {}, "routingMode: Input should be 'overlay' or 'native'"),
+        ({"ipam": {"tpye": "x"}}, {}, "ipam.tpye: unknown key"),
+        ({"mtu": 100}, {}, "mtu: must be 'auto' or 576..9000"),
+        ({"podCIDR": "10.99.0.0/24"}, {}, "podCIDR 10.99.0.0/24 is not inside clusterCIDR"),
+        ({"metrics": {"address": "nope"}}, {}, "metrics.address: 'nope' is not host:port"),
+        ({}, {"NOVANET_NODE_IP": "not-an-ip"}, "nodeIP: 'not-an-ip' is not an IPv4 address (from $NOVANET_NODE_IP)"),
+        ({"nodeCIDRMaskSize": 8}, {}, "nodeCIDRMaskSize: Input should be greater than or equal to 16"),
+    ],
+)
+def test_invalid_values_name_the_field(tmp_path, data, env, fragment):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as e:
+        load_config(p, env=env)
+    assert fragment in str(e.value)
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML/JSON"):
+        load_config(bad, env={})
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="top level must be a map"):
+        load_config(lst, env={})
