@@ -120,6 +120,9 @@ class EbpfDatapath:
             result = self.attacher.reconcile(self.prog.fds, self._local_ifindexes())
             migration.finish()
             self._apply_settings(self._initial, initial=True)
+            n = self.maps.count("policies")  # migrated or pre-existing entries must be honoured
+            if self.maps.config_get(ConfigKey.POLICY_COUNT) != n:
+                self.maps.config_set(ConfigKey.POLICY_COUNT, n)
             self.flows.start(self.maps.fds["flows"])
             self.last_start = {"migrations": migration.to_dict(), **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)

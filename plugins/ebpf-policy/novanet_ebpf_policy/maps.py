@@ -11,19 +11,34 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from novanet_core.bpf import pinned, syscall
-from novanet_ebpf_policy.layouts import MAPS, ConfigKey, DropReason, FlowStat
+from novanet_ebpf_policy.layouts import MAPS, ConfigKey, DropReason, EndpointValue, FlowStat
 
 log = logging.getLogger(__name__)
 
-# Known layout conversions (map name, old version) -> converter; others fall back to
-# pinned.prefix_converter (same key size, value truncated/zero-extended).
-MIGRATIONS: dict[tuple[str, int], Callable[[bytes, bytes], tuple[bytes, bytes] | None]] = {}
+Converter = Callable[[bytes, bytes], tuple[bytes, bytes] | None]
+
+
+def _from_original_endpoint(k: bytes, v: bytes) -> tuple[bytes, bytes]:
+    """The original NovaNet ENDPOINTS value {ifindex, mac[6], pad[2], identity, node_ip} (20 B).
+    host_mac is unknown there: it is left zero until the agent re-upserts the endpoint."""
+    ifindex, mac, identity, node_ip = struct.unpack("=I6s2xII", v)
+    new = EndpointValue(ifindex=ifindex, identity=identity, node_ip=node_ip)
+    ctypes.memmove(new.mac, mac, 6)
+    return k, bytes(new)
+
+
+# Known conversions, keyed by the OLD map's (name, key_size, value_size); anything else falls
+# back to pinned.prefix_converter (same key size, value truncated/zero-extended).
+MIGRATIONS: dict[tuple[str, int, int], Converter] = {
+    ("endpoints", 4, 20): _from_original_endpoint,
+}
 
 # Not worth carrying over: events are transient and the LRU refills itself.
 _NO_COPY = {"flows"}
@@ -56,7 +71,8 @@ class Migration:
             dst_fd = syscall.obj_get(pinned.versioned_path(self.root, spec))
             try:
                 src = m.sources[0]
-                conv = MIGRATIONS.get((m.name, src.version)) or pinned.prefix_converter(src.info, spec)
+                conv = MIGRATIONS.get((m.name, src.info.key_size, src.info.value_size)) \
+                    or pinned.prefix_converter(src.info, spec)
                 if conv is None:
                     m.skipped = -1
                     log.warning("map %s: %s cannot be converted (key size %d -> %d); starting empty",

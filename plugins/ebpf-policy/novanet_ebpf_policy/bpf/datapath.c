@@ -27,6 +27,7 @@ struct nv_arp {
 /* What the programs need from a packet, IPs numeric (host order), ports host order. */
 struct nv_pkt {
     u32 saddr; u32 daddr; u16 sport; u16 dport; u8 proto; u8 tcp_flags; u8 ttl; u8 pad; u32 len;
+    u16 icmp_id;  /* echo identifier: tells one ping session from another in the flow table */
 };
 
 static __always_inline u64 nv_cfg(u32 k) {
@@ -82,7 +83,7 @@ static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *
     p->proto = ip->protocol;
     p->ttl = ip->ttl;
     p->len = ntohs(ip->tot_len);
-    p->sport = 0; p->dport = 0; p->tcp_flags = 0; p->pad = 0;
+    p->sport = 0; p->dport = 0; p->tcp_flags = 0; p->pad = 0; p->icmp_id = 0;
     if (ip->frag_off & htons(0x1FFF)) return 0;  /* later fragment: no L4 header */
     u32 ihl = ip->ihl * 4;
     if (ihl < sizeof(struct iphdr)) return -1;
@@ -98,6 +99,11 @@ static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *
         if ((void *)(u + 1) > end) return -1;
         p->sport = ntohs(u->source);
         p->dport = ntohs(u->dest);
+    } else if (p->proto == IPPROTO_ICMP) {
+        u8 *icmp = l4;
+        if ((void *)(icmp + 8) > end) return -1;
+        if (icmp[0] == 0 || icmp[0] == 8)  /* echo reply / request */
+            p->icmp_id = ((u16)icmp[4] << 8) | icmp[5];
     }
     return 0;
 }
@@ -165,6 +171,7 @@ static __always_inline void nv_ct_create(struct nv_flow_key *k, u32 rev) {
 
 static __always_inline void nv_flow_key(struct nv_flow_key *k, struct nv_pkt *p) {
     k->src_ip = p->saddr; k->dst_ip = p->daddr; k->src_port = p->sport; k->dst_port = p->dport;
+    if (p->proto == IPPROTO_ICMP) { k->src_port = p->icmp_id; k->dst_port = p->icmp_id; }
     k->protocol = p->proto; k->pad[0] = 0; k->pad[1] = 0; k->pad[2] = 0;
 }
 
