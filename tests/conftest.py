@@ -17,9 +17,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def kernel_node():
-    from tests.support.node import TestNode
+    from tests.support.node import NodeUnderTest
 
-    node = TestNode(datapath="kernel")
+    node = NodeUnderTest(datapath="kernel")
     try:
         node.start()
         yield node

@@ -189,9 +189,9 @@ def test_gc_releases_attachments_not_listed(kernel_node):
 
 @pytest.fixture
 def tiny_pool_node():
-    from tests.support.node import TestNode
+    from tests.support.node import NodeUnderTest
 
-    node = TestNode(datapath="kernel", pod_cidr="10.42.9.0/29")
+    node = NodeUnderTest(datapath="kernel", pod_cidr="10.42.9.0/29")
     try:
         node.start()
         yield node

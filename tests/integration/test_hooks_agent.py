@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support.node import TestNode
+from tests.support.node import NodeUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -17,7 +17,7 @@ def recorded_node(tmp_path, monkeypatch):
     log = tmp_path / "hooks.jsonl"
     monkeypatch.setenv("NOVANET_TEST_HOOK_LOG", str(log))
     monkeypatch.setenv("NOVANET_PLUGINS", "tests.support.recording_plugin")
-    node = TestNode(datapath="kernel")
+    node = NodeUnderTest(datapath="kernel")
     try:
         node.start()
         yield node, log

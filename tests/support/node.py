@@ -30,7 +30,7 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), check=check, capture_output=True, text=True)
 
 
-class TestNode:
+class NodeUnderTest:
     def __init__(self, datapath: str = "kernel", pod_cidr: str = "10.42.7.0/24", extra: dict[str, Any] | None = None):
         self.id = uuid.uuid4().hex[:6]
         self.ns = f"nvt-n{self.id}"

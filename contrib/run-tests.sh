@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, then the root/netns/BPF integration tests and the lab tests.
+# Starts what the tests need (bpffs) and leaves the machine as it found it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin
+mounted_bpffs=0
+if ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf && mounted_bpffs=1
+fi
+cleanup() {
+  # Safety net for anything a crashed test left (tests clean up after themselves; this is belt and braces).
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(nvt-|nvb-|nvlt)' ); do ip netns del "$ns" 2>/dev/null; done
+  if [ "$mounted_bpffs" = 1 ]; then umount /sys/fs/bpf 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+"$PY/ruff" check novanet_core plugins tests bench || exit 1
+"$PY/pytest" -p no:cacheprovider "$@"
+rc=$?
+# pytest exits 5 when nothing was collected: that is a failure of the test command, not a pass.
+exit $rc
