@@ -61,31 +61,33 @@ def _lookup(ipr: IPRoute, name: str) -> int | None:
 
 
 def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mtu: int) -> PodLink:
-    """Create and configure the pair; raise PodNetError with a clear message on any failure."""
+    """Create and configure the pair; raise PodNetError with a clear message on any failure.
+
+    One netlink socket per namespace for the whole operation: opening sockets dominates the cost
+    of an ADD, and the runtime waits on it.
+    """
     if not os.path.exists(netns):
         raise PodNetError(f"network namespace {netns} does not exist")
     hname, tname = host_ifname(container_id), _tmp_ifname(container_id)
     hmac, pmac = host_mac(ip), pod_mac(ip)
-    with netns_iproute(netns) as pod:
+    with netns_iproute(netns) as pod, IPRoute() as host:
         if _lookup(pod, ifname) is not None:
             raise PodNetError(f"interface {ifname} already exists in {netns}")
         stale_tmp = _lookup(pod, tname)
         if stale_tmp is not None:  # left over by a crash mid-ADD
             pod.link("del", index=stale_tmp)
-    with IPRoute() as host:
         stale = _lookup(host, hname)
         if stale is not None:
             host.link("del", index=stale)
         try:
             host.link("add", ifname=hname, kind="veth", address=hmac, mtu=mtu,
                       peer={"ifname": tname, "net_ns_fd": netns, "address": pmac, "mtu": mtu})
+            hidx = _lookup(host, hname)
+            assert hidx is not None
+            host.link("set", index=hidx, state="up")
         except NetlinkError as e:
             raise PodNetError(f"creating veth {hname}: {e}") from None
-        hidx = _lookup(host, hname)
-        assert hidx is not None
-        host.link("set", index=hidx, state="up")
-    try:
-        with netns_iproute(netns) as pod:
+        try:
             tidx = _lookup(pod, tname)
             if tidx is None:
                 raise PodNetError(f"pod end {tname} did not appear in {netns}")
@@ -97,9 +99,9 @@ def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mt
                 pod.link("set", index=lo, state="up")
             pod.route("add", dst=f"{gateway}/32", oif=tidx, scope=253)  # scope link
             pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=tidx)
-    except (NetlinkError, PodNetError) as e:
-        delete(container_id)
-        raise PodNetError(f"configuring {ifname} in {netns}: {e}") from None
+        except (NetlinkError, PodNetError) as e:
+            host.link("del", index=hidx)
+            raise PodNetError(f"configuring {ifname} in {netns}: {e}") from None
     return PodLink(host_ifname=hname, host_ifindex=hidx, host_mac=hmac, pod_mac=pmac)
 
 

@@ -8,7 +8,6 @@ tunnel key (the eBPF datapath).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import subprocess
 
@@ -22,14 +21,12 @@ PORT = 4789
 VNI = 1
 OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 # Link-local next hop for remote PodCIDR routes; resolved by a permanent neighbour entry so no
-# ARP ever crosses the collect-metadata device (it could not be answered there).
+# ARP ever crosses the collect-metadata device (it could not be answered there). Every node's
+# nvx0 carries NEXT_HOP_MAC itself, so the decapsulated frame is addressed to the receiving device
+# (with per-node MACs the receiver would see PACKET_OTHERHOST and drop it).
 NEXT_HOP = "169.254.42.1"
 NEXT_HOP_MAC = "02:fe:a9:fe:2a:01"
 RTPROT_NOVANET = 99
-
-
-def device_mac(node_ip: str) -> str:
-    return "02:fd:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(node_ip).packed)
 
 
 def ensure_device(node_ip: str, mtu: int) -> int:
@@ -40,14 +37,15 @@ def ensure_device(node_ip: str, mtu: int) -> int:
             info = link.get_attr("IFLA_LINKINFO")
             data = info.get_attr("IFLA_INFO_DATA") if info else None
             ok = (info and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data
-                  and data.get_attr("IFLA_VXLAN_COLLECT_METADATA") and data.get_attr("IFLA_VXLAN_PORT") == PORT)
+                  and data.get_attr("IFLA_VXLAN_COLLECT_METADATA") and data.get_attr("IFLA_VXLAN_PORT") == PORT
+                  and link.get_attr("IFLA_ADDRESS") == NEXT_HOP_MAC)
             if not ok:
                 log.warning("%s exists with other settings; recreating it", DEVICE)
                 ipr.link("del", index=idx[0])
                 idx = []
         if not idx:
             ipr.link("add", ifname=DEVICE, kind="vxlan", vxlan_collect_metadata=1, vxlan_port=PORT,
-                     vxlan_learning=0, address=device_mac(node_ip), mtu=mtu)
+                     vxlan_learning=0, address=NEXT_HOP_MAC, mtu=mtu)
             idx = ipr.link_lookup(ifname=DEVICE)
         ipr.link("set", index=idx[0], mtu=mtu, state="up")
         ipr.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=idx[0], state=0x80)  # NUD_PERMANENT
