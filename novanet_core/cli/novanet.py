@@ -58,6 +58,22 @@ def _progress(quiet: bool) -> Callable[[str], None]:
 class _Group(click.Group):
     """Turns the lab's expected errors into click errors: ``Error: ...`` on stderr, exit 1."""
 
+    _plugins_registered = False
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # Plugins add their own ``novanet`` subcommands (novanet_register_cli, program="novanet").
+        if self.name == "main" and not _Group._plugins_registered:
+            _Group._plugins_registered = True
+            try:
+                from novanet_core.config.models import NovaNetConfig
+                from novanet_core.plugins.manager import PluginHost
+
+                host = PluginHost(NovaNetConfig(), "cli")
+                host.pm.hook.novanet_register_cli.call_historic(kwargs={"cli": self, "program": "novanet"})
+            except Exception as e:  # a broken plugin must not take the core commands down
+                click.echo(f"novanet: warning: plugin commands unavailable: {e}", err=True)
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -261,6 +277,18 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
     else:
         click.echo(results_tables(results))
         click.echo(f"\n{len(results)} probes in {elapsed:.2f} s", err=True)
+
+
+@main.command("install-cni")
+@click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="where the runtime finds CNI plugins")
+@click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="where the runtime finds network configs")
+@click.option("--agent-socket", default="/run/novanet/cni.sock", show_default=True)
+def install_cni(bin_dir: str, conf_dir: str, agent_socket: str) -> None:
+    """Install the novanet-cni launcher and 10-novanet.conflist (the DaemonSet's install-cni step)."""
+    from novanet_core.cni.install import install
+
+    for path in install(bin_dir, conf_dir or None, agent_socket):
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

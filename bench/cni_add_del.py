@@ -1,0 +1,105 @@
+"""CNI ADD and DEL latency: NovaNet vs the reference ``bridge`` + ``host-local`` plugins, same run.
+
+Both plugins are exec'd the same way a runtime does it (``nsenter`` into the node namespace, env +
+config on stdin), one pod namespace per ADD, rounds interleaved so that machine noise hits both
+alike. NovaNet's binary is the launcher ``novanet install-cni`` writes (python -IS).
+
+    .venv/bin/python -m bench.cni_add_del [--pods 40] [--rounds 3] [--datapath kernel|ebpf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+
+from bench.common import save, summary
+from novanet_core.cni.install import install
+from tests.support.node import NodeUnderTest, sh
+
+
+def _exec(binary: str, node_ns: str, env: dict[str, str], conf: dict) -> tuple[float, int, str]:
+    t = time.perf_counter()
+    p = subprocess.run(["nsenter", f"--net=/run/netns/{node_ns}", binary], input=json.dumps(conf),
+                       capture_output=True, text=True, env=env)
+    return (time.perf_counter() - t) * 1000, p.returncode, p.stdout
+
+
+def run_round(binary: str, node_ns: str, conf: dict, pods: int, tag: str) -> tuple[list[float], list[float]]:
+    netns = []
+    for i in range(pods):
+        name = f"nvb-{tag}-{i}"
+        sh("ip", "netns", "add", name)
+        netns.append(name)
+    adds, dels = [], []
+    try:
+        for i, ns in enumerate(netns):
+            env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"{i:03d}{tag}{uuid.uuid4().hex[:10]}",
+                   "CNI_NETNS": f"/run/netns/{ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+            ms, rc, out = _exec(binary, node_ns, env, conf)
+            if rc != 0:
+                raise RuntimeError(f"ADD failed: {out}")
+            adds.append(ms)
+            netns[i] = (ns, env["CNI_CONTAINERID"], json.loads(out))
+        for ns, cid, res in netns:
+            env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "DEL", "CNI_CONTAINERID": cid,
+                   "CNI_NETNS": f"/run/netns/{ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+            ms, rc, out = _exec(binary, node_ns, env, {**conf, "prevResult": res})
+            if rc != 0:
+                raise RuntimeError(f"DEL failed: {out}")
+            dels.append(ms)
+    finally:
+        for item in netns:
+            sh("ip", "netns", "del", item[0] if isinstance(item, tuple) else item, check=False)
+    return adds, dels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--datapath", default="kernel")
+    a = ap.parse_args()
+    node = NodeUnderTest(datapath=a.datapath, pod_cidr="10.42.8.0/24")
+    ref_ns = f"nvb-ref{uuid.uuid4().hex[:4]}"
+    sh("ip", "netns", "add", ref_ns)
+    tmp = tempfile.mkdtemp(prefix="novanet-bench-")
+    try:
+        node.start()
+        install(os.path.join(tmp, "bin"), None)
+        nova_bin = os.path.join(tmp, "bin", "novanet-cni")
+        nova_conf = {"cniVersion": "1.0.0", "name": "novanet", "type": "novanet-cni",
+                     "agentSocket": node.config["sockets"]["cni"]}
+        ref_conf = {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "nvbref0", "isGateway": True,
+                    "ipMasq": False, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.43.8.0/24"}]],
+                                               "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(tmp, "ref-ipam")}}
+        res: dict[str, dict[str, list[float]]] = {"novanet": {"add": [], "del": []}, "reference": {"add": [], "del": []}}
+        for r in range(a.rounds):
+            for who, binary, ns, conf in (("novanet", nova_bin, node.ns, nova_conf),
+                                          ("reference", "/usr/lib/cni/bridge", ref_ns, ref_conf))[:: 1 if r % 2 == 0 else -1]:
+                adds, dels = run_round(binary, ns, conf, a.pods, f"{who[0]}{r}")
+                res[who]["add"] += adds
+                res[who]["del"] += dels
+        out = {k: {op: summary(v) for op, v in d.items()} for k, d in res.items()}
+        ratios = {f"{op}_{p}": out["novanet"][op][p] / out["reference"][op][p] for op in ("add", "del") for p in ("p50", "p99")}
+        path = save("cni_add_del", {"pods_per_round": a.pods, "rounds": a.rounds, "datapath": a.datapath,
+                                    "results_ms": out, "ratios_novanet_over_reference": ratios})
+        print(f"| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")
+        print("|---|---|---|---|---|---|---|")
+        for op in ("add", "del"):
+            n, r_ = out["novanet"][op], out["reference"][op]
+            print(f"| {op.upper()} | {n['p50']:.1f} ms | {n['p99']:.1f} ms | {r_['p50']:.1f} ms | {r_['p99']:.1f} ms | "
+                  f"{ratios[op + '_p50']:.2f} | {ratios[op + '_p99']:.2f} |")
+        print(f"results: {path}")
+    finally:
+        node.close()
+        sh("ip", "netns", "del", ref_ns, check=False)
+        subprocess.run(["rm", "-rf", tmp])
+
+
+if __name__ == "__main__":
+    main()
