@@ -72,9 +72,9 @@ class CidrPeer:
         object.__setattr__(self, "_exc", tuple(ipaddress.ip_network(e, strict=False) for e in self.excepts))
 
     def matches(self, identity: int | None, ip: str | None) -> bool:
-        if ip is None:
-            return False
-        addr = ipaddress.ip_address(ip)
+        return ip is not None and self.contains(ipaddress.ip_address(ip))
+
+    def contains(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if addr.version != self._net.version or addr not in self._net:
             return False
         return not any(addr in e for e in self._exc)

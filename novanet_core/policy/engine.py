@@ -123,6 +123,7 @@ class PolicyEngine:
         self._groups: dict[int, _IdentGroup] = {}
         self._ns_idents: dict[str, set[int]] = defaultdict(set)
         self._ip_pod: dict[str, str] = {}
+        self._addr: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # pod IP, parsed once
         self._parsed: dict[str, ParsedPolicy] = {}
         self._resolved: dict[str, _Resolved] = {}
         self._selected_by: dict[int, set[str]] = defaultdict(set)
@@ -276,6 +277,7 @@ class PolicyEngine:
         g.pods.add(pod.key)
         if pod.ip:
             self._ip_pod[pod.ip] = pod.key
+            self._addr[pod.ip] = ipaddress.ip_address(pod.ip)
 
     def _unindex_pod(self, pod: Pod) -> None:
         ident = self._pod_ident.pop(pod.key)
@@ -287,6 +289,7 @@ class PolicyEngine:
             self._ns_idents[pod.namespace].discard(ident)
         if pod.ip and self._ip_pod.get(pod.ip) == pod.key:
             del self._ip_pod[pod.ip]
+            del self._addr[pod.ip]
 
     def _pods_of(self, idents: Iterable[int]) -> set[str]:
         out: set[str] = set()
@@ -392,7 +395,7 @@ class PolicyEngine:
                     out[k] = True
             else:
                 for ip, k in self._ip_pod.items():
-                    if p.matches(None, ip):
+                    if p.contains(self._addr[ip]):
                         out.setdefault(k, False)
         return sorted(out.items())
 
@@ -438,7 +441,6 @@ class PolicyEngine:
                 s = self._selected_by.get(i)
                 if s:
                     s.discard(key)
-            self._warned -= set(old.warnings)
         if new is not None:
             self._resolved[key] = new
             for i in new.targets:
@@ -446,7 +448,9 @@ class PolicyEngine:
             for w in new.warnings:
                 if w not in self._warned:
                     self._log.warning("%s", w)
-            self._warned |= set(new.warnings)
+        # Each warning is logged once while it holds (messages name their policy, so no clashes).
+        self._warned -= set(old.warnings) if old else set()
+        self._warned |= set(new.warnings) if new else set()
         return old
 
     # ------------------------------------------------------------------ incremental bookkeeping
@@ -505,6 +509,7 @@ class PolicyEngine:
         return self._reassemble(dirty)
 
     def _reresolve(self, keys: set[str], dirty: set[str]) -> None:
+        mirror_peers: list[Peer] = []
         for key in keys:
             parsed = self._parsed.get(key)
             new = self._resolve(parsed) if parsed is not None else None
@@ -516,10 +521,11 @@ class PolicyEngine:
                     continue
                 dirty |= self._pods_of(res.targets)
                 if self.default_deny:
-                    # Mirrored rules live on the endpoints this policy's peers reach.
-                    dirty |= self._pods_matched_by(res.peers())
-            if self.default_deny:
-                self._mirror = None
+                    mirror_peers.extend(res.peers())
+        if mirror_peers:
+            # Default deny: mirrored rules live on the endpoints this policy's peers reach.
+            self._mirror = None
+            dirty |= self._mirror_users(self._pods_matched_by(set(mirror_peers)))
 
     def _refresh_named_mirrors(self, keys: set[str], pods: tuple[Pod | None, ...], dirty: set[str]) -> None:
         """Default deny: a selected pod's own named ports feed the mirrors on its peers.
@@ -536,7 +542,22 @@ class PolicyEngine:
             if any(p is not None and p.namespace == res.policy.namespace and res.policy.pod_selector.matches(p.labels)
                    for p in pods):
                 self._mirror = None
-                dirty |= self._pods_matched_by(res.peers())
+                dirty |= self._mirror_users(self._pods_matched_by(res.peers()))
+
+    def _mirror_users(self, keys: set[str]) -> set[str]:
+        """The pods among ``keys`` with a direction no policy selects (only those carry mirrors)."""
+        memo: dict[int, bool] = {}
+        out = set()
+        for k in keys:
+            ident = self._pod_ident[k]
+            uses = memo.get(ident)
+            if uses is None:
+                pols = [self._resolved[p].policy for p in self._selected_by.get(ident, ())]
+                uses = memo[ident] = not (any(p.ingress is not None for p in pols)
+                                          and any(p.egress is not None for p in pols))
+            if uses:
+                out.add(k)
+        return out
 
     def _pods_matched_by(self, peers: Iterable[Peer]) -> set[str]:
         out: set[str] = set()
@@ -546,7 +567,7 @@ class PolicyEngine:
             elif isinstance(p, AnyPeer):
                 return set(self.pods)
             else:
-                out |= {k for ip, k in self._ip_pod.items() if p.matches(None, ip)}
+                out |= {k for ip, k in self._ip_pod.items() if p.contains(self._addr[ip])}
         return out
 
     def _reassemble(self, dirty: set[str]) -> Delta:
