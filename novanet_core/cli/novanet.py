@@ -23,6 +23,14 @@ from novanet_core.lab.spec import validate_lab_name
 DEFAULT_LAB = "novanet"
 
 
+def _default_lab() -> str:
+    """With no --name and no $NOVANET_LAB: the only lab on this machine, else "novanet"."""
+    from novanet_core.lab.lifecycle import list_labs
+
+    labs = list_labs()
+    return labs[0] if len(labs) == 1 else DEFAULT_LAB
+
+
 def _lab_name(value: str | None) -> str | None:
     if value is None:
         return None
@@ -36,7 +44,7 @@ def name_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--name", "-n", "name", envvar="NOVANET_LAB", default=None,
         callback=lambda _c, _p, v: _lab_name(v),
-        help=f"Lab name (default: the spec's name:, else ${{NOVANET_LAB}}, else {DEFAULT_LAB}).",
+        help=f"Lab name (default: the spec's name:, else ${{NOVANET_LAB}}, else the only lab present, else {DEFAULT_LAB}).",
     )(f)
 
 
@@ -136,7 +144,7 @@ def down(name: str | None, spec_file: str | None, quiet: bool, output: str) -> N
         from novanet_core.lab.spec import load_spec
 
         name = load_spec(spec_file).name
-    report = lab_down(name or DEFAULT_LAB, progress=_progress(quiet))
+    report = lab_down(name or _default_lab(), progress=_progress(quiet))
     if output == "json":
         _emit_json(report)
     elif not quiet and not (report["netns"] or report["processes"] or report["dirs"]):
@@ -152,7 +160,7 @@ def status(name: str | None, output: str) -> None:
     """Nodes, agents and pods of the lab, checked live."""
     from novanet_core.lab.status import lab_status, status_table
 
-    st = lab_status(name or DEFAULT_LAB)
+    st = lab_status(name or _default_lab())
     if output == "json":
         _emit_json(st)
     else:
@@ -181,7 +189,7 @@ def exec(name: str | None, node: str | None, target: str | None, command: tuple[
     from novanet_core.lab import state as lstate
     from novanet_core.lab.paths import NETNS_DIR, LabPaths
 
-    lab_name = name or DEFAULT_LAB
+    lab_name = name or _default_lab()
     paths = LabPaths(lab_name)
     st = lstate.load(paths)
     if st is None:
@@ -222,7 +230,7 @@ def apply(name: str | None, files: tuple[str, ...], timeout: float, quiet: bool)
     from novanet_core.lab.resources import load_resources
 
     resources = [r for f in files for r in load_resources(f)]
-    for line in lab_apply(name or DEFAULT_LAB, resources, timeout=timeout, progress=_progress(quiet)):
+    for line in lab_apply(name or _default_lab(), resources, timeout=timeout, progress=_progress(quiet)):
         click.echo(line)
 
 
@@ -240,7 +248,7 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 
     resources = [r for f in files for r in load_resources(f)]
     try:
-        lines, _ = lab_delete(name or DEFAULT_LAB, resources, timeout=timeout, ignore_not_found=ignore_not_found,
+        lines, _ = lab_delete(name or _default_lab(), resources, timeout=timeout, ignore_not_found=ignore_not_found,
                               progress=_progress(quiet))
     except NotFound as e:
         for line in e.lines:
@@ -269,7 +277,7 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
     if timeout is not None and not 0 < timeout <= 60:
         raise LabError(f"--timeout {timeout}: must be in (0, 60] seconds")
     t0 = time.monotonic()
-    results = lab_probe(name or DEFAULT_LAB, sources, targets, ports, [p.upper() for p in protocols],
+    results = lab_probe(name or _default_lab(), sources, targets, ports, [p.upper() for p in protocols],
                         timeout or DEFAULT_TIMEOUT)
     elapsed = time.monotonic() - t0
     if output == "json":

@@ -131,7 +131,7 @@ def status(ctx: click.Context, output: str | None) -> None:
         "",
         f"Dataplane:         {'connected' if dp.get('connected') else 'disconnected'}",
         f"Datapath:          {st['datapath']}" + (f" (attach: {dp['attachMode']})" if dp.get("attachMode") else ""),
-        f"Attached Programs: {len(dp.get('programs', []))}",
+        f"Attached Programs: {len(dp.get('links', dp.get('programs', [])))}",
         f"Ready:             {str(st['ready']).lower()}",
     ]
     click.echo("\n".join(lines))

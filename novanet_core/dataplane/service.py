@@ -42,7 +42,7 @@ class DataplaneService:
         r.add("dp.configure", self.configure, doc="node settings")
         r.add("dp.endpoint.upsert", self.endpoint_upsert, doc="add or update a local endpoint")
         r.add("dp.endpoint.delete", self.endpoint_delete, doc="remove a local endpoint")
-        r.add("dp.endpoint.list", lambda p: self.backend.list_endpoints(), doc="endpoints from the live datapath")
+        r.add("dp.endpoint.list", self.endpoint_list, doc="endpoints from the live datapath")
         r.add("dp.remote.upsert", self.remote_upsert, doc="add or update a pod on another node")
         r.add("dp.remote.delete", self.remote_delete, doc="remove a pod on another node")
         r.add("dp.methods", lambda p: r.methods(), doc="list methods")
@@ -50,8 +50,21 @@ class DataplaneService:
 
     def status(self, p: dict[str, Any]) -> dict[str, Any]:
         st = dict(self.backend.status())
+        st.setdefault("attachMode", st.get("attach_mode", ""))
         st.update(datapath=self.backend.name, generation=self.generation, pid=os.getpid())
         return st
+
+    def endpoint_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """The backend's live view, with the documented keys guaranteed (ip, identity, mac,
+        host_ifname, host_ifindex, node_ip, local) whatever names a backend uses internally."""
+        out = []
+        for e in self.backend.list_endpoints():
+            d = dict(e)
+            d.setdefault("host_ifindex", d.get("ifindex", 0))
+            d.setdefault("host_ifname", "")
+            d.setdefault("local", True)
+            out.append(d)
+        return out
 
     def configure(self, p: dict[str, Any]) -> None:
         settings = p.get("settings")
