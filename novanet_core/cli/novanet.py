@@ -287,6 +287,25 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
         click.echo(f"\n{len(results)} probes in {elapsed:.2f} s", err=True)
 
 
+@lab.command()
+@name_option
+@click.option("--node", "nodes", multiple=True, help="Node(s) to restart (default: all).")
+@click.option("--daemon", "daemons", multiple=True, type=click.Choice(["agent", "dataplane"]),
+              help="Which daemon(s) (default: both, dataplane first).")
+@click.option("--kill", "hard", is_flag=True, help="SIGKILL instead of SIGTERM (a crash rather than a restart).")
+@output_option
+def restart(name: str | None, nodes: tuple[str, ...], daemons: tuple[str, ...], hard: bool, output: str) -> None:
+    """Restart node daemons; pods keep their connectivity (pinned datapath) and the new daemons reconcile."""
+    from novanet_core.lab.restart import restart as lab_restart
+
+    report = lab_restart(name or _default_lab(), list(nodes) or None, list(daemons) or ["dataplane", "agent"], hard)
+    if output == "json":
+        _emit_json(report)
+    else:
+        for r in report:
+            click.echo(f"{r['node']}: {r['daemon']} pid {r['oldPid']} -> {r['newPid']} ({r['signal']}, {r['seconds']} s)")
+
+
 @main.command("install-cni")
 @click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="where the runtime finds CNI plugins")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="where the runtime finds network configs")

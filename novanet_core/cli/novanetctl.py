@@ -6,7 +6,6 @@ their own commands (``flows``, ``drops``, ``routing ...``) through ``novanet_reg
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -20,7 +19,6 @@ from novanet_core.api.protocol import ApiError
 from novanet_core.cli.output import emit_json, table
 
 DEFAULT_AGENT_SOCKET = "/run/novanet/novanet.sock"
-LAB_RUN_ROOT = "/run/novanet-lab"
 
 
 class CtlContext:
@@ -45,20 +43,18 @@ class CtlContext:
 
 
 def lab_node_socket(node: str, lab: str | None) -> str:
-    """The agent socket of a lab node (``novanet lab`` keeps node run dirs under /run/novanet-lab)."""
-    try:
-        from novanet_core.lab.paths import node_agent_socket  # the lab knows its own layout
+    """The agent socket of a lab node (``novanet lab`` keeps its layout in novanet_core.lab.paths)."""
+    from novanet_core.lab.lifecycle import list_labs
+    from novanet_core.lab.paths import LabPaths
 
-        return node_agent_socket(node, lab)
-    except ImportError:
-        pass
-    hits = glob.glob(os.path.join(LAB_RUN_ROOT, lab or "*", node, "*.sock"))
-    agent = [h for h in hits if os.path.basename(h) in ("novanet.sock", "agent.sock")]
-    if not agent:
-        raise click.UsageError(f"--node {node}: no running lab node of that name under {LAB_RUN_ROOT}")
-    if len(agent) > 1:
-        raise click.UsageError(f"--node {node}: several labs have that node; add --lab NAME")
-    return agent[0]
+    labs = [lab] if lab else list_labs()
+    hits = [str(LabPaths(name).socket(node, "agent")) for name in labs]
+    hits = [h for h in hits if os.path.exists(h)]
+    if not hits:
+        raise click.UsageError(f"--node {node}: no running lab node of that name (labs: {', '.join(labs) or 'none'})")
+    if len(hits) > 1:
+        raise click.UsageError(f"--node {node}: several labs have that node ({', '.join(labs)}); add --lab NAME")
+    return hits[0]
 
 
 def _fail(msg: str, code: int = 1) -> None:

@@ -91,9 +91,17 @@ def reap() -> None:
 def owned_pid(path: Path, markers: Sequence[str]) -> int | None:
     """The pid in ``path`` if that process is still one of ours (command line holds a marker)."""
     pid = read_pid(path)
-    if pid and is_running(pid) and any(m in cmdline(pid) for m in markers):
-        return pid
-    return None
+    if not pid or not is_running(pid):
+        return None
+    cl = cmdline(pid)
+    for _ in range(20):
+        # /proc/PID/cmdline reads empty while the process is inside execve (nsenter exec'ing the
+        # daemon): that is a process starting, not one that is gone.
+        if cl or not is_running(pid):
+            break
+        time.sleep(0.005)
+        cl = cmdline(pid)
+    return pid if any(m in cl for m in markers) else None
 
 
 def find_lab_processes(netns_names: Iterable[str], markers: Sequence[str]) -> list[int]:

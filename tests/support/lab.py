@@ -1,0 +1,69 @@
+"""A lab brought up through the real ``novanet`` CLI for a test, and always taken down."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from novanet_core.lab.paths import LabPaths
+
+BIN = Path(sys.executable).parent
+
+
+class LabUnderTest:
+    def __init__(self, spec: dict[str, Any], tmp: Path):
+        self.name = f"t{os.getpid() % 100000}{secrets.token_hex(2)}"
+        self.spec = {**spec, "name": self.name}
+        self.spec_file = tmp / "lab.yaml"
+        self.spec_file.write_text(yaml.safe_dump(self.spec))
+        self.paths = LabPaths(self.name)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([str(BIN / "novanet"), *args], capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "NOVANET_LAB": self.name})
+        if check and r.returncode != 0:
+            raise AssertionError(f"novanet {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def ctl(self, *args: str, node: str = "node-1") -> Any:
+        r = subprocess.run([str(BIN / "novanetctl"), "--node", node, "--lab", self.name, *args, "-o", "json"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"novanetctl {' '.join(args)} exited {r.returncode}: {r.stderr}")
+        return json.loads(r.stdout)
+
+    def up(self) -> dict[str, Any]:
+        return json.loads(self.cli("lab", "up", "--spec", str(self.spec_file), "-q", "-o", "json").stdout)
+
+    def down(self) -> None:
+        self.cli("lab", "down", "-q", check=False)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("lab", "status", "-o", "json", check=False).stdout)
+
+    def pod_netns(self, pod: str) -> str:
+        ns, name = pod.split("/")
+        return LabPaths.netns_path(self.paths.pod_netns(ns, name))
+
+    def node_netns(self, node: str = "node-1") -> str:
+        return LabPaths.netns_path(self.paths.node_netns(node))
+
+    def pod_ip(self, pod: str) -> str:
+        return next(p["ip"] for p in self.status()["pods"] if f"{p['namespace']}/{p['name']}" == pod)
+
+    def in_pod(self, pod: str, *argv: str, **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(["nsenter", f"--net={self.pod_netns(pod)}", *argv], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+    def run_in(self, netns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nsenter", f"--net={netns}", *argv], capture_output=True, text=True, check=check)
+
+    def probe(self, *args: str) -> list[dict[str, Any]]:
+        return json.loads(self.cli("lab", "probe", "-o", "json", *args).stdout)["results"]
