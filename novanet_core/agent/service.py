@@ -50,7 +50,7 @@ class Agent:
         self.store = EndpointStore(config.state_dir)
         self.dataplane = DataplaneClient(config.sockets.dataplane)
         self.source = host.create("state-source", BackendContext(config=config, component="agent"))
-        self.state: ClusterState = self.source.snapshot()
+        self.state: ClusterState = self._first_snapshot()
         self.state_version = self.state.version
         self.node = self._resolve_node()
         ctx = BackendContext(config=config, component="agent", node=self.node)
@@ -62,6 +62,20 @@ class Agent:
         self.remotes: dict[str, RemoteEndpoint] = {}
         self.remote_nodes: list[NodeInfo] = []
         self._dp_generation = 0
+
+    def _first_snapshot(self) -> ClusterState:
+        # A node agent waits for its state source (an API server still starting, say) rather than
+        # crash-looping; the CNI meanwhile answers "try again later".
+        delay = 0.5
+        while True:
+            try:
+                return self.source.snapshot()
+            except Exception as e:
+                log.error("state source %s not available (%s: %s); retrying in %.1f s",
+                          self.config.stateSource.type, type(e).__name__, str(e).splitlines()[0][:300], delay)
+                if self.stop_event.wait(delay):
+                    raise
+                delay = min(delay * 2, 10.0)
 
     # ------------------------------------------------------------------ node facts
     def _resolve_node(self) -> NodeInfo:

@@ -63,6 +63,10 @@ class NodeUnderTest:
         sh("ip", "-n", self.ns, "addr", "add", f"{self.node_ip}/24", "dev", "eth0")
         sh("ip", "-n", self.ns, "link", "set", "eth0", "up")
 
+    def set_config(self, changes: dict[str, Any]) -> None:
+        self.config.update(changes)
+        self.cfg_path.write_text(yaml.safe_dump(self.config))
+
     # ------------------------------------------------------------------ processes
     def _spawn(self, name: str) -> None:
         log = open(self.dir / f"{name}.log", "ab")

@@ -1,0 +1,39 @@
+"""Registers the ``kubernetes`` state source (``stateSource.type: kubernetes``)."""
+
+from __future__ import annotations
+
+from novanet_core.backends import BackendContext, BackendRegistry
+from novanet_core.config.models import NovaNetConfig
+from novanet_core.hookspecs import hookimpl
+
+
+def _factory(ctx: BackendContext):  # type: ignore[no-untyped-def]
+    from novanet_kube_source.source import KubernetesSource
+
+    s = ctx.config.pluginSettings.get("kubernetes-source", {})
+    return KubernetesSource(kubeconfig=ctx.config.stateSource.kubeconfig, host=s.get("apiServer"),
+                            watch_timeout=int(s.get("watchTimeoutSeconds", 60)))
+
+
+@hookimpl
+def novanet_register_backends(registry: BackendRegistry) -> None:
+    registry.add("state-source", "kubernetes", _factory,
+                 description="list+watch of Nodes, Namespaces, Pods, NetworkPolicies from the Kubernetes API")
+
+
+@hookimpl
+def novanet_validate_config(config: NovaNetConfig) -> list[str]:
+    if config.stateSource.type != "kubernetes":
+        return []
+    s = config.pluginSettings.get("kubernetes-source", {})
+    errors = []
+    unknown = set(s) - {"apiServer", "watchTimeoutSeconds"}
+    if unknown:
+        errors.append(f"pluginSettings.kubernetes-source: unknown key(s) {', '.join(sorted(unknown))}")
+    host = s.get("apiServer")
+    if host is not None and (not isinstance(host, str) or not host.startswith(("http://", "https://"))):
+        errors.append("pluginSettings.kubernetes-source.apiServer: must be an http(s):// URL")
+    t = s.get("watchTimeoutSeconds", 60)
+    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 3600:
+        errors.append("pluginSettings.kubernetes-source.watchTimeoutSeconds: must be an integer 1..3600")
+    return errors
