@@ -2,18 +2,20 @@
 
 It validates the environment and the config, forwards the request to the agent, and prints the
 spec's JSON. It never changes the node itself, so an old binary keeps working with a newer agent.
-Imports are kept to the stdlib and two small NovaNet modules: this runs once per pod operation.
+
+The runtime execs this once per pod operation, so imports are kept to C modules and two small
+NovaNet modules (no ``json``, ``socket``, ``re``, ``typing``): with the ``-I -S`` launcher that
+``novanet install-cni`` writes, start-up is close to the bare interpreter's. The wire format is the
+local API's (docs/architecture.md), spoken directly over ``_socket``.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import _socket
+import posix
 import sys
-from typing import Any
 
-from novanet_core.api.client import ApiClient, Unreachable
-from novanet_core.api.protocol import ApiError
+from novanet_core.cni import minijson
 from novanet_core.cni.protocol import (
     DEFAULT_AGENT_SOCKET,
     ERR_DECODE,
@@ -28,9 +30,63 @@ from novanet_core.cni.protocol import (
     validate_env,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def _pending_del_dir(sock: str) -> str:
-    return os.path.join(os.path.dirname(sock), "pending-del")
+API_VERSION = 1  # novanet_core.api.protocol.VERSION (not imported: it would pull in json)
+
+
+class Unreachable(Exception):
+    pass
+
+
+class AgentError(Exception):
+    def __init__(self, code: str, message: str, details: Any):
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details
+
+
+def call_agent(path: str, method: str, params: dict[str, Any], timeout: float = 60.0) -> Any:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise Unreachable(f"cannot connect to {path}: {e.strerror or e}") from None
+        req = {"v": API_VERSION, "id": 1, "method": method, "params": params}
+        try:
+            s.sendall(minijson.dumps(req).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise Unreachable(f"{path}: connection closed by the agent")
+                buf += chunk
+        except OSError as e:
+            raise Unreachable(f"{path}: {e.strerror or e}") from None
+    finally:
+        s.close()
+    resp = minijson.loads(buf.decode())
+    if "error" in resp:
+        e = resp["error"]
+        raise AgentError(e.get("code", "error"), e.get("message", ""), e.get("details"))
+    return resp.get("result")
+
+
+def _pending_del(sock: str, req: dict[str, Any], params: dict[str, Any]) -> None:
+    d = sock.rsplit("/", 1)[0] + "/pending-del"
+    try:
+        posix.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    path = f"{d}/{req['containerID']}_{req['ifname']}.json"
+    fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC, 0o600)
+    try:
+        posix.write(fd, minijson.dumps(params).encode())
+    finally:
+        posix.close(fd)
 
 
 def run(env: dict[str, str], stdin: str) -> tuple[int, dict[str, Any] | None]:
@@ -41,13 +97,13 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, dict[str, Any] | None]:
         req = validate_env(env)
         if cmd == "VERSION":
             try:
-                conf = json.loads(stdin) if stdin.strip() else {}
+                conf = minijson.loads(stdin) if stdin.strip() else {}
             except ValueError:
                 conf = {}
             v = conf.get("cniVersion") if isinstance(conf, dict) else None
             return 0, {"cniVersion": v if v in SUPPORTED_VERSIONS else SPEC_VERSION, "supportedVersions": SUPPORTED_VERSIONS}
         try:
-            conf = json.loads(stdin)
+            conf = minijson.loads(stdin)
         except ValueError as e:
             raise CniError(ERR_DECODE, f"network configuration on stdin is not valid JSON: {e}") from None
         if isinstance(conf, dict) and conf.get("cniVersion") in SUPPORTED_VERSIONS:
@@ -56,21 +112,17 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, dict[str, Any] | None]:
         sock = conf.get("agentSocket", DEFAULT_AGENT_SOCKET)
         params = {**req, "config": conf}
         try:
-            with ApiClient(sock, timeout=60) as c:
-                res = c.call(f"cni.{cmd.lower()}", params)
+            res = call_agent(sock, f"cni.{cmd.lower()}", params)
         except Unreachable as e:
             if cmd == "DEL":
                 # Deferred delete (guide: "Pod deletion: Deferred (cleanup on reconcile)"): leave a
                 # tombstone the agent processes on start, and let the runtime move on.
-                d = _pending_del_dir(sock)
-                os.makedirs(d, exist_ok=True)
-                with open(os.path.join(d, f"{req['containerID']}_{req['ifname']}.json"), "w") as f:
-                    json.dump(params, f)
+                _pending_del(sock, req, params)
                 return 0, None
             if cmd == "STATUS":
                 raise CniError(ERR_NOT_AVAILABLE, f"NovaNet agent not reachable: {e}") from None
             raise CniError(ERR_TRY_AGAIN_LATER, f"NovaNet agent not reachable, try again later: {e}") from None
-        except ApiError as e:
+        except AgentError as e:
             d = e.details if isinstance(e.details, dict) else {}
             raise CniError(int(d.get("cniCode", ERR_INTERNAL)), e.message, str(d.get("detail", ""))) from None
         if cmd == "ADD":
@@ -81,13 +133,15 @@ def run(env: dict[str, str], stdin: str) -> tuple[int, dict[str, Any] | None]:
 
 
 def main() -> None:
+    env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in posix.environ.items()}
     try:
         stdin = sys.stdin.read() if not sys.stdin.isatty() else ""
     except OSError:
         stdin = ""
-    code, out = run(dict(os.environ), stdin)
+    code, out = run(env, stdin)
     if out is not None:
-        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.write(minijson.dumps(out) + "\n")
+    sys.stdout.flush()
     sys.exit(code)
 
 

@@ -1,4 +1,6 @@
-"""CNI 1.1 protocol rules shared by the client binary and the agent. Stdlib only (imported per ADD).
+"""CNI 1.1 protocol rules shared by the client binary and the agent.
+
+Imported by ``novanet-cni`` on every pod operation, so it imports nothing at all (no ``re``).
 
 Error codes (CNI spec): 1 incompatible version, 2 unsupported field, 3 container unknown,
 4 invalid environment variables, 5 I/O failure, 6 decode failure, 7 invalid network config,
@@ -8,8 +10,9 @@ in docs/cni.md).
 
 from __future__ import annotations
 
-import re
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing itself is a measurable import for a binary exec'd per pod operation
+    from typing import Any
 
 SPEC_VERSION = "1.1.0"
 SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -35,7 +38,13 @@ ERR_IPAM = 105
 ERR_IPAM_EXHAUSTED = 110
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
-_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ID_CHARS = _ALNUM | frozenset("_.-")
+
+
+def valid_container_id(cid: str) -> bool:
+    r"""The spec's ``^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$``."""
+    return bool(cid) and cid[0] in _ALNUM and all(c in _ID_CHARS for c in cid)
 
 
 class CniError(Exception):
@@ -66,7 +75,7 @@ def validate_env(env: dict[str, str]) -> dict[str, Any]:
         if missing:
             raise CniError(ERR_INVALID_ENV, f"required environment variable(s) missing for {cmd}: {', '.join(missing)}")
         cid = env["CNI_CONTAINERID"]
-        if not _CONTAINER_ID.match(cid):
+        if not valid_container_id(cid):
             raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {cid!r} must start with a letter or digit and contain only letters, digits, '_', '.', '-'")
         ifname = env["CNI_IFNAME"]
         if len(ifname) > 15 or ifname in (".", "..") or any(c in ifname for c in "/: \t\n"):
