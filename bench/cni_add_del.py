@@ -88,7 +88,7 @@ def main() -> None:
         ratios = {f"{op}_{p}": out["novanet"][op][p] / out["reference"][op][p] for op in ("add", "del") for p in ("p50", "p99")}
         path = save("cni_add_del", {"pods_per_round": a.pods, "rounds": a.rounds, "datapath": a.datapath,
                                     "results_ms": out, "ratios_novanet_over_reference": ratios})
-        print(f"| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")
+        print("| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")
         print("|---|---|---|---|---|---|---|")
         for op in ("add", "del"):
             n, r_ = out["novanet"][op], out["reference"][op]

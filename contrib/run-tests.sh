@@ -13,8 +13,12 @@ cleanup() {
   if [ "$mounted_bpffs" = 1 ]; then umount /sys/fs/bpf 2>/dev/null || true; fi
 }
 trap cleanup EXIT
-"$PY/ruff" check novanet_core plugins tests bench || exit 1
+# Lint first but run the tests regardless, so one style slip does not hide test results.
+"$PY/ruff" check novanet_core plugins tests bench
+lint=$?
 "$PY/pytest" -p no:cacheprovider "$@"
 rc=$?
 # pytest exits 5 when nothing was collected: that is a failure of the test command, not a pass.
-exit $rc
+if [ "$rc" -ne 0 ]; then exit "$rc"; fi
+if [ "$lint" -ne 0 ]; then echo "ruff found problems (see above)"; exit 1; fi
+exit 0
