@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--datapath", default="kernel")
+    ap.add_argument("--datapath", default="ebpf")
     a = ap.parse_args()
     node = NodeUnderTest(datapath=a.datapath, pod_cidr="10.42.8.0/24")
     ref_ns = f"nvb-ref{uuid.uuid4().hex[:4]}"
@@ -86,14 +86,17 @@ def main() -> None:
                 res[who]["del"] += dels
         out = {k: {op: summary(v) for op, v in d.items()} for k, d in res.items()}
         ratios = {f"{op}_{p}": out["novanet"][op][p] / out["reference"][op][p] for op in ("add", "del") for p in ("p50", "p99")}
+        steps = node.call("cni.timings")
         path = save("cni_add_del", {"pods_per_round": a.pods, "rounds": a.rounds, "datapath": a.datapath,
-                                    "results_ms": out, "ratios_novanet_over_reference": ratios})
+                                    "results_ms": out, "ratios_novanet_over_reference": ratios,
+                                    "agent_add_step_medians_ms": steps})
         print("| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")
         print("|---|---|---|---|---|---|---|")
         for op in ("add", "del"):
             n, r_ = out["novanet"][op], out["reference"][op]
             print(f"| {op.upper()} | {n['p50']:.1f} ms | {n['p99']:.1f} ms | {r_['p50']:.1f} ms | {r_['p99']:.1f} ms | "
                   f"{ratios[op + '_p50']:.2f} | {ratios[op + '_p99']:.2f} |")
+        print(f"agent-side ADD step medians (ms): {steps}")
         print(f"results: {path}")
     finally:
         node.close()

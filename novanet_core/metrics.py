@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,9 @@ def start_metrics(address: str, host: Any, component: str, owner: Any = None) ->
         g2.set_function(lambda: len(owner.identities.items()))
         g3 = Gauge("novanet_agent_dataplane_connected", "1 when the dataplane answers", registry=registry)
         g3.set_function(lambda: 1 if owner.dataplane.connected else 0)
+        owner.cni_histogram = Histogram(
+            "novanet_cni_operation_duration_seconds", "Agent-side duration of CNI operations", ["operation"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=registry)
     host.pm.hook.novanet_register_metrics.call_historic(kwargs={"registry": registry, "component": component})
     if address:
         h, _, port = address.rpartition(":")

@@ -90,6 +90,17 @@ def control_router(agent: Agent) -> ApiRouter:
     r.add("reconcile", lambda p: agent.reconcile(), doc="reconcile live state against desired state now")
     r.add("methods", lambda p: r.methods(), doc="list API methods")
 
+    def cni_timings(p: dict[str, Any]) -> dict[str, Any]:
+        """Median per-step milliseconds of the recent CNI ADDs (ipam, interface, datapath, record)."""
+        rows = list(agent.timings)
+        out: dict[str, Any] = {"count": len(rows)}
+        for step in ("ipam", "interface", "datapath", "record"):
+            vals = sorted(r[step] for r in rows)
+            out[step] = round(vals[len(vals) // 2] * 1e3, 2) if vals else None
+        return out
+
+    r.add("cni.timings", cni_timings)
+
     def dp_proxy(p: dict[str, Any]) -> Any:
         """Forward a call to the dataplane (plugin commands that need the datapath)."""
         method = p.get("method")

@@ -7,6 +7,7 @@ milliseconds, so serialising keeps ADD/DEL/label updates simple without costing 
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import json
 import logging
@@ -62,6 +63,9 @@ class Agent:
         self.remotes: dict[str, RemoteEndpoint] = {}
         self.remote_nodes: list[NodeInfo] = []
         self._dp_generation = 0
+        # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
+        self.timings: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
+        self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
 
     def _first_snapshot(self) -> ClusterState:
         # A node agent waits for its state source (an API server still starting, say) rather than
@@ -335,12 +339,14 @@ class Agent:
                 raise CniFailure(cni.ERR_INTERFACE, f"host interface name {hname} is already used by container "
                                  f"{clash.container_id} ({clash.namespace}/{clash.pod}); container ids must differ "
                                  "in their first 11 characters")
+            t0 = time.perf_counter()
             try:
                 alloc = self.ipam.allocate(IpamRequest(container_id=cid, ifname=ifname, namespace=namespace, pod=podname))
             except PoolExhausted as e:
                 raise CniFailure(cni.ERR_IPAM_EXHAUSTED, str(e)) from None
             except IpamError as e:
                 raise CniFailure(cni.ERR_IPAM, str(e)) from None
+            t1 = time.perf_counter()
             try:
                 link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu)
             except podnet.PodNetError as e:
@@ -351,6 +357,7 @@ class Agent:
                           ip=alloc.address, mac=link.pod_mac, host_ifname=link.host_ifname,
                           host_ifindex=link.host_ifindex, host_mac=link.host_mac, gateway=alloc.gateway, mtu=mtu,
                           identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip)
+            t2 = time.perf_counter()
             try:
                 self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()}, wait=5.0)
             except (DataplaneUnavailable, Exception) as e:
@@ -359,7 +366,15 @@ class Agent:
                 self.identities.release(ep.identity)
                 code = cni.ERR_TRY_AGAIN_LATER if isinstance(e, DataplaneUnavailable) else cni.ERR_DATAPATH
                 raise CniFailure(code, f"datapath did not accept endpoint {ep.ip}: {e}") from None
+            t3 = time.perf_counter()
             self.store.put(ep)
+            t4 = time.perf_counter()
+        self.timings.append({"ipam": t1 - t0, "interface": t2 - t1, "datapath": t3 - t2, "record": t4 - t3})
+        if self.cni_histogram is not None:
+            self.cni_histogram.labels("ADD").observe(t4 - t0)
+        log.info("ADD %s/%s %s ip=%s identity=%d in %.1f ms (ipam %.1f, interface %.1f, datapath %.1f, record %.1f)",
+                 namespace, podname, cid[:12], ep.ip, ep.identity, (t4 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                 (t3 - t2) * 1e3, (t4 - t3) * 1e3)
         self.host.hook.novanet_endpoint_added(endpoint=ep)
         return {
             "cniVersion": cni.SPEC_VERSION,
