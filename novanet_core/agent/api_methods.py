@@ -67,19 +67,26 @@ def control_router(agent: Agent) -> ApiRouter:
     r.add("endpoints.list", endpoints)
 
     def identities(p: dict[str, Any]) -> Any:
-        """Identities in use, with label sets and how many local endpoints hold them."""
-        local = {}
-        for ep in agent.store.all():
-            local[ep.identity] = local.get(ep.identity, 0) + 1
-        seen = {}
-        for ident, ns, labels, _refs in agent.identities.items():
-            seen[ident] = {"id": ident, "namespace": ns, "labels": labels, "podCount": local.get(ident, 0)}
-        for rem in agent.remotes.values():
-            pod = agent.state.pods.get(f"{rem.namespace}/{rem.pod}")
-            seen.setdefault(rem.identity, {"id": rem.identity, "namespace": rem.namespace,
-                                           "labels": dict(pod.labels) if pod else {}, "podCount": 0})
-            seen[rem.identity]["remotePodCount"] = seen[rem.identity].get("remotePodCount", 0) + 1
-        return sorted(seen.values(), key=lambda d: d["id"])
+        """Identities as the live datapath uses them (endpoint map entries), with their label sets."""
+        try:
+            live = agent.dataplane.call("dp.endpoint.list")
+        except DataplaneUnavailable as e:
+            raise ApiError("unavailable", str(e)) from None
+        seen: dict[int, dict[str, Any]] = {}
+        for d in live:
+            ident = d.get("identity", 0)
+            row = seen.get(ident)
+            if row is None:
+                known = agent.identities.labels_of(ident)
+                if known is None:
+                    ep = agent.store.by_ip(d["ip"])
+                    rem = agent.remotes.get(d["ip"])
+                    pod = agent.state.pods.get(f"{rem.namespace}/{rem.pod}") if rem else None
+                    known = (ep.namespace, ep.labels) if ep else (rem.namespace, dict(pod.labels) if pod else {}) if rem else ("", {})
+                row = seen[ident] = {"id": ident, "namespace": known[0], "labels": dict(known[1]), "podCount": 0,
+                                     "remotePodCount": 0}
+            row["podCount" if d.get("local", True) else "remotePodCount"] += 1
+        return sorted(seen.values(), key=lambda r: r["id"])
 
     r.add("identity.list", identities)
     r.add("plugins.list", lambda p: agent.host.info(), doc="discovered plugins")
