@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from novanet_core.lab import agents, netns, pods, procs
+from novanet_core.lab import agents, frr, netns, pods, procs, routers
 from novanet_core.lab import state as lstate
 from novanet_core.lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
 from novanet_core.lab.cni import conflist
@@ -152,6 +152,11 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
 
     # Configs first: a config error must stop us before any netns exists.
     configs = {n.name: node_config(spec, paths, n.name, ips[n.name], cidrs[n.name]) for n in spec.nodes}
+    native = spec.cluster.routingMode == "native"
+    if native:
+        frr.check_installed()
+        router_ips = routers.router_ips(spec, ips, gw)
+        configs = {n: routers.node_config(spec, paths, n, cfg, router_ips) for n, cfg in configs.items()}
 
     progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {gw})")
     st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu)
@@ -171,6 +176,11 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
             d.mkdir(parents=True, exist_ok=True)
         paths.node_config(n.name).write_text(yaml.safe_dump(configs[n.name], sort_keys=False))
         paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
+    if native:
+        for node in st.nodes.values():
+            progress(f"node {node.name}: starting FRR (zebra, bgpd, bfdd; vtysh -N {frr.pathspace(paths, node.name)})")
+            frr.start(paths, node.name, node.netns, {})
+        routers.build(spec, paths, ips, router_ips, plen, progress)
 
     writer = ManifestWriter(paths.manifest_dir)
     writer.ensure()
@@ -289,6 +299,7 @@ def _down(paths: LabPaths, progress: Progress = _quiet, grace: float = 5.0) -> d
     for n in netns.list_netns(paths.netns_prefix):
         netns.remove(n)
         report["netns"].append(n)
+    report["frrLinks"] = frr.cleanup(paths)
     if paths.bpf_dir.exists():
         report["bpfPins"] = _remove_tree(paths.bpf_dir)
         report["dirs"].append(str(paths.bpf_dir))

@@ -104,6 +104,19 @@ class NodeSpec(_Model):
             raise ValueError(f"{v!r} is not an IPv4 address") from None
 
 
+class RouterSpec(_Model):
+    """A ToR router for native-routing labs (see novanet_core.lab.routers)."""
+
+    name: str
+    asn: int = Field(ge=1, le=4294967295)
+    ip: str | None = None  # underlay address; default: the highest free one
+    peers: list[str] | None = None  # node names that peer with it; default: all nodes
+    password: str | None = Field(default=None, pattern=r"^[!-~]{1,80}$")
+
+    _n = field_validator("name")(lambda v: _dns_label(v, MAX_NODE_NAME))
+    _ip = field_validator("ip")(NodeSpec._ip.__func__)  # type: ignore[attr-defined]
+
+
 class UnderlaySpec(_Model):
     cidr: str = "172.30.0.0/24"
     mtu: int = Field(default=1500, ge=576, le=9000)
@@ -143,6 +156,7 @@ class LabSpec(_Model):
     nodes: list[NodeSpec] = Field(min_length=1)
     namespaces: list[NamespaceSpec] = Field(default_factory=list)
     pods: list[PodSpec] = Field(default_factory=list)
+    routers: list[RouterSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -258,6 +272,22 @@ def cross_check(spec: LabSpec) -> list[str]:
             problems.append(f"{where}.node: {p.node!r} is not one of the nodes ({', '.join(seen_nodes)})")
         problems.extend(check_ports(p.ports, where))
     problems.extend(_check_addresses(spec))
+    problems.extend(_check_routers(spec, seen_nodes))
+    return problems
+
+
+def _check_routers(spec: LabSpec, nodes: dict[str, int]) -> list[str]:
+    problems = []
+    if spec.routers and spec.cluster.routingMode != "native":
+        problems.append("routers: need cluster.routingMode: native")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(spec.routers):
+        if r.name in seen or r.name in nodes:
+            problems.append(f"routers[{i}].name: {r.name!r} is already used by a node or router")
+        seen.setdefault(r.name, i)
+        for j, p in enumerate(r.peers or []):
+            if p not in nodes:
+                problems.append(f"routers[{i}].peers[{j}]: {p!r} is not one of the nodes ({', '.join(nodes)})")
     return problems
 
 

@@ -1,0 +1,1 @@
+"""NovaNet native routing through FRR: BGP full mesh / ToR peers, BFD, graceful restart."""

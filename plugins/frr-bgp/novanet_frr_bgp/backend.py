@@ -1,0 +1,340 @@
+"""The ``frr-bgp`` routing backend: keeps a running FRR at the routing state NovaNet wants.
+
+One reconcile step reads FRR's running config, diffs it against the desired state (built from
+the config and the node list) and sends only the difference through vtysh. bgpd is never
+restarted, and sessions are only touched by the commands that must touch them. A change FRR
+rejects half-way is rolled back to the config read just before, reported in ``status()``, and
+retried with backoff. The same step runs on every node change and every
+``reconcileInterval`` seconds, which is also how a restarted bgpd (empty config) or an agent
+restarted after SIGKILL (FRR still holding everything) converge: in the second case the diff is
+empty, so nothing is sent and no session flaps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.types import NodeInfo
+from novanet_frr_bgp import frrconf
+from novanet_frr_bgp.model import RoutingState, desired_state
+from novanet_frr_bgp.settings import settings_or_raise
+from novanet_frr_bgp.vtysh import FrrUnavailable, Vtysh
+
+log = logging.getLogger("novanet.routing.frr")
+
+# Routes NovaNet's routing backend puts in the kernel carry their own protocol number so that
+# they are told apart from the datapath's (99) and from zebra's "proto bgp" (186).
+RTPROT_NOVANET_ROUTING = 98
+RTN_BLACKHOLE = 6
+MAX_RETRY_BACKOFF = 60.0
+# Until the agent first reports the node list, neighbors FRR already has are kept: a restarted
+# agent must not delete (and so flap) every session in the moment before its first sync_nodes.
+# The agent skips sync_nodes when there are no other nodes, so after this long an empty list is
+# taken as the truth.
+NODES_GRACE = 60.0
+
+
+class FrrBgpRouting:
+    name = "frr-bgp"
+
+    def __init__(self, ctx: BackendContext):
+        self.ctx = ctx
+        self.settings = settings_or_raise(ctx.config.routing.settings)
+        s = self.settings
+        self.vtysh = Vtysh(s.vtysh, s.pathspace, s.vtySocket, s.commandTimeout)
+        self.lock = threading.RLock()
+        self.local: NodeInfo | None = ctx.node
+        self.remotes: list[NodeInfo] = []
+        self.advertise = True
+        self.connected = False
+        self.daemons: list[str] = []
+        self.applies = self.rollbacks = self.failures = 0
+        self.last_apply: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.events: deque[dict[str, Any]] = deque(maxlen=50)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retry_at = 0.0
+        self._backoff = 1.0
+        self._failed_want: str | None = None
+        self._nodes_known = False
+        self._started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ RoutingBackend
+    def start(self, local: NodeInfo) -> None:
+        self.local = local
+        self._started_at = time.monotonic()
+        self._kernel_setup(local)
+        deadline = time.monotonic() + self.settings.waitTimeout
+        while True:
+            rep = self.reconcile("start")
+            if self.connected:
+                break
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"routing.settings: FRR not reachable with `{' '.join(self.vtysh.argv())}` after "
+                                  f"{self.settings.waitTimeout:.0f} s: {rep.get('error')} (check pathspace/vtySocket)")
+            time.sleep(1.0)
+        self._thread = threading.Thread(target=self._loop, name="frr-reconcile", daemon=True)
+        self._thread.start()
+        log.info("frr-bgp started: AS %s, router-id %s, advertising %s", self.asn, local.ip, local.pod_cidr)
+
+    def sync_nodes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
+        with self.lock:
+            self.local, self.remotes = local, list(remotes)
+            self._nodes_known = True
+            self._retry_at = 0.0  # a new desired state deserves an immediate attempt
+        self.reconcile("nodes changed")
+
+    def stop(self, withdraw: bool) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.commandTimeout + 1)
+        if withdraw and self.local is not None:
+            self.set_advertise(False)
+            self._blackhole(self.local.pod_cidr, present=False)
+
+    def status(self) -> dict[str, Any]:
+        s = self.settings
+        mode = "+".join(m for m, on in (("full-mesh", s.fullMesh), ("peers", bool(s.peers))) if on) or "none"
+        return {
+            "backend": self.name,
+            "connected": self.connected,
+            "daemons": self.daemons,
+            "asn": self.asn,
+            "routerId": self.local.ip if self.local else None,
+            "mode": mode,
+            "podCIDR": self.local.pod_cidr if self.local else None,
+            "advertising": self.advertise,
+            "bfd": s.bfd.model_dump(),
+            "gracefulRestart": s.gracefulRestart.model_dump(),
+            "timers": s.timers.model_dump(),
+            "vtysh": self.vtysh.argv(),
+            "desiredNeighbors": len(self._want().bgp.neighbors) if self.local else 0,  # type: ignore[union-attr]
+            "applies": self.applies,
+            "rollbacks": self.rollbacks,
+            "failures": self.failures,
+            "lastApply": self.last_apply,
+            "lastError": self.last_error,
+        }
+
+    # ------------------------------------------------------------------ desired state
+    @property
+    def asn(self) -> int | None:
+        if self.local is None:
+            return None
+        w = self._want()
+        return w.bgp.asn if w.bgp else None
+
+    def _want(self) -> RoutingState:
+        assert self.local is not None
+        return desired_state(self.local, self.remotes, self.settings, self.advertise)
+
+    def set_advertise(self, on: bool) -> dict[str, Any]:
+        with self.lock:
+            self.advertise = on
+            self._retry_at = 0.0
+        return self.reconcile("advertise" if on else "withdraw")
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, reason: str = "periodic") -> dict[str, Any]:
+        """One step towards the desired state; returns what was done."""
+        with self.lock:
+            if self.local is None:
+                return {"ok": False, "error": "not started"}
+            want = self._want()
+            need = {"zebra", "bgpd"} | ({"bfdd"} if want.bfd_profiles else set())
+            try:
+                self.daemons = sorted(self.vtysh.daemons())
+                missing = need - set(self.daemons)
+                if missing:
+                    raise FrrUnavailable(f"FRR daemons not running: {', '.join(sorted(missing))}")
+                cur, profile = frrconf.parse_running_config(self.vtysh.running_config())
+            except FrrUnavailable as e:
+                return self._disconnected(str(e))
+            if not self.connected:
+                self._event("frr_connected", f"daemons {' '.join(self.daemons)}")
+            self.connected = True
+            managed = {self.settings.bfdProfile}
+            if not self._nodes_known and time.monotonic() - self._started_at < NODES_GRACE:
+                want = frrconf.keep_neighbors(want, cur)
+            cmds = frrconf.diff(cur, want, profile, managed)
+            if not cmds:
+                self._failed_want = None
+                return {"ok": True, "commands": []}
+            key = repr(want)
+            if key == self._failed_want and time.monotonic() < self._retry_at:
+                return {"ok": False, "error": f"retrying at most every {self._backoff:.0f} s: {self.last_error}"}
+            try:
+                res = self.vtysh.configure(cmds)
+                if res.ok:
+                    self.applies += 1
+                    after, _ = frrconf.parse_running_config(self.vtysh.running_config())
+                    left = frrconf.diff(after, want, profile, managed)
+                    self._record(reason, cmds, ok=not left, error=None if not left else
+                                 f"FRR did not take: {frrconf.redact(left)}")
+                    if left:
+                        self._note_failure(key)
+                    else:
+                        self._failed_want, self._backoff = None, 1.0
+                    return {"ok": not left, "commands": frrconf.redact(cmds)}
+                return self._rollback(reason, key, cur, profile, managed, cmds, res.failed_command, res.message)
+            except FrrUnavailable as e:
+                return self._disconnected(str(e))
+
+    def _rollback(self, reason: str, key: str, before: RoutingState, profile: str, managed: set[str],
+                  cmds: list[str], failed: str | None, message: str) -> dict[str, Any]:
+        """Undo what ran before the rejected command: back to the config read before applying."""
+        self.failures += 1
+        now, _ = frrconf.parse_running_config(self.vtysh.running_config())
+        back = frrconf.diff(now, before, profile, managed)
+        rb = self.vtysh.configure(back)
+        if rb.ok:
+            self.rollbacks += 1
+        err = (f"FRR rejected {frrconf.redact([failed])[0] if failed else 'a command'!r}: {message}; "
+               + ("rolled back to the previous config" if rb.ok else f"ROLLBACK FAILED ({rb.message}); will retry"))
+        log.error("routing change (%s) failed: %s", reason, err)
+        self._record(reason, cmds, ok=False, error=err, rolled_back=rb.ok, rollback=back)
+        self._note_failure(key)
+        return {"ok": False, "error": err, "rolledBack": rb.ok, "commands": frrconf.redact(cmds)}
+
+    def _note_failure(self, key: str) -> None:
+        self._backoff = min(self._backoff * 2, MAX_RETRY_BACKOFF) if self._failed_want == key else 2.0
+        self._failed_want = key
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _record(self, reason: str, cmds: list[str], ok: bool, error: str | None, rolled_back: bool | None = None,
+                rollback: list[str] | None = None) -> None:
+        self.last_apply = {"time": time.time(), "reason": reason, "ok": ok, "commands": frrconf.redact(c.strip() for c in cmds),
+                           "error": error}
+        if rolled_back is not None:
+            self.last_apply["rolledBack"] = rolled_back
+            self.last_apply["rollbackCommands"] = frrconf.redact(c.strip() for c in rollback or [])
+        if error:
+            self.last_error = error
+        self._event("bgp_config_changed" if ok else "bgp_config_failed", error or f"{len(cmds)} commands ({reason})")
+
+    def _disconnected(self, why: str) -> dict[str, Any]:
+        if self.connected:
+            self._event("frr_disconnected", why)
+            log.warning("FRR not reachable: %s", why)
+        self.connected = False
+        self.last_error = why
+        return {"ok": False, "error": why}
+
+    def _event(self, kind: str, detail: str) -> None:
+        self.events.append({"time": time.time(), "type": kind, "detail": detail})
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.reconcileInterval):
+            try:
+                if self.local is not None and self.settings.blackholeRoute and self.advertise:
+                    self._blackhole(self.local.pod_cidr, present=True)
+                self.reconcile()
+            except Exception:  # the loop is the retry mechanism; it must outlive any one failure
+                log.exception("routing reconcile failed")
+
+    # ------------------------------------------------------------------ kernel side
+    def _kernel_setup(self, local: NodeInfo) -> None:
+        if self.settings.rpFilter is not None:
+            from novanet_core.agent.podnet import interface_for_ip
+
+            dev = self.ctx.config.underlayInterface or interface_for_ip(local.ip)
+            for name in ("all", dev):
+                if name:
+                    p = Path("/proc/sys/net/ipv4/conf", name, "rp_filter")
+                    try:
+                        p.write_text(str(self.settings.rpFilter))
+                    except OSError as e:
+                        log.warning("cannot set %s: %s", p, e)
+        if self.settings.blackholeRoute:
+            self._blackhole(local.pod_cidr, present=True)
+
+    def _blackhole(self, cidr: str, present: bool) -> None:
+        net, plen = cidr.split("/")
+        try:
+            with IPRoute() as ipr:
+                if present:
+                    # Filter in Python: get_routes(dst=...) asks the kernel for a FIB lookup instead.
+                    have = [r for r in ipr.get_routes(family=2, type=RTN_BLACKHOLE)
+                            if r.get_attr("RTA_DST") == net and r.get("dst_len") == int(plen)]
+                    if not any(r.get("proto") == RTPROT_NOVANET_ROUTING for r in have):
+                        ipr.route("replace", dst=net, dst_len=int(plen), type="blackhole", proto=RTPROT_NOVANET_ROUTING)
+                else:
+                    ipr.route("del", dst=net, dst_len=int(plen), type="blackhole", proto=RTPROT_NOVANET_ROUTING)
+        except NetlinkError as e:
+            if present or e.code not in (3, 2):  # ESRCH/ENOENT: already gone
+                log.warning("blackhole route %s (%s): %s", cidr, "add" if present else "del", e)
+
+    # ------------------------------------------------------------------ inspection
+    def peers(self) -> list[dict[str, Any]]:
+        summary = self.vtysh.show_json("show bgp summary json")
+        bfd = {p.get("peer"): p for p in self._bfd_raw()}
+        want = self._want().bgp.neighbors if self.local else {}  # type: ignore[union-attr]
+        rows = []
+        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {}
+        for addr in sorted(set(peers) | set(want), key=_ip_key):
+            p = peers.get(addr, {})
+            b = bfd.get(addr)
+            n = want.get(addr)
+            rows.append({
+                "neighbor": addr,
+                "remoteAs": p.get("remoteAs", n.remote_as if n else None),
+                "state": p.get("state", "NotConfigured" if n else "Unknown"),
+                "pfxRcvd": p.get("pfxRcd"),
+                "pfxSent": p.get("pfxSnt"),
+                "bfd": (b.get("status") if b else ("configured" if n and n.bfd else "")),
+                "uptime": p.get("peerUptime"),
+                "uptimeMsec": p.get("peerUptimeMsec"),
+                "establishedEpoch": p.get("peerUptimeEstablishedEpoch"),
+                "connectionsEstablished": p.get("connectionsEstablished"),
+                "connectionsDropped": p.get("connectionsDropped"),
+                "description": p.get("desc") or (n.description if n else None),
+                "owner": "novanet" if n else "",
+            })
+        return rows
+
+    def prefixes(self) -> list[dict[str, Any]]:
+        table = self.vtysh.show_json("show ip bgp json")
+        rows = []
+        for prefix, paths in sorted((table.get("routes") or {}).items(), key=lambda kv: _ip_key(kv[0].split("/")[0])):
+            for p in paths:
+                local = p.get("peerId") in ("(unspec)", None) and not p.get("path")
+                hops = [h.get("ip") for h in p.get("nexthops", [])]
+                rows.append({"prefix": prefix, "direction": "advertised" if local else "learned",
+                             "nextHop": "self" if local else ",".join(h for h in hops if h),
+                             "asPath": p.get("path", ""), "best": bool(p.get("bestpath")), "valid": bool(p.get("valid")),
+                             "peer": None if local else p.get("peerId")})
+        return rows
+
+    def _bfd_raw(self) -> list[dict[str, Any]]:
+        if "bfdd" not in self.daemons:
+            return []
+        try:
+            out = self.vtysh.show_json("show bfd peers json")
+        except FrrUnavailable:
+            return []
+        return out if isinstance(out, list) else []
+
+    def bfd_sessions(self) -> list[dict[str, Any]]:
+        return [{"peer": b.get("peer"), "status": b.get("status"), "uptime": b.get("uptime"),
+                 "downtime": b.get("downtime"), "local": b.get("local"), "interface": b.get("interface"),
+                 "receiveInterval": b.get("receive-interval"), "transmitInterval": b.get("transmit-interval"),
+                 "detectMultiplier": b.get("detect-multiplier"), "diagnostic": b.get("diagnostic")}
+                for b in sorted(self._bfd_raw(), key=lambda b: _ip_key(str(b.get("peer"))))]
+
+
+def _ip_key(ip: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in ip.split("."))
+    except ValueError:
+        return (1 << 30,)
+
