@@ -127,7 +127,11 @@ class KubernetesSource:
                     resp.release_conn()
             except _Gone:
                 log.info("watch of %s expired (410 Gone): re-listing", k.kind)
-                self._relist_diff(k)
+                try:
+                    self._relist_diff(k)
+                except Exception as e:  # the API server went away meanwhile: retry the whole cycle
+                    log.warning("re-list of %s failed: %s; retrying", k.kind, e)
+                    stop.wait(1)
             except ApiException as e:
                 log.warning("watch of %s failed: %s; retrying", k.kind, e)
                 stop.wait(1)
