@@ -145,3 +145,39 @@ def cleanup(paths: LabPaths) -> list[str]:
             p.unlink(missing_ok=True)
             removed.append(str(p))
     return removed
+
+
+RTPROT_BGP = 186
+
+
+def bgp_routes(netns_name: str) -> set[str]:
+    """The ``proto bgp`` IPv4 prefixes in a netns's main table."""
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=netns_name) as ipr:
+        return {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2)
+                if r.get("proto") == RTPROT_BGP and r.get_attr("RTA_DST")}
+
+
+def wait_converged(nodes: dict[str, tuple[str, str]], timeout: float) -> None:
+    """Wait until every node has a ``proto bgp`` route to every other node's PodCIDR.
+
+    ``nodes`` maps node name to (netns, podCIDR). `lab up` returns only then, so that what runs
+    next (probes, conformance suites) does not race BGP convergence.
+    """
+    deadline = time.monotonic() + timeout
+    missing: dict[str, set[str]] = {}
+    while True:
+        missing = {}
+        for name, (ns, _) in nodes.items():
+            want = {cidr for other, (_, cidr) in nodes.items() if other != name}
+            lack = want - bgp_routes(ns)
+            if lack:
+                missing[name] = lack
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            detail = "; ".join(f"{n} lacks {', '.join(sorted(c))}" for n, c in missing.items())
+            raise LabError(f"BGP did not converge within {timeout:.0f} s: {detail} (check `vtysh -N <lab>_<node> "
+                           f"-c 'show bgp summary'` and the agents' `novanetctl routing status`)")
+        time.sleep(0.1)

@@ -211,6 +211,10 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     lstate.save(paths, st)
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
     progress(f"agents ready ({time.monotonic() - t0:.1f} s)")
+    if native:
+        frr.wait_converged({n.name: (n.netns, n.podCIDR) for n in st.nodes.values()},
+                           max(5.0, deadline - time.monotonic()))
+        progress(f"BGP converged: every node routes every other PodCIDR ({time.monotonic() - t0:.1f} s)")
 
     create_pods(paths, st, writer, list(st.pods.values()), deadline, progress)
     st.phase = "up"
