@@ -63,8 +63,11 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--datapath", default="ebpf")
+    ap.add_argument("--attach-mode", default="auto", choices=["auto", "tcx", "tc"],
+                    help="bpf.attachMode for the eBPF datapath (tcx link creation dominates ADD on this VM)")
     a = ap.parse_args()
-    node = NodeUnderTest(datapath=a.datapath, pod_cidr="10.42.8.0/24")
+    node = NodeUnderTest(datapath=a.datapath, pod_cidr="10.42.8.0/24",
+                         extra={"bpf": {"attachMode": a.attach_mode}} if a.datapath == "ebpf" else None)
     ref_ns = f"nvb-ref{uuid.uuid4().hex[:4]}"
     sh("ip", "netns", "add", ref_ns)
     tmp = tempfile.mkdtemp(prefix="novanet-bench-")
@@ -87,7 +90,8 @@ def main() -> None:
         out = {k: {op: summary(v) for op, v in d.items()} for k, d in res.items()}
         ratios = {f"{op}_{p}": out["novanet"][op][p] / out["reference"][op][p] for op in ("add", "del") for p in ("p50", "p99")}
         steps = node.call("cni.timings")
-        path = save("cni_add_del", {"pods_per_round": a.pods, "rounds": a.rounds, "datapath": a.datapath,
+        path = save(f"cni_add_del_{a.datapath}_{a.attach_mode}", {"pods_per_round": a.pods, "rounds": a.rounds, "datapath": a.datapath,
+                                    "attach_mode": a.attach_mode,
                                     "results_ms": out, "ratios_novanet_over_reference": ratios,
                                     "agent_add_step_medians_ms": steps})
         print("| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")

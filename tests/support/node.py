@@ -51,8 +51,12 @@ class NodeUnderTest:
                         "dataplane": str(self.run / "dataplane.sock")},
             "metrics": {"address": ""},
             "stateSource": {"type": "manifests", "path": str(self.dir / "manifests")},
-            **(extra or {}),
         }
+        for k, v in (extra or {}).items():
+            if isinstance(v, dict) and isinstance(self.config.get(k), dict):
+                self.config[k] = {**self.config[k], **v}
+            else:
+                self.config[k] = v
         (self.dir / "manifests").mkdir(parents=True)
         self.cfg_path = self.dir / "config.yaml"
         self.cfg_path.write_text(yaml.safe_dump(self.config))
