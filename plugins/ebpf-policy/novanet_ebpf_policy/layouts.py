@@ -10,34 +10,30 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from dataclasses import dataclass
 
+# Shared with the tunnel plugins, so defined once in the core (novanet_core.bpf.layouts):
+# endpoints, config, tunnels, drops, tunnel_progs and their keys, values and codes.
+from novanet_core.bpf import layouts_c
+from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plugin's modules)
+    CONFIG,
+    CONFIG_SLOTS,
+    DROP_SLOTS,
+    DROPS,
+    ENDPOINTS,
+    TUNNEL_PROGS,
+    TUNNELS,
+    ConfigKey,
+    DropReason,
+    EndpointKey,
+    EndpointValue,
+    MapDef,
+    TunnelKey,
+    TunnelValue,
+)
+from novanet_core.bpf.layouts import Struct as _S
 from novanet_core.bpf.pinned import MapSpec
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
-
-
-class _S(ctypes.Structure):
-    """Natural alignment with explicit padding: no implicit holes, same layout in clang."""
-
-    c_name = ""
-
-
-class EndpointKey(_S):
-    c_name = "nv_endpoint_key"
-    _fields_ = [("ip", u32)]  # numeric IPv4 (a<<24|b<<16|c<<8|d), as the original NovaNet
-
-
-class EndpointValue(_S):
-    c_name = "nv_endpoint"
-    _fields_ = [
-        ("ifindex", u32),  # host-side veth; 0 for a remote endpoint
-        ("mac", u8 * 6),  # pod eth0 MAC
-        ("host_mac", u8 * 6),  # host-side veth MAC (ARP answers, L2 source on redirect)
-        ("identity", u32),
-        ("node_ip", u32),  # numeric; 0 or CONFIG[NODE_IP] = local
-        ("flags", u32),
-    ]
 
 
 class PolicyKey(_S):
@@ -50,14 +46,8 @@ class PolicyValue(_S):
     _fields_ = [("action", u8), ("pad", u8 * 3)]
 
 
-class TunnelKey(_S):
-    c_name = "nv_tunnel_key"
-    _fields_ = [("node_ip", u32)]
 
 
-class TunnelValue(_S):
-    c_name = "nv_tunnel"
-    _fields_ = [("ifindex", u32), ("remote_ip", u32), ("vni", u32)]
 
 
 class EgressKey(_S):
@@ -112,19 +102,7 @@ STRUCTS: tuple[type[_S], ...] = (EndpointKey, EndpointValue, PolicyKey, PolicyVa
                                  EgressKey, EgressValue, FlowKey, FlowState, FlowEvent)
 
 
-class DropReason(enum.IntEnum):
-    NONE = 0
-    POLICY_DENIED = 1  # no rule allowed it (default deny / isolated), like Cilium 133
-    NO_IDENTITY = 2  # source not in the endpoint map (spoofed, stale or unknown)
-    NO_ROUTE = 3  # destination in this node's PodCIDR but no such endpoint
-    NO_TUNNEL = 4  # tunnel entry present but the tunnel key could not be set
-    TTL_EXCEEDED = 5
-    RATE_LIMITED = 6  # reserved (original NovaNet code)
-    POLICY_DENY_RULE = 7  # an explicit deny entry matched, like Cilium 181
-    MALFORMED = 8  # truncated L3/L4 header
 
-
-DROP_SLOTS = 16  # per-CPU drop counter slots: room for more reasons
 
 
 class Verdict(enum.IntEnum):
@@ -142,26 +120,7 @@ class Action(enum.IntEnum):
     ALLOW = 1
 
 
-class ConfigKey(enum.IntEnum):
-    """CONFIG map keys (u32 → u64), the original NovaNet numbering plus 11+."""
 
-    MODE = 0  # 0 overlay, 1 native
-    TUNNEL_TYPE = 1  # 0 geneve, 1 vxlan
-    NODE_IP = 2
-    CLUSTER_CIDR_IP = 3
-    CLUSTER_CIDR_PREFIX_LEN = 4
-    DEFAULT_DENY = 5
-    MASQUERADE_ENABLED = 6
-    SNAT_IP = 7
-    POD_CIDR_IP = 8
-    POD_CIDR_PREFIX_LEN = 9
-    L4LB_ENABLED = 10
-    GATEWAY_IP = 11
-    POLICY_REVISION = 12  # bumped on every policy change; flows re-evaluate when it differs
-    POLICY_COUNT = 13  # entries in the policies map; 0 lets programs skip the 9 probes
-
-
-CONFIG_SLOTS = 32
 
 
 class FlowStat(enum.IntEnum):
@@ -174,12 +133,6 @@ FLOW_STAT_SLOTS = 4
 RINGBUF_PAGES = 2048  # 8 MiB: ~116 k events of burst headroom
 
 
-@dataclass(frozen=True)
-class MapDef:
-    spec: MapSpec
-    key: str  # C type
-    value: str
-
 
 def _sz(t: type[ctypes._SimpleCData] | type[_S]) -> int:
     return ctypes.sizeof(t)
@@ -188,16 +141,15 @@ def _sz(t: type[ctypes._SimpleCData] | type[_S]) -> int:
 MAPS: dict[str, MapDef] = {
     m.spec.name: m
     for m in (
-        MapDef(MapSpec("endpoints", "hash", _sz(EndpointKey), _sz(EndpointValue), 65536, 1),
-               "struct nv_endpoint_key", "struct nv_endpoint"),
+        ENDPOINTS,  # shared (core)
         MapDef(MapSpec("policies", "hash", _sz(PolicyKey), _sz(PolicyValue), 65536, 1),
                "struct nv_policy_key", "struct nv_policy"),
-        MapDef(MapSpec("config", "array", 4, 8, CONFIG_SLOTS, 1), "u32", "u64"),
-        MapDef(MapSpec("tunnels", "hash", _sz(TunnelKey), _sz(TunnelValue), 1024, 1),
-               "struct nv_tunnel_key", "struct nv_tunnel"),
+        CONFIG,  # shared (core)
+        TUNNELS,  # shared (core)
+        TUNNEL_PROGS,  # shared (core): the tunnel plugin's tail-call slots
         MapDef(MapSpec("egress", "hash", _sz(EgressKey), _sz(EgressValue), 16384, 1),
                "struct nv_egress_key", "struct nv_egress"),
-        MapDef(MapSpec("drops", "percpu_array", 4, 8, DROP_SLOTS, 1), "u32", "u64"),
+        DROPS,  # shared (core)
         MapDef(MapSpec("ct", "lru_hash", _sz(FlowKey), _sz(FlowState), 65536, 1),
                "struct nv_flow_key", "struct nv_flow_state"),
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
@@ -231,18 +183,12 @@ def _enum_defines(prefix: str, e: type[enum.IntEnum]) -> list[str]:
 def c_header(pin_paths: dict[str, str]) -> str:
     """The generated prelude of the BPF program: constants, structs, pinned map declarations."""
     out = ["/* GENERATED by novanet_ebpf_policy.layouts — do not edit; change the Python layouts. */"]
-    out += _enum_defines("NV_DROP_", DropReason) + [f"#define NV_DROP_SLOTS {DROP_SLOTS}"]
+    out += layouts_c.shared_defines()  # drop reasons, config keys, tunnel slots/contract (core)
     out += _enum_defines("NV_VERDICT_", Verdict) + _enum_defines("NV_HOOK_", Hook)
-    out += _enum_defines("NV_ACTION_", Action) + _enum_defines("NV_CFG_", ConfigKey)
+    out += _enum_defines("NV_ACTION_", Action)
     out += _enum_defines("NV_FS_", FlowStat)
     out += [c_struct(s) for s in STRUCTS]
-    for name, m in MAPS.items():
-        path = pin_paths[name]
-        if m.spec.type == "ringbuf":
-            out.append(f'NV_RINGBUF_PINNED({name}, {m.spec.max_entries // 4096}, "{path}");')
-        else:
-            out.append(f'BPF_TABLE_PINNED("{m.spec.type}", {m.key}, {m.value}, {name}, '
-                       f'{m.spec.max_entries}, "{path}");')
+    out += [layouts_c.map_decl(name, m, pin_paths[name]) for name, m in MAPS.items()]
     return "\n".join(out) + "\n"
 
 

@@ -203,6 +203,42 @@ static __always_inline int nv_arp_reply(struct __sk_buff *skb) {
     return bpf_redirect(skb->ifindex, 0);  /* back out of the host veth, into the pod */
 }
 
+/* ------------------------------------------------------------------ overlay: tunnel hook
+ * (overlay helper's block; contract in novanet_core/bpf/layouts.py and docs/overlay.md). The
+ * tunnel programs themselves belong to the tunnel plugins (novanet-vxlan, novanet-geneve). */
+
+/* Overlay: an address inside the cluster CIDR that no endpoint entry knows has nowhere to go. */
+static __always_inline int nv_overlay_unknown(u32 daddr) {
+    return nv_cfg(NV_CFG_MODE) == 0 && nv_in_cidr(daddr, NV_CFG_CLUSTER_CIDR_IP, NV_CFG_CLUSTER_CIDR_PREFIX_LEN);
+}
+
+/* A remote endpoint in overlay mode: hand the packet to the active tunnel plugin through the shared
+ * program array. No tunnels entry for its node, or an empty slot (the tail call falls through):
+ * NO_TUNNEL, with a flow event. */
+static __always_inline int nv_tunnel_encap(struct __sk_buff *skb, struct nv_pkt *p, u32 src_id, u32 dst_id,
+                                           u32 node_ip) {
+    struct nv_tunnel_key tk = { .node_ip = node_ip };
+    if (!tunnels.lookup(&tk)) return nv_drop(p, src_id, dst_id, NV_DROP_NO_TUNNEL, NV_HOOK_FROM_POD);
+    skb->cb[0] = NV_CB_ENCAP_MAGIC;
+    skb->cb[1] = src_id;
+    skb->cb[2] = dst_id;
+    skb->cb[3] = node_ip;
+    tunnel_progs.call(skb, NV_TUNNEL_SLOT_ENCAP);
+    return nv_drop(p, src_id, dst_id, NV_DROP_NO_TUNNEL, NV_HOOK_FROM_POD);
+}
+
+/* to-pod: a packet a tunnel ingress program decapsulated may carry (skb->cb, see the contract) the
+ * source identity the sending node stamped; it wins over the endpoints map's possibly stale entry.
+ * Honoured only with the tunnel mark, the magic, the same inner source and the same ingress device. */
+static __always_inline void nv_tunnel_identity(struct __sk_buff *skb, u32 saddr, u32 *src_id) {
+    if (skb->cb[0] != NV_CB_DECAP_MAGIC || !(skb->mark & NV_TUNNEL_MARK) || skb->cb[2] != saddr ||
+        skb->cb[3] != skb->ingress_ifindex)
+        return;
+    *src_id = skb->cb[1];
+    skb->cb[0] = 0;
+}
+/* ------------------------------------------------------------------ end overlay: tunnel hook */
+
 int nv_from_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -227,7 +263,8 @@ int nv_from_pod(struct __sk_buff *skb) {
         u32 gw = nv_cfg(NV_CFG_GATEWAY_IP);
         if (p.daddr == gw || p.daddr == (u32)nv_cfg(NV_CFG_NODE_IP)) {
             dst_id = NV_ID_HOST;
-        } else if (nv_in_cidr(p.daddr, NV_CFG_POD_CIDR_IP, NV_CFG_POD_CIDR_PREFIX_LEN)) {
+        } else if (nv_in_cidr(p.daddr, NV_CFG_POD_CIDR_IP, NV_CFG_POD_CIDR_PREFIX_LEN) ||
+                   nv_overlay_unknown(p.daddr)) {  /* overlay: see the tunnel hook block */
             return nv_drop(&p, src_id, 0, NV_DROP_NO_ROUTE, NV_HOOK_FROM_POD);  /* no such pod here */
         } else if (!nv_in_cidr(p.daddr, NV_CFG_CLUSTER_CIDR_IP, NV_CFG_CLUSTER_CIDR_PREFIX_LEN)) {
             egress_rule = nv_egress_probe(src_id, p.daddr, 32);
@@ -269,20 +306,8 @@ int nv_from_pod(struct __sk_buff *skb) {
         ip->ttl--;
         return bpf_redirect_peer(dst->ifindex, 0);  /* straight into the pod netns, no host stack */
     }
-    /* remote endpoint: overlay with a tunnel entry -> collect-md tunnel; else the kernel routes */
-    if (nv_cfg(NV_CFG_MODE) == 0) {
-        struct nv_tunnel_key tk = { .node_ip = dst->node_ip };
-        struct nv_tunnel *t = tunnels.lookup(&tk);
-        if (t) {
-            struct bpf_tunnel_key key = {};
-            key.remote_ipv4 = t->remote_ip;
-            key.tunnel_id = t->vni;
-            key.tunnel_ttl = 64;
-            if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
-                return nv_drop(&p, src_id, dst_id, NV_DROP_NO_TUNNEL, NV_HOOK_FROM_POD);
-            return bpf_redirect(t->ifindex, 0);
-        }
-    }
+    /* remote endpoint: overlay -> the tunnel plugin (tunnel hook block); native -> the kernel routes */
+    if (nv_cfg(NV_CFG_MODE) == 0) return nv_tunnel_encap(skb, &p, src_id, dst_id, dst->node_ip);
     return TC_ACT_OK;
 }
 
@@ -312,6 +337,7 @@ int nv_to_pod(struct __sk_buff *skb) {
     } else {
         src_id = NV_ID_WORLD;
     }
+    nv_tunnel_identity(skb, p.saddr, &src_id);  /* overlay: the identity the sender stamped */
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);

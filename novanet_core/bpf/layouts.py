@@ -1,0 +1,168 @@
+"""Pinned BPF map layouts that more than one plugin uses, defined ONCE, here in the core.
+
+The eBPF datapath (``novanet-ebpf-policy``) and the tunnel plugins (``novanet-vxlan``,
+``novanet-geneve``) never import each other; they meet through these definitions:
+
+* ``endpoints`` (pod IP -> where it lives and its identity), ``tunnels`` (remote node IP -> how
+  to reach it), ``config`` (node settings) and ``drops`` (per-reason drop counters) are read or
+  written by both the datapath programs and the tunnel programs;
+* ``tunnel_progs`` is the tail-call program array through which the datapath's from-pod program
+  hands a packet for a remote pod to the active tunnel plugin (:class:`TunnelSlot`);
+* the ``skb->cb`` words and the skb mark the two sides exchange are fixed here too
+  (:data:`CB_ENCAP_MAGIC`, :data:`CB_DECAP_MAGIC`, :data:`TUNNEL_MARK`).
+
+Every structure is a ctypes structure with natural alignment and explicit padding; the C structs
+are generated from them by :mod:`novanet_core.bpf.layouts_c` with ``_Static_assert`` on every
+size and offset, so a program compiled against a different layout does not load. Bump a map's
+``version`` whenever its layout changes (the datapath migrates the old pin).
+
+Byte orders: IPs are numeric IPv4 values (``a<<24|b<<16|c<<8|d``), as in the original NovaNet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from dataclasses import dataclass
+
+from novanet_core.bpf.pinned import MapSpec
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+BPF_MAP_TYPE_PROG_ARRAY = 3
+
+
+class Struct(ctypes.Structure):
+    """Natural alignment with explicit padding: no implicit holes, same layout in clang."""
+
+    c_name = ""
+
+
+class EndpointKey(Struct):
+    c_name = "nv_endpoint_key"
+    _fields_ = [("ip", u32)]  # numeric IPv4 (a<<24|b<<16|c<<8|d), as the original NovaNet
+
+
+class EndpointValue(Struct):
+    c_name = "nv_endpoint"
+    _fields_ = [
+        ("ifindex", u32),  # host-side veth; 0 for a remote endpoint
+        ("mac", u8 * 6),  # pod eth0 MAC
+        ("host_mac", u8 * 6),  # host-side veth MAC (ARP answers, L2 source on redirect)
+        ("identity", u32),
+        ("node_ip", u32),  # numeric; 0 or CONFIG[NODE_IP] = local
+        ("flags", u32),
+    ]
+
+
+class TunnelKey(Struct):
+    c_name = "nv_tunnel_key"
+    _fields_ = [("node_ip", u32)]  # the remote node's IP, as in endpoints[].node_ip
+
+
+class TunnelValue(Struct):
+    """How to reach one remote node. Written by the active tunnel plugin (it owns the entries);
+    per-node state a plugin needs beyond this lives in that plugin's own maps."""
+
+    c_name = "nv_tunnel"
+    _fields_ = [
+        ("ifindex", u32),  # device the encapsulated packet leaves by (nvx0; the underlay for geneve)
+        ("remote_ip", u32),  # outer destination (the remote node's underlay address)
+        ("vni", u32),
+    ]
+
+
+class DropReason(enum.IntEnum):
+    """Reason codes of the shared ``drops`` counter map and of flow events."""
+
+    NONE = 0
+    POLICY_DENIED = 1  # no rule allowed it (default deny / isolated), like Cilium 133
+    NO_IDENTITY = 2  # source not in the endpoint map (spoofed, stale or unknown)
+    NO_ROUTE = 3  # destination in the cluster CIDR (overlay) / this PodCIDR, but no such endpoint
+    NO_TUNNEL = 4  # remote endpoint but no tunnel to its node (no entry, no tunnel program, encap failed)
+    TTL_EXCEEDED = 5
+    RATE_LIMITED = 6  # reserved (original NovaNet code)
+    POLICY_DENY_RULE = 7  # an explicit deny entry matched, like Cilium 181
+    MALFORMED = 8  # truncated L3/L4 header; a tunnel header that does not parse
+    TUNNEL_UNTRUSTED = 9  # tunnel packet from an unknown node, wrong VNI, or an inner source it does not own
+    MTU_EXCEEDED = 10  # too big to encapsulate (pod MTU larger than underlay MTU - overhead)
+
+
+DROP_SLOTS = 16  # per-CPU drop counter slots: room for more reasons
+
+
+class ConfigKey(enum.IntEnum):
+    """CONFIG map keys (u32 → u64), the original NovaNet numbering plus 11+."""
+
+    MODE = 0  # 0 overlay, 1 native
+    TUNNEL_TYPE = 1  # 0 geneve, 1 vxlan
+    NODE_IP = 2
+    CLUSTER_CIDR_IP = 3
+    CLUSTER_CIDR_PREFIX_LEN = 4
+    DEFAULT_DENY = 5
+    MASQUERADE_ENABLED = 6
+    SNAT_IP = 7
+    POD_CIDR_IP = 8
+    POD_CIDR_PREFIX_LEN = 9
+    L4LB_ENABLED = 10
+    GATEWAY_IP = 11
+    POLICY_REVISION = 12  # bumped on every policy change; flows re-evaluate when it differs
+    POLICY_COUNT = 13  # entries in the policies map; 0 lets programs skip the 9 probes
+
+
+CONFIG_SLOTS = 32
+
+
+class TunnelSlot(enum.IntEnum):
+    """Slots of the ``tunnel_progs`` program array (owned by the active tunnel plugin)."""
+
+    ENCAP = 0  # from-pod, destination is a remote endpoint: encapsulate and send to its node
+
+
+TUNNEL_SLOTS = 4
+
+# The tail-call contract, from-pod -> tunnel_progs[ENCAP] (tail calls keep skb->cb):
+#   cb[0] = CB_ENCAP_MAGIC, cb[1] = source identity, cb[2] = destination identity,
+#   cb[3] = destination node IP (numeric; the tunnels key). The datapath has already checked that
+#   a tunnels entry exists. An empty slot makes the tail call fall through: the datapath drops
+#   NO_TUNNEL. The tunnel program returns the verdict (redirect / TC_ACT_SHOT).
+CB_ENCAP_MAGIC = 0x4E564531  # "NVE1"
+# Tunnel ingress -> to-pod (bpf_redirect to the host veth's egress keeps skb->cb and the mark):
+#   mark |= TUNNEL_MARK, cb[0] = CB_DECAP_MAGIC, cb[1] = the source identity the sender stamped,
+#   cb[2] = the inner source IP (numeric), cb[3] = ifindex the tunnel packet was received on.
+# The to-pod program honours cb[1] only when all four hold for the packet it sees
+# (skb->ingress_ifindex == cb[3], saddr == cb[2]) and clears cb[0] after reading it.
+CB_DECAP_MAGIC = 0x4E564431  # "NVD1"
+TUNNEL_MARK = 0x4000  # on every packet arriving through a tunnel (the guide's KUBE-FORWARD accept rule)
+
+
+@dataclass(frozen=True)
+class ProgArraySpec(MapSpec):
+    """A BPF_MAP_TYPE_PROG_ARRAY pin (the generic MapSpec table does not list that type)."""
+
+    @property
+    def type_id(self) -> int:
+        return BPF_MAP_TYPE_PROG_ARRAY
+
+
+@dataclass(frozen=True)
+class MapDef:
+    spec: MapSpec
+    key: str  # C type
+    value: str
+
+
+def _sz(t: type[ctypes._SimpleCData] | type[Struct]) -> int:
+    return ctypes.sizeof(t)
+
+
+ENDPOINTS = MapDef(MapSpec("endpoints", "hash", _sz(EndpointKey), _sz(EndpointValue), 65536, 1),
+                   "struct nv_endpoint_key", "struct nv_endpoint")
+CONFIG = MapDef(MapSpec("config", "array", 4, 8, CONFIG_SLOTS, 1), "u32", "u64")
+TUNNELS = MapDef(MapSpec("tunnels", "hash", _sz(TunnelKey), _sz(TunnelValue), 1024, 1),
+                 "struct nv_tunnel_key", "struct nv_tunnel")
+DROPS = MapDef(MapSpec("drops", "percpu_array", 4, 8, DROP_SLOTS, 1), "u32", "u64")
+TUNNEL_PROGS = MapDef(ProgArraySpec("tunnel_progs", "prog_array", 4, 4, TUNNEL_SLOTS, 1), "u32", "u32")
+
+SHARED_MAPS: dict[str, MapDef] = {m.spec.name: m for m in (ENDPOINTS, CONFIG, TUNNELS, DROPS, TUNNEL_PROGS)}
+SHARED_STRUCTS: tuple[type[Struct], ...] = (EndpointKey, EndpointValue, TunnelKey, TunnelValue)

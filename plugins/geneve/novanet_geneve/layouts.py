@@ -1,0 +1,66 @@
+"""The Geneve plugin's own pinned maps (per-node state and counters), as ctypes layouts.
+
+The maps it shares with the datapath (endpoints, tunnels, config, drops, tunnel_progs) are the
+core's (:mod:`novanet_core.bpf.layouts`); these two are private to this plugin and live under
+``<bpf.root>/geneve/maps``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+from novanet_core.bpf import pinned
+from novanet_core.bpf.layouts import MapDef, Struct, u32
+from novanet_core.bpf.pinned import MapSpec
+
+
+class NodeKey(Struct):
+    c_name = "gnv_node_key"
+    _fields_ = [("node_ip", u32)]  # numeric, the same key as the shared tunnels map
+
+
+class NodeValue(Struct):
+    """Per remote node: what the shared ``tunnels`` entry does not say (the ``nv_<node>`` state)."""
+
+    c_name = "gnv_node"
+    _fields_ = [
+        ("nexthop", u32),  # underlay next hop towards the node (== node IP when on-link)
+        ("pod_cidr", u32),  # the node's PodCIDR: the only inner sources accepted from it
+        ("pod_cidr_len", u32),
+        ("flags", u32),
+    ]
+
+
+class Stat(enum.IntEnum):
+    """Per-CPU event counters of the two programs (``novanetctl geneve``, metrics)."""
+
+    ENCAP = 0  # encapsulated, non-GSO skb
+    ENCAP_GSO = 1  # encapsulated GSO skb (one skb, many wire segments)
+    DECAP = 2
+    DECAP_GSO = 3
+    ENCAP_ERROR = 4  # bpf_skb_adjust_room / store failed (drop counted as NO_TUNNEL)
+    DECAP_ERROR = 5
+    OVERSIZE_DF = 6  # too big with DF: handed to the node stack, which answers frag-needed
+    OVERSIZE_DROP = 7  # too big without DF: dropped (MTU_EXCEEDED)
+    BAD_HEADER = 8  # a UDP 6081 packet that is not our Geneve (MALFORMED)
+    UNTRUSTED = 9  # unknown node, wrong VNI or a source outside the node's PodCIDR
+    NO_ENDPOINT = 10  # inner destination is not a pod on this node (NO_ROUTE)
+    NO_IDENTITY_OPTION = 11  # decapsulated without our option: the endpoints map decides
+    BAD_CONTEXT = 12  # tail call without the datapath's cb contract
+
+
+STAT_SLOTS = 16
+
+NODES = MapDef(MapSpec("geneve_nodes", "hash", 4, 16, 1024, 1), "struct gnv_node_key", "struct gnv_node")
+STATS = MapDef(MapSpec("geneve_stats", "percpu_array", 4, 8, STAT_SLOTS, 1), "u32", "u64")
+PRIVATE_MAPS = {m.spec.name: m for m in (NODES, STATS)}
+STRUCTS = (NodeKey, NodeValue)
+
+
+def plugin_dir(root: str) -> str:
+    return os.path.join(root, "geneve")
+
+
+def pin_path(root: str, name: str) -> str:
+    return pinned.versioned_path(plugin_dir(root), PRIVATE_MAPS[name].spec)
