@@ -47,8 +47,8 @@ class Vtysh:
             a += ["--vty_socket", self.vty_socket]
         return a
 
-    def _run(self, commands: list[str], daemon: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = self.argv() + (["-d", daemon] if daemon else [])
+    def _run(self, commands: list[str], daemon: str | None = None, echo: bool = False) -> subprocess.CompletedProcess[str]:
+        argv = self.argv() + (["-d", daemon] if daemon else []) + (["-E"] if echo else [])
         for c in commands:
             argv += ["-c", c.strip()]
         try:
@@ -85,11 +85,12 @@ class Vtysh:
         """Run ``commands`` inside ``configure terminal``; stop at the first rejected one."""
         if not commands:
             return ApplyResult(ok=True)
-        r = self._run(["configure terminal", *commands, "end"])
+        # -E echoes each command after its prompt, which tells which one FRR rejected.
+        r = self._run(["configure terminal", *commands, "end"], echo=True)
         out = r.stdout.strip()
-        if r.returncode == 0 and not any(line.startswith("% ") for line in out.splitlines()):
+        if r.returncode == 0 and not any(line.startswith("%") for line in out.splitlines()):
             return ApplyResult(ok=True, commands=list(commands))
-        if any(m in out + r.stderr for m in _UNREACHABLE) and not out.startswith("% "):
+        if any(m in out + r.stderr for m in _UNREACHABLE) and not any(ln.startswith("%") for ln in out.splitlines()):
             raise FrrUnavailable((out + " " + r.stderr).strip())
         failed = _failed_command(out, commands)
         msg = next((line for line in out.splitlines() if line.startswith("%")), out or r.stderr.strip())
@@ -98,12 +99,13 @@ class Vtysh:
 
 
 def _failed_command(out: str, commands: list[str]) -> str | None:
-    # FRR echoes the rejected command after "% Unknown command: "; other errors ("% Malformed
-    # address", "% Create the peer-group first") do not, so fall back to "unknown".
+    """The last command echoed (``prompt# command``) before FRR's first ``%`` error line."""
+    wanted = {c.strip() for c in commands}
+    last = None
     for line in out.splitlines():
-        if ":" in line and line.startswith("%"):
-            tail = line.split(":", 1)[1].strip()
-            for c in commands:
-                if c.strip() == tail:
-                    return c.strip()
+        if line.startswith("%"):
+            return last
+        _, sep, cmd = line.partition("# ")
+        if sep and cmd.strip() in wanted:
+            last = cmd.strip()
     return None
