@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from novanet_core.agent import policy_sync
 from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.agent.service import Agent, CniFailure
 from novanet_core.api.protocol import ApiError
@@ -119,4 +120,5 @@ def control_router(agent: Agent) -> ApiRouter:
             raise ApiError("unavailable", str(e)) from None
 
     r.add("dataplane.call", dp_proxy)
+    policy_sync.register_api(r, agent)  # policy.list, policy.status, policy.drops
     return r

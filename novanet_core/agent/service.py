@@ -21,6 +21,7 @@ from novanet_core import __version__
 from novanet_core.agent import podnet
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
+from novanet_core.agent.policy_sync import PolicySync
 from novanet_core.backends import BackendContext, ConfigError, IpamError, PoolExhausted
 from novanet_core.cni import protocol as cni
 from novanet_core.config.models import NovaNetConfig
@@ -63,6 +64,7 @@ class Agent:
         self.remotes: dict[str, RemoteEndpoint] = {}
         self.remote_nodes: list[NodeInfo] = []
         self._dp_generation = 0
+        self.policy = PolicySync(self)  # NetworkPolicy: compiler + datapath sync (policy_sync.py)
         # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
         self.timings: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
         self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
@@ -128,6 +130,7 @@ class Agent:
         self._process_pending_deletes()
         self.sync_dataplane(wait=30.0)
         self.reconcile()
+        self.policy.start()  # full compile once; state events then send deltas
         self._sync_nodes()
         self._sync_remotes()
         threading.Thread(target=self._watch_state, name="state-watch", daemon=True).start()
@@ -217,6 +220,7 @@ class Agent:
                 with self.lock:
                     self._reconcile_datapath()
                     self._sync_remotes()
+                    self.policy.resync()
             self._dp_generation = gen
             was = now
 
@@ -246,6 +250,7 @@ class Agent:
                 self.stop_event.wait(1)
 
     def apply_event(self, ev: StateEvent) -> None:
+        received = time.perf_counter()
         with self.lock:
             old = self.state.table(ev.kind).get(ev.obj.key) if ev.kind else None
             self.state.apply(ev)
@@ -255,6 +260,7 @@ class Agent:
                 self._sync_nodes()
             elif ev.type == "SYNCED":
                 self.state_version = self.state.version
+            self.policy.apply_event(ev, received)  # after endpoints carry their new identity
 
     def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
         pod = new or old
@@ -359,8 +365,10 @@ class Agent:
                           identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip)
             t2 = time.perf_counter()
             try:
+                self.policy.endpoint_added(ep)  # policy before the endpoint: no unpoliced window
                 self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()}, wait=5.0)
             except (DataplaneUnavailable, Exception) as e:
+                self.policy.endpoint_removed(ep)
                 podnet.delete(cid)
                 self.ipam.release(cid, ifname)
                 self.identities.release(ep.identity)
@@ -388,6 +396,7 @@ class Agent:
 
     def _teardown(self, ep: Endpoint) -> None:
         self._dp_call("dp.endpoint.delete", {"ip": ep.ip, "host_ifname": ep.host_ifname})
+        self.policy.endpoint_removed(ep)
         podnet.delete(ep.container_id)
         self.ipam.release(ep.container_id, ep.ifname)
         self.identities.release(ep.identity)

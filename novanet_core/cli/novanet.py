@@ -263,8 +263,8 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 @click.option("--from", "sources", multiple=True, metavar="NS/POD|NS", help="Source pods (default: all).")
 @click.option("--to", "targets", multiple=True, metavar="NS/POD|NS", help="Target pods (default: all).")
 @click.option("--port", "ports", multiple=True, type=int, help="Ports (default: every port a target declares).")
-@click.option("--protocol", "protocols", multiple=True, type=click.Choice(["TCP", "UDP"], case_sensitive=False),
-              help="TCP and/or UDP (default: both).")
+@click.option("--protocol", "protocols", multiple=True, type=click.Choice(["TCP", "UDP", "SCTP"], case_sensitive=False),
+              help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_core.lab.sctp).")
 @click.option("--timeout", type=float, default=None, help="Seconds after which a probe counts as blocked (0.3).")
 @output_option
 def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], ports: tuple[int, ...],
@@ -284,6 +284,10 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
         _emit_json({"results": [r.to_json() for r in results], "seconds": round(elapsed, 3)})
     else:
         click.echo(results_tables(results))
+        if any(r.protocol == "SCTP" for r in results):
+            from novanet_core.lab.sctp import NOTE
+
+            click.echo(NOTE)
         click.echo(f"\n{len(results)} probes in {elapsed:.2f} s", err=True)
 
 

@@ -10,7 +10,8 @@ from novanet_core.lab.paths import LabPaths
 from novanet_core.lab.probe import DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
 from novanet_core.lab.state import LabState
 
-PROBE_PROTOCOLS = ("TCP", "UDP")
+PROBE_PROTOCOLS = ("TCP", "UDP", "SCTP")
+DEFAULT_PROTOCOLS = ("TCP", "UDP")  # SCTP only when asked: crafted INIT chunks (novanet_core.lab.sctp)
 
 
 def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
@@ -39,7 +40,7 @@ def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
 def checks_for(st: LabState, targets: Sequence[Endpoint], ports: Sequence[int],
                protocols: Sequence[str]) -> list[tuple[int, str]]:
     """Explicit --port values, else every port a target declares; each for the chosen protocols."""
-    protos = [p.upper() for p in protocols] or list(PROBE_PROTOCOLS)
+    protos = [p.upper() for p in protocols] or list(DEFAULT_PROTOCOLS)
     for p in protos:
         if p not in PROBE_PROTOCOLS:
             raise LabError(f"--protocol {p}: must be one of {', '.join(PROBE_PROTOCOLS)}")
@@ -68,4 +69,14 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
             raise LabError(f"--port {port}: not a port number 1..65535")
     # Without --port, each target is probed on the ports it declares only (nothing listens elsewhere).
     serves = None if ports else {p.key: {(x.port, x.protocol) for x in p.ports} for p in st.pods.values()}
-    return probe_matrix(src, dst, checks_for(st, dst, ports, protocols), timeout, serves)
+    checks = checks_for(st, dst, ports, protocols)
+    sctp_ports = [port for port, proto in checks if proto == "SCTP"]
+    if not sctp_ports:
+        return probe_matrix(src, dst, checks, timeout, serves)
+    from novanet_core.lab.sctp import probe_sctp
+
+    other = [c for c in checks if c[1] != "SCTP"]
+    res = probe_matrix(src, dst, other, timeout, serves) if other else []
+    res += probe_sctp(src, dst, sctp_ports, timeout)
+    order = {c: i for i, c in enumerate(checks)}
+    return sorted(res, key=lambda r: (src.index(next(s for s in src if s.key == r.src)), order[(r.port, r.protocol)]))

@@ -30,6 +30,7 @@ from novanet_ebpf_policy.layouts import (
     TunnelKey,
     TunnelValue,
 )
+from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry, parse_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class EbpfDatapath:
         self.flows = FlowCollector()
         self.last_start: dict[str, Any] = {}
         self.mounted_bpffs = False
+        self.policy: PolicyProgrammer | None = None  # compiled NetworkPolicy -> maps
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -123,8 +125,11 @@ class EbpfDatapath:
             n = self.maps.count("policies")  # migrated or pre-existing entries must be honoured
             if self.maps.config_get(ConfigKey.POLICY_COUNT) != n:
                 self.maps.config_set(ConfigKey.POLICY_COUNT, n)
+            self.policy = PolicyProgrammer(self.maps)
+            adopted = self.policy.adopt_live()  # the agent's full resync then rewrites only differences
+            self.flows.explain = self.policy.explain
             self.flows.start(self.maps.fds["flows"])
-            self.last_start = {"migrations": migration.to_dict(), **result}
+            self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
 
     def _make_attacher(self) -> TcxAttacher | TcAttacher:
@@ -136,6 +141,7 @@ class EbpfDatapath:
     def stop(self) -> None:
         with self._lock:
             self.flows.stop()
+            self.policy = None
             if isinstance(self.attacher, TcAttacher):
                 self.attacher.close()
             if self.maps:
@@ -232,7 +238,10 @@ class EbpfDatapath:
             assert self.prog is not None and self.attacher is not None
             if ep.gateway and not m.config_get(ConfigKey.GATEWAY_IP):
                 m.config_set(ConfigKey.GATEWAY_IP, ip_num(ep.gateway, "gateway"))
+            changed = self._identity_changed(EndpointKey(ip=ip), ep.identity)
             m.update("endpoints", EndpointKey(ip=ip), v)  # map first: the programs need it at once
+            if changed:
+                self._bump_policy_revision()  # flows decided under the old identity re-decide
             self._route(ep.ip, ifindex, add=True)
             try:
                 self.attacher.attach(ep.host_ifname, ifindex, self.prog.fds)
@@ -266,8 +275,16 @@ class EbpfDatapath:
 
     def upsert_remote(self, remote: RemoteEndpoint) -> None:
         v = EndpointValue(ifindex=0, identity=remote.identity, node_ip=ip_num(remote.node_ip, "node_ip"))
+        key = EndpointKey(ip=ip_num(remote.ip, "ip"))
         with self._lock:
-            self._m().update("endpoints", EndpointKey(ip=ip_num(remote.ip, "ip")), v)
+            changed = self._identity_changed(key, remote.identity)
+            self._m().update("endpoints", key, v)
+            if changed:
+                self._bump_policy_revision()
+
+    def _identity_changed(self, key: EndpointKey, identity: int) -> bool:
+        raw = self._m().lookup("endpoints", key)
+        return raw is not None and EndpointValue.from_buffer_copy(raw).identity != identity
 
     def delete_remote(self, ip: str) -> None:
         with self._lock:
@@ -377,6 +394,53 @@ class EbpfDatapath:
         m.config_set(ConfigKey.POLICY_COUNT, m.count("policies"))
         self._bump_policy_revision()
 
+    # ------------------------------------------------------------------ compiled NetworkPolicy
+    def apply_endpoint_policies(self, upserts: list[Any], deletes: list[Any] | None = None,
+                                full: bool = False) -> dict[str, Any]:
+        """Program compiled NetworkPolicy for local endpoints (wire form: policymap.parse_endpoint).
+
+        ``full`` replaces everything (endpoints not listed lose their entry); otherwise only the
+        listed endpoints change. Returns what was written and the new policy revision.
+        """
+        if not isinstance(upserts, list):
+            raise ConfigError("endpoints: must be a list")
+        dels = deletes or []
+        if not isinstance(dels, list) or not all(isinstance(d, str) for d in dels):
+            raise ConfigError("delete: must be a list of IP strings")
+        specs = [parse_endpoint(d, f"endpoints[{i}]") for i, d in enumerate(upserts)]
+        with self._lock:
+            if self.policy is None:
+                raise DatapathError("ebpf datapath is not started")
+            st = self.policy.apply(specs, dels, full)
+            if st.changed():
+                self._bump_policy_revision()
+            return {**st.__dict__, "revision": self._m().config_get(ConfigKey.POLICY_REVISION),
+                    "rules": self.policy.rule_count()}
+
+    def policy_entries(self) -> dict[str, Any]:
+        """The live policy maps decoded: rule entries, CIDR ids, endpoint pointers."""
+        with self._lock:
+            m, pol = self._m(), self.policy
+            assert pol is not None
+            by_id = {cid: c for c, cid in pol.cidr_ids.items()}
+            users = pol.set_users()
+            rules = [describe_entry(bytes(k), bytes(v), pol.refs, by_id) for k, v in m.items("policy_rules")]
+            for r in rules:
+                r["used_by"] = [{"ip": ip, "pod": pod, "direction": d} for ip, pod, d in users.get(r["set"], [])]
+            eps = []
+            for ip, ep in sorted(pol.endpoints.items()):
+                eps.append({"ip": ip, "pod": ep.pod, "identity": ep.identity,
+                            "ingress": {"isolated": ep.ingress.isolated,
+                                        "set": pol.by_rules.get(ep.ingress.rules) if ep.ingress.isolated else None,
+                                        "selected_by": list(ep.ingress.selected_by)},
+                            "egress": {"isolated": ep.egress.isolated,
+                                       "set": pol.by_rules.get(ep.egress.rules) if ep.egress.isolated else None,
+                                       "selected_by": list(ep.egress.selected_by)}})
+            return {"rules": sorted(rules, key=lambda r: (r["set"], r["peer_kind"], str(r.get("peer_identity", "")),
+                                                          str(r.get("peer_cidr", "")), r["protocol"], r["ports"])),
+                    "cidrs": [{"cidr": c, "id": i} for c, i in sorted(pol.cidr_ids.items(), key=lambda x: x[1])],
+                    "endpoints": eps, "revision": m.config_get(ConfigKey.POLICY_REVISION)}
+
     # ------------------------------------------------------------------ tunnels / egress
     def upsert_tunnel(self, node_ip: str, ifindex: int, vni: int, remote_ip: str | None = None) -> None:
         v = TunnelValue(ifindex=ifindex, remote_ip=ip_num(remote_ip or node_ip, "remote_ip"), vni=vni)
@@ -449,6 +513,8 @@ class EbpfDatapath:
             "links": self.links(),
             "endpoint_count": m.count("endpoints"),
             "policy_count": m.count("policies"),
+            "policy_rules": self.policy.rule_count() if self.policy else 0,
+            "policy_endpoints": len(self.policy.endpoints) if self.policy else 0,
             "tunnel_count": m.count("tunnels"),
             "drop_counters": self.drop_counters(),
             "flow_events": self.flow_counters(),

@@ -21,6 +21,7 @@ def flow_row(e: dict[str, Any], with_reason: bool) -> list[str]:
            e["protocol_name"], str(e["dst_port"]), e["verdict"], str(e["bytes"])]
     if with_reason:
         row.append(e["drop_reason_name"])
+        row.append(e.get("policy_reason", "-"))
     return row
 
 
@@ -41,7 +42,7 @@ def _output(o: str | None) -> str:
 
 def _stream_flows(identity: int, follow: bool, drops_only: bool, limit: int, out: str) -> None:
     client = _obj().dataplane()
-    header = FLOW_COLUMNS + (["DROP_REASON"] if drops_only else [])
+    header = FLOW_COLUMNS + (["DROP_REASON", "POLICY"] if drops_only else [])
     params = {"identity": identity, "drops_only": drops_only, "follow": follow, "limit": limit}
     it = client.stream("ebpf.flows", params)
     if out == "json":
@@ -54,7 +55,7 @@ def _stream_flows(identity: int, follow: bool, drops_only: bool, limit: int, out
     if not follow:
         click.echo(table(header, (flow_row(e, drops_only) for e in it)))
         return
-    widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16]
+    widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16, 20]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[: len(header)])
     click.echo(fmt.format(*header).rstrip())
     try:
@@ -95,7 +96,7 @@ def drops_cmd(identity: int, follow: bool, limit: int, output: str | None) -> No
     if out == "json":
         click.echo(json.dumps({"events": events, **counters}, indent=2))
         return
-    click.echo(table(FLOW_COLUMNS + ["DROP_REASON"], (flow_row(e, True) for e in events)))
+    click.echo(table(FLOW_COLUMNS + ["DROP_REASON", "POLICY"], (flow_row(e, True) for e in events)))
     click.echo("")
     click.echo(table(["DROP_REASON", "COUNT"], ([k, str(v)] for k, v in counters["drops"].items())))
     fe = counters["flow_events"]
@@ -117,6 +118,57 @@ def bpf_cmd(output: str | None) -> None:
         click.echo("\nkernel.bpf_stats_enabled=0: counters do not move (sysctl -w kernel.bpf_stats_enabled=1)")
 
 
+def _labels(d: dict[str, Any]) -> str:
+    lab = ",".join(f"{k}={v}" for k, v in sorted((d.get("labels") or {}).items()))
+    return f"{d.get('namespace', '')}:{lab}" if d.get("namespace") else lab
+
+
+def _peer(p: dict[str, Any]) -> str:
+    if p["kind"] == "identity":
+        return f"{p['identity']} ({_labels(p)})"
+    if p["kind"] == "cidr":
+        return p["cidr"] + (f" except {','.join(p['except'])}" if p.get("except") else "")
+    return "any"
+
+
+@click.command("policy")
+@click.option("--datapath", is_flag=True, help="Show the live eBPF map entries instead of the compiled rules.")
+@_output_opt
+def policy_cmd(datapath: bool, output: str | None) -> None:
+    """Compiled NetworkPolicy rules: identity pairs with their labels, protocol, ports, action, policy."""
+    out = _output(output)
+    if datapath:
+        res = _obj().dataplane().call("ebpf.policy_entries")
+        if out == "json":
+            click.echo(json.dumps(res, indent=2))
+            return
+        rows = [[str(r["set"]), r["peer_kind"], str(r.get("peer_identity", r.get("peer_cidr", "*"))), r["protocol"],
+                 r["ports"], f"{r['policy']} {r['origin']}".strip(),
+                 ",".join(f"{u['pod']}/{u['direction']}" for u in r["used_by"])] for r in res["rules"]]
+        click.echo(table(["SET", "PEER_KIND", "PEER", "PROTO", "PORTS", "POLICY", "USED_BY"], rows))
+        click.echo(f"\n{len(res['rules'])} entries, {len(res['cidrs'])} CIDR prefixes, "
+                   f"{len(res['endpoints'])} endpoints, policy revision {res['revision']}")
+        return
+    from novanet_core.cli.novanetctl import run_call
+
+    res = run_call(click.get_current_context(), "policy.list")
+    if out == "json":
+        click.echo(json.dumps(res, indent=2))
+        return
+    rows = [[r["endpoint"], r["direction"].upper(), f"{r['identity']} ({_labels({'labels': r['labels']})})",
+             _peer(r["peer"]), r["protocol"], r["ports"], r["action"], f"{r['policy']} {r['origin']}"]
+            for r in res["rules"]]
+    click.echo(table(["ENDPOINT", "DIR", "LOCAL_ID", "PEER", "PROTO", "PORTS", "ACTION", "POLICY"], rows))
+    mode = "defaultDeny" if res["defaultDeny"] else "default allow"
+    click.echo(f"\n{len(res['policies'])} policies ({mode}); endpoints not listed are not isolated")
+    for name, errs in res["rejected"].items():
+        for e in errs:
+            click.echo(f"REJECTED {name}: {e}")
+    for name, warns in res["warnings"].items():
+        for w in warns:
+            click.echo(f"WARNING {name}: {w}")
+
+
 def register(cli: click.Group) -> None:
-    for cmd in (flows_cmd, drops_cmd, bpf_cmd):
+    for cmd in (flows_cmd, drops_cmd, bpf_cmd, policy_cmd):
         cli.add_command(cmd)

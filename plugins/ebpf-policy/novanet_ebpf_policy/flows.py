@@ -9,7 +9,7 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from novanet_core.bpf.ringbuf import RingBuffer
@@ -17,13 +17,18 @@ from novanet_ebpf_policy.layouts import DropReason, Hook, Verdict
 
 log = logging.getLogger(__name__)
 
-# Mirrors layouts.FlowEvent (test_layouts checks the two agree field by field).
+# Mirrors layouts.FlowEvent (test_layouts checks the two agree field by field). EVENT skips the
+# policy fields; EVENT_POLICY, which the consumer decodes, reads them too.
 EVENT = struct.Struct("=BBBBIIBBHH2x16s16s4xQQQ")
-assert EVENT.size == 80
+EVENT_POLICY = struct.Struct("=BBBBIIBBHHBx16s16sIQQQ")
+assert EVENT.size == EVENT_POLICY.size == 80
 
-# Tuple positions in EVENT.unpack_from results
+# Tuple positions in EVENT_POLICY.unpack_from results
 (F_FAMILY, F_VERDICT, F_REASON, F_TCP_FLAGS, F_SRC_ID, F_DST_ID, F_PROTO, F_HOOK, F_SPORT, F_DPORT,
- F_SRC_IP, F_DST_IP, F_BYTES, F_PACKETS, F_TS) = range(15)
+ F_POLICY_DIR, F_SRC_IP, F_DST_IP, F_POLICY_SET, F_BYTES, F_PACKETS, F_TS) = range(17)
+POLICY_DIRS = {0: "", 1: "egress", 2: "ingress", 3: "default"}
+# (policy_dir, src_ip, dst_ip) -> (sentence, policies): names the policy behind a POLICY_DENIED drop
+Explainer = Callable[[int, str, str], tuple[str, list[str]]]
 
 PROTO_NAMES = {0: "*", 1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
 
@@ -42,9 +47,9 @@ def _mono_to_wall() -> float:
     return time.time() - time.monotonic()
 
 
-def to_dict(t: tuple[Any, ...], wall_offset: float) -> dict[str, Any]:
+def to_dict(t: tuple[Any, ...], wall_offset: float, explain: Explainer | None = None) -> dict[str, Any]:
     verdict = Verdict(t[F_VERDICT]).name if t[F_VERDICT] in (1, 2) else str(t[F_VERDICT])
-    return {
+    d = {
         "timestamp": t[F_TS] / 1e9 + wall_offset,
         "timestamp_ns": t[F_TS],
         "src_ip": str(ipaddress.IPv4Address(t[F_SRC_IP][:4])),
@@ -62,7 +67,17 @@ def to_dict(t: tuple[Any, ...], wall_offset: float) -> dict[str, Any]:
         "bytes": t[F_BYTES],
         "packets": t[F_PACKETS],
         "hook": Hook(t[F_HOOK]).name.lower() if t[F_HOOK] in (0, 1) else str(t[F_HOOK]),
+        "policy_dir": POLICY_DIRS.get(t[F_POLICY_DIR], str(t[F_POLICY_DIR])),
+        "policy_set": t[F_POLICY_SET],
     }
+    if t[F_REASON] == DropReason.POLICY_DENIED:
+        why, pols = explain(t[F_POLICY_DIR], d["src_ip"], d["dst_ip"]) if explain else ("", [])
+        d["policy_reason"] = why or "no policy allowed it"
+        d["policies"] = pols
+    elif t[F_REASON] == DropReason.POLICY_DENY_RULE:
+        d["policy_reason"] = "explicit deny entry (policies or egress map)"
+        d["policies"] = []
+    return d
 
 
 def matches(t: tuple[Any, ...], identity: int, drops_only: bool) -> bool:
@@ -85,6 +100,7 @@ class FlowCollector:
         self._thread: threading.Thread | None = None
         self._rb: RingBuffer | None = None
         self.wall_offset = _mono_to_wall()
+        self.explain: Explainer | None = None  # set by the backend once it holds compiled policy
 
     def start(self, ringbuf_fd: int) -> None:
         self._rb = RingBuffer(ringbuf_fd)
@@ -105,7 +121,7 @@ class FlowCollector:
         rb = self._rb
         assert rb is not None
         batch: list[tuple[Any, ...]] = []
-        unpack = EVENT.unpack_from
+        unpack = EVENT_POLICY.unpack_from
         while not self._stop.is_set():
             try:
                 if not rb.pending_bytes():
@@ -132,7 +148,7 @@ class FlowCollector:
     def recent(self, identity: int = 0, drops_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         snap = list(self.history)
         sel = [t for t in snap if matches(t, identity, drops_only)]
-        return [to_dict(t, self.wall_offset) for t in sel[-limit:]] if limit else []
+        return [to_dict(t, self.wall_offset, self.explain) for t in sel[-limit:]] if limit else []
 
     def follow(self, identity: int = 0, drops_only: bool = False, limit: int = 100,
                stop: threading.Event | None = None) -> Iterator[dict[str, Any]]:
@@ -148,7 +164,7 @@ class FlowCollector:
                 except queue.Empty:
                     continue
                 if matches(t, identity, drops_only):
-                    yield to_dict(t, self.wall_offset)
+                    yield to_dict(t, self.wall_offset, self.explain)
         finally:
             with self._lock:
                 self._followers.remove(q)

@@ -46,6 +46,45 @@ class PolicyValue(_S):
     _fields_ = [("action", u8), ("pad", u8 * 3)]
 
 
+class PolicyRuleKey(_S):
+    """NetworkPolicy rule entry: an LPM-trie key over (set, peer kind, peer, protocol, port).
+
+    ``data`` bytes are big-endian so that the trie's MSB-first prefix covers, in order: the policy
+    set (a direction's compiled rules, 32 bits), the peer kind (8), the peer (identity or CIDR id,
+    32), then optionally the protocol (8) and a prefix of the destination port (0..16). A port range
+    is decomposed into at most 30 aligned port prefixes; "any protocol, any port" stops at 72 bits.
+    Python packs it with :data:`novanet_ebpf_policy.policymap.RULE_KEY` (checked against this).
+    """
+
+    c_name = "nv_prule_key"
+    _fields_ = [("prefixlen", u32), ("set_id", u8 * 4), ("kind", u8), ("peer", u8 * 4), ("protocol", u8),
+                ("port", u8 * 2)]
+
+
+class PolicyRuleValue(_S):
+    c_name = "nv_prule"
+    _fields_ = [("rule_ref", u32)]  # hash of "policy origin": names the rule that allowed a flow
+
+
+class PolicyCidrKey(_S):
+    """ipBlock prefixes (IPv4, network byte order): LPM from an address to its CIDR id."""
+
+    c_name = "nv_pcidr_key"
+    _fields_ = [("prefixlen", u32), ("ip", u8 * 4)]
+
+
+class PolicyCidrValue(_S):
+    c_name = "nv_pcidr"
+    _fields_ = [("cidr_id", u32)]
+
+
+class EndpointPolicyValue(_S):
+    """Per local endpoint (keyed like ``endpoints``): the policy set of each direction."""
+
+    c_name = "nv_ep_policy"
+    _fields_ = [("ingress_set", u32), ("egress_set", u32), ("flags", u32), ("pad", u32)]
+
+
 
 
 
@@ -88,18 +127,20 @@ class FlowEvent(_S):
         ("hook", u8),  # Hook: which program saw it
         ("src_port", u16),  # host order
         ("dst_port", u16),
-        ("pad", u8 * 2),
+        ("policy_dir", u8),  # PolicyDir: which side's NetworkPolicy denied it (POLICY_DENIED)
+        ("pad", u8),
         ("src_ip", u8 * 16),  # IPv4 in the first 4 bytes, network order
         ("dst_ip", u8 * 16),
-        ("pad2", u8 * 4),
+        ("policy_set", u32),  # the policy set that denied it (0 = none)
         ("bytes", u64),  # IP total length
         ("packets", u64),
         ("timestamp_ns", u64),  # bpf_ktime_get_ns (CLOCK_MONOTONIC)
     ]
 
 
-STRUCTS: tuple[type[_S], ...] = (EndpointKey, EndpointValue, PolicyKey, PolicyValue, TunnelKey, TunnelValue,
-                                 EgressKey, EgressValue, FlowKey, FlowState, FlowEvent)
+STRUCTS: tuple[type[_S], ...] = (EndpointKey, EndpointValue, PolicyKey, PolicyValue, PolicyRuleKey,
+                                 PolicyRuleValue, PolicyCidrKey, PolicyCidrValue, EndpointPolicyValue,
+                                 TunnelKey, TunnelValue, EgressKey, EgressValue, FlowKey, FlowState, FlowEvent)
 
 
 
@@ -113,6 +154,28 @@ class Verdict(enum.IntEnum):
 class Hook(enum.IntEnum):
     FROM_POD = 0
     TO_POD = 1
+
+
+class PolicyDir(enum.IntEnum):
+    NONE = 0
+    EGRESS = 1  # the source pod's egress policy
+    INGRESS = 2  # the destination pod's ingress policy
+    DEFAULT = 3  # defaultDeny with no compiled policy for that endpoint yet
+
+
+class PeerKind(enum.IntEnum):
+    ANY = 0
+    IDENTITY = 1
+    CIDR = 2
+
+
+class EpPolicyFlag(enum.IntFlag):
+    INGRESS_ISOLATED = 1
+    EGRESS_ISOLATED = 2
+
+
+class CtFlag(enum.IntFlag):
+    REPLY = 1  # the entry is the reverse of the packet that created the flow
 
 
 class Action(enum.IntEnum):
@@ -130,6 +193,9 @@ class FlowStat(enum.IntEnum):
 
 
 FLOW_STAT_SLOTS = 4
+BPF_F_NO_PREALLOC = 1  # required by LPM tries
+POLICY_RULES_MAX = 1 << 20  # trie nodes are allocated per entry; this is only a cap
+RULE_KEY_BITS = 96  # PolicyRuleKey data: set 32 + kind 8 + peer 32 + protocol 8 + port 16
 RINGBUF_PAGES = 2048  # 8 MiB: ~116 k events of burst headroom
 
 
@@ -144,6 +210,12 @@ MAPS: dict[str, MapDef] = {
         ENDPOINTS,  # shared (core)
         MapDef(MapSpec("policies", "hash", _sz(PolicyKey), _sz(PolicyValue), 65536, 1),
                "struct nv_policy_key", "struct nv_policy"),
+        MapDef(MapSpec("policy_rules", "lpm_trie", _sz(PolicyRuleKey), _sz(PolicyRuleValue), POLICY_RULES_MAX, 1,
+                       BPF_F_NO_PREALLOC), "struct nv_prule_key", "struct nv_prule"),
+        MapDef(MapSpec("policy_cidrs", "lpm_trie", _sz(PolicyCidrKey), _sz(PolicyCidrValue), 65536, 1,
+                       BPF_F_NO_PREALLOC), "struct nv_pcidr_key", "struct nv_pcidr"),
+        MapDef(MapSpec("ep_policy", "hash", _sz(EndpointKey), _sz(EndpointPolicyValue), 65536, 1),
+               "struct nv_endpoint_key", "struct nv_ep_policy"),
         CONFIG,  # shared (core)
         TUNNELS,  # shared (core)
         TUNNEL_PROGS,  # shared (core): the tunnel plugin's tail-call slots
@@ -186,7 +258,9 @@ def c_header(pin_paths: dict[str, str]) -> str:
     out += layouts_c.shared_defines()  # drop reasons, config keys, tunnel slots/contract (core)
     out += _enum_defines("NV_VERDICT_", Verdict) + _enum_defines("NV_HOOK_", Hook)
     out += _enum_defines("NV_ACTION_", Action)
-    out += _enum_defines("NV_FS_", FlowStat)
+    out += _enum_defines("NV_FS_", FlowStat) + _enum_defines("NV_PDIR_", PolicyDir)
+    out += _enum_defines("NV_PEER_", PeerKind) + _enum_defines("NV_EPF_", EpPolicyFlag)
+    out += _enum_defines("NV_CTF_", CtFlag) + [f"#define NV_RULE_KEY_BITS {RULE_KEY_BITS}"]
     out += [c_struct(s) for s in STRUCTS]
     out += [layouts_c.map_decl(name, m, pin_paths[name]) for name, m in MAPS.items()]
     return "\n".join(out) + "\n"

@@ -52,6 +52,11 @@ def novanet_register_cli(cli: Any, program: str) -> None:
 
 @hookimpl
 def novanet_register_metrics(registry: Any, component: str) -> None:
+    if component == "agent":
+        from novanet_core.agent.policy_sync import PolicyMetrics
+
+        registry.register(PolicyMetrics())  # novanet_agent_policy_programming_seconds
+        return
     if component != "dataplane":
         return
     from novanet_ebpf_policy.metrics import DatapathCollector

@@ -18,6 +18,7 @@ NV_GENERATED
 #define NV_ID_HOST 1
 #define NV_ID_WORLD 2
 #define NV_ETH_P_ARP 0x0806
+#define NV_IPPROTO_SCTP 132
 
 struct nv_arp {
     u16 htype; u16 ptype; u8 hlen; u8 plen; u16 op;
@@ -46,7 +47,8 @@ static __always_inline void nv_flowstat(u32 k) {
     if (v) *v += 1;
 }
 
-static __always_inline void nv_emit(struct nv_pkt *p, u32 src_id, u32 dst_id, u8 verdict, u8 reason, u8 hook) {
+static __always_inline void nv_emit_ex(struct nv_pkt *p, u32 src_id, u32 dst_id, u8 verdict, u8 reason, u8 hook,
+                                       u8 policy_dir, u32 policy_set) {
     struct nv_flow_event *e = flows.ringbuf_reserve(sizeof(struct nv_flow_event));
     if (!e) { nv_flowstat(NV_FS_LOST); return; }  /* consumer behind: counted, exported as lost */
     __builtin_memset(e, 0, sizeof(*e));
@@ -58,6 +60,8 @@ static __always_inline void nv_emit(struct nv_pkt *p, u32 src_id, u32 dst_id, u8
     e->dst_identity = dst_id;
     e->protocol = p->proto;
     e->hook = hook;
+    e->policy_dir = policy_dir;
+    e->policy_set = policy_set;
     e->src_port = p->sport;
     e->dst_port = p->dport;
     u32 s = htonl(p->saddr), d = htonl(p->daddr);
@@ -68,6 +72,10 @@ static __always_inline void nv_emit(struct nv_pkt *p, u32 src_id, u32 dst_id, u8
     e->timestamp_ns = bpf_ktime_get_ns();
     flows.ringbuf_submit(e, 0);
     nv_flowstat(NV_FS_SUBMITTED);
+}
+
+static __always_inline void nv_emit(struct nv_pkt *p, u32 src_id, u32 dst_id, u8 verdict, u8 reason, u8 hook) {
+    nv_emit_ex(p, src_id, dst_id, verdict, reason, hook, 0, 0);
 }
 
 static __always_inline int nv_drop(struct nv_pkt *p, u32 src_id, u32 dst_id, u32 reason, u8 hook) {
@@ -99,6 +107,11 @@ static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *
         if ((void *)(u + 1) > end) return -1;
         p->sport = ntohs(u->source);
         p->dport = ntohs(u->dest);
+    } else if (p->proto == NV_IPPROTO_SCTP) {
+        u8 *sc = l4;  /* common header: source port, destination port, verification tag, checksum */
+        if ((void *)(sc + 12) > end) return -1;
+        p->sport = ((u16)sc[0] << 8) | sc[1];
+        p->dport = ((u16)sc[2] << 8) | sc[3];
     } else if (p->proto == IPPROTO_ICMP) {
         u8 *icmp = l4;
         if ((void *)(icmp + 8) > end) return -1;
@@ -106,6 +119,65 @@ static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *
             p->icmp_id = ((u16)icmp[4] << 8) | icmp[5];
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ NetworkPolicy
+ * The compiled form (novanet_core.policy): each local endpoint has, per direction, an isolated
+ * flag and a policy set; a set is an LPM trie slice keyed (set, peer kind, peer, proto, port
+ * prefix). An isolated direction admits a packet iff one of three exact lookups hits: any peer,
+ * the peer's identity, or the CIDR id its address resolves to in policy_cidrs (longest ipBlock
+ * prefix holding it; excepts are prefixes of their own whose ids the set simply lacks).
+ * Everything that sends from or delivers to a local pod decides through nv_policy_decide()
+ * (overlay tunnel-ingress included), so same-node and cross-node traffic get the same verdicts:
+ * the source's egress where the source is local, the destination's ingress where it is local. */
+
+struct nv_verdict { u32 set; u8 dir; };
+
+static __always_inline void nv_be32(u8 *b, u32 v) {
+    b[0] = v >> 24; b[1] = v >> 16; b[2] = v >> 8; b[3] = v;
+}
+
+static __always_inline int nv_rule_hit(struct nv_prule_key *k, u8 kind, u32 peer) {
+    k->kind = kind;
+    nv_be32(k->peer, peer);
+    struct nv_prule *hit = policy_rules.lookup(k);
+    return hit != 0;
+}
+
+/* 1 when a rule of policy set `set` admits this peer on proto/port. */
+static __always_inline int nv_set_allows(u32 set, u32 peer_id, u32 peer_ip, u8 proto, u16 port) {
+    struct nv_prule_key k = {};
+    k.prefixlen = NV_RULE_KEY_BITS;
+    nv_be32(k.set_id, set);
+    k.protocol = proto;
+    k.port[0] = port >> 8;
+    k.port[1] = port & 0xff;
+    if (nv_rule_hit(&k, NV_PEER_ANY, 0)) return 1;
+    if (peer_id >= 256 && nv_rule_hit(&k, NV_PEER_IDENTITY, peer_id)) return 1;  /* pods only */
+    struct nv_pcidr_key ck = {};
+    ck.prefixlen = 32;
+    nv_be32(ck.ip, peer_ip);
+    struct nv_pcidr *c = policy_cidrs.lookup(&ck);
+    return c && nv_rule_hit(&k, NV_PEER_CIDR, c->cidr_id);
+}
+
+/* One side of a connection, for the local endpoint ep_ip. An endpoint the agent has not
+ * programmed yet falls back to CONFIG DEFAULT_DENY (fail closed in default-deny clusters). */
+static __always_inline u32 nv_side(u32 ep_ip, int ingress, u32 peer_id, u32 peer_ip, u8 proto, u16 dport,
+                                   struct nv_verdict *v) {
+    struct nv_endpoint_key k = { .ip = ep_ip };
+    struct nv_ep_policy *ep = ep_policy.lookup(&k);
+    if (!ep) {
+        if (!nv_cfg(NV_CFG_DEFAULT_DENY)) return 0;
+        v->dir = NV_PDIR_DEFAULT;
+        return NV_DROP_POLICY_DENIED;
+    }
+    if (!(ep->flags & (ingress ? NV_EPF_INGRESS_ISOLATED : NV_EPF_EGRESS_ISOLATED))) return 0;
+    u32 set = ingress ? ep->ingress_set : ep->egress_set;
+    if (nv_set_allows(set, peer_id, peer_ip, proto, dport)) return 0;
+    v->dir = ingress ? NV_PDIR_INGRESS : NV_PDIR_EGRESS;
+    v->set = set;
+    return NV_DROP_POLICY_DENIED;
 }
 
 /* -1 = no entry for this identity pair; else the action. Probes (proto,port), (proto,*), (*,*). */
@@ -119,19 +191,38 @@ static __always_inline int nv_policy_pair(u32 src, u32 dst, u8 proto, u16 port) 
     return -1;
 }
 
-/* 0 = allowed, else the drop reason. Identity pairs as the original NovaNet:
- * (src,dst), then (src,*) (egress rules), then (*,dst) (ingress rules). */
-static __always_inline u32 nv_decide(u32 src_id, u32 dst_id, struct nv_pkt *p, int from_host) {
+/* The verdict (0 = allowed, else the drop reason) for a connection osrc -> odst to port dport,
+ * always in the connection's ORIGINAL orientation. eg_local: osrc is a local pod (enforce its
+ * egress here); in_local: odst is a local pod (enforce its ingress here). */
+static __always_inline u32 nv_policy_decide(u32 osrc_id, u32 odst_id, u32 osaddr, u32 odaddr, u8 proto, u16 dport,
+                                            int eg_local, int in_local, int from_host, struct nv_verdict *v) {
+    v->dir = NV_PDIR_NONE;
+    v->set = 0;
     if (nv_cfg(NV_CFG_POLICY_COUNT)) {
-        int a = nv_policy_pair(src_id, dst_id, p->proto, p->dport);
-        if (a < 0) a = nv_policy_pair(src_id, 0, p->proto, p->dport);
-        if (a < 0) a = nv_policy_pair(0, dst_id, p->proto, p->dport);
+        /* Manual identity-pair overrides (`policies`, the original NovaNet map): (src,dst),
+         * (src,*), (*,dst); the first hit wins. */
+        int a = nv_policy_pair(osrc_id, odst_id, proto, dport);
+        if (a < 0) a = nv_policy_pair(osrc_id, 0, proto, dport);
+        if (a < 0) a = nv_policy_pair(0, odst_id, proto, dport);
         if (a == NV_ACTION_ALLOW) return 0;
         if (a == NV_ACTION_DENY) return NV_DROP_POLICY_DENY_RULE;
     }
     if (from_host) return 0;  /* the node reaches its pods (kubelet probes) unless a rule denies */
-    if (nv_cfg(NV_CFG_DEFAULT_DENY)) return NV_DROP_POLICY_DENIED;
-    return 0;
+    u32 r = 0;
+    if (eg_local) r = nv_side(osaddr, 0, odst_id, odaddr, proto, dport, v);
+    if (!r && in_local) r = nv_side(odaddr, 1, osrc_id, osaddr, proto, dport, v);
+    return r;
+}
+
+static __always_inline int nv_drop_policy(struct nv_pkt *p, u32 src_id, u32 dst_id, u32 reason, u8 hook,
+                                          struct nv_verdict *v) {
+    nv_count(reason);
+    nv_emit_ex(p, src_id, dst_id, NV_VERDICT_DENY, reason, hook, v->dir, v->set);
+    return TC_ACT_SHOT;
+}
+
+static __always_inline int nv_is_local(struct nv_endpoint *e) {
+    return e->ifindex && (e->node_ip == 0 || e->node_ip == (u32)nv_cfg(NV_CFG_NODE_IP));
 }
 
 /* Egress CIDR rules for destinations outside the cluster: /32, /24, /16, /8, /0. */
@@ -152,20 +243,20 @@ static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
 }
 
 /* Conntrack-lite: a flow seen (either direction) under the current policy revision skips the
- * policy probes and emits no event; anything else is a new flow. LRU, so it never fills up. */
-static __always_inline int nv_ct_known(struct nv_flow_key *k, u32 rev) {
-    struct nv_flow_state *st = ct.lookup(k);
-    return st && st->policy_revision == rev;
-}
-
-static __always_inline void nv_ct_create(struct nv_flow_key *k, u32 rev) {
+ * policy lookups and emits no event; anything else is decided. Both directions are inserted when
+ * a flow is admitted, the reverse one flagged REPLY, so replies never need a reverse allow rule.
+ * After a policy change (revision bump) a REPLY entry re-decides the flow's ORIGINAL direction,
+ * never the reply as if it were a new connection. LRU, so it never fills up. */
+static __always_inline void nv_ct_create(struct nv_flow_key *k, u32 rev, int k_is_reply) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
+    st.flags = k_is_reply ? NV_CTF_REPLY : 0;
     ct.update(k, &st);
     struct nv_flow_key r = {};
     r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
     r.protocol = k->protocol;
+    st.flags = k_is_reply ? 0 : NV_CTF_REPLY;
     ct.update(&r, &st);
 }
 
@@ -278,15 +369,26 @@ int nv_from_pod(struct __sk_buff *skb) {
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
-    if (!nv_ct_known(&fk, rev)) {
+    struct nv_flow_state *st = ct.lookup(&fk);
+    if (!st || st->policy_revision != rev) {
+        int reply = st && (st->flags & NV_CTF_REPLY);
+        int dst_local = dst && nv_is_local(dst);
+        struct nv_verdict v = {};
         u32 reason;
+        /* `egress` map (egress gateway/SNAT rules): DENY drops; ALLOW/SNAT do not bypass
+         * NetworkPolicy (SNAT itself is done by the kernel). */
         if (egress_rule == NV_ACTION_DENY) reason = NV_DROP_POLICY_DENY_RULE;
-        else if (egress_rule >= 0) reason = 0;  /* ALLOW or SNAT (SNAT itself is done by the kernel) */
-        else reason = nv_decide(src_id, dst_id, &p, 0);
-        if (reason) return nv_drop(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD);
-        nv_ct_create(&fk, rev);
-        nv_flowstat(NV_FS_NEW_FLOWS);
-        nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
+        else if (reply)  /* the original was dst -> this pod */
+            reason = nv_policy_decide(dst_id, src_id, p.daddr, p.saddr, p.proto, p.sport, dst_local, 1,
+                                      dst_id == NV_ID_HOST, &v);
+        else
+            reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 1, dst_local, 0, &v);
+        if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
+        nv_ct_create(&fk, rev, reply);
+        if (!reply) {
+            nv_flowstat(NV_FS_NEW_FLOWS);
+            nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
+        }
     }
     if (!dst) return TC_ACT_OK;  /* host, world, other nodes' unknown addresses: the kernel routes */
 
@@ -341,11 +443,21 @@ int nv_to_pod(struct __sk_buff *skb) {
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
-    if (nv_ct_known(&fk, rev)) return TC_ACT_OK;
-    u32 reason = nv_decide(src_id, dst_id, &p, from_host);
-    if (reason) return nv_drop(&p, src_id, dst_id, reason, NV_HOOK_TO_POD);
-    nv_ct_create(&fk, rev);
-    nv_flowstat(NV_FS_NEW_FLOWS);
-    nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
+    struct nv_flow_state *st = ct.lookup(&fk);
+    if (st && st->policy_revision == rev) return TC_ACT_OK;
+    int reply = st && (st->flags & NV_CTF_REPLY);
+    struct nv_verdict v = {};
+    u32 reason;
+    if (reply)  /* the original was this pod -> src: its egress, and src's ingress if src is ours */
+        reason = nv_policy_decide(dst_id, src_id, p.daddr, p.saddr, p.proto, p.sport, 1, src && nv_is_local(src),
+                                  0, &v);
+    else  /* the source's egress was decided where it left its pod (here or on its own node) */
+        reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 0, 1, from_host, &v);
+    if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
+    nv_ct_create(&fk, rev, reply);
+    if (!reply) {
+        nv_flowstat(NV_FS_NEW_FLOWS);
+        nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
+    }
     return TC_ACT_OK;
 }

@@ -1,0 +1,323 @@
+"""NetworkPolicy in the agent: compile cluster state (novanet_core.policy) and program the datapath.
+
+One :class:`PolicyEngine` per agent, scoped to this node's pods and sharing the agent's identity
+allocator (so the numbers in compiled rules are the ones the endpoints map carries). The whole
+state is compiled once, at start; after that every state event yields a *delta* (only the local
+endpoints whose compiled policy changed), and only those endpoints are sent to the dataplane's
+``policy.apply``, whose backend writes only the map entries that differ. A full resend (not a
+recompile) happens when the dataplane (re)connects.
+
+Programming latency = from the moment the agent takes a state event in to the moment the dataplane
+acknowledges the maps written (it bumps the policy revision before answering, so established
+flows re-decide from then on). It is exported as ``novanet_agent_policy_programming_seconds``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Histogram
+from prometheus_client.registry import Collector
+
+from novanet_core.agent.dataplane_client import DataplaneUnavailable
+from novanet_core.api.client import ApiClient, Unreachable
+from novanet_core.api.protocol import ApiError
+from novanet_core.policy import (
+    AnyPeer,
+    CidrPeer,
+    DirectionPolicy,
+    EndpointPolicy,
+    IdentityPeer,
+    PolicyEngine,
+    Rule,
+)
+from novanet_core.state.model import StateEvent
+from novanet_core.types import Endpoint
+
+if TYPE_CHECKING:
+    from novanet_core.agent.service import Agent
+
+log = logging.getLogger("novanet.policy")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
+_active: weakref.ref[PolicySync] | None = None
+
+
+# ---------------------------------------------------------------------- wire form
+
+
+def _rule_wire(r: Rule) -> dict[str, Any]:
+    if isinstance(r.peer, AnyPeer):
+        peer: dict[str, Any] = {"any": True}
+    elif isinstance(r.peer, IdentityPeer):
+        peer = {"identities": sorted(r.peer.identities)}
+    else:
+        assert isinstance(r.peer, CidrPeer)
+        peer = {"cidr": r.peer.cidr, "except": list(r.peer.excepts)}
+    ports = None if r.ports is None else [{"protocol": p.protocol, "first": p.first, "last": p.last}
+                                          for p in r.ports]
+    return {"peer": peer, "ports": ports, "policy": r.policy, "origin": r.origin}
+
+
+def _dir_wire(d: DirectionPolicy) -> dict[str, Any]:
+    return {"isolated": d.isolated, "selected_by": list(d.selected_by), "rules": [_rule_wire(r) for r in d.rules]}
+
+
+def endpoint_wire(ep: EndpointPolicy, ip: str) -> dict[str, Any]:
+    """What the dataplane's ``policy.apply`` takes for one local endpoint (its IP from CNI ADD)."""
+    return {"ip": ip, "pod": ep.pod, "identity": ep.identity, "ingress": _dir_wire(ep.ingress),
+            "egress": _dir_wire(ep.egress)}
+
+
+# ---------------------------------------------------------------------- the syncer
+
+
+class PolicySync:
+    def __init__(self, agent: Agent):
+        global _active
+        self.agent = agent
+        self.engine = PolicyEngine(default_deny=agent.config.policy.defaultDeny, node=agent.node.name,
+                                   identities=agent.identities, logger=log)
+        self.supported = True  # False when the datapath has no policy.apply (e.g. datapath: kernel)
+        self.dirty = False  # a send failed: the next resync sends everything
+        self.programmed: dict[str, set[str]] = {}  # pod key -> IPs we sent compiled policy for
+        self.histogram = Histogram("novanet_agent_policy_programming_seconds",
+                                   "State change taken in by the agent -> policy maps written and acknowledged "
+                                   "by the dataplane", buckets=LATENCY_BUCKETS, registry=None)
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=2048)
+        self.last_apply: dict[str, Any] = {}
+        self.compile_seconds = 0.0
+        self._lock = threading.RLock()
+        _active = weakref.ref(self)
+
+    # ------------------------------------------------------------------ entry points (agent)
+    def start(self) -> None:
+        """Full compile of the agent's state, then a full replace in the datapath."""
+        with self._lock:
+            t0 = time.perf_counter()
+            self.engine.load(self.agent.state)
+            self.compile_seconds = time.perf_counter() - t0
+            log.info("policy: compiled %d policies for %d local endpoints in %.1f ms (%d rejected)",
+                     len(self.engine.policies), len(self.engine.endpoints), self.compile_seconds * 1000,
+                     len(self.engine.rejected))
+            self.resync()
+
+    def apply_event(self, ev: StateEvent, received: float | None = None) -> None:
+        """Feed one state event (after the agent applied it to its own state and endpoints)."""
+        t0 = received if received is not None else time.perf_counter()
+        with self._lock:
+            delta = self.engine.apply(ev)
+            if not delta:
+                return
+            ups, dels = [], []
+            for key, ep in delta.items():
+                ips = self._ips_of(key)
+                if ep is None:
+                    dels.extend(self.programmed.pop(key, set()))
+                    continue
+                gone = self.programmed.get(key, set()) - set(ips)
+                dels.extend(gone)
+                ups.extend(endpoint_wire(ep, ip) for ip in ips)
+                if ips:
+                    self.programmed[key] = set(ips)
+            if ups or dels:
+                self._send(ups, dels, False, t0, f"{ev.type} {ev.kind} {getattr(ev.obj, 'key', '')}")
+
+    def endpoint_added(self, ep: Endpoint) -> None:
+        """CNI ADD: program the pod's compiled policy for its new IP (before it can send)."""
+        with self._lock:
+            key = f"{ep.namespace}/{ep.pod}"
+            cp = self.engine.endpoints.get(key)
+            if cp is None:
+                return  # pod unknown to the state source: the datapath's defaultDeny fallback applies
+            self.programmed.setdefault(key, set()).add(ep.ip)
+            self._send([endpoint_wire(cp, ep.ip)], [], False, time.perf_counter(), f"endpoint {key}")
+
+    def endpoint_removed(self, ep: Endpoint) -> None:
+        with self._lock:
+            key = f"{ep.namespace}/{ep.pod}"
+            ips = self.programmed.get(key)
+            if ips is not None:
+                ips.discard(ep.ip)
+                if not ips:
+                    del self.programmed[key]
+            self._send([], [ep.ip], False, time.perf_counter(), f"endpoint {key} removed")
+
+    def resync(self) -> None:
+        """Send the current compiled form for every local endpoint (full replace, no recompile)."""
+        with self._lock:
+            ups = []
+            self.programmed = {}
+            for key, cp in self.engine.endpoints.items():
+                ips = self._ips_of(key)
+                if ips:
+                    self.programmed[key] = set(ips)
+                    ups.extend(endpoint_wire(cp, ip) for ip in ips)
+            self.supported = True
+            self._send(ups, [], True, time.perf_counter(), "resync")
+
+    # ------------------------------------------------------------------ internals
+    def _ips_of(self, pod_key: str) -> list[str]:
+        ns, _, name = pod_key.partition("/")
+        return sorted(e.ip for e in self.agent.store.by_pod(ns, name))
+
+    def _send(self, ups: list[dict[str, Any]], dels: list[str], full: bool, t0: float, what: str) -> None:
+        if not self.supported:
+            return
+        if self.dirty and not full:
+            # an earlier change never reached the datapath: send everything instead of this delta
+            return self.resync()
+        try:
+            res = self.agent.dataplane.call("policy.apply", {"endpoints": ups, "delete": sorted(set(dels)),
+                                                             "full": full})
+        except DataplaneUnavailable as e:
+            self.dirty = True
+            log.warning("policy: %s not programmed (%s); resending everything when the dataplane is back", what, e)
+            return
+        except ApiError as e:
+            if e.code == "unknown_method" or "unknown method" in e.message.lower():
+                self.supported = False
+                log.warning("policy: datapath %s does not enforce NetworkPolicy (no policy.apply)",
+                            self.agent.config.datapath)
+            else:
+                self.dirty = True
+                log.error("policy: datapath refused %s: %s", what, e.message)
+            return
+        self.dirty = False
+        dt = time.perf_counter() - t0
+        self.histogram.observe(dt)
+        self.recent.append({"at": time.time(), "seconds": dt, "what": what, "endpoints": len(ups),
+                            "deleted": len(dels), "full": full,
+                            "written": res.get("rules_added", 0) + res.get("rules_removed", 0) + res.get(
+                                "ep_written", 0) + res.get("ep_removed", 0) + res.get("cidrs_added", 0)
+                            + res.get("cidrs_removed", 0)})
+        self.last_apply = {**res, "what": what, "seconds": round(dt, 6)}
+        log.debug("policy: %s programmed in %.2f ms: %s", what, dt * 1000, res)
+
+    # ------------------------------------------------------------------ queries (agent API)
+    def _labels(self, ident: int) -> dict[str, Any]:
+        for i, ns, labels, _refs in self.agent.identities.items():
+            if i == ident:
+                return {"namespace": ns, "labels": labels}
+        return {"namespace": "", "labels": {}}
+
+    def list_rules(self) -> dict[str, Any]:
+        """Compiled rules as identity pairs (with the labels they stand for), for ``novanetctl policy``."""
+        with self._lock:
+            labels = {i: {"namespace": ns, "labels": lab} for i, ns, lab, _ in self.agent.identities.items()}
+            rows: list[dict[str, Any]] = []
+            for key in sorted(self.engine.endpoints):
+                ep = self.engine.endpoints[key]
+                local = {"endpoint": key, "ips": sorted(self.programmed.get(key, ())), "identity": ep.identity,
+                         "labels": labels.get(ep.identity, {}).get("labels", {})}
+                for dname in ("ingress", "egress"):
+                    d = ep.direction(dname)
+                    if not d.isolated:
+                        continue
+                    for r in d.rules:
+                        for peer in _peers(r, labels):
+                            rows.append({**local, "direction": dname, "peer": peer, **_ports(r), "action": "ALLOW",
+                                         "policy": r.policy, "origin": r.origin})
+                    rows.append({**local, "direction": dname, "peer": {"kind": "any"}, "protocol": "*",
+                                 "ports": "*", "action": "DENY",
+                                 "policy": ", ".join(d.selected_by) or "defaultDeny",
+                                 "origin": "isolated: anything no rule above allows"})
+            return {"defaultDeny": self.engine.default_deny, "rules": rows,
+                    "rejected": {k: v for k, v in sorted(self.engine.rejected.items())},
+                    "warnings": self.engine.warnings(), "policies": sorted(self.engine.policies)}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            lat = sorted(r["seconds"] for r in self.recent if not r["full"])
+            return {"supported": self.supported, "dirty": self.dirty, "defaultDeny": self.engine.default_deny,
+                    "policies": len(self.engine.policies), "rejected": len(self.engine.rejected),
+                    "endpoints": len(self.engine.endpoints), "programmedEndpoints": sum(
+                        len(v) for v in self.programmed.values()),
+                    "compileSeconds": round(self.compile_seconds, 6), "lastApply": self.last_apply,
+                    "programming": {"count": len(lat), "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
+                                    "max": lat[-1] if lat else None},
+                    "recent": list(self.recent)[-200:]}
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _peers(r: Rule, labels: dict[int, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    if isinstance(r.peer, AnyPeer):
+        yield {"kind": "any"}
+    elif isinstance(r.peer, IdentityPeer):
+        for i in sorted(r.peer.identities):
+            yield {"kind": "identity", "identity": i, **labels.get(i, {"namespace": "", "labels": {}})}
+    else:
+        assert isinstance(r.peer, CidrPeer)
+        yield {"kind": "cidr", "cidr": r.peer.cidr, "except": list(r.peer.excepts)}
+
+
+def _ports(r: Rule) -> dict[str, str]:
+    if r.ports is None:
+        return {"protocol": "*", "ports": "*"}
+    protos = sorted({p.protocol for p in r.ports})
+    parts = []
+    for p in r.ports:
+        if p.first == 0 and p.last == 65535:
+            parts.append(f"{p.protocol}/*")
+        elif p.first == p.last:
+            parts.append(f"{p.protocol}/{p.first}")
+        else:
+            parts.append(f"{p.protocol}/{p.first}-{p.last}")
+    if len(protos) == 1:
+        return {"protocol": protos[0], "ports": ",".join(x.split("/", 1)[1] for x in parts)}
+    return {"protocol": ",".join(protos), "ports": ",".join(parts)}
+
+
+# ---------------------------------------------------------------------- API and metrics
+
+
+def register_api(router: Any, agent: Agent) -> None:
+    def sync() -> PolicySync:
+        s = getattr(agent, "policy", None)
+        if s is None:
+            raise ApiError("unavailable", "NetworkPolicy is not running in this agent")
+        return s
+
+    def drops(p: dict[str, Any]) -> Any:
+        """Recent POLICY_DENIED/POLICY_DENY_RULE drops from the datapath, each with the policy behind it."""
+        limit = p.get("limit", 100)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ApiError("invalid_params", f"limit: {limit!r} is not a non-negative integer")
+        try:
+            with ApiClient(agent.config.sockets.dataplane, timeout=10) as c:  # a stream: own connection
+                evs = list(c.stream("ebpf.flows", {"drops_only": True, "limit": 100000}))
+        except Unreachable as e:
+            raise ApiError("unavailable", str(e)) from None
+        pods = {pod.ip: pod.key for pod in agent.state.pods.values() if pod.ip}
+        out = []
+        for e in evs:
+            if "policy_reason" not in e:
+                continue
+            out.append({**e, "src_pod": pods.get(e["src_ip"], ""), "dst_pod": pods.get(e["dst_ip"], "")})
+        return out[-limit:] if limit else []
+
+    router.add("policy.list", lambda p: sync().list_rules(),
+               doc="compiled NetworkPolicy rules as identity pairs; rejected policies; warnings")
+    router.add("policy.status", lambda p: sync().status(),
+               doc="NetworkPolicy sync: counts, programming latency (p50/p99), last apply")
+    router.add("policy.drops", drops, doc="recent policy drops, each naming its policy")
+
+
+class PolicyMetrics(Collector):
+    """``novanet_agent_policy_programming_seconds`` of the running agent's syncer."""
+
+    def collect(self) -> Iterator[Any]:
+        s = _active() if _active else None
+        if s is not None:
+            yield from s.histogram.collect()

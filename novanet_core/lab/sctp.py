@@ -1,0 +1,174 @@
+"""SCTP reachability probes without SCTP sockets (this kernel has no SCTP module).
+
+Each probe is a crafted SCTP INIT chunk sent from the source pod through a raw IPv4 socket
+(``IPPROTO_SCTP``, so the kernel adds the IP header and routes it like any pod packet), carrying a
+unique initiate tag. Every target pod has a raw ``IPPROTO_SCTP`` socket open for the duration of
+the probe round, in its own netns: the kernel hands it every SCTP packet addressed to the pod
+(raw delivery happens before the missing protocol handler would answer "protocol unreachable").
+A probe is ``allowed`` when its INIT (source IP, destination port, tag) arrived at the target,
+``blocked`` when nothing arrived by the timeout. There is no handshake: arrival of the first
+packet of the association is exactly what a NetworkPolicy decides.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Sequence
+
+from novanet_core.lab.netns import setns_thread
+from novanet_core.lab.paths import NETNS_DIR
+from novanet_core.lab.probe import Endpoint, ProbeResult
+
+IPPROTO_SCTP = 132
+REASON_ARRIVED = "sctp-init-arrived"
+REASON_DROPPED = "sctp-init-not-received"
+NOTE = ("SCTP probes: this kernel has no SCTP sockets, so each probe is a crafted SCTP INIT chunk sent "
+        "through a raw socket; '.' = the INIT reached a raw-socket receiver in the target pod, "
+        "'X' = it did not arrive within the timeout.")
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def init_packet(sport: int, dport: int, tag: int) -> bytes:
+    """SCTP common header (verification tag 0, as INIT requires) + one INIT chunk (RFC 9260 3.3.2)."""
+    chunk = struct.pack("!BBHIIHHI", 1, 0, 20, tag, 65535, 10, 10, tag)
+    hdr = struct.pack("!HHII", sport, dport, 0, 0)
+    csum = crc32c(hdr + chunk)
+    # the CRC32c is stored little-endian on the wire (RFC 9260 appendix A)
+    return struct.pack("!HHI", sport, dport, 0) + struct.pack("<I", csum) + chunk
+
+
+def parse_init(pkt: bytes) -> tuple[str, int, int] | None:
+    """(source IP, destination port, initiate tag) of an IPv4 packet carrying an SCTP INIT."""
+    if len(pkt) < 20:
+        return None
+    ihl = (pkt[0] & 0x0F) * 4
+    if pkt[9] != IPPROTO_SCTP or len(pkt) < ihl + 12 + 8:
+        return None
+    src = socket.inet_ntoa(pkt[12:16])
+    _, dport = struct.unpack_from("!HH", pkt, ihl)
+    ctype = pkt[ihl + 12]
+    if ctype != 1:
+        return None
+    (tag,) = struct.unpack_from("!I", pkt, ihl + 16)
+    return src, dport, tag
+
+
+class _Receiver(threading.Thread):
+    def __init__(self, target: Endpoint, ready: threading.Barrier, stop: threading.Event):
+        super().__init__(name=f"sctp-rx:{target.key}", daemon=True)
+        self.target, self.ready, self.stop = target, ready, stop
+        self.seen: set[tuple[str, int, int]] = set()
+        self.error = ""
+
+    def run(self) -> None:
+        sock = None
+        try:
+            setns_thread(str(NETNS_DIR / self.target.netns))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP)
+            sock.setblocking(False)
+        except OSError as e:
+            self.error = f"error: receiver: {e}"
+        try:
+            self.ready.wait()
+        except threading.BrokenBarrierError:
+            pass
+        if sock is None:
+            return
+        try:
+            while not self.stop.is_set():
+                r, _, _ = select.select([sock], [], [], 0.02)
+                if not r:
+                    continue
+                while True:
+                    try:
+                        pkt = sock.recv(65535)
+                    except BlockingIOError:
+                        break
+                    got = parse_init(pkt)
+                    if got is not None:
+                        self.seen.add(got)
+        finally:
+            sock.close()
+
+
+def probe_sctp(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: Sequence[int],
+               timeout: float) -> list[ProbeResult]:
+    """INIT from every source to every target on every port; results in source, port, target order."""
+    stop = threading.Event()
+    ready = threading.Barrier(len(targets) + 1)
+    receivers = {t.key: _Receiver(t, ready, stop) for t in targets}
+    for r in receivers.values():
+        r.start()
+    ready.wait()  # every target listens before the first INIT leaves
+    base = int.from_bytes(os.urandom(4), "big") | 1
+    plan: list[tuple[Endpoint, Endpoint, int, int, int]] = []  # src, dst, port, sport, tag
+    n = 0
+    for s in sources:
+        for port in ports:
+            for t in targets:
+                n += 1
+                plan.append((s, t, port, 32768 + n % 28000, ((base + n * 2654435761) & 0xFFFFFFFF) or 1))
+    send_errors: dict[str, str] = {}
+    started = time.monotonic()
+
+    def send(src: Endpoint) -> None:
+        try:
+            setns_thread(str(NETNS_DIR / src.netns))
+            with socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP) as sk:
+                mine = [p for p in plan if p[0].key == src.key]
+                for attempt in range(3):  # resent in case a first packet met a neighbour resolution
+                    for _, t, port, sport, tag in mine:
+                        try:
+                            sk.sendto(init_packet(sport, port, tag), (t.ip, 0))
+                        except OSError:
+                            pass  # an unreachable route shows up as "not received"
+                    if attempt < 2:
+                        time.sleep(timeout / 3)
+        except OSError as e:
+            send_errors[src.key] = f"error: sender: {e}"
+
+    senders = [threading.Thread(target=send, args=(s,), daemon=True) for s in sources]
+    for th in senders:
+        th.start()
+    for th in senders:
+        th.join()
+    remaining = started + timeout - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    stop.set()
+    for r in receivers.values():
+        r.join(timeout=2)
+    ms = (time.monotonic() - started) * 1000
+    out = []
+    for s, t, port, _sport, tag in plan:
+        rx = receivers[t.key]
+        if s.key in send_errors or rx.error:
+            out.append(ProbeResult(s.key, t.key, port, "SCTP", False, send_errors.get(s.key) or rx.error, ms))
+            continue
+        ok = (s.ip, port, tag) in rx.seen
+        out.append(ProbeResult(s.key, t.key, port, "SCTP", ok, REASON_ARRIVED if ok else REASON_DROPPED, ms))
+    return out

@@ -1,0 +1,502 @@
+"""Compiled NetworkPolicy (novanet_core.policy) -> the eBPF maps ``policy_rules``, ``policy_cidrs``
+and ``ep_policy``, kept in sync incrementally.
+
+Representation (see docs/datapath.md, "NetworkPolicy maps"):
+
+* A **policy set** is the rule list of one isolated direction of one endpoint. Endpoints whose
+  direction compiled to the same rules share one set (usually: all pods of one identity), so a
+  set plays the part of the local identity in an identity pair, while still allowing two pods of
+  one identity to differ (named ports resolved per pod, default-deny mirrors of /32 peers).
+* ``policy_rules`` is an LPM trie keyed ``(set, peer kind, peer, protocol, port prefix)``; a port
+  range becomes at most 30 aligned prefixes, "any port of a protocol" one entry, "any protocol"
+  one entry that stops before the protocol byte. Peers: ANY (peer 0), IDENTITY (a pod identity),
+  CIDR (a CIDR id).
+* ``policy_cidrs`` maps every ipBlock prefix in use (cidrs *and* excepts) to a CIDR id. An address
+  resolves to its longest prefix L; a rule ``cidr N except E`` gets entries for every prefix L in
+  use with L inside N and inside no except. Prefixes are nested or disjoint, so that is exact.
+* ``ep_policy``: endpoint IP -> {ingress set, egress set, isolation flags}.
+
+Updates are make-before-break: new rule entries, then new CIDR prefixes, then endpoint pointers,
+then removals; the caller bumps the policy revision once at the end so flows re-decide.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import logging
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from novanet_core.backends import ConfigError
+from novanet_core.identity import fnv1a32
+from novanet_ebpf_policy.layouts import RULE_KEY_BITS, EpPolicyFlag, PeerKind
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
+EMPTY_SET = 0  # "isolated, no rule": a set id with no entries, so every lookup misses
+PEER_BITS = 72  # set 32 + kind 8 + peer 32: every key covers at least these
+PROTO_BITS = PEER_BITS + 8
+
+_PREFIX = struct.Struct("<I")  # the trie's prefixlen is host order ...
+_DATA = struct.Struct(">IBIBH")  # ... its data big-endian, so the MSB-first prefix reads in field order
+RULE_VALUE = struct.Struct("<I")
+CIDR_VALUE = struct.Struct("<I")
+EP_KEY = struct.Struct("<I")
+EP_VALUE = struct.Struct("<IIII")
+
+
+def rule_key(prefixlen: int, set_id: int, kind: int, peer: int, proto: int = 0, port: int = 0) -> bytes:
+    return _PREFIX.pack(prefixlen) + _DATA.pack(set_id, kind, peer, proto, port)
+
+
+def decode_rule_key(k: bytes) -> tuple[int, int, int, int, int, int]:
+    (plen,) = _PREFIX.unpack_from(k, 0)
+    return (plen, *_DATA.unpack_from(k, 4))
+
+
+def cidr_key(net: ipaddress.IPv4Network) -> bytes:
+    return _PREFIX.pack(net.prefixlen) + net.network_address.packed
+
+
+def port_prefixes(first: int, last: int) -> list[tuple[int, int]]:
+    """``[first, last]`` as aligned blocks ``(start, prefix bits)``: at most 30 for 16-bit ports."""
+    out = []
+    while first <= last:
+        k = 16 if first == 0 else (first & -first).bit_length() - 1
+        while first + (1 << k) - 1 > last:
+            k -= 1
+        out.append((first, 16 - k))
+        first += 1 << k
+    return out
+
+
+def rule_ref(policy: str, origin: str) -> int:
+    return fnv1a32(f"{policy} {origin}".encode()) or 1
+
+
+@dataclass(frozen=True)
+class NRule:
+    """One allow rule as the datapath sees it (an IdentityPeer with n identities is n NRules)."""
+
+    kind: int  # PeerKind
+    peer: int  # identity (IDENTITY), else 0
+    cidr: str  # CIDR (CIDR), else ""
+    excepts: tuple[str, ...]
+    ports: tuple[tuple[int, int, int], ...] | None  # (protocol number, first, last); None = all
+    ref: int  # rule_ref(policy, origin)
+
+
+def _order(r: NRule) -> tuple[Any, ...]:
+    return (r.kind, r.peer, r.cidr, r.excepts, r.ports is not None, r.ports or (), r.ref)
+
+
+@dataclass(frozen=True)
+class DirSpec:
+    isolated: bool
+    rules: tuple[NRule, ...]  # sorted, deduplicated: the set's identity
+    selected_by: tuple[str, ...]
+    refs: tuple[tuple[int, str], ...] = ()  # ref -> "policy origin", for listings
+
+
+@dataclass(frozen=True)
+class EpSpec:
+    ip: str
+    pod: str
+    identity: int
+    ingress: DirSpec
+    egress: DirSpec
+
+
+def _fail(field_: str, msg: str) -> ConfigError:
+    return ConfigError(f"{field_}: {msg}")
+
+
+def _parse_ports(v: Any, where: str) -> tuple[tuple[int, int, int], ...] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise _fail(where, f"{v!r} is not a list or null")
+    out = set()
+    for i, p in enumerate(v):
+        w = f"{where}[{i}]"
+        if not isinstance(p, dict):
+            raise _fail(w, f"{p!r} is not an object")
+        proto = p.get("protocol")
+        if proto not in PROTOCOLS:
+            raise _fail(f"{w}.protocol", f"{proto!r} is not one of TCP, UDP, SCTP")
+        first, last = p.get("first"), p.get("last")
+        if not (isinstance(first, int) and isinstance(last, int) and 0 <= first <= last <= 65535):
+            raise _fail(w, f"first/last {first!r}..{last!r} is not a port range within 0..65535")
+        out.add((PROTOCOLS[proto], first, last))
+    return tuple(sorted(out))
+
+
+def _parse_rule(r: Any, where: str) -> tuple[list[NRule], str]:
+    if not isinstance(r, dict):
+        raise _fail(where, f"{r!r} is not an object")
+    policy, origin = r.get("policy", ""), r.get("origin", "")
+    if not isinstance(policy, str) or not isinstance(origin, str):
+        raise _fail(where, "policy and origin must be strings")
+    ports = _parse_ports(r.get("ports"), f"{where}.ports")
+    ref = rule_ref(policy, origin)
+    peer = r.get("peer")
+    if not isinstance(peer, dict):
+        raise _fail(f"{where}.peer", f"{peer!r} is not an object")
+    if peer.get("any"):
+        return [NRule(PeerKind.ANY, 0, "", (), ports, ref)], f"{policy} {origin}"
+    if "identities" in peer:
+        ids = peer["identities"]
+        if not isinstance(ids, list) or not all(isinstance(i, int) and 0 < i < 2**32 for i in ids):
+            raise _fail(f"{where}.peer.identities", f"{ids!r} is not a list of identities")
+        return [NRule(PeerKind.IDENTITY, i, "", (), ports, ref) for i in sorted(set(ids))], f"{policy} {origin}"
+    if "cidr" in peer:
+        try:
+            net = ipaddress.ip_network(peer["cidr"], strict=False)
+            exc = tuple(sorted(str(ipaddress.ip_network(e, strict=False)) for e in peer.get("except") or ()))
+        except (TypeError, ValueError) as e:
+            raise _fail(f"{where}.peer", f"bad CIDR ({e})") from None
+        if net.version != 4:
+            return [], f"{policy} {origin}"  # an IPv4-only datapath: an IPv6 block can match no packet
+        return [NRule(PeerKind.CIDR, 0, str(net), exc, ports, ref)], f"{policy} {origin}"
+    raise _fail(f"{where}.peer", "needs one of any, identities, cidr")
+
+
+def _parse_dir(d: Any, where: str) -> DirSpec:
+    if not isinstance(d, dict):
+        raise _fail(where, f"{d!r} is not an object")
+    isolated = d.get("isolated", False)
+    if not isinstance(isolated, bool):
+        raise _fail(f"{where}.isolated", f"{isolated!r} is not a boolean")
+    rules: set[NRule] = set()
+    refs: dict[int, str] = {}
+    raw = d.get("rules") or []
+    if not isinstance(raw, list):
+        raise _fail(f"{where}.rules", "must be a list")
+    for i, r in enumerate(raw):
+        nrs, name = _parse_rule(r, f"{where}.rules[{i}]")
+        rules.update(nrs)
+        for n in nrs:
+            refs[n.ref] = name
+    sel = d.get("selected_by") or []
+    if not isinstance(sel, list) or not all(isinstance(s, str) for s in sel):
+        raise _fail(f"{where}.selected_by", "must be a list of policy names")
+    if not isolated:
+        return DirSpec(False, (), tuple(sel))
+    return DirSpec(True, tuple(sorted(rules, key=_order)), tuple(sel), tuple(sorted(refs.items())))
+
+
+def parse_endpoint(d: Any, where: str = "endpoint") -> EpSpec:
+    """The wire form the agent sends (``novanet_core.agent.policy_sync.endpoint_wire``)."""
+    if not isinstance(d, dict):
+        raise _fail(where, f"{d!r} is not an object")
+    ip = d.get("ip")
+    try:
+        ipaddress.IPv4Address(str(ip))
+    except ValueError:
+        raise _fail(f"{where}.ip", f"{ip!r} is not an IPv4 address") from None
+    ident = d.get("identity", 0)
+    if not isinstance(ident, int):
+        raise _fail(f"{where}.identity", f"{ident!r} is not an integer")
+    return EpSpec(str(ip), str(d.get("pod", "")), ident, _parse_dir(d.get("ingress", {}), f"{where}.ingress"),
+                  _parse_dir(d.get("egress", {}), f"{where}.egress"))
+
+
+@dataclass
+class _Set:
+    rules: tuple[NRule, ...] | None  # None: adopted from live maps, content unknown until matched
+    entries: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class CidrIndex:
+    """The IPv4 prefixes in use, sorted by start address, for "which prefixes lie inside N"."""
+
+    def __init__(self, ids: Mapping[str, int]):
+        self.ids = dict(ids)
+        nets = sorted((ipaddress.IPv4Network(c) for c in ids), key=lambda n: (int(n.network_address), n.prefixlen))
+        self._starts = [int(n.network_address) for n in nets]
+        self._nets = nets
+
+    def inside(self, n: ipaddress.IPv4Network) -> Iterable[ipaddress.IPv4Network]:
+        lo = bisect.bisect_left(self._starts, int(n.network_address))
+        hi = bisect.bisect_right(self._starts, int(n.broadcast_address))
+        for net in self._nets[lo:hi]:
+            if net.prefixlen >= n.prefixlen:
+                yield net
+
+
+def set_entries(set_id: int, rules: Iterable[NRule], cidrs: CidrIndex) -> dict[bytes, bytes]:
+    """Every trie entry of one policy set (value: the lowest rule ref producing that key)."""
+    out: dict[bytes, int] = {}
+
+    def put(k: bytes, ref: int) -> None:
+        cur = out.get(k)
+        if cur is None or ref < cur:
+            out[k] = ref
+
+    for r in rules:
+        if r.kind == PeerKind.CIDR:
+            n = ipaddress.IPv4Network(r.cidr)
+            excepts = [ipaddress.IPv4Network(e) for e in r.excepts]
+            peers = [(PeerKind.CIDR, cidrs.ids[str(L)]) for L in cidrs.inside(n)
+                     if not any(L.subnet_of(e) for e in excepts if e.version == 4)]
+        else:
+            peers = [(r.kind, r.peer)]
+        for kind, peer in peers:
+            if r.ports is None:
+                put(rule_key(PEER_BITS, set_id, kind, peer), r.ref)
+                continue
+            for proto, first, last in r.ports:
+                for start, bits in port_prefixes(first, last):
+                    put(rule_key(PROTO_BITS + bits, set_id, kind, peer, proto, start), r.ref)
+    return {k: RULE_VALUE.pack(v) for k, v in out.items()}
+
+
+def _ep_value(ingress_set: int, egress_set: int, ingress: bool, egress: bool) -> bytes:
+    flags = (EpPolicyFlag.INGRESS_ISOLATED if ingress else 0) | (EpPolicyFlag.EGRESS_ISOLATED if egress else 0)
+    return EP_VALUE.pack(ingress_set, egress_set, int(flags), 0)
+
+
+def ip_key(ip: str) -> bytes:
+    return EP_KEY.pack(int(ipaddress.IPv4Address(ip)))
+
+
+class MapIO:
+    """What :class:`PolicyProgrammer` needs from the maps (the backend's MapHandles)."""
+
+    def update(self, name: str, key: bytes, value: bytes) -> None: ...
+    def delete(self, name: str, key: bytes) -> bool: ...
+    def items(self, name: str) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+@dataclass
+class ApplyStats:
+    endpoints: int = 0
+    sets: int = 0
+    rules_added: int = 0
+    rules_removed: int = 0
+    cidrs_added: int = 0
+    cidrs_removed: int = 0
+    ep_written: int = 0
+    ep_removed: int = 0
+
+    def changed(self) -> bool:
+        return any((self.rules_added, self.rules_removed, self.cidrs_added, self.cidrs_removed, self.ep_written,
+                    self.ep_removed))
+
+
+class PolicyProgrammer:
+    """Owns the three policy maps; :meth:`apply` takes endpoint upserts/deletes and writes diffs."""
+
+    def __init__(self, maps: MapIO):
+        self.m = maps
+        self.endpoints: dict[str, EpSpec] = {}
+        self.ep_values: dict[str, bytes] = {}  # ip -> ep_policy value as written
+        self.sets: dict[int, _Set] = {}
+        self.by_rules: dict[tuple[NRule, ...], int] = {}
+        self.cidr_ids: dict[str, int] = {}
+        self.refs: dict[int, str] = {}
+        self._next_set = 1
+        self._next_cidr = 1
+
+    # ------------------------------------------------------------------ restart
+    def adopt_live(self) -> dict[str, int]:
+        """Read what a previous dataplane process left in the pinned maps, so that the agent's
+        full resync after a restart rewrites nothing that is already right."""
+        for k, v in self.m.items("policy_cidrs"):
+            (plen,) = _PREFIX.unpack_from(k, 0)
+            net = ipaddress.IPv4Network((ipaddress.IPv4Address(k[4:8]), plen))
+            (cid,) = CIDR_VALUE.unpack(v)
+            self.cidr_ids[str(net)] = cid
+            self._next_cidr = max(self._next_cidr, cid + 1)
+        for k, v in self.m.items("policy_rules"):
+            sid = decode_rule_key(k)[1]
+            self.sets.setdefault(sid, _Set(None)).entries[bytes(k)] = bytes(v)
+            self._next_set = max(self._next_set, sid + 1)
+        for k, v in self.m.items("ep_policy"):
+            ip = str(ipaddress.IPv4Address(EP_KEY.unpack(k)[0]))
+            self.ep_values[ip] = bytes(v)
+            a, b, _, _ = EP_VALUE.unpack(v)
+            self._next_set = max(self._next_set, a + 1, b + 1)
+        return {"sets": len(self.sets), "cidrs": len(self.cidr_ids), "endpoints": len(self.ep_values)}
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, upserts: list[EpSpec], deletes: Iterable[str] = (), full: bool = False) -> ApplyStats:
+        st = ApplyStats()
+        desired = {} if full else dict(self.endpoints)
+        for ip in deletes:
+            desired.pop(ip, None)
+        for ep in upserts:
+            desired[ep.ip] = ep
+        st.endpoints = len(desired)
+        for ep in desired.values():
+            for d in (ep.ingress, ep.egress):
+                self.refs.update(d.refs)
+
+        # 1. which rule lists are needed, and by how many directions
+        wanted: dict[tuple[NRule, ...], int] = {}
+        for ep in desired.values():
+            for d in (ep.ingress, ep.egress):
+                if d.isolated:
+                    wanted[d.rules] = wanted.get(d.rules, 0) + 1
+
+        # 2. CIDR prefixes in use (cidrs and excepts of every wanted rule); ids stay per prefix
+        prefixes: set[str] = set()
+        for rules in wanted:
+            for r in rules:
+                if r.kind == PeerKind.CIDR:
+                    prefixes.add(r.cidr)
+                    prefixes.update(e for e in r.excepts if ipaddress.ip_network(e).version == 4)
+        new_cidrs = {}
+        for p in sorted(prefixes):
+            cid = self.cidr_ids.get(p)
+            if cid is None:
+                cid, self._next_cidr = self._next_cidr, self._next_cidr + 1
+            new_cidrs[p] = cid
+        cidr_changed = set(new_cidrs) != set(self.cidr_ids)
+        index = CidrIndex(new_cidrs)
+
+        # 3. a set id per wanted rule list: existing, adopted (same entries), reused in place
+        #    (an old list nobody wants any more, taken over by one that replaced it), or new
+        assign: dict[tuple[NRule, ...], int] = {}
+        free_old = [sid for sid, s in self.sets.items() if s.rules is not None and s.rules not in wanted]
+        moved_from: dict[tuple[NRule, ...], list[int]] = {}
+        for ep in upserts:
+            old = self.endpoints.get(ep.ip)
+            if old is None:
+                continue
+            for od, nd in ((old.ingress, ep.ingress), (old.egress, ep.egress)):
+                if od.isolated and nd.isolated and od.rules != nd.rules and od.rules in self.by_rules:
+                    moved_from.setdefault(nd.rules, []).append(self.by_rules[od.rules])
+        # restart: a live set with exactly the entries this list needs keeps its id (compared with
+        # the set id zeroed)
+        orphans = {frozenset((_reset_set(k), v) for k, v in s.entries.items()): sid
+                   for sid, s in self.sets.items() if s.rules is None}
+        taken: set[int] = {EMPTY_SET}
+        for rules in sorted(wanted, key=lambda r: (len(r), [_order(x) for x in r])):
+            sid = EMPTY_SET if not rules else self.by_rules.get(rules)
+            if sid is None and orphans:
+                osid = orphans.get(frozenset(set_entries(0, rules, index).items()))
+                if osid is not None and osid not in taken:
+                    sid = osid
+            if sid is None:
+                for osid in moved_from.get(rules, ()):
+                    if osid in free_old and osid not in taken:
+                        sid = osid
+                        break
+            if sid is None:
+                sid, self._next_set = self._next_set, self._next_set + 1
+            assign[rules] = sid
+            taken.add(sid)
+
+        # 4. entries per set: recompute the sets whose list changed, and CIDR sets if prefixes did
+        new_entries: dict[int, dict[bytes, bytes]] = {}
+        for rules, sid in assign.items():
+            cur = self.sets.get(sid)
+            has_cidr = any(r.kind == PeerKind.CIDR for r in rules)
+            if cur is not None and cur.rules == rules and not (cidr_changed and has_cidr):
+                new_entries[sid] = cur.entries
+            else:
+                new_entries[sid] = set_entries(sid, rules, index)
+        st.sets = len(new_entries)
+
+        # 5. make before break
+        for sid, ents in new_entries.items():
+            old = self.sets[sid].entries if sid in self.sets else {}
+            if ents is old:
+                continue
+            for k, v in ents.items():
+                if old.get(k) != v:
+                    self.m.update("policy_rules", k, v)
+                    st.rules_added += 1
+        for p, cid in new_cidrs.items():
+            if self.cidr_ids.get(p) != cid:
+                self.m.update("policy_cidrs", cidr_key(ipaddress.IPv4Network(p)), CIDR_VALUE.pack(cid))
+                st.cidrs_added += 1
+        new_values: dict[str, bytes] = {}
+        for ip, ep in desired.items():
+            i = assign[ep.ingress.rules] if ep.ingress.isolated else 0
+            e = assign[ep.egress.rules] if ep.egress.isolated else 0
+            new_values[ip] = _ep_value(i, e, ep.ingress.isolated, ep.egress.isolated)
+            if self.ep_values.get(ip) != new_values[ip]:
+                self.m.update("ep_policy", ip_key(ip), new_values[ip])
+                st.ep_written += 1
+        for ip in set(self.ep_values) - set(new_values):
+            self.m.delete("ep_policy", ip_key(ip))
+            st.ep_removed += 1
+        for p in set(self.cidr_ids) - set(new_cidrs):
+            self.m.delete("policy_cidrs", cidr_key(ipaddress.IPv4Network(p)))
+            st.cidrs_removed += 1
+        for sid, s in self.sets.items():
+            keep = new_entries.get(sid, {})
+            for k in s.entries:
+                if k not in keep:
+                    self.m.delete("policy_rules", k)
+                    st.rules_removed += 1
+
+        # 6. remember
+        self.endpoints = desired
+        self.ep_values = new_values
+        self.cidr_ids = new_cidrs
+        self.sets = {sid: _Set(rules, new_entries[sid]) for rules, sid in assign.items()}
+        self.by_rules = dict(assign)
+        return st
+
+    # ------------------------------------------------------------------ queries
+    def set_users(self) -> dict[int, list[tuple[str, str, str]]]:
+        """set id -> [(ip, pod, direction)]."""
+        out: dict[int, list[tuple[str, str, str]]] = {}
+        for ip, ep in self.endpoints.items():
+            for name, d in (("ingress", ep.ingress), ("egress", ep.egress)):
+                if d.isolated:
+                    out.setdefault(self.by_rules[d.rules], []).append((ip, ep.pod, name))
+        return out
+
+    def rule_count(self) -> int:
+        return sum(len(s.entries) for s in self.sets.values())
+
+    def explain(self, policy_dir: int, src_ip: str, dst_ip: str) -> tuple[str, list[str]]:
+        """Why a POLICY_DENIED drop happened: a sentence and the policies that isolate that side."""
+        if policy_dir == 3:
+            return "defaultDeny: the endpoint has no compiled policy in the datapath yet", []
+        if policy_dir not in (1, 2):
+            return "", []
+        ip, name = (src_ip, "egress") if policy_dir == 1 else (dst_ip, "ingress")
+        ep = self.endpoints.get(ip)
+        if ep is None:
+            return f"{name} of {ip}: no policy allowed it", []
+        d = ep.ingress if policy_dir == 2 else ep.egress
+        why = f"isolated by {', '.join(d.selected_by)}" if d.selected_by else "isolated by defaultDeny"
+        return f"{name} of {ep.pod} {why}: no policy allowed it", list(d.selected_by)
+
+
+def _reset_set(k: bytes) -> bytes:
+    """The key with its set id zeroed (compare live entries to freshly computed ones by shape)."""
+    return k[:4] + b"\x00\x00\x00\x00" + k[8:]
+
+
+def describe_entry(k: bytes, v: bytes, refs: Mapping[int, str], cidrs_by_id: Mapping[int, str]) -> dict[str, Any]:
+    plen, sid, kind, peer, proto, port = decode_rule_key(k)
+    (ref,) = RULE_VALUE.unpack(v)
+    d: dict[str, Any] = {"set": sid, "peer_kind": PeerKind(kind).name.lower(), "prefixlen": plen}
+    if kind == PeerKind.IDENTITY:
+        d["peer_identity"] = peer
+    elif kind == PeerKind.CIDR:
+        d["peer_cidr"] = cidrs_by_id.get(peer, f"#{peer}")
+    if plen <= PEER_BITS:
+        d.update(protocol="*", ports="*")
+    else:
+        bits = plen - PROTO_BITS
+        last = port + (1 << (16 - bits)) - 1
+        d["protocol"] = PROTO_NAMES.get(proto, str(proto))
+        d["ports"] = "*" if bits == 0 else (str(port) if bits == 16 else f"{port}-{last}")
+    name = refs.get(ref, "")
+    d["policy"], _, d["origin"] = name.partition(" ")
+    return d
+
+
+assert RULE_KEY_BITS == 96 and len(rule_key(0, 0, 0, 0)) == 16
