@@ -10,7 +10,7 @@ PKGS=(
   iperf3 sockperf nftables iptables  # benchmarks and their peers
   containernetworking-plugins       # reference bridge + host-local for benchmarks, loopback for podman
   podman runc busybox-static        # a real CNI client
-  tcpdump tshark                    # wire-format proofs
+  tcpdump tshark ethtool            # wire-format proofs; ethtool switches tunnel offloads (overlay tests)
   frr                               # native routing
 )
 missing=()
