@@ -20,8 +20,9 @@ def flow_row(e: dict[str, Any], with_reason: bool) -> list[str]:
     row = [_ts(e["timestamp"]), e["src_ip"], e["dst_ip"], str(e["src_identity"]), str(e["dst_identity"]),
            e["protocol_name"], str(e["dst_port"]), e["verdict"], str(e["bytes"])]
     if with_reason:
-        row.append(e["drop_reason_name"])
-        row.append(e.get("policy_reason", "-"))
+        # POLICY_DENIED names the policy behind it in the same cell (the column set is a stable contract)
+        why = e.get("policy_reason") if e["drop_reason_name"] == "POLICY_DENIED" else None
+        row.append(f"{e['drop_reason_name']}: {why}" if why else e["drop_reason_name"])
     return row
 
 
@@ -42,7 +43,7 @@ def _output(o: str | None) -> str:
 
 def _stream_flows(identity: int, follow: bool, drops_only: bool, limit: int, out: str) -> None:
     client = _obj().dataplane()
-    header = FLOW_COLUMNS + (["DROP_REASON", "POLICY"] if drops_only else [])
+    header = FLOW_COLUMNS + (["DROP_REASON"] if drops_only else [])
     params = {"identity": identity, "drops_only": drops_only, "follow": follow, "limit": limit}
     it = client.stream("ebpf.flows", params)
     if out == "json":
@@ -55,7 +56,7 @@ def _stream_flows(identity: int, follow: bool, drops_only: bool, limit: int, out
     if not follow:
         click.echo(table(header, (flow_row(e, drops_only) for e in it)))
         return
-    widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16, 20]
+    widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[: len(header)])
     click.echo(fmt.format(*header).rstrip())
     try:
@@ -96,7 +97,7 @@ def drops_cmd(identity: int, follow: bool, limit: int, output: str | None) -> No
     if out == "json":
         click.echo(json.dumps({"events": events, **counters}, indent=2))
         return
-    click.echo(table(FLOW_COLUMNS + ["DROP_REASON", "POLICY"], (flow_row(e, True) for e in events)))
+    click.echo(table(FLOW_COLUMNS + ["DROP_REASON"], (flow_row(e, True) for e in events)))
     click.echo("")
     click.echo(table(["DROP_REASON", "COUNT"], ([k, str(v)] for k, v in counters["drops"].items())))
     fe = counters["flow_events"]
