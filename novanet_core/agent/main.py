@@ -25,7 +25,9 @@ log = logging.getLogger("novanet.agent")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="NOVANET_CONFIG",
               help="config file (YAML or JSON); NOVANET_* variables override it")
 @click.option("--log-level", default=None, help="override logLevel")
-def main(config_path: str | None, log_level: str | None) -> None:
+@click.option("--withdraw-on-exit", is_flag=True,
+              help="withdraw this node's routes when stopping (drain/uninstall); a restart keeps them")
+def main(config_path: str | None, log_level: str | None, withdraw_on_exit: bool) -> None:
     """Run the NovaNet agent for this node."""
     try:
         config = load_config(config_path, overrides={"logLevel": log_level} if log_level else None)
@@ -60,7 +62,7 @@ def main(config_path: str | None, log_level: str | None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     done.wait()
-    agent.stop()
+    agent.stop(withdraw=withdraw_on_exit)
     for s in servers:
         s.stop()
 

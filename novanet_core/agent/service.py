@@ -62,7 +62,9 @@ class Agent:
         self.gateway = str(next(ipaddress.ip_network(self.node.pod_cidr).hosts()))
         self.mtu = self._pod_mtu()
         self.remotes: dict[str, RemoteEndpoint] = {}
-        self.remote_nodes: list[NodeInfo] = []
+        # None until the first node list has been pushed, so that even an empty list (a one-node
+        # cluster) reaches the tunnel/routing backends once.
+        self.remote_nodes: list[NodeInfo] | None = None
         self._dp_generation = 0
         self.policy = PolicySync(self)  # NetworkPolicy: compiler + datapath sync (policy_sync.py)
         # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
@@ -139,8 +141,15 @@ class Agent:
         log.info("agent ready: node=%s ip=%s podCIDR=%s mtu=%d endpoints=%d", self.node.name, self.node.ip,
                  self.node.pod_cidr, self.mtu, len(self.store.all()))
 
-    def stop(self) -> None:
+    def stop(self, withdraw: bool = False) -> None:
+        """Stop the control plane. Pods, pinned datapath state, tunnels and (unless ``withdraw``)
+        advertised routes stay: a restart must not cut traffic (the guide's restart semantics)."""
         self.stop_event.set()
+        if self.routing is not None:
+            try:
+                self.routing.stop(withdraw=withdraw)
+            except Exception as e:  # shutting down: report, do not mask the rest of the shutdown
+                log.error("routing backend stop failed: %s", e)
         self.dataplane.close()
 
     # ------------------------------------------------------------------ reconcile
@@ -488,7 +497,7 @@ class Agent:
             "policies": dp.get("policies", 0),
             "tunnels": len(self.tunnel.status()) if self.tunnel is not None else 0,
             "remoteEndpoints": len(self.remotes),
-            "nodes": 1 + len(self.remote_nodes),
+            "nodes": 1 + len(self.remote_nodes or []),
             "dataplane": dp,
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
