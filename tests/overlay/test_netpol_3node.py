@@ -5,7 +5,7 @@ examples/lab-netpol-3node.yaml (vxlan) or examples/lab-netpol-3node-geneve.yaml 
 Every cross-node cell is decided by the receiving node's to-pod program on the identity the
 tunnel delivered (geneve: the sender's option; vxlan: the endpoints map). A representative subset
 runs by default to keep tests/overlay within its time budget; NOVANET_OVERLAY_NETPOL=all runs all
-48 cases (about 12 minutes per protocol here: ~15 s per case).
+48 cases (98 tests, 5 min 19 s for both protocols here).
 """
 
 from __future__ import annotations

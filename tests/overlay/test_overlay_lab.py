@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from novanet_core.bpf import ktree, netns, syscall
-from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue
+from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, TunnelKey
 from novanet_core.bpf.layouts_c import pin_path
 from novanet_core.lab.manifests import ManifestWriter
 from tests.overlay.helpers import Capture, dataplane, drop_events, drops, ping, wait_for
@@ -218,28 +218,41 @@ def test_receiver_enforces_on_the_identity_the_sender_stamped(olab):
     assert ping(olab, "x/a", ips["x/b"]).returncode == 0
 
 
+def _tunnel_nodes(lab, node: str) -> set[str]:
+    """Remote node IPs in a node's live tunnels map (read from the pin: no CLI round trip)."""
+    fd = syscall.obj_get(pin_path(str(lab.paths.node_bpf_root(node)), "tunnels"))
+    try:
+        return {str(ipaddress.IPv4Address(TunnelKey.from_buffer_copy(k).node_ip))
+                for k in syscall.map_keys(fd, ctypes.sizeof(TunnelKey))}
+    finally:
+        os.close(fd)
+
+
 def test_node_churn_updates_tunnels_and_a_removed_node_drops_no_tunnel(olab):
     mw = ManifestWriter(olab.paths.manifest_dir)
     node3 = yaml.safe_load((olab.paths.manifest_dir / mw.filename("Node", "node-3")).read_text())
+    node3_ip = {n["name"]: n["ip"] for n in olab.status()["nodes"]}["node-3"]
     # a node joins (its agent does not need to run for the others to build the tunnel)
     mw.write({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-4"},
               "spec": {"podCIDR": "10.42.200.0/24"},
               "status": {"addresses": [{"type": "InternalIP", "address": "172.30.0.200"}]}})
     t0 = time.monotonic()
     mw.bump()
-    for node in ("node-1", "node-2", "node-3"):
-        assert wait_for(lambda n=node: "node-4" in {r["node"] for r in olab.ctl("tunnels", node=n)})
+    nodes = ("node-1", "node-2", "node-3")
+    assert wait_for(lambda: all("172.30.0.200" in _tunnel_nodes(olab, n) for n in nodes), step=0.005)
     joined = time.monotonic() - t0
+    for node in nodes:
+        assert "node-4" in {r["node"] for r in olab.ctl("tunnels", node=node)}
     # node-3 leaves: the others drop its tunnel; its pods' traffic is dropped NO_TUNNEL (not a hang)
     mw.remove("Node", "node-3")
     t0 = time.monotonic()
     mw.bump()
-    for node in ("node-1", "node-2"):
-        assert wait_for(lambda n=node: "node-3" not in {r["node"] for r in olab.ctl("tunnels", node=n)})
+    assert wait_for(lambda: all(node3_ip not in _tunnel_nodes(olab, n) for n in ("node-1", "node-2")), step=0.005)
     left = time.monotonic() - t0
+    for node in ("node-1", "node-2"):
+        assert "node-3" not in {r["node"] for r in olab.ctl("tunnels", node=node)}
     before = drops(olab, "node-1")["NO_TUNNEL"]
     ips = _ips(olab)
-    t0 = time.monotonic()
     r = ping(olab, "x/a", ips["x/c"])
     assert r.returncode != 0
     assert wait_for(lambda: drops(olab, "node-1")["NO_TUNNEL"] > before)
