@@ -8,15 +8,15 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import re
 import socket
 import time
 
 import pytest
 import yaml
 
-from novanet_core.bpf import ktree, netns, syscall
-from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, TunnelKey
-from novanet_core.bpf.layouts_c import pin_path
+from novanet_core.bpf import ktree, layouts_c, netns, syscall
+from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, TunnelKey, TunnelSlot
 from novanet_core.lab.manifests import ManifestWriter
 from tests.overlay.helpers import Capture, dataplane, drop_events, drops, ping, wait_for
 
@@ -194,7 +194,7 @@ def test_receiver_enforces_on_the_identity_the_sender_stamped(olab):
     a_id, b_id = ids[ips["x/a"]], ids[ips["x/b"]]
     dataplane(olab, "node-2", "ebpf.policy_upsert", {"src_identity": a_id, "dst_identity": b_id, "action": "deny"})
     root = olab.paths.node_bpf_root("node-2")
-    fd = syscall.obj_get(pin_path(str(root), "endpoints"))
+    fd = syscall.obj_get(layouts_c.pin_path(str(root), "endpoints"))
     key = bytes(EndpointKey(ip=int(ipaddress.IPv4Address(ips["x/a"]))))
     original = syscall.map_lookup(fd, key, ctypes.sizeof(EndpointValue))
     assert original is not None
@@ -218,9 +218,31 @@ def test_receiver_enforces_on_the_identity_the_sender_stamped(olab):
     assert ping(olab, "x/a", ips["x/b"]).returncode == 0
 
 
+def test_cross_node_traffic_survives_killed_daemons_and_new_programs_swap_in(olab):
+    """The tunnel programs are held by pins (slot, tcx link), not by the agent that loaded them."""
+    ips = _ips(olab)
+    root = str(olab.paths.node_bpf_root("node-1"))
+    before = layouts_c.tunnel_slot_prog_id(root, TunnelSlot.ENCAP)
+    assert before
+    pinger = olab.in_pod("x/a", "ping", "-n", "-i", "0.01", "-W", "1", ips["x/b"])
+    try:
+        time.sleep(0.5)
+        for node in ("node-1", "node-2"):
+            olab.cli("lab", "restart", "--node", node, "--kill")
+        time.sleep(0.5)
+    finally:
+        pinger.send_signal(2)
+        out, _ = pinger.communicate(timeout=10)
+    sent, received = (int(x) for x in re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
+    assert sent > 100 and received == sent, out[-300:]
+    after = layouts_c.tunnel_slot_prog_id(root, TunnelSlot.ENCAP)
+    assert after and after != before  # the restarted agent loaded and published a new encap program
+    assert [r for r in olab.probe("--from", "x/a") if not r["allowed"]] == []
+
+
 def _tunnel_nodes(lab, node: str) -> set[str]:
     """Remote node IPs in a node's live tunnels map (read from the pin: no CLI round trip)."""
-    fd = syscall.obj_get(pin_path(str(lab.paths.node_bpf_root(node)), "tunnels"))
+    fd = syscall.obj_get(layouts_c.pin_path(str(lab.paths.node_bpf_root(node)), "tunnels"))
     try:
         return {str(ipaddress.IPv4Address(TunnelKey.from_buffer_copy(k).node_ip))
                 for k in syscall.map_keys(fd, ctypes.sizeof(TunnelKey))}
