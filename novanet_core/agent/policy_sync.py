@@ -215,7 +215,7 @@ class PolicySync:
             for key in sorted(self.engine.endpoints):
                 ep = self.engine.endpoints[key]
                 local = {"endpoint": key, "ips": sorted(self.programmed.get(key, ())), "identity": ep.identity,
-                         "labels": labels.get(ep.identity, {}).get("labels", {})}
+                         "namespace": key.partition("/")[0], "labels": labels.get(ep.identity, {}).get("labels", {})}
                 for dname in ("ingress", "egress"):
                     d = ep.direction(dname)
                     if not d.isolated:

@@ -156,7 +156,7 @@ def policy_cmd(datapath: bool, output: str | None) -> None:
     if out == "json":
         click.echo(json.dumps(res, indent=2))
         return
-    rows = [[r["endpoint"], r["direction"].upper(), f"{r['identity']} ({_labels({'labels': r['labels']})})",
+    rows = [[r["endpoint"], r["direction"].upper(), f"{r['identity']} ({_labels(r)})",
              _peer(r["peer"]), r["protocol"], r["ports"], r["action"], f"{r['policy']} {r['origin']}"]
             for r in res["rules"]]
     click.echo(table(["ENDPOINT", "DIR", "LOCAL_ID", "PEER", "PROTO", "PORTS", "ACTION", "POLICY"], rows))
