@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 import time
 
 import pytest
@@ -18,6 +19,7 @@ import yaml
 from novanet_core.bpf import ktree, layouts_c, netns, syscall
 from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, TunnelKey, TunnelSlot
 from novanet_core.lab.manifests import ManifestWriter
+from novanet_core.lab.paths import LabPaths
 from tests.overlay.helpers import Capture, dataplane, drop_events, drops, ping, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
@@ -216,6 +218,40 @@ def test_receiver_enforces_on_the_identity_the_sender_stamped(olab):
         os.close(fd)
         dataplane(olab, "node-2", "ebpf.policy_delete", {"src_identity": a_id, "dst_identity": b_id})
     assert ping(olab, "x/a", ips["x/b"]).returncode == 0
+
+
+def _inner_frame(src: str, dst: str) -> bytes:
+    """Ethernet + IPv4 + UDP (to port 80) with a valid IPv4 header checksum."""
+    payload = b"forged"
+    udp = struct.pack("!HHHH", 40000, 80, 8 + len(payload), 0) + payload
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    words = sum(struct.unpack("!10H", hdr))
+    words = (words & 0xFFFF) + (words >> 16)
+    csum = ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF
+    hdr = hdr[:10] + struct.pack("!H", csum) + hdr[12:]
+    return b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00" + hdr + udp
+
+
+def test_tunnel_packets_from_an_unknown_sender_are_dropped_untrusted(olab):
+    """A host on the underlay that is not a node sends a well-formed tunnel packet for x/b, with an
+    inner source from node-1's PodCIDR and (Geneve) a stamped identity: dropped, TUNNEL_UNTRUSTED."""
+    ips = _ips(olab)
+    node2 = {n["name"]: n["ip"] for n in olab.status()["nodes"]}["node-2"]
+    inner = _inner_frame(ips["x/a"], ips["x/b"])
+    if olab.protocol == "geneve":
+        pkt = bytes([0x02, 0, 0x65, 0x58, 0, 0, 1, 0]) + struct.pack("!HBBI", 0xFFF0, 1, 1, 0x12345678) + inner
+    else:
+        pkt = bytes([0x08, 0, 0, 0, 0, 0, 1, 0]) + inner
+    before = drops(olab, "node-2")["TUNNEL_UNTRUSTED"]
+    with netns.netns(LabPaths.netns_path(olab.paths.underlay_netns)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(3):
+            s.sendto(pkt, (node2, PORT[olab.protocol]))
+    finally:
+        s.close()
+    assert wait_for(lambda: drops(olab, "node-2")["TUNNEL_UNTRUSTED"] >= before + 3)
 
 
 def test_cross_node_traffic_survives_killed_daemons_and_new_programs_swap_in(olab):
