@@ -2,6 +2,7 @@
 #   make lab   - install everything on a fresh Debian 12 machine and bring up the 1-node lab
 #   make test  - install everything and run every test
 SPEC ?= examples/lab-1node.yaml
+LAB ?= demo
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -16,12 +17,12 @@ venv:
 	bash contrib/setup-venv.sh
 
 lab: setup
-	novanet lab up --spec $(SPEC)
-	novanet lab status
-	novanet lab probe -o table
+	novanet lab up --spec $(SPEC) --name $(LAB) --replace
+	novanet lab status --name $(LAB)
+	novanet lab probe --name $(LAB) -o table
 
 lab-down:
-	novanet lab down
+	novanet lab down --name $(LAB)
 
 test: setup
 	bash contrib/run-tests.sh
