@@ -79,3 +79,12 @@ class Capture:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+def agent(lab: LabUnderTest, node: str, method: str, params: dict[str, Any] | None = None) -> Any:
+    """A call on a node's agent API (plugin methods such as geneve.status / vxlan.status)."""
+    c = ApiClient(str(lab.paths.socket(node, "agent")), timeout=30)
+    try:
+        return c.call(method, params)
+    finally:
+        c.close()

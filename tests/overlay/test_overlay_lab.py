@@ -20,7 +20,7 @@ from novanet_core.bpf import ktree, layouts_c, netns, syscall
 from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, TunnelKey, TunnelSlot
 from novanet_core.lab.manifests import ManifestWriter
 from novanet_core.lab.paths import LabPaths
-from tests.overlay.helpers import Capture, dataplane, drop_events, drops, ping, wait_for
+from tests.overlay.helpers import Capture, agent, dataplane, drop_events, drops, ping, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
 
@@ -96,6 +96,41 @@ def test_pod_mtu_and_df_edges_across_nodes(olab):
     assert "message too long" in (over.stdout + over.stderr).lower()
     # without DF the pod fragments; every fragment crosses the tunnel
     assert ping(olab, "x/a", ips["x/c"], "-s", "3000").returncode == 0
+
+
+def test_misconfigured_pod_mtu_gets_frag_needed_not_a_black_hole(olab):
+    """A pod whose MTU is wrongly 1500 sends a DF packet that cannot be encapsulated. The encap
+    program hands it to the node stack, whose route for the remote PodCIDR carries the tunnel MTU
+    (geneve: `mtu 1442`; vxlan: via nvx0, MTU 1450), so the pod learns the path MTU from ICMP
+    frag-needed; a non-DF one is dropped MTU_EXCEEDED (never sent unencapsulated or fragmented)."""
+    ips = _ips(olab)
+    mtu = 1500 - OVERHEAD[olab.protocol]
+    host_if = next(e["host_ifname"] for e in olab.ctl("endpoints", node="node-1") if e["ip"] == ips["y/a"])
+    pod, n1 = olab.pod_netns("y/a"), olab.node_netns("node-1")
+    olab.run_in(n1, "ip", "link", "set", host_if, "mtu", "1500", check=True)
+    olab.run_in(pod, "ip", "link", "set", "eth0", "mtu", "1500", check=True)
+    try:
+        counters = f"{olab.protocol}.status"
+        before = agent(olab, "node-1", counters)["counters"]
+        first = ping(olab, "y/a", ips["x/b"], "-M", "do", "-s", "1472")
+        assert first.returncode != 0
+        assert f"mtu = {mtu}" in first.stdout + first.stderr, first.stdout + first.stderr  # frag-needed
+        after = agent(olab, "node-1", counters)["counters"]
+        assert after["oversize_df"] > before["oversize_df"]
+        # the pod now knows the path MTU: the largest DF packet that fits goes through
+        assert ping(olab, "y/a", ips["x/b"], "-M", "do", "-s", str(mtu - 28)).returncode == 0
+        dropped = drops(olab, "node-1")["MTU_EXCEEDED"]
+        olab.run_in(pod, "ip", "route", "flush", "cache")
+        udp = olab.run_in(pod, "python3", "-c",
+                          "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                          "s.setsockopt(socket.IPPROTO_IP, 10, 0); "  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
+                          f"s.sendto(b'x' * 1460, ('{ips['x/b']}', 80))")
+        assert udp.returncode == 0, udp.stderr
+        assert wait_for(lambda: drops(olab, "node-1")["MTU_EXCEEDED"] > dropped)
+    finally:
+        olab.run_in(pod, "ip", "link", "set", "eth0", "mtu", str(mtu))
+        olab.run_in(n1, "ip", "link", "set", host_if, "mtu", str(mtu))
+        olab.run_in(pod, "ip", "route", "flush", "cache")
 
 
 def test_full_size_tcp_stream_with_software_segmentation(olab):

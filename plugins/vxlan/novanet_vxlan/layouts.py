@@ -24,6 +24,8 @@ class Stat(enum.IntEnum):
     UNTRUSTED = 6  # unknown VTEP, wrong VNI, or a known pod of another node as inner source
     NO_ENDPOINT = 7  # inner destination is not a pod on this node (NO_ROUTE)
     BAD_CONTEXT = 8  # tail call without the datapath's cb contract
+    OVERSIZE_DF = 9  # too big for nvx0 with DF: handed to the node stack, which answers frag-needed
+    OVERSIZE_DROP = 10  # too big without DF: dropped (MTU_EXCEEDED)
 
 
 STAT_SLOTS = 16

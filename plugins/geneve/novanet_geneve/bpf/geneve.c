@@ -119,7 +119,7 @@ int nv_geneve_encap(struct __sk_buff *skb) {
         }
         seg_l3 = skb->gso_size + ihl + l4;
     }
-    if (mtu && seg_l3 + GNV_ENCAP_LEN - sizeof(struct ethhdr) > mtu) {
+    if (mtu && seg_l3 + GNV_ENCAP_LEN > mtu) {  /* outer IP length = inner IP length + 58 */
         if (df) {  /* the node stack answers ICMP frag-needed (routes carry the tunnel MTU) */
             gnv_stat(GNV_STAT_OVERSIZE_DF);
             return TC_ACT_OK;

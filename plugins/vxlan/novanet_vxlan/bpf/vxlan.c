@@ -16,6 +16,7 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/in.h>
+#include <uapi/linux/tcp.h>
 
 NV_GENERATED
 
@@ -39,6 +40,29 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
     struct nv_tunnel *t = tunnels.lookup(&tk);
     if (!t) return vx_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
     u32 ifindex = t->ifindex;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end) return vx_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
+    /* Too big for nvx0 (a pod MTU above underlay - 50): with DF, hand it to the node stack, whose
+     * route via nvx0 answers ICMP frag-needed (the driver itself would drop it silently);
+     * without DF, drop it rather than let the stack send fragments. GSO: one segment counts. */
+    u32 mtu = 0;
+    bpf_check_mtu(skb, ifindex, &mtu, 0, 0);
+    u32 len = ntohs(ip->tot_len);
+    if (skb->gso_size) {
+        u32 l4 = 8;
+        struct tcphdr *th = (void *)ip + sizeof(*ip);
+        if (ip->protocol == IPPROTO_TCP) l4 = (ip->ihl == 5 && (void *)(th + 1) <= end) ? th->doff * 4 : 20;
+        len = skb->gso_size + ip->ihl * 4 + l4;
+    }
+    if (mtu && len > mtu) {
+        if (ip->frag_off & htons(0x4000)) {
+            vx_stat(VX_STAT_OVERSIZE_DF);
+            return TC_ACT_OK;
+        }
+        return vx_drop(NV_DROP_MTU_EXCEEDED, VX_STAT_OVERSIZE_DROP);
+    }
     struct bpf_tunnel_key key = {};
     key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
     key.tunnel_id = t->vni;
@@ -47,8 +71,9 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
         return vx_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
     /* the inner frame is addressed to nvx0's MAC (every node's nvx0 carries the same one), so a
      * receiver without our ingress program (kernel datapath) still takes it as PACKET_HOST */
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    struct ethhdr *eth = data;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    eth = data;
     if ((void *)(eth + 1) > end) return vx_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
     u8 mac[6] = VX_DEVICE_MAC;
     __builtin_memcpy(eth->h_dest, mac, 6);
