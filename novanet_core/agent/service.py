@@ -65,6 +65,7 @@ class Agent:
         # None until the first node list has been pushed, so that even an empty list (a one-node
         # cluster) reaches the tunnel/routing backends once.
         self.remote_nodes: list[NodeInfo] | None = None
+        self._tunnel_ok = False
         self._dp_generation = 0
         self.policy = PolicySync(self)  # NetworkPolicy: compiler + datapath sync (policy_sync.py)
         # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
@@ -125,12 +126,16 @@ class Agent:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        # The dataplane first: tunnel plugins plug their programs into maps the dataplane pins.
+        dp_up = self.sync_dataplane(wait=30.0)
         if self.tunnel is not None:
-            self.tunnel.setup(self.node)
+            if dp_up:
+                self._setup_tunnel()
+            else:
+                log.error("dataplane not reachable: tunnel setup deferred until it is")
         if self.routing is not None:
             self.routing.start(self.node)
         self._process_pending_deletes()
-        self.sync_dataplane(wait=30.0)
         self.reconcile()
         self.policy.start()  # full compile once; state events then send deltas
         self._sync_nodes()
@@ -140,6 +145,19 @@ class Agent:
         self.ready = True
         log.info("agent ready: node=%s ip=%s podCIDR=%s mtu=%d endpoints=%d", self.node.name, self.node.ip,
                  self.node.pod_cidr, self.mtu, len(self.store.all()))
+
+    def _setup_tunnel(self) -> bool:
+        assert self.tunnel is not None
+        try:
+            self.tunnel.setup(self.node)
+        except Exception as e:  # retried when the dataplane (re)connects; never a crash loop
+            log.error("tunnel %s setup failed: %s: %s (will retry)", self.tunnel.name, type(e).__name__, e)
+            self._tunnel_ok = False
+            return False
+        self._tunnel_ok = True
+        if self.remote_nodes is not None:
+            self.tunnel.sync_nodes(self.node, self.remote_nodes)
+        return True
 
     def stop(self, withdraw: bool = False) -> None:
         """Stop the control plane. Pods, pinned datapath state, tunnels and (unless ``withdraw``)
@@ -226,6 +244,8 @@ class Agent:
             if now and (not was or gen != self._dp_generation):
                 log.info("dataplane (re)connected (generation %s): resyncing", gen)
                 self.sync_dataplane()
+                if self.tunnel is not None and not self._tunnel_ok:
+                    self._setup_tunnel()
                 with self.lock:
                     self._reconcile_datapath()
                     self._sync_remotes()
@@ -314,8 +334,12 @@ class Agent:
         if remotes == self.remote_nodes:
             return
         self.remote_nodes = remotes
-        if self.tunnel is not None:
-            self.tunnel.sync_nodes(self.node, remotes)
+        if self.tunnel is not None and self._tunnel_ok:
+            try:
+                self.tunnel.sync_nodes(self.node, remotes)
+            except Exception as e:  # e.g. the dataplane restarting: the reconnect resync repeats it
+                log.error("tunnel %s node sync failed: %s: %s", self.tunnel.name, type(e).__name__, e)
+                self._tunnel_ok = False
         if self.routing is not None:
             self.routing.sync_nodes(self.node, remotes)
         self.host.hook.novanet_nodes_changed(local=self.node, remotes=remotes)

@@ -75,7 +75,10 @@ def test_zero_loss_across_agent_and_dataplane_kills_and_a_program_swap(lab):
     b = lab.pod_ip("x/b")
     before = [(e["ip"], e["identity"], e["host_ifname"], e["mac"]) for e in lab.ctl("endpoints")]
     server = lab.in_pod("x/b", "iperf3", "-s", "-1")
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while ":5201" not in lab.run_in(lab.pod_netns("x/b"), "ss", "-ltn").stdout:
+        assert time.monotonic() < deadline, "iperf3 server did not start"
+        time.sleep(0.05)
     ping = lab.in_pod("x/a", "ping", "-i", "0.01", "-W", "1", b)
     stream = lab.in_pod("x/a", "iperf3", "-c", b, "-t", "60", "-i", "1", "-b", "200M", "--forceflush")
     try:
@@ -92,7 +95,7 @@ def test_zero_loss_across_agent_and_dataplane_kills_and_a_program_swap(lab):
         ping.send_signal(signal.SIGINT)
         ping_out = ping.communicate(timeout=20)[0]
         stream.send_signal(signal.SIGINT)
-        stream_out = stream.communicate(timeout=20)[0]
+        stream_out, stream_err = stream.communicate(timeout=20)
         server.kill()
         server.wait()
     m = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
@@ -103,6 +106,6 @@ def test_zero_loss_across_agent_and_dataplane_kills_and_a_program_swap(lab):
     # The TCP stream never stalled: every 1-second interval moved data.
     intervals = stream_out.split("- - - -")[0]  # per-second lines only, not the summary
     rates = [float(x) for x in re.findall(r"sec\s+[\d.]+ \w?Bytes\s+([\d.]+) \w?bits/sec", intervals)]
-    assert len(rates) >= 5 and min(rates) > 0, stream_out
+    assert len(rates) >= 5 and min(rates) > 0, stream_out + stream_err
     after = [(e["ip"], e["identity"], e["host_ifname"], e["mac"]) for e in lab.ctl("endpoints")]
     assert after == before
