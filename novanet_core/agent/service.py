@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from novanet_core import __version__
-from novanet_core.agent import podnet
+from novanet_core.agent import masquerade, podnet
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
@@ -135,6 +135,7 @@ class Agent:
                 log.error("dataplane not reachable: tunnel setup deferred until it is")
         if self.routing is not None:
             self.routing.start(self.node)
+        masquerade.apply(self.config.egress.masqueradeEnabled, self.node.pod_cidr, self.config.clusterCIDR)
         self._process_pending_deletes()
         self.reconcile()
         self.policy.start()  # full compile once; state events then send deltas

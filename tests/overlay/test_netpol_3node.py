@@ -1,6 +1,7 @@
-"""The upstream netpol e2e cases with the pods spread over three nodes, per tunnel protocol, through
-the conformance runner of tests/conformance (same replay, same truth tables); the lab is
-examples/lab-netpol-3node.yaml (vxlan) or examples/lab-netpol-3node-geneve.yaml (geneve).
+"""The upstream netpol e2e cases with the pods spread over three nodes, per tunnel protocol and in
+native routing mode, through the conformance runner of tests/conformance (same replay, same truth
+tables); the lab is examples/lab-netpol-3node.yaml (vxlan), examples/lab-netpol-3node-geneve.yaml
+(geneve) or examples/lab-native.yaml (FRR BGP, no encapsulation).
 
 Every cross-node cell is decided by the receiving node's to-pod program on the identity the
 tunnel delivered (geneve: the sender's option; vxlan: the endpoints map). A representative subset
@@ -25,7 +26,8 @@ from tests.support.lab import LabUnderTest
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SPECS = {"vxlan": EXAMPLES / "lab-netpol-3node.yaml", "geneve": EXAMPLES / "lab-netpol-3node-geneve.yaml"}
+SPECS = {"vxlan": EXAMPLES / "lab-netpol-3node.yaml", "geneve": EXAMPLES / "lab-netpol-3node-geneve.yaml",
+         "native": EXAMPLES / "lab-native.yaml"}
 # pod-or-namespace selectors (ingress), an updated pod (its identity changes on every node), egress
 # deny by pod selector
 SUBSET = {9, 22, 25}
