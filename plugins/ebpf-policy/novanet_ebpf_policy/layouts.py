@@ -229,27 +229,9 @@ MAPS: dict[str, MapDef] = {
     )
 }
 
-_CTYPE = {u8: "u8", u16: "u16", u32: "u32", u64: "u64"}
-
-
-def c_struct(cls: type[_S]) -> str:
-    lines = [f"struct {cls.c_name} {{"]
-    asserts = []
-    for name, typ in cls._fields_:
-        if issubclass(typ, ctypes.Array):
-            lines.append(f"    {_CTYPE[typ._type_]} {name}[{typ._length_}];")
-        else:
-            lines.append(f"    {_CTYPE[typ]} {name};")
-        off = getattr(cls, name).offset
-        asserts.append(f"_Static_assert(__builtin_offsetof(struct {cls.c_name}, {name}) == {off}, "
-                       f"\"{cls.c_name}.{name} offset\");")
-    lines.append("};")
-    asserts.append(f"_Static_assert(sizeof(struct {cls.c_name}) == {ctypes.sizeof(cls)}, \"{cls.c_name} size\");")
-    return "\n".join(lines + asserts)
-
-
-def _enum_defines(prefix: str, e: type[enum.IntEnum]) -> list[str]:
-    return [f"#define {prefix}{m.name} {int(m)}" for m in e]
+# One C generator for every layout (core and plugin): the plugin's structs share the core's shape.
+c_struct = layouts_c.c_struct
+_enum_defines = layouts_c.enum_defines
 
 
 def c_header(pin_paths: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from novanet_core.bpf import bpffs, layouts_c, pinned, syscall
+from novanet_core.bpf import bpffs, layouts_c, links, pinned, syscall
 from novanet_core.bpf.layouts import TunnelSlot
 from novanet_geneve import layouts, wire
 
@@ -110,51 +110,18 @@ def attach_ingress(root: str, ifname: str, ifindex: int, prog_fd: int) -> bool:
     for fn in os.listdir(os.path.dirname(path)):  # links left on another underlay device
         other = os.path.join(os.path.dirname(path), fn)
         if other != path:
-            _detach(other)
-    try:
-        lfd = syscall.obj_get(path)
-    except FileNotFoundError:
-        lfd = -1
-    if lfd >= 0:
-        try:
-            info = syscall.link_info(lfd)
-            if info.ifindex == ifindex:
-                syscall.link_update(lfd, prog_fd)
-                return True
-        finally:
-            os.close(lfd)
-        _detach(path)  # the device was recreated: that link is defunct
-    lfd = syscall.tcx_attach(prog_fd, ifindex, ingress=True)
-    try:
-        syscall.obj_pin(lfd, path)
-    finally:
-        os.close(lfd)
-    return False
-
-
-def _detach(path: str) -> None:
-    try:
-        lfd = syscall.obj_get(path)
-    except FileNotFoundError:
-        return
-    try:
-        try:
-            syscall.link_detach(lfd)
-        except OSError:
-            pass  # already detached (device gone)
-    finally:
-        os.close(lfd)
-        os.unlink(path)
+            links.detach(other)
+    return links.attach_or_swap(path, prog_fd, ifindex, ingress=True)
 
 
 def uninstall(root: str) -> None:
     """Empty the slot (the datapath then drops NO_TUNNEL), detach, unpin everything of ours."""
     layouts_c.clear_tunnel_slot(root, TunnelSlot.ENCAP)
     d = layouts.plugin_dir(root)
-    links = os.path.join(d, "links")
-    if os.path.isdir(links):
-        for fn in os.listdir(links):
-            _detach(os.path.join(links, fn))
+    link_dir = os.path.join(d, "links")
+    if os.path.isdir(link_dir):
+        for fn in os.listdir(link_dir):
+            links.detach(os.path.join(link_dir, fn))
     if os.path.isdir(d):
         bpffs.remove_tree(d)
 

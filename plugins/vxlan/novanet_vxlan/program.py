@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from novanet_core.bpf import bpffs, layouts_c, pinned, syscall
+from novanet_core.bpf import bpffs, layouts_c, links, pinned, syscall
 from novanet_core.bpf.layouts import TunnelSlot
 from novanet_vxlan import device, layouts
 
@@ -89,47 +89,13 @@ def install(root: str, loaded: Loaded, ifindex: int) -> dict[str, Any]:
         syscall.obj_pin(fd, path)
     layouts_c.set_tunnel_slot(root, TunnelSlot.ENCAP, loaded.fds[ENCAP])
     path = link_path(root)
-    swapped = False
-    try:
-        lfd = syscall.obj_get(path)
-    except FileNotFoundError:
-        lfd = -1
-    if lfd >= 0:
-        try:
-            if syscall.link_info(lfd).ifindex == ifindex:
-                syscall.link_update(lfd, loaded.fds[INGRESS])
-                swapped = True
-        finally:
-            os.close(lfd)
-        if not swapped:
-            _detach(path)  # nvx0 was recreated: that link is defunct
-    if not swapped:
-        lfd = syscall.tcx_attach(loaded.fds[INGRESS], ifindex, ingress=True)
-        try:
-            syscall.obj_pin(lfd, path)
-        finally:
-            os.close(lfd)
+    swapped = links.attach_or_swap(path, loaded.fds[INGRESS], ifindex, ingress=True)
     return {"slot": int(TunnelSlot.ENCAP), "link": path, "swapped": swapped}
-
-
-def _detach(path: str) -> None:
-    try:
-        lfd = syscall.obj_get(path)
-    except FileNotFoundError:
-        return
-    try:
-        try:
-            syscall.link_detach(lfd)
-        except OSError:
-            pass  # already detached (device gone)
-    finally:
-        os.close(lfd)
-        os.unlink(path)
 
 
 def uninstall(root: str) -> None:
     layouts_c.clear_tunnel_slot(root, TunnelSlot.ENCAP)
-    _detach(link_path(root))
+    links.detach(link_path(root))
     d = layouts.plugin_dir(root)
     if os.path.isdir(d):
         bpffs.remove_tree(d)
