@@ -142,7 +142,20 @@ def test_bgpd_restart_recovers(native):
 
 
 def test_bfd_failover_withdraws_route(native):
-    r = frr_failover.measure(native.name, "node-3", ["node-1", "node-2"], timeout=20)
+    # node-2, not node-3: node-3's bgpd was restarted above, and its peers keep its routes as
+    # graceful-restart stale paths for a while, which is not what this test measures.
+    failing, observers = "node-2", ["node-1", "node-3"]
+    failing_ip = native.status()["nodes"][[n["name"] for n in native.status()["nodes"]].index(failing)]["ip"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # BFD must be up towards the failing node on every observer
+        states = [{b["peer"]: b["status"] for b in native.ctl("routing", "bfd", node=o)}.get(failing_ip)
+                  for o in observers]
+        if states == ["up"] * len(observers):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"BFD sessions to {failing} not up on {observers}: {states}")
+    r = frr_failover.measure(native.name, failing, observers, timeout=20)
     assert all(v is not None for v in r.seconds.values()), r  # the route went away
     assert all(v is not None for v in r.restored.values()), r  # and came back with the link
     RESULTS.mkdir(parents=True, exist_ok=True)
