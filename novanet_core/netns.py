@@ -25,22 +25,39 @@ def _setns_fd(fd: int) -> None:
         raise OSError(e, f"setns: {os.strerror(e)}")
 
 
+def netns_path(name_or_path: str) -> str:
+    """A netns name (as `ip netns` keeps them) or a path, as a path."""
+    return name_or_path if "/" in name_or_path else f"/run/netns/{name_or_path}"
+
+
+def enter(name_or_path: str) -> None:
+    """Move the calling thread into the namespace for good (threads it starts inherit it)."""
+    fd = os.open(netns_path(name_or_path), os.O_RDONLY)
+    try:
+        _setns_fd(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def in_netns(path: str) -> Iterator[None]:
-    """Run the body with the calling thread in the network namespace at ``path``."""
+def in_netns(name_or_path: str) -> Iterator[None]:
+    """Run the body with the calling thread in the network namespace (name or path), then return.
+
+    ``ip netns exec`` also unshares the mount namespace and hides bpffs, so code that pins BPF
+    objects switches the network namespace alone, with this (or ``nsenter --net=``).
+    """
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(path, os.O_RDONLY)
-        try:
-            _setns_fd(target)
-        finally:
-            os.close(target)
+        enter(name_or_path)
         try:
             yield
         finally:
             _setns_fd(own)
     finally:
         os.close(own)
+
+
+netns = in_netns  # the name the BPF code and its tests use
 
 
 @contextmanager

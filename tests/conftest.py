@@ -25,3 +25,18 @@ def kernel_node():
         yield node
     finally:
         node.close()
+
+
+@pytest.fixture
+def topo():
+    """A throwaway node netns with pod netns and veths (tests/bpf/topo.py), removed even on failure."""
+    from novanet_core.bpf import bpffs
+    from tests.bpf.topo import Topology
+
+    bpffs.ensure_mounted()
+    t = Topology()
+    try:
+        t.create()
+        yield t
+    finally:
+        t.destroy()

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from novanet_core.bpf import syscall
 
@@ -135,3 +136,17 @@ def copy_entries(src_fd: int, src: syscall.MapInfo, dst_fd: int, conv: Converter
         syscall.map_update(dst_fd, kv[0], kv[1])
         copied += 1
     return copied, skipped
+
+
+@dataclass
+class LoadedPrograms:
+    """A BCC object and the fds of the programs loaded from it (what a plugin pins or attaches)."""
+
+    bpf: Any
+    fds: dict[str, int]
+
+    def close(self) -> None:
+        try:
+            self.bpf.cleanup()
+        except Exception:  # cleanup of a half-built BCC object must not mask the real error
+            pass

@@ -8,19 +8,6 @@ from tests.bpf.topo import Topology
 
 
 @pytest.fixture
-def topo() -> Iterator[Topology]:
-    from novanet_core.bpf import bpffs
-
-    bpffs.ensure_mounted()
-    t = Topology()
-    try:
-        t.create()
-        yield t
-    finally:
-        t.destroy()
-
-
-@pytest.fixture
 def datapath(topo: Topology) -> Iterator[object]:
     """The ebpf backend started inside the node netns, all pods upserted (default allow)."""
     from novanet_ebpf_policy.backend import EbpfDatapath

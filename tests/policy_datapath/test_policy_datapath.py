@@ -76,19 +76,6 @@ class Harness:
 
 
 @pytest.fixture
-def topo() -> Iterator[Topology]:
-    from novanet_core.bpf import bpffs
-
-    bpffs.ensure_mounted()
-    t = Topology()
-    try:
-        t.create()
-        yield t
-    finally:
-        t.destroy()
-
-
-@pytest.fixture
 def h(topo: Topology) -> Iterator[Harness]:
     from novanet_ebpf_policy.backend import EbpfDatapath
 

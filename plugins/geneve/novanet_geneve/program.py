@@ -12,7 +12,6 @@ import importlib.resources
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from novanet_core.bpf import bpffs, layouts_c, links, pinned, syscall
@@ -57,16 +56,7 @@ def _guard_private_maps(root: str) -> None:
             os.unlink(path)
 
 
-@dataclass
-class Loaded:
-    bpf: Any
-    fds: dict[str, int]
-
-    def close(self) -> None:
-        try:
-            self.bpf.cleanup()
-        except Exception:  # cleanup of a half-built BCC object must not mask the real error
-            pass
+Loaded = pinned.LoadedPrograms
 
 
 def load(root: str) -> Loaded:
