@@ -3,6 +3,8 @@ of the agent and the dataplane and a program swap with zero loss."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import time
@@ -11,6 +13,7 @@ import pytest
 
 from novanet_core.api.client import ApiClient
 from novanet_core.bpf import syscall
+from novanet_core.lab import agents
 from tests.support.lab import LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
@@ -38,7 +41,29 @@ def _all_allowed(results):
     return [r for r in results if not r["allowed"]]
 
 
+@contextlib.contextmanager
+def _agent_frozen(lab):
+    """SIGSTOP the node agent for the block. The agent heals the datapath on every dataplane
+    resync (routes re-added, programs re-attached), which is right in production but would undo
+    this test's deliberate damage at a random moment; frozen, it also shows the pinned programs
+    carry traffic with no control plane running."""
+    pid = agents.running_pid(lab.paths, "node-1", "agent")
+    assert pid is not None, "the lab's agent is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_pod_traffic_needs_only_our_programs(lab):
+    eps = {e["pod"]: e for e in lab.ctl("endpoints")}
+    b = lab.pod_ip("x/b")
+    with _agent_frozen(lab):
+        _traffic_without_routes_then_detached(lab, eps, b)
+
+
+def _traffic_without_routes_then_detached(lab, eps, b):
     node = lab.node_netns()
     lab.run_in(node, "sysctl", "-qw", "net.ipv4.ip_forward=0", check=True)
     # Remove every per-pod kernel route: the datapath's redirects are then the only path.
@@ -50,19 +75,15 @@ def test_pod_traffic_needs_only_our_programs(lab):
     assert "10.42.0." not in lab.run_in(node, "ip", "route", "show").stdout
     results = lab.probe()
     assert results and _all_allowed(results) == []
-    b = lab.pod_ip("x/b")
     assert lab.run_in(lab.pod_netns("x/a"), "ping", "-c", "2", "-W", "1", b).returncode == 0
 
     # Detach our programs from b's host veth: with forwarding off and no routes, b is cut off.
-    eps = {e["pod"]: e for e in lab.ctl("endpoints")}
     root = lab.paths.node_bpf_root("node-1")
     for direction in ("ingress", "egress"):
         fd = syscall.obj_get(str(root / "links" / f"{eps['b']['host_ifname']}_{direction}"))
         try:
             syscall.link_detach(fd)
         finally:
-            import os
-
             os.close(fd)
     results = lab.probe("--to", "x/b")
     assert [r for r in results if r["allowed"] and r["from"] != "x/b"] == []
