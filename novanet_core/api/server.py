@@ -26,11 +26,23 @@ def peer_uid(sock: socket.socket) -> int:
 class _Handler(socketserver.StreamRequestHandler):
     server: ApiServer
 
+    def _refuse(self) -> None:
+        # Read the caller's request first: closing with it unread (or before it is sent) would
+        # hand the client ECONNRESET/EPIPE instead of this answer.
+        req_id = None
+        self.connection.settimeout(2.0)
+        try:
+            req = json.loads(self.rfile.readline(MAX_LINE))
+            req_id = req.get("id") if isinstance(req, dict) else None
+        except (OSError, ValueError):
+            pass  # nothing (valid) sent in time: still answer, without an id
+        self.wfile.write(encode({"v": VERSION, "id": req_id, "error": {"code": "permission_denied",
+                                 "message": "only root may use this socket"}}))
+
     def handle(self) -> None:
         srv = self.server
         if srv.root_only and peer_uid(self.connection) != 0:
-            self.wfile.write(encode({"v": VERSION, "id": None, "error": {"code": "permission_denied",
-                                     "message": "only root may use this socket"}}))
+            self._refuse()
             return
         while True:
             line = self.rfile.readline(MAX_LINE)
