@@ -1,4 +1,4 @@
-"""Pinned tcx links shared by every BPF-owning plugin: attach-or-swap and detach.
+"""Pinned tcx links shared by every BPF-owning plugin: attach-or-swap, swap and detach.
 
 A link pinned under the bpffs root keeps its program running when the owning process dies; a new
 program version is swapped into the existing link atomically (BPF_LINK_UPDATE) instead of
@@ -7,6 +7,7 @@ detaching and re-attaching, which would leave a window with no program.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from novanet_core.bpf import syscall
@@ -14,15 +15,17 @@ from novanet_core.bpf import syscall
 
 def attach_or_swap(path: str, prog_fd: int, ifindex: int, ingress: bool) -> bool:
     """Make the pinned link at ``path`` run ``prog_fd`` on ``ifindex``; True if an existing link
-    was updated in place, False if a new link was created (and pinned)."""
+    was kept (updated in place, or already running that program), False if a new link was
+    created (and pinned)."""
     try:
         lfd = syscall.obj_get(path)
     except FileNotFoundError:
         lfd = -1
     if lfd >= 0:
         try:
-            if syscall.link_info(lfd).ifindex == ifindex:
-                syscall.link_update(lfd, prog_fd)
+            info = syscall.link_info(lfd)
+            if info.ifindex == ifindex:
+                swap(lfd, info, prog_fd)
                 return True
         finally:
             os.close(lfd)
@@ -35,6 +38,21 @@ def attach_or_swap(path: str, prog_fd: int, ifindex: int, ingress: bool) -> bool
     return False
 
 
+def swap(lfd: int, info: syscall.LinkInfo, new_fd: int) -> bool:
+    """Swap ``new_fd`` into the link unless it already runs it; True if swapped.
+
+    BPF_F_REPLACE names the program we saw, so a concurrent swap by another process fails with
+    EPERM instead of being silently overwritten."""
+    if syscall.prog_info(new_fd).id == info.prog_id:
+        return False
+    old_fd = syscall.prog_fd_by_id(info.prog_id)
+    try:
+        syscall.link_update(lfd, new_fd, old_fd)
+    finally:
+        os.close(old_fd)
+    return True
+
+
 def detach(path: str) -> None:
     """Detach and unpin the link at ``path`` (no-op if it is not there)."""
     try:
@@ -44,8 +62,9 @@ def detach(path: str) -> None:
     try:
         try:
             syscall.link_detach(lfd)
-        except OSError:
-            pass  # already detached: its device is gone
+        except OSError as e:
+            if e.errno not in (errno.ENOLINK, errno.EINVAL, errno.ENODEV):  # its device is gone
+                raise
     finally:
         os.close(lfd)
         os.unlink(path)

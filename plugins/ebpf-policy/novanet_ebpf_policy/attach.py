@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-from novanet_core.bpf import syscall
+from novanet_core.bpf import links, syscall
 from novanet_ebpf_policy.program import FROM_POD, TO_POD
 
 log = logging.getLogger(__name__)
@@ -55,54 +55,12 @@ class TcxAttacher:
 
     def attach(self, ifname: str, ifindex: int, prog_fds: dict[str, int]) -> None:
         for direction, prog in DIRECTIONS.items():
-            path = self._pin(ifname, direction)
-            try:
-                lfd = syscall.obj_get(path)
-            except FileNotFoundError:
-                lfd = -1
-            if lfd >= 0:
-                try:
-                    info = syscall.link_info(lfd)
-                    if info.ifindex == ifindex:
-                        self._swap(lfd, info, prog_fds[prog])
-                        continue
-                finally:
-                    os.close(lfd)
-                os.unlink(path)  # the veth was recreated under the same name: old link is defunct
-            lfd = syscall.tcx_attach(prog_fds[prog], ifindex, ingress=direction == "ingress")
-            try:
-                syscall.obj_pin(lfd, path)
-            finally:
-                os.close(lfd)
-
-    @staticmethod
-    def _swap(lfd: int, info: syscall.LinkInfo, new_fd: int) -> bool:
-        new_id = syscall.prog_info(new_fd).id
-        if info.prog_id == new_id:
-            return False
-        old_fd = syscall.prog_fd_by_id(info.prog_id)
-        try:
-            syscall.link_update(lfd, new_fd, old_fd)  # F_REPLACE: EPERM if someone swapped meanwhile
-        finally:
-            os.close(old_fd)
-        return True
+            links.attach_or_swap(self._pin(ifname, direction), prog_fds[prog], ifindex,
+                                 ingress=direction == "ingress")
 
     def detach(self, ifname: str) -> None:
         for direction in DIRECTIONS:
-            path = self._pin(ifname, direction)
-            try:
-                lfd = syscall.obj_get(path)
-            except FileNotFoundError:
-                continue
-            try:
-                try:
-                    syscall.link_detach(lfd)
-                except OSError as e:
-                    if e.errno not in (errno.ENOLINK, errno.EINVAL):
-                        raise
-            finally:
-                os.close(lfd)
-                os.unlink(path)
+            links.detach(self._pin(ifname, direction))
 
     def reconcile(self, prog_fds: dict[str, int], valid_ifindexes: set[int] | None = None) -> dict[str, Any]:
         """On start: swap the new programs into every live link; unpin links whose device is gone."""
@@ -128,7 +86,7 @@ class TcxAttacher:
                             syscall.link_detach(lfd)
                         except OSError:
                             pass
-                elif self._swap(lfd, info, prog_fds[DIRECTIONS[direction]]):
+                elif links.swap(lfd, info, prog_fds[DIRECTIONS[direction]]):
                     swapped.append(fn)
             finally:
                 os.close(lfd)
