@@ -49,6 +49,7 @@ class _IdentGroup:
     namespace: str
     labels: Mapping[str, str]
     pods: set[str] = field(default_factory=set)
+    local: set[str] = field(default_factory=set)  # the pods among them this engine compiles
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class PolicyEngine:
         self._ip_pod: dict[str, str] = {}
         self._addr: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # pod IP, parsed once
         self._parsed: dict[str, ParsedPolicy] = {}
+        self._touch: _TouchIndex | None = None  # rebuilt lazily after any change to _parsed
         self._resolved: dict[str, _Resolved] = {}
         self._selected_by: dict[int, set[str]] = defaultdict(set)
         self._sel_cache: dict[tuple[object, ...], frozenset[int]] = {}
@@ -148,6 +150,7 @@ class PolicyEngine:
             parsed = self._parse(np)
             if parsed is not None:
                 self._parsed[np.key] = parsed
+        self._touch = None
         for key, parsed in self._parsed.items():
             self._install(key, self._resolve(parsed))
         for key, pod in self.pods.items():
@@ -214,6 +217,7 @@ class PolicyEngine:
         if self._parsed.get(np.key) == parsed:
             return {}
         self._parsed[np.key] = parsed
+        self._touch = None
         dirty: set[str] = set()
         self._reresolve({np.key}, dirty)
         return self._reassemble(dirty)
@@ -223,6 +227,7 @@ class PolicyEngine:
         self.rejected.pop(key, None)
         if self._parsed.pop(key, None) is None:
             return {}
+        self._touch = None
         dirty: set[str] = set()
         self._reresolve({key}, dirty)
         return self._reassemble(dirty)
@@ -275,6 +280,8 @@ class PolicyEngine:
             g = self._groups[ident] = _IdentGroup(pod.namespace, dict(pod.labels))
             self._ns_idents[pod.namespace].add(ident)
         g.pods.add(pod.key)
+        if self._is_local(pod):
+            g.local.add(pod.key)
         if pod.ip:
             self._ip_pod[pod.ip] = pod.key
             self._addr[pod.ip] = ipaddress.ip_address(pod.ip)
@@ -284,6 +291,7 @@ class PolicyEngine:
         self._alloc.release(ident)
         g = self._groups[ident]
         g.pods.discard(pod.key)
+        g.local.discard(pod.key)
         if not g.pods:
             del self._groups[ident]
             self._ns_idents[pod.namespace].discard(ident)
@@ -297,6 +305,14 @@ class PolicyEngine:
             g = self._groups.get(i)
             if g:
                 out |= g.pods
+        return out
+
+    def _local_pods_of(self, idents: Iterable[int]) -> set[str]:
+        out: set[str] = set()
+        for i in idents:
+            g = self._groups.get(i)
+            if g:
+                out |= g.local
         return out
 
     def _parse(self, np: NetworkPolicy) -> ParsedPolicy | None:
@@ -459,7 +475,10 @@ class PolicyEngine:
         """Policies whose resolution may change when ``pod`` appears or disappears."""
         out: set[str] = set()
         ns_labels = self._ns_labels(pod.namespace)
-        for key, parsed in self._parsed.items():
+        if self._touch is None:
+            self._touch = _TouchIndex.build(self._parsed)
+        for key in self._touch.candidates(pod.namespace):
+            parsed = self._parsed[key]
             if parsed.namespace == pod.namespace and parsed.pod_selector.matches(pod.labels):
                 out.add(key)
                 continue
@@ -519,7 +538,7 @@ class PolicyEngine:
             for res in (old, new):
                 if res is None:
                     continue
-                dirty |= self._pods_of(res.targets)
+                dirty |= self._local_pods_of(res.targets)  # only local pods have an EndpointPolicy
                 if self.default_deny:
                     mirror_peers.extend(res.peers())
         if mirror_peers:
@@ -572,12 +591,15 @@ class PolicyEngine:
 
     def _reassemble(self, dirty: set[str]) -> Delta:
         delta: Delta = {}
-        for key in sorted(dirty):
+        local = []
+        for key in dirty:  # most of a large dirty set is other nodes' pods: no sort, no assembly
             pod = self.pods.get(key)
-            if pod is None or not self._is_local(pod):
-                if self.endpoints.pop(key, None) is not None:
-                    delta[key] = None
-                continue
+            if pod is not None and self._is_local(pod):
+                local.append(key)
+            elif key in self.endpoints:
+                del self.endpoints[key]
+                delta[key] = None
+        for key in sorted(local):
             ep = self._assemble(key)
             if self.endpoints.get(key) != ep:
                 self.endpoints[key] = ep
@@ -681,3 +703,39 @@ class _MirrorIndex:
     def egress_for(self, ident: int, ip: str | None) -> tuple[Rule, ...]:
         return self._for("egress", ident, ip)
 
+
+
+class _TouchIndex:
+    """Which policies a pod change can possibly touch, so that a relabel does not scan them all.
+
+    A policy can only be affected by pods of its own namespace unless one of its rules reaches
+    further: a namespaceSelector peer, or (egress with named ports, which resolve against the
+    destination pods) a peerless rule or an ipBlock peer. Those "wide" policies are checked for
+    every pod; the rest only for pods in their namespace. The exact test stays in
+    ``PolicyEngine._policies_touching``: this only narrows the candidates.
+    """
+
+    def __init__(self) -> None:
+        self.by_namespace: dict[str, list[str]] = defaultdict(list)
+        self.wide: list[str] = []
+
+    @classmethod
+    def build(cls, parsed: Mapping[str, ParsedPolicy]) -> _TouchIndex:
+        idx = cls()
+        for key, pol in parsed.items():
+            (idx.wide if cls._reaches_other_namespaces(pol) else idx.by_namespace[pol.namespace]).append(key)
+        return idx
+
+    @staticmethod
+    def _reaches_other_namespaces(pol: ParsedPolicy) -> bool:
+        for r in (pol.ingress or ()) + (pol.egress or ()):
+            egress_named = r.direction == "egress" and r.named_ports
+            if not r.peers and egress_named:
+                return True
+            for p in r.peers:
+                if p.namespace_selector is not None or (p.kind == "cidr" and egress_named):
+                    return True
+        return False
+
+    def candidates(self, namespace: str) -> list[str]:
+        return self.by_namespace.get(namespace, []) + self.wide

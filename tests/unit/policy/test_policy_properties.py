@@ -156,7 +156,9 @@ def world_st(draw: st.DrawFn) -> tuple[RWorld, ClusterState]:
         state.namespaces[n] = Namespace(n, lab)
     for p in pods:
         cps = tuple(ContainerPort(port, proto, name) for name, port, proto in p.ports)
-        state.pods[f"{p.namespace}/{p.name}"] = Pod(p.namespace, p.name, dict(p.labels), node="n1", ip=p.ip,
+        # Two nodes, so that a node-scoped engine (the agent's) has remote pods to leave out.
+        node = "n1" if int(p.name[1:]) % 3 else "n2"
+        state.pods[f"{p.namespace}/{p.name}"] = Pod(p.namespace, p.name, dict(p.labels), node=node, ip=p.ip,
                                                      ports=cps)
     for ns, name, spec in policies:
         state.policies[f"{ns}/{name}"] = NetworkPolicy(ns, name, copy.deepcopy(spec))
@@ -225,13 +227,14 @@ def _mutations(state: ClusterState, rnd: random.Random, extra_policies: list[Net
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(world_st(), world_st(), st.booleans(), st.randoms(use_true_random=False))
+@given(world_st(), world_st(), st.booleans(), st.sampled_from([None, "n1"]), st.randoms(use_true_random=False))
 def test_incremental_deltas_equal_full_compile(w: tuple[RWorld, ClusterState], other: tuple[RWorld, ClusterState],
-                                               default_deny: bool, rnd: random.Random) -> None:
-    """After each change the delta, applied to the previous endpoints, gives a full recompile."""
+                                               default_deny: bool, node: str | None, rnd: random.Random) -> None:
+    """After each change the delta, applied to the previous endpoints, gives a full recompile:
+    for the whole cluster (node=None) and for one node's endpoints, as an agent compiles them."""
     _, state = w
     extra = [NetworkPolicy(p.namespace, p.name + "x", p.spec) for p in other[1].policies.values()]
-    eng = PolicyEngine(default_deny=default_deny)
+    eng = PolicyEngine(default_deny=default_deny, node=node)
     mirror = dict(eng.load(state))
     for op, arg in _mutations(state, rnd, extra):
         if op == "pod":
@@ -256,6 +259,6 @@ def test_incremental_deltas_equal_full_compile(w: tuple[RWorld, ClusterState], o
             else:
                 assert mirror.get(key) != ep, f"delta for {key} carries no change"
                 mirror[key] = ep
-        full = PolicyEngine(default_deny=default_deny).load(state)
+        full = PolicyEngine(default_deny=default_deny, node=node).load(state)
         assert mirror == full, f"after {op}: incremental state differs from a full compile"
         assert eng.endpoints == full
