@@ -96,10 +96,7 @@ def test_zero_loss_across_agent_and_dataplane_kills_and_a_program_swap(lab):
     b = lab.pod_ip("x/b")
     before = [(e["ip"], e["identity"], e["host_ifname"], e["mac"]) for e in lab.ctl("endpoints")]
     server = lab.in_pod("x/b", "iperf3", "-s", "-1")
-    deadline = time.monotonic() + 10
-    while ":5201" not in lab.run_in(lab.pod_netns("x/b"), "ss", "-ltn").stdout:
-        assert time.monotonic() < deadline, "iperf3 server did not start"
-        time.sleep(0.05)
+    lab.wait_listening("x/b", 5201)
     ping = lab.in_pod("x/a", "ping", "-i", "0.01", "-W", "1", b)
     stream = lab.in_pod("x/a", "iperf3", "-c", b, "-t", "60", "-i", "1", "-b", "200M", "--forceflush")
     try:

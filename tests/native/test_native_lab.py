@@ -74,7 +74,12 @@ def test_wire_carries_plain_ipv4_between_pod_ips(native):
                             "-T", "fields", "-e", "frame.protocols", "-e", "ip.src", "-e", "ip.dst"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.0)  # tshark needs a moment before it captures
+        # tshark reports "Capture started" on stderr once its socket is open (a fixed sleep is
+        # not enough for its start-up on a loaded machine)
+        started, deadline = "", time.monotonic() + 20
+        while "Capture started" not in started and time.monotonic() < deadline and cap.poll() is None:
+            started += cap.stderr.readline()  # type: ignore[union-attr]
+        assert "Capture started" in started, f"tshark did not start capturing: {started}"
         p = native.in_pod("x/a", "ping", "-c", "3", "-i", "0.2", dst)
         assert p.wait(10) == 0, p.stdout.read() if p.stdout else ""
         out, err = cap.communicate(timeout=15)

@@ -140,7 +140,7 @@ def test_full_size_tcp_stream_with_software_segmentation(olab):
     n1 = olab.node_netns("node-1")
     server = olab.in_pod("x/b", "iperf3", "-s", "-1")
     try:
-        time.sleep(0.3)
+        olab.wait_listening("x/b", 5201)
         r = olab.run_in(olab.pod_netns("x/a"), "iperf3", "-c", ips["x/b"], "-t", "1", "-J")
         assert r.returncode == 0, r.stderr
         assert '"bytes"' in r.stdout and '"sum_received"' in r.stdout
@@ -159,7 +159,7 @@ def test_full_size_tcp_stream_with_software_segmentation(olab):
                   extra=["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE"])
     server = olab.in_pod("x/b", "iperf3", "-s", "-1")
     try:
-        time.sleep(0.3)
+        olab.wait_listening("x/b", 5201)
         r = olab.run_in(olab.pod_netns("x/a"), "iperf3", "-c", ips["x/b"], "-t", "1")
         assert r.returncode == 0, r.stderr
         rows = cap.rows()

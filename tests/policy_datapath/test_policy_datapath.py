@@ -5,7 +5,9 @@ a reverse rule (also after a policy change), incremental diffs, restart adoption
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,10 +51,20 @@ class Harness:
             p.identity = self.engine.identity_of(f"t/{name}") or 0
             dp.upsert_endpoint(p.endpoint(topo.gateway))
         self.push(full=True)
+        ready_dir = Path(tempfile.mkdtemp(prefix="novanet-podservers-"))
+        ready = {n: ready_dir / n for n in topo.pods}
         self.servers = [p.popen(sys.executable, "-m", "novanet_core.lab.podserver", "--name", f"t/{n}",
-                                *[f"--tcp={x}" for x in TCP_PORTS], *[f"--udp={x}" for x in UDP_PORTS])
+                                *[f"--tcp={x}" for x in TCP_PORTS], *[f"--udp={x}" for x in UDP_PORTS],
+                                "--ready-file", str(ready[n]))
                         for n, p in topo.pods.items()]
-        time.sleep(0.5)
+        # Wait for every socket to be bound: a fixed sleep lost the race on a loaded machine and
+        # a not-yet-listening server reads as a blocked probe.
+        deadline = time.monotonic() + 30
+        while not all(f.exists() for f in ready.values()):
+            assert all(s.poll() is None for s in self.servers), "a pod server exited at start"
+            assert time.monotonic() < deadline, "pod servers never became ready"
+            time.sleep(0.02)
+        shutil.rmtree(ready_dir, ignore_errors=True)
 
     def close(self) -> None:
         for s in self.servers:

@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,14 @@ class LabUnderTest:
     def in_pod(self, pod: str, *argv: str, **kw: Any) -> subprocess.Popen[str]:
         return subprocess.Popen(["nsenter", f"--net={self.pod_netns(pod)}", *argv], text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+    def wait_listening(self, pod: str, port: int, timeout: float = 20) -> None:
+        """Wait until a TCP server in ``pod`` listens on ``port`` (a server just started with
+        in_pod() is not listening yet, and a fixed sleep loses that race on a loaded machine)."""
+        deadline = time.monotonic() + timeout
+        while f":{port} " not in self.run_in(self.pod_netns(pod), "ss", "-Hltn", f"sport = :{port}").stdout:
+            assert time.monotonic() < deadline, f"nothing listens on {pod} TCP {port}"
+            time.sleep(0.05)
 
     def run_in(self, netns: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["nsenter", f"--net={netns}", *argv], capture_output=True, text=True, check=check)
