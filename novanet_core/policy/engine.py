@@ -299,20 +299,12 @@ class PolicyEngine:
             del self._ip_pod[pod.ip]
             del self._addr[pod.ip]
 
-    def _pods_of(self, idents: Iterable[int]) -> set[str]:
+    def _pods_of(self, idents: Iterable[int], local_only: bool = False) -> set[str]:
         out: set[str] = set()
         for i in idents:
             g = self._groups.get(i)
             if g:
-                out |= g.pods
-        return out
-
-    def _local_pods_of(self, idents: Iterable[int]) -> set[str]:
-        out: set[str] = set()
-        for i in idents:
-            g = self._groups.get(i)
-            if g:
-                out |= g.local
+                out |= g.local if local_only else g.pods
         return out
 
     def _parse(self, np: NetworkPolicy) -> ParsedPolicy | None:
@@ -538,7 +530,7 @@ class PolicyEngine:
             for res in (old, new):
                 if res is None:
                     continue
-                dirty |= self._local_pods_of(res.targets)  # only local pods have an EndpointPolicy
+                dirty |= self._pods_of(res.targets, local_only=True)  # only local pods have an EndpointPolicy
                 if self.default_deny:
                     mirror_peers.extend(res.peers())
         if mirror_peers:
