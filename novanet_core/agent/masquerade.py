@@ -44,7 +44,3 @@ def apply(enabled: bool, pod_cidr: str, cluster_cidr: str) -> None:
     else:
         log.info("egress masquerade %s (%s -> outside %s)", "on" if enabled else "off", pod_cidr, cluster_cidr)
 
-
-def active() -> bool:
-    p = subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True, text=True)
-    return p.returncode == 0 and "masquerade" in p.stdout

@@ -502,6 +502,7 @@ class Agent:
             dp = {"connected": False, "error": str(e)}
         else:
             dp = {"connected": True, **dp}
+        policy = self.policy.status()
         return {
             "version": __version__,
             "ready": self.ready and dp.get("connected", False),
@@ -519,8 +520,8 @@ class Agent:
             "stateVersion": self.state_version,
             "endpoints": len(self.store.all()),
             "identities": len(self.identities.items()),
-            "policies": self.policy.status()["policies"],
-            "rejectedPolicies": self.policy.status()["rejected"],
+            "policies": policy["policies"],
+            "rejectedPolicies": policy["rejected"],
             "tunnels": len(self.tunnel.status()) if self.tunnel is not None else 0,
             "remoteEndpoints": len(self.remotes),
             "nodes": 1 + len(self.remote_nodes or []),

@@ -53,18 +53,24 @@ class Harness:
         self.push(full=True)
         ready_dir = Path(tempfile.mkdtemp(prefix="novanet-podservers-"))
         ready = {n: ready_dir / n for n in topo.pods}
-        self.servers = [p.popen(sys.executable, "-m", "novanet_core.lab.podserver", "--name", f"t/{n}",
-                                *[f"--tcp={x}" for x in TCP_PORTS], *[f"--udp={x}" for x in UDP_PORTS],
-                                "--ready-file", str(ready[n]))
-                        for n, p in topo.pods.items()]
-        # Wait for every socket to be bound: a fixed sleep lost the race on a loaded machine and
-        # a not-yet-listening server reads as a blocked probe.
-        deadline = time.monotonic() + 30
-        while not all(f.exists() for f in ready.values()):
-            assert all(s.poll() is None for s in self.servers), "a pod server exited at start"
-            assert time.monotonic() < deadline, "pod servers never became ready"
-            time.sleep(0.02)
-        shutil.rmtree(ready_dir, ignore_errors=True)
+        self.servers = []
+        try:
+            for n, p in topo.pods.items():
+                self.servers.append(p.popen(sys.executable, "-m", "novanet_core.lab.podserver", "--name", f"t/{n}",
+                                            *[f"--tcp={x}" for x in TCP_PORTS], *[f"--udp={x}" for x in UDP_PORTS],
+                                            "--ready-file", str(ready[n])))
+            # Wait for every socket to be bound: a fixed sleep lost the race on a loaded machine and
+            # a not-yet-listening server reads as a blocked probe.
+            deadline = time.monotonic() + 30
+            while not all(f.exists() for f in ready.values()):
+                assert all(s.poll() is None for s in self.servers), "a pod server exited at start"
+                assert time.monotonic() < deadline, "pod servers never became ready"
+                time.sleep(0.02)
+        except BaseException:
+            self.close()  # the fixture never gets a Harness to close: no server may outlive the test
+            raise
+        finally:
+            shutil.rmtree(ready_dir, ignore_errors=True)
 
     def close(self) -> None:
         for s in self.servers:
