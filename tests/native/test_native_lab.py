@@ -94,10 +94,17 @@ def test_wire_carries_plain_ipv4_between_pod_ips(native):
 def test_routing_cli(native):
     st = native.ctl("routing", "status")
     assert st["connected"] and st["asn"] == 64514 and st["routerId"] == "172.30.0.2" and st["mode"] == "full-mesh"
-    rows = native.ctl("routing", "peers")
+    # `lab up` waits for routes, not for BFD, which comes up a moment after its BGP session
+    deadline = time.monotonic() + 15
+    while True:
+        rows = native.ctl("routing", "peers")
+        # full-mesh eBGP: each peer sends its own PodCIDR and (with a longer path) the third node's
+        ok = all(r["state"] == "Established" and r["bfd"] == "up" and r["pfxRcvd"] == 2 for r in rows)
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert {r["neighbor"] for r in rows} == {"172.30.0.3", "172.30.0.4"}
-    # full-mesh eBGP: each peer sends its own PodCIDR and (with a longer path) the third node's
-    assert all(r["state"] == "Established" and r["bfd"] == "up" and r["pfxRcvd"] == 2 for r in rows), rows
+    assert ok, rows
     pfx = native.ctl("routing", "prefixes")
     assert {p["prefix"] for p in pfx if p["direction"] == "advertised"} == {"10.42.0.0/24"}
     assert {p["prefix"] for p in pfx if p["direction"] == "learned"} == {"10.42.1.0/24", "10.42.100.0/24"}
