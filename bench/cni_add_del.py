@@ -5,17 +5,24 @@ config on stdin), one pod namespace per ADD, rounds interleaved so that machine 
 alike. NovaNet's binary is the launcher ``novanet install-cni`` writes (python -IS).
 
     .venv/bin/python -m bench.cni_add_del [--pods 40] [--rounds 3] [--datapath kernel|ebpf]
+        [--attach-mode auto|tcx|tc] [--rcu-expedited]
+
+``--rcu-expedited`` runs with ``/sys/kernel/rcu_expedited`` set to 1 (restored afterwards). That is a
+node-wide kernel setting, not something NovaNet sets: the flag exists to show how much of a tcx
+attach is the RCU grace period the kernel waits for on every tcx link create.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 
 from bench.common import save, summary
 from novanet_core.cni.install import install
@@ -65,7 +72,31 @@ def main() -> None:
     ap.add_argument("--datapath", default="ebpf")
     ap.add_argument("--attach-mode", default="auto", choices=["auto", "tcx", "tc"],
                     help="bpf.attachMode for the eBPF datapath (tcx link creation dominates ADD on this VM)")
+    ap.add_argument("--rcu-expedited", action="store_true",
+                    help="run with /sys/kernel/rcu_expedited=1 (node-wide; restored afterwards)")
     a = ap.parse_args()
+    with _rcu_expedited(a.rcu_expedited):
+        _run(a)
+
+
+@contextlib.contextmanager
+def _rcu_expedited(on: bool) -> Iterator[None]:
+    knob = "/sys/kernel/rcu_expedited"
+    if not on:
+        yield
+        return
+    with open(knob) as f:
+        before = f.read().strip()
+    with open(knob, "w") as f:
+        f.write("1")
+    try:
+        yield
+    finally:
+        with open(knob, "w") as f:
+            f.write(before)
+
+
+def _run(a: argparse.Namespace) -> None:
     node = NodeUnderTest(datapath=a.datapath, pod_cidr="10.42.8.0/24",
                          extra={"bpf": {"attachMode": a.attach_mode}} if a.datapath == "ebpf" else None)
     ref_ns = f"nvb-ref{uuid.uuid4().hex[:4]}"
@@ -90,8 +121,10 @@ def main() -> None:
         out = {k: {op: summary(v) for op, v in d.items()} for k, d in res.items()}
         ratios = {f"{op}_{p}": out["novanet"][op][p] / out["reference"][op][p] for op in ("add", "del") for p in ("p50", "p99")}
         steps = node.call("cni.timings")
-        path = save(f"cni_add_del_{a.datapath}_{a.attach_mode}", {"pods_per_round": a.pods, "rounds": a.rounds, "datapath": a.datapath,
-                                    "attach_mode": a.attach_mode,
+        tag = "_rcu_expedited" if a.rcu_expedited else ""
+        path = save(f"cni_add_del_{a.datapath}_{a.attach_mode}{tag}", {"pods_per_round": a.pods, "rounds": a.rounds,
+                                    "datapath": a.datapath, "attach_mode": a.attach_mode,
+                                    "rcu_expedited": a.rcu_expedited,
                                     "results_ms": out, "ratios_novanet_over_reference": ratios,
                                     "agent_add_step_medians_ms": steps})
         print("| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")
