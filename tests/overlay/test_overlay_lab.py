@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
-import re
 import socket
 import struct
 import time
@@ -21,6 +20,7 @@ from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, Tun
 from novanet_core.lab.manifests import ManifestWriter
 from novanet_core.lab.paths import LabPaths
 from tests.overlay.helpers import Capture, agent, dataplane, drop_events, drops, ping, wait_for
+from tests.support.ping import PingWatch
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
 
@@ -295,17 +295,18 @@ def test_cross_node_traffic_survives_killed_daemons_and_new_programs_swap_in(ola
     root = str(olab.paths.node_bpf_root("node-1"))
     before = layouts_c.tunnel_slot_prog_id(root, TunnelSlot.ENCAP)
     assert before
-    pinger = olab.in_pod("x/a", "ping", "-n", "-i", "0.01", "-W", "1", ips["x/b"])
+    watch = PingWatch(lambda *argv: olab.in_pod("x/a", *argv), ips["x/b"], interval=0.01)
     try:
-        time.sleep(0.5)
+        watch.wait_replies(50)
+        first = watch.mark()
         for node in ("node-1", "node-2"):
             olab.cli("lab", "restart", "--node", node, "--kill")
-        time.sleep(0.5)
+        last = watch.mark(ahead=50)  # half a second of traffic past the restarts
+        watch.wait_replied(last)
     finally:
-        pinger.send_signal(2)
-        out, _ = pinger.communicate(timeout=10)
-    sent, received = (int(x) for x in re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
-    assert sent > 100 and received == sent, out[-300:]
+        watch.stop()
+    lost = watch.lost(last)
+    assert last - first > 50 and lost == [], lost[:20]
     after = layouts_c.tunnel_slot_prog_id(root, TunnelSlot.ENCAP)
     assert after and after != before  # the restarted agent loaded and published a new encap program
     assert [r for r in olab.probe("--from", "x/a") if not r["allowed"]] == []
