@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 
 import pytest
 
-from tests.bpf.topo import Topology, parse_ping, ping
+from tests.bpf.topo import Topology, ping
+from tests.support.ping import PingWatch
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]
 
@@ -48,19 +48,22 @@ def test_dataplane_killed_and_restarted_twice_under_ping_loses_nothing(topo: Top
     try:
         p1, info1 = start_runner(topo)
         procs.append(p1)
-        assert ping(a, b.ip, count=2) == (2, 2)
-        pinger = a.popen("ping", "-n", "-q", "-c", "800", "-i", "0.01", "-W", "1", b.ip)
-        time.sleep(0.5)
-        kill(p1)  # no cleanup at all: pinned links and maps carry the traffic
-        time.sleep(0.5)
-        p2, info2 = start_runner(topo)
-        procs.append(p2)
-        kill(p2)
-        p3, info3 = start_runner(topo)
-        procs.append(p3)
-        out, _ = pinger.communicate(timeout=60)
-        sent, received = parse_ping(out)
-        assert sent == 800 and received == 800, out
+        assert ping(a, b.ip, count=2)[1] == 2
+        watch = PingWatch(a.popen, b.ip, interval=0.01)
+        try:
+            watch.wait_replies(50)
+            kill(p1)  # no cleanup at all: pinned links and maps carry the traffic
+            watch.mark(ahead=50)
+            p2, info2 = start_runner(topo)
+            procs.append(p2)
+            kill(p2)
+            p3, info3 = start_runner(topo)
+            procs.append(p3)
+            last = watch.mark(ahead=50)
+            watch.wait_replied(last)
+        finally:
+            watch.stop()
+        assert last > 150 and watch.lost(last) == [], watch.lost(last)[:20]
         assert info1["endpoints"] == info2["endpoints"] == info3["endpoints"]
         ids = [{(lk["interface"], lk["direction"]): lk["link_id"] for lk in i["links"]} for i in (info1, info2, info3)]
         assert ids[0] == ids[1] == ids[2]  # the same links, re-opened, not replaced
@@ -74,14 +77,20 @@ def test_dataplane_killed_and_restarted_twice_under_ping_loses_nothing(topo: Top
 
 def test_program_swap_under_traffic_loses_nothing(topo: Topology, datapath) -> None:
     a, b = topo.pods["a"], topo.pods["b"]
-    assert ping(a, b.ip, count=1) == (1, 1)
+    assert ping(a, b.ip, count=1)[1] == 1
     first = {lk["prog_id"] for lk in datapath.links()}
-    pinger = a.popen("ping", "-n", "-q", "-c", "400", "-i", "0.01", "-W", "1", b.ip)
+    watch = PingWatch(a.popen, b.ip, interval=0.01)
     swaps = []
-    for _ in range(5):
-        swaps.append(datapath.reload()["swapped"])
-    out, _ = pinger.communicate(timeout=60)
-    assert parse_ping(out) == (400, 400), out
+    try:
+        watch.wait_replies(20)
+        first_seq = watch.mark()
+        for _ in range(5):
+            swaps.append(datapath.reload()["swapped"])
+        last = watch.mark(ahead=50)
+        watch.wait_replied(last)
+    finally:
+        watch.stop()
+    assert last - first_seq >= 50 and watch.lost(last) == [], watch.lost(last)[:20]
     assert all(len(s) == 2 * len(topo.pods) for s in swaps)
     assert first.isdisjoint({lk["prog_id"] for lk in datapath.links()})
 
@@ -98,7 +107,7 @@ def test_stale_links_removed_on_start(topo: Topology) -> None:
     kill(p2)
     assert sorted(info2["last_start"]["stale_removed"]) == [f"{c.host_if}_egress", f"{c.host_if}_ingress"]
     assert not os.path.exists(os.path.join(topo.bpf_root, "links", f"{c.host_if}_ingress"))
-    assert ping(topo.pods["a"], topo.pods["b"].ip, count=2) == (2, 2)
+    assert ping(topo.pods["a"], topo.pods["b"].ip, count=2)[1] == 2
 
 
 def test_schema_mismatch_is_migrated_not_reused(topo: Topology) -> None:
@@ -148,7 +157,7 @@ def test_schema_mismatch_is_migrated_not_reused(topo: Topology) -> None:
             dp.configure(topo.settings())
             for p in topo.pods.values():
                 dp.upsert_endpoint(p.endpoint(topo.gateway))
-            assert ping(b, a.ip, count=2) == (2, 2)
+            assert ping(b, a.ip, count=2)[1] == 2
             assert ping(a, b.ip, count=2, deadline=3)[1] == 0  # the migrated deny entry is honoured
         finally:
             dp.stop()

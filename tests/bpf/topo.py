@@ -106,7 +106,9 @@ class Topology:
 
 
 def ping(src: Pod, dst_ip: str, count: int = 3, interval: float = 0.2, deadline: float = 10) -> tuple[int, int]:
-    """(transmitted, received)."""
+    """(transmitted, received). With ``-w`` ping keeps sending until ``count`` replies are in, so
+    a working path shows as received == count (a retransmit after a slow reply adds to
+    transmitted); a blocked one as received == 0 at the deadline."""
     r = src.run("ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", "-w", str(deadline),
                 dst_ip, check=False, timeout=deadline + 30)
     return parse_ping(r.stdout)
