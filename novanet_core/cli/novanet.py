@@ -266,19 +266,23 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 @click.option("--protocol", "protocols", multiple=True, type=click.Choice(["TCP", "UDP", "SCTP"], case_sensitive=False),
               help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_core.lab.sctp).")
 @click.option("--timeout", type=float, default=None, help="Seconds after which a probe counts as blocked (0.3).")
+@click.option("--confirm-timeout", type=float, default=None,
+              help="TCP/UDP probes that timed out are tried once more with this timeout (0.6; 0 = no second try).")
 @output_option
 def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], ports: tuple[int, ...],
-          protocols: tuple[str, ...], timeout: float | None, output: str) -> None:
+          protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, output: str) -> None:
     """Probe pod-to-pod reachability; prints e2e-style truth tables or JSON."""
-    from novanet_core.lab.probe import DEFAULT_TIMEOUT
+    from novanet_core.lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT
     from novanet_core.lab.reach import probe as lab_probe
     from novanet_core.lab.table import results_tables
 
     if timeout is not None and not 0 < timeout <= 60:
         raise LabError(f"--timeout {timeout}: must be in (0, 60] seconds")
+    if confirm_timeout is not None and not 0 <= confirm_timeout <= 60:
+        raise LabError(f"--confirm-timeout {confirm_timeout}: must be in [0, 60] seconds")
     t0 = time.monotonic()
     results = lab_probe(name or _default_lab(), sources, targets, ports, [p.upper() for p in protocols],
-                        timeout or DEFAULT_TIMEOUT)
+                        timeout or DEFAULT_TIMEOUT, CONFIRM_TIMEOUT if confirm_timeout is None else confirm_timeout)
     elapsed = time.monotonic() - t0
     if output == "json":
         _emit_json({"results": [r.to_json() for r in results], "seconds": round(elapsed, 3)})

@@ -10,7 +10,8 @@ one selector until each probe is answered or the deadline passes:
   while neighbours were resolved) and waits for the echo naming the target.
 
 A refused connection (RST / ICMP port unreachable) is decided at once; a dropped packet at the
-deadline. Either way ``allowed`` is False and ``reason`` says which.
+deadline, confirmed by a second attempt with a longer deadline. Either way ``allowed`` is False
+and ``reason`` says which.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from novanet_core.lab.netns import setns_thread
 from novanet_core.lab.paths import NETNS_DIR
 
 DEFAULT_TIMEOUT = 0.3
+# A probe that timed out is tried once more with this timeout before it counts as blocked.
+CONFIRM_TIMEOUT = 0.6
 # Above this many open probes a source starts the rest as earlier ones finish (fd limits).
 WINDOW = 256
 
@@ -87,20 +90,49 @@ def probe_matrix(
     checks: Sequence[tuple[int, str]],
     timeout: float = DEFAULT_TIMEOUT,
     serves: dict[str, set[tuple[int, str]]] | None = None,
+    confirm_timeout: float = CONFIRM_TIMEOUT,
 ) -> list[ProbeResult]:
     """Probe every (source, target, (port, protocol)); results in source, check, target order.
 
     With ``serves`` (target key -> the ports it declares), a target is probed only on its own
     ports, so that "nothing listens there" is never shown as "blocked".
+
+    A probe that timed out is tried once more, all of them together, with ``confirm_timeout``
+    (0: no second attempt). A short first timeout keeps a table of mostly-allowed cells fast,
+    and the second attempt keeps a reply that was merely late (a loaded machine, a slow
+    neighbour resolution) from being reported as a drop.
     """
     raise_fd_limit()
+    cells = {
+        s.key: [(d, port, proto) for port, proto in checks for d in targets
+                if serves is None or (port, proto) in serves.get(d.key, set())]
+        for s in sources
+    }
+    results = _run(sources, cells, timeout)
+    if confirm_timeout > 0:
+        again = {k: [i for i, r in enumerate(rs) if r.reason == "timeout"] for k, rs in results.items()}
+        again = {k: idx for k, idx in again.items() if idx}
+        if again:
+            second = _run([s for s in sources if s.key in again],
+                          {k: [cells[k][i] for i in idx] for k, idx in again.items()}, confirm_timeout)
+            for k, idx in again.items():
+                for i, r in zip(idx, second[k], strict=True):
+                    first = results[k][i]
+                    r.ms += first.ms
+                    results[k][i] = r
+    return [r for s in sources for r in results[s.key]]
+
+
+def _run(sources: Sequence[Endpoint], cells: dict[str, list[tuple[Endpoint, int, str]]],
+         timeout: float) -> dict[str, list[ProbeResult]]:
+    """One thread per source; each source's results in the order of its cells."""
     per_source: dict[str, list[ProbeResult]] = {}
     errors: dict[str, str] = {}
 
     def run(src: Endpoint) -> None:
         try:
             setns_thread(str(NETNS_DIR / src.netns))
-            per_source[src.key] = _probe_from(src, targets, checks, timeout, serves)
+            per_source[src.key] = _probe_from(src, cells[src.key], timeout)
         except Exception as e:  # reported per probe below; one broken pod must not hide the rest
             errors[src.key] = f"error: {type(e).__name__}: {e}"
 
@@ -109,33 +141,15 @@ def probe_matrix(
         t.start()
     for t in threads:
         t.join()
-    out: list[ProbeResult] = []
     for src in sources:
         if src.key in errors:
-            out.extend(
-                ProbeResult(src.key, d.key, port, proto, False, errors[src.key], 0.0)
-                for port, proto in checks
-                for d in targets
-                if serves is None or (port, proto) in serves.get(d.key, set())
-            )
-        else:
-            out.extend(per_source[src.key])
-    return out
+            per_source[src.key] = [ProbeResult(src.key, d.key, port, proto, False, errors[src.key], 0.0)
+                                   for d, port, proto in cells[src.key]]
+    return per_source
 
 
-def _probe_from(
-    src: Endpoint,
-    targets: Sequence[Endpoint],
-    checks: Sequence[tuple[int, str]],
-    timeout: float,
-    serves: dict[str, set[tuple[int, str]]] | None,
-) -> list[ProbeResult]:
-    probes = [
-        _Probe(d, port, proto)
-        for port, proto in checks
-        for d in targets
-        if serves is None or (port, proto) in serves.get(d.key, set())
-    ]
+def _probe_from(src: Endpoint, cells: Sequence[tuple[Endpoint, int, str]], timeout: float) -> list[ProbeResult]:
+    probes = [_Probe(d, port, proto) for d, port, proto in cells]
     sel = selectors.DefaultSelector()
     pending = list(reversed(probes))
     active = 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from novanet_core.lab import state as lstate
 from novanet_core.lab.errors import LabError
 from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.probe import DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
+from novanet_core.lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
 from novanet_core.lab.state import LabState
 
 PROBE_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -55,7 +55,8 @@ def checks_for(st: LabState, targets: Sequence[Endpoint], ports: Sequence[int],
 
 
 def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), ports: Sequence[int] = (),
-          protocols: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT) -> list[ProbeResult]:
+          protocols: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
+          confirm_timeout: float = CONFIRM_TIMEOUT) -> list[ProbeResult]:
     paths = LabPaths(lab)
     st = lstate.load(paths)
     if st is None:
@@ -72,11 +73,11 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
     checks = checks_for(st, dst, ports, protocols)
     sctp_ports = [port for port, proto in checks if proto == "SCTP"]
     if not sctp_ports:
-        return probe_matrix(src, dst, checks, timeout, serves)
+        return probe_matrix(src, dst, checks, timeout, serves, confirm_timeout)
     from novanet_core.lab.sctp import probe_sctp
 
     other = [c for c in checks if c[1] != "SCTP"]
-    res = probe_matrix(src, dst, other, timeout, serves) if other else []
+    res = probe_matrix(src, dst, other, timeout, serves, confirm_timeout) if other else []
     res += probe_sctp(src, dst, sctp_ports, timeout)
     order = {c: i for i, c in enumerate(checks)}
     return sorted(res, key=lambda r: (src.index(next(s for s in src if s.key == r.src)), order[(r.port, r.protocol)]))

@@ -62,8 +62,8 @@ def pair(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint]]:
             netns.remove(n)
 
 
-def results(src: Endpoint, dst: Endpoint, checks: list[tuple[int, str]], timeout: float = 0.3) -> dict:
-    return {(r.port, r.protocol): r for r in probe_matrix([src], [dst], checks, timeout)}
+def results(src: Endpoint, dst: Endpoint, checks: list[tuple[int, str]], timeout: float = 0.3, **kw: float) -> dict:
+    return {(r.port, r.protocol): r for r in probe_matrix([src], [dst], checks, timeout, **kw)}
 
 
 def test_allowed_refused_dropped(pair: tuple[Endpoint, Endpoint]) -> None:
@@ -76,6 +76,46 @@ def test_allowed_refused_dropped(pair: tuple[Endpoint, Endpoint]) -> None:
     if shutil.which("nft"):
         assert (got[(81, "TCP")].allowed, got[(81, "TCP")].reason) == (False, "timeout")
         assert (got[(81, "UDP")].allowed, got[(81, "UDP")].reason) == (False, "timeout")
+
+
+# Answers every connection 0.4 s late: after the first 0.3 s attempt gave up, within the 0.6 s
+# second one. One thread per connection, so that the late first attempt does not hold up the second.
+SLOW_SERVER = """
+import pathlib, socket, sys, threading, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 84))
+s.listen(16)
+pathlib.Path(sys.argv[1]).touch()
+def late(c):
+    time.sleep(0.4)
+    try:
+        c.sendall(b"s/srv\\n")
+    except OSError:
+        pass
+    c.close()
+while True:
+    threading.Thread(target=late, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+def test_late_reply_is_confirmed_not_reported_as_a_drop(pair: tuple[Endpoint, Endpoint], tmp_path: Path) -> None:
+    cli, srv = pair
+    ready = tmp_path / "slow.ready"
+    pid = procs.start_in_netns([sys.executable, "-c", SLOW_SERVER, str(ready)], srv.netns, tmp_path / "slow.log",
+                               tmp_path / "slow.pid")
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert procs.is_running(pid) and time.monotonic() < deadline, (tmp_path / "slow.log").read_text()
+            time.sleep(0.02)
+        once = results(cli, srv, [(84, "TCP")], confirm_timeout=0)[(84, "TCP")]
+        assert (once.allowed, once.reason) == (False, "timeout")
+        twice = results(cli, srv, [(84, "TCP")])[(84, "TCP")]
+        assert (twice.allowed, twice.reason) == (True, "connected")
+        assert twice.ms >= 400 + 300 * 0.9, twice  # first attempt's deadline plus the server's delay
+    finally:
+        procs.terminate([pid], grace=2)
 
 
 def test_reply_must_name_the_target(pair: tuple[Endpoint, Endpoint]) -> None:
