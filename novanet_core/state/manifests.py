@@ -32,13 +32,15 @@ class ManifestSource:
     def __init__(self, directory: str | os.PathLike[str], poll_interval: float = 0.05):
         self.dir = Path(directory)
         self.poll_interval = poll_interval
-        self._sig: dict[str, tuple[float, int]] = {}
+        self._sig: dict[str, tuple[int, int, int]] = {}
         self._by_file: dict[str, dict[tuple[str, str], Any]] = {}
         self._version = -1
         self.errors: list[str] = []
 
     # -- scanning
-    def _signature(self) -> dict[str, tuple[float, int]]:
+    def _signature(self) -> dict[str, tuple[int, int, int]]:
+        # The inode is part of it: writers replace files by rename, and a rewrite of the same size
+        # within one timestamp tick would otherwise look unchanged.
         sig = {}
         try:
             entries = list(os.scandir(self.dir))
@@ -50,7 +52,7 @@ class ManifestSource:
                     st = e.stat()
                 except FileNotFoundError:
                     continue
-                sig[e.name] = (st.st_mtime, st.st_size)
+                sig[e.name] = (st.st_ino, st.st_mtime_ns, st.st_size)
         return sig
 
     def _read_version(self) -> int:
@@ -97,10 +99,17 @@ class ManifestSource:
             merged.update(self._by_file[name])
         return merged
 
-    def _rescan(self) -> bool:
+    def _rescan(self) -> tuple[bool, int]:
+        """Reload changed files; (anything changed, the VERSION those files are at least at).
+
+        VERSION is read before the directory: the writer bumps it only after writing the files
+        it covers, so a scan that follows the read sees all of them. Read after the scan, it
+        could name a version whose last files were written while the scan was running.
+        """
+        version = self._read_version()
         sig = self._signature()
         if sig == self._sig:
-            return False
+            return False, version
         changed = {n for n in set(sig) | set(self._sig) if sig.get(n) != self._sig.get(n)}
         self._sig = sig
         for n in changed:
@@ -110,21 +119,22 @@ class ManifestSource:
                 self._by_file[n] = self._load_file(n)
             else:
                 self._by_file.pop(n, None)
-        return True
+        return True, version
 
     # -- StateSource protocol
     def snapshot(self) -> ClusterState:
-        self._rescan()
+        _, version = self._rescan()
         st = ClusterState()
         for (kind, _), obj in self._merged().items():
             st.table(kind)[obj.key] = obj
-        self._version = st.version = self._read_version()
+        self._version = st.version = version
         self._last = self._merged()
         return st
 
     def watch(self, stop: threading.Event) -> Iterator[StateEvent]:
         while not stop.is_set():
-            if self._rescan():
+            changed, version = self._rescan()
+            if changed:
                 now = self._merged()
                 for k, obj in now.items():
                     if k not in self._last:
@@ -135,10 +145,8 @@ class ManifestSource:
                     if k not in now:
                         yield StateEvent("DELETED", k[0], obj)
                 self._last = now
-                v = self._read_version()
-                if v != self._version:
-                    self._version = v
-                yield StateEvent("SYNCED", "", None, version=self._version)
+                self._version = version
+                yield StateEvent("SYNCED", "", None, version=version)
             stop.wait(self.poll_interval)
 
 
