@@ -3,6 +3,8 @@ buffer could not take is counted as lost, so nothing goes unaccounted."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.bpf.topo import Topology
@@ -17,7 +19,7 @@ def test_flood_into_deny_rule_counts_drops_and_lost_events(topo: Topology, datap
     datapath.flows.stop()  # nobody consumes: the 8 MiB ring (~95 k events) fills, reservations fail
     d0, f0 = datapath.drop_counters(), datapath.flow_counters()
     a.run("python3", "-c", _BLAST.format(ip=b.ip), timeout=60)
-    d1, f1 = datapath.drop_counters(), datapath.flow_counters()
+    d1, f1 = _settled(datapath)
     denied = d1["POLICY_DENY_RULE"] - d0["POLICY_DENY_RULE"]
     assert denied > 100_000, d1
     assert d1["POLICY_DENIED"] == d0["POLICY_DENIED"]
@@ -28,6 +30,21 @@ def test_flood_into_deny_rule_counts_drops_and_lost_events(topo: Topology, datap
     assert emitted == all_drops + (f1["new_flows"] - f0["new_flows"])  # one event attempt per drop / new flow
     st = datapath.status()
     assert st["flow_events"]["lost"] == f1["lost"] and st["drop_counters"]["POLICY_DENY_RULE"] >= denied
+
+
+def _settled(datapath, timeout: float = 20) -> tuple[dict, dict]:
+    """Drop and flow counters once two reads in a row agree: the sender has exited, but packets it
+    queued on the veth may still be going through the programs in softirq, and the counts are
+    compared with each other, so they must come from a quiet moment."""
+    prev = datapath.drop_counters(), datapath.flow_counters()
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.1)
+        cur = datapath.drop_counters(), datapath.flow_counters()
+        if cur == prev:
+            return cur
+        assert time.monotonic() < deadline, "counters still moving"
+        prev = cur
 
 
 _BLAST = """
