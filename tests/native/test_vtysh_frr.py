@@ -7,6 +7,7 @@ import secrets
 import shutil
 
 import pytest
+from novanet_frr_bgp import backend as backend_module
 from novanet_frr_bgp import frrconf
 from novanet_frr_bgp.backend import FrrBgpRouting
 
@@ -61,7 +62,7 @@ def running(b: FrrBgpRouting):
     return frrconf.parse_running_config(b.vtysh.running_config())[0]
 
 
-def test_apply_then_nothing_to_do_then_rollback(frr_node):
+def test_apply_then_nothing_to_do_then_rollback(frr_node, monkeypatch):
     remotes = [NodeInfo("r2", "10.254.0.2", "10.42.8.0/24"), NodeInfo("r3", "10.254.0.3", "10.42.9.0/24")]
     b = backend(frr_node, bfd={"enabled": True})
     b.remotes = remotes
@@ -79,6 +80,8 @@ def test_apply_then_nothing_to_do_then_rollback(frr_node):
     # FRR rejects a peer that is the router itself; the new node before it in the same batch
     # must be rolled back too, leaving exactly the previous config.
     before = running(b)
+    # A backoff the "tick" below cannot outlast, however slow the vtysh calls before it are.
+    monkeypatch.setattr(backend_module, "FIRST_RETRY_BACKOFF", 600.0)
     bad = backend(frr_node, bfd={"enabled": True}, peers=[{"address": LOCAL.ip, "asn": 65000}])
     bad.remotes = remotes + [NodeInfo("r4", "10.254.0.4", "10.42.10.0/24")]
     rep = bad.reconcile("bad peer")

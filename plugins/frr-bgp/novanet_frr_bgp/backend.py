@@ -35,6 +35,7 @@ log = logging.getLogger("novanet.routing.frr")
 # they are told apart from the datapath's (99) and from zebra's "proto bgp" (186).
 RTPROT_NOVANET_ROUTING = 98
 RTN_BLACKHOLE = 6
+FIRST_RETRY_BACKOFF = 2.0
 MAX_RETRY_BACKOFF = 60.0
 # Until the agent first reports the node list, neighbors FRR already has are kept: a restarted
 # agent must not delete (and so flap) every session in the moment before its first sync_nodes.
@@ -207,7 +208,7 @@ class FrrBgpRouting:
         return {"ok": False, "error": err, "rolledBack": rb.ok, "commands": frrconf.redact(cmds)}
 
     def _note_failure(self, key: str) -> None:
-        self._backoff = min(self._backoff * 2, MAX_RETRY_BACKOFF) if self._failed_want == key else 2.0
+        self._backoff = min(self._backoff * 2, MAX_RETRY_BACKOFF) if self._failed_want == key else FIRST_RETRY_BACKOFF
         self._failed_want = key
         self._retry_at = time.monotonic() + self._backoff
 
