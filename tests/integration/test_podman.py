@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 import uuid
 
 import pytest
@@ -64,6 +65,11 @@ def test_podman_container_reaches_a_lab_pod(podman_env):
                                "while true; do echo hello-from-pod | busybox nc -l -p 8080; done"],
                               start_new_session=True)
     try:
+        deadline = time.monotonic() + 20
+        while ":8080 " not in subprocess.run(["nsenter", f"--net={pod_ns}", "ss", "-Hltn", "sport = :8080"],
+                                             capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "the pod's nc server never listened"
+            time.sleep(0.05)
         p = subprocess.run(
             ["podman", "run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
              "--network", net, image, "sh", "-c",
@@ -73,7 +79,10 @@ def test_podman_container_reaches_a_lab_pod(podman_env):
         assert "hello-from-pod" in p.stdout
         assert "10.42.7." in p.stdout  # the container got a NovaNet address
         # podman ran ADD and then DEL through our binary: the agent has only the target pod left.
-        eps = node.call("endpoints.list")
-        assert [e["ip"] for e in eps] == [target]
+        # (polled: the DEL comes from podman's container cleanup, which may still be running)
+        deadline = time.monotonic() + 20
+        while (ips := [e["ip"] for e in node.call("endpoints.list")]) != [target] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ips == [target]
     finally:
         os.killpg(server.pid, 9)
