@@ -244,7 +244,9 @@ def test_receiver_enforces_on_the_identity_the_sender_stamped(olab):
         if olab.protocol == "geneve":
             assert r.returncode != 0
             assert wait_for(lambda: drops(olab, "node-2")["POLICY_DENY_RULE"] > denied_before)
-            ev = [e for e in drop_events(olab, "node-2") if e["src_ip"] == ips["x/a"] and e["dst_ip"] == ips["x/b"]]
+            # the event reaches the API through the ring buffer consumer, a moment after the counter
+            ev = wait_for(lambda: [e for e in drop_events(olab, "node-2")
+                                   if e["src_ip"] == ips["x/a"] and e["dst_ip"] == ips["x/b"]], step=0.1)
             assert ev and ev[-1]["src_identity"] == a_id  # the stamped one, not 0x7777777
         else:
             assert r.returncode == 0
@@ -350,7 +352,7 @@ def test_node_churn_updates_tunnels_and_a_removed_node_drops_no_tunnel(olab):
     r = ping(olab, "x/a", ips["x/c"])
     assert r.returncode != 0
     assert wait_for(lambda: drops(olab, "node-1")["NO_TUNNEL"] > before)
-    ev = [e for e in drop_events(olab, "node-1") if e["dst_ip"] == ips["x/c"]]
+    ev = wait_for(lambda: [e for e in drop_events(olab, "node-1") if e["dst_ip"] == ips["x/c"]], step=0.1)
     assert ev and ev[-1]["drop_reason_name"] == DropReason.NO_TUNNEL.name
     print(f"\n{olab.protocol}: node-4 in every tunnel map after {joined:.3f} s; node-3 gone after {left:.3f} s")
     # node-3 comes back: its tunnel returns and its pods are reachable again
