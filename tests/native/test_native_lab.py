@@ -121,7 +121,10 @@ def test_agent_sigkill_keeps_sessions_without_flap(native):
     ping = native.in_pod("x/a", "ping", "-c", "40", "-i", "0.05", native.pod_ip("x/b"))
     restart.restart(native.name, ["node-2"], ["agent"], hard=True)
     after_restart = native.ctl("routing", "status", node="node-2")
-    time.sleep(2.5)  # one reconcile period of the new agent (reconcileInterval: 2)
+    deadline = time.monotonic() + 20  # until the new agent has compared FRR's config again (reconcileInterval: 2)
+    while native.ctl("routing", "status", node="node-2")["reconciles"] <= after_restart["reconciles"]:
+        assert time.monotonic() < deadline, "the restarted agent never reconciled FRR"
+        time.sleep(0.2)
     after = peers(native, "node-2")
     for addr, p in before.items():
         assert after[addr]["state"] == "Established"

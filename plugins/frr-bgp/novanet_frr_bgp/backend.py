@@ -59,6 +59,7 @@ class FrrBgpRouting:
         self.connected = False
         self.daemons: list[str] = []
         self.applies = self.rollbacks = self.failures = 0
+        self.reconciles = 0  # times FRR's running config was read and compared with the desired one
         self.last_apply: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=50)
@@ -120,6 +121,7 @@ class FrrBgpRouting:
             "timers": s.timers.model_dump(),
             "vtysh": self.vtysh.argv(),
             "desiredNeighbors": len(self._want().bgp.neighbors) if self.local else 0,  # type: ignore[union-attr]
+            "reconciles": self.reconciles,
             "applies": self.applies,
             "rollbacks": self.rollbacks,
             "failures": self.failures,
@@ -168,6 +170,7 @@ class FrrBgpRouting:
             if not self._nodes_known and time.monotonic() - self._started_at < NODES_GRACE:
                 want = frrconf.keep_neighbors(want, cur)
             cmds = frrconf.diff(cur, want, profile, managed)
+            self.reconciles += 1
             if not cmds:
                 self._failed_want = None
                 return {"ok": True, "commands": []}
