@@ -58,9 +58,15 @@ def test_sigkill_during_concurrent_adds_leaks_nothing(kernel_node):
         results[i] = kernel_node.cni("ADD", f"{i:02d}storm00000", netns[i])[0]
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(len(netns))]
+    ipam_dir = Path(kernel_node.config["ipam"]["dataDir"])
     for t in threads:
         t.start()
-    time.sleep(0.15)
+    # Kill as soon as the first address is allocated, so that the kill lands inside the storm
+    # (a fixed sleep could land before any ADD reached the agent, or after all of them).
+    deadline = time.monotonic() + 30
+    while not any(f.name[0].isdigit() for f in ipam_dir.iterdir()):
+        assert time.monotonic() < deadline, "no ADD allocated an address"
+        time.sleep(0.002)
     kernel_node.kill("agent")
     for t in threads:
         t.join(60)
@@ -73,6 +79,7 @@ def test_sigkill_during_concurrent_adds_leaks_nothing(kernel_node):
     assert _host_veths(kernel_node) == {e["host_ifname"] for e in eps.values()}
     succeeded = [i for i, rc in results.items() if rc == 0]
     assert len(eps) >= len(succeeded)
+    assert len(succeeded) < len(netns), "the kill interrupted no ADD: nothing was tested"
     # The runtime retries the failed ones (DEL then ADD, as kubelet does): all succeed now.
     for i, rc in results.items():
         if rc != 0:
