@@ -60,12 +60,16 @@ class Capture:
         for f in fields:
             argv += ["-e", f]
         self.proc = subprocess.Popen(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # tshark says "Capturing on 'eth0'" on stderr once the socket is open
+        # tshark logs "Capture started." on stderr once its socket is open; traffic sent before
+        # that is not seen. (readline blocks, but tshark ends by itself after `duration`.)
         buf = ""
         deadline = time.monotonic() + 15
         while "Capture started" not in buf and time.monotonic() < deadline and self.proc.poll() is None:
             buf += self.proc.stderr.readline()  # type: ignore[union-attr]
         self.startup = buf
+        if "Capture started" not in buf:
+            self.stop()
+            raise AssertionError(f"tshark did not start capturing: {buf[-500:]}")
 
     def rows(self, timeout: float = 20) -> list[dict[str, str]]:
         try:
