@@ -267,7 +267,8 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
               help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_core.lab.sctp).")
 @click.option("--timeout", type=float, default=None, help="Seconds after which a probe counts as blocked (0.3).")
 @click.option("--confirm-timeout", type=float, default=None,
-              help="TCP/UDP probes that timed out are tried once more with this timeout (0.6; 0 = no second try).")
+              help="TCP/UDP probes that timed out are tried once more with this timeout, and missing SCTP INITs "
+                   "waited for as long (0.6; 0 = no second try).")
 @output_option
 def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], ports: tuple[int, ...],
           protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, output: str) -> None:

@@ -78,6 +78,6 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
 
     other = [c for c in checks if c[1] != "SCTP"]
     res = probe_matrix(src, dst, other, timeout, serves, confirm_timeout) if other else []
-    res += probe_sctp(src, dst, sctp_ports, timeout)
+    res += probe_sctp(src, dst, sctp_ports, timeout, confirm_timeout)
     order = {c: i for i, c in enumerate(checks)}
     return sorted(res, key=lambda r: (src.index(next(s for s in src if s.key == r.src)), order[(r.port, r.protocol)]))

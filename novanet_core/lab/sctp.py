@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from novanet_core.lab.netns import setns_thread
 from novanet_core.lab.paths import NETNS_DIR
-from novanet_core.lab.probe import Endpoint, ProbeResult
+from novanet_core.lab.probe import CONFIRM_TIMEOUT, Endpoint, ProbeResult
 
 IPPROTO_SCTP = 132
 REASON_ARRIVED = "sctp-init-arrived"
@@ -101,23 +101,30 @@ class _Receiver(threading.Thread):
         try:
             while not self.stop.is_set():
                 r, _, _ = select.select([sock], [], [], 0.02)
-                if not r:
-                    continue
-                while True:
-                    try:
-                        pkt = sock.recv(65535)
-                    except BlockingIOError:
-                        break
-                    got = parse_init(pkt)
-                    if got is not None:
-                        self.seen.add(got)
+                if r:
+                    self._drain(sock)
+            self._drain(sock)  # what arrived while this thread waited for the GIL still counts
         finally:
             sock.close()
 
+    def _drain(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                pkt = sock.recv(65535)
+            except BlockingIOError:
+                return
+            got = parse_init(pkt)
+            if got is not None:
+                self.seen.add(got)
+
 
 def probe_sctp(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: Sequence[int],
-               timeout: float) -> list[ProbeResult]:
-    """INIT from every source to every target on every port; results in source, port, target order."""
+               timeout: float, confirm_timeout: float = CONFIRM_TIMEOUT) -> list[ProbeResult]:
+    """INIT from every source to every target on every port; results in source, port, target order.
+
+    Decided as soon as every INIT has arrived; otherwise after ``timeout`` plus, while some are
+    still missing, up to ``confirm_timeout`` more (as the TCP/UDP probes' second attempt does).
+    """
     stop = threading.Event()
     ready = threading.Barrier(len(targets) + 1)
     receivers = {t.key: _Receiver(t, ready, stop) for t in targets}
@@ -156,9 +163,15 @@ def probe_sctp(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: 
         th.start()
     for th in senders:
         th.join()
-    remaining = started + timeout - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
+    def complete() -> bool:
+        return all((s.ip, port, tag) in receivers[t.key].seen for s, t, port, _sport, tag in plan)
+
+    end = started + timeout
+    while time.monotonic() < end and not complete():
+        time.sleep(0.01)
+    end = time.monotonic() + confirm_timeout
+    while time.monotonic() < end and not complete():
+        time.sleep(0.01)
     stop.set()
     for r in receivers.values():
         r.join(timeout=2)
