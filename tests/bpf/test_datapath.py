@@ -130,7 +130,7 @@ def test_host_reaches_pod(topo: Topology, datapath) -> None:
     # back through the ARP responder and the from-pod program's pass-to-host path
     from tests.bpf.topo import sh
 
-    out = sh("ip", "netns", "exec", topo.node, "ping", "-c", "2", "-W", "1", topo.pods["a"].ip, check=False).stdout
+    out = sh("ip", "netns", "exec", topo.node, "ping", "-c", "2", "-W", "2", topo.pods["a"].ip, check=False).stdout
     assert " 0% packet loss" in out
 
 

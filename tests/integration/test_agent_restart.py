@@ -36,7 +36,7 @@ def test_pods_keep_ips_and_connectivity_across_agent_sigkill(kernel_node):
     assert [(e["ip"], e["identity"], e["host_ifname"]) for e in before] == [
         (e["ip"], e["identity"], e["host_ifname"]) for e in after]
     ip_b = rb["ips"][0]["address"].split("/")[0]
-    assert sh("nsenter", f"--net={a}", "ping", "-c", "1", "-W", "1", ip_b, check=False).returncode == 0
+    assert sh("nsenter", f"--net={a}", "ping", "-c", "1", "-W", "2", ip_b, check=False).returncode == 0
 
 
 def test_reconcile_frees_ip_and_veth_left_by_a_crash_between_steps(kernel_node):

@@ -12,7 +12,7 @@ from tests.support.lab import LabUnderTest
 
 
 def ping(lab: LabUnderTest, src: str, dst_ip: str, *extra: str, count: int = 1) -> subprocess.CompletedProcess[str]:
-    return lab.run_in(lab.pod_netns(src), "ping", "-n", "-c", str(count), "-W", "1", *extra, dst_ip)
+    return lab.run_in(lab.pod_netns(src), "ping", "-n", "-c", str(count), "-W", "2", *extra, dst_ip)
 
 
 def dataplane(lab: LabUnderTest, node: str, method: str, params: dict[str, Any] | None = None) -> Any:
