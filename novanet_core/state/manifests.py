@@ -145,6 +145,9 @@ class ManifestSource:
                     if k not in now:
                         yield StateEvent("DELETED", k[0], obj)
                 self._last = now
+            # Also when no file changed: a VERSION bumped between the read and the scan was
+            # reported one pass too low, and this pass, with nothing left to load, reports it.
+            if changed or version != self._version:
                 self._version = version
                 yield StateEvent("SYNCED", "", None, version=version)
             stop.wait(self.poll_interval)

@@ -108,3 +108,36 @@ def test_same_size_rewrite_by_rename_is_seen(tmp_path):
     os.rename(tmp, tmp_path / "a.yaml")
     evs = collect(src, 5)
     assert [(e.type, e.obj.labels) for e in evs if e.obj] == [("MODIFIED", {"app": "dbx"})]
+
+
+def test_version_bumped_between_its_read_and_the_scan_is_still_reported(tmp_path, monkeypatch):
+    # The other interleaving: the writer's files and VERSION both land after the source read
+    # VERSION but before it scanned. That pass loads the files and reports the old version; the
+    # next pass has no file left to load and must still report the new version (lab apply waits on it).
+    (tmp_path / "a.yaml").write_text(pod("a", "{app: web}"))
+    (tmp_path / "VERSION").write_text("1")
+    src = ManifestSource(tmp_path, poll_interval=0.01)
+    assert src.snapshot().version == 1
+    real = ManifestSource._read_version
+    raced = []
+
+    def read_then_writer_runs(self):
+        v = real(self)
+        if not raced:
+            raced.append(True)
+            (tmp_path / "b.yaml").write_text(pod("b", "{app: web}"))
+            (tmp_path / "VERSION").write_text("2")
+        return v
+
+    monkeypatch.setattr(ManifestSource, "_read_version", read_then_writer_runs)
+    versions = []
+    stop = threading.Event()
+    timer = threading.Timer(10, stop.set)
+    timer.start()
+    for ev in src.watch(stop):
+        if ev.type == "SYNCED":
+            versions.append(ev.version)
+            if ev.version >= 2:
+                stop.set()
+    timer.cancel()
+    assert versions == [1, 2]
