@@ -62,38 +62,54 @@ def test_a_broken_edit_keeps_the_objects_that_were_fine(tmp_path):
     assert any("spec.containers[0].ports[0].containerPort" in m for m in src.errors)
 
 
-def test_version_reported_never_runs_ahead_of_the_files_it_covers(tmp_path, monkeypatch):
-    # A writer (lab apply) writes its files, then bumps VERSION. Here it does so while the source
-    # is in the middle of a scan: the scan missed b.yaml, so that pass must not report version 2.
-    (tmp_path / "a.yaml").write_text(pod("a", "{app: web}"))
-    (tmp_path / "VERSION").write_text("1")
-    src = ManifestSource(tmp_path, poll_interval=0.01)
-    assert src.snapshot().version == 1
-    real = ManifestSource._signature
+def writer_runs_after_first(monkeypatch, tmp_path, method: str) -> None:
+    """The writer (lab apply: b.yaml, then VERSION 2) runs right after the source's first call of
+    ``method`` (``_read_version`` or ``_signature``): one interleaving of a real race, made exact."""
+    real = getattr(ManifestSource, method)
     raced = []
 
-    def scan_then_writer_runs(self):
-        sig = real(self)
+    def then_writer(self):
+        out = real(self)
         if not raced:
             raced.append(True)
             (tmp_path / "b.yaml").write_text(pod("b", "{app: web}"))
             (tmp_path / "VERSION").write_text("2")
-        return sig
+        return out
 
-    (tmp_path / "c.yaml").write_text(pod("c", "{app: web}"))  # what the racing scan does see
-    monkeypatch.setattr(ManifestSource, "_signature", scan_then_writer_runs)
-    seen: set[str] = set()
+    monkeypatch.setattr(ManifestSource, method, then_writer)
+
+
+def watch_until_version(src, version, timeout=10.0):
+    """Every event up to the first SYNCED at ``version`` or later (or until ``timeout``)."""
     stop = threading.Event()
-    timer = threading.Timer(10, stop.set)
+    timer = threading.Timer(timeout, stop.set)
     timer.start()
+    out = []
     for ev in src.watch(stop):
-        if ev.obj is not None:
-            seen.add(ev.obj.key)
-        elif ev.version >= 2:
-            assert "x/b" in seen, f"version {ev.version} reported before x/b was read"
+        out.append(ev)
+        if ev.type == "SYNCED" and ev.version >= version:
             stop.set()
     timer.cancel()
-    assert seen == {"x/b", "x/c"}
+    return out
+
+
+def started_at_version_1(tmp_path):
+    (tmp_path / "a.yaml").write_text(pod("a", "{app: web}"))
+    (tmp_path / "VERSION").write_text("1")
+    src = ManifestSource(tmp_path, poll_interval=0.01)
+    assert src.snapshot().version == 1
+    return src
+
+
+def test_version_reported_never_runs_ahead_of_the_files_it_covers(tmp_path, monkeypatch):
+    # The writer runs while the source is in the middle of a scan: the scan missed b.yaml, so
+    # that pass must not report version 2.
+    src = started_at_version_1(tmp_path)
+    (tmp_path / "c.yaml").write_text(pod("c", "{app: web}"))  # what the racing scan does see
+    writer_runs_after_first(monkeypatch, tmp_path, "_signature")
+    evs = watch_until_version(src, 2)
+    assert evs and evs[-1].type == "SYNCED" and evs[-1].version == 2, evs
+    assert {e.obj.key for e in evs if e.obj} == {"x/b", "x/c"}  # x/b came before version 2 did
 
 
 def test_same_size_rewrite_by_rename_is_seen(tmp_path):
@@ -111,33 +127,11 @@ def test_same_size_rewrite_by_rename_is_seen(tmp_path):
 
 
 def test_version_bumped_between_its_read_and_the_scan_is_still_reported(tmp_path, monkeypatch):
-    # The other interleaving: the writer's files and VERSION both land after the source read
-    # VERSION but before it scanned. That pass loads the files and reports the old version; the
-    # next pass has no file left to load and must still report the new version (lab apply waits on it).
-    (tmp_path / "a.yaml").write_text(pod("a", "{app: web}"))
-    (tmp_path / "VERSION").write_text("1")
-    src = ManifestSource(tmp_path, poll_interval=0.01)
-    assert src.snapshot().version == 1
-    real = ManifestSource._read_version
-    raced = []
-
-    def read_then_writer_runs(self):
-        v = real(self)
-        if not raced:
-            raced.append(True)
-            (tmp_path / "b.yaml").write_text(pod("b", "{app: web}"))
-            (tmp_path / "VERSION").write_text("2")
-        return v
-
-    monkeypatch.setattr(ManifestSource, "_read_version", read_then_writer_runs)
-    versions = []
-    stop = threading.Event()
-    timer = threading.Timer(10, stop.set)
-    timer.start()
-    for ev in src.watch(stop):
-        if ev.type == "SYNCED":
-            versions.append(ev.version)
-            if ev.version >= 2:
-                stop.set()
-    timer.cancel()
-    assert versions == [1, 2]
+    # The other interleaving: files and VERSION both land after the source read VERSION but
+    # before it scanned. That pass loads the files and reports the old version; the next pass has
+    # no file left to load and must still report the new one (lab apply waits on it).
+    src = started_at_version_1(tmp_path)
+    writer_runs_after_first(monkeypatch, tmp_path, "_read_version")
+    evs = watch_until_version(src, 2)
+    assert [e.version for e in evs if e.type == "SYNCED"] == [1, 2]
+    assert [e.obj.key for e in evs if e.obj] == ["x/b"]
