@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages NovaNet's lab, tests and benchmarks need on Debian 12.
-# Idempotent: re-running only installs what is missing.
+# Idempotent: re-running only installs what is missing. Waits for the dpkg lock (another install
+# running on the machine) instead of failing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(
@@ -20,6 +21,6 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt-get -o DPkg::Lock::Timeout=900 update -qq
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}"
 fi
