@@ -12,7 +12,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from novanet_core.types import Attachment, Endpoint, IpamAllocation, IpamRequest, NodeInfo, RemoteEndpoint
+from novanet_core.types import (
+    Attachment,
+    Endpoint,
+    IpamAllocation,
+    IpamRequest,
+    NodeInfo,
+    RemoteEndpoint,
+    ServiceBackend,
+    ServiceFrontend,
+)
 
 if TYPE_CHECKING:
     from novanet_core.config.models import NovaNetConfig
@@ -32,6 +41,11 @@ SELECTOR_KEYS = {
 
 class ConfigError(Exception):
     """Bad configuration; the message names the config key."""
+
+
+class DatapathUnsupported(Exception):
+    """The active datapath does not implement this part of the contract (the message says what
+    to use instead); the dataplane API answers it with error code ``unsupported``."""
 
 
 @dataclass
@@ -148,6 +162,24 @@ class DatapathBackend(Protocol):
         """Endpoints as the live datapath holds them (maps or routes), not a cached copy."""
 
     def status(self) -> dict[str, Any]: ...
+
+    # -- Services (docs/services.md). The agent resolves every per-node semantic first: a
+    # frontend arrives with its final backend list. A datapath without a load-balancer raises
+    # DatapathUnsupported from upsert_service (kube-proxy then owns translation).
+
+    def upsert_service(self, frontend: ServiceFrontend) -> None:
+        """Create or replace one frontend (``frontend.key``) and its backends."""
+
+    def delete_service(self, key: str) -> None:
+        """Remove one frontend; idempotent."""
+
+    def list_services(self) -> list[dict[str, Any]]:
+        """Frontends as the live datapath holds them: ``ServiceFrontend.to_dict()`` shapes."""
+
+    def set_service_backends(self, backends: list[ServiceBackend]) -> None:
+        """kube-proxy compatibility (``kubeProxyReplacement: false``): the full set of Service
+        backends (ip, port, protocol) on any node. Replies from these addresses must pass the
+        kernel's conntrack (kube-proxy's DNAT is reversed there) instead of bypassing the stack."""
 
 
 @runtime_checkable

@@ -93,3 +93,79 @@ class NodeInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --------------------------------------------------------------------------- Services
+# What the agent sends the datapath for Kubernetes Services: final, per-node lists. Every
+# Kubernetes semantic that depends on the node (traffic policies, named target ports, which
+# endpoints are local) is resolved by the agent (novanet_core.services) before it gets here, so a
+# datapath backend only translates and picks.
+
+SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")
+FRONTEND_KINDS = ("ClusterIP", "NodePort")
+
+
+@dataclass
+class ServiceBackend:
+    """One backend (pod IP and the resolved target port) of a frontend."""
+
+    ip: str
+    port: int
+    node_name: str = ""
+    local: bool = False  # the backend pod runs on this node
+    ready: bool = True
+    serving: bool = True
+    # Terminating endpoints take no new connections; they stay listed so that the connections
+    # already going to them can finish.
+    terminating: bool = False
+    # Of the frontend this backend belongs to; what set_service_backends keys on.
+    protocol: str = "TCP"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServiceBackend:
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def selectable(self) -> bool:
+        """May a new connection pick this backend?"""
+        return self.ready and not self.terminating
+
+
+@dataclass
+class ServiceFrontend:
+    """One address:port/protocol a Service answers on, on this node, with its backends."""
+
+    key: str  # "<namespace>/<name>:<portName or port>/<PROTO>[/nodeport]", unique per frontend
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # "TCP" | "UDP" | "SCTP"
+    ip: str  # the ClusterIP, or this node's IP for kind "NodePort"
+    port: int  # the Service port, or the nodePort for kind "NodePort"
+    kind: str  # "ClusterIP" | "NodePort"
+    backends: list[ServiceBackend] = field(default_factory=list)
+    affinity_timeout: int = 0  # seconds; 0 = no sessionAffinity
+    # NodePort with externalTrafficPolicy: Local: backends are node-local only and the client's
+    # source address must be kept (no SNAT on the way in).
+    external_local: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServiceFrontend:
+        names = cls.__dataclass_fields__.keys()
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["backends"] = [b if isinstance(b, ServiceBackend) else ServiceBackend.from_dict(b)
+                          for b in kw.get("backends") or []]
+        return cls(**kw)
+
+
+def frontend_key(namespace: str, name: str, port_name: str, port: int, protocol: str, nodeport: bool) -> str:
+    """The key of one frontend; the port's name when it has one, else its number."""
+    key = f"{namespace}/{name}:{port_name or port}/{protocol}"
+    return key + "/nodeport" if nodeport else key

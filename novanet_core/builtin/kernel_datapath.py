@@ -15,9 +15,9 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from novanet_core.backends import BackendContext, BackendRegistry
+from novanet_core.backends import BackendContext, BackendRegistry, DatapathUnsupported
 from novanet_core.hookspecs import hookimpl
-from novanet_core.types import Endpoint, RemoteEndpoint
+from novanet_core.types import Endpoint, RemoteEndpoint, ServiceBackend, ServiceFrontend
 
 log = logging.getLogger(__name__)
 RT_SCOPE_LINK = 253
@@ -36,6 +36,7 @@ class KernelDatapath:
         self._lock = threading.Lock()
         self._meta: dict[str, dict[str, Any]] = {}
         self._remotes: dict[str, RemoteEndpoint] = {}
+        self._service_backends = 0
         self.settings: dict[str, Any] = {}
 
     def start(self) -> None:
@@ -101,10 +102,27 @@ class KernelDatapath:
                         "host_ifname": "", "host_ifindex": 0})
         return out
 
+    # -- Services: this datapath has no load-balancer; kube-proxy (or another service proxy)
+    # must translate. Its replies need nothing from us: every packet here crosses the kernel
+    # stack, so conntrack reverses kube-proxy's DNAT on its own.
+    def upsert_service(self, frontend: ServiceFrontend) -> None:
+        raise DatapathUnsupported("datapath kernel has no service load-balancer: run kube-proxy and set "
+                                  "kubeProxyReplacement: false")
+
+    def delete_service(self, key: str) -> None:
+        return None  # nothing was ever programmed
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return []
+
+    def set_service_backends(self, backends: list[ServiceBackend]) -> None:
+        self._service_backends = len(backends)
+
     def status(self) -> dict[str, Any]:
         local = sum(1 for e in self.list_endpoints() if e["local"])
         return {"mode": "kernel-routes", "attachMode": "none", "endpoints": local, "policies": 0,
-                "programs": [], "dropCounters": {}}
+                "programs": [], "dropCounters": {},
+                "services": {"loadBalancer": False, "frontends": 0, "compatBackends": self._service_backends}}
 
 
 @hookimpl

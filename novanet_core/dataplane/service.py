@@ -8,6 +8,13 @@ Protocol (version 1 of the local API, see novanet_core.api.protocol), methods:
   dp.endpoint.delete {ip, host_ifname?}
   dp.endpoint.list               -> endpoints read back from the live datapath
   dp.remote.upsert {remote} / dp.remote.delete {ip}
+  dp.service.upsert {frontend}   -> create or replace one Service frontend (ServiceFrontend as a dict)
+  dp.service.delete {key}        -> remove one frontend (idempotent)
+  dp.service.list                -> frontends read back from the live datapath
+  dp.service.backends {backends} -> kube-proxy compatibility: every Service backend (ip, port, protocol)
+
+A datapath that has no service load-balancer answers ``dp.service.upsert`` with error
+``unsupported`` (docs/services.md).
 
 plus whatever the active datapath plugin adds through ``novanet_register_api(component="dataplane")``.
 ``generation`` changes every time the process starts, so the agent can tell that the dataplane
@@ -24,6 +31,8 @@ from typing import Any
 
 from novanet_core.api.protocol import ApiError
 from novanet_core.api.router import ApiRouter
+from novanet_core.backends import DatapathUnsupported
+from novanet_core.dataplane.service_params import parse_backend_set, parse_frontend
 from novanet_core.types import Endpoint, RemoteEndpoint
 
 log = logging.getLogger("novanet.dataplane")
@@ -45,6 +54,11 @@ class DataplaneService:
         r.add("dp.endpoint.list", self.endpoint_list, doc="endpoints from the live datapath")
         r.add("dp.remote.upsert", self.remote_upsert, doc="add or update a pod on another node")
         r.add("dp.remote.delete", self.remote_delete, doc="remove a pod on another node")
+        r.add("dp.service.upsert", self.service_upsert, doc="add or replace a Service frontend")
+        r.add("dp.service.delete", self.service_delete, doc="remove a Service frontend")
+        r.add("dp.service.list", self.service_list, doc="Service frontends from the live datapath")
+        r.add("dp.service.backends", self.service_backends,
+              doc="kube-proxy compatibility: the Service backends whose replies must pass conntrack")
         r.add("dp.methods", lambda p: r.methods(), doc="list methods")
         return r
 
@@ -109,3 +123,29 @@ class DataplaneService:
             raise ApiError("invalid_params", "ip: must be a string")
         with self.lock:
             self.backend.delete_remote(ip)
+
+    # ------------------------------------------------------------------ services
+    def _services(self, method: str, *args: Any) -> Any:
+        fn = getattr(self.backend, method, None)
+        if fn is None:
+            raise ApiError("unsupported", f"datapath {self.backend.name} does not implement {method}")
+        try:
+            with self.lock:
+                return fn(*args)
+        except DatapathUnsupported as e:
+            raise ApiError("unsupported", str(e)) from None
+
+    def service_upsert(self, p: dict[str, Any]) -> None:
+        self._services("upsert_service", parse_frontend(p.get("frontend")))
+
+    def service_delete(self, p: dict[str, Any]) -> None:
+        key = p.get("key")
+        if not isinstance(key, str) or not key:
+            raise ApiError("invalid_params", "key: must be a non-empty string")
+        self._services("delete_service", key)
+
+    def service_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(self._services("list_services"))
+
+    def service_backends(self, p: dict[str, Any]) -> None:
+        self._services("set_service_backends", parse_backend_set(p.get("backends")))
