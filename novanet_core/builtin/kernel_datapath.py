@@ -17,11 +17,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet_core.backends import BackendContext, BackendRegistry, DatapathUnsupported
 from novanet_core.hookspecs import hookimpl
+from novanet_core.protocols import RTPROT_NOVANET
 from novanet_core.types import Endpoint, RemoteEndpoint, ServiceBackend, ServiceFrontend
 
 log = logging.getLogger(__name__)
 RT_SCOPE_LINK = 253
-RTPROT_NOVANET = 99  # "proto 99" in `ip route`: routes this datapath owns
 
 
 def _sysctl(path: str, value: str) -> None:

@@ -19,6 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from novanet_core.backends import ConfigError
 from novanet_core.lab.errors import LabError
 from novanet_core.lab.spec import validate_lab_name
+from novanet_core.protocols import L4_PROTOCOLS
 
 DEFAULT_LAB = "novanet"
 
@@ -263,7 +264,7 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 @click.option("--from", "sources", multiple=True, metavar="NS/POD|NS", help="Source pods (default: all).")
 @click.option("--to", "targets", multiple=True, metavar="NS/POD|NS", help="Target pods (default: all).")
 @click.option("--port", "ports", multiple=True, type=int, help="Ports (default: every port a target declares).")
-@click.option("--protocol", "protocols", multiple=True, type=click.Choice(["TCP", "UDP", "SCTP"], case_sensitive=False),
+@click.option("--protocol", "protocols", multiple=True, type=click.Choice(L4_PROTOCOLS, case_sensitive=False),
               help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_core.lab.sctp).")
 @click.option("--timeout", type=float, default=None, help="Seconds after which a probe counts as blocked (0.3).")
 @click.option("--confirm-timeout", type=float, default=None,

@@ -23,9 +23,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
     return "\n".join(lines)
 
-
-PROTO_NAMES = {0: "*", 1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
-
-
-def proto_name(p: int) -> str:
-    return PROTO_NAMES.get(p, str(p))

@@ -147,12 +147,11 @@ def cleanup(paths: LabPaths) -> list[str]:
     return removed
 
 
-RTPROT_BGP = 186
-
-
 def bgp_routes(netns_name: str) -> set[str]:
     """The ``proto bgp`` IPv4 prefixes in a netns's main table."""
     from pyroute2 import IPRoute
+
+    from novanet_core.protocols import RTPROT_BGP
 
     with IPRoute(netns=netns_name) as ipr:
         return {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2)

@@ -17,8 +17,8 @@ from pyroute2 import IPRoute
 from novanet_core.lab import state as lab_state
 from novanet_core.lab.errors import LabError
 from novanet_core.lab.paths import LabPaths
+from novanet_core.protocols import RTPROT_BGP
 
-RTPROT_BGP = 186
 POLL = 0.005  # 5 ms: the resolution of the figures
 
 

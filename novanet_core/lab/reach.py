@@ -9,8 +9,9 @@ from novanet_core.lab.errors import LabError
 from novanet_core.lab.paths import LabPaths
 from novanet_core.lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
 from novanet_core.lab.state import LabState
+from novanet_core.protocols import L4_PROTOCOLS
 
-PROBE_PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROBE_PROTOCOLS = L4_PROTOCOLS
 DEFAULT_PROTOCOLS = ("TCP", "UDP")  # SCTP only when asked: crafted INIT chunks (novanet_core.lab.sctp)
 
 

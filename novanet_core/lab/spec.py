@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from novanet_core.lab.errors import LabError
+from novanet_core.protocols import L4Protocol
 
 # Lab and node names end up in netns names, directory names, bpffs paths and unix socket paths
 # (108-byte limit), so they are DNS labels with a tighter length cap than Kubernetes' 63.
@@ -54,7 +55,7 @@ class PortSpec(_Model):
     port: int = Field(ge=1, le=65535)
     # SCTP is accepted so that named SCTP ports can appear in policies, but this kernel has no
     # SCTP sockets, so the pod server does not serve it (see docs/lab.md).
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    protocol: L4Protocol = "TCP"
 
 
 class PodSpec(_Model):

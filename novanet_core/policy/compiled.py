@@ -12,8 +12,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Union
 
-PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
-
 
 @dataclass(frozen=True, order=True)
 class PortRange:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from novanet_core.policy.selectors import OPERATORS
+from novanet_core.protocols import L4_PROTOCOLS
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
 # IANA_SVC_NAME as Kubernetes checks it for named ports.
 _SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -144,8 +144,8 @@ def _port(path: str, p: Any, errs: list[str]) -> None:
         return
     _unknown(path, p, _PORT_KEYS, errs)
     proto = p.get("protocol", "TCP")
-    if proto is not None and proto not in PROTOCOLS:
-        errs.append(f"{path}.protocol: {proto!r} is not a supported protocol ({', '.join(PROTOCOLS)})")
+    if proto is not None and proto not in L4_PROTOCOLS:
+        errs.append(f"{path}.protocol: {proto!r} is not a supported protocol ({', '.join(L4_PROTOCOLS)})")
     port = p.get("port")
     end = p.get("endPort")
     if port is not None:

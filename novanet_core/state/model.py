@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
+from novanet_core.protocols import L4_PROTOCOLS
+
 KINDS = ("Node", "Namespace", "Pod", "NetworkPolicy")
 
 
@@ -168,8 +169,8 @@ def parse_ports(kind: str, name: str, path: str, v: Any) -> tuple[ContainerPort,
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ObjectError(kind, name, f"{pp}.containerPort", f"{port!r} is not a port number 1..65535")
         proto = p.get("protocol", "TCP")
-        if proto not in PROTOCOLS:
-            raise ObjectError(kind, name, f"{pp}.protocol", f"{proto!r} is not one of {', '.join(PROTOCOLS)}")
+        if proto not in L4_PROTOCOLS:
+            raise ObjectError(kind, name, f"{pp}.protocol", f"{proto!r} is not one of {', '.join(L4_PROTOCOLS)}")
         pname = p.get("name")
         if pname is not None and (not isinstance(pname, str) or not pname or len(pname) > 15):
             raise ObjectError(kind, name, f"{pp}.name", "must be a string of 1..15 characters")

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from novanet_ebpf_policy.layouts import PolicyRuleKey, PolicyRuleValue
 from novanet_ebpf_policy.policymap import (
     PEER_BITS,
-    PROTOCOLS,
     CidrIndex,
     PeerKind,
     parse_endpoint,
@@ -30,6 +29,7 @@ from novanet_core.policy import (
     PortRange,
     Rule,
 )
+from novanet_core.protocols import IP_PROTOCOLS
 
 
 def test_port_prefixes_cover_exactly_the_range() -> None:
@@ -109,7 +109,7 @@ def test_entries_decide_like_the_compiled_form(rule_specs: list, packets: list) 
     entries = set_entries(7, spec.ingress.rules, cidrs)
     for ident, ip, proto, port in packets:
         want = ep.ingress.check(ident, ip, proto, port).allowed
-        got = datapath_allows(entries, cidrs, ident, ip, PROTOCOLS[proto], port)
+        got = datapath_allows(entries, cidrs, ident, ip, IP_PROTOCOLS[proto], port)
         assert got == want, (ident, ip, proto, port, [r.describe() for r in rules])
 
 

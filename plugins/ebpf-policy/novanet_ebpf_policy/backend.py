@@ -13,6 +13,7 @@ from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import bpffs, ktree, pinned, stats, syscall
+from novanet_core.protocols import RTPROT_NOVANET, protocol_number
 from novanet_core.types import Endpoint, RemoteEndpoint
 from novanet_ebpf_policy import maps as mapsmod
 from novanet_ebpf_policy import program as progmod
@@ -34,10 +35,6 @@ from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry, pars
 
 log = logging.getLogger(__name__)
 
-# Route protocol of the per-pod /32 routes this backend installs for host->pod traffic
-# (pod<->pod never uses them: it is redirected in BPF).
-RTPROT_NOVANET = 0x4E
-PROTOCOLS = {"any": 0, "*": 0, "icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
 
 
 class DatapathError(RuntimeError):
@@ -76,12 +73,6 @@ def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> in
     if not lo <= n <= hi:
         raise ConfigError(f"{key}: {n} is outside {lo}..{hi}")
     return n
-
-
-def protocol_num(v: Any, field: str = "protocol") -> int:
-    if isinstance(v, str) and v.lower() in PROTOCOLS:
-        return PROTOCOLS[v.lower()]
-    return _int({field: v}, field, 0, 0, 255)
 
 
 class EbpfDatapath:
@@ -335,9 +326,13 @@ class EbpfDatapath:
 
     # ------------------------------------------------------------------ policy (identity pairs)
     def _policy_key(self, e: dict[str, Any]) -> PolicyKey:
+        try:
+            proto = protocol_number(e.get("protocol", 0))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         return PolicyKey(src_identity=_int(e, "src_identity", 0, 0, 0xFFFFFFFF),
                          dst_identity=_int(e, "dst_identity", 0, 0, 0xFFFFFFFF),
-                         protocol=protocol_num(e.get("protocol", 0)),
+                         protocol=proto,
                          dst_port=_int(e, "dst_port", 0, 0, 65535))
 
     @staticmethod

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from novanet_core.bpf.ringbuf import RingBuffer
+from novanet_core.protocols import protocol_name
 from novanet_ebpf_policy.layouts import DropReason, Hook, Verdict
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ POLICY_DIRS = {0: "", 1: "egress", 2: "ingress", 3: "default"}
 # (policy_dir, src_ip, dst_ip) -> (sentence, policies): names the policy behind a POLICY_DENIED drop
 Explainer = Callable[[int, str, str], tuple[str, list[str]]]
 
-PROTO_NAMES = {0: "*", 1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
 
 
 def reason_name(code: int) -> str:
@@ -57,7 +57,7 @@ def to_dict(t: tuple[Any, ...], wall_offset: float, explain: Explainer | None = 
         "src_identity": t[F_SRC_ID],
         "dst_identity": t[F_DST_ID],
         "protocol": t[F_PROTO],
-        "protocol_name": PROTO_NAMES.get(t[F_PROTO], str(t[F_PROTO])),
+        "protocol_name": protocol_name(t[F_PROTO]),
         "src_port": t[F_SPORT],
         "dst_port": t[F_DPORT],
         "verdict": verdict,

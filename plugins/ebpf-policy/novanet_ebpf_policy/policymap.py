@@ -32,12 +32,11 @@ from typing import Any
 
 from novanet_core.backends import ConfigError
 from novanet_core.identity import fnv1a32
+from novanet_core.protocols import IP_PROTOCOLS, L4_PROTOCOLS, protocol_name
 from novanet_ebpf_policy.layouts import RULE_KEY_BITS, EpPolicyFlag, PeerKind
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
-PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
 EMPTY_SET = 0  # "isolated, no rule": a set id with no entries, so every lookup misses
 PEER_BITS = 72  # set 32 + kind 8 + peer 32: every key covers at least these
 PROTO_BITS = PEER_BITS + 8
@@ -127,12 +126,12 @@ def _parse_ports(v: Any, where: str) -> tuple[tuple[int, int, int], ...] | None:
         if not isinstance(p, dict):
             raise _fail(w, f"{p!r} is not an object")
         proto = p.get("protocol")
-        if proto not in PROTOCOLS:
-            raise _fail(f"{w}.protocol", f"{proto!r} is not one of TCP, UDP, SCTP")
+        if proto not in L4_PROTOCOLS:
+            raise _fail(f"{w}.protocol", f"{proto!r} is not one of {', '.join(L4_PROTOCOLS)}")
         first, last = p.get("first"), p.get("last")
         if not (isinstance(first, int) and isinstance(last, int) and 0 <= first <= last <= 65535):
             raise _fail(w, f"first/last {first!r}..{last!r} is not a port range within 0..65535")
-        out.add((PROTOCOLS[proto], first, last))
+        out.add((IP_PROTOCOLS[proto], first, last))
     return tuple(sorted(out))
 
 
@@ -492,7 +491,7 @@ def describe_entry(k: bytes, v: bytes, refs: Mapping[int, str], cidrs_by_id: Map
     else:
         bits = plen - PROTO_BITS
         last = port + (1 << (16 - bits)) - 1
-        d["protocol"] = PROTO_NAMES.get(proto, str(proto))
+        d["protocol"] = protocol_name(proto)
         d["ports"] = "*" if bits == 0 else (str(port) if bits == 16 else f"{port}-{last}")
     name = refs.get(ref, "")
     d["policy"], _, d["origin"] = name.partition(" ")

@@ -23,6 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.protocols import RTPROT_NOVANET_ROUTING
 from novanet_core.types import NodeInfo
 from novanet_frr_bgp import frrconf
 from novanet_frr_bgp.model import RoutingState, desired_state
@@ -31,9 +32,6 @@ from novanet_frr_bgp.vtysh import FrrUnavailable, Vtysh
 
 log = logging.getLogger("novanet.routing.frr")
 
-# Routes NovaNet's routing backend puts in the kernel carry their own protocol number so that
-# they are told apart from the datapath's (99) and from zebra's "proto bgp" (186).
-RTPROT_NOVANET_ROUTING = 98
 RTN_BLACKHOLE = 6
 FIRST_RETRY_BACKOFF = 2.0
 MAX_RETRY_BACKOFF = 60.0

@@ -25,12 +25,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import bpffs, ktree, layouts_c, syscall
 from novanet_core.bpf.layouts import TunnelKey, TunnelValue
+from novanet_core.protocols import RTPROT_NOVANET
 from novanet_core.types import NodeInfo
 from novanet_geneve import layouts, program, wire
 
 log = logging.getLogger(__name__)
-
-RTPROT_NOVANET = 99  # "proto 99" in `ip route`: the remote PodCIDR routes this plugin owns
 
 
 def _num(ip: str) -> int:

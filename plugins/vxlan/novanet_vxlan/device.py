@@ -14,6 +14,8 @@ import subprocess
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from novanet_core.protocols import RTPROT_NOVANET
+
 log = logging.getLogger(__name__)
 
 DEVICE = "nvx0"
@@ -26,7 +28,6 @@ OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 # (with per-node MACs the receiver would see PACKET_OTHERHOST and drop it).
 NEXT_HOP = "169.254.42.1"
 NEXT_HOP_MAC = "02:fe:a9:fe:2a:01"
-RTPROT_NOVANET = 99
 
 
 def ensure_device(node_ip: str, mtu: int) -> int:
