@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from novanet_core.protocols import L4_PROTOCOLS
+
 # Reserved security identities (same numbers as the original NovaNet: 0 = wildcard in rules).
 IDENTITY_WILDCARD = 0
 IDENTITY_HOST = 1
@@ -101,7 +103,7 @@ class NodeInfo:
 # endpoints are local) is resolved by the agent (novanet_core.services) before it gets here, so a
 # datapath backend only translates and picks.
 
-SERVICE_PROTOCOLS = ("TCP", "UDP", "SCTP")
+SERVICE_PROTOCOLS = L4_PROTOCOLS
 FRONTEND_KINDS = ("ClusterIP", "NodePort")
 
 
