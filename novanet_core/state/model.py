@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from novanet_core.protocols import L4_PROTOCOLS
+from novanet_core.state.fields import ObjectError
+from novanet_core.state.fields import ip as _ip
+from novanet_core.state.fields import meta as _meta
+from novanet_core.state.services import EndpointSlice, Service, parse_endpointslice, parse_service
 
-KINDS = ("Node", "Namespace", "Pod", "NetworkPolicy")
-
-
-class ObjectError(ValueError):
-    def __init__(self, kind: str, name: str, path: str, msg: str):
-        self.kind, self.name, self.path = kind, name, path
-        super().__init__(f"{kind} {name}: {path}: {msg}")
+KINDS = ("Node", "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
+__all__ = ["KINDS", "ClusterState", "ContainerPort", "EndpointSlice", "Namespace", "NetworkPolicy",
+           "Node", "ObjectError", "Pod", "Service", "StateEvent", "parse_object", "parse_ports"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,10 @@ class Pod:
     ip: str | None = None
     host_ip: str | None = None
     ports: tuple[ContainerPort, ...] = ()
+    # status.conditions Ready == "True" (what the EndpointSlice controller reads) and
+    # metadata.deletionTimestamp set.
+    ready: bool = False
+    terminating: bool = False
 
     @property
     def key(self) -> str:
@@ -97,12 +101,13 @@ class ClusterState:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: dict[str, Pod] = field(default_factory=dict)
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    endpointslices: dict[str, EndpointSlice] = field(default_factory=dict)
     version: int = 0
 
     def table(self, kind: str) -> dict[str, Any]:
-        return {"Node": self.nodes, "Namespace": self.namespaces, "Pod": self.pods, "NetworkPolicy": self.policies}[
-            kind
-        ]
+        return {"Node": self.nodes, "Namespace": self.namespaces, "Pod": self.pods, "NetworkPolicy": self.policies,
+                "Service": self.services, "EndpointSlice": self.endpointslices}[kind]
 
     def apply(self, ev: StateEvent) -> None:
         if ev.type == "SYNCED":
@@ -116,43 +121,6 @@ class ClusterState:
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-def _labels(kind: str, name: str, path: str, v: Any) -> dict[str, str]:
-    if v is None:
-        return {}
-    if not isinstance(v, Mapping):
-        raise ObjectError(kind, name, path, "must be a map of string to string")
-    out = {}
-    for k, val in v.items():
-        if not isinstance(k, str) or not k:
-            raise ObjectError(kind, name, path, f"label key {k!r} must be a non-empty string")
-        if isinstance(val, bool) or val is None:
-            raise ObjectError(kind, name, f"{path}.{k}", "label value must be a string")
-        out[k] = str(val)
-    return out
-
-
-def _ip(kind: str, name: str, path: str, v: Any) -> str | None:
-    if v in (None, ""):
-        return None
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise ObjectError(kind, name, path, f"{v!r} is not an IP address") from None
-
-
-def _meta(obj: Mapping[str, Any], kind: str, namespaced: bool) -> tuple[str, str, dict[str, str]]:
-    meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
-        raise ObjectError(kind, "?", "metadata", "is required")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise ObjectError(kind, "?", "metadata.name", "is required")
-    ns = meta.get("namespace") or ("default" if namespaced else "")
-    if namespaced and not isinstance(ns, str):
-        raise ObjectError(kind, name, "metadata.namespace", "must be a string")
-    return name, ns, _labels(kind, name, "metadata.labels", meta.get("labels"))
 
 
 def parse_ports(kind: str, name: str, path: str, v: Any) -> tuple[ContainerPort, ...]:
@@ -178,17 +146,30 @@ def parse_ports(kind: str, name: str, path: str, v: Any) -> tuple[ContainerPort,
     return tuple(out)
 
 
-def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPolicy:
+def _pod_ready(status: Mapping[str, Any]) -> bool:
+    for c in status.get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPolicy | Service | EndpointSlice:
     """Parse one Kubernetes-style object; raises ObjectError naming the bad field."""
     if not isinstance(obj, Mapping):
         raise ObjectError("?", "?", "", "object must be a map")
     kind = obj.get("kind")
     if kind not in KINDS:
         raise ObjectError(str(kind), "?", "kind", f"must be one of {', '.join(KINDS)}")
+    if kind == "Service":
+        return parse_service(obj)
+    if kind == "EndpointSlice":
+        return parse_endpointslice(obj)
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     if not isinstance(spec, Mapping):
         raise ObjectError(kind, "?", "spec", "must be a map")
+    if not isinstance(status, Mapping):
+        raise ObjectError(kind, "?", "status", "must be a map")
     if kind == "Node":
         name, _, labels = _meta(obj, kind, False)
         ip = None
@@ -223,6 +204,8 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
             ip=_ip(kind, name, "status.podIP", status.get("podIP")),
             host_ip=_ip(kind, name, "status.hostIP", status.get("hostIP")),
             ports=tuple(ports),
+            ready=_pod_ready(status),
+            terminating=bool((obj.get("metadata") or {}).get("deletionTimestamp")),
         )
     name, ns, _ = _meta(obj, kind, True)
     # Structural validation of policies lives with the compiler (novanet_core.policy); the

@@ -135,3 +135,29 @@ def test_version_bumped_between_its_read_and_the_scan_is_still_reported(tmp_path
     evs = watch_until_version(src, 2)
     assert [e.version for e in evs if e.type == "SYNCED"] == [1, 2]
     assert [e.obj.key for e in evs if e.obj] == ["x/b"]
+
+
+SERVICE = """kind: Service
+metadata: {name: web, namespace: x}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}
+---
+kind: EndpointSlice
+metadata: {name: web-1, namespace: x, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.42.0.5], nodeName: n1}]
+"""
+
+
+def test_services_and_endpointslices_and_a_bad_service_edit(tmp_path):
+    (tmp_path / "svc.yaml").write_text(SERVICE)
+    src = ManifestSource(tmp_path, poll_interval=0.01)
+    st = src.snapshot()
+    assert st.services["x/web"].ports[0].target_port == "http"
+    assert st.endpointslices["x/web-1"].endpoints[0].addresses == ("10.42.0.5",)
+    # A bad edit of the Service is reported by field path; the Service it replaced stays, the slice's edit applies.
+    (tmp_path / "svc.yaml").write_text(SERVICE.replace("port: 80,", "port: 80, nodePort: 30080,")
+                                       .replace("10.42.0.5", "10.42.0.6"))
+    evs = collect(src, 5)
+    assert [(e.type, e.kind) for e in evs] == [("MODIFIED", "EndpointSlice"), ("SYNCED", "")]
+    assert any("Service web: spec.ports[0].nodePort: may not be used when type is 'ClusterIP'" in m for m in src.errors)

@@ -1,4 +1,5 @@
-"""List-then-watch of the four kinds the agent needs, with resourceVersion bookkeeping.
+"""List-then-watch of the kinds the agent needs (Nodes, Namespaces, Pods, NetworkPolicies, Services,
+EndpointSlices), with resourceVersion bookkeeping.
 
 Each kind is listed once (``snapshot``), then watched from the list's resourceVersion by its own
 thread; events go through one queue so the agent sees a single ordered stream. A watch that
@@ -44,17 +45,19 @@ def _load_client(kubeconfig: str | None, host: str | None) -> tuple[Any, Any]:
     else:
         config.load_incluster_config()
         api = client.ApiClient()
-    return client.CoreV1Api(api), client.NetworkingV1Api(api)
+    return client.CoreV1Api(api), client.NetworkingV1Api(api), client.DiscoveryV1Api(api)
 
 
 class KubernetesSource:
     def __init__(self, kubeconfig: str | None = None, host: str | None = None, watch_timeout: int = 60):
-        core, net = _load_client(kubeconfig, host)
+        core, net, discovery = _load_client(kubeconfig, host)
         self.kinds = [
             KindAPI("Node", core.list_node),
             KindAPI("Namespace", core.list_namespace),
             KindAPI("Pod", core.list_pod_for_all_namespaces),
             KindAPI("NetworkPolicy", net.list_network_policy_for_all_namespaces),
+            KindAPI("Service", core.list_service_for_all_namespaces),
+            KindAPI("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces),
         ]
         self.watch_timeout = watch_timeout
         self._rv: dict[str, str] = {}

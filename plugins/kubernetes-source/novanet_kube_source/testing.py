@@ -1,6 +1,6 @@
 """Test support shipped with the plugin (like pyroute2's fixtures): a small, real HTTP server speaking the
 part of the Kubernetes API the state source uses: list and watch (with resourceVersion, bookmarks-free streaming, and 410 Gone after compaction) of
-Nodes, Namespaces, Pods and NetworkPolicies. No kube-apiserver can run on these machines; this is
+Nodes, Namespaces, Pods, NetworkPolicies, Services and EndpointSlices. No kube-apiserver can run on these machines; this is
 the honest stand-in: real sockets, real HTTP, the official client on the other side."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ PATHS = {
     "/api/v1/namespaces": ("Namespace", "v1"),
     "/api/v1/pods": ("Pod", "v1"),
     "/apis/networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", "networking.k8s.io/v1"),
+    "/api/v1/services": ("Service", "v1"),
+    "/apis/discovery.k8s.io/v1/endpointslices": ("EndpointSlice", "discovery.k8s.io/v1"),
 }
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from novanet_kube_source.source import KubernetesSource
 from novanet_kube_source.testing import FakeKubeAPI
 
@@ -99,3 +101,67 @@ def test_a_bad_object_is_reported_and_skipped(api):
     st = src.snapshot()
     assert "x/good" in st.pods and "x/bad" not in st.pods
     assert any("spec.containers[0].ports[0].containerPort" in e for e in src.errors)
+
+
+def service(name, ns="x", **spec):
+    return {"kind": "Service", "apiVersion": "v1", "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": "web"}, "clusterIP": "10.96.0.20",
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http"}], **spec}}
+
+
+def endpointslice(name, service_name, ips, ns="x", ready=True):
+    return {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": service_name}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}, "nodeName": "node-1",
+                           "targetRef": {"kind": "Pod", "namespace": ns, "name": f"p{i}"}} for i, ip in enumerate(ips)]}
+
+
+def test_services_and_endpointslices_are_listed_and_watched(api):
+    api.put(service("web"))
+    api.put(endpointslice("web-abc", "web", ["10.42.0.5"]))
+    src = KubernetesSource(host=api.url, watch_timeout=2)
+    st = src.snapshot()
+    svc = st.services["x/web"]
+    assert svc.cluster_ip == "10.96.0.20" and svc.ports[0].target_port == "http" and svc.selector == {"app": "web"}
+    eps = st.endpointslices["x/web-abc"]
+    assert eps.service_name == "web" and eps.endpoints[0].addresses == ("10.42.0.5",) and eps.ports[0].port == 80
+    stop = threading.Event()
+    t, seen = drain(src, stop, lambda s: any(e.type == "DELETED" for e in s) and any(e.kind == "Service" for e in s))
+    api.put(endpointslice("web-abc", "web", ["10.42.0.5", "10.42.1.9"]))
+    api.put(service("web", type="NodePort", ports=[{"name": "http", "port": 80, "nodePort": 30080}]))
+    api.delete("EndpointSlice", "web-abc", "x")
+    t.join(15)
+    stop.set()
+    # One watch per kind: the order holds within a kind, not across kinds.
+    got = [(e.type, e.kind, e.obj.key) for e in seen if e.obj is not None]
+    assert [g for g in got if g[1] == "EndpointSlice"] == [("MODIFIED", "EndpointSlice", "x/web-abc"),
+                                                           ("DELETED", "EndpointSlice", "x/web-abc")]
+    assert [g for g in got if g[1] == "Service"] == [("MODIFIED", "Service", "x/web")]
+    assert [len(e.obj.endpoints) for e in seen if e.kind == "EndpointSlice"] == [2, 2]
+    assert next(e.obj for e in seen if e.kind == "Service").ports[0].node_port == 30080
+
+
+def test_a_bad_service_is_reported_and_the_others_kept(api):
+    api.put(service("bad", ports=[{"name": "http", "port": 80, "nodePort": 30080}]))  # nodePort on a ClusterIP
+    api.put(service("good"))
+    src = KubernetesSource(host=api.url)
+    st = src.snapshot()
+    assert set(st.services) == {"x/good"}
+    assert any("Service bad: spec.ports[0].nodePort: may not be used when type is 'ClusterIP'" in e for e in src.errors)
+
+
+# Every kind the source lists, as the ClusterRole must grant it.
+RESOURCES = {"Node": ("", "nodes"), "Namespace": ("", "namespaces"), "Pod": ("", "pods"),
+             "NetworkPolicy": ("networking.k8s.io", "networkpolicies"), "Service": ("", "services"),
+             "EndpointSlice": ("discovery.k8s.io", "endpointslices")}
+
+
+def test_the_charts_cluster_role_grants_list_and_watch_of_every_kind(api):
+    rbac = Path(__file__).resolve().parents[3] / "charts" / "novanet" / "templates" / "rbac.yaml"
+    role = next(d for d in (yaml.safe_load(t) for t in rbac.read_text().split("\n---\n") if "kind: ClusterRole\n" in t))
+    granted = {(g, r) for rule in role["rules"] if {"list", "watch"} <= set(rule["verbs"])
+               for g in rule["apiGroups"] for r in rule["resources"]}
+    kinds = [k.kind for k in KubernetesSource(host=api.url).kinds]
+    assert set(kinds) == set(RESOURCES)
+    assert {RESOURCES[k] for k in kinds} <= granted
