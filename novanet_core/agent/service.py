@@ -503,6 +503,12 @@ class Agent:
         else:
             dp = {"connected": True, **dp}
         policy = self.policy.status()
+        routing: dict[str, Any] | None = None
+        if self.routing is not None:
+            try:
+                routing = {"backend": self.routing.name, **self.routing.status()}
+            except Exception as e:  # status must answer even when the routing backend is broken
+                routing = {"backend": self.routing.name, "connected": False, "error": f"{type(e).__name__}: {e}"}
         return {
             "version": __version__,
             "ready": self.ready and dp.get("connected", False),
@@ -517,6 +523,7 @@ class Agent:
             "mtu": self.mtu,
             "gateway": self.gateway,
             "defaultDeny": self.config.policy.defaultDeny,
+            "masquerade": self.config.egress.masqueradeEnabled,
             "stateVersion": self.state_version,
             "endpoints": len(self.store.all()),
             "identities": len(self.identities.items()),
@@ -526,5 +533,6 @@ class Agent:
             "remoteEndpoints": len(self.remotes),
             "nodes": 1 + len(self.remote_nodes or []),
             "dataplane": dp,
+            **({"routing": routing} if routing is not None else {}),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }

@@ -81,6 +81,10 @@ class _Group(click.Group):
                 host.pm.hook.novanet_register_cli.call_historic(kwargs={"cli": self, "program": "novanet"})
             except Exception as e:  # a broken plugin must not take the core commands down
                 click.echo(f"novanet: warning: plugin commands unavailable: {e}", err=True)
+            from novanet_core import __version__
+            from novanet_core.cli import tree
+
+            tree.finish(self, "novanet", __version__)
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -93,7 +97,6 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.version_option(package_name="novanet")
 def main() -> None:
     """NovaNet command line."""
 

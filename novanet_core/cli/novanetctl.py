@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import click
@@ -16,7 +15,9 @@ import click
 from novanet_core import __version__
 from novanet_core.api.client import ApiClient, Unreachable
 from novanet_core.api.protocol import ApiError
+from novanet_core.cli import plugin_api, tree
 from novanet_core.cli.output import emit_json, table
+from novanet_core.cli.plugin_api import json_shape
 
 DEFAULT_AGENT_SOCKET = "/run/novanet/novanet.sock"
 
@@ -57,23 +58,12 @@ def lab_node_socket(node: str, lab: str | None) -> str:
     return hits[0]
 
 
-def _fail(msg: str, code: int = 1) -> None:
-    click.echo(f"novanetctl: {msg}", err=True)
-    sys.exit(code)
-
-
 def run_call(ctx: click.Context, method: str, params: dict[str, Any] | None = None) -> Any:
-    obj: CtlContext = ctx.obj
-    try:
-        return obj.call(method, params)
-    except Unreachable as e:
-        _fail(f"agent not reachable ({e}); is novanet-agent running on this node?", 3)
-    except ApiError as e:
-        _fail(f"{e.code}: {e.message}", 1)
+    """Kept for callers written before :mod:`novanet_core.cli.plugin_api`; use ``agent_call``."""
+    return plugin_api.agent_call(method, params, ctx)
 
 
-output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]), default=None,
-                             help="output format (default table)")
+output_option = plugin_api.output_option
 
 
 def _out(ctx: click.Context, local: str | None) -> str:
@@ -100,15 +90,17 @@ def version() -> None:
     click.echo(f"novanetctl {__version__}")
 
 
-@cli.command()
-@output_option
-@click.pass_context
-def status(ctx: click.Context, output: str | None) -> None:
-    """Node status: modes, addresses, counts, datapath state."""
-    st = run_call(ctx, "status")
-    if _out(ctx, output) == "json":
-        return emit_json(st)
+def _attachments(dp: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(dp.get("links") or dp.get("programs") or [])
+
+
+def status_text(st: dict[str, Any], verbose: bool = False) -> str:
+    """The guide's ``novanetctl status`` block (key: value lines), from the agent's ``status``."""
     dp = st.get("dataplane", {})
+    links = _attachments(dp)
+    routing = st.get("routing") or {}
+    routing_connected = routing.get("connected") if st["routingMode"] == "native" else None
+    attach = f" ({dp['attachMode']})" if dp.get("attachMode") else ""
     lines = [
         "NovaNet Agent Status", "====================",
         f"Node:              {st['nodeName']}",
@@ -119,6 +111,7 @@ def status(ctx: click.Context, output: str | None) -> None:
         f"Cluster CIDR:      {st['clusterCIDR']}",
         f"MTU:               {st['mtu']}",
         f"Default Deny:      {str(st['defaultDeny']).lower()}",
+        f"Masquerade:        {str(st.get('masquerade', True)).lower()}",
         "",
         f"Endpoints:         {st['endpoints']}",
         f"Policies:          {st['policies']}",
@@ -127,10 +120,32 @@ def status(ctx: click.Context, output: str | None) -> None:
         "",
         f"Dataplane:         {'connected' if dp.get('connected') else 'disconnected'}",
         f"Datapath:          {st['datapath']}" + (f" (attach: {dp['attachMode']})" if dp.get("attachMode") else ""),
-        f"Attached Programs: {len(dp.get('links', dp.get('programs', [])))}",
+        f"Attached Programs: {len(links)}{attach}",
+        "Routing Connected: " + ("-" if routing_connected is None else str(bool(routing_connected)).lower()),
         f"Ready:             {str(st['ready']).lower()}",
     ]
-    click.echo("\n".join(lines))
+    if verbose and links:
+        lines += ["", table(["INTERFACE", "DIRECTION", "PROG_ID", "LINK_ID"],
+                            [(x.get("interface"), x.get("direction"), x.get("prog_id"), x.get("link_id"))
+                             for x in links])]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("-v", "--verbose", is_flag=True, help="Also list every attached program (interface, direction, ids).")
+@output_option
+@json_shape("the agent's status object: {version, ready, nodeName, nodeIP, podCIDR, clusterCIDR, routingMode, "
+            "tunnelProtocol, datapath, ipam, mtu, gateway, defaultDeny, masquerade, stateVersion, endpoints, "
+            "identities, policies, rejectedPolicies, tunnels, remoteEndpoints, nodes, routing?{connected, ...}, "
+            "dataplane{connected, datapath, generation, pid, attachMode, programs, links, drop_counters, ...}, "
+            "uptimeSeconds}")
+@click.pass_context
+def status(ctx: click.Context, verbose: bool, output: str | None) -> None:
+    """Node status: modes, addresses, counts, dataplane and routing connection, attached programs."""
+    st = run_call(ctx, "status")
+    if _out(ctx, output) == "json":
+        return emit_json(st)
+    click.echo(status_text(st, verbose))
 
 
 @cli.command()
@@ -268,7 +283,7 @@ def build_cli() -> click.Group:
         host.pm.hook.novanet_register_cli.call_historic(kwargs={"cli": cli, "program": "novanetctl"})
     except Exception as e:  # a broken plugin must not take the core commands down with it
         click.echo(f"novanetctl: warning: plugin commands unavailable: {e}", err=True)
-    return cli
+    return tree.finish(cli, "novanetctl", __version__)
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def test_api_and_cli(topo: Topology, datapath, tmp_path) -> None:
                                     "BYTES", "DROP_REASON"]
         assert any(a.ip in ln and "POLICY_DENY_RULE" in ln and "ICMP" in ln for ln in lines[1:])
         r = runner.invoke(cli, ["flows", "--identity", str(a.identity), "-o", "json"], obj=_Obj(sock))
-        evs = json.loads(r.output)
+        evs = [json.loads(line) for line in r.output.splitlines()]  # one object per line
         assert evs and all(a.identity in (e["src_identity"], e["dst_identity"]) for e in evs)
         r = runner.invoke(cli, ["bpf"], obj=_Obj(sock))
         assert r.exit_code == 0 and "nv_from_pod" in r.output and "nv_to_pod" in r.output

@@ -8,6 +8,7 @@ from typing import Any
 from novanet_core.api.protocol import ApiError
 from novanet_core.backends import ConfigError
 from novanet_ebpf_policy.backend import DatapathError, EbpfDatapath
+from novanet_ebpf_policy.flowfilter import FilterError, FlowFilter
 
 
 def _flag(p: dict[str, Any], key: str) -> bool:
@@ -28,7 +29,7 @@ def _guard(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], An
     def wrapped(p: dict[str, Any]) -> Any:
         try:
             return fn(p)
-        except (ConfigError, DatapathError, ValueError) as e:
+        except (ConfigError, DatapathError, FilterError, ValueError) as e:
             raise ApiError("invalid_params", str(e)) from None
 
     wrapped.__doc__ = fn.__doc__
@@ -43,14 +44,16 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         return b
 
     def flows(p: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Flow events: params identity (0 = all), drops_only, follow, limit (history, default 100)."""
+        """Flow events: params identity (0 = all), drops_only, follow, limit (history, default 100),
+        filter (an object of FlowFilter fields, see novanet_ebpf_policy.flowfilter)."""
         identity = _num(p, "identity", 0, 0xFFFFFFFF)
         drops_only, follow = _flag(p, "drops_only"), _flag(p, "follow")
         limit = _num(p, "limit", 100, 1 << 20)
+        flt = FlowFilter.from_params(p.get("filter"))
         b = be()
         if follow:
-            return b.flows.follow(identity, drops_only, limit)
-        return iter(b.flows.recent(identity, drops_only, limit))
+            return b.flows.follow(identity, drops_only, limit, flt=flt)
+        return iter(b.flows.recent(identity, drops_only, limit, flt))
 
     def drops(p: dict[str, Any]) -> dict[str, Any]:
         """Drop counters by reason (summed over CPUs) and flow-event loss counters."""

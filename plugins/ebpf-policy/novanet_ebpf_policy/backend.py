@@ -18,6 +18,7 @@ from novanet_core.types import Endpoint, RemoteEndpoint
 from novanet_ebpf_policy import maps as mapsmod
 from novanet_ebpf_policy import program as progmod
 from novanet_ebpf_policy.attach import TcAttacher, TcxAttacher, tcx_supported
+from novanet_ebpf_policy.flowfilter import raw_ip
 from novanet_ebpf_policy.flows import FlowCollector
 from novanet_ebpf_policy.layouts import (
     Action,
@@ -93,6 +94,7 @@ class EbpfDatapath:
         self.maps: mapsmod.MapHandles | None = None
         self.attacher: TcxAttacher | TcAttacher | None = None
         self.flows = FlowCollector()
+        self.flows.node = cfg.nodeName
         self.last_start: dict[str, Any] = {}
         self.mounted_bpffs = False
         self.policy: PolicyProgrammer | None = None  # compiled NetworkPolicy -> maps
@@ -189,6 +191,8 @@ class EbpfDatapath:
             if not isinstance(s["defaultDeny"], bool):
                 raise ConfigError(f"defaultDeny: {s['defaultDeny']!r} is not a boolean")
             writes[ConfigKey.DEFAULT_DENY] = int(s["defaultDeny"])
+        if s.get("nodeName"):
+            self.flows.node = str(s["nodeName"])
         if "mtu" in s and s["mtu"] is not None and not isinstance(s["mtu"], int):
             raise ConfigError(f"mtu: {s['mtu']!r} is not an integer")
         if initial and self._settings:
@@ -231,6 +235,7 @@ class EbpfDatapath:
                 m.config_set(ConfigKey.GATEWAY_IP, ip_num(ep.gateway, "gateway"))
             changed = self._identity_changed(EndpointKey(ip=ip), ep.identity)
             m.update("endpoints", EndpointKey(ip=ip), v)  # map first: the programs need it at once
+            self._name(ep.ip, ep.namespace, ep.pod)
             if changed:
                 self._bump_policy_revision()  # flows decided under the old identity re-decide
             self._route(ep.ip, ifindex, add=True)
@@ -261,6 +266,7 @@ class EbpfDatapath:
                 if v.ifindex:
                     self._route(ip, v.ifindex, add=False)
             m.delete("endpoints", key)
+            self._name(ip, "", "")
             if ifname and self.attacher:
                 self.attacher.detach(ifname)
 
@@ -270,8 +276,17 @@ class EbpfDatapath:
         with self._lock:
             changed = self._identity_changed(key, remote.identity)
             self._m().update("endpoints", key, v)
+            self._name(remote.ip, remote.namespace, remote.pod)
             if changed:
                 self._bump_policy_revision()
+
+    def _name(self, ip: str, namespace: str, pod: str) -> None:
+        """Pod names for flow events and filters (the agent sends them with every endpoint)."""
+        raw = raw_ip(ip)
+        if namespace and pod:
+            self.flows.names[raw] = f"{namespace}/{pod}"
+        else:
+            self.flows.names.pop(raw, None)
 
     def _identity_changed(self, key: EndpointKey, identity: int) -> bool:
         raw = self._m().lookup("endpoints", key)
@@ -280,6 +295,7 @@ class EbpfDatapath:
     def delete_remote(self, ip: str) -> None:
         with self._lock:
             self._m().delete("endpoints", EndpointKey(ip=ip_num(ip, "ip")))
+            self._name(ip, "", "")
 
     def list_endpoints(self) -> list[dict[str, Any]]:
         m = self._m()

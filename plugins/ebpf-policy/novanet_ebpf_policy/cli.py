@@ -1,15 +1,37 @@
-"""novanetctl commands: ``flows``, ``drops``, ``bpf`` (registered via ``novanet_register_cli``)."""
+"""novanetctl commands of the eBPF datapath: ``flows``, ``drops``, ``bpf``, ``policy``.
+
+Registered via ``novanet_register_cli``; built on :mod:`novanet_core.cli.plugin_api` only.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable
+import re
+import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
 
+from novanet_core.cli.plugin_api import (
+    agent_call,
+    dataplane_call,
+    dataplane_stream,
+    emit_json,
+    emit_json_line,
+    json_shape,
+    output_format,
+    output_option,
+    table,
+)
+from novanet_ebpf_policy.flowfilter import TCP_FLAGS, FilterError, FlowFilter
+from novanet_ebpf_policy.layouts import DropReason
+
 FLOW_COLUMNS = ["TIMESTAMP", "SRC_IP", "DST_IP", "SRC_ID", "DST_ID", "PROTO", "PORT", "VERDICT", "BYTES"]
+FLOW_JSON = ("one object per line: {timestamp, timestamp_ns, node, src_ip, dst_ip, src_pod, dst_pod, src_identity, "
+             "dst_identity, protocol, protocol_name, src_port, dst_port, verdict, drop_reason, drop_reason_name, "
+             "tcp_flags, tcp_flags_names, bytes, packets, hook, direction, policy_dir, policy_set, "
+             "policy_reason?, policies?}")
 
 
 def _ts(epoch: float) -> str:
@@ -26,78 +48,192 @@ def flow_row(e: dict[str, Any], with_reason: bool) -> list[str]:
     return row
 
 
-def table(header: list[str], rows: Iterable[list[str]]) -> str:
-    rows = list(rows)
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header).rstrip()] + [fmt.format(*r).rstrip() for r in rows])
+def _endpoint(pod: str, ip: str, port: int, identity: int, with_port: bool) -> str:
+    where = pod or ip
+    return (f"{where}:{port}" if with_port else where) + f" ({identity})"
 
 
-def _obj() -> Any:
-    return click.get_current_context().obj
+def compact_line(e: dict[str, Any]) -> str:
+    """One human line per event, naming pods: Hubble's compact form."""
+    ports = e["protocol"] in (6, 17, 132)
+    src = _endpoint(e.get("src_pod", ""), e["src_ip"], e["src_port"], e["src_identity"], ports)
+    dst = _endpoint(e.get("dst_pod", ""), e["dst_ip"], e["dst_port"], e["dst_identity"], ports)
+    flags = f" [{','.join(e['tcp_flags_names'])}]" if e.get("tcp_flags_names") else ""
+    node = f" [{e['node']}]" if e.get("node") else ""
+    if e["verdict"] == "DENY":
+        why = f": {e['policy_reason']}" if e.get("policy_reason") else ""
+        verdict = f"DROPPED ({e['drop_reason_name']}{why})"
+    else:
+        verdict = "FORWARDED"
+    return (f"{_ts(e['timestamp'])}{node} {src} -> {dst} {e['protocol_name']}{flags} {e.get('direction', '')} "
+            f"{verdict} {e['bytes']} B")
 
 
-def _output(o: str | None) -> str:
-    return o or getattr(_obj(), "output", "table") or "table"
+# ---------------------------------------------------------------------- filter options
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _stream_flows(identity: int, follow: bool, drops_only: bool, limit: int, out: str) -> None:
-    client = _obj().dataplane()
-    header = FLOW_COLUMNS + (["DROP_REASON"] if drops_only else [])
-    params = {"identity": identity, "drops_only": drops_only, "follow": follow, "limit": limit}
-    it = client.stream("ebpf.flows", params)
-    if out == "json":
-        if follow:
-            for e in it:
-                click.echo(json.dumps(e))
-        else:
-            click.echo(json.dumps(list(it), indent=2))
-        return
-    if not follow:
-        click.echo(table(header, (flow_row(e, drops_only) for e in it)))
-        return
-    widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths[: len(header)])
-    click.echo(fmt.format(*header).rstrip())
+def parse_since(value: str, now: float | None = None) -> float:
+    """``30s``/``5m``/``2h``/``1d`` ago, an ISO 8601 time, or seconds since the epoch."""
+    now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
+    m = _DURATION.match(value.strip())
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
     try:
-        for e in it:
-            click.echo(fmt.format(*flow_row(e, drops_only)).rstrip())
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a duration (30s, 5m, 2h), an ISO time or epoch seconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def _label_pairs(values: Iterable[str], opt: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise click.BadParameter(f"{v!r} is not KEY=VALUE", param_hint=opt)
+        out[k] = val
+    return out
+
+
+def _identities_with(labels: dict[str, str]) -> frozenset[int]:
+    """Labels are resolved by the agent (it knows every pod's labels); the dataplane filters ids."""
+    ids = agent_call("identity.list")
+    return frozenset(i["id"] for i in ids if all(i.get("labels", {}).get(k) == v for k, v in labels.items()))
+
+
+def filter_options(f: Any) -> Any:
+    opts = [
+        click.option("--identity", type=click.IntRange(0, 0xFFFFFFFF), default=0,
+                     help="Only flows from or to this identity (0 = all)."),
+        click.option("--pod", default=None, metavar="NS/POD", help="From or to this pod."),
+        click.option("--from-pod", default=None, metavar="NS/POD", help="From this pod."),
+        click.option("--to-pod", default=None, metavar="NS/POD", help="To this pod."),
+        click.option("--namespace", default=None, metavar="NS", help="From or to a pod of this namespace."),
+        click.option("--from-namespace", default=None, metavar="NS"),
+        click.option("--to-namespace", default=None, metavar="NS"),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                     help="From or to pods with these labels (repeat: all must match)."),
+        click.option("--from-label", "from_labels", multiple=True, metavar="KEY=VALUE"),
+        click.option("--to-label", "to_labels", multiple=True, metavar="KEY=VALUE"),
+        click.option("--ip", default=None, metavar="IP|CIDR", help="From or to this address or block."),
+        click.option("--from-ip", default=None, metavar="IP|CIDR"),
+        click.option("--to-ip", default=None, metavar="IP|CIDR"),
+        click.option("--port", type=click.IntRange(0, 65535), default=None, help="Source or destination port."),
+        click.option("--protocol", type=click.Choice(["TCP", "UDP", "ICMP", "SCTP"], case_sensitive=False),
+                     default=None),
+        click.option("--verdict", type=click.Choice(["ALLOW", "DENY", "FORWARDED", "DROPPED"], case_sensitive=False),
+                     default=None),
+        click.option("--reason", "reasons", multiple=True,
+                     type=click.Choice([r.name for r in DropReason if r], case_sensitive=False),
+                     help="Drop reason (repeatable)."),
+        click.option("--tcp-flags", default=None, metavar="SYN,FIN,...", help="Any of these TCP flags."),
+        click.option("--since", default=None, metavar="DURATION|TIME",
+                     help="Only events after this (30s, 5m, 2h, an ISO time, epoch seconds)."),
+        click.option("--last", "--limit", "last", type=click.IntRange(0), default=100, show_default=True,
+                     help="How many recent events to show (before following)."),
+        click.option("-f", "--follow", is_flag=True, help="Keep streaming new events (Ctrl-C to stop)."),
+        click.option("-o", "--output", type=click.Choice(["table", "compact", "json"]), default=None,
+                     help="table (the original columns), compact (one line naming pods), json (one object per line)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def build_filter(kw: dict[str, Any], drops_only: bool = False) -> FlowFilter:
+    raw: dict[str, Any] = {k: kw[k] for k in ("identity", "pod", "from_pod", "to_pod", "namespace", "from_namespace",
+                                              "to_namespace", "ip", "from_ip", "to_ip", "port", "protocol",
+                                              "verdict") if kw.get(k) not in (None, 0)}
+    for key, opt in (("labels", "identities"), ("from_labels", "from_identities"), ("to_labels", "to_identities")):
+        if kw.get(key):
+            labels = _label_pairs(kw[key], "--" + key.rstrip("s").replace("_", "-"))
+            ids = _identities_with(labels)
+            if not ids:
+                click.echo(f"note: no identity has labels {labels}; nothing can match", err=True)
+            raw[opt] = sorted(ids)
+    if kw.get("reasons"):
+        raw["reasons"] = [r.upper() for r in kw["reasons"]]
+    if kw.get("tcp_flags"):
+        flags = [x.strip().upper() for x in kw["tcp_flags"].split(",") if x.strip()]
+        bad = [x for x in flags if x not in TCP_FLAGS]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(TCP_FLAGS)}", param_hint="--tcp-flags")
+        raw["tcp_flags"] = flags
+    if kw.get("since"):
+        raw["since"] = parse_since(kw["since"])
+    if drops_only:
+        raw["drops_only"] = True
+    try:
+        return FlowFilter.from_params(raw)
+    except FilterError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _events(flt: FlowFilter, follow: bool, last: int) -> Iterator[dict[str, Any]]:
+    return dataplane_stream("ebpf.flows", {"follow": follow, "limit": last, "filter": flt.to_params()})
+
+
+def print_events(events: Iterable[dict[str, Any]], out: str, follow: bool, with_reason: bool) -> None:
+    header = FLOW_COLUMNS + (["DROP_REASON"] if with_reason else [])
+    try:
+        if out == "json":
+            for e in events:
+                emit_json_line(e)
+        elif out == "compact":
+            for e in events:
+                click.echo(compact_line(e))
+        elif not follow:
+            click.echo(table(header, (flow_row(e, with_reason) for e in events)))
+        else:
+            widths = [12, 15, 15, 8, 8, 5, 5, 7, 7, 16]
+            fmt = "  ".join(f"{{:<{w}}}" for w in widths[: len(header)])
+            click.echo(fmt.format(*header).rstrip())
+            for e in events:
+                click.echo(fmt.format(*flow_row(e, with_reason)).rstrip())
     except KeyboardInterrupt:
         pass
-
-
-_output_opt = click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default=None,
-                           help="Output format (default: the global -o).")
+    except BrokenPipeError:  # `| head`: the reader left; not an error
+        sys.stderr.close()
 
 
 @click.command("flows")
-@click.option("--identity", type=click.IntRange(0, 0xFFFFFFFF), default=0, help="Only flows from or to it (0 = all).")
-@click.option("--follow", "-f", is_flag=True, help="Keep streaming new events (Ctrl-C to stop).")
-@click.option("--limit", type=click.IntRange(0), default=100, help="How many recent events to show first.")
-@_output_opt
-def flows_cmd(identity: int, follow: bool, limit: int, output: str | None) -> None:
-    """Flow events from the eBPF datapath (new flows and every drop)."""
-    _stream_flows(identity, follow, False, limit, _output(output))
+@filter_options
+@json_shape(FLOW_JSON)
+def flows_cmd(follow: bool, last: int, output: str | None, **kw: Any) -> None:
+    """Flow events from the eBPF datapath (new flows and every drop), filtered like Hubble's observe."""
+    flt = build_filter(kw)
+    print_events(_events(flt, follow, last), output_format(output), follow, False)
 
 
 @click.command("drops")
-@click.option("--identity", type=click.IntRange(0, 0xFFFFFFFF), default=0, help="Only drops from or to it.")
-@click.option("--follow", "-f", is_flag=True, help="Keep streaming new drops (Ctrl-C to stop).")
-@click.option("--limit", type=click.IntRange(0), default=100)
-@_output_opt
-def drops_cmd(identity: int, follow: bool, limit: int, output: str | None) -> None:
+@filter_options
+@json_shape("without -f: {events: [flow objects], drops: {REASON: count}, flow_events: {submitted, lost, "
+            "new_flows, consumed, follower_dropped}}; with -f: one flow object per line")
+def drops_cmd(follow: bool, last: int, output: str | None, **kw: Any) -> None:
     """Dropped packets with their reason, then the per-reason drop counters."""
-    out = _output(output)
-    client = _obj().dataplane()
+    out = output_format(output)
+    flt = build_filter(kw, drops_only=True)
     if follow:
-        _stream_flows(identity, True, True, limit, out)
+        print_events(_events(flt, True, last), out, True, True)
         return
-    events = list(client.stream("ebpf.flows", {"identity": identity, "drops_only": True, "limit": limit}))
-    counters = client.call("ebpf.drops")
+    events = list(_events(flt, False, last))
+    counters = dataplane_call("ebpf.drops")
     if out == "json":
-        click.echo(json.dumps({"events": events, **counters}, indent=2))
+        emit_json({"events": events, **counters})
         return
-    click.echo(table(FLOW_COLUMNS + ["DROP_REASON"], (flow_row(e, True) for e in events)))
+    if out == "compact":
+        print_events(events, out, False, True)
+    else:
+        click.echo(table(FLOW_COLUMNS + ["DROP_REASON"], (flow_row(e, True) for e in events)))
     click.echo("")
     click.echo(table(["DROP_REASON", "COUNT"], ([k, str(v)] for k, v in counters["drops"].items())))
     fe = counters["flow_events"]
@@ -105,12 +241,13 @@ def drops_cmd(identity: int, follow: bool, limit: int, output: str | None) -> No
 
 
 @click.command("bpf")
-@_output_opt
+@output_option
+@json_shape("{enabled, programs: [{name, hook, prog_id, tag, run_cnt, run_time_ns, avg_ns}]}")
 def bpf_cmd(output: str | None) -> None:
     """Per-program run count and average run time (needs kernel.bpf_stats_enabled=1)."""
-    st = _obj().dataplane().call("ebpf.bpf_stats")
-    if _output(output) == "json":
-        click.echo(json.dumps(st, indent=2))
+    st = dataplane_call("ebpf.bpf_stats")
+    if output_format(output) == "json":
+        emit_json(st)
         return
     rows = [[p["name"], p["hook"], str(p["prog_id"]), str(p["run_cnt"]), str(p["run_time_ns"]),
              "-" if p["avg_ns"] is None else f"{p['avg_ns']:.1f}"] for p in st["programs"]]
@@ -132,29 +269,38 @@ def _peer(p: dict[str, Any]) -> str:
     return "any"
 
 
-@click.command("policy")
-@click.option("--datapath", is_flag=True, help="Show the live eBPF map entries instead of the compiled rules.")
-@_output_opt
-def policy_cmd(datapath: bool, output: str | None) -> None:
-    """Compiled NetworkPolicy rules: identity pairs with their labels, protocol, ports, action, policy."""
-    out = _output(output)
-    if datapath:
-        res = _obj().dataplane().call("ebpf.policy_entries")
-        if out == "json":
-            click.echo(json.dumps(res, indent=2))
-            return
-        rows = [[str(r["set"]), r["peer_kind"], str(r.get("peer_identity", r.get("peer_cidr", "*"))), r["protocol"],
-                 r["ports"], f"{r['policy']} {r['origin']}".strip(),
-                 ",".join(f"{u['pod']}/{u['direction']}" for u in r["used_by"])] for r in res["rules"]]
-        click.echo(table(["SET", "PEER_KIND", "PEER", "PROTO", "PORTS", "POLICY", "USED_BY"], rows))
-        click.echo(f"\n{len(res['rules'])} entries, {len(res['cidrs'])} CIDR prefixes, "
-                   f"{len(res['endpoints'])} endpoints, policy revision {res['revision']}")
-        return
-    from novanet_core.cli.novanetctl import run_call
-
-    res = run_call(click.get_current_context(), "policy.list")
+def _policy_datapath(out: str) -> None:
+    res = dataplane_call("ebpf.policy_entries")
     if out == "json":
-        click.echo(json.dumps(res, indent=2))
+        emit_json(res)
+        return
+    rows = [[str(r["set"]), r["peer_kind"], str(r.get("peer_identity", r.get("peer_cidr", "*"))), r["protocol"],
+             r["ports"], f"{r['policy']} {r['origin']}".strip(),
+             ",".join(f"{u['pod']}/{u['direction']}" for u in r["used_by"])] for r in res["rules"]]
+    click.echo(table(["SET", "PEER_KIND", "PEER", "PROTO", "PORTS", "POLICY", "USED_BY"], rows))
+    click.echo(f"\n{len(res['rules'])} entries, {len(res['cidrs'])} CIDR prefixes, "
+               f"{len(res['endpoints'])} endpoints, policy revision {res['revision']}")
+
+
+@click.group("policy", invoke_without_command=True)
+@click.option("--datapath", is_flag=True, help="Show the live eBPF map entries instead of the compiled rules.")
+@output_option
+@json_shape("{defaultDeny, rules: [{endpoint, ips, identity, namespace, labels, direction, peer{kind, identity?, "
+            "namespace?, labels?, cidr?, except?}, protocol, ports, action, policy, origin}], rejected, warnings, "
+            "policies}; with --datapath: {rules: [{set, peer_kind, peer_identity?, peer_cidr?, protocol, ports, "
+            "policy, origin, used_by}], cidrs, endpoints, revision}")
+@click.pass_context
+def policy_cmd(ctx: click.Context, datapath: bool, output: str | None) -> None:
+    """Compiled NetworkPolicy rules: identity pairs with their labels, protocol, ports, action, policy."""
+    if ctx.invoked_subcommand is not None:
+        return
+    out = output_format(output)
+    if datapath:
+        _policy_datapath(out)
+        return
+    res = agent_call("policy.list")
+    if out == "json":
+        emit_json(res)
         return
     rows = [[r["endpoint"], r["direction"].upper(), f"{r['identity']} ({_labels(r)})",
              _peer(r["peer"]), r["protocol"], r["ports"], r["action"], f"{r['policy']} {r['origin']}"]
@@ -173,3 +319,6 @@ def policy_cmd(datapath: bool, output: str | None) -> None:
 def register(cli: click.Group) -> None:
     for cmd in (flows_cmd, drops_cmd, bpf_cmd, policy_cmd):
         cli.add_command(cmd)
+
+
+__all__ = ["compact_line", "flow_row", "parse_since", "register"]

@@ -7,12 +7,15 @@ from typing import Any
 
 import click
 
-from novanet_core.cli.novanetctl import output_option, run_call
-from novanet_core.cli.output import emit_json, table
+from novanet_core.cli.plugin_api import agent_call, emit_json, json_shape, output_format, output_option, table
+
+
+def run_call(ctx: click.Context, method: str, params: dict[str, Any] | None = None) -> Any:
+    return agent_call(method, params, ctx)
 
 
 def _fmt(ctx: click.Context, output: str | None) -> str:
-    return output or ctx.obj.output
+    return output_format(output, ctx)
 
 
 def add_commands(cli: click.Group) -> None:
@@ -25,6 +28,7 @@ def add_commands(cli: click.Group) -> None:
 
     @routing.command()
     @output_option
+    @json_shape("{backend, connected, daemons, asn, routerId, mode, podCIDR, advertising, bfd, gracefulRestart, timers, vtysh, desiredNeighbors, reconciles, applies, rollbacks, failures, lastApply, lastError}")
     @click.pass_context
     def status(ctx: click.Context, output: str | None) -> None:
         """FRR connection, ASN, router-id, mode, last configuration change."""
@@ -54,6 +58,7 @@ def add_commands(cli: click.Group) -> None:
 
     @routing.command()
     @output_option
+    @json_shape("[{neighbor, remoteAs, state, pfxRcvd, pfxSent, bfd, uptime, ...}]")
     @click.pass_context
     def peers(ctx: click.Context, output: str | None) -> None:
         """BGP neighbors: NEIGHBOR REMOTE_AS STATE PFX_RCVD PFX_SENT BFD UPTIME."""
@@ -69,6 +74,7 @@ def add_commands(cli: click.Group) -> None:
 
     @routing.command()
     @output_option
+    @json_shape("[{prefix, direction, nextHop, asPath, best}]")
     @click.pass_context
     def prefixes(ctx: click.Context, output: str | None) -> None:
         """Prefixes this node advertises and the ones it learned."""
@@ -84,6 +90,7 @@ def add_commands(cli: click.Group) -> None:
 
     @routing.command()
     @output_option
+    @json_shape("[{peer, status, receiveInterval, transmitInterval, detectMultiplier, uptime}]")
     @click.pass_context
     def bfd(ctx: click.Context, output: str | None) -> None:
         """BFD sessions: PEER STATUS MIN_RX MIN_TX DETECT_MULT UPTIME."""
@@ -99,6 +106,7 @@ def add_commands(cli: click.Group) -> None:
 
     @routing.command()
     @output_option
+    @json_shape("{ok, error?, commands: [str]}")
     @click.pass_context
     def reconcile(ctx: click.Context, output: str | None) -> None:
         """Apply the difference between FRR and the desired state now."""
@@ -118,7 +126,7 @@ def add_commands(cli: click.Group) -> None:
             click.echo("ok" if rep.get("ok") else f"failed: {rep.get('error')}")
 
         _cmd.__doc__ = ("Advertise" if on else "Withdraw (drain)") + " this node's PodCIDR."
-        routing.command(name)(output_option(click.pass_context(_cmd)))
+        routing.command(name)(output_option(json_shape("{ok, error?}")(click.pass_context(_cmd))))
 
 
 def _ms(v: Any) -> str:

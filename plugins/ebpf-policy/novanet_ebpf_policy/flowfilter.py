@@ -1,0 +1,253 @@
+"""Flow filters (``novanetctl flows --from-pod ... --verdict DENY``), modelled on Hubble's FlowFilter.
+
+Every set field must match (AND); fields that name a side (``from_*``/``to_*``) match that side,
+the others either side. A filter arrives as the JSON object ``filter`` of ``ebpf.flows`` and is
+compiled once into a predicate over the consumer's raw event tuples, so that filtering costs a few
+comparisons per event and pod names are looked up only when a pod filter asks for them.
+
+Labels are not known here (the dataplane knows which pod has which address, not every pod's
+labels): the CLI resolves ``--label`` into identities through the agent and sends those.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from novanet_core.protocols import IP_PROTOCOLS, protocol_name
+
+# Positions in the tuples decoded with flows.EVENT_POLICY.
+(F_FAMILY, F_VERDICT, F_REASON, F_TCP_FLAGS, F_SRC_ID, F_DST_ID, F_PROTO, F_HOOK, F_SPORT, F_DPORT,
+ F_POLICY_DIR, F_SRC_IP, F_DST_IP, F_POLICY_SET, F_BYTES, F_PACKETS, F_TS) = range(17)
+
+# raw 16-byte event address (IPv4 in the first 4 bytes) -> "namespace/pod"
+Names = dict[bytes, str]
+
+TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40,
+             "CWR": 0x80}
+VERDICTS = {"ALLOW": 1, "FORWARDED": 1, "DENY": 2, "DROPPED": 2}
+
+Pred = Callable[[tuple[Any, ...]], bool]
+
+
+class FilterError(ValueError):
+    """A bad filter field; the message starts with the field's path."""
+
+
+def tcp_flag_names(flags: int) -> list[str]:
+    return [n for n, bit in TCP_FLAGS.items() if flags & bit]
+
+
+def raw_ip(ip: str) -> bytes:
+    """An address as the event carries it (the key of :data:`Names`)."""
+    return ipaddress.IPv4Address(ip).packed + bytes(12)
+
+
+@dataclass(frozen=True)
+class FlowFilter:
+    identity: int = 0  # either side (the guide's --identity)
+    drops_only: bool = False
+    pod: str | None = None  # "namespace/name", either side
+    from_pod: str | None = None
+    to_pod: str | None = None
+    namespace: str | None = None  # either side
+    from_namespace: str | None = None
+    to_namespace: str | None = None
+    identities: frozenset[int] | None = None  # either side (labels resolved by the caller)
+    from_identities: frozenset[int] | None = None
+    to_identities: frozenset[int] | None = None
+    ip: str | None = None  # address or CIDR, either side
+    from_ip: str | None = None
+    to_ip: str | None = None
+    port: int | None = None  # source or destination port
+    protocol: int | None = None
+    verdict: int | None = None  # 1 = ALLOW/FORWARDED, 2 = DENY/DROPPED
+    reasons: frozenset[int] | None = None  # drop reason codes
+    tcp_flags: int | None = None  # any of these flags
+    since: float | None = None  # wall-clock seconds
+
+    def merged(self, **kw: Any) -> FlowFilter:
+        return replace(self, **{k: v for k, v in kw.items() if v})
+
+    def is_empty(self) -> bool:
+        return self == FlowFilter()
+
+    # ------------------------------------------------------------------ parsing (API params)
+    @classmethod
+    def from_params(cls, raw: Any, path: str = "filter") -> FlowFilter:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise FilterError(f"{path}: must be an object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise FilterError(f"{path}.{unknown[0]}: unknown filter field (known: {', '.join(sorted(known))})")
+        kw: dict[str, Any] = {}
+        for key, v in raw.items():
+            if v is None:
+                continue
+            p = f"{path}.{key}"
+            if key in ("identity", "port"):
+                kw[key] = _int(v, p, 0xFFFFFFFF if key == "identity" else 65535)
+            elif key == "drops_only":
+                if not isinstance(v, bool):
+                    raise FilterError(f"{p}: {v!r} is not a boolean")
+                kw[key] = v
+            elif key in ("pod", "from_pod", "to_pod"):
+                kw[key] = _pod(v, p)
+            elif key in ("namespace", "from_namespace", "to_namespace"):
+                if not isinstance(v, str) or not v or "/" in v:
+                    raise FilterError(f"{p}: {v!r} is not a namespace name")
+                kw[key] = v
+            elif key in ("identities", "from_identities", "to_identities"):
+                if not isinstance(v, list):
+                    raise FilterError(f"{p}: must be a list of identities")
+                kw[key] = frozenset(_int(x, f"{p}[{i}]", 0xFFFFFFFF) for i, x in enumerate(v))
+            elif key in ("ip", "from_ip", "to_ip"):
+                try:
+                    kw[key] = str(ipaddress.IPv4Network(str(v), strict=False))
+                except ValueError:
+                    raise FilterError(f"{p}: {v!r} is not an IPv4 address or CIDR") from None
+            elif key == "protocol":
+                kw[key] = _named(v, p, IP_PROTOCOLS, 255)
+            elif key == "verdict":
+                if not isinstance(v, str) or v.upper() not in VERDICTS:
+                    raise FilterError(f"{p}: {v!r} is not one of {', '.join(VERDICTS)}")
+                kw[key] = VERDICTS[v.upper()]
+            elif key == "reasons":
+                kw[key] = frozenset(_reason(x, f"{p}[{i}]") for i, x in enumerate(_list(v, p)))
+            elif key == "tcp_flags":
+                bits = 0
+                for i, x in enumerate(_list(v, p)):
+                    if not isinstance(x, str) or x.upper() not in TCP_FLAGS:
+                        raise FilterError(f"{p}[{i}]: {x!r} is not one of {', '.join(TCP_FLAGS)}")
+                    bits |= TCP_FLAGS[x.upper()]
+                kw[key] = bits
+            elif key == "since":
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise FilterError(f"{p}: {v!r} is not a time in seconds since the epoch")
+                kw[key] = float(v)
+        return cls(**kw)
+
+    def to_params(self) -> dict[str, Any]:
+        """The JSON form :meth:`from_params` reads (for clients)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v in (None, 0, False):
+                continue
+            if isinstance(v, frozenset):
+                v = sorted(v)
+                if f.name == "reasons":
+                    from novanet_ebpf_policy.layouts import DropReason
+
+                    v = [DropReason(x).name for x in v]
+            elif f.name == "protocol":
+                v = protocol_name(v)
+            elif f.name == "verdict":
+                v = "ALLOW" if v == 1 else "DENY"
+            elif f.name == "tcp_flags":
+                v = tcp_flag_names(v)
+            out[f.name] = v
+        return out
+
+    # ------------------------------------------------------------------ compiling
+    def compile(self, names: Names, wall_offset: float) -> Pred:
+        """A predicate over raw event tuples; ``names`` is read at match time (pods come and go)."""
+        checks: list[Pred] = []
+        if self.drops_only:
+            checks.append(lambda t: t[F_VERDICT] == 2)
+        if self.verdict is not None:
+            v = self.verdict
+            checks.append(lambda t: t[F_VERDICT] == v)
+        if self.protocol is not None:
+            pr = self.protocol
+            checks.append(lambda t: t[F_PROTO] == pr)
+        if self.port is not None:
+            port = self.port
+            checks.append(lambda t: t[F_DPORT] == port or t[F_SPORT] == port)
+        if self.reasons is not None:
+            rs = self.reasons
+            checks.append(lambda t: t[F_REASON] in rs)
+        if self.tcp_flags is not None:
+            fl = self.tcp_flags
+            checks.append(lambda t: t[F_PROTO] == 6 and bool(t[F_TCP_FLAGS] & fl))
+        if self.identity:
+            i = self.identity
+            checks.append(lambda t: t[F_SRC_ID] == i or t[F_DST_ID] == i)
+        checks += _side_checks(self.identities, self.from_identities, self.to_identities,
+                               lambda ids: lambda x: x in ids, F_SRC_ID, F_DST_ID)
+        checks += _side_checks(self.ip, self.from_ip, self.to_ip, _cidr_test, F_SRC_IP, F_DST_IP)
+        checks += _side_checks(self.pod, self.from_pod, self.to_pod,
+                               lambda pod: lambda raw: names.get(raw) == pod, F_SRC_IP, F_DST_IP)
+        checks += _side_checks(self.namespace, self.from_namespace, self.to_namespace,
+                               lambda ns: lambda raw: names.get(raw, "").partition("/")[0] == ns,
+                               F_SRC_IP, F_DST_IP)
+        if self.since is not None:
+            since_ns = int((self.since - wall_offset) * 1e9)
+            checks.append(lambda t: t[F_TS] >= since_ns)
+        if not checks:
+            return lambda t: True
+        if len(checks) == 1:
+            return checks[0]
+        return lambda t: all(c(t) for c in checks)
+
+
+def _side_checks(either: Any, src: Any, dst: Any, make: Callable[[Any], Callable[[Any], bool]], fs: int,
+                 fd: int) -> list[Pred]:
+    out: list[Pred] = []
+    if either is not None:
+        m = make(either)
+        out.append(lambda t: m(t[fs]) or m(t[fd]))
+    if src is not None:
+        ms = make(src)
+        out.append(lambda t: ms(t[fs]))
+    if dst is not None:
+        md = make(dst)
+        out.append(lambda t: md(t[fd]))
+    return out
+
+
+def _cidr_test(cidr: str) -> Callable[[bytes], bool]:
+    net = ipaddress.IPv4Network(cidr)
+    base, mask = int(net.network_address), int(net.netmask)
+    return lambda raw: (int.from_bytes(raw[:4], "big") & mask) == base
+
+
+def _int(v: Any, path: str, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+        raise FilterError(f"{path}: {v!r} is not an integer in 0..{hi}")
+    return v
+
+
+def _list(v: Any, path: str) -> Iterable[Any]:
+    if not isinstance(v, list):
+        raise FilterError(f"{path}: must be a list")
+    return v
+
+
+def _pod(v: Any, path: str) -> str:
+    if not isinstance(v, str) or v.count("/") != 1 or not all(v.split("/")):
+        raise FilterError(f"{path}: {v!r} is not NAMESPACE/POD")
+    return v
+
+
+def _named(v: Any, path: str, table: dict[str, int], hi: int) -> int:
+    if isinstance(v, str):
+        if v.upper() in table:
+            return table[v.upper()]
+        raise FilterError(f"{path}: {v!r} is not one of {', '.join(table)}")
+    return _int(v, path, hi)
+
+
+def _reason(v: Any, path: str) -> int:
+    from novanet_ebpf_policy.layouts import DropReason
+
+    if isinstance(v, str) and v.upper() in DropReason.__members__:
+        return int(DropReason[v.upper()])
+    if isinstance(v, int) and not isinstance(v, bool) and v in {int(r) for r in DropReason}:
+        return v
+    raise FilterError(f"{path}: {v!r} is not a drop reason ({', '.join(r.name for r in DropReason if r)})")
