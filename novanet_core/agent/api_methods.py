@@ -9,6 +9,7 @@ from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.agent.service import Agent, CniFailure
 from novanet_core.api.protocol import ApiError
 from novanet_core.api.router import ApiRouter
+from novanet_core.services import sync as service_sync
 
 
 def _cni(fn: Any) -> Any:
@@ -121,4 +122,5 @@ def control_router(agent: Agent) -> ApiRouter:
 
     r.add("dataplane.call", dp_proxy)
     policy_sync.register_api(r, agent)  # policy.list, policy.status, policy.drops
+    service_sync.register_api(r, agent)  # services.list, services.status
     return r

@@ -27,6 +27,7 @@ from novanet_core.cni import protocol as cni
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.identity import IdentityAllocator
 from novanet_core.plugins.manager import PluginHost
+from novanet_core.services.sync import ServiceSync
 from novanet_core.state.model import ClusterState, Pod, StateEvent
 from novanet_core.types import Attachment, Endpoint, IpamRequest, NodeInfo, RemoteEndpoint
 
@@ -68,6 +69,7 @@ class Agent:
         self._tunnel_ok = False
         self._dp_generation = 0
         self.policy = PolicySync(self)  # NetworkPolicy: compiler + datapath sync (policy_sync.py)
+        self.services = ServiceSync(self)  # Services: per-node frontends + datapath sync (novanet_core.services)
         # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
         self.timings: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
         self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
@@ -122,6 +124,8 @@ class Agent:
             "defaultDeny": self.config.policy.defaultDeny,
             "masquerade": self.config.egress.masqueradeEnabled,
             "mtu": self.mtu,
+            "serviceCIDR": self.config.serviceCIDR,
+            "kubeProxyReplacement": self.config.kubeProxyReplacement,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,6 +143,7 @@ class Agent:
         self._process_pending_deletes()
         self.reconcile()
         self.policy.start()  # full compile once; state events then send deltas
+        self.services.start()
         self._sync_nodes()
         self._sync_remotes()
         threading.Thread(target=self._watch_state, name="state-watch", daemon=True).start()
@@ -251,6 +256,7 @@ class Agent:
                     self._reconcile_datapath()
                     self._sync_remotes()
                     self.policy.resync()
+                    self.services.resync()
             self._dp_generation = gen
             was = now
 
@@ -291,6 +297,7 @@ class Agent:
             elif ev.type == "SYNCED":
                 self.state_version = self.state.version
             self.policy.apply_event(ev, received)  # after endpoints carry their new identity
+            self.services.apply_event(ev, old, received)
 
     def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
         pod = new or old
@@ -529,6 +536,8 @@ class Agent:
             "identities": len(self.identities.items()),
             "policies": policy["policies"],
             "rejectedPolicies": policy["rejected"],
+            "serviceFrontends": len(self.services.desired),
+            "kubeProxyReplacement": self.config.kubeProxyReplacement,
             "tunnels": len(self.tunnel.status()) if self.tunnel is not None else 0,
             "remoteEndpoints": len(self.remotes),
             "nodes": 1 + len(self.remote_nodes or []),

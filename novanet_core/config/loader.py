@@ -22,6 +22,8 @@ ENV_KEYS = {
     "NOVANET_NODE_NAME": "nodeName",
     "NOVANET_NODE_IP": "nodeIP",
     "NOVANET_CLUSTER_CIDR": "clusterCIDR",
+    "NOVANET_SERVICE_CIDR": "serviceCIDR",
+    "NOVANET_KUBE_PROXY_REPLACEMENT": "kubeProxyReplacement",
     "NOVANET_POD_CIDR": "podCIDR",
     "NOVANET_ROUTING_MODE": "routingMode",
     "NOVANET_TUNNEL_PROTOCOL": "tunnelProtocol",

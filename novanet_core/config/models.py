@@ -96,6 +96,8 @@ class NovaNetConfig(_Model):
     nodeName: str = ""
     nodeIP: str | None = None
     clusterCIDR: str = "10.42.0.0/16"
+    # Where Service ClusterIPs come from (the API server's --service-cluster-ip-range).
+    serviceCIDR: str = "10.96.0.0/12"
     podCIDR: str | None = None
     nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
     routingMode: Literal["overlay", "native"] = "overlay"
@@ -103,6 +105,9 @@ class NovaNetConfig(_Model):
     datapath: str = "ebpf"
     mtu: int | Literal["auto"] = "auto"
     underlayInterface: str | None = None
+    # true: the datapath translates Services (no kube-proxy); false: kube-proxy translates and the
+    # datapath only keeps replies from Service backends on the conntrack path (docs/services.md).
+    kubeProxyReplacement: bool = True
     ipam: IpamConfig = Field(default_factory=IpamConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
@@ -121,6 +126,11 @@ class NovaNetConfig(_Model):
     @classmethod
     def _cluster(cls, v: str) -> str:
         return _cidr(v, "clusterCIDR") or v
+
+    @field_validator("serviceCIDR")
+    @classmethod
+    def _service(cls, v: str) -> str:
+        return _cidr(v, "serviceCIDR") or v
 
     @field_validator("podCIDR")
     @classmethod
@@ -156,4 +166,6 @@ class NovaNetConfig(_Model):
             pod, cluster = ipaddress.ip_network(self.podCIDR), ipaddress.ip_network(self.clusterCIDR)
             if not pod.subnet_of(cluster):  # type: ignore[arg-type]
                 raise ValueError(f"podCIDR {self.podCIDR} is not inside clusterCIDR {self.clusterCIDR}")
+        if ipaddress.ip_network(self.serviceCIDR).overlaps(ipaddress.ip_network(self.clusterCIDR)):
+            raise ValueError(f"serviceCIDR {self.serviceCIDR} overlaps clusterCIDR {self.clusterCIDR}")
         return self

@@ -1,0 +1,130 @@
+"""Services + EndpointSlices -> this node's frontends, with every per-node semantic resolved.
+
+A datapath backend gets final lists and needs no Kubernetes knowledge. What is resolved here,
+following kube-proxy (``pkg/proxy/endpointslicecache.go``, ``pkg/proxy/topology.go``):
+
+- a Service port's backends are the endpoints of the Service's slices (label
+  ``kubernetes.io/service-name``) whose slice lists a port of the same name and protocol; the
+  slice's port number is the target. A slice port without a number is resolved per backend pod:
+  ``targetPort`` as a number, or the pod's container port of that name and protocol (what the
+  EndpointSlice controller's FindPort does); an endpoint whose pod has no such port is left out.
+- an address listed twice (two slices during a rollout) counts once, the ready copy winning.
+- ``internalTrafficPolicy: Local``: the ClusterIP frontend lists only this node's backends.
+- ``externalTrafficPolicy: Local``: the NodePort frontend lists only this node's backends and
+  asks the datapath to keep the client's address; ``Cluster`` lists every backend.
+- terminating endpoints stay listed with their flags (the datapath gives them no new
+  connections, but connections already going to them finish).
+- headless, ExternalName, not-yet-allocated and non-IPv4 ClusterIPs produce no frontend (this
+  release's datapaths are IPv4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from novanet_core.state.model import ClusterState, Pod
+from novanet_core.state.services import EndpointSlice, Service, ServicePort, SliceEndpoint
+from novanet_core.types import ServiceBackend, ServiceFrontend, frontend_key
+
+
+def slices_of(state: ClusterState, svc: Service) -> list[EndpointSlice]:
+    return sorted((s for s in state.endpointslices.values()
+                   if s.namespace == svc.namespace and s.service_name == svc.name and s.address_type == "IPv4"),
+                  key=lambda s: s.name)
+
+
+def _pod_of(state: ClusterState, ep: SliceEndpoint, namespace: str) -> Pod | None:
+    ref = ep.target_ref
+    if ref is None or (ref.kind and ref.kind != "Pod"):
+        return None
+    return state.pods.get(f"{ref.namespace or namespace}/{ref.name}")
+
+
+def _target_port(state: ClusterState, sp: ServicePort, slice_port: int | None, ep: SliceEndpoint,
+                 namespace: str) -> int | None:
+    if slice_port is not None:
+        return slice_port
+    if isinstance(sp.target_port, int):
+        return sp.target_port
+    pod = _pod_of(state, ep, namespace)
+    if pod is None:
+        return None
+    return next((cp.port for cp in pod.ports if cp.name == sp.target_port and cp.protocol == sp.protocol), None)
+
+
+def backends_for(state: ClusterState, svc: Service, sp: ServicePort, node: str,
+                 slices: Iterable[EndpointSlice] | None = None) -> list[ServiceBackend]:
+    """Every backend of one Service port, ``local`` set for this node's."""
+    found: dict[tuple[str, int], ServiceBackend] = {}
+    for s in slices if slices is not None else slices_of(state, svc):
+        port = next((p for p in s.ports if p.name == sp.name and p.protocol == sp.protocol), None)
+        if port is None:
+            continue
+        for ep in s.endpoints:
+            target = _target_port(state, sp, port.port, ep, svc.namespace)
+            if target is None:
+                continue
+            node_name = ep.node_name
+            if node_name is None:
+                pod = _pod_of(state, ep, svc.namespace)
+                node_name = pod.node if pod is not None else None
+            for addr in ep.addresses:
+                b = ServiceBackend(ip=addr, port=target, node_name=node_name or "", local=node_name == node,
+                                   ready=ep.ready, serving=ep.serving, terminating=ep.terminating,
+                                   protocol=sp.protocol)
+                old = found.get((addr, target))
+                if old is None or (b.ready and not old.ready):
+                    found[(addr, target)] = b
+    return [found[k] for k in sorted(found, key=lambda k: (ipaddress.ip_address(k[0]), k[1]))]
+
+
+def _ipv4(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).version == 4
+    except ValueError:
+        return False
+
+
+def proxied(svc: Service) -> bool:
+    """Does this Service get frontends at all?"""
+    return svc.type != "ExternalName" and not svc.headless and svc.cluster_ip is not None
+
+
+def frontends_for(state: ClusterState, svc: Service, node: str, node_ip: str) -> list[ServiceFrontend]:
+    """The frontends one Service has on this node (ClusterIP per port, NodePort where it has one)."""
+    if not proxied(svc):
+        return []
+    slices = slices_of(state, svc)
+    out: list[ServiceFrontend] = []
+    cluster_ips = [ip for ip in (svc.cluster_ips or (svc.cluster_ip,)) if ip and _ipv4(ip)]
+    for sp in svc.ports:
+        every = backends_for(state, svc, sp, node, slices)
+        local = [b for b in every if b.local]
+        common = dict(namespace=svc.namespace, name=svc.name, port_name=sp.name, protocol=sp.protocol,
+                      affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0)
+        for cip in cluster_ips:
+            out.append(ServiceFrontend(
+                key=frontend_key(svc.namespace, svc.name, sp.name, sp.port, sp.protocol, False), ip=cip,
+                port=sp.port, kind="ClusterIP",
+                backends=list(local if svc.internal_traffic_policy == "Local" else every), **common))
+        if sp.node_port is not None and svc.has_node_ports and node_ip and _ipv4(node_ip):
+            etp_local = svc.external_traffic_policy == "Local"
+            out.append(ServiceFrontend(
+                key=frontend_key(svc.namespace, svc.name, sp.name, sp.port, sp.protocol, True), ip=node_ip,
+                port=sp.node_port, kind="NodePort", backends=list(local if etp_local else every),
+                external_local=etp_local, **common))
+    return out
+
+
+def compat_backends(state: ClusterState, node: str) -> list[ServiceBackend]:
+    """kube-proxy compatibility: every backend kube-proxy may DNAT to, on any node, once each."""
+    seen: dict[tuple[str, int, str], ServiceBackend] = {}
+    for svc in state.services.values():
+        if not proxied(svc):
+            continue
+        slices = slices_of(state, svc)
+        for sp in svc.ports:
+            for b in backends_for(state, svc, sp, node, slices):
+                seen.setdefault((b.ip, b.port, b.protocol), b)
+    return [seen[k] for k in sorted(seen, key=lambda k: (ipaddress.ip_address(k[0]), k[1], k[2]))]
