@@ -35,8 +35,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from novanet_lab.paths import LabPaths
+
 from bench.common import save
-from novanet_core.lab.paths import LabPaths
 
 BIN = Path(sys.executable).parent
 LAB_MODES = {"novanet-vxlan": "vxlan", "novanet-geneve": "geneve"}

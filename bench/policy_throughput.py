@@ -199,9 +199,9 @@ def _cli(lab: str, *args: str, stdin: str | None = None) -> str:
 
 def lab_latency(changes: int) -> dict[str, Any]:
     import yaml
+    from novanet_lab.paths import LabPaths
 
     from novanet_core.api.client import ApiClient
-    from novanet_core.lab.paths import LabPaths
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = yaml.safe_load(open(os.path.join(here, "examples", "lab-netpol.yaml")))

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from novanet_lab.errors import LabError
+from novanet_lab.spec import validate_lab_name
 from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet_core.backends import ConfigError
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.spec import validate_lab_name
 from novanet_core.protocols import L4_PROTOCOLS
 
 DEFAULT_LAB = "novanet"
@@ -26,7 +26,7 @@ DEFAULT_LAB = "novanet"
 
 def _default_lab() -> str:
     """With no --name and no $NOVANET_LAB: the only lab on this machine, else "novanet"."""
-    from novanet_core.lab.lifecycle import list_labs
+    from novanet_lab.lifecycle import list_labs
 
     labs = list_labs()
     return labs[0] if len(labs) == 1 else DEFAULT_LAB
@@ -117,9 +117,9 @@ def lab() -> None:
 def up(spec_file: str, name: str | None, timeout: float, replace: bool, keep_on_failure: bool, quiet: bool,
        output: str) -> None:
     """Build the lab described by --spec."""
-    from novanet_core.lab.lifecycle import up as lab_up
-    from novanet_core.lab.spec import load_spec
-    from novanet_core.lab.status import lab_status, status_table
+    from novanet_lab.lifecycle import up as lab_up
+    from novanet_lab.spec import load_spec
+    from novanet_lab.status import lab_status, status_table
 
     spec = load_spec(spec_file)
     if name is not None:
@@ -142,10 +142,10 @@ def up(spec_file: str, name: str | None, timeout: float, replace: bool, keep_on_
 @output_option
 def down(name: str | None, spec_file: str | None, quiet: bool, output: str) -> None:
     """Remove everything the lab made (also after a crash)."""
-    from novanet_core.lab.lifecycle import down as lab_down
+    from novanet_lab.lifecycle import down as lab_down
 
     if name is None and spec_file is not None:
-        from novanet_core.lab.spec import load_spec
+        from novanet_lab.spec import load_spec
 
         name = load_spec(spec_file).name
     report = lab_down(name or _default_lab(), progress=_progress(quiet))
@@ -162,7 +162,7 @@ def down(name: str | None, spec_file: str | None, quiet: bool, output: str) -> N
 @output_option
 def status(name: str | None, output: str) -> None:
     """Nodes, agents and pods of the lab, checked live."""
-    from novanet_core.lab.status import lab_status, status_table
+    from novanet_lab.status import lab_status, status_table
 
     st = lab_status(name or _default_lab())
     if output == "json":
@@ -176,7 +176,7 @@ def status(name: str | None, output: str) -> None:
 @lab.command("list")
 def list_() -> None:
     """Labs present on this machine (also half-removed ones)."""
-    from novanet_core.lab.lifecycle import list_labs
+    from novanet_lab.lifecycle import list_labs
 
     for n in list_labs():
         click.echo(n)
@@ -189,9 +189,9 @@ def list_() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec(name: str | None, node: str | None, target: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND inside pod TARGET (NS/POD) or --node NODE: novanet lab exec x/a -- ping -c1 10.42.0.5"""
-    from novanet_core.lab import netns
-    from novanet_core.lab import state as lstate
-    from novanet_core.lab.paths import NETNS_DIR, LabPaths
+    from novanet_lab import netns
+    from novanet_lab import state as lstate
+    from novanet_lab.paths import NETNS_DIR, LabPaths
 
     lab_name = name or _default_lab()
     paths = LabPaths(lab_name)
@@ -230,8 +230,8 @@ def exec(name: str | None, node: str | None, target: str | None, command: tuple[
 @click.option("-q", "--quiet", is_flag=True)
 def apply(name: str | None, files: tuple[str, ...], timeout: float, quiet: bool) -> None:
     """Create or update Namespaces, Pods and NetworkPolicies; returns once every agent has them."""
-    from novanet_core.lab.changes import apply as lab_apply
-    from novanet_core.lab.resources import load_resources
+    from novanet_lab.changes import apply as lab_apply
+    from novanet_lab.resources import load_resources
 
     resources = [r for f in files for r in load_resources(f)]
     for line in lab_apply(name or _default_lab(), resources, timeout=timeout, progress=_progress(quiet)):
@@ -246,9 +246,9 @@ def apply(name: str | None, files: tuple[str, ...], timeout: float, quiet: bool)
 @click.option("-q", "--quiet", is_flag=True)
 def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_found: bool, quiet: bool) -> None:
     """Delete the objects named in the files (pods get CNI DEL)."""
-    from novanet_core.lab.changes import NotFound
-    from novanet_core.lab.changes import delete as lab_delete
-    from novanet_core.lab.resources import load_resources
+    from novanet_lab.changes import NotFound
+    from novanet_lab.changes import delete as lab_delete
+    from novanet_lab.resources import load_resources
 
     resources = [r for f in files for r in load_resources(f)]
     try:
@@ -268,7 +268,7 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 @click.option("--to", "targets", multiple=True, metavar="NS/POD|NS", help="Target pods (default: all).")
 @click.option("--port", "ports", multiple=True, type=int, help="Ports (default: every port a target declares).")
 @click.option("--protocol", "protocols", multiple=True, type=click.Choice(L4_PROTOCOLS, case_sensitive=False),
-              help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_core.lab.sctp).")
+              help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_lab.sctp).")
 @click.option("--timeout", type=float, default=None, help="Seconds after which a probe counts as blocked (0.3).")
 @click.option("--confirm-timeout", type=float, default=None,
               help="TCP/UDP probes that timed out are tried once more with this timeout, and missing SCTP INITs "
@@ -277,9 +277,9 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], ports: tuple[int, ...],
           protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, output: str) -> None:
     """Probe pod-to-pod reachability; prints e2e-style truth tables or JSON."""
-    from novanet_core.lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT
-    from novanet_core.lab.reach import probe as lab_probe
-    from novanet_core.lab.table import results_tables
+    from novanet_lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT
+    from novanet_lab.reach import probe as lab_probe
+    from novanet_lab.table import results_tables
 
     if timeout is not None and not 0 < timeout <= 60:
         raise LabError(f"--timeout {timeout}: must be in (0, 60] seconds")
@@ -294,7 +294,7 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
     else:
         click.echo(results_tables(results))
         if any(r.protocol == "SCTP" for r in results):
-            from novanet_core.lab.sctp import NOTE
+            from novanet_lab.sctp import NOTE
 
             click.echo(NOTE)
         click.echo(f"\n{len(results)} probes in {elapsed:.2f} s", err=True)
@@ -309,7 +309,7 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
 @output_option
 def restart(name: str | None, nodes: tuple[str, ...], daemons: tuple[str, ...], hard: bool, output: str) -> None:
     """Restart node daemons; pods keep their connectivity (pinned datapath) and the new daemons reconcile."""
-    from novanet_core.lab.restart import restart as lab_restart
+    from novanet_lab.restart import restart as lab_restart
 
     report = lab_restart(name or _default_lab(), list(nodes) or None, list(daemons) or ["dataplane", "agent"], hard)
     if output == "json":

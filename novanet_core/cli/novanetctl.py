@@ -44,9 +44,9 @@ class CtlContext:
 
 
 def lab_node_socket(node: str, lab: str | None) -> str:
-    """The agent socket of a lab node (``novanet lab`` keeps its layout in novanet_core.lab.paths)."""
-    from novanet_core.lab.lifecycle import list_labs
-    from novanet_core.lab.paths import LabPaths
+    """The agent socket of a lab node (``novanet lab`` keeps its layout in novanet_lab.paths)."""
+    from novanet_lab.lifecycle import list_labs
+    from novanet_lab.paths import LabPaths
 
     labs = [lab] if lab else list_labs()
     hits = [str(LabPaths(name).socket(node, "agent")) for name in labs]

@@ -8,7 +8,7 @@ truth table. The probe table of every case is printed to the test log.
 The diagonal (a pod reaching its own IP) is skipped, as upstream does (``ignoreLoopback``,
 k8s#95879): that traffic never leaves the pod's netns, so no CNI can enforce policy on it.
 SCTP cases send crafted SCTP INIT chunks through raw sockets and watch for their arrival in the
-target pod (this kernel has no SCTP sockets); see novanet_core.lab.sctp.
+target pod (this kernel has no SCTP sockets); see novanet_lab.sctp.
 
 One lab serves all cases: between cases every policy is deleted and the model's labels restored.
 """

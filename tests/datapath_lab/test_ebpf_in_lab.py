@@ -9,10 +9,10 @@ import re
 import signal
 
 import pytest
+from novanet_lab import agents
 
 from novanet_core.api.client import ApiClient
 from novanet_core.bpf import syscall
-from novanet_core.lab import agents
 from tests.support.lab import LabUnderTest
 from tests.support.ping import PingWatch
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from novanet_core.lab.addressing import AddressError, assign_node_ips, carve_pod_cidrs, underlay_gateway
+from novanet_lab.addressing import AddressError, assign_node_ips, carve_pod_cidrs, underlay_gateway
 
 
 def test_carves_in_order() -> None:

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-
-from novanet_core.lab import agents, procs
-from novanet_core.lab.netns import list_netns
-from novanet_core.lab.paths import LabPaths
+from novanet_lab import agents, procs
+from novanet_lab.netns import list_netns
+from novanet_lab.paths import LabPaths
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf]
 

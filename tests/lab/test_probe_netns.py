@@ -1,6 +1,6 @@
 """The probe engine and pod server against real netns and a real veth, without any NovaNet agent.
 
-Two namespaces joined by a veth: the server runs novanet_core.lab.podserver; an nftables rule in
+Two namespaces joined by a veth: the server runs novanet_lab.podserver; an nftables rule in
 the server netns drops port 81, which is how a policy drop looks to the prober.
 """
 
@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from novanet_lab import netns, procs
+from novanet_lab.probe import Endpoint, probe_matrix
 from pyroute2 import IPRoute
-
-from novanet_core.lab import netns, procs
-from novanet_core.lab.probe import Endpoint, probe_matrix
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab]
 
@@ -43,7 +42,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint]]:
             ipr.link("set", index=i, state="up")
         ready = tmp_path / "ready"
         pid = procs.start_in_netns(
-            [sys.executable, "-m", "novanet_core.lab.podserver", "--name", "s/srv", "--tcp", "80", "--tcp", "81",
+            [sys.executable, "-m", "novanet_lab.podserver", "--name", "s/srv", "--tcp", "80", "--tcp", "81",
              "--udp", "80", "--udp", "81", "--ready-file", str(ready)],
             srv, tmp_path / "server.log", tmp_path / "server.pid")
         pids.append(pid)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.resources import parse_resources
+from novanet_lab.errors import LabError
+from novanet_lab.resources import parse_resources
 
 DOCS = """
 apiVersion: v1

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.nodeconfig import node_config
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.spec import load_spec, load_spec_text
+from novanet_lab.errors import LabError
+from novanet_lab.nodeconfig import node_config
+from novanet_lab.paths import LabPaths
+from novanet_lab.spec import load_spec, load_spec_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from novanet_core.lab.probe import ProbeResult
-from novanet_core.lab.table import results_tables, truth_table
+from novanet_lab.probe import ProbeResult
+from novanet_lab.table import results_tables, truth_table
 
 
 def test_matches_upstream_pretty_print() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from novanet_lab import frr, frr_failover, restart
 
-from novanet_core.lab import frr, frr_failover, restart
 from tests.support.lab import LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]

@@ -10,11 +10,11 @@ import pytest
 from novanet_frr_bgp import backend as backend_module
 from novanet_frr_bgp import frrconf
 from novanet_frr_bgp.backend import FrrBgpRouting
+from novanet_lab import frr, netns, procs
+from novanet_lab.paths import LabPaths
 
 from novanet_core.backends import BackendContext
 from novanet_core.config.models import NovaNetConfig
-from novanet_core.lab import frr, netns, procs
-from novanet_core.lab.paths import LabPaths
 from novanet_core.types import NodeInfo
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]

@@ -14,11 +14,11 @@ import time
 
 import pytest
 import yaml
+from novanet_lab.manifests import ManifestWriter
+from novanet_lab.paths import LabPaths
 
 from novanet_core.bpf import ktree, layouts_c, netns, syscall
 from novanet_core.bpf.layouts import DropReason, EndpointKey, EndpointValue, TunnelKey, TunnelSlot
-from novanet_core.lab.manifests import ManifestWriter
-from novanet_core.lab.paths import LabPaths
 from tests.overlay.helpers import Capture, agent, dataplane, drop_events, drops, ping, wait_for
 from tests.support.ping import PingWatch
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
+from novanet_lab.probe import Endpoint as ProbeEp
+from novanet_lab.probe import probe_matrix
 
 from novanet_core.agent.policy_sync import endpoint_wire
-from novanet_core.lab.probe import Endpoint as ProbeEp
-from novanet_core.lab.probe import probe_matrix
 from novanet_core.policy import PolicyEngine
 from novanet_core.state.model import ClusterState, Namespace, NetworkPolicy, Pod, parse_object, parse_ports
 from tests.bpf.topo import Topology
@@ -57,7 +57,7 @@ class Harness:
         self.servers = []
         try:
             for n, p in topo.pods.items():
-                self.servers.append(p.popen(sys.executable, "-m", "novanet_core.lab.podserver", "--name", f"t/{n}",
+                self.servers.append(p.popen(sys.executable, "-m", "novanet_lab.podserver", "--name", f"t/{n}",
                                             *[f"--tcp={x}" for x in TCP_PORTS], *[f"--udp={x}" for x in UDP_PORTS],
                                             "--ready-file", str(ready[n])))
             # Wait for every socket to be bound: a fixed sleep lost the race on a loaded machine and

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from novanet_core.lab.paths import LabPaths
+from novanet_lab.paths import LabPaths
 
 BIN = Path(sys.executable).parent
 

@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from novanet_core.lab import netns
-from novanet_core.lab.errors import LabError
+from novanet_lab import netns
+from novanet_lab.errors import LabError
 
 # Programs whose command line, together with a lab path, marks them as lab daemons.
-LAB_PROGRAMS = ("novanet-agent", "novanet-dataplane", "novanet_core.lab.podserver")
+LAB_PROGRAMS = ("novanet-agent", "novanet-dataplane", "novanet_lab.podserver")
 
 
 def start_in_netns(

@@ -13,10 +13,10 @@ from typing import Any
 
 from novanet_core.api.client import ApiClient, Unreachable
 from novanet_core.api.protocol import ApiError
-from novanet_core.lab import agents, procs
-from novanet_core.lab import state as lab_state
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
+from novanet_lab import agents, procs
+from novanet_lab import state as lab_state
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
 
 
 def restart(lab: str, nodes: list[str] | None, daemons: list[str], hard: bool, timeout: float = 60.0) -> list[dict[str, Any]]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from novanet_core.lab import state as lstate
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
-from novanet_core.lab.state import LabState
 from novanet_core.protocols import L4_PROTOCOLS
+from novanet_lab import state as lstate
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
+from novanet_lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
+from novanet_lab.state import LabState
 
 PROBE_PROTOCOLS = L4_PROTOCOLS
-DEFAULT_PROTOCOLS = ("TCP", "UDP")  # SCTP only when asked: crafted INIT chunks (novanet_core.lab.sctp)
+DEFAULT_PROTOCOLS = ("TCP", "UDP")  # SCTP only when asked: crafted INIT chunks (novanet_lab.sctp)
 
 
 def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
@@ -75,7 +75,7 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
     sctp_ports = [port for port, proto in checks if proto == "SCTP"]
     if not sctp_ports:
         return probe_matrix(src, dst, checks, timeout, serves, confirm_timeout)
-    from novanet_core.lab.sctp import probe_sctp
+    from novanet_lab.sctp import probe_sctp
 
     other = [c for c in checks if c[1] != "SCTP"]
     res = probe_matrix(src, dst, other, timeout, serves, confirm_timeout) if other else []

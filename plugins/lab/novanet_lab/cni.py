@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import NETNS_DIR
+from novanet_lab.errors import LabError
+from novanet_lab.paths import NETNS_DIR
 
 CNI_VERSION = "1.1.0"
 NETWORK_NAME = "novanet"

@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from novanet_core.lab.netns import setns_thread
-from novanet_core.lab.paths import NETNS_DIR
+from novanet_lab.netns import setns_thread
+from novanet_lab.paths import NETNS_DIR
 
 DEFAULT_TIMEOUT = 0.3
 # A probe that timed out is tried once more with this timeout before it counts as blocked.

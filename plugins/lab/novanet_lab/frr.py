@@ -10,7 +10,7 @@ removes the symlinks by name (:func:`cleanup`), so it also cleans up after a cra
 
 The startup configs hold only what FRR needs before NovaNet talks to it (``frr defaults
 datacenter``, as the original's FRR sidecar, and a hostname); a node's agent configures BGP/BFD
-through vtysh. Routers get their whole config at startup (:mod:`novanet_core.lab.routers`).
+through vtysh. Routers get their whole config at startup (:mod:`novanet_lab.routers`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import signal
 import time
 from pathlib import Path
 
-from novanet_core.lab import procs
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
+from novanet_lab import procs
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
 
 FRR_BIN = Path(os.environ.get("NOVANET_LAB_FRR_BIN", "/usr/lib/frr"))
 FRR_RUN = Path("/run/frr")  # FRR's compiled-in state dir (/var/run/frr); pathspaces live below it

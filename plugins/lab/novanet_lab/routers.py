@@ -1,7 +1,7 @@
 """Native-routing labs: per-node routing settings, and ToR routers (spec ``routers:``).
 
 A router is a netns ``<lab>.router.<name>`` cabled to the underlay bridge like a node, running
-FRR (:mod:`novanet_core.lab.frr`) with a static config: eBGP to every node listed in its
+FRR (:mod:`novanet_lab.frr`) with a static config: eBGP to every node listed in its
 ``peers`` (``remote-as external``: the node's ASN is the agent's business), optional BFD with the
 cluster's intervals, and it forwards. Nodes that peer with a router get it as an explicit peer
 in their ``routing.settings.peers``; with ``routing.settings.fullMesh: false`` they learn each
@@ -14,10 +14,10 @@ import copy
 import ipaddress
 from typing import Any
 
-from novanet_core.lab import frr, netns
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.spec import LabSpec
+from novanet_lab import frr, netns
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
+from novanet_lab.spec import LabSpec
 
 ROUTER_PORT_BASE = 200  # underlay bridge ports u-<n>: nodes use 0.., routers 200..
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from novanet_core.api.client import Unreachable
 from novanet_core.api.protocol import ApiError
-from novanet_core.lab import agents, netns, procs
-from novanet_core.lab import state as lstate
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.lifecycle import leftovers
-from novanet_core.lab.paths import LabPaths
+from novanet_lab import agents, netns, procs
+from novanet_lab import state as lstate
+from novanet_lab.errors import LabError
+from novanet_lab.lifecycle import leftovers
+from novanet_lab.paths import LabPaths
 
 AGENT_KEYS = ("ready", "stateVersion", "nodeName", "nodeIP", "podCIDR", "datapath", "endpoints", "identities")
 

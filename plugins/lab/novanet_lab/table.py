@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from novanet_core.lab.probe import ProbeResult
+from novanet_lab.probe import ProbeResult
 
 
 def truth_table(froms: Sequence[str], tos: Sequence[str], values: dict[tuple[str, str], bool], indent: str = "") -> str:

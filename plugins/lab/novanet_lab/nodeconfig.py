@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from novanet_core.config.models import NovaNetConfig
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.spec import LabSpec, loc_path
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
+from novanet_lab.spec import LabSpec, loc_path
 
 # Spec keys that are lab-only and never reach the agent.
 _SPEC_ONLY = {"nodeCIDRMaskSize"}

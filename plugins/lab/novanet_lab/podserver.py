@@ -1,4 +1,4 @@
-"""The small server every lab pod runs: ``python -m novanet_core.lab.podserver``.
+"""The small server every lab pod runs: ``python -m novanet_lab.podserver``.
 
 One process per pod, started inside the pod's netns, serving all its ports from one selector loop:
 TCP accepts get ``<ns>/<pod>\\n`` and are closed; UDP datagrams are answered with the same line.
@@ -77,7 +77,7 @@ def _echo(sock: socket.socket, reply: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="novanet_core.lab.podserver", description=__doc__)
+    ap = argparse.ArgumentParser(prog="novanet_lab.podserver", description=__doc__)
     ap.add_argument("--name", required=True, help="reply text, normally <namespace>/<pod>")
     ap.add_argument("--tcp", type=int, action="append", default=[], metavar="PORT")
     ap.add_argument("--udp", type=int, action="append", default=[], metavar="PORT")

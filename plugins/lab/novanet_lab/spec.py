@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from novanet_core.lab.errors import LabError
 from novanet_core.protocols import L4Protocol
+from novanet_lab.errors import LabError
 
 # Lab and node names end up in netns names, directory names, bpffs paths and unix socket paths
 # (108-byte limit), so they are DNS labels with a tighter length cap than Kubernetes' 63.
@@ -106,7 +106,7 @@ class NodeSpec(_Model):
 
 
 class RouterSpec(_Model):
-    """A ToR router for native-routing labs (see novanet_core.lab.routers)."""
+    """A ToR router for native-routing labs (see novanet_lab.routers)."""
 
     name: str
     asn: int = Field(ge=1, le=4294967295)
@@ -130,7 +130,7 @@ class UnderlaySpec(_Model):
 
 class ClusterSpec(BaseModel):
     # Extra keys are NovaNetConfig keys passed through to every agent; they are validated by
-    # building the node configs (see novanet_core.lab.nodeconfig), not here.
+    # building the node configs (see novanet_lab.nodeconfig), not here.
     model_config = ConfigDict(extra="allow")
 
     clusterCIDR: str = "10.42.0.0/16"
@@ -310,7 +310,7 @@ def check_ports(ports: list[PortSpec], where: str) -> list[str]:
 
 def _check_addresses(spec: LabSpec) -> list[str]:
     # Run the allocators once so that spec errors (overlaps, exhaustion) surface at parse time.
-    from novanet_core.lab.addressing import AddressError, assign_node_ips, carve_pod_cidrs
+    from novanet_lab.addressing import AddressError, assign_node_ips, carve_pod_cidrs
 
     problems = []
     try:

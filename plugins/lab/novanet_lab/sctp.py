@@ -20,9 +20,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from novanet_core.lab.netns import setns_thread
-from novanet_core.lab.paths import NETNS_DIR
-from novanet_core.lab.probe import CONFIRM_TIMEOUT, Endpoint, ProbeResult
+from novanet_lab.netns import setns_thread
+from novanet_lab.paths import NETNS_DIR
+from novanet_lab.probe import CONFIRM_TIMEOUT, Endpoint, ProbeResult
 
 IPPROTO_SCTP = 132
 REASON_ARRIVED = "sctp-init-arrived"

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import NETNS_DIR
+from novanet_lab.errors import LabError
+from novanet_lab.paths import NETNS_DIR
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

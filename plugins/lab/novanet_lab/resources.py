@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.spec import DNS_LABEL_RE
 from novanet_core.state.model import ObjectError, parse_object
+from novanet_lab.errors import LabError
+from novanet_lab.spec import DNS_LABEL_RE
 
 APPLY_KINDS = ("Namespace", "Pod", "NetworkPolicy")
 

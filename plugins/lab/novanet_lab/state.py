@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from novanet_core.lab.paths import LabPaths
+from novanet_lab.paths import LabPaths
 
 
 class PortState(BaseModel):

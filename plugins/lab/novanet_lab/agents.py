@@ -13,11 +13,11 @@ from typing import Any
 
 from novanet_core.api.client import ApiClient, Unreachable
 from novanet_core.api.protocol import ApiError
-from novanet_core.lab import procs
-from novanet_core.lab.cni import venv_bin
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.state import NodeState
+from novanet_lab import procs
+from novanet_lab.cni import venv_bin
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
+from novanet_lab.state import NodeState
 
 DAEMONS = ("dataplane", "agent")
 BINARIES = {"dataplane": "novanet-dataplane", "agent": "novanet-agent"}

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
-from novanet_core.lab import state as lab_state
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.paths import LabPaths
 from novanet_core.protocols import RTPROT_BGP
+from novanet_lab import state as lab_state
+from novanet_lab.errors import LabError
+from novanet_lab.paths import LabPaths
 
 POLL = 0.005  # 5 ms: the resolution of the figures
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import yaml
 
-from novanet_core.lab import agents, frr, netns, pods, procs, routers
-from novanet_core.lab import state as lstate
-from novanet_core.lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
-from novanet_core.lab.cni import conflist
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.manifests import ManifestWriter, namespace_object, node_object
-from novanet_core.lab.nodeconfig import node_config
-from novanet_core.lab.paths import BPFFS, LabPaths, bpf_root, run_root, state_root
-from novanet_core.lab.spec import LabSpec
-from novanet_core.lab.state import LabState, NodeState, UnderlayState
+from novanet_lab import agents, frr, netns, pods, procs, routers
+from novanet_lab import state as lstate
+from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
+from novanet_lab.cni import conflist
+from novanet_lab.errors import LabError
+from novanet_lab.manifests import ManifestWriter, namespace_object, node_object
+from novanet_lab.nodeconfig import node_config
+from novanet_lab.paths import BPFFS, LabPaths, bpf_root, run_root, state_root
+from novanet_lab.spec import LabSpec
+from novanet_lab.state import LabState, NodeState, UnderlayState
 
 Progress = Callable[[str], None]
 

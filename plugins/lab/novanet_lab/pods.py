@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from novanet_core.lab import cni, netns, procs
-from novanet_core.lab.agents import markers
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.manifests import ManifestWriter, pod_object
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.state import LabState, NodeState, PodState, PortState
+from novanet_lab import cni, netns, procs
+from novanet_lab.agents import markers
+from novanet_lab.errors import LabError
+from novanet_lab.manifests import ManifestWriter, pod_object
+from novanet_lab.paths import LabPaths
+from novanet_lab.state import LabState, NodeState, PodState, PortState
 
 
 def new_pod_state(paths: LabPaths, namespace: str, name: str, node: str, labels: dict[str, str],
@@ -76,7 +76,7 @@ def start_server(paths: LabPaths, pod: PodState) -> None:
     udp = [p.port for p in pod.ports if p.protocol == "UDP"]
     ready = paths.pod_ready(pod.namespace, pod.name)
     ready.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "novanet_core.lab.podserver", "--name", pod.key, "--ready-file", str(ready)]
+    argv = [sys.executable, "-m", "novanet_lab.podserver", "--name", pod.key, "--ready-file", str(ready)]
     argv += [a for port in tcp for a in ("--tcp", str(port))]
     argv += [a for port in udp for a in ("--udp", str(port))]
     pod.serverPid = procs.start_in_netns(

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 
-from novanet_core.lab import agents, netns, pods
-from novanet_core.lab import state as lstate
-from novanet_core.lab.errors import LabError
-from novanet_core.lab.lifecycle import Progress, _quiet, create_pods, lab_lock
-from novanet_core.lab.manifests import ManifestWriter, namespace_object
-from novanet_core.lab.paths import LabPaths
-from novanet_core.lab.resources import Resource
-from novanet_core.lab.state import LabState, PodState, PortState
+from novanet_lab import agents, netns, pods
+from novanet_lab import state as lstate
+from novanet_lab.errors import LabError
+from novanet_lab.lifecycle import Progress, _quiet, create_pods, lab_lock
+from novanet_lab.manifests import ManifestWriter, namespace_object
+from novanet_lab.paths import LabPaths
+from novanet_lab.resources import Resource
+from novanet_lab.state import LabState, PodState, PortState
 
 
 def load_running(lab: str) -> tuple[LabPaths, LabState]:
