@@ -56,8 +56,11 @@ def novanet_register_cli(cli: click.Group, program: str) -> None:
     """Add click subcommands for this plugin's backend.
 
     ``program`` is ``"novanetctl"`` (node inspection: talks to the local API) or ``"novanet"``
-    (the lab tool). A plugin owns its CLI: e.g. the frr-bgp plugin adds ``novanetctl routing``.
-    Add commands only for your own backend; guard on the program name.
+    (the user-facing tool). A plugin owns its CLI: e.g. the frr-bgp plugin adds ``novanetctl
+    routing``, the lab plugin ``novanet lab``. Add commands only for your own backend; guard on
+    the program name. The ``novanetctl`` group also takes ``cli.add_node_resolver(name, fn)``:
+    ``fn(node, lab)`` returns the agent socket of a node named by ``--node`` (or None), which is
+    how the lab plugin makes ``novanetctl --node node-1 --lab NAME`` work.
     """
 
 

@@ -7,7 +7,7 @@ their own commands (``flows``, ``drops``, ``routing ...``) through ``novanet_reg
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -43,19 +43,32 @@ class CtlContext:
             return a.call(method, params)
 
 
-def lab_node_socket(node: str, lab: str | None) -> str:
-    """The agent socket of a lab node (``novanet lab`` keeps its layout in novanet_lab.paths)."""
-    from novanet_lab.lifecycle import list_labs
-    from novanet_lab.paths import LabPaths
+# (node, lab) -> the node's agent socket, or None when the resolver does not know the node.
+NodeResolver = Callable[[str, str | None], str | None]
 
-    labs = [lab] if lab else list_labs()
-    hits = [str(LabPaths(name).socket(node, "agent")) for name in labs]
-    hits = [h for h in hits if os.path.exists(h)]
-    if not hits:
-        raise click.UsageError(f"--node {node}: no running lab node of that name (labs: {', '.join(labs) or 'none'})")
-    if len(hits) > 1:
-        raise click.UsageError(f"--node {node}: several labs have that node ({', '.join(labs)}); add --lab NAME")
-    return hits[0]
+
+class CtlGroup(click.Group):
+    """The ``novanetctl`` group. ``--node NAME [--lab LAB]`` is answered by a plugin that knows where
+    such nodes keep their agent socket: the lab plugin registers one from ``novanet_register_cli``
+    with ``cli.add_node_resolver(name, fn)``. A resolver may raise click.UsageError with a better
+    message (an ambiguous name, say)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.node_resolvers: dict[str, NodeResolver] = {}
+
+    def add_node_resolver(self, name: str, resolve: NodeResolver) -> None:
+        self.node_resolvers[name] = resolve
+
+    def node_socket(self, node: str, lab: str | None) -> str:
+        for resolve in self.node_resolvers.values():
+            path = resolve(node, lab)
+            if path:
+                return path
+        if not self.node_resolvers:
+            raise click.UsageError(f"--node {node}: no installed plugin resolves node names "
+                                   "(novanet-lab does, for lab nodes)")
+        raise click.UsageError(f"--node {node}: no such node")
 
 
 def run_call(ctx: click.Context, method: str, params: dict[str, Any] | None = None) -> Any:
@@ -70,7 +83,7 @@ def _out(ctx: click.Context, local: str | None) -> str:
     return local or ctx.obj.output
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CtlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--agent-socket", envvar="NOVANET_AGENT_SOCKET", default=None, help=f"agent socket (default {DEFAULT_AGENT_SOCKET})")
 @click.option("--dataplane-socket", envvar="NOVANET_DATAPLANE_SOCKET", default=None, help="dataplane socket (default: ask the agent)")
 @click.option("--node", default=None, help="talk to this lab node's agent")
@@ -80,7 +93,7 @@ def _out(ctx: click.Context, local: str | None) -> str:
 def cli(ctx: click.Context, agent_socket: str | None, dataplane_socket: str | None, node: str | None, lab: str | None, output: str) -> None:
     """Inspect a NovaNet node."""
     if node:
-        agent_socket = lab_node_socket(node, lab)
+        agent_socket = cli.node_socket(node, lab)
     ctx.obj = CtlContext(agent_socket or DEFAULT_AGENT_SOCKET, dataplane_socket, output)
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from novanet_lab import netns
 from novanet_lab.errors import LabError
 
-# Programs whose command line, together with a lab path, marks them as lab daemons.
-LAB_PROGRAMS = ("novanet-agent", "novanet-dataplane", "novanet_lab.podserver")
+# Programs whose command line, together with a lab path, marks them as lab daemons (the pod
+# server's old module name too: labs brought up before the lab was its own distribution).
+LAB_PROGRAMS = ("novanet-agent", "novanet-dataplane", "novanet_lab.podserver", "novanet_core.lab.podserver")
 
 
 def start_in_netns(
