@@ -90,3 +90,8 @@ def test_fresh_venv_with_only_the_wheels_discovers_every_plugin(wheels, tmp_path
     assert expected_eps <= set(out["plugins"])
     assert {"ipam:host-local", "datapath:ebpf", "datapath:kernel", "tunnel:vxlan", "state-source:manifests"} <= set(out["backends"])
     assert out["ebpf_src"] is True
+    # The lab is a plugin too: its wheel adds `novanet lab` to the core's `novanet` command.
+    p = subprocess.run([str(env_dir / "bin" / "novanet"), "lab", "--help"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert p.returncode == 0 and "warning" not in p.stderr, p.stdout + p.stderr
+    assert all(f"  {cmd}" in p.stdout for cmd in ("up", "down", "status", "probe", "restart")), p.stdout
