@@ -6,9 +6,23 @@ LAB ?= demo
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup deps venv lab lab-down test test-unit lint bench
+.PHONY: setup deps venv cni lab lab-down test test-unit lint bench
 
 setup: deps venv
+
+# The CNI binary the runtime executes on a node: a static C program (cni/), no Python on the host.
+# Installed into the venv's prefix, where `novanet install-cni` takes it from (the image's is
+# /opt/novanet/libexec/novanet/novanet-cni).
+CNI_SRC := cni/novanet-cni.c cni/json.c cni/json.h
+CNI_CFLAGS := -Os -static -s -Wall -Wextra -Werror -std=gnu11
+cni: $(VENV)/libexec/novanet/novanet-cni
+
+build/novanet-cni: $(CNI_SRC)
+	mkdir -p build
+	gcc $(CNI_CFLAGS) -o $@ cni/novanet-cni.c cni/json.c
+
+$(VENV)/libexec/novanet/novanet-cni: build/novanet-cni
+	install -D -m 0755 $< $@
 
 deps:
 	bash contrib/install-deps.sh
@@ -16,7 +30,7 @@ deps:
 venv:
 	bash contrib/setup-venv.sh
 
-lab: setup
+lab: setup cni
 	novanet lab up --spec $(SPEC) --name $(LAB) --replace
 	novanet lab status --name $(LAB)
 	novanet lab probe --name $(LAB) -o table
@@ -24,7 +38,7 @@ lab: setup
 lab-down:
 	novanet lab down --name $(LAB)
 
-test: setup
+test: setup cni
 	bash contrib/run-tests.sh
 
 test-unit: venv

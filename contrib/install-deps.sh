@@ -13,6 +13,7 @@ PKGS=(
   podman runc busybox-static        # a real CNI client
   tcpdump tshark ethtool            # wire-format proofs; ethtool switches tunnel offloads (overlay tests)
   frr                               # native routing
+  gcc libc6-dev make                # the static C CNI binary (cni/)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -24,6 +24,7 @@ from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
 from novanet_core.backends import BackendContext, ConfigError, IpamError, PoolExhausted
 from novanet_core.cni import protocol as cni
+from novanet_core.cni import versions as cni_versions
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.identity import IdentityAllocator
 from novanet_core.plugins.manager import PluginHost
@@ -370,6 +371,9 @@ class Agent:
         podname = args.get("K8S_POD_NAME", cid[:12])
         conf = req.get("config") or {}
         mtu = int(conf.get("mtu") or self.mtu)
+        version = conf.get("cniVersion") or cni.SPEC_VERSION
+        if version not in cni_versions.SUPPORTED_VERSIONS:
+            raise CniFailure(cni.ERR_INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported")
         if not os.path.exists(netns):
             raise CniFailure(cni.ERR_NETNS, f"network namespace {netns} does not exist")
         with self.lock:
@@ -425,7 +429,8 @@ class Agent:
                  namespace, podname, cid[:12], ep.ip, ep.identity, (t4 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
                  (t3 - t2) * 1e3, (t4 - t3) * 1e3)
         self.host.hook.novanet_endpoint_added(endpoint=ep)
-        return {
+        # Rendered at the runtime's version here, once, so that every client only prints it.
+        return cni_versions.convert({
             "cniVersion": cni.SPEC_VERSION,
             "interfaces": [
                 {"name": link.host_ifname, "mac": link.host_mac},
@@ -433,7 +438,7 @@ class Agent:
             ],
             "ips": [{"address": f"{alloc.address}/32", "gateway": alloc.gateway, "interface": 1}],
             "routes": [{"dst": "0.0.0.0/0", "gw": alloc.gateway}],
-        }
+        }, version)
 
     def _teardown(self, ep: Endpoint) -> None:
         self._dp_call("dp.endpoint.delete", {"ip": ep.ip, "host_ifname": ep.host_ifname})

@@ -57,11 +57,17 @@ def main() -> None:
 @click.option("--bin-dir", default="/opt/cni/bin", show_default=True, help="where the runtime finds CNI plugins")
 @click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, help="where the runtime finds network configs")
 @click.option("--agent-socket", default="/run/novanet/cni.sock", show_default=True)
-def install_cni(bin_dir: str, conf_dir: str, agent_socket: str) -> None:
-    """Install the novanet-cni launcher and 10-novanet.conflist (the DaemonSet's install-cni step)."""
-    from novanet_core.cni.install import install
+@click.option("--binary", default=None, help="the built novanet-cni to install (default: this installation's, "
+              "<prefix>/libexec/novanet/novanet-cni, or NOVANET_CNI_BINARY)")
+def install_cni(bin_dir: str, conf_dir: str, agent_socket: str, binary: str | None) -> None:
+    """Install the static novanet-cni binary and 10-novanet.conflist (the DaemonSet's install-cni step)."""
+    from novanet_core.cni.install import InstallError, install
 
-    for path in install(bin_dir, conf_dir or None, agent_socket):
+    try:
+        written = install(bin_dir, conf_dir or None, agent_socket, binary)
+    except (InstallError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    for path in written:
         click.echo(f"wrote {path}")
 
 

@@ -1,6 +1,8 @@
 """CNI 1.1 protocol rules shared by the client binary and the agent.
 
-Imported by ``novanet-cni`` on every pod operation, so it imports nothing at all (no ``re``).
+Imported by the Python ``novanet-cni`` on every pod operation, so it imports nothing but
+``versions`` (no ``re``). The C client (``cni/novanet-cni.c``) implements the same rules with the
+same messages; ``tests/integration/test_cni_conformance.py`` runs both.
 
 Error codes (CNI spec): 1 incompatible version, 2 unsupported field, 3 container unknown,
 4 invalid environment variables, 5 I/O failure, 6 decode failure, 7 invalid network config,
@@ -10,12 +12,12 @@ in docs/cni.md).
 
 from __future__ import annotations
 
+from novanet_core.cni.versions import SPEC_VERSION, SUPPORTED_VERSIONS, version_tuple
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing itself is a measurable import for a binary exec'd per pod operation
     from typing import Any
 
-SPEC_VERSION = "1.1.0"
-SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 DEFAULT_AGENT_SOCKET = "/run/novanet/cni.sock"
 
 ERR_INCOMPATIBLE_VERSION = 1
@@ -36,6 +38,11 @@ ERR_DATAPATH = 103  # the dataplane refused or is unreachable
 ERR_CHECK_FAILED = 104  # CHECK found a difference
 ERR_IPAM = 105
 ERR_IPAM_EXHAUSTED = 110
+
+DEFAULT_AGENT_TIMEOUT = 60.0  # seconds per socket operation (connect, send, each receive)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # the agent's line limit (api/protocol.py MAX_LINE)
+# The first spec version that has the command (libcni's skel refuses older configs the same way).
+MIN_VERSION = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -59,15 +66,11 @@ class CniError(Exception):
         return d
 
 
-def version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split("."))
-
-
 def validate_env(env: dict[str, str]) -> dict[str, Any]:
     """Check the CNI_* variables for the command; returns the parsed request."""
     cmd = env.get("CNI_COMMAND", "")
     if cmd not in COMMANDS:
-        raise CniError(ERR_INVALID_ENV, f"CNI_COMMAND must be one of {', '.join(COMMANDS)}, got {cmd!r}")
+        raise CniError(ERR_INVALID_ENV, f"CNI_COMMAND must be one of {', '.join(COMMANDS)}, got {cmd!a}")
     req: dict[str, Any] = {"command": cmd}
     if cmd in ("ADD", "DEL", "CHECK"):
         needed = ["CNI_CONTAINERID", "CNI_IFNAME"] + (["CNI_NETNS"] if cmd != "DEL" else [])
@@ -76,10 +79,10 @@ def validate_env(env: dict[str, str]) -> dict[str, Any]:
             raise CniError(ERR_INVALID_ENV, f"required environment variable(s) missing for {cmd}: {', '.join(missing)}")
         cid = env["CNI_CONTAINERID"]
         if not valid_container_id(cid):
-            raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {cid!r} must start with a letter or digit and contain only letters, digits, '_', '.', '-'")
+            raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {cid!a} must start with a letter or digit and contain only letters, digits, '_', '.', '-'")
         ifname = env["CNI_IFNAME"]
         if len(ifname) > 15 or ifname in (".", "..") or any(c in ifname for c in "/: \t\n"):
-            raise CniError(ERR_INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name")
+            raise CniError(ERR_INVALID_ENV, f"CNI_IFNAME {ifname!a} is not a valid interface name")
         req.update(containerID=cid, ifname=ifname, netns=env.get("CNI_NETNS", ""), args=parse_args(env.get("CNI_ARGS", "")))
     return req
 
@@ -89,7 +92,7 @@ def parse_args(raw: str) -> dict[str, str]:
     for part in filter(None, raw.split(";")):
         k, sep, v = part.partition("=")
         if not sep:
-            raise CniError(ERR_INVALID_ENV, f"CNI_ARGS entry {part!r} is not KEY=VALUE")
+            raise CniError(ERR_INVALID_ENV, f"CNI_ARGS entry {part!a} is not KEY=VALUE")
         out[k] = v
     return out
 
@@ -102,30 +105,27 @@ def validate_config(conf: Any, command: str) -> dict[str, Any]:
     if not isinstance(ver, str) or not ver:
         raise CniError(ERR_INVALID_CONFIG, "cniVersion: required string missing")
     if ver not in SUPPORTED_VERSIONS:
-        raise CniError(ERR_INCOMPATIBLE_VERSION, f"cniVersion {ver!r} is not supported",
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"cniVersion {ver!a} is not supported",
                        details=f"supported versions: {', '.join(SUPPORTED_VERSIONS)}")
     if command == "VERSION":
         return conf
+    if command in MIN_VERSION and version_tuple(ver) < MIN_VERSION[command]:
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"config version {ver} does not allow {command}")
     for key in ("name", "type"):
         if not isinstance(conf.get(key), str) or not conf.get(key):
             raise CniError(ERR_INVALID_CONFIG, f"{key}: required string missing")
     sock = conf.get("agentSocket", DEFAULT_AGENT_SOCKET)
-    if not isinstance(sock, str) or not sock.startswith("/"):
+    if not isinstance(sock, str) or not sock.startswith("/") or "\x00" in sock:
         raise CniError(ERR_INVALID_CONFIG, "agentSocket: must be an absolute path to the agent's CNI socket")
     if "mtu" in conf and (isinstance(conf["mtu"], bool) or not isinstance(conf["mtu"], int) or not 576 <= conf["mtu"] <= 9000):
         raise CniError(ERR_INVALID_CONFIG, "mtu: must be an integer 576..9000")
-    if command == "CHECK" and version_tuple(ver) >= (0, 4, 0) and not isinstance(conf.get("prevResult"), dict):
+    t = conf.get("agentTimeout", DEFAULT_AGENT_TIMEOUT)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 3600:
+        raise CniError(ERR_INVALID_CONFIG, "agentTimeout: must be a number of seconds, 0 < agentTimeout <= 3600")
+    if command == "CHECK" and not isinstance(conf.get("prevResult"), dict):
         raise CniError(ERR_INVALID_CONFIG, "prevResult: CHECK needs the result of the ADD")
     if command == "GC":
         va = conf.get("cni.dev/valid-attachments", [])
         if not isinstance(va, list) or not all(isinstance(a, dict) and isinstance(a.get("containerID"), str) for a in va):
             raise CniError(ERR_INVALID_CONFIG, "cni.dev/valid-attachments: must be a list of {containerID, ifname}")
     return conf
-
-
-def format_result(res: dict[str, Any], cni_version: str) -> dict[str, Any]:
-    """Render the agent's result at the runtime's requested version."""
-    out = {"cniVersion": cni_version, **{k: v for k, v in res.items() if k != "cniVersion"}}
-    if version_tuple(cni_version) < (1, 0, 0):
-        out["ips"] = [{**ip, "version": "4"} for ip in out.get("ips", [])]
-    return out

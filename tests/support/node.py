@@ -39,6 +39,10 @@ class NodeUnderTest:
         self.pods: list[str] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.node_ip = "172.31.250.1"
+        # How cni() runs a CNI client (None: the Python reference in the node netns) and the
+        # cniVersion of the config it sends by default (tests/support/cni_clients.py sets both).
+        self.cni_argv: list[str] | None = None
+        self.cni_version = "1.1.0"
         self.config: dict[str, Any] = {
             "nodeName": f"node-{self.id}",
             "nodeIP": self.node_ip,
@@ -149,11 +153,13 @@ class NodeUnderTest:
             env["CNI_ARGS"] = args
         env.update(env_override or {})
         if stdin is None:
-            c = {"cniVersion": "1.1.0", "name": "novanet", "type": "novanet-cni",
+            c = {"cniVersion": self.cni_version, "name": "novanet", "type": "novanet-cni",
                  "agentSocket": self.config["sockets"]["cni"], **(conf or {})}
             stdin = json.dumps(c)
-        p = subprocess.run(["nsenter", f"--net=/run/netns/{self.ns}", binary or str(BIN / "novanet-cni")],
-                           input=stdin, capture_output=True, text=True, env=env, timeout=60)
+        argv = ["nsenter", f"--net=/run/netns/{self.ns}", binary] if binary else self.cni_argv or [
+            "nsenter", f"--net=/run/netns/{self.ns}", str(BIN / "novanet-cni")]
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=60)
+        self.last_stderr = p.stderr
         out = json.loads(p.stdout) if p.stdout.strip() else None
         return p.returncode, out
 
