@@ -54,12 +54,20 @@ def _wire(ip: str, pod: str, ident: int, direction: str, n: int, allow_peer: int
             other: {"isolated": False, "rules": []}}
 
 
+def _apply(dp: Any, endpoints: list[dict[str, Any]], full: bool) -> dict[str, Any]:
+    """What the dataplane does with ``dp.policy.apply``: decode the wire form, then the backend."""
+    from novanet_core.policy.wire import decode_update
+
+    u = decode_update({"endpoints": endpoints, "full": full})
+    return dp.apply_policy(u.upserts, u.deletes, u.full)
+
+
 def _program(dp: Any, topo: Any, n: int) -> dict[str, Any]:
     a, b = topo.pods["a"], topo.pods["b"]
     half = n // 2
     t0 = time.perf_counter()
-    st = dp.apply_endpoint_policies([_wire(b.ip, "bench/b", b.identity, "ingress", n - half, a.identity),
-                                     _wire(a.ip, "bench/a", a.identity, "egress", half, b.identity)], [], True)
+    st = _apply(dp, [_wire(b.ip, "bench/b", b.identity, "ingress", n - half, a.identity),
+                     _wire(a.ip, "bench/a", a.identity, "egress", half, b.identity)], True)
     return {"seconds": round(time.perf_counter() - t0, 3), "entries": st["rules"]}
 
 
@@ -109,13 +117,13 @@ def throughput(seconds: int, rounds: int) -> dict[str, Any]:
                 w = _wire(b.ip, "bench/b", b.identity, "ingress", RULE_COUNTS[-1] // 2 + 1, a.identity)
                 _program(dp, topo, RULE_COUNTS[-1])
                 t0 = time.perf_counter()
-                inc = dp.apply_endpoint_policies([w], [], False)
+                inc = _apply(dp, [w], False)
                 programming["incremental_one_rule"] = {"seconds": round(time.perf_counter() - t0, 4),
                                                       "written": inc["rules_added"] + inc["rules_removed"]}
-                entries_10k = dp.policy_entries()["rules"]
+                entries_10k = dp.list_policy()["rules"]
                 programming["entries_at_10000"] = len(entries_10k)
                 # plain kernel routing + iptables, same topology
-                dp.apply_endpoint_policies([], [], True)
+                _apply(dp, [], True)
                 for p in topo.pods.values():
                     dp.attacher.detach(p.host_if)
                     sh("ip", "netns", "exec", topo.node, "sysctl", "-qw", f"net.ipv4.conf.{p.host_if}.proxy_arp=1")

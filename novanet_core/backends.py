@@ -8,7 +8,7 @@ FRR) stays behind them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -25,6 +25,7 @@ from novanet_core.types import (
 
 if TYPE_CHECKING:
     from novanet_core.config.models import NovaNetConfig
+    from novanet_core.policy import EndpointPolicy
     from novanet_core.state.model import ClusterState, StateEvent
 
 BACKEND_KINDS = ("ipam", "datapath", "tunnel", "routing", "state-source")
@@ -136,9 +137,17 @@ class IpamBackend(Protocol):
 
 @runtime_checkable
 class DatapathBackend(Protocol):
-    """Moves packets between endpoints. Lives in the ``novanet-dataplane`` process."""
+    """Moves packets between endpoints. Lives in the ``novanet-dataplane`` process.
+
+    These methods every datapath has. Everything else a datapath may do comes in *sections*
+    (policy, flows, service): a protocol each, below, listed in :data:`DATAPATH_SECTIONS`. A
+    datapath names the sections it implements in ``capabilities``; ``PluginHost.create`` checks
+    that it has every method of those, and the dataplane host answers a section's API methods
+    with ``unsupported`` for a datapath that does not. See docs/plugin-authoring.md.
+    """
 
     name: str
+    capabilities: frozenset[str]  # names of the sections it implements (keys of DATAPATH_SECTIONS)
 
     def start(self) -> None:
         """Load or re-open programs and maps; must not disturb traffic of existing endpoints."""
@@ -163,9 +172,39 @@ class DatapathBackend(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    # -- Services (docs/services.md). The agent resolves every per-node semantic first: a
-    # frontend arrives with its final backend list. A datapath without a load-balancer raises
-    # DatapathUnsupported from upsert_service (kube-proxy then owns translation).
+
+@runtime_checkable
+class PolicyDatapath(Protocol):
+    """Section ``policy``: enforce compiled NetworkPolicy (``dp.policy.*``; docs/policy.md)."""
+
+    def apply_policy(self, upserts: Sequence[EndpointPolicy], deletes: Sequence[str] = (),
+                     full: bool = False) -> dict[str, Any]:
+        """Program the endpoints' compiled policy (``EndpointPolicy.ip`` set), drop ``deletes``
+        (IPs); ``full`` replaces everything. Must be in force when it returns (flows decided
+        under the old policy re-decide). Returns counters of what was written."""
+
+    def list_policy(self) -> dict[str, Any]:
+        """The policy as the live datapath holds it (decoded maps), not a cached copy."""
+
+
+@runtime_checkable
+class FlowDatapath(Protocol):
+    """Section ``flows``: flow and drop events (``dp.flows``)."""
+
+    def flow_events(self, identity: int = 0, drops_only: bool = False, follow: bool = False,
+                    limit: int = 100) -> Iterator[dict[str, Any]]:
+        """The last ``limit`` events (of ``identity`` when not 0), then new ones with ``follow``.
+        A drop carries ``drop_reason_name``; a policy drop also ``policy_reason`` and ``policies``."""
+
+
+@runtime_checkable
+class ServiceDatapath(Protocol):
+    """Section ``service``: Service load-balancing (``dp.service.*``; docs/services.md).
+
+    The agent resolves every per-node semantic first: a frontend arrives with its final backend
+    list. A datapath without a load-balancer raises DatapathUnsupported from upsert_service
+    (kube-proxy then owns translation).
+    """
 
     def upsert_service(self, frontend: ServiceFrontend) -> None:
         """Create or replace one frontend (``frontend.key``) and its backends."""
@@ -180,6 +219,15 @@ class DatapathBackend(Protocol):
         """kube-proxy compatibility (``kubeProxyReplacement: false``): the full set of Service
         backends (ip, port, protocol) on any node. Replies from these addresses must pass the
         kernel's conntrack (kube-proxy's DNAT is reversed there) instead of bypassing the stack."""
+
+
+# Section name -> its protocol. A new section is one protocol here, its dp.<section>.* methods in
+# novanet_core.dataplane.service, and a row in docs/plugin-authoring.md.
+DATAPATH_SECTIONS: dict[str, type] = {
+    "policy": PolicyDatapath,
+    "flows": FlowDatapath,
+    "service": ServiceDatapath,
+}
 
 
 @runtime_checkable
@@ -221,3 +269,61 @@ class StateSource(Protocol):
 
     def watch(self, stop: threading.Event) -> Iterator[StateEvent]:
         """Yield changes after the last snapshot until ``stop`` is set."""
+
+
+# --------------------------------------------------------------------------- checking a backend
+
+KIND_PROTOCOLS: dict[str, type] = {
+    "ipam": IpamBackend,
+    "datapath": DatapathBackend,
+    "tunnel": TunnelBackend,
+    "routing": RoutingBackend,
+    "state-source": StateSource,
+}
+
+
+def protocol_members(proto: type) -> list[str]:
+    """The attributes and methods a protocol class declares (its own, not ``Protocol``'s)."""
+    names = set(getattr(proto, "__annotations__", {}))
+    names |= {n for n, v in vars(proto).items() if callable(v) and not n.startswith("_")}
+    return sorted(names)
+
+
+def missing_members(proto: type, obj: Any) -> list[str]:
+    """What ``obj`` lacks of ``proto``: absent names, and methods that are not callable."""
+    out = []
+    for n in protocol_members(proto):
+        declared = vars(proto).get(n)
+        if not hasattr(obj, n):
+            out.append(n)
+        elif callable(declared) and not callable(getattr(obj, n)):
+            out.append(f"{n} (not callable)")
+    return out
+
+
+def backend_problems(kind: str, obj: Any) -> list[str]:
+    """Why ``obj`` does not satisfy the protocol of ``kind`` (empty when it does).
+
+    A datapath is also checked section by section: each name in ``capabilities`` must be a
+    known section whose every method the object has.
+    """
+    proto = KIND_PROTOCOLS[kind]
+    problems = []
+    missing = missing_members(proto, obj)
+    if missing:
+        problems.append(f"{proto.__name__} needs {', '.join(missing)}")
+    if kind == "datapath" and "capabilities" not in missing:
+        caps = obj.capabilities
+        if not isinstance(caps, frozenset | set) or not all(isinstance(c, str) for c in caps):
+            problems.append(f"capabilities must be a set of section names, not {caps!r}")
+            return problems
+        for section in sorted(caps):
+            sproto = DATAPATH_SECTIONS.get(section)
+            if sproto is None:
+                problems.append(f"capabilities: unknown section {section!r} "
+                                f"(known: {', '.join(sorted(DATAPATH_SECTIONS))})")
+                continue
+            missing = missing_members(sproto, obj)
+            if missing:
+                problems.append(f"section {section!r} ({sproto.__name__}) needs {', '.join(missing)}")
+    return problems

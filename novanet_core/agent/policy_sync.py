@@ -4,8 +4,10 @@ One :class:`PolicyEngine` per agent, scoped to this node's pods and sharing the 
 allocator (so the numbers in compiled rules are the ones the endpoints map carries). The whole
 state is compiled once, at start; after that every state event yields a *delta* (only the local
 endpoints whose compiled policy changed), and only those endpoints are sent to the dataplane's
-``policy.apply``, whose backend writes only the map entries that differ. A full resend (not a
-recompile) happens when the dataplane (re)connects.
+``dp.policy.apply`` (wire form: novanet_core.policy.wire), whose backend writes only the map
+entries that differ. A new endpoint's policy travels with the endpoint itself (``dp.endpoint.add``).
+A full resend (not a recompile) happens when the dataplane (re)connects. A datapath without the
+policy section answers ``unsupported``: the syncer then stops sending and reports why.
 
 Programming latency = from the moment the agent takes a state event in to the moment the dataplane
 acknowledges the maps written (it bumps the policy revision before answering, so established
@@ -28,15 +30,8 @@ from prometheus_client.registry import Collector
 from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.api.client import ApiClient, Unreachable
 from novanet_core.api.protocol import ApiError
-from novanet_core.policy import (
-    AnyPeer,
-    CidrPeer,
-    DirectionPolicy,
-    EndpointPolicy,
-    IdentityPeer,
-    PolicyEngine,
-    Rule,
-)
+from novanet_core.policy import AnyPeer, CidrPeer, IdentityPeer, PolicyEngine, Rule
+from novanet_core.policy.wire import encode_endpoint, encode_update
 from novanet_core.state.model import StateEvent
 from novanet_core.types import Endpoint
 
@@ -49,32 +44,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 
 _active: weakref.ref[PolicySync] | None = None
 
 
-# ---------------------------------------------------------------------- wire form
-
-
-def _rule_wire(r: Rule) -> dict[str, Any]:
-    if isinstance(r.peer, AnyPeer):
-        peer: dict[str, Any] = {"any": True}
-    elif isinstance(r.peer, IdentityPeer):
-        peer = {"identities": sorted(r.peer.identities)}
-    else:
-        assert isinstance(r.peer, CidrPeer)
-        peer = {"cidr": r.peer.cidr, "except": list(r.peer.excepts)}
-    ports = None if r.ports is None else [{"protocol": p.protocol, "first": p.first, "last": p.last}
-                                          for p in r.ports]
-    return {"peer": peer, "ports": ports, "policy": r.policy, "origin": r.origin}
-
-
-def _dir_wire(d: DirectionPolicy) -> dict[str, Any]:
-    return {"isolated": d.isolated, "selected_by": list(d.selected_by), "rules": [_rule_wire(r) for r in d.rules]}
-
-
-def endpoint_wire(ep: EndpointPolicy, ip: str) -> dict[str, Any]:
-    """What the dataplane's ``policy.apply`` takes for one local endpoint (its IP from CNI ADD)."""
-    return {"ip": ip, "pod": ep.pod, "identity": ep.identity, "ingress": _dir_wire(ep.ingress),
-            "egress": _dir_wire(ep.egress)}
-
-
 # ---------------------------------------------------------------------- the syncer
 
 
@@ -84,7 +53,8 @@ class PolicySync:
         self.agent = agent
         self.engine = PolicyEngine(default_deny=agent.config.policy.defaultDeny, node=agent.node.name,
                                    identities=agent.identities, logger=log)
-        self.supported = True  # False when the datapath has no policy.apply (e.g. datapath: kernel)
+        self.supported = True  # False when the datapath answers unsupported (e.g. datapath: kernel)
+        self.unsupported_reason = ""
         self.dirty = False  # a send failed: the next resync sends everything
         self.programmed: dict[str, set[str]] = {}  # pod key -> IPs we sent compiled policy for
         self.histogram = Histogram("novanet_agent_policy_programming_seconds",
@@ -123,21 +93,28 @@ class PolicySync:
                     continue
                 gone = self.programmed.get(key, set()) - set(ips)
                 dels.extend(gone)
-                ups.extend(endpoint_wire(ep, ip) for ip in ips)
+                ups.extend(encode_endpoint(ep, ip) for ip in ips)
                 if ips:
                     self.programmed[key] = set(ips)
             if ups or dels:
                 self._send(ups, dels, False, t0, f"{ev.type} {ev.kind} {getattr(ev.obj, 'key', '')}")
 
-    def endpoint_added(self, ep: Endpoint) -> None:
-        """CNI ADD: program the pod's compiled policy for its new IP (before it can send)."""
+    def policy_for(self, ep: Endpoint) -> dict[str, Any] | None:
+        """CNI ADD: the compiled policy to send with the new endpoint in ``dp.endpoint.add`` (so it
+        is in force before the pod can send), or None: pod unknown to the state source (the
+        datapath's defaultDeny fallback applies), or a datapath without the policy section."""
+        with self._lock:
+            cp = self.engine.endpoints.get(f"{ep.namespace}/{ep.pod}")
+            return encode_endpoint(cp, ep.ip) if cp is not None and self.supported else None
+
+    def endpoint_added(self, ep: Endpoint, result: dict[str, Any], t0: float) -> None:
+        """CNI ADD done: ``result`` is the dataplane's answer to ``dp.endpoint.add``."""
+        if not result.get("policy"):
+            return
         with self._lock:
             key = f"{ep.namespace}/{ep.pod}"
-            cp = self.engine.endpoints.get(key)
-            if cp is None:
-                return  # pod unknown to the state source: the datapath's defaultDeny fallback applies
             self.programmed.setdefault(key, set()).add(ep.ip)
-            self._send([endpoint_wire(cp, ep.ip)], [], False, time.perf_counter(), f"endpoint {key}")
+            self._record(f"endpoint {key}", t0, result.get("policyApplied") or {}, 1, 0, False)
 
     def endpoint_removed(self, ep: Endpoint) -> None:
         with self._lock:
@@ -158,8 +135,8 @@ class PolicySync:
                 ips = self._ips_of(key)
                 if ips:
                     self.programmed[key] = set(ips)
-                    ups.extend(endpoint_wire(cp, ip) for ip in ips)
-            self.supported = True
+                    ups.extend(encode_endpoint(cp, ip) for ip in ips)
+            self.supported, self.unsupported_reason = True, ""
             self._send(ups, [], True, time.perf_counter(), "resync")
 
     # ------------------------------------------------------------------ internals
@@ -174,29 +151,29 @@ class PolicySync:
             # an earlier change never reached the datapath: send everything instead of this delta
             return self.resync()
         try:
-            res = self.agent.dataplane.call("policy.apply", {"endpoints": ups, "delete": sorted(set(dels)),
-                                                             "full": full})
+            res = self.agent.dataplane.call("dp.policy.apply", encode_update(ups, dels, full))
         except DataplaneUnavailable as e:
             self.dirty = True
             log.warning("policy: %s not programmed (%s); resending everything when the dataplane is back", what, e)
             return
         except ApiError as e:
-            if e.code == "unknown_method" or "unknown method" in e.message.lower():
-                self.supported = False
-                log.warning("policy: datapath %s does not enforce NetworkPolicy (no policy.apply)",
-                            self.agent.config.datapath)
+            if e.code == "unsupported":
+                self.supported, self.unsupported_reason = False, e.message
+                log.warning("policy: NetworkPolicy is not enforced: %s", e.message)
             else:
                 self.dirty = True
                 log.error("policy: datapath refused %s: %s", what, e.message)
             return
         self.dirty = False
+        self._record(what, t0, res, len(ups), len(set(dels)), full)
+
+    def _record(self, what: str, t0: float, res: dict[str, Any], ups: int, dels: int, full: bool) -> None:
         dt = time.perf_counter() - t0
         self.histogram.observe(dt)
-        self.recent.append({"at": time.time(), "seconds": dt, "what": what, "endpoints": len(ups),
-                            "deleted": len(dels), "full": full,
-                            "written": res.get("rules_added", 0) + res.get("rules_removed", 0) + res.get(
-                                "ep_written", 0) + res.get("ep_removed", 0) + res.get("cidrs_added", 0)
-                            + res.get("cidrs_removed", 0)})
+        written = sum(res.get(k, 0) for k in ("rules_added", "rules_removed", "ep_written", "ep_removed",
+                                              "cidrs_added", "cidrs_removed"))
+        self.recent.append({"at": time.time(), "seconds": dt, "what": what, "endpoints": ups, "deleted": dels,
+                            "full": full, "written": written})
         self.last_apply = {**res, "what": what, "seconds": round(dt, 6)}
         log.debug("policy: %s programmed in %.2f ms: %s", what, dt * 1000, res)
 
@@ -235,7 +212,7 @@ class PolicySync:
     def status(self) -> dict[str, Any]:
         with self._lock:
             lat = sorted(r["seconds"] for r in self.recent if not r["full"])
-            return {"supported": self.supported, "dirty": self.dirty, "defaultDeny": self.engine.default_deny,
+            return {"supported": self.supported, "unsupportedReason": self.unsupported_reason, "dirty": self.dirty, "defaultDeny": self.engine.default_deny,
                     "policies": len(self.engine.policies), "rejected": len(self.engine.rejected),
                     "endpoints": len(self.engine.endpoints), "programmedEndpoints": sum(
                         len(v) for v in self.programmed.values()),
@@ -296,7 +273,7 @@ def register_api(router: Any, agent: Agent) -> None:
             raise ApiError("invalid_params", f"limit: {limit!r} is not a non-negative integer")
         try:
             with ApiClient(agent.config.sockets.dataplane, timeout=10) as c:  # a stream: own connection
-                evs = list(c.stream("ebpf.flows", {"drops_only": True, "limit": 100000}))
+                evs = list(c.stream("dp.flows", {"drops_only": True, "limit": 100000}))
         except Unreachable as e:
             raise ApiError("unavailable", str(e)) from None
         pods = {pod.ip: pod.key for pod in agent.state.pods.values() if pod.ip}

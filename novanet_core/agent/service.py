@@ -410,16 +410,18 @@ class Agent:
                           identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip)
             t2 = time.perf_counter()
             try:
-                self.policy.endpoint_added(ep)  # policy before the endpoint: no unpoliced window
-                self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()}, wait=5.0)
+                # One all-or-nothing call: the dataplane writes the policy before the endpoint and
+                # takes both out again if the endpoint fails.
+                added = self.dataplane.call("dp.endpoint.add", {"endpoint": ep.to_dict(),
+                                                                "policy": self.policy.policy_for(ep)}, wait=5.0)
             except (DataplaneUnavailable, Exception) as e:
-                self.policy.endpoint_removed(ep)
                 podnet.delete(cid)
                 self.ipam.release(cid, ifname)
                 self.identities.release(ep.identity)
                 code = cni.ERR_TRY_AGAIN_LATER if isinstance(e, DataplaneUnavailable) else cni.ERR_DATAPATH
                 raise CniFailure(code, f"datapath did not accept endpoint {ep.ip}: {e}") from None
             t3 = time.perf_counter()
+            self.policy.endpoint_added(ep, added, t2)
             self.store.put(ep)
             t4 = time.perf_counter()
         self.timings.append({"ipam": t1 - t0, "interface": t2 - t1, "datapath": t3 - t2, "record": t4 - t3})

@@ -28,8 +28,15 @@ def _sysctl(path: str, value: str) -> None:
     Path("/proc/sys/net/ipv4", path).write_text(value)
 
 
+NO_POLICY = ("datapath kernel does not enforce NetworkPolicy (it forwards with kernel routes only); "
+             "use datapath: ebpf to enforce it")
+
+
 class KernelDatapath:
+    """Implements no section: no policy, no flow events, no load-balancer (see the methods)."""
+
     name = "kernel"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx
@@ -102,6 +109,14 @@ class KernelDatapath:
                         "host_ifname": "", "host_ifindex": 0})
         return out
 
+    # -- Policy: refused, never silently accepted. The agent reports it (``novanetctl status``,
+    # ``policy.status``: supported false, with this reason) and pods are reachable unpoliced.
+    def apply_policy(self, upserts: Any, deletes: Any = (), full: bool = False) -> dict[str, Any]:
+        raise DatapathUnsupported(NO_POLICY)
+
+    def list_policy(self) -> dict[str, Any]:
+        raise DatapathUnsupported(NO_POLICY)
+
     # -- Services: this datapath has no load-balancer; kube-proxy (or another service proxy)
     # must translate. Its replies need nothing from us: every packet here crosses the kernel
     # stack, so conntrack reverses kube-proxy's DNAT on its own.
@@ -121,7 +136,7 @@ class KernelDatapath:
     def status(self) -> dict[str, Any]:
         local = sum(1 for e in self.list_endpoints() if e["local"])
         return {"mode": "kernel-routes", "attachMode": "none", "endpoints": local, "policies": 0,
-                "programs": [], "dropCounters": {},
+                "programs": [], "dropCounters": {}, "policy": {"enforced": False, "reason": NO_POLICY},
                 "services": {"loadBalancer": False, "frontends": 0, "compatBackends": self._service_backends}}
 
 

@@ -1,20 +1,25 @@
 """Hosts the selected datapath backend and serves the agent-facing dataplane API.
 
-Protocol (version 1 of the local API, see novanet_core.api.protocol), methods:
+Protocol (version 1 of the local API, see novanet_core.api.protocol). Core methods, which every
+datapath serves:
 
-  dp.status                      -> backend status + {"datapath", "generation", "pid"}
+  dp.status                      -> backend status + {"datapath", "capabilities", "generation", "pid"}
   dp.configure {settings}        -> node settings (node IP, PodCIDR, gateway, mode, defaultDeny, ...)
+  dp.endpoint.add {endpoint, policy?}
+                                 -> a new local endpoint and its compiled policy, all or nothing
   dp.endpoint.upsert {endpoint}  -> make a local endpoint reachable (Endpoint as a dict)
   dp.endpoint.delete {ip, host_ifname?}
   dp.endpoint.list               -> endpoints read back from the live datapath
   dp.remote.upsert {remote} / dp.remote.delete {ip}
-  dp.service.upsert {frontend}   -> create or replace one Service frontend (ServiceFrontend as a dict)
-  dp.service.delete {key}        -> remove one frontend (idempotent)
-  dp.service.list                -> frontends read back from the live datapath
-  dp.service.backends {backends} -> kube-proxy compatibility: every Service backend (ip, port, protocol)
 
-A datapath that has no service load-balancer answers ``dp.service.upsert`` with error
-``unsupported`` (docs/services.md).
+Section methods (``DATAPATH_SECTIONS`` in novanet_core.backends), answered ``unsupported`` by a
+datapath that does not implement the section:
+
+  policy   dp.policy.apply {endpoints, delete, full}   (novanet_core.policy.wire; alias policy.apply)
+           dp.policy.list                 -> the policy as the live datapath holds it
+  flows    dp.flows {identity, drops_only, follow, limit}   (a stream)
+  service  dp.service.upsert {frontend} / dp.service.delete {key} / dp.service.list
+           dp.service.backends {backends} -> kube-proxy compatibility (docs/services.md)
 
 plus whatever the active datapath plugin adds through ``novanet_register_api(component="dataplane")``.
 ``generation`` changes every time the process starts, so the agent can tell that the dataplane
@@ -31,8 +36,9 @@ from typing import Any
 
 from novanet_core.api.protocol import ApiError
 from novanet_core.api.router import ApiRouter
-from novanet_core.backends import DatapathUnsupported
+from novanet_core.backends import ConfigError, DatapathUnsupported
 from novanet_core.dataplane.service_params import parse_backend_set, parse_frontend
+from novanet_core.policy.wire import WireError, decode_endpoint, decode_update
 from novanet_core.types import Endpoint, RemoteEndpoint
 
 log = logging.getLogger("novanet.dataplane")
@@ -44,16 +50,23 @@ class DataplaneService:
         self.generation = int(time.time() * 1000) ^ os.getpid()
         self.lock = threading.RLock()
         self.settings: dict[str, Any] = {}
+        self.capabilities = frozenset(getattr(backend, "capabilities", ()))
 
     def router(self) -> ApiRouter:
         r = ApiRouter()
         r.add("dp.status", self.status, doc="datapath status")
         r.add("dp.configure", self.configure, doc="node settings")
+        r.add("dp.endpoint.add", self.endpoint_add, doc="add a new local endpoint and its policy, all or nothing")
         r.add("dp.endpoint.upsert", self.endpoint_upsert, doc="add or update a local endpoint")
         r.add("dp.endpoint.delete", self.endpoint_delete, doc="remove a local endpoint")
         r.add("dp.endpoint.list", self.endpoint_list, doc="endpoints from the live datapath")
         r.add("dp.remote.upsert", self.remote_upsert, doc="add or update a pod on another node")
         r.add("dp.remote.delete", self.remote_delete, doc="remove a pod on another node")
+        r.add("dp.policy.apply", self.policy_apply, doc="program compiled NetworkPolicy for local endpoints")
+        # The name the ebpf plugin served before policy became a core section; kept for callers of it.
+        r.add("policy.apply", self.policy_apply, doc="alias of dp.policy.apply")
+        r.add("dp.policy.list", self.policy_list, doc="NetworkPolicy as the live datapath holds it")
+        r.add("dp.flows", self.flows, stream=True, doc="flow and drop events")
         r.add("dp.service.upsert", self.service_upsert, doc="add or replace a Service frontend")
         r.add("dp.service.delete", self.service_delete, doc="remove a Service frontend")
         r.add("dp.service.list", self.service_list, doc="Service frontends from the live datapath")
@@ -65,7 +78,8 @@ class DataplaneService:
     def status(self, p: dict[str, Any]) -> dict[str, Any]:
         st = dict(self.backend.status())
         st.setdefault("attachMode", st.get("attach_mode", ""))
-        st.update(datapath=self.backend.name, generation=self.generation, pid=os.getpid())
+        st.update(datapath=self.backend.name, capabilities=sorted(self.capabilities), generation=self.generation,
+                  pid=os.getpid())
         return st
 
     def endpoint_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,16 +102,57 @@ class DataplaneService:
             self.backend.configure(settings)
             self.settings = settings
 
-    def endpoint_upsert(self, p: dict[str, Any]) -> None:
-        d = p.get("endpoint")
+    @staticmethod
+    def _endpoint(d: Any) -> Endpoint:
         if not isinstance(d, dict):
             raise ApiError("invalid_params", "endpoint: must be an object")
         try:
-            ep = Endpoint.from_dict(d)
+            return Endpoint.from_dict(d)
         except TypeError as e:
             raise ApiError("invalid_params", f"endpoint: {e}") from None
+
+    def endpoint_upsert(self, p: dict[str, Any]) -> None:
+        ep = self._endpoint(p.get("endpoint"))
         with self.lock:
             self.backend.upsert_endpoint(ep)
+
+    def endpoint_add(self, p: dict[str, Any]) -> dict[str, Any]:
+        """A new endpoint with its compiled policy (wire form), all or nothing.
+
+        The policy goes in first, so the endpoint never forwards unpoliced; if the endpoint then
+        fails, both are taken out again before the error is answered. A datapath without the
+        policy section gets the endpoint alone (``{"policy": false}``): what it enforces is in
+        its ``capabilities``. Returns ``{"policy": bool, "policyApplied": {counters}}``.
+        """
+        ep = self._endpoint(p.get("endpoint"))
+        pol = None
+        if p.get("policy") is not None:
+            try:
+                pol = decode_endpoint(p["policy"], "policy")
+            except WireError as e:
+                raise ApiError("invalid_params", str(e)) from None
+            if pol.ip != ep.ip:
+                raise ApiError("invalid_params", f"policy.ip: {pol.ip!r} is not the endpoint's ip {ep.ip!r}")
+        enforce = pol is not None and "policy" in self.capabilities
+        applied: dict[str, Any] = {}
+        with self.lock:
+            if enforce:
+                applied = dict(self._section("policy", "apply_policy", [pol], (), False))
+            try:
+                self.backend.upsert_endpoint(ep)
+            except BaseException:
+                self._undo_add(ep, enforce)
+                raise
+        return {"policy": enforce, "policyApplied": applied}
+
+    def _undo_add(self, ep: Endpoint, policy: bool) -> None:
+        # Best effort, and never masking the error that made the ADD fail.
+        for what, fn in (("endpoint", lambda: self.backend.delete_endpoint(ep.ip, ep.host_ifname)),
+                         ("policy", lambda: self.backend.apply_policy((), (ep.ip,), False) if policy else None)):
+            try:
+                fn()
+            except Exception as e:
+                log.error("rolling back the %s of failed ADD %s: %s: %s", what, ep.ip, type(e).__name__, e)
 
     def endpoint_delete(self, p: dict[str, Any]) -> None:
         ip = p.get("ip")
@@ -124,28 +179,65 @@ class DataplaneService:
         with self.lock:
             self.backend.delete_remote(ip)
 
-    # ------------------------------------------------------------------ services
-    def _services(self, method: str, *args: Any) -> Any:
+    # ------------------------------------------------------------------ sections
+    def _section(self, section: str, method: str, *args: Any, locked: bool = True) -> Any:
+        """Call one section method of the backend; ``unsupported`` when the datapath lacks it."""
         fn = getattr(self.backend, method, None)
         if fn is None:
-            raise ApiError("unsupported", f"datapath {self.backend.name} does not implement {method}")
+            raise ApiError("unsupported", f"datapath {self.backend.name} does not implement the {section} section "
+                           f"({method})")
         try:
+            if not locked:
+                return fn(*args)
             with self.lock:
                 return fn(*args)
         except DatapathUnsupported as e:
             raise ApiError("unsupported", str(e)) from None
+        except (ConfigError, ValueError) as e:
+            raise ApiError("invalid_params", str(e)) from None
 
+    # policy
+    def policy_apply(self, p: dict[str, Any]) -> dict[str, Any]:
+        try:
+            u = decode_update(p)
+        except WireError as e:
+            raise ApiError("invalid_params", str(e)) from None
+        return dict(self._section("policy", "apply_policy", u.upserts, u.deletes, u.full))
+
+    def policy_list(self, p: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._section("policy", "list_policy"))
+
+    # flows: a stream, outside the lock (a follower may read for hours)
+    def flows(self, p: dict[str, Any]) -> Any:
+        return self._section("flows", "flow_events", _num(p, "identity", 0, 0xFFFFFFFF), _flag(p, "drops_only"),
+                             _flag(p, "follow"), _num(p, "limit", 100, 1 << 20), locked=False)
+
+    # service
     def service_upsert(self, p: dict[str, Any]) -> None:
-        self._services("upsert_service", parse_frontend(p.get("frontend")))
+        self._section("service", "upsert_service", parse_frontend(p.get("frontend")))
 
     def service_delete(self, p: dict[str, Any]) -> None:
         key = p.get("key")
         if not isinstance(key, str) or not key:
             raise ApiError("invalid_params", "key: must be a non-empty string")
-        self._services("delete_service", key)
+        self._section("service", "delete_service", key)
 
     def service_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(self._services("list_services"))
+        return list(self._section("service", "list_services"))
 
     def service_backends(self, p: dict[str, Any]) -> None:
-        self._services("set_service_backends", parse_backend_set(p.get("backends")))
+        self._section("service", "set_service_backends", parse_backend_set(p.get("backends")))
+
+
+def _flag(p: dict[str, Any], key: str) -> bool:
+    v = p.get(key, False)
+    if not isinstance(v, bool):
+        raise ApiError("invalid_params", f"{key}: {v!r} is not a boolean")
+    return v
+
+
+def _num(p: dict[str, Any], key: str, default: int, hi: int) -> int:
+    v = p.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+        raise ApiError("invalid_params", f"{key}: {v!r} is not an integer in 0..{hi}")
+    return v

@@ -25,7 +25,14 @@ from typing import Any
 import pluggy
 
 from novanet_core import hookspecs
-from novanet_core.backends import SELECTOR_KEYS, BackendContext, BackendEntry, BackendRegistry, ConfigError
+from novanet_core.backends import (
+    SELECTOR_KEYS,
+    BackendContext,
+    BackendEntry,
+    BackendRegistry,
+    ConfigError,
+    backend_problems,
+)
 from novanet_core.config.models import NovaNetConfig
 
 log = logging.getLogger(__name__)
@@ -181,8 +188,14 @@ class PluginHost:
         return self.selected
 
     def create(self, kind: str, ctx: BackendContext | None = None) -> Any:
+        """Build the selected backend of ``kind``; a ConfigError names what it lacks of its protocol."""
         entry = self.selected.get(kind) or self.select([kind])[kind]
-        return entry.factory(ctx or BackendContext(config=self.config, component=self.component))
+        backend = entry.factory(ctx or BackendContext(config=self.config, component=self.component))
+        problems = backend_problems(kind, backend)
+        if problems:
+            raise ConfigError(f"{SELECTOR_KEYS[kind]}: {kind} backend {entry.name!r} of plugin {entry.plugin!r} "
+                              f"({type(backend).__name__}) does not implement its protocol: {'; '.join(problems)}")
+        return backend
 
     @property
     def hook(self) -> Any:

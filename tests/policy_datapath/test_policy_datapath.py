@@ -18,8 +18,8 @@ import yaml
 from novanet_lab.probe import Endpoint as ProbeEp
 from novanet_lab.probe import probe_matrix
 
-from novanet_core.agent.policy_sync import endpoint_wire
 from novanet_core.policy import PolicyEngine
+from novanet_core.policy.wire import decode_update, encode_endpoint, encode_update
 from novanet_core.state.model import ClusterState, Namespace, NetworkPolicy, Pod, parse_object, parse_ports
 from tests.bpf.topo import Topology
 from tests.support.ping import PingWatch
@@ -80,9 +80,14 @@ class Harness:
 
     def push(self, delta: dict[str, Any] | None = None, full: bool = False) -> dict[str, Any]:
         keys = self.engine.endpoints if full else (delta or {})
-        ups = [endpoint_wire(self.engine.endpoints[k], self.state.pods[k].ip or "") for k in keys
+        ups = [encode_endpoint(self.engine.endpoints[k], self.state.pods[k].ip or "") for k in keys
                if self.engine.endpoints.get(k) is not None]
-        return self.dp.apply_endpoint_policies(ups, [], full)
+        return self.apply_wire(encode_update(ups, [], full))
+
+    def apply_wire(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What the dataplane host does with ``dp.policy.apply``: decode, then the backend."""
+        u = decode_update(params)
+        return self.dp.apply_policy(u.upserts, u.deletes, u.full)
 
     def apply(self, np: NetworkPolicy) -> dict[str, Any]:
         return self.push(self.engine.upsert_policy(np))
@@ -148,7 +153,7 @@ spec:
     assert "egress of t/c isolated by t/c-egress-cidr" in evs[-1]["policy_reason"]
     ing = [e for e in h.dp.flows.recent(drops_only=True, limit=1000) if e["src_ip"] == a.ip and e["dst_port"] == 5011]
     assert ing and ing[-1]["policy_dir"] == "ingress" and ing[-1]["policies"] == ["t/b-from-a-range"]
-    entries = h.dp.policy_entries()
+    entries = h.dp.list_policy()
     ranged = [r for r in entries["rules"] if r["policy"] == "t/b-from-a-range"]
     assert {r["ports"] for r in ranged} == {"5000-5007", "5008-5009", "5010"}  # 5000..5010 as port prefixes
     assert {x["cidr"] for x in entries["cidrs"]} == {"10.42.0.0/24", f"{b.ip}/32"}
@@ -228,10 +233,8 @@ spec:
     # restart: a fresh programmer adopts the live maps; the agent's full resend writes nothing
     fresh = PolicyProgrammer(h.dp.maps)
     fresh.adopt_live()
-    full = [endpoint_wire(ep, h.state.pods[k].ip or "") for k, ep in h.engine.endpoints.items()]
-    from novanet_ebpf_policy.policymap import parse_endpoint
-
-    st2 = fresh.apply([parse_endpoint(w) for w in full], [], full=True)
+    full = [encode_endpoint(ep, h.state.pods[k].ip or "") for k, ep in h.engine.endpoints.items()]
+    st2 = fresh.apply(decode_update(encode_update(full, [], True)).upserts, [], full=True)
     assert not st2.changed(), st2
 
 
@@ -241,8 +244,37 @@ def _rule_keys(h: Harness) -> list[str]:
 
 def test_bad_wire_input_names_the_field(h: Harness) -> None:
     from novanet_core.backends import ConfigError
+    from novanet_core.policy.wire import WireError
 
-    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.ingress\.rules\[0\]\.ports\[0\]\.protocol"):
-        h.dp.apply_endpoint_policies([{"ip": h.topo.pods["a"].ip, "ingress": {"isolated": True, "rules": [
-            {"peer": {"any": True}, "ports": [{"protocol": "ICMP", "first": 1, "last": 1}]}]}}])
+    with pytest.raises(WireError, match=r"endpoints\[0\]\.ingress\.rules\[0\]\.ports\[0\]\.protocol"):
+        h.apply_wire({"endpoints": [{"ip": h.topo.pods["a"].ip, "ingress": {"isolated": True, "rules": [
+            {"peer": {"any": True}, "ports": [{"protocol": "ICMP", "first": 1, "last": 1}]}]}}]})
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.ip: .* IPv4"):
+        h.apply_wire({"endpoints": [{"ip": "fd00::1"}]})
     assert os.path.exists(Path(h.topo.bpf_root) / "ep_policy")
+
+
+def test_endpoint_add_takes_the_policy_out_again_when_the_endpoint_fails(h: Harness) -> None:
+    """``dp.endpoint.add`` through the real dataplane host: the policy is written first, and a
+    failing endpoint (its host interface does not exist) leaves neither behind."""
+    import dataclasses
+
+    from novanet_ebpf_policy.backend import DatapathError
+
+    from novanet_core.dataplane.service import DataplaneService
+
+    svc = DataplaneService(h.dp)
+    add = svc.router().get("dp.endpoint.add")
+    assert add is not None
+    a = h.topo.pods["a"]
+    ghost = dataclasses.replace(a.endpoint(h.topo.gateway), ip="10.42.0.250", host_ifname="nvnotthere01")
+    policy = encode_endpoint(h.engine.endpoints["t/a"], ghost.ip)
+    with pytest.raises(DatapathError, match="nvnotthere01"):
+        add[0]({"endpoint": ghost.to_dict(), "policy": policy})
+    assert ghost.ip not in {e["ip"] for e in h.dp.list_endpoints()}
+    assert ghost.ip not in {e["ip"] for e in h.dp.list_policy()["endpoints"]}
+    # the same call for a real interface programs both
+    res = add[0]({"endpoint": a.endpoint(h.topo.gateway).to_dict(), "policy": encode_endpoint(h.engine.endpoints["t/a"],
+                                                                                                a.ip)})
+    assert res["policy"] is True
+    assert a.ip in {e["ip"] for e in h.dp.list_policy()["endpoints"]}

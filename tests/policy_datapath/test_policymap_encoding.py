@@ -13,13 +13,12 @@ from novanet_ebpf_policy.policymap import (
     PEER_BITS,
     CidrIndex,
     PeerKind,
-    parse_endpoint,
     port_prefixes,
     rule_key,
     set_entries,
+    set_rules,
 )
 
-from novanet_core.agent.policy_sync import endpoint_wire
 from novanet_core.policy import (
     AnyPeer,
     CidrPeer,
@@ -29,6 +28,7 @@ from novanet_core.policy import (
     PortRange,
     Rule,
 )
+from novanet_core.policy.wire import decode_endpoint, encode_endpoint
 from novanet_core.protocols import IP_PROTOCOLS
 
 
@@ -102,11 +102,12 @@ def test_entries_decide_like_the_compiled_form(rule_specs: list, packets: list) 
     rules = tuple(Rule(p, ports, "ns/pol", f"ingress[{i}]") for i, (p, ports) in enumerate(rule_specs))
     ep = EndpointPolicy("ns/pod", 400, "10.7.0.1", "n", DirectionPolicy(True, rules, ("ns/pol",)),
                         DirectionPolicy(False))
-    spec = parse_endpoint(endpoint_wire(ep, "10.7.0.1"))
-    prefixes = {r.cidr for r in spec.ingress.rules if r.kind == PeerKind.CIDR}
-    prefixes |= {e for r in spec.ingress.rules if r.kind == PeerKind.CIDR for e in r.excepts}
+    spec = set_rules(decode_endpoint(encode_endpoint(ep, "10.7.0.1")).ingress)
+    assert spec is not None
+    prefixes = {r.cidr for r in spec if r.kind == PeerKind.CIDR}
+    prefixes |= {e for r in spec if r.kind == PeerKind.CIDR for e in r.excepts}
     cidrs = CidrIndex({p: i + 1 for i, p in enumerate(sorted(prefixes))})
-    entries = set_entries(7, spec.ingress.rules, cidrs)
+    entries = set_entries(7, spec, cidrs)
     for ident, ip, proto, port in packets:
         want = ep.ingress.check(ident, ip, proto, port).allowed
         got = datapath_allows(entries, cidrs, ident, ip, IP_PROTOCOLS[proto], port)
@@ -116,6 +117,7 @@ def test_entries_decide_like_the_compiled_form(rule_specs: list, packets: list) 
 def test_any_protocol_rule_stops_before_the_protocol_byte() -> None:
     ep = EndpointPolicy("ns/p", 400, "10.7.0.1", "n", DirectionPolicy(True, (Rule(AnyPeer(), None, "ns/a", "ingress[0]"),)),
                         DirectionPolicy(False))
-    spec = parse_endpoint(endpoint_wire(ep, "10.7.0.1"))
-    entries = set_entries(7, spec.ingress.rules, CidrIndex({}))
+    spec = set_rules(decode_endpoint(encode_endpoint(ep, "10.7.0.1")).ingress)
+    assert spec is not None
+    entries = set_entries(7, spec, CidrIndex({}))
     assert [int.from_bytes(k[:4], "little") for k in entries] == [PEER_BITS]

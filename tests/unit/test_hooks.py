@@ -22,6 +22,7 @@ from novanet_core.config.models import NovaNetConfig
 from novanet_core.hookspecs import hookimpl
 from novanet_core.metrics import start_metrics
 from novanet_core.plugins.manager import PluginHost
+from novanet_core.types import IpamAllocation
 
 
 def plugin(name: str, **hooks) -> types.ModuleType:
@@ -39,6 +40,24 @@ def host_with(*plugins, **cfg) -> PluginHost:
 class FakeIpam:  # a real object implementing the protocol, as a third-party backend would
     def __init__(self, ctx):
         self.ctx = ctx
+
+    def allocate(self, request):
+        return IpamAllocation(request.container_id, request.ifname, "10.42.0.2", 24, "10.42.0.1")
+
+    def release(self, container_id, ifname):
+        return []
+
+    def get(self, container_id, ifname):
+        return None
+
+    def list(self):
+        return []
+
+    def gc(self, valid):
+        return []
+
+    def status(self):
+        return {"ready": True, "capacity": 0, "allocated": 0}
 
 
 def test_hook_novanet_register_backends_selects_by_config_and_reports_conflicts():

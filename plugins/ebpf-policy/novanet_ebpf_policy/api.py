@@ -113,14 +113,9 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         """Recompile the programs and swap them atomically into every attachment."""
         return be().reload()
 
-    def policy_apply(p: dict[str, Any]) -> dict[str, Any]:
-        """Compiled NetworkPolicy for local endpoints: endpoints (wire form), delete (IPs), full (replace all)."""
-        full = _flag(p, "full")
-        return be().apply_endpoint_policies(p.get("endpoints", []), p.get("delete", []), full)
-
     def policy_entries(p: dict[str, Any]) -> dict[str, Any]:
         """The live NetworkPolicy maps decoded: rule entries (set, peer, protocol, ports, policy), CIDRs, endpoints."""
-        return be().policy_entries()
+        return be().list_policy()
 
     for name, fn, stream in (
         ("ebpf.flows", flows, True), ("ebpf.drops", drops, False), ("ebpf.bpf_stats", bpf_stats, False),
@@ -128,7 +123,7 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         ("ebpf.policy_list", policy_list, False), ("ebpf.policy_upsert", policy_upsert, False),
         ("ebpf.policy_delete", policy_delete, False), ("ebpf.policy_sync", policy_sync, False),
         ("ebpf.tunnel_upsert", tunnel_upsert, False), ("ebpf.tunnel_delete", tunnel_delete, False),
-        ("ebpf.reload", reload, False), ("policy.apply", policy_apply, False),
+        ("ebpf.reload", reload, False),
         ("ebpf.policy_entries", policy_entries, False),
     ):
         router.add(name, _guard(fn), stream=stream)

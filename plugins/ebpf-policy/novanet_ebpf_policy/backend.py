@@ -9,10 +9,12 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import bpffs, ktree, pinned, stats, syscall
+from novanet_core.policy import EndpointPolicy
 from novanet_core.protocols import RTPROT_NOVANET, protocol_number
 from novanet_core.types import Endpoint, RemoteEndpoint
 from novanet_ebpf_policy import maps as mapsmod
@@ -32,7 +34,7 @@ from novanet_ebpf_policy.layouts import (
     TunnelKey,
     TunnelValue,
 )
-from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry, parse_endpoint
+from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> in
 
 class EbpfDatapath:
     name = "ebpf"
+    capabilities = frozenset({"policy", "flows"})
 
     def __init__(self, ctx: BackendContext):
         cfg = ctx.config
@@ -405,30 +408,27 @@ class EbpfDatapath:
         m.config_set(ConfigKey.POLICY_COUNT, m.count("policies"))
         self._bump_policy_revision()
 
-    # ------------------------------------------------------------------ compiled NetworkPolicy
-    def apply_endpoint_policies(self, upserts: list[Any], deletes: list[Any] | None = None,
-                                full: bool = False) -> dict[str, Any]:
-        """Program compiled NetworkPolicy for local endpoints (wire form: policymap.parse_endpoint).
+    # ------------------------------------------------------------------ section: policy
+    def apply_policy(self, upserts: Sequence[EndpointPolicy], deletes: Sequence[str] = (),
+                     full: bool = False) -> dict[str, Any]:
+        """Program compiled NetworkPolicy for local endpoints (``EndpointPolicy.ip`` set).
 
         ``full`` replaces everything (endpoints not listed lose their entry); otherwise only the
         listed endpoints change. Returns what was written and the new policy revision.
         """
-        if not isinstance(upserts, list):
-            raise ConfigError("endpoints: must be a list")
-        dels = deletes or []
-        if not isinstance(dels, list) or not all(isinstance(d, str) for d in dels):
-            raise ConfigError("delete: must be a list of IP strings")
-        specs = [parse_endpoint(d, f"endpoints[{i}]") for i, d in enumerate(upserts)]
+        for i, ep in enumerate(upserts):
+            if ep.ip is None or ipaddress.ip_address(ep.ip).version != 4:
+                raise ConfigError(f"endpoints[{i}].ip: {ep.ip!r} is not an IPv4 address (this datapath is IPv4 only)")
         with self._lock:
             if self.policy is None:
                 raise DatapathError("ebpf datapath is not started")
-            st = self.policy.apply(specs, dels, full)
+            st = self.policy.apply(upserts, deletes, full)
             if st.changed():
                 self._bump_policy_revision()
             return {**st.__dict__, "revision": self._m().config_get(ConfigKey.POLICY_REVISION),
                     "rules": self.policy.rule_count()}
 
-    def policy_entries(self) -> dict[str, Any]:
+    def list_policy(self) -> dict[str, Any]:
         """The live policy maps decoded: rule entries, CIDR ids, endpoint pointers."""
         with self._lock:
             m, pol = self._m(), self.policy
@@ -439,18 +439,25 @@ class EbpfDatapath:
             for r in rules:
                 r["used_by"] = [{"ip": ip, "pod": pod, "direction": d} for ip, pod, d in users.get(r["set"], [])]
             eps = []
-            for ip, ep in sorted(pol.endpoints.items()):
-                eps.append({"ip": ip, "pod": ep.pod, "identity": ep.identity,
-                            "ingress": {"isolated": ep.ingress.isolated,
-                                        "set": pol.by_rules.get(ep.ingress.rules) if ep.ingress.isolated else None,
-                                        "selected_by": list(ep.ingress.selected_by)},
-                            "egress": {"isolated": ep.egress.isolated,
-                                       "set": pol.by_rules.get(ep.egress.rules) if ep.egress.isolated else None,
-                                       "selected_by": list(ep.egress.selected_by)}})
+            for ip, prog in sorted(pol.endpoints.items()):
+                row: dict[str, Any] = {"ip": ip, "pod": prog.policy.pod, "identity": prog.policy.identity}
+                for name, rules_ in prog.sets():
+                    row[name] = {"isolated": rules_ is not None,
+                                 "set": pol.by_rules.get(rules_) if rules_ is not None else None,
+                                 "selected_by": list(prog.policy.direction(name).selected_by)}
+                eps.append(row)
             return {"rules": sorted(rules, key=lambda r: (r["set"], r["peer_kind"], str(r.get("peer_identity", "")),
                                                           str(r.get("peer_cidr", "")), r["protocol"], r["ports"])),
                     "cidrs": [{"cidr": c, "id": i} for c, i in sorted(pol.cidr_ids.items(), key=lambda x: x[1])],
                     "endpoints": eps, "revision": m.config_get(ConfigKey.POLICY_REVISION)}
+
+    # ------------------------------------------------------------------ section: flows
+    def flow_events(self, identity: int = 0, drops_only: bool = False, follow: bool = False,
+                    limit: int = 100) -> Iterator[dict[str, Any]]:
+        """Recent flow events (the last ``limit``), then with ``follow`` new ones as they come."""
+        if follow:
+            return self.flows.follow(identity, drops_only, limit)
+        return iter(self.flows.recent(identity, drops_only, limit))
 
     # ------------------------------------------------------------------ tunnels / egress
     def upsert_tunnel(self, node_ip: str, ifindex: int, vni: int, remote_ip: str | None = None) -> None:

@@ -26,13 +26,13 @@ import bisect
 import ipaddress
 import logging
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from novanet_core.backends import ConfigError
 from novanet_core.identity import fnv1a32
-from novanet_core.protocols import IP_PROTOCOLS, L4_PROTOCOLS, protocol_name
+from novanet_core.policy import AnyPeer, CidrPeer, DirectionPolicy, EndpointPolicy, IdentityPeer, Rule
+from novanet_core.protocols import IP_PROTOCOLS, protocol_name
 from novanet_ebpf_policy.layouts import RULE_KEY_BITS, EpPolicyFlag, PeerKind
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def rule_ref(policy: str, origin: str) -> int:
 
 
 @dataclass(frozen=True)
-class NRule:
-    """One allow rule as the datapath sees it (an IdentityPeer with n identities is n NRules)."""
+class TrieRule:
+    """One allow rule as the trie encodes it (an IdentityPeer with n identities is n of these)."""
 
     kind: int  # PeerKind
     peer: int  # identity (IDENTITY), else 0
@@ -90,124 +90,60 @@ class NRule:
     ref: int  # rule_ref(policy, origin)
 
 
-def _order(r: NRule) -> tuple[Any, ...]:
+# A policy set is known by its rules: sorted and deduplicated, so equal lists share one set.
+SetRules = tuple[TrieRule, ...]
+
+
+def _order(r: TrieRule) -> tuple[Any, ...]:
     return (r.kind, r.peer, r.cidr, r.excepts, r.ports is not None, r.ports or (), r.ref)
 
 
-@dataclass(frozen=True)
-class DirSpec:
-    isolated: bool
-    rules: tuple[NRule, ...]  # sorted, deduplicated: the set's identity
-    selected_by: tuple[str, ...]
-    refs: tuple[tuple[int, str], ...] = ()  # ref -> "policy origin", for listings
+def _trie_rules(r: Rule) -> list[TrieRule]:
+    ports = None if r.ports is None else tuple(sorted({(IP_PROTOCOLS[p.protocol], p.first, p.last)
+                                                       for p in r.ports}))
+    ref = rule_ref(r.policy, r.origin)
+    if isinstance(r.peer, AnyPeer):
+        return [TrieRule(PeerKind.ANY, 0, "", (), ports, ref)]
+    if isinstance(r.peer, IdentityPeer):
+        return [TrieRule(PeerKind.IDENTITY, i, "", (), ports, ref) for i in sorted(r.peer.identities)]
+    assert isinstance(r.peer, CidrPeer)
+    net = ipaddress.ip_network(r.peer.cidr, strict=False)
+    if net.version != 4:
+        return []  # an IPv4-only datapath: an IPv6 block can match no packet
+    exc = tuple(sorted(str(ipaddress.ip_network(e, strict=False)) for e in r.peer.excepts))
+    return [TrieRule(PeerKind.CIDR, 0, str(net), exc, ports, ref)]
 
 
-@dataclass(frozen=True)
-class EpSpec:
-    ip: str
-    pod: str
-    identity: int
-    ingress: DirSpec
-    egress: DirSpec
-
-
-def _fail(field_: str, msg: str) -> ConfigError:
-    return ConfigError(f"{field_}: {msg}")
-
-
-def _parse_ports(v: Any, where: str) -> tuple[tuple[int, int, int], ...] | None:
-    if v is None:
+def set_rules(d: DirectionPolicy, refs: dict[int, str] | None = None) -> SetRules | None:
+    """The policy set an isolated direction needs (``None`` when it is not isolated); fills
+    ``refs`` with rule ref -> "policy origin" for listings."""
+    if not d.isolated:
         return None
-    if not isinstance(v, list):
-        raise _fail(where, f"{v!r} is not a list or null")
-    out = set()
-    for i, p in enumerate(v):
-        w = f"{where}[{i}]"
-        if not isinstance(p, dict):
-            raise _fail(w, f"{p!r} is not an object")
-        proto = p.get("protocol")
-        if proto not in L4_PROTOCOLS:
-            raise _fail(f"{w}.protocol", f"{proto!r} is not one of {', '.join(L4_PROTOCOLS)}")
-        first, last = p.get("first"), p.get("last")
-        if not (isinstance(first, int) and isinstance(last, int) and 0 <= first <= last <= 65535):
-            raise _fail(w, f"first/last {first!r}..{last!r} is not a port range within 0..65535")
-        out.add((IP_PROTOCOLS[proto], first, last))
-    return tuple(sorted(out))
+    rules: set[TrieRule] = set()
+    for r in d.rules:
+        trs = _trie_rules(r)
+        rules.update(trs)
+        if refs is not None:
+            for t in trs:
+                refs[t.ref] = f"{r.policy} {r.origin}"
+    return tuple(sorted(rules, key=_order))
 
 
-def _parse_rule(r: Any, where: str) -> tuple[list[NRule], str]:
-    if not isinstance(r, dict):
-        raise _fail(where, f"{r!r} is not an object")
-    policy, origin = r.get("policy", ""), r.get("origin", "")
-    if not isinstance(policy, str) or not isinstance(origin, str):
-        raise _fail(where, "policy and origin must be strings")
-    ports = _parse_ports(r.get("ports"), f"{where}.ports")
-    ref = rule_ref(policy, origin)
-    peer = r.get("peer")
-    if not isinstance(peer, dict):
-        raise _fail(f"{where}.peer", f"{peer!r} is not an object")
-    if peer.get("any"):
-        return [NRule(PeerKind.ANY, 0, "", (), ports, ref)], f"{policy} {origin}"
-    if "identities" in peer:
-        ids = peer["identities"]
-        if not isinstance(ids, list) or not all(isinstance(i, int) and 0 < i < 2**32 for i in ids):
-            raise _fail(f"{where}.peer.identities", f"{ids!r} is not a list of identities")
-        return [NRule(PeerKind.IDENTITY, i, "", (), ports, ref) for i in sorted(set(ids))], f"{policy} {origin}"
-    if "cidr" in peer:
-        try:
-            net = ipaddress.ip_network(peer["cidr"], strict=False)
-            exc = tuple(sorted(str(ipaddress.ip_network(e, strict=False)) for e in peer.get("except") or ()))
-        except (TypeError, ValueError) as e:
-            raise _fail(f"{where}.peer", f"bad CIDR ({e})") from None
-        if net.version != 4:
-            return [], f"{policy} {origin}"  # an IPv4-only datapath: an IPv6 block can match no packet
-        return [NRule(PeerKind.CIDR, 0, str(net), exc, ports, ref)], f"{policy} {origin}"
-    raise _fail(f"{where}.peer", "needs one of any, identities, cidr")
+@dataclass(frozen=True)
+class _Programmed:
+    """One endpoint's compiled policy and the sets its two directions point at."""
 
+    policy: EndpointPolicy
+    ingress: SetRules | None  # None: not isolated
+    egress: SetRules | None
 
-def _parse_dir(d: Any, where: str) -> DirSpec:
-    if not isinstance(d, dict):
-        raise _fail(where, f"{d!r} is not an object")
-    isolated = d.get("isolated", False)
-    if not isinstance(isolated, bool):
-        raise _fail(f"{where}.isolated", f"{isolated!r} is not a boolean")
-    rules: set[NRule] = set()
-    refs: dict[int, str] = {}
-    raw = d.get("rules") or []
-    if not isinstance(raw, list):
-        raise _fail(f"{where}.rules", "must be a list")
-    for i, r in enumerate(raw):
-        nrs, name = _parse_rule(r, f"{where}.rules[{i}]")
-        rules.update(nrs)
-        for n in nrs:
-            refs[n.ref] = name
-    sel = d.get("selected_by") or []
-    if not isinstance(sel, list) or not all(isinstance(s, str) for s in sel):
-        raise _fail(f"{where}.selected_by", "must be a list of policy names")
-    if not isolated:
-        return DirSpec(False, (), tuple(sel))
-    return DirSpec(True, tuple(sorted(rules, key=_order)), tuple(sel), tuple(sorted(refs.items())))
-
-
-def parse_endpoint(d: Any, where: str = "endpoint") -> EpSpec:
-    """The wire form the agent sends (``novanet_core.agent.policy_sync.endpoint_wire``)."""
-    if not isinstance(d, dict):
-        raise _fail(where, f"{d!r} is not an object")
-    ip = d.get("ip")
-    try:
-        ipaddress.IPv4Address(str(ip))
-    except ValueError:
-        raise _fail(f"{where}.ip", f"{ip!r} is not an IPv4 address") from None
-    ident = d.get("identity", 0)
-    if not isinstance(ident, int):
-        raise _fail(f"{where}.identity", f"{ident!r} is not an integer")
-    return EpSpec(str(ip), str(d.get("pod", "")), ident, _parse_dir(d.get("ingress", {}), f"{where}.ingress"),
-                  _parse_dir(d.get("egress", {}), f"{where}.egress"))
+    def sets(self) -> tuple[tuple[str, SetRules | None], ...]:
+        return (("ingress", self.ingress), ("egress", self.egress))
 
 
 @dataclass
 class _Set:
-    rules: tuple[NRule, ...] | None  # None: adopted from live maps, content unknown until matched
+    rules: SetRules | None  # None: adopted from live maps, content unknown until matched
     entries: dict[bytes, bytes] = field(default_factory=dict)
 
 
@@ -228,7 +164,7 @@ class CidrIndex:
                 yield net
 
 
-def set_entries(set_id: int, rules: Iterable[NRule], cidrs: CidrIndex) -> dict[bytes, bytes]:
+def set_entries(set_id: int, rules: Iterable[TrieRule], cidrs: CidrIndex) -> dict[bytes, bytes]:
     """Every trie entry of one policy set (value: the lowest rule ref producing that key)."""
     out: dict[bytes, int] = {}
 
@@ -293,10 +229,10 @@ class PolicyProgrammer:
 
     def __init__(self, maps: MapIO):
         self.m = maps
-        self.endpoints: dict[str, EpSpec] = {}
+        self.endpoints: dict[str, _Programmed] = {}
         self.ep_values: dict[str, bytes] = {}  # ip -> ep_policy value as written
         self.sets: dict[int, _Set] = {}
-        self.by_rules: dict[tuple[NRule, ...], int] = {}
+        self.by_rules: dict[SetRules, int] = {}
         self.cidr_ids: dict[str, int] = {}
         self.refs: dict[int, str] = {}
         self._next_set = 1
@@ -324,24 +260,25 @@ class PolicyProgrammer:
         return {"sets": len(self.sets), "cidrs": len(self.cidr_ids), "endpoints": len(self.ep_values)}
 
     # ------------------------------------------------------------------ apply
-    def apply(self, upserts: list[EpSpec], deletes: Iterable[str] = (), full: bool = False) -> ApplyStats:
+    def apply(self, upserts: Sequence[EndpointPolicy], deletes: Iterable[str] = (), full: bool = False) -> ApplyStats:
+        """Program ``upserts`` (``EndpointPolicy.ip`` set, IPv4), drop ``deletes``; ``full``
+        replaces everything."""
         st = ApplyStats()
         desired = {} if full else dict(self.endpoints)
         for ip in deletes:
             desired.pop(ip, None)
-        for ep in upserts:
-            desired[ep.ip] = ep
+        new = [_Programmed(ep, set_rules(ep.ingress, self.refs), set_rules(ep.egress, self.refs)) for ep in upserts]
+        for prog in new:
+            assert prog.policy.ip is not None
+            desired[prog.policy.ip] = prog
         st.endpoints = len(desired)
-        for ep in desired.values():
-            for d in (ep.ingress, ep.egress):
-                self.refs.update(d.refs)
 
         # 1. which rule lists are needed, and by how many directions
-        wanted: dict[tuple[NRule, ...], int] = {}
-        for ep in desired.values():
-            for d in (ep.ingress, ep.egress):
-                if d.isolated:
-                    wanted[d.rules] = wanted.get(d.rules, 0) + 1
+        wanted: dict[SetRules, int] = {}
+        for prog in desired.values():
+            for _, rules in prog.sets():
+                if rules is not None:
+                    wanted[rules] = wanted.get(rules, 0) + 1
 
         # 2. CIDR prefixes in use (cidrs and excepts of every wanted rule); ids stay per prefix
         prefixes: set[str] = set()
@@ -361,16 +298,16 @@ class PolicyProgrammer:
 
         # 3. a set id per wanted rule list: existing, adopted (same entries), reused in place
         #    (an old list nobody wants any more, taken over by one that replaced it), or new
-        assign: dict[tuple[NRule, ...], int] = {}
+        assign: dict[SetRules, int] = {}
         free_old = [sid for sid, s in self.sets.items() if s.rules is not None and s.rules not in wanted]
-        moved_from: dict[tuple[NRule, ...], list[int]] = {}
-        for ep in upserts:
-            old = self.endpoints.get(ep.ip)
+        moved_from: dict[SetRules, list[int]] = {}
+        for prog in new:
+            old = self.endpoints.get(prog.policy.ip or "")
             if old is None:
                 continue
-            for od, nd in ((old.ingress, ep.ingress), (old.egress, ep.egress)):
-                if od.isolated and nd.isolated and od.rules != nd.rules and od.rules in self.by_rules:
-                    moved_from.setdefault(nd.rules, []).append(self.by_rules[od.rules])
+            for od, nd in ((old.ingress, prog.ingress), (old.egress, prog.egress)):
+                if od is not None and nd is not None and od != nd and od in self.by_rules:
+                    moved_from.setdefault(nd, []).append(self.by_rules[od])
         # restart: a live set with exactly the entries this list needs keeps its id (compared with
         # the set id zeroed)
         orphans = {frozenset((_reset_set(k), v) for k, v in s.entries.items()): sid
@@ -417,10 +354,10 @@ class PolicyProgrammer:
                 self.m.update("policy_cidrs", cidr_key(ipaddress.IPv4Network(p)), CIDR_VALUE.pack(cid))
                 st.cidrs_added += 1
         new_values: dict[str, bytes] = {}
-        for ip, ep in desired.items():
-            i = assign[ep.ingress.rules] if ep.ingress.isolated else 0
-            e = assign[ep.egress.rules] if ep.egress.isolated else 0
-            new_values[ip] = _ep_value(i, e, ep.ingress.isolated, ep.egress.isolated)
+        for ip, prog in desired.items():
+            i = assign[prog.ingress] if prog.ingress is not None else 0
+            e = assign[prog.egress] if prog.egress is not None else 0
+            new_values[ip] = _ep_value(i, e, prog.ingress is not None, prog.egress is not None)
             if self.ep_values.get(ip) != new_values[ip]:
                 self.m.update("ep_policy", ip_key(ip), new_values[ip])
                 st.ep_written += 1
@@ -449,10 +386,10 @@ class PolicyProgrammer:
     def set_users(self) -> dict[int, list[tuple[str, str, str]]]:
         """set id -> [(ip, pod, direction)]."""
         out: dict[int, list[tuple[str, str, str]]] = {}
-        for ip, ep in self.endpoints.items():
-            for name, d in (("ingress", ep.ingress), ("egress", ep.egress)):
-                if d.isolated:
-                    out.setdefault(self.by_rules[d.rules], []).append((ip, ep.pod, name))
+        for ip, prog in self.endpoints.items():
+            for name, rules in prog.sets():
+                if rules is not None:
+                    out.setdefault(self.by_rules[rules], []).append((ip, prog.policy.pod, name))
         return out
 
     def rule_count(self) -> int:
@@ -465,12 +402,12 @@ class PolicyProgrammer:
         if policy_dir not in (1, 2):
             return "", []
         ip, name = (src_ip, "egress") if policy_dir == 1 else (dst_ip, "ingress")
-        ep = self.endpoints.get(ip)
-        if ep is None:
+        prog = self.endpoints.get(ip)
+        if prog is None:
             return f"{name} of {ip}: no policy allowed it", []
-        d = ep.ingress if policy_dir == 2 else ep.egress
+        d = prog.policy.direction(name)
         why = f"isolated by {', '.join(d.selected_by)}" if d.selected_by else "isolated by defaultDeny"
-        return f"{name} of {ep.pod} {why}: no policy allowed it", list(d.selected_by)
+        return f"{name} of {prog.policy.pod} {why}: no policy allowed it", list(d.selected_by)
 
 
 def _reset_set(k: bytes) -> bytes:
