@@ -28,19 +28,26 @@ def labels(kind: str, name: str, path: str, v: Any) -> dict[str, str]:
     for k, val in v.items():
         if not isinstance(k, str) or not k:
             raise ObjectError(kind, name, path, f"label key {k!r} must be a non-empty string")
-        if isinstance(val, bool) or val is None:
+        if isinstance(val, (bool, Mapping, list)) or val is None:
             raise ObjectError(kind, name, f"{path}.{k}", "label value must be a string")
         out[k] = str(val)
     return out
 
 
 def ip(kind: str, name: str, path: str, v: Any) -> str | None:
-    if v in (None, ""):
+    if v is None or v == "":
         return None
+    if not isinstance(v, str):  # ip_address() would take an int as an address
+        raise ObjectError(kind, name, path, f"{v!r} is not an IP address string")
     try:
         return str(ipaddress.ip_address(v))
     except ValueError:
         raise ObjectError(kind, name, path, f"{v!r} is not an IP address") from None
+
+
+def _object_name_ok(v: str) -> bool:
+    # "/" joins namespace and name into the object key; the rest can never be a Kubernetes name.
+    return len(v) <= 253 and "/" not in v and v.isprintable() and not any(c.isspace() for c in v)
 
 
 def meta(obj: Mapping[str, Any], kind: str, namespaced: bool) -> tuple[str, str, dict[str, str]]:
@@ -50,9 +57,14 @@ def meta(obj: Mapping[str, Any], kind: str, namespaced: bool) -> tuple[str, str,
     name = m.get("name")
     if not isinstance(name, str) or not name:
         raise ObjectError(kind, "?", "metadata.name", "is required")
+    if not _object_name_ok(name):
+        raise ObjectError(kind, "?", "metadata.name",
+                          f"{name[:80]!r} is not a valid object name (no '/', spaces or control characters)")
     ns = m.get("namespace") or ("default" if namespaced else "")
     if namespaced and not isinstance(ns, str):
         raise ObjectError(kind, name, "metadata.namespace", "must be a string")
+    if namespaced and not _object_name_ok(ns):
+        raise ObjectError(kind, name, "metadata.namespace", f"{ns[:80]!r} is not a valid namespace name")
     return name, ns, labels(kind, name, "metadata.labels", m.get("labels"))
 
 

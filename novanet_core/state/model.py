@@ -173,11 +173,16 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
     if kind == "Node":
         name, _, labels = _meta(obj, kind, False)
         ip = None
-        for i, a in enumerate(status.get("addresses") or []):
+        addresses = status.get("addresses") or []
+        if not isinstance(addresses, list):
+            raise ObjectError(kind, name, "status.addresses", "must be a list")
+        for i, a in enumerate(addresses):
             if isinstance(a, Mapping) and a.get("type") == "InternalIP":
                 ip = _ip(kind, name, f"status.addresses[{i}].address", a.get("address"))
         cidr = spec.get("podCIDR")
         if cidr is not None:
+            if not isinstance(cidr, str):
+                raise ObjectError(kind, name, "spec.podCIDR", f"{cidr!r} is not a CIDR string")
             try:
                 cidr = str(ipaddress.ip_network(cidr, strict=True))
             except ValueError as e:
@@ -196,11 +201,14 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
             if not isinstance(c, Mapping):
                 raise ObjectError(kind, name, f"spec.containers[{ci}]", "must be a map")
             ports.extend(parse_ports(kind, name, f"spec.containers[{ci}].ports", c.get("ports")))
+        node = spec.get("nodeName") or None
+        if node is not None and not isinstance(node, str):
+            raise ObjectError(kind, name, "spec.nodeName", "must be a string")
         return Pod(
             namespace=ns,
             name=name,
             labels=labels,
-            node=spec.get("nodeName") or None,
+            node=node,
             ip=_ip(kind, name, "status.podIP", status.get("podIP")),
             host_ip=_ip(kind, name, "status.hostIP", status.get("hostIP")),
             ports=tuple(ports),

@@ -1,0 +1,38 @@
+"""Each input the fuzzers found mishandled, kept as a fixed case so the fix cannot regress even
+when a short fuzz run does not happen to reach it again."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from novanet_core.state.model import ObjectError, parse_object
+from tests.fuzz import seeds
+
+
+def _with(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    d = copy.deepcopy(doc)
+    t = d
+    for p in path[:-1]:
+        t = t[p]
+    t[path[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize("doc, field", [
+    (_with(seeds.POD, ("status",), [{"podIP": "10.42.1.5"}]), "status"),  # AttributeError: list.get
+    (_with(seeds.NODE, ("status", "addresses"), True), "status.addresses"),  # TypeError: bool not iterable
+    (_with(seeds.NODE, ("status",), ["x"]), "status"),  # AttributeError: list.get
+    (_with(seeds.NODE, ("spec", "podCIDR"), 2147483648), "spec.podCIDR"),  # int taken as 128.0.0.0/32
+    (_with(seeds.POD, ("status", "podIP"), 167772161), "status.podIP"),  # int taken as 10.0.0.1
+    (_with(seeds.POD, ("spec", "nodeName"), ["node-1"]), "spec.nodeName"),  # list kept as the node name
+    (_with(seeds.POD, ("metadata", "labels"), {"app": {"a": 1}}), "metadata.labels.app"),  # map kept as str(map)
+    (_with(seeds.POD, ("metadata", "name"), "a/b"), "metadata.name"),  # "/" made x/a/b, an ambiguous key
+    (_with(seeds.POD, ("metadata", "namespace"), "x y"), "metadata.namespace"),
+])
+def test_manifest_field_errors(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(ObjectError) as ei:
+        parse_object(doc)
+    assert ei.value.path == field, str(ei.value)
