@@ -9,14 +9,16 @@ from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.agent.service import Agent, CniFailure
 from novanet_core.api.protocol import ApiError
 from novanet_core.api.router import ApiRouter
+from novanet_core.cni import protocol as cni
 from novanet_core.services import sync as service_sync
 
 
-def _cni(fn: Any) -> Any:
+def _cni(fn: Any, method: str) -> Any:
     def handler(params: dict[str, Any]) -> Any:
-        for key in ("containerID", "ifname"):
-            if key in params and not isinstance(params[key], str):
-                raise ApiError("invalid_params", f"{key}: must be a string", {"cniCode": 4})
+        try:
+            cni.validate_request(params, method)
+        except cni.CniError as e:
+            raise ApiError("invalid_params", e.msg, {"cniCode": e.code, "detail": e.details}) from None
         try:
             return fn(params)
         except CniFailure as e:
@@ -30,11 +32,11 @@ def _cni(fn: Any) -> Any:
 
 def cni_router(agent: Agent) -> ApiRouter:
     r = ApiRouter()
-    r.add("cni.add", _cni(agent.cni_add), doc="CNI ADD")
-    r.add("cni.del", _cni(agent.cni_del), doc="CNI DEL")
-    r.add("cni.check", _cni(agent.cni_check), doc="CNI CHECK")
-    r.add("cni.status", _cni(lambda p: agent.cni_status()), doc="CNI STATUS")
-    r.add("cni.gc", _cni(agent.cni_gc), doc="CNI GC")
+    r.add("cni.add", _cni(agent.cni_add, "add"), doc="CNI ADD")
+    r.add("cni.del", _cni(agent.cni_del, "del"), doc="CNI DEL")
+    r.add("cni.check", _cni(agent.cni_check, "check"), doc="CNI CHECK")
+    r.add("cni.status", _cni(lambda p: agent.cni_status(), "status"), doc="CNI STATUS")
+    r.add("cni.gc", _cni(agent.cni_gc, "gc"), doc="CNI GC")
     return r
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ import click
 
 from novanet_core.agent.api_methods import cni_router, control_router
 from novanet_core.agent.service import Agent
-from novanet_core.api.server import ApiServer
+from novanet_core.api.server import ApiServer, Limits
 from novanet_core.backends import ConfigError
 from novanet_core.config.loader import load_config
 from novanet_core.logging_setup import setup_logging
@@ -29,6 +30,8 @@ log = logging.getLogger("novanet.agent")
               help="withdraw this node's routes when stopping (drain/uninstall); a restart keeps them")
 def main(config_path: str | None, log_level: str | None, withdraw_on_exit: bool) -> None:
     """Run the NovaNet agent for this node."""
+    # Whatever umask the runtime hands us, nothing we create is group- or world-writable.
+    os.umask(0o022)
     try:
         config = load_config(config_path, overrides={"logLevel": log_level} if log_level else None)
         setup_logging(config.logLevel, "novanet-agent")
@@ -44,10 +47,12 @@ def main(config_path: str | None, log_level: str | None, withdraw_on_exit: bool)
     except ConfigError as e:
         log.error("fatal: %s", e)
         sys.exit(2)
-    cni_srv = ApiServer(config.sockets.cni, cni_router(agent), root_only=True)
+    limits = Limits.from_config(config.api)
+    cni_srv = ApiServer(config.sockets.cni, cni_router(agent), root_only=True, limits=limits)
     ctl_router = control_router(agent)
     host.hook.novanet_register_api(router=ctl_router, component="agent")
-    ctl_srv = ApiServer(config.sockets.agent, ctl_router, root_only=True)
+    ctl_srv = ApiServer(config.sockets.agent, ctl_router, root_only=True, limits=limits)
+    agent.api_servers = {"cni": cni_srv, "agent": ctl_srv}
     for s in (cni_srv, ctl_srv):
         s.start()
         servers.append(s)

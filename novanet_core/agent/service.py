@@ -74,6 +74,7 @@ class Agent:
         # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
         self.timings: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
         self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
+        self.api_servers: dict[str, Any] = {}  # socket name -> ApiServer, set by main (limits, refusals)
 
     def _first_snapshot(self) -> ClusterState:
         # A node agent waits for its state source (an API server still starting, say) rather than
@@ -205,6 +206,10 @@ class Agent:
                 ep.identity = self.identities.lookup(ep.namespace, self._labels_for(ep.namespace, ep.pod, ep.labels))
                 ep.labels = dict(self._labels_for(ep.namespace, ep.pod, ep.labels))
                 self.store.put(ep)
+            # Settings and policy too: reconcile is the "make the datapath what I want" command,
+            # and a datapath changed behind the agent's back is fixed by it, not only by a restart.
+            if self.ready and self.sync_dataplane():
+                self.policy.resync()
             dp_removed, dp_added = self._reconcile_datapath()
             report["datapath_removed"], report["datapath_added"] = dp_removed, dp_added
         log.info("reconcile: %s", {k: len(v) for k, v in report.items()})
@@ -212,15 +217,21 @@ class Agent:
 
     def _reconcile_datapath(self) -> tuple[list[str], list[str]]:
         try:
-            live = {e["ip"]: e for e in self.dataplane.call("dp.endpoint.list", wait=0) if e.get("local", True)}
+            listed = self.dataplane.call("dp.endpoint.list", wait=0)
         except DataplaneUnavailable:
             return [], []
+        live = {e["ip"]: e for e in listed if e.get("local", True)}
+        live_remote = [e for e in listed if not e.get("local", True)]
         want = {e.ip: e for e in self.store.all()}
         removed = []
         for ip, e in live.items():
             if ip not in want:
                 self.dataplane.call("dp.endpoint.delete", {"ip": ip, "host_ifname": e.get("host_ifname")})
                 removed.append(ip)
+        for e in live_remote:
+            if e["ip"] not in self.remotes:  # a pod on another node that is gone (or never was)
+                self.dataplane.call("dp.remote.delete", {"ip": e["ip"]})
+                removed.append(e["ip"])
         added = []
         for ip, ep in want.items():
             cur = live.get(ip)
@@ -551,4 +562,5 @@ class Agent:
             "dataplane": dp,
             **({"routing": routing} if routing is not None else {}),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
+            "api": {name: srv.stats() for name, srv in self.api_servers.items()},
         }

@@ -17,6 +17,10 @@ class Unreachable(Exception):
     """The socket is missing or nobody listens (agent down or restarting)."""
 
 
+class _Closed(Unreachable):
+    """The server closed the connection (or reset it) without answering."""
+
+
 class ApiClient:
     def __init__(self, path: str, timeout: float | None = 30.0):
         self.path = path
@@ -57,35 +61,50 @@ class ApiClient:
             self._sock.sendall(msg.encode() + b"\n")
         except (BrokenPipeError, ConnectionResetError) as e:
             self.close()
-            raise Unreachable(f"{self.path}: connection lost ({e})") from None
+            raise _Closed(f"{self.path}: connection lost ({e})") from None
         return rid
 
     def _recv(self) -> dict[str, Any]:
         try:
             line = self._rfile.readline(MAX_LINE)
-        except (ConnectionResetError, TimeoutError) as e:
+        except ConnectionResetError as e:
+            self.close()
+            raise _Closed(f"{self.path}: no answer ({e})") from None
+        except TimeoutError as e:
             self.close()
             raise Unreachable(f"{self.path}: no answer ({e})") from None
         if not line:
             self.close()
-            raise Unreachable(f"{self.path}: connection closed by the server")
+            raise _Closed(f"{self.path}: connection closed by the server")
         return json.loads(line)
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def _roundtrip(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        reused = self._sock is not None
+        try:
+            self._send(method, params)
+            return self._recv()
+        except _Closed:
+            if not reused:
+                raise
+        # A kept-open connection the server has since closed (api.idleTimeoutSeconds, or a
+        # restart): once more on a fresh one before reporting the server unreachable.
         self._send(method, params)
-        resp = self._recv()
+        return self._recv()
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        resp = self._roundtrip(method, params)
         if "error" in resp:
             e = resp["error"]
             raise ApiError(e.get("code", "error"), e.get("message", ""), e.get("details"))
         return resp.get("result")
 
     def stream(self, method: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
-        self._send(method, params)
+        resp = self._roundtrip(method, params)
         while True:
-            resp = self._recv()
             if "error" in resp:
                 e = resp["error"]
                 raise ApiError(e.get("code", "error"), e.get("message", ""), e.get("details"))
             if resp.get("end"):
                 return
             yield resp.get("item")
+            resp = self._recv()

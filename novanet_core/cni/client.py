@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 API_VERSION = 1  # novanet_core.api.protocol.VERSION (not imported: it would pull in json)
+# Local API refusals that mean "not now" (novanet_core.api.server): CNI code 11.
+_BUSY = ("rate_limited", "too_many_connections")
 
 
 class Unreachable(Exception):
@@ -153,6 +155,8 @@ def run(env: dict[str, str], stdin: str | None) -> tuple[int, dict[str, Any] | N
                 raise CniError(ERR_NOT_AVAILABLE, f"NovaNet agent not reachable: {e}") from None
             raise CniError(ERR_TRY_AGAIN_LATER, f"NovaNet agent not reachable, try again later: {e}") from None
         except AgentError as e:
+            if e.code in _BUSY:  # the agent's API limits: the runtime retries later
+                raise CniError(ERR_TRY_AGAIN_LATER, f"NovaNet agent busy, try again later: {e.message}") from None
             d = e.details if isinstance(e.details, dict) else {}
             code = d.get("cniCode")
             detail = d.get("detail", "")

@@ -129,3 +129,42 @@ def validate_config(conf: Any, command: str) -> dict[str, Any]:
         if not isinstance(va, list) or not all(isinstance(a, dict) and isinstance(a.get("containerID"), str) for a in va):
             raise CniError(ERR_INVALID_CONFIG, "cni.dev/valid-attachments: must be a list of {containerID, ifname}")
     return conf
+
+
+def validate_request(params: Any, method: str) -> dict[str, Any]:
+    """The agent's check of a ``cni.<method>`` request from its socket: the same rules the client
+    applies to the environment and stdin, on the request's fields (a caller of the socket need
+    not be NovaNet's own client)."""
+    cmd = method.upper()
+    if not isinstance(params, dict):
+        raise CniError(ERR_INVALID_ENV, "params: must be an object")
+    conf = params.get("config", {})
+    if cmd in ("ADD", "DEL", "CHECK"):
+        for key in ("containerID", "ifname") + (("netns",) if cmd != "DEL" else ()):
+            if not isinstance(params.get(key), str) or not params.get(key):
+                raise CniError(ERR_INVALID_ENV, f"{key}: required string missing")
+        if params.get("netns") is not None and not isinstance(params["netns"], str):
+            raise CniError(ERR_INVALID_ENV, "netns: must be a string")
+        env = {"CNI_COMMAND": cmd, "CNI_CONTAINERID": params["containerID"], "CNI_IFNAME": params["ifname"],
+               "CNI_NETNS": params.get("netns") or ""}
+        if cmd == "DEL":
+            env.pop("CNI_NETNS")
+        validate_env(env)
+        args = params.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in args.items()):
+            raise CniError(ERR_INVALID_ENV, "args: must be a map of string to string (CNI_ARGS)")
+    if conf is None:
+        conf = {}
+    if not isinstance(conf, dict):
+        raise CniError(ERR_INVALID_CONFIG, "config: network configuration must be a JSON object")
+    if conf or cmd in ("CHECK", "GC"):
+        validate_config(conf, cmd)
+    if cmd == "CHECK" and "prevResult" in conf:
+        ips = conf["prevResult"].get("ips", []) if isinstance(conf["prevResult"], dict) else None
+        if not isinstance(ips, list) or not all(isinstance(i, dict) and isinstance(i.get("address", ""), str)
+                                                for i in ips):
+            raise CniError(ERR_INVALID_CONFIG, "prevResult.ips: must be a list of {address: CIDR string}")
+    return params
+

@@ -48,6 +48,21 @@ class SocketsConfig(_Model):
     dataplane: str = "/run/novanet/dataplane.sock"
 
 
+class ApiConfig(_Model):
+    """Limits on the local API sockets (agent, CNI, dataplane): callers are root, but a runaway
+    loop or a stuck client must not take a node's control plane down with it."""
+
+    # One request line; the dataplane's policy batches are the largest legitimate requests.
+    maxRequestBytes: int = Field(default=16 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024)
+    # Connections served at once per socket (one thread each); more are answered and closed.
+    maxConnections: int = Field(default=64, ge=1, le=4096)
+    # A connection that sends no complete request for this long is closed.
+    idleTimeoutSeconds: float = Field(default=120.0, gt=0, le=86400)
+    # Requests per second per socket (token bucket, ``requestBurst`` deep); 0 = unlimited.
+    requestsPerSecond: float = Field(default=1000.0, ge=0)
+    requestBurst: int = Field(default=2000, ge=1)
+
+
 class MetricsConfig(_Model):
     address: str = "127.0.0.1:9103"  # empty string disables the endpoint
 
@@ -113,6 +128,7 @@ class NovaNetConfig(_Model):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     bpf: BpfConfig = Field(default_factory=BpfConfig)
     sockets: SocketsConfig = Field(default_factory=SocketsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     stateSource: StateSourceConfig = Field(default_factory=StateSourceConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

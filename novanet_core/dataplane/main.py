@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 
 import click
 
-from novanet_core.api.server import ApiServer
+from novanet_core.api.server import ApiServer, Limits
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.config.loader import load_config
 from novanet_core.dataplane.service import DataplaneService
@@ -25,6 +26,8 @@ log = logging.getLogger("novanet.dataplane")
 @click.option("--metrics-address", default="", help="serve dataplane metrics here (host:port)")
 def main(config_path: str | None, metrics_address: str) -> None:
     """Run the NovaNet dataplane (the BPF owner) for this node."""
+    # Whatever umask the runtime hands us, nothing we create is group- or world-writable.
+    os.umask(0o022)
     try:
         config = load_config(config_path)
         setup_logging(config.logLevel, "novanet-dataplane")
@@ -38,7 +41,8 @@ def main(config_path: str | None, metrics_address: str) -> None:
     svc = DataplaneService(backend)
     router = svc.router()
     host.hook.novanet_register_api(router=router, component="dataplane")
-    srv = ApiServer(config.sockets.dataplane, router, root_only=True)
+    srv = ApiServer(config.sockets.dataplane, router, root_only=True, limits=Limits.from_config(config.api))
+    svc.api_server = srv
     srv.start()
     start_metrics(metrics_address, host, "dataplane")
     log.info("started: datapath %s, serving %s", backend.name, config.sockets.dataplane)

@@ -37,9 +37,10 @@ from typing import Any
 from novanet_core.api.protocol import ApiError
 from novanet_core.api.router import ApiRouter
 from novanet_core.backends import ConfigError, DatapathUnsupported
+from novanet_core.dataplane.endpoint_params import check_settings, parse_endpoint, parse_remote
 from novanet_core.dataplane.service_params import parse_backend_set, parse_frontend
 from novanet_core.policy.wire import WireError, decode_endpoint, decode_update
-from novanet_core.types import Endpoint, RemoteEndpoint
+from novanet_core.types import Endpoint
 
 log = logging.getLogger("novanet.dataplane")
 
@@ -51,6 +52,7 @@ class DataplaneService:
         self.lock = threading.RLock()
         self.settings: dict[str, Any] = {}
         self.capabilities = frozenset(getattr(backend, "capabilities", ()))
+        self.api_server: Any = None  # set by main: its limits and refusal counters go in dp.status
 
     def router(self) -> ApiRouter:
         r = ApiRouter()
@@ -80,6 +82,8 @@ class DataplaneService:
         st.setdefault("attachMode", st.get("attach_mode", ""))
         st.update(datapath=self.backend.name, capabilities=sorted(self.capabilities), generation=self.generation,
                   pid=os.getpid())
+        if self.api_server is not None:
+            st["api"] = self.api_server.stats()
         return st
 
     def endpoint_list(self, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -94,27 +98,27 @@ class DataplaneService:
             out.append(d)
         return out
 
+    def _apply(self, fn: Any, *args: Any) -> Any:
+        # A well-formed request the backend could not carry out (an interface that is gone, the
+        # kernel refusing an attach): error code "datapath", not "internal", which means a bug.
+        try:
+            with self.lock:
+                return fn(*args)
+        except (RuntimeError, OSError) as e:
+            log.warning("%s failed: %s: %s", getattr(fn, "__name__", fn), type(e).__name__, e)
+            raise ApiError("datapath", f"{type(e).__name__}: {e}") from None
+
     def configure(self, p: dict[str, Any]) -> None:
-        settings = p.get("settings")
-        if not isinstance(settings, dict):
-            raise ApiError("invalid_params", "settings: must be an object")
-        with self.lock:
-            self.backend.configure(settings)
-            self.settings = settings
+        settings = check_settings(p.get("settings"))
+        self._apply(self.backend.configure, settings)
+        self.settings = settings
 
     @staticmethod
     def _endpoint(d: Any) -> Endpoint:
-        if not isinstance(d, dict):
-            raise ApiError("invalid_params", "endpoint: must be an object")
-        try:
-            return Endpoint.from_dict(d)
-        except TypeError as e:
-            raise ApiError("invalid_params", f"endpoint: {e}") from None
+        return parse_endpoint(d)
 
     def endpoint_upsert(self, p: dict[str, Any]) -> None:
-        ep = self._endpoint(p.get("endpoint"))
-        with self.lock:
-            self.backend.upsert_endpoint(ep)
+        self._apply(self.backend.upsert_endpoint, self._endpoint(p.get("endpoint")))
 
     def endpoint_add(self, p: dict[str, Any]) -> dict[str, Any]:
         """A new endpoint with its compiled policy (wire form), all or nothing.
@@ -140,8 +144,10 @@ class DataplaneService:
                 applied = dict(self._section("policy", "apply_policy", [pol], (), False))
             try:
                 self.backend.upsert_endpoint(ep)
-            except BaseException:
+            except BaseException as e:
                 self._undo_add(ep, enforce)
+                if isinstance(e, (RuntimeError, OSError)):  # see _apply
+                    raise ApiError("datapath", f"{type(e).__name__}: {e}") from None
                 raise
         return {"policy": enforce, "policyApplied": applied}
 
@@ -158,26 +164,19 @@ class DataplaneService:
         ip = p.get("ip")
         if not isinstance(ip, str):
             raise ApiError("invalid_params", "ip: must be a string")
-        with self.lock:
-            self.backend.delete_endpoint(ip, p.get("host_ifname"))
+        ifname = p.get("host_ifname")
+        if ifname is not None and not isinstance(ifname, str):
+            raise ApiError("invalid_params", "host_ifname: must be a string")
+        self._apply(self.backend.delete_endpoint, ip, ifname)
 
     def remote_upsert(self, p: dict[str, Any]) -> None:
-        d = p.get("remote")
-        if not isinstance(d, dict):
-            raise ApiError("invalid_params", "remote: must be an object")
-        try:
-            rem = RemoteEndpoint(**d)
-        except TypeError as e:
-            raise ApiError("invalid_params", f"remote: {e}") from None
-        with self.lock:
-            self.backend.upsert_remote(rem)
+        self._apply(self.backend.upsert_remote, parse_remote(p.get("remote")))
 
     def remote_delete(self, p: dict[str, Any]) -> None:
         ip = p.get("ip")
         if not isinstance(ip, str):
             raise ApiError("invalid_params", "ip: must be a string")
-        with self.lock:
-            self.backend.delete_remote(ip)
+        self._apply(self.backend.delete_remote, ip)
 
     # ------------------------------------------------------------------ sections
     def _section(self, section: str, method: str, *args: Any, locked: bool = True) -> Any:

@@ -279,7 +279,15 @@ def lab_specs() -> st.SearchStrategy[Any]:
 CNI_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 51} | set(range(100, 200))
 
 
-def cni_inputs() -> st.SearchStrategy[tuple[dict[str, str], str]]:
+def cni_inputs(gc: bool = True) -> st.SearchStrategy[tuple[dict[str, str], str]]:
+    """CNI environment and stdin. ``gc=False`` leaves GC out: against a live agent a well-formed
+    GC legitimately deletes every attachment it does not list."""
+    if not gc:
+        return _cni_inputs().filter(lambda c: c[0].get("CNI_COMMAND") != "GC")
+    return _cni_inputs()
+
+
+def _cni_inputs() -> st.SearchStrategy[tuple[dict[str, str], str]]:
     env_text = st.sampled_from(TRICKY_STRINGS) | st.text(max_size=30)
     env = st.one_of(
         mutated(seeds.CNI_ENV).filter(lambda e: isinstance(e, dict)).map(

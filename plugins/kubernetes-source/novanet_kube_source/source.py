@@ -33,12 +33,21 @@ class KindAPI:
     list_fn: Callable[..., Any]
 
 
-def _load_client(kubeconfig: str | None, host: str | None) -> tuple[Any, Any]:
+def _load_client(kubeconfig: str | None, host: str | None, ca_file: str | None = None,
+                 insecure: bool = False) -> tuple[Any, Any]:
     from kubernetes import client, config
 
     if host:
         cfg = client.Configuration()
         cfg.host = host
+        # The client verifies the server's certificate by default (against the system CAs, or
+        # caFile); turning that off is an explicit setting and is logged on every start.
+        cfg.verify_ssl = not insecure
+        if ca_file:
+            cfg.ssl_ca_cert = ca_file
+        if insecure and host.startswith("https://"):
+            log.warning("kubernetes-source: insecureSkipTLSVerify is set: the API server's certificate "
+                        "is NOT verified (anyone on the path can feed this node its state)")
         api = client.ApiClient(cfg)
     elif kubeconfig:
         api = config.new_client_from_config(config_file=kubeconfig)
@@ -49,8 +58,9 @@ def _load_client(kubeconfig: str | None, host: str | None) -> tuple[Any, Any]:
 
 
 class KubernetesSource:
-    def __init__(self, kubeconfig: str | None = None, host: str | None = None, watch_timeout: int = 60):
-        core, net, discovery = _load_client(kubeconfig, host)
+    def __init__(self, kubeconfig: str | None = None, host: str | None = None, watch_timeout: int = 60,
+                 ca_file: str | None = None, insecure_skip_tls_verify: bool = False):
+        core, net, discovery = _load_client(kubeconfig, host, ca_file, insecure_skip_tls_verify)
         self.kinds = [
             KindAPI("Node", core.list_node),
             KindAPI("Namespace", core.list_namespace),

@@ -29,7 +29,7 @@ def _key(obj: dict[str, Any]) -> str:
 
 
 class FakeKubeAPI:
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, tls: tuple[str, str] | None = None) -> None:
         """``netns``: listen inside that network namespace (where the agent under test runs)."""
         self.lock = threading.Condition()
         self.rv = 100
@@ -104,7 +104,15 @@ class FakeKubeAPI:
         else:
             self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:  # (certfile, keyfile): serve HTTPS, as a real API server does
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self) -> FakeKubeAPI:

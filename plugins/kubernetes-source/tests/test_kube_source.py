@@ -165,3 +165,63 @@ def test_the_charts_cluster_role_grants_list_and_watch_of_every_kind(api):
     kinds = [k.kind for k in KubernetesSource(host=api.url).kinds]
     assert set(kinds) == set(RESOURCES)
     assert {RESOURCES[k] for k in kinds} <= granted
+
+
+# --------------------------------------------------------------------------- TLS
+
+@pytest.fixture
+def tls_api(tmp_path):
+    import subprocess
+
+    cert, key = tmp_path / "apiserver.crt", tmp_path / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    a = FakeKubeAPI(tls=(str(cert), str(key))).start()
+    a.put(pod("a", {"app": "web"}, ip="10.42.1.5"))
+    yield a, cert
+    a.stop()
+
+
+def test_self_signed_api_server_is_refused_by_default(tls_api):
+    a, _ = tls_api
+    assert a.url.startswith("https://")
+    with pytest.raises(Exception) as ei:
+        KubernetesSource(host=a.url).snapshot()
+    assert "CERTIFICATE_VERIFY_FAILED" in repr(ei.value) or "certificate verify failed" in repr(ei.value)
+
+
+def test_api_server_is_trusted_with_its_ca_file(tls_api):
+    a, cert = tls_api
+    st = KubernetesSource(host=a.url, ca_file=str(cert)).snapshot()
+    assert "x/a" in st.pods
+
+
+def test_kubeconfig_without_its_ca_is_refused_and_with_it_trusted(tls_api, tmp_path):
+    import base64
+
+    import yaml
+
+    a, cert = tls_api
+    for name, cluster in (("no-ca", {"server": a.url}),
+                          ("ca", {"server": a.url,
+                                  "certificate-authority-data": base64.b64encode(cert.read_bytes()).decode()})):
+        kc = tmp_path / f"{name}.kubeconfig"
+        kc.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "k", "cluster": cluster}], "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+        if name == "no-ca":
+            with pytest.raises(Exception) as ei:
+                KubernetesSource(kubeconfig=str(kc)).snapshot()
+            assert "CERTIFICATE_VERIFY_FAILED" in repr(ei.value) or "certificate verify failed" in repr(ei.value)
+        else:
+            assert "x/a" in KubernetesSource(kubeconfig=str(kc)).snapshot().pods
+
+
+def test_skipping_verification_is_explicit_and_logged(tls_api, caplog):
+    a, _ = tls_api
+    with caplog.at_level("WARNING"):
+        st = KubernetesSource(host=a.url, insecure_skip_tls_verify=True).snapshot()
+    assert "x/a" in st.pods
+    assert "NOT verified" in caplog.text
