@@ -152,13 +152,19 @@ class StateDir:
     # ------------------------------------------------------------------ writing (under the lock)
     def _write_temp(self, data: bytes) -> str:
         tmp = TMP_PREFIX + secrets.token_hex(8)
-        fd = os.open(self._p(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
-            os.write(fd, data)
+            fd = os.open(self._p(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except OSError as e:  # read-only or full file system: say which directory and why
+            raise IpamError(f"ipam.dataDir: cannot write in {self.path!r}: {e.strerror or e}") from None
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.fsync(fd)
-        except BaseException:
+        except BaseException as e:
             os.close(fd)
             self._unlink(tmp)
+            if isinstance(e, OSError):
+                raise IpamError(f"ipam.dataDir: cannot write in {self.path!r}: {e.strerror or e}") from None
             raise
         os.close(fd)
         return tmp
@@ -208,9 +214,14 @@ class StateDir:
         return removed
 
     def write_last_reserved(self, ip: ipaddress.IPv4Address) -> None:
-        tmp = self._write_temp(str(ip).encode())
+        """Best effort: the marker only spreads allocations out. Failing the allocation over it
+        (a full disk after the address file was written) would leave that address allocated to a
+        pod the caller was told does not exist."""
+        try:
+            tmp = self._write_temp(str(ip).encode())
+        except IpamError:
+            return
         try:
             os.replace(self._p(tmp), self._p(LAST_RESERVED_FILE))
         except OSError:
             self._unlink(tmp)
-            raise
