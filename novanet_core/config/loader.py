@@ -87,6 +87,8 @@ def load_config(
             loaded = yaml.safe_load(text)  # YAML is a superset of JSON
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML/JSON: {e}") from None
+        except RecursionError:  # PyYAML's composer recurses once per nesting level
+            raise ConfigError(f"config file {p}: nested too deeply to be a config") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: top level must be a map of config keys")
         data = loaded or {}

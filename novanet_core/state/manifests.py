@@ -67,8 +67,11 @@ class ManifestSource:
             docs = list(yaml.safe_load_all((self.dir / name).read_text()))
         except FileNotFoundError:
             return {}
-        except yaml.YAMLError as e:
-            self._error(f"{name}: not valid YAML ({e}); keeping its previous objects")
+        except (yaml.YAMLError, RecursionError) as e:
+            # RecursionError: PyYAML's composer recurses per nesting level. Left to propagate, it
+            # stopped the scan half-way, and files changed in the same pass were never loaded.
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            self._error(f"{name}: not valid YAML ({why}); keeping its previous objects")
             return old
         out: dict[tuple[str, str], Any] = {}
         for i, doc in enumerate(docs):

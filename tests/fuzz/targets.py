@@ -136,7 +136,7 @@ def _text_mutations(seed: str) -> st.SearchStrategy[str]:
                 s = s[:i] + s[i + draw(st.integers(1, 20)):]
             elif op == "insert":
                 s = s[:i] + draw(st.sampled_from(("{", "}", "[", "]", ":", "- ", "&a ", "*a", "!!python/object:os.system",
-                                                  "\t", "\n  ", "'", '"', "\x00", "---\n", "%YAML 1.1\n"))
+                                                  "\t", "\n  ", "'", '"', "\x00", "---\n", "%YAML 1.1\n", "[" * 3000, "[" * 3000 + "]" * 3000))
                                  | st.text(max_size=8)) + s[i:]
             elif op == "truncate":
                 s = s[:i]

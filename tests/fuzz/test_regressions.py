@@ -36,3 +36,31 @@ def test_manifest_field_errors(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(ObjectError) as ei:
         parse_object(doc)
     assert ei.value.path == field, str(ei.value)
+
+
+DEEP = "[" * 3000 + "]" * 3000  # valid YAML; PyYAML's composer recurses once per level
+
+
+def test_deeply_nested_yaml_is_a_clear_error_everywhere(tmp_path) -> None:
+    """RecursionError escaped every YAML reader: a traceback from `novanet lab up`/`lab apply` and
+    the agent's config, and in the manifest source it stopped the scan half-way, so files changed
+    in the same pass were never loaded."""
+    from novanet_core.backends import ConfigError
+    from novanet_core.config.loader import load_config
+    from novanet_core.state.manifests import ManifestSource
+    from tests.fuzz.targets import _lab
+
+    spec, lab_error = _lab()
+    with pytest.raises(lab_error, match="nested too deeply"):
+        spec.load_spec_text(f"nodes: {DEEP}")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"mtu: {DEEP}")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(cfg)
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "a.yaml").write_text(f"kind: Pod\nmetadata: {DEEP}\n")
+    (d / "b.yaml").write_text("kind: Namespace\nmetadata: {name: kept}\n")
+    src = ManifestSource(d)
+    assert "kept" in src.snapshot().namespaces
+    assert any("nested too deeply" in e for e in src.errors)

@@ -59,6 +59,8 @@ def parse_resources(text: str, source: str = "<input>") -> list[Resource]:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
         raise LabError(f"{source} is not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise LabError(f"{source} is not valid YAML: nested too deeply") from None
     out: list[Resource] = []
     problems: list[str] = []
     for i, doc in enumerate(docs):

@@ -213,6 +213,8 @@ def load_spec_text(text: str, source: str = "<spec>") -> LabSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise LabError(f"lab spec {source} is not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise LabError(f"lab spec {source} is not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise LabError(f"lab spec {source}: the top level must be a map (cluster:, nodes:, namespaces:, pods:)")
     return parse_spec(data, source)
