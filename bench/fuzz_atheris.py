@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 with atheris.instrument_imports(include=["novanet_core", "novanet_lab", "yaml"]):
     import yaml
 
-    import novanet_core.cni.client  # noqa: F401
-    import novanet_core.config.loader  # noqa: F401
-    import novanet_core.policy.validate  # noqa: F401
+    import novanet_core.cni.client
+    import novanet_core.config.loader
+    import novanet_core.policy.validate
     import novanet_core.state.model  # noqa: F401
 
 from tests.fuzz import harness, seeds, targets  # noqa: E402

@@ -146,8 +146,11 @@ def parse_ports(kind: str, name: str, path: str, v: Any) -> tuple[ContainerPort,
     return tuple(out)
 
 
-def _pod_ready(status: Mapping[str, Any]) -> bool:
-    for c in status.get("conditions") or []:
+def _pod_ready(status: Mapping[str, Any], name: str) -> bool:
+    conditions = status.get("conditions") or []
+    if not isinstance(conditions, list):
+        raise ObjectError("Pod", name, "status.conditions", "must be a list")
+    for c in conditions:
         if isinstance(c, Mapping) and c.get("type") == "Ready":
             return c.get("status") == "True"
     return False
@@ -212,7 +215,7 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
             ip=_ip(kind, name, "status.podIP", status.get("podIP")),
             host_ip=_ip(kind, name, "status.hostIP", status.get("hostIP")),
             ports=tuple(ports),
-            ready=_pod_ready(status),
+            ready=_pod_ready(status, name),
             terminating=bool((obj.get("metadata") or {}).get("deletionTimestamp")),
         )
     name, ns, _ = _meta(obj, kind, True)

@@ -3,7 +3,7 @@ fields broken.
 
 Purely random documents rarely get past the first type check, so most strategies start from a
 valid seed (a real manifest, config or spec) and apply one to three mutations at random places:
-replace a value by an arbitrary one, delete a key, add an unknown key, change a value's type,
+replace a value by an arbitrary one or by one of another type, delete a key, add an unknown key, change a value's type,
 grow a list, or substitute a near-miss string (an address one bit off, a port one past the end).
 """
 
@@ -21,6 +21,9 @@ TRICKY_STRINGS = (
     "TCP", "tcp", "SCTP", "ICMP", "In", "Exists", "Ingress", "egress", "kube-system", "\u00e9t\u00e9", "\u202e",
     "a" * 16, "x" * 64, "eth0", "lo", "${HOME}", "%s%n", "{{ .Values }}", "*", "a b", "a=b;c", "=",
 )
+
+# One value of every JSON type (and the ones YAML adds: a float that is an int, a string that is one).
+RETYPES: tuple[Any, ...] = (None, True, False, 0, 7, -1, 1.5, "", "x", "1", [], [1], {}, {"k": "v"})
 
 _leaf = st.one_of(
     st.none(),
@@ -84,9 +87,11 @@ def mutated(draw: st.DrawFn, seed: Any, max_mutations: int = 3) -> Any:
                 doc = draw(json_values)
             continue
         parent, key = _get(doc, path[:-1]), path[-1]
-        op = draw(st.sampled_from(("replace", "near_miss", "delete", "add_key", "grow")))
+        op = draw(st.sampled_from(("replace", "retype", "near_miss", "delete", "add_key", "grow")))
         if op == "replace":
             parent[key] = draw(json_values)
+        elif op == "retype":  # the commonest parser bug: a value of another JSON type than expected
+            parent[key] = copy.deepcopy(draw(st.sampled_from(RETYPES)))
         elif op == "near_miss":
             parent[key] = draw(st.sampled_from(_near_miss(parent[key])))
         elif op == "delete":
@@ -107,9 +112,6 @@ def mutated(draw: st.DrawFn, seed: Any, max_mutations: int = 3) -> Any:
 
 
 def documents(seeds: list[Any], max_mutations: int = 3) -> st.SearchStrategy[Any]:
-    """Mostly mutated seeds; sometimes an unmutated seed (must be accepted) or pure noise."""
-    return st.one_of(
-        st.sampled_from(seeds).flatmap(lambda s: mutated(s, max_mutations)),
-        st.sampled_from(seeds).map(copy.deepcopy),
-        json_values,
-    )
+    """Mostly mutated seeds (8 in 10); sometimes an unmutated seed (must be accepted) or pure noise."""
+    mut = st.sampled_from(seeds).flatmap(lambda s: mutated(s, max_mutations))
+    return st.one_of(*([mut] * 8), st.sampled_from(seeds).map(copy.deepcopy), json_values)

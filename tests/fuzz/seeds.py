@@ -21,7 +21,7 @@ POD = {"apiVersion": "v1", "kind": "Pod",
            {"name": "c", "ports": [{"name": "http", "containerPort": 80, "protocol": "TCP"},
                                    {"name": "dns", "containerPort": 53, "protocol": "UDP"}]},
            {"name": "d", "ports": [{"containerPort": 9000}]}]},
-       "status": {"podIP": "10.42.1.5", "hostIP": "172.30.0.11"}}
+       "status": {"podIP": "10.42.1.5", "hostIP": "172.30.0.11", "conditions": [{"type": "Ready", "status": "True"}]}}
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
           "metadata": {"name": "web", "namespace": "x"},
           "spec": {"podSelector": {"matchLabels": {"app": "web"},
@@ -40,7 +40,24 @@ DENY_ALL = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny", "namespace": "x"},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
 
-MANIFESTS: list[dict[str, Any]] = [NODE, NAMESPACE, POD, POLICY, DENY_ALL]
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "x"},
+           "spec": {"type": "NodePort", "selector": {"app": "web"}, "clusterIP": "10.96.0.20",
+                    "clusterIPs": ["10.96.0.20"], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080},
+                              {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}],
+                    "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                    "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Cluster",
+                    "publishNotReadyAddresses": False}}
+ENDPOINTSLICE = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                 "metadata": {"name": "web-abc", "namespace": "x", "labels": {"kubernetes.io/service-name": "web"}},
+                 "addressType": "IPv4",
+                 "endpoints": [{"addresses": ["10.42.1.5"], "conditions": {"ready": True, "serving": True,
+                                                                           "terminating": False},
+                                "targetRef": {"kind": "Pod", "namespace": "x", "name": "a"}, "nodeName": "node-1",
+                                "zone": "a"}],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "appProtocol": "http"}]}
+
+MANIFESTS: list[dict[str, Any]] = [NODE, NAMESPACE, POD, POLICY, DENY_ALL, SERVICE, ENDPOINTSLICE]
 
 AGENT_CONFIG: dict[str, Any] = {
     "nodeName": "node-1", "nodeIP": "172.30.0.11", "clusterCIDR": "10.42.0.0/16", "podCIDR": "10.42.1.0/24",

@@ -32,10 +32,8 @@ def _names_field(msg: str) -> bool:
 
 
 def _lab() -> Any:
-    try:  # the lab moves to its own distribution; accept either home
-        from novanet_lab import errors, spec  # type: ignore[import-not-found]
-    except ImportError:
-        from novanet_core.lab import errors, spec
+    from novanet_lab import errors, spec
+
     return spec, errors.LabError
 
 

@@ -31,6 +31,7 @@ def _with(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, A
     (_with(seeds.POD, ("metadata", "labels"), {"app": {"a": 1}}), "metadata.labels.app"),  # map kept as str(map)
     (_with(seeds.POD, ("metadata", "name"), "a/b"), "metadata.name"),  # "/" made x/a/b, an ambiguous key
     (_with(seeds.POD, ("metadata", "namespace"), "x y"), "metadata.namespace"),
+    (_with(seeds.POD, ("status", "conditions"), True), "status.conditions"),  # TypeError: bool not iterable
 ])
 def test_manifest_field_errors(doc: dict[str, Any], field: str) -> None:
     with pytest.raises(ObjectError) as ei:

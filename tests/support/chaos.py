@@ -284,10 +284,8 @@ class Soak:
                 self.lab.cli("lab", "restart", "--node", node, "--daemon", "dataplane", "--daemon", "agent",
                              "-o", "json", timeout=180)
             else:
-                try:
-                    from novanet_lab import frr  # type: ignore[import-not-found]
-                except ImportError:
-                    from novanet_core.lab import frr
+                from novanet_lab import frr
+
                 frr.restart_daemon(self.lab.paths, node, self.lab.paths.node_netns(node), what, hard=True)
         self.rep.kills[what] += 1
         # Where each ping was when the kill was done: a lost request is then placed on the timeline.
