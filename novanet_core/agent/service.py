@@ -64,6 +64,7 @@ class Agent:
         self.gateway = str(next(ipaddress.ip_network(self.node.pod_cidr).hosts()))
         self.mtu = self._pod_mtu()
         self.remotes: dict[str, RemoteEndpoint] = {}
+        self._remotes_synced = False
         # None until the first node list has been pushed, so that even an empty list (a one-node
         # cluster) reaches the tunnel/routing backends once.
         self.remote_nodes: list[NodeInfo] | None = None
@@ -228,7 +229,10 @@ class Agent:
             if ip not in want:
                 self.dataplane.call("dp.endpoint.delete", {"ip": ip, "host_ifname": e.get("host_ifname")})
                 removed.append(ip)
-        for e in live_remote:
+        # Only once the remotes have been pushed from the state source: before that (agent start)
+        # self.remotes is empty, and removing every remote entry cut cross-node replies until the
+        # push (the chaos soak lost a ping across each agent restart).
+        for e in live_remote if self._remotes_synced else []:
             if e["ip"] not in self.remotes:  # a pod on another node that is gone (or never was)
                 self.dataplane.call("dp.remote.delete", {"ip": e["ip"]})
                 removed.append(e["ip"])
@@ -346,6 +350,7 @@ class Agent:
     def _sync_remotes(self) -> None:
         for pod in list(self.state.pods.values()):
             self._sync_remote_pod(None, pod)
+        self._remotes_synced = True
 
     def _sync_nodes(self) -> None:
         remotes = [NodeInfo(n.name, n.internal_ip, n.pod_cidr) for n in self.state.nodes.values()

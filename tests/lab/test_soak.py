@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.
 
 
 def test_short_chaos_soak(tmp_path) -> None:
-    seconds = float(os.environ.get("NOVANET_SOAK_SECONDS") or 45)
-    soak = Soak(tmp_path, seed=int(os.environ.get("NOVANET_SOAK_SEED") or 1), kill_every=10.0)
+    seconds = float(os.environ.get("NOVANET_SOAK_SECONDS") or 60)
+    soak = Soak(tmp_path, seed=int(os.environ.get("NOVANET_SOAK_SEED") or 1), kill_every=20.0)
     try:
         soak.up()
         rep = soak.run(seconds)

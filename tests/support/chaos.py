@@ -108,19 +108,21 @@ class Report:
     violations: list[str] = field(default_factory=list)
     pings: dict[str, dict[str, int]] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)  # the kills, with the pings' sequence numbers
+    action_seconds: collections.Counter[str] = field(default_factory=collections.Counter)  # where the time went
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "mode": self.mode, "seconds": round(self.seconds, 1), "operations": dict(self.ops),
                 "operationsTotal": sum(self.ops.values()), "kills": dict(self.kills),
                 "killsTotal": sum(self.kills.values()), "probes": self.probes, "transientMismatches": self.transient,
-                "violations": self.violations, "pings": self.pings, "timeline": self.timeline}
+                "violations": self.violations, "pings": self.pings, "timeline": self.timeline,
+                "actionSeconds": {k: round(v, 1) for k, v in self.action_seconds.items()}}
 
     def summary(self) -> str:
         d = self.to_dict()
         return (f"soak ({self.mode}, seed {self.seed}, {d['seconds']} s): {d['operationsTotal']} operations "
                 f"{dict(sorted(self.ops.items()))}, {d['killsTotal']} kills {dict(sorted(self.kills.items()))}, "
                 f"{self.probes} probes ({self.transient} transient mismatches), pings "
-                f"{self.pings}, violations = {len(self.violations)}"
+                f"{self.pings}, seconds per action kind {d['actionSeconds']}, violations = {len(self.violations)}"
                 + "".join(f"\n  VIOLATION: {v}" for v in self.violations))
 
 
@@ -372,13 +374,17 @@ class Soak:
                 now = time.monotonic()
                 if now >= next_kill:
                     self.kill()
+                    self.rep.action_seconds["kill"] += time.monotonic() - now
                     next_kill = now + self.kill_every * (0.5 + self.rng.random())
                 else:
                     # Every kind of change in every stretch of the run, in a random order.
                     if not cycle:
                         cycle = [self.change_labels, self.change_policy, self.change_policy, self.probe_round]
                         self.rng.shuffle(cycle)
-                    cycle.pop()()
+                    fn = cycle.pop()
+                    t = time.monotonic()
+                    fn()
+                    self.rep.action_seconds[fn.__name__] += time.monotonic() - t
                 self.stop.wait(self.action_interval * self.rng.random())
         finally:
             self.stop.set()
