@@ -69,12 +69,13 @@ def hypothesis_parsers(seconds: float, only: set[str] | None) -> list[dict[str, 
 
 def hypothesis_daemons(seconds: float) -> list[dict[str, Any]]:
     from tests.fuzz.daemons import FuzzNode, run_all
+    from tests.support.cni_clients import build_c_binary
 
     f = FuzzNode()
     try:
         f.start()
         with tempfile.TemporaryDirectory(prefix="novanet-fuzz-cni-") as tmp:
-            return [r.to_dict() for r in run_all(f, tmp, seconds)]
+            return [r.to_dict() for r in run_all(f, tmp, seconds, str(build_c_binary()))]
     finally:
         f.close()
 

@@ -104,6 +104,8 @@ class DataplaneService:
         try:
             with self.lock:
                 return fn(*args)
+        except (ConfigError, ValueError) as e:  # the backend's own field checks (message names the field)
+            raise ApiError("invalid_params", str(e)) from None
         except (RuntimeError, OSError) as e:
             log.warning("%s failed: %s: %s", getattr(fn, "__name__", fn), type(e).__name__, e)
             raise ApiError("datapath", f"{type(e).__name__}: {e}") from None

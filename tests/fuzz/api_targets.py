@@ -24,7 +24,7 @@ from tests.fuzz.mutate import json_values, mutated
 
 ERROR_CODES = {"bad_request", "unsupported_version", "unknown_method", "invalid_params", "permission_denied",
                "request_too_large", "rate_limited", "too_many_connections", "cni", "unavailable", "not_found",
-               "unsupported"}
+               "unsupported", "datapath"}
 
 
 def exchange(path: str, payload: bytes, how: str = "plain", timeout: float = 20.0) -> list[dict[str, Any]]:

@@ -146,20 +146,25 @@ def run_socket(f: FuzzNode, name: str, path: str, methods: dict[str, list[dict[s
     return rep
 
 
-def run_cni_client(f: FuzzNode, sock_dir: str, seconds: float) -> harness.Report:
-    """The CNI client in-process, talking to the real agent: the agentSocket in every input is
-    pointed at it, so well-formed requests reach the agent's handlers."""
-    os.symlink(f.node.config["sockets"]["cni"], os.path.join(sock_dir, "cni.sock"))
+def run_cni_client(f: FuzzNode, sock_dir: str, seconds: float, binary: str | None = None) -> harness.Report:
+    """A CNI client talking to the real agent: the Python client in-process, or ``binary`` (the C
+    client) exec'd per case. The agentSocket in every input is pointed at the agent, so
+    well-formed requests reach its handlers."""
+    link = os.path.join(sock_dir, "cni.sock")
+    if not os.path.exists(link):
+        os.symlink(f.node.config["sockets"]["cni"], link)
     base = f.state()
-    rep = harness.run("cni-client-agent", targets.cni_inputs(gc=False), targets.make_cni_check(sock_dir), seconds,
-                      between=f.healthy)
-    _end_state(f, "cni-client-agent", base, rep, ("endpoints", "ipam", "ipam_files"))
+    name = "cni-c-binary-agent" if binary else "cni-client-agent"
+    check = targets.make_cni_check(sock_dir, targets.binary_runner(binary) if binary else None)
+    rep = harness.run(name, targets.cni_inputs(gc=False), check, seconds, between=f.healthy)
+    _end_state(f, name, base, rep, ("endpoints", "ipam", "ipam_files"))
     return rep
 
 
-def run_all(f: FuzzNode, sock_dir: str, seconds: float) -> list[harness.Report]:
+def run_all(f: FuzzNode, sock_dir: str, seconds: float, c_binary: str | None = None) -> list[harness.Report]:
     cfg = f.node.config["sockets"]
     return [run_socket(f, "agent-socket", cfg["agent"], agent_methods(f), seconds),
             run_socket(f, "cni-socket", cfg["cni"], cni_methods(f), seconds),
             run_socket(f, "dataplane-socket", cfg["dataplane"], dataplane_methods(f), seconds),
-            run_cni_client(f, sock_dir, seconds)]
+            run_cni_client(f, sock_dir, seconds)] + (
+                [run_cni_client(f, sock_dir, seconds, c_binary)] if c_binary else [])

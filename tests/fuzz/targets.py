@@ -345,6 +345,28 @@ def make_cni_check(sock_dir: str, run: Callable[[dict[str, str], str], tuple[int
     return check
 
 
+def binary_runner(binary: str) -> Callable[[dict[str, str], str], tuple[int, Any]]:
+    """``run(env, stdin)`` for a CNI plugin executable (the C client): exec it as a runtime does.
+    Killed by a signal, or output that is not the spec's JSON, is a finding."""
+    import json
+    import subprocess
+
+    def run(env: dict[str, str], stdin: str) -> tuple[int, Any]:
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **{k: v for k, v in env.items() if "\x00" not in k + v}}
+        p = subprocess.run([binary], input=stdin.encode("utf-8", "surrogatepass"), env=full, capture_output=True,
+                           timeout=60)
+        if p.returncode < 0:
+            raise Finding(f"{binary} killed by signal {-p.returncode}")
+        if not p.stdout.strip():
+            return p.returncode, None
+        try:
+            return p.returncode, json.loads(p.stdout)
+        except ValueError:
+            raise Finding(f"{binary} printed no JSON: {p.stdout[:200]!r}") from None
+
+    return run
+
+
 # --------------------------------------------------------------------------- random JSON (for the API)
 
 api_values = json_values

@@ -54,6 +54,13 @@ def test_fuzz_cni_client_against_the_agent(fnode: FuzzNode, tmp_path) -> None:
     harness.assert_clean(run_cni_client(fnode, str(tmp_path), harness.budget(8)))
 
 
+def test_fuzz_c_cni_binary_against_the_agent(fnode: FuzzNode, tmp_path) -> None:
+    """The same target, the static C client exec'd for every case (as a runtime runs it)."""
+    from tests.support.cni_clients import build_c_binary
+
+    harness.assert_clean(run_cni_client(fnode, str(tmp_path), harness.budget(8), binary=str(build_c_binary())))
+
+
 @pytest.mark.parametrize("attachments", ["all", {}, [{"ifname": "eth0"}], [["fuzzpod0"]], [{"containerID": 7}]])
 def test_gc_with_a_malformed_attachment_list_changes_nothing(fnode: FuzzNode, attachments: Any) -> None:
     """Found while writing the cni-socket target (which cannot safely send GC): the agent's GC

@@ -181,8 +181,9 @@ def test_endpoint_add_writes_policy_first_and_is_all_or_nothing() -> None:
     assert set(dp.endpoints) == set(dp.policies) == {"10.42.0.7"}
 
     broken = _endpoint("10.42.0.8", host_ifname="broken")
-    with pytest.raises(RuntimeError, match="attach failed"):
+    with pytest.raises(ApiError, match="attach failed") as ei:
         _call(svc, "dp.endpoint.add", {"endpoint": broken.to_dict(), "policy": encode_endpoint(POLICY, "10.42.0.8")})
+    assert ei.value.code == "datapath"  # the backend could not carry it out; "internal" is for bugs
     assert set(dp.endpoints) == set(dp.policies) == {"10.42.0.7"}  # both rolled back, the first untouched
 
     with pytest.raises(ApiError, match=r"^policy\.ip: '10\.42\.0\.7' is not the endpoint's ip '10\.42\.0\.9'"):
