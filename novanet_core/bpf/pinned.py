@@ -11,13 +11,17 @@ a copy of the convertible entries, and an atomic switch of programs, never blind
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from novanet_core.bpf import syscall
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,21 @@ def pinned_info(path: str) -> syscall.MapInfo | None:
         return syscall.map_info(fd)
     finally:
         os.close(fd)
+
+
+def drop_mismatched(root: str, specs: Iterable[MapSpec]) -> list[str]:
+    """Unpin every map under ``root`` whose pin has another layout than ``specs`` say, so that BCC
+    creates it afresh instead of reusing it blindly. Only for maps whose content is rebuilt anyway
+    (counters, per-node state the agent rewrites); maps with state to keep are migrated instead."""
+    dropped = []
+    for spec in specs:
+        path = versioned_path(root, spec)
+        info = pinned_info(path)
+        if info is not None and not spec.matches(info):
+            log.warning("%s is %s, the program wants %s: recreating it", path, describe_info(info), spec.describe())
+            os.unlink(path)
+            dropped.append(path)
+    return dropped
 
 
 # bpffs reserves names containing "." for the kernel (EPERM), hence "_v<N>" and "_stale<ns>".
@@ -147,12 +166,27 @@ def copy_entries(src_fd: int, src: syscall.MapInfo, dst_fd: int, conv: Converter
 
 @dataclass
 class LoadedPrograms:
-    """A BCC object and the fds of the programs loaded from it (what a plugin pins or attaches)."""
+    """Programs loaded from one object: their fds (what a plugin pins or attaches), and the
+    loader's object that owns them until :meth:`close` (pins, links and program arrays keep the
+    programs alive after that)."""
 
-    bpf: Any
-    fds: dict[str, int]
+    bpf: Any  # the loader's object (bcc.BPF); released by close()
+    fds: dict[str, int]  # function name -> program fd
+
+    @cached_property
+    def infos(self) -> dict[str, syscall.ProgInfo]:
+        return {n: syscall.prog_info(fd) for n, fd in self.fds.items()}
+
+    @property
+    def ids(self) -> dict[str, int]:
+        return {n: i.id for n, i in self.infos.items()}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {n: i.tag for n, i in self.infos.items()}
 
     def close(self) -> None:
+        """Release this process's references; programs held by pins or links keep running."""
         try:
             self.bpf.cleanup()
         except Exception:  # cleanup of a half-built BCC object must not mask the real error
