@@ -6,7 +6,7 @@ LAB ?= demo
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup deps venv cni lab lab-down test test-unit lint bench test-long
+.PHONY: setup deps venv cni lab lab-down test test-unit lint bench
 
 setup: deps venv
 
@@ -41,11 +41,9 @@ lab-down:
 test: setup cni
 	bash contrib/run-tests.sh
 
-# The long forms (docs/reliability.md): every fuzz target for 5 minutes with both engines, and a
-# 30-minute chaos soak on a 3-node lab. Needs root; about an hour.
+# The long forms (full Service matrix in every routing mode, ...): tests marked long.
 test-long: setup
-	$(VENV)/bin/python -m bench.fuzz --engine both --seconds 300
-	$(VENV)/bin/python -m bench.soak --minutes 30
+	bash contrib/run-tests.sh --run-long -m long
 
 test-unit: venv
 	$(VENV)/bin/pytest -m "not root" -q

@@ -14,6 +14,7 @@ PKGS=(
   tcpdump tshark ethtool            # wire-format proofs; ethtool switches tunnel offloads (overlay tests)
   frr                               # native routing
   gcc libc6-dev make                # the static C CNI binary (cni/)
+  dnsmasq-base bind9-dnsutils       # the lab's cluster DNS server (binary only: no host service) and dig
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -10,18 +10,13 @@ a copy of the convertible entries, and an atomic switch of programs, never blind
 
 from __future__ import annotations
 
-import errno
-import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from novanet_core.bpf import syscall
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,21 +65,6 @@ def pinned_info(path: str) -> syscall.MapInfo | None:
         return syscall.map_info(fd)
     finally:
         os.close(fd)
-
-
-def drop_mismatched(root: str, specs: Iterable[MapSpec]) -> list[str]:
-    """Unpin every map under ``root`` whose pin has another layout than ``specs`` say, so that BCC
-    creates it afresh instead of reusing it blindly. Only for maps whose content is rebuilt anyway
-    (counters, per-node state the agent rewrites); maps with state to keep are migrated instead."""
-    dropped = []
-    for spec in specs:
-        path = versioned_path(root, spec)
-        info = pinned_info(path)
-        if info is not None and not spec.matches(info):
-            log.warning("%s is %s, the program wants %s: recreating it", path, describe_info(info), spec.describe())
-            os.unlink(path)
-            dropped.append(path)
-    return dropped
 
 
 # bpffs reserves names containing "." for the kernel (EPERM), hence "_v<N>" and "_stale<ns>".
@@ -153,40 +133,19 @@ def copy_entries(src_fd: int, src: syscall.MapInfo, dst_fd: int, conv: Converter
         if kv is None:
             skipped += 1
             continue
-        try:
-            syscall.map_update(dst_fd, kv[0], kv[1])
-        except OSError as e:
-            if e.errno != errno.E2BIG:
-                raise
-            skipped += 1  # the new map is smaller (a resized table) and full: the rest start over
-            continue
+        syscall.map_update(dst_fd, kv[0], kv[1])
         copied += 1
     return copied, skipped
 
 
 @dataclass
 class LoadedPrograms:
-    """Programs loaded from one object: their fds (what a plugin pins or attaches), and the
-    loader's object that owns them until :meth:`close` (pins, links and program arrays keep the
-    programs alive after that)."""
+    """A BCC object and the fds of the programs loaded from it (what a plugin pins or attaches)."""
 
-    bpf: Any  # the loader's object (bcc.BPF); released by close()
-    fds: dict[str, int]  # function name -> program fd
-
-    @cached_property
-    def infos(self) -> dict[str, syscall.ProgInfo]:
-        return {n: syscall.prog_info(fd) for n, fd in self.fds.items()}
-
-    @property
-    def ids(self) -> dict[str, int]:
-        return {n: i.id for n, i in self.infos.items()}
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {n: i.tag for n, i in self.infos.items()}
+    bpf: Any
+    fds: dict[str, int]
 
     def close(self) -> None:
-        """Release this process's references; programs held by pins or links keep running."""
         try:
             self.bpf.cleanup()
         except Exception:  # cleanup of a half-built BCC object must not mask the real error

@@ -8,6 +8,7 @@ following kube-proxy (``pkg/proxy/endpointslicecache.go``, ``pkg/proxy/topology.
   slice's port number is the target. A slice port without a number is resolved per backend pod:
   ``targetPort`` as a number, or the pod's container port of that name and protocol (what the
   EndpointSlice controller's FindPort does); an endpoint whose pod has no such port is left out.
+- an endpoint's addresses are fungible (the API says so): the first one is used, as kube-proxy does.
 - an address listed twice (two slices during a rollout) counts once, the ready copy winning.
 - ``internalTrafficPolicy: Local``: the ClusterIP frontend lists only this node's backends.
 - ``externalTrafficPolicy: Local``: the NodePort frontend lists only this node's backends and
@@ -69,7 +70,8 @@ def backends_for(state: ClusterState, svc: Service, sp: ServicePort, node: str,
             if node_name is None:
                 pod = _pod_of(state, ep, svc.namespace)
                 node_name = pod.node if pod is not None else None
-            for addr in ep.addresses:
+            # The addresses of one endpoint are fungible; like kube-proxy, use the first.
+            for addr in ep.addresses[:1]:
                 b = ServiceBackend(ip=addr, port=target, node_name=node_name or "", local=node_name == node,
                                    ready=ep.ready, serving=ep.serving, terminating=ep.terminating,
                                    protocol=sp.protocol)

@@ -194,8 +194,9 @@ class ServiceSync:
         """Log a refusal; True when the datapath has no load-balancer at all (stop sending)."""
         if e.code in ("unsupported", "unknown_method"):
             if not self.unsupported:
-                log.error("services: %s (kubeProxyReplacement is true, but nothing will translate Services)",
-                          e.message)
+                log.error("services: %s (%s)", e.message,
+                          "kubeProxyReplacement is true, but nothing will translate Services" if self.replace_kube_proxy
+                          else "kube-proxy's translations may see their replies bypass conntrack")
             self.unsupported = e.message
             return True
         log.error("services: datapath refused %s: %s", what, e.message)

@@ -13,12 +13,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
-from novanet_core.bpf import bpffs, pinned, stats, syscall
-from novanet_core.bpf.pinned import LoadedPrograms
+from novanet_core.bpf import bpffs, ktree, pinned, stats, syscall
 from novanet_core.policy import EndpointPolicy
 from novanet_core.protocols import RTPROT_NOVANET, protocol_number
 from novanet_core.types import Endpoint, RemoteEndpoint
-from novanet_ebpf_policy import flowtable
 from novanet_ebpf_policy import maps as mapsmod
 from novanet_ebpf_policy import program as progmod
 from novanet_ebpf_policy.attach import TcAttacher, TcxAttacher, tcx_supported
@@ -36,7 +34,6 @@ from novanet_ebpf_policy.layouts import (
     TunnelKey,
     TunnelValue,
 )
-from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
 
 log = logging.getLogger(__name__)
@@ -96,7 +93,7 @@ class EbpfDatapath:
                          "tunnelProtocol": cfg.tunnelProtocol}
         self._settings: dict[str, Any] = {}
         self._lock = threading.RLock()
-        self.prog: LoadedPrograms | None = None
+        self.prog: progmod.LoadedProgram | None = None
         self.maps: mapsmod.MapHandles | None = None
         self.attacher: TcxAttacher | TcAttacher | None = None
         self.flows = FlowCollector()
@@ -104,10 +101,6 @@ class EbpfDatapath:
         self.last_start: dict[str, Any] = {}
         self.mounted_bpffs = False
         self.policy: PolicyProgrammer | None = None  # compiled NetworkPolicy -> maps
-        self.flow_table_size = cfg.bpf.flowTableSize
-        self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
-        self.sweeper: flowtable.Sweeper | None = None
-        self.pinwatch: PinWatch | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -116,9 +109,9 @@ class EbpfDatapath:
                 if self.root.startswith(bpffs.BPFFS) else False
             bpffs.ensure_dir(self.root)
             progmod.ensure_dirs(self.root)
-            flowtable.configure_size(self.flow_table_size)  # the layout the guard checks and BCC compiles
+            ktree.activate(self.header_tree)
             migration = mapsmod.prepare(self.root)  # schema guard BEFORE BCC sees the pins
-            self.prog = progmod.compile_and_load(self.root, self.header_tree)
+            self.prog = progmod.compile_and_load(self.root)
             migration.copy()
             self.maps = mapsmod.MapHandles(self.root)
             self.attacher = self._make_attacher()
@@ -132,10 +125,6 @@ class EbpfDatapath:
             adopted = self.policy.adopt_live()  # the agent's full resync then rewrites only differences
             self.flows.explain = self.policy.explain
             self.flows.start(self.maps.fds["flows"])
-            self.sweeper = flowtable.Sweeper(self.maps.fds["ct"], self.flow_table_size, self.flow_idle)
-            self.sweeper.start()
-            self.pinwatch = PinWatch(self)
-            self.pinwatch.start()
             self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
 
@@ -146,11 +135,7 @@ class EbpfDatapath:
         return TcxAttacher(self.root) if mode == "tcx" else TcAttacher(self.root)
 
     def stop(self) -> None:
-        for t in (self.sweeper, self.pinwatch):  # outside the lock: their passes take it
-            if t is not None:
-                t.stop()
         with self._lock:
-            self.sweeper = self.pinwatch = None
             self.flows.stop()
             self.policy = None
             if isinstance(self.attacher, TcAttacher):
@@ -164,7 +149,7 @@ class EbpfDatapath:
 
     def reload(self, cflags: dict[str, str] | None = None) -> dict[str, Any]:
         """Compile a new program version, then swap it atomically into every attachment."""
-        new = progmod.compile_and_load(self.root, self.header_tree, cflags)  # seconds; traffic unaffected meanwhile
+        new = progmod.compile_and_load(self.root, cflags)  # seconds; traffic unaffected meanwhile
         with self._lock:
             assert self.attacher is not None
             old = self.prog
@@ -525,12 +510,6 @@ class EbpfDatapath:
             return out
         return []
 
-    def flow_table(self) -> dict[str, Any]:
-        """Fill level as of the last sweep, and the new flows refused because it was full (live)."""
-        st = dict(self.sweeper.stats) if self.sweeper else {"capacity": self.flow_table_size}
-        st["fullDrops"] = self.drop_counters().get("FLOW_TABLE_FULL", 0)
-        return st
-
     def drop_counters(self) -> dict[str, int]:
         return self._m().drop_counts()
 
@@ -556,8 +535,6 @@ class EbpfDatapath:
             "policy_endpoints": len(self.policy.endpoints) if self.policy else 0,
             "tunnel_count": m.count("tunnels"),
             "drop_counters": self.drop_counters(),
-            "flow_table": self.flow_table(),
-            "pins": dict(self.pinwatch.stats) if self.pinwatch else {},
             "flow_events": self.flow_counters(),
             "policy_revision": m.config_get(ConfigKey.POLICY_REVISION),
             "default_deny": bool(m.config_get(ConfigKey.DEFAULT_DENY)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from novanet_core.state.model import ObjectError
 from novanet_lab import agents, netns, pods
 from novanet_lab import state as lstate
 from novanet_lab.errors import LabError
@@ -17,7 +18,12 @@ from novanet_lab.lifecycle import Progress, _quiet, create_pods, lab_lock
 from novanet_lab.manifests import ManifestWriter, namespace_object
 from novanet_lab.paths import LabPaths
 from novanet_lab.resources import Resource
+from novanet_lab.services import objects as service_objects
+from novanet_lab.services import reconcile
 from novanet_lab.state import LabState, PodState, PortState
+
+ORDER = ("Namespace", "Service", "Pod", "NetworkPolicy", "EndpointSlice")
+PLURAL = {"NetworkPolicy": "networkpolicies", "EndpointSlice": "endpointslices", "Service": "services"}
 
 
 def load_running(lab: str) -> tuple[LabPaths, LabState]:
@@ -56,14 +62,35 @@ def _check_refs(st: LabState, resources: list[Resource]) -> None:
         raise LabError("\n".join(problems))
 
 
+def _admit_services(st: LabState, resources: list[Resource]) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Every Service of the change as it will be stored, checked before anything is written."""
+    cidr = (st.spec.get("cluster") or {}).get("serviceCIDR", "10.96.0.0/12")
+    incoming = {r.key for r in resources if r.kind == "Service"}
+    alloc = service_objects.Allocator(cidr, [v for k, v in st.services.items() if k not in incoming])
+    out, problems = {}, []
+    # Services that pick their ClusterIP are admitted before those that get one allocated.
+    for r in sorted((r for r in resources if r.kind == "Service"),
+                    key=lambda r: not (r.raw.get("spec") or {}).get("clusterIP")):
+        try:
+            out[r.key] = service_objects.admit(r.raw, st.services.get(r.key), alloc)
+        except ObjectError as e:
+            problems.append(f"{r.describe()}: {e.path}: {str(e).split(': ', 2)[-1]}")
+        except LabError as e:
+            problems.append(f"{r.describe()}: {e}")
+    if problems:
+        raise LabError("\n".join(problems))
+    return out
+
+
 def _apply(paths: LabPaths, st: LabState, resources: list[Resource], timeout: float, progress: Progress) -> list[str]:
     deadline = time.monotonic() + timeout
     _check_refs(st, resources)
+    services = _admit_services(st, resources)
     writer = ManifestWriter(paths.manifest_dir)
     lines: list[str] = []
     new_pods: list[PodState] = []
     restart: list[PodState] = []
-    for r in sorted(resources, key=lambda r: ("Namespace", "Pod", "NetworkPolicy").index(r.kind)):
+    for r in sorted(resources, key=lambda r: ORDER.index(r.kind)):
         if r.kind == "Namespace":
             old = st.namespaces.get(r.name)
             if old == r.labels:
@@ -77,30 +104,40 @@ def _apply(paths: LabPaths, st: LabState, resources: list[Resource], timeout: fl
             p = st.pods.get(r.key)
             if p is None:
                 p = pods.new_pod_state(paths, r.namespace or "default", r.name, pods.schedule(st, r.node),
-                                       r.labels, r.ports or [])
+                                       r.labels, r.ports or [], r.ready)
                 st.pods[p.key] = p
                 new_pods.append(p)
                 lines.append(f"pod/{r.key} created")
-            elif p.labels == r.labels and p.ports == ports:
+            elif p.labels == r.labels and p.ports == ports and p.ready == r.ready:
                 lines.append(f"pod/{r.key} unchanged")
                 continue
             else:
                 if p.ports != ports:
                     restart.append(p)
-                p.labels, p.ports = dict(r.labels), ports
+                p.labels, p.ports, p.ready = dict(r.labels), ports, r.ready
                 lines.append(f"pod/{r.key} configured")
             pods.write_manifest(writer, st, p)
+        elif r.kind == "Service":
+            old = st.services.get(r.key)
+            if old == services[r.key]:
+                lines.append(f"service/{r.key} unchanged")
+                continue
+            st.services[r.key] = services[r.key]
+            writer.write(services[r.key])
+            lines.append(f"service/{r.key} {'created' if old is None else 'configured'}")
         else:
-            path = paths.manifest_dir / writer.filename("NetworkPolicy", r.name, r.namespace)
+            kind = r.kind.lower()
+            path = paths.manifest_dir / writer.filename(r.kind, r.name, r.namespace)
             existed = path.exists()
             before = path.read_text() if existed else None
             writer.write(r.raw)
             if before is not None and before == path.read_text():
-                lines.append(f"networkpolicy/{r.key} unchanged")
+                lines.append(f"{kind}/{r.key} unchanged")
                 continue
-            if r.key not in st.policies:
-                st.policies.append(r.key)
-            lines.append(f"networkpolicy/{r.key} {'configured' if existed else 'created'}")
+            keys = st.policies if r.kind == "NetworkPolicy" else st.endpointSlices
+            if r.key not in keys:
+                keys.append(r.key)
+            lines.append(f"{kind}/{r.key} {'configured' if existed else 'created'}")
     st.manifestVersion = writer.bump()
     lstate.save(paths, st)
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
@@ -120,6 +157,7 @@ def _apply(paths: LabPaths, st: LabState, resources: list[Resource], timeout: fl
         st.manifestVersion = writer.bump()
         lstate.save(paths, st)
         raise
+    reconcile.settle(paths, st, writer, deadline)
     lstate.save(paths, st)
     return lines
 
@@ -146,13 +184,16 @@ def delete(lab: str, resources: list[Resource], timeout: float = 60.0, ignore_no
                 if err:
                     errors.append(err)
                 lines.append(f"pod/{r.key} deleted")
-            elif r.kind == "NetworkPolicy":
-                if not writer.remove("NetworkPolicy", r.name, r.namespace):
-                    missing.append(f'networkpolicies "{r.key}" not found')
+            elif r.kind in ("NetworkPolicy", "EndpointSlice", "Service"):
+                if not writer.remove(r.kind, r.name, r.namespace):
+                    missing.append(f'{PLURAL[r.kind]} "{r.key}" not found')
                     continue
-                if r.key in st.policies:
-                    st.policies.remove(r.key)
-                lines.append(f"networkpolicy/{r.key} deleted")
+                for keys in (st.policies, st.endpointSlices):
+                    if r.key in keys and r.kind != "Service":
+                        keys.remove(r.key)
+                if r.kind == "Service":
+                    st.services.pop(r.key, None)
+                lines.append(f"{r.kind.lower()}/{r.key} deleted")
             else:
                 if r.name not in st.namespaces:
                     missing.append(f'namespaces "{r.name}" not found')
@@ -163,16 +204,23 @@ def delete(lab: str, resources: list[Resource], timeout: float = 60.0, ignore_no
                     if err:
                         errors.append(err)
                     lines.append(f"pod/{p.key} deleted")
-                for key in [k for k in st.policies if k.split("/", 1)[0] == r.name]:
-                    writer.remove("NetworkPolicy", key.split("/", 1)[1], r.name)
-                    st.policies.remove(key)
-                    lines.append(f"networkpolicy/{key} deleted")
+                for kind, keys in (("NetworkPolicy", st.policies), ("EndpointSlice", st.endpointSlices),
+                                   ("Service", list(st.services))):
+                    for key in [k for k in keys if k.split("/", 1)[0] == r.name]:
+                        writer.remove(kind, key.split("/", 1)[1], r.name)
+                        if kind == "Service":
+                            st.services.pop(key)
+                        else:
+                            keys.remove(key)
+                        lines.append(f"{kind.lower()}/{key} deleted")
                 writer.remove("Namespace", r.name)
                 del st.namespaces[r.name]
                 lines.append(f"namespace/{r.name} deleted")
         st.manifestVersion = writer.bump()
         lstate.save(paths, st)
         agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
+        reconcile.settle(paths, st, writer, deadline)
+        lstate.save(paths, st)
         if errors:
             raise LabError("objects deleted, but CNI DEL reported errors:\n" + "\n".join(errors))
         if missing and not ignore_not_found:

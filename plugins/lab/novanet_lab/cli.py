@@ -192,6 +192,14 @@ def exec(name: str | None, node: str | None, target: str | None, command: tuple[
         raise LabError("no command given (… -- CMD ARGS)")
     if not netns.exists(ns):
         raise LabError(f"netns {ns} does not exist (the lab is broken; `novanet lab down` and up again)")
+    from novanet_lab.dns import resolv_file
+
+    resolv = resolv_file(paths, st.pods[target]) if node is None else None
+    if resolv is not None and resolv.exists() and os.path.exists("/etc/resolv.conf"):
+        # The pod's resolv.conf (cluster DNS), as the runtime would mount it: in a private mount
+        # namespace, so nothing outside this command sees it.
+        command = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv), *command)
     sys.stdout.flush()
     try:
         os.execvp("nsenter", ["nsenter", f"--net={NETNS_DIR / ns}", *command])
@@ -205,7 +213,7 @@ def exec(name: str | None, node: str | None, target: str | None, command: tuple[
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for every agent.")
 @click.option("-q", "--quiet", is_flag=True)
 def apply(name: str | None, files: tuple[str, ...], timeout: float, quiet: bool) -> None:
-    """Create or update Namespaces, Pods and NetworkPolicies; returns once every agent has them."""
+    """Create or update Namespaces, Pods, NetworkPolicies, Services and EndpointSlices; returns once every agent has them."""
     from novanet_lab.changes import apply as lab_apply
     from novanet_lab.resources import load_resources
 
@@ -241,7 +249,16 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 @lab.command()
 @name_option
 @click.option("--from", "sources", multiple=True, metavar="NS/POD|NS", help="Source pods (default: all).")
-@click.option("--to", "targets", multiple=True, metavar="NS/POD|NS", help="Target pods (default: all).")
+@click.option("--to", "targets", multiple=True, metavar="NS/POD|NS",
+              help="Target pods (default: all, unless --to-service is given).")
+@click.option("--to-service", "services", multiple=True, metavar="NS/NAME",
+              help="Probe this Service's ClusterIP on its ports (results: \"to\": \"svc:NS/NAME\"); a reply from "
+                   "any of its endpoint pods counts.")
+@click.option("--node-port", metavar="NODE", help="With --to-service: probe NODE's IP on the nodePorts instead.")
+@click.option("--from-node", "from_nodes", multiple=True, metavar="NODE",
+              help="Also probe from this node's own netns (a host-network process; \"from\": \"node:NODE\").")
+@click.option("--from-underlay", is_flag=True,
+              help="Also probe from the underlay, outside every node (\"from\": \"underlay\").")
 @click.option("--port", "ports", multiple=True, type=int, help="Ports (default: every port a target declares).")
 @click.option("--protocol", "protocols", multiple=True, type=click.Choice(L4_PROTOCOLS, case_sensitive=False),
               help="TCP, UDP, SCTP (default: TCP and UDP; SCTP = crafted INIT chunks, see novanet_lab.sctp).")
@@ -250,9 +267,10 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
               help="TCP/UDP probes that timed out are tried once more with this timeout, and missing SCTP INITs "
                    "waited for as long (0.6; 0 = no second try).")
 @output_option
-def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], ports: tuple[int, ...],
+def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], services: tuple[str, ...],
+          node_port: str | None, from_nodes: tuple[str, ...], from_underlay: bool, ports: tuple[int, ...],
           protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, output: str) -> None:
-    """Probe pod-to-pod reachability; prints e2e-style truth tables or JSON."""
+    """Probe pod-to-pod (and pod-to-Service) reachability; prints e2e-style truth tables or JSON."""
     from novanet_lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT
     from novanet_lab.reach import probe as lab_probe
     from novanet_lab.table import results_tables
@@ -263,7 +281,8 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
         raise LabError(f"--confirm-timeout {confirm_timeout}: must be in [0, 60] seconds")
     t0 = time.monotonic()
     results = lab_probe(name or _default_lab(), sources, targets, ports, [p.upper() for p in protocols],
-                        timeout or DEFAULT_TIMEOUT, CONFIRM_TIMEOUT if confirm_timeout is None else confirm_timeout)
+                        timeout or DEFAULT_TIMEOUT, CONFIRM_TIMEOUT if confirm_timeout is None else confirm_timeout,
+                        services, node_port, from_nodes, from_underlay)
     elapsed = time.monotonic() - t0
     if output == "json":
         _emit_json({"results": [r.to_json() for r in results], "seconds": round(elapsed, 3)})

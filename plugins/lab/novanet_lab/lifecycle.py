@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from novanet_lab import agents, frr, netns, pods, procs, routers
+from novanet_lab import agents, frr, kubeproxy, netns, pods, procs, routers
 from novanet_lab import state as lstate
 from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
 from novanet_lab.cni import conflist
@@ -30,6 +30,8 @@ from novanet_lab.errors import LabError
 from novanet_lab.manifests import ManifestWriter, namespace_object, node_object
 from novanet_lab.nodeconfig import node_config
 from novanet_lab.paths import BPFFS, LabPaths, bpf_root, run_root, state_root
+from novanet_lab.services import objects as service_objects
+from novanet_lab.services import reconcile
 from novanet_lab.spec import LabSpec
 from novanet_lab.state import LabState, NodeState, UnderlayState
 
@@ -171,6 +173,7 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         netns.attach_node(paths.underlay_netns, i, node.netns, node.ip, plen, spec.underlay.mtu)
         # Kubernetes nodes forward (kubelet requires it); the agent may rely on it for pod routing.
         netns.set_sysctl(node.netns, "net.ipv4.ip_forward", "1")
+        kubeproxy.setup_node(st, n.name)
         for d in (paths.node_dir(n.name), paths.node_ipam_dir(n.name), paths.node_run_dir(n.name),
                   paths.node_bpf_root(n.name), paths.node_conflist(n.name).parent):
             d.mkdir(parents=True, exist_ok=True)
@@ -194,9 +197,13 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     st.namespaces = namespaces
     for p in spec.pods:
         ps = pods.new_pod_state(paths, p.namespace, p.name, pods.schedule(st, p.node), p.labels,
-                                [port.model_dump() for port in p.ports])
+                                [port.model_dump() for port in p.ports], p.ready, p.server)
         st.pods[ps.key] = ps
         pods.write_manifest(writer, st, ps)
+    alloc = service_objects.Allocator(spec.cluster.serviceCIDR, [])
+    for s in sorted(spec.services, key=lambda s: s.clusterIP is None):  # picked addresses before allocated ones
+        st.services[s.key] = service_objects.admit(s.to_object(), None, alloc)
+        writer.write(st.services[s.key])
     st.manifestVersion = writer.bump()
     lstate.save(paths, st)
 
@@ -217,6 +224,9 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         progress(f"BGP converged: every node routes every other PodCIDR ({time.monotonic() - t0:.1f} s)")
 
     create_pods(paths, st, writer, list(st.pods.values()), deadline, progress)
+    reconcile.settle(paths, st, writer, deadline)
+    if st.services or kubeproxy.mode_of(st) != "none":
+        progress(f"services: {len(st.services)}, kube-proxy rules: {kubeproxy.mode_of(st)}")
     st.phase = "up"
     lstate.save(paths, st)
     progress(f"lab {spec.name} is up ({time.monotonic() - t0:.1f} s)")

@@ -83,6 +83,7 @@ def pod_object(
     ports: list[dict[str, Any]],
     pod_ip: str | None = None,
     host_ip: str | None = None,
+    ready: bool = True,
 ) -> dict[str, Any]:
     container_ports = []
     for p in ports:
@@ -97,7 +98,8 @@ def pod_object(
         "spec": {"nodeName": node, "containers": [{"name": "server", "ports": container_ports}]},
     }
     if pod_ip:
-        obj["status"] = {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "hostIP": host_ip}
+        obj["status"] = {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "hostIP": host_ip,
+                         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
     else:
         obj["status"] = {"phase": "Pending"}
     return obj

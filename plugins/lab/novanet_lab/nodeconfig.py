@@ -17,7 +17,7 @@ from novanet_lab.paths import LabPaths
 from novanet_lab.spec import LabSpec, loc_path
 
 # Spec keys that are lab-only and never reach the agent.
-_SPEC_ONLY = {"nodeCIDRMaskSize"}
+_SPEC_ONLY = {"nodeCIDRMaskSize", "kubeProxy"}
 
 
 def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cidr: str) -> dict[str, Any]:

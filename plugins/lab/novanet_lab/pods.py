@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from novanet_lab import cni, netns, procs
+from novanet_lab import cni, dns, netns, procs
 from novanet_lab.agents import markers
 from novanet_lab.errors import LabError
 from novanet_lab.manifests import ManifestWriter, pod_object
@@ -22,8 +22,10 @@ from novanet_lab.state import LabState, NodeState, PodState, PortState
 
 
 def new_pod_state(paths: LabPaths, namespace: str, name: str, node: str, labels: dict[str, str],
-                  ports: Iterable[dict[str, Any]]) -> PodState:
+                  ports: Iterable[dict[str, Any]], ready: bool = True, server: str = "podserver") -> PodState:
     return PodState(
+        ready=ready,
+        server=server,
         namespace=namespace,
         name=name,
         node=node,
@@ -47,7 +49,7 @@ def schedule(state: LabState, wanted: str | None) -> str:
 def write_manifest(writer: ManifestWriter, state: LabState, pod: PodState) -> None:
     node = state.nodes[pod.node]
     writer.write(pod_object(pod.namespace, pod.name, pod.node, pod.labels, pod.port_dicts(), pod.ip,
-                            node.ip if pod.ip else None))
+                            node.ip if pod.ip else None, pod.ready))
 
 
 def conflist(paths: LabPaths, node: str) -> dict[str, Any]:
@@ -72,9 +74,17 @@ def attach(paths: LabPaths, state: LabState, pod: PodState) -> None:
 
 
 def start_server(paths: LabPaths, pod: PodState) -> None:
+    ready = paths.pod_ready(pod.namespace, pod.name)
+    if pod.server == "dns":
+        ready.unlink(missing_ok=True)
+        if not dns.hosts_file(paths).exists():
+            dns.hosts_file(paths).parent.mkdir(parents=True, exist_ok=True)
+            dns.hosts_file(paths).write_text("")
+        pod.serverPid = procs.start_in_netns(dns.argv(paths), pod.netns, paths.pod_log(pod.namespace, pod.name),
+                                             paths.pod_pid(pod.namespace, pod.name))
+        return
     tcp = [p.port for p in pod.ports if p.protocol == "TCP"]
     udp = [p.port for p in pod.ports if p.protocol == "UDP"]
-    ready = paths.pod_ready(pod.namespace, pod.name)
     ready.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "novanet_lab.podserver", "--name", pod.key, "--ready-file", str(ready)]
     argv += [a for port in tcp for a in ("--tcp", str(port))]
@@ -89,6 +99,9 @@ def wait_servers(paths: LabPaths, pods: Iterable[PodState], timeout: float = 20.
     deadline = time.monotonic() + timeout
     while waiting:
         for key, p in list(waiting.items()):
+            if p.server == "dns" and procs.is_running(p.serverPid) and dns.listening(p.netns):
+                # dnsmasq writes no ready file: the lab writes it once both sockets are bound.
+                paths.pod_ready(p.namespace, p.name).write_text(f"{p.serverPid}\n")
             if paths.pod_ready(p.namespace, p.name).exists():
                 del waiting[key]
             elif not procs.is_running(p.serverPid):

@@ -37,9 +37,11 @@ WINDOW = 256
 
 @dataclass(frozen=True)
 class Endpoint:
-    key: str  # "ns/pod"
+    key: str  # "ns/pod" (or "svc:ns/name" for a Service, "node:<name>", "underlay" as sources)
     ip: str
     netns: str
+    # A Service target: the pods whose reply counts as reaching it (its backends).
+    accepts: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -51,10 +53,11 @@ class ProbeResult:
     allowed: bool
     reason: str  # connected | echoed | refused | timeout | wrong-pod: ... | error: ...
     ms: float
+    backend: str = ""  # a Service probe: the pod that answered
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
-        return {
+        out: dict[str, object] = {
             "from": d.pop("src"),
             "to": d.pop("dst"),
             "port": d.pop("port"),
@@ -63,6 +66,9 @@ class ProbeResult:
             "reason": d.pop("reason"),
             "ms": round(d.pop("ms"), 2),
         }
+        if self.backend:
+            out["backend"] = self.backend
+        return out
 
 
 @dataclass
@@ -227,7 +233,6 @@ def _udp_send(p: _Probe) -> None:
 def _step(src: Endpoint, p: _Probe, sel: selectors.BaseSelector) -> None:
     s = p.sock
     assert s is not None
-    want = f"{p.dst.key}\n".encode()
     if p.phase == "connect":
         rc = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if rc != 0:
@@ -249,25 +254,39 @@ def _step(src: Endpoint, p: _Probe, sel: selectors.BaseSelector) -> None:
             _finish(src, p, sel, False, _reason(e.errno or 0))
         return
     if p.protocol == "UDP":
-        if data == want:
-            _finish(src, p, sel, True, "echoed")
+        backend = _answered_by(p.dst, data)
+        if backend is not None:
+            _finish(src, p, sel, True, "echoed", backend)
         else:
             _finish(src, p, sel, False, f"wrong-pod: {data[:40].decode(errors='replace').strip()}")
         return
     p.buf += data
     if data and b"\n" not in p.buf:
         return
-    if p.buf == want:
-        _finish(src, p, sel, True, "connected")
+    backend = _answered_by(p.dst, p.buf)
+    if backend is not None:
+        _finish(src, p, sel, True, "connected", backend)
     elif not p.buf:
         _finish(src, p, sel, False, "closed-without-reply")
     else:
         _finish(src, p, sel, False, f"wrong-pod: {p.buf[:40].decode(errors='replace').strip()}")
 
 
-def _finish(src: Endpoint, p: _Probe, sel: selectors.BaseSelector | None, allowed: bool, reason: str) -> None:
+def _answered_by(dst: Endpoint, reply: bytes) -> str | None:
+    """Whom the reply line names, if that counts as reaching ``dst`` (a Service: any of its backends)."""
+    name = reply.decode(errors="replace").rstrip("\n")
+    if not reply.endswith(b"\n") or "\n" in name:
+        return None
+    if dst.accepts:
+        return name if name in dst.accepts else None
+    return name if name == dst.key else None
+
+
+def _finish(src: Endpoint, p: _Probe, sel: selectors.BaseSelector | None, allowed: bool, reason: str,
+            backend: str = "") -> None:
     ms = (time.monotonic() - p.started) * 1000
-    p.result = ProbeResult(src.key, p.dst.key, p.port, p.protocol, allowed, reason, ms)
+    p.result = ProbeResult(src.key, p.dst.key, p.port, p.protocol, allowed, reason, ms,
+                           backend if p.dst.accepts else "")
     if p.sock is not None:
         if sel is not None:
             try:

@@ -55,20 +55,91 @@ def checks_for(st: LabState, targets: Sequence[Endpoint], ports: Sequence[int],
     return checks
 
 
+def _hosts(st: LabState, paths: LabPaths, from_nodes: Sequence[str], from_underlay: bool) -> list[Endpoint]:
+    """Host-network sources: a node's netns (``node:<name>``), the underlay outside every node."""
+    out = []
+    for n in from_nodes:
+        if n not in st.nodes:
+            raise LabError(f"--from-node {n}: not a node of lab {st.name} ({', '.join(st.nodes)})")
+        out.append(Endpoint(f"node:{n}", st.nodes[n].ip, st.nodes[n].netns))
+    if from_underlay:
+        if st.underlay is None:
+            raise LabError(f"lab {st.name} has no underlay")
+        out.append(Endpoint("underlay", st.underlay.gateway, st.underlay.netns))
+    return out
+
+
+def service_targets(st: LabState, paths: LabPaths, names: Sequence[str],
+                    node_port: str | None = None) -> tuple[list[Endpoint], dict[str, set[tuple[int, str]]]]:
+    """``svc:NS/NAME`` targets at the ClusterIP (or ``node_port``'s IP and the nodePorts), each
+    accepting a reply from any pod that is one of its endpoints; and the ports each serves."""
+    from novanet_lab.status import services_status
+
+    found = {f"{s['namespace']}/{s['name']}": s for s in services_status(paths)}
+    if node_port is not None and node_port not in st.nodes:
+        raise LabError(f"--node-port {node_port}: not a node of lab {st.name} ({', '.join(st.nodes)})")
+    targets, serves = [], {}
+    for name in names:
+        s = found.get(name)
+        if s is None:
+            raise LabError(f"--to-service {name}: no such Service in lab {st.name} "
+                           f"(services: {', '.join(found) or 'none'})")
+        if s["headless"] or not s["clusterIP"]:
+            raise LabError(f"--to-service {name}: has no ClusterIP (headless or ExternalName): probe its pods")
+        key = f"svc:{name}"
+        accepts = frozenset(e["pod"] for e in s["endpoints"] if e["pod"])
+        if node_port is not None:
+            ports = {(p["nodePort"], p["protocol"]) for p in s["ports"] if p["nodePort"]}
+            if not ports:
+                raise LabError(f"--node-port: Service {name} has no nodePort (type {s['type']})")
+            targets.append(Endpoint(key, st.nodes[node_port].ip, "", accepts))
+        else:
+            ports = {(p["port"], p["protocol"]) for p in s["ports"]}
+            targets.append(Endpoint(key, s["clusterIP"], "", accepts))
+        serves[key] = ports
+    return targets, serves
+
+
 def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), ports: Sequence[int] = (),
           protocols: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
-          confirm_timeout: float = CONFIRM_TIMEOUT) -> list[ProbeResult]:
+          confirm_timeout: float = CONFIRM_TIMEOUT, services: Sequence[str] = (), node_port: str | None = None,
+          from_nodes: Sequence[str] = (), from_underlay: bool = False) -> list[ProbeResult]:
+    """Probe pods (``targets``, all by default) and/or Services (``services``) from pods
+    (``sources``, all by default) and/or host-network sources; Service results come last."""
     paths = LabPaths(lab)
     st = lstate.load(paths)
     if st is None:
         raise LabError(f"lab {lab} is not up (no {paths.state_file})")
-    src = _select(st, sources, "--from")
-    dst = _select(st, targets, "--to")
-    if not src or not dst:
-        raise LabError(f"lab {lab} has no pods to probe")
+    hosts = _hosts(st, paths, from_nodes, from_underlay)
+    src = (_select(st, sources, "--from") if sources or not hosts else []) + hosts
+    if node_port is not None and not services:
+        raise LabError("--node-port needs --to-service")
     for port in ports:
         if not 1 <= port <= 65535:
             raise LabError(f"--port {port}: not a port number 1..65535")
+    results = []
+    if targets or not services:
+        dst = _select(st, targets, "--to")
+        if not src or not dst:
+            raise LabError(f"lab {lab} has no pods to probe")
+        results += _probe_pods(st, src, dst, ports, protocols, timeout, confirm_timeout)
+    if services:
+        if not src:
+            raise LabError(f"lab {lab} has no pods to probe from")
+        if any(proto.upper() == "SCTP" for proto in protocols):
+            raise LabError("--to-service: SCTP is not probed (this kernel has no SCTP sockets)")
+        svc_dst, svc_serves = service_targets(st, paths, services, node_port)
+        protos = [p.upper() for p in protocols] or list(DEFAULT_PROTOCOLS)
+        if ports:
+            checks = [(port, proto) for port in ports for proto in protos]
+        else:
+            checks = sorted({c for cs in svc_serves.values() for c in cs if c[1] in protos})
+        results += probe_matrix(src, svc_dst, checks, timeout, None if ports else svc_serves, confirm_timeout)
+    return results
+
+
+def _probe_pods(st: LabState, src: list[Endpoint], dst: list[Endpoint], ports: Sequence[int],
+                protocols: Sequence[str], timeout: float, confirm_timeout: float) -> list[ProbeResult]:
     # Without --port, each target is probed on the ports it declares only (nothing listens elsewhere).
     serves = None if ports else {p.key: {(x.port, x.protocol) for x in p.ports} for p in st.pods.values()}
     checks = checks_for(st, dst, ports, protocols)

@@ -1,6 +1,6 @@
 """Objects for ``lab apply -f`` / ``lab delete -f``: multi-document Kubernetes-style YAML.
 
-Kinds: Namespace, Pod, NetworkPolicy (and ``kind: List`` of them). Each object is validated with
+Kinds: Namespace, Pod, NetworkPolicy, Service, EndpointSlice (and ``kind: List`` of them). Each object is validated with
 the agent's own parser (novanet_core.state.model.parse_object) so that the lab refuses exactly what
 the agents would, with the document number and the field path in the message.
 """
@@ -18,7 +18,7 @@ from novanet_core.state.model import ObjectError, parse_object
 from novanet_lab.errors import LabError
 from novanet_lab.spec import DNS_LABEL_RE
 
-APPLY_KINDS = ("Namespace", "Pod", "NetworkPolicy")
+APPLY_KINDS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Resource:
     labels: dict[str, str]
     node: str | None = None  # Pod only
     ports: list[dict[str, Any]] | None = None  # Pod only: [{port, protocol, name}]
+    ready: bool = True  # Pod only: false when status.conditions says Ready is not True
 
     @property
     def key(self) -> str:
@@ -106,9 +107,10 @@ def _resource(obj: Any) -> Resource:
     raw = copy.deepcopy(obj)
     if kind == "Namespace":
         return Resource(kind, parsed.name, None, raw, dict(parsed.labels))
-    if kind == "NetworkPolicy":
+    if kind in ("NetworkPolicy", "Service", "EndpointSlice"):
         raw.setdefault("metadata", {})["namespace"] = parsed.namespace
-        raw.setdefault("apiVersion", "networking.k8s.io/v1")
+        raw.setdefault("apiVersion", {"NetworkPolicy": "networking.k8s.io/v1", "Service": "v1",
+                                      "EndpointSlice": "discovery.k8s.io/v1"}[kind])
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return Resource(kind, parsed.name, parsed.namespace, raw, dict(labels))
     ports = [{"port": p.port, "protocol": p.protocol, "name": p.name} for p in parsed.ports]
@@ -117,4 +119,7 @@ def _resource(obj: Any) -> Resource:
         if (p["port"], p["protocol"]) in seen:
             raise LabError(f"Pod {parsed.key}: ports[{i}]: {p['port']}/{p['protocol']} is declared twice")
         seen.add((p["port"], p["protocol"]))
-    return Resource(kind, parsed.name, parsed.namespace, raw, dict(parsed.labels), node=parsed.node, ports=ports)
+    conditions = ((obj.get("status") or {}).get("conditions")) or []
+    ready = parsed.ready or not any(isinstance(c, dict) and c.get("type") == "Ready" for c in conditions)
+    return Resource(kind, parsed.name, parsed.namespace, raw, dict(parsed.labels), node=parsed.node, ports=ports,
+                    ready=ready)

@@ -64,12 +64,50 @@ class PodSpec(_Model):
     node: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     ports: list[PortSpec] = Field(default_factory=list)
+    # What the kubelet would report as the Ready condition (the lab's EndpointSlices follow it).
+    ready: bool = True
+    # What runs in the pod: the lab's pod server (echoes its name on every declared port), or
+    # the cluster DNS server (dnsmasq serving the lab's Service names; see docs/services.md).
+    server: Literal["podserver", "dns"] = "podserver"
 
     _name = field_validator("name", "namespace")(_dns_label)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+class ServiceSpec(_Model):
+    """A Kubernetes Service, its ``spec:`` keys written beside ``name:``; checked by the agents' parser."""
+
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    type: Any = None
+    selector: Any = None
+    clusterIP: Any = None
+    ports: Any = None
+    sessionAffinity: Any = None
+    sessionAffinityConfig: Any = None
+    externalTrafficPolicy: Any = None
+    internalTrafficPolicy: Any = None
+    ipFamilies: Any = None
+    ipFamilyPolicy: Any = None
+    publishNotReadyAddresses: Any = None
+    externalName: Any = None
+
+    _name = field_validator("name", "namespace")(_dns_label)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def to_object(self) -> dict[str, Any]:
+        spec = {k: v for k, v in self.model_dump(exclude={"name", "namespace", "labels"}).items() if v is not None}
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.labels:
+            meta["labels"] = dict(self.labels)
+        return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
 class NamespaceSpec(_Model):
@@ -138,11 +176,19 @@ class ClusterSpec(BaseModel):
     routingMode: Literal["overlay", "native"] = "overlay"
     tunnelProtocol: str = "vxlan"
     policy: dict[str, Any] = Field(default_factory=lambda: {"defaultDeny": False})
+    serviceCIDR: str = "10.96.0.0/12"
+    # Rules of this kube-proxy mode are installed in every node's netns from the lab's Services
+    # (novanet_lab.kubeproxy); "none": no kube-proxy. Lab-only, never sent to the agents.
+    kubeProxy: Literal["none", "iptables", "nftables"] = "none"
 
-    @field_validator("clusterCIDR")
+    @field_validator("clusterCIDR", "serviceCIDR")
     @classmethod
     def _cidr(cls, v: str) -> str:
         return _ipv4_net(v)
+
+    @property
+    def kube_proxy_replacement(self) -> bool:
+        return bool((self.model_extra or {}).get("kubeProxyReplacement", True))
 
     def passthrough(self) -> dict[str, Any]:
         """The keys copied into every node's config as they are."""
@@ -157,6 +203,7 @@ class LabSpec(_Model):
     nodes: list[NodeSpec] = Field(min_length=1)
     namespaces: list[NamespaceSpec] = Field(default_factory=list)
     pods: list[PodSpec] = Field(default_factory=list)
+    services: list[ServiceSpec] = Field(default_factory=list)
     routers: list[RouterSpec] = Field(default_factory=list)
 
     @field_validator("name")
@@ -189,10 +236,7 @@ def loc_path(loc: tuple[Any, ...]) -> str:
         if isinstance(p, int):
             out += f"[{p}]"
         else:
-            # A key with spaces or unprintable characters is quoted, so the path stays readable
-            # (and copyable) whatever a typo put in it.
-            k = str(p)
-            out += ("." if out else "") + (k if k.isprintable() and not any(c.isspace() for c in k) else repr(k))
+            out += ("." if out else "") + str(p)
     return out or "(top level)"
 
 
@@ -279,6 +323,44 @@ def cross_check(spec: LabSpec) -> list[str]:
         problems.extend(check_ports(p.ports, where))
     problems.extend(_check_addresses(spec))
     problems.extend(_check_routers(spec, seen_nodes))
+    problems.extend(_check_services(spec, seen_ns))
+    return problems
+
+
+def _check_services(spec: LabSpec, namespaces: dict[str, int]) -> list[str]:
+    from novanet_core.state.model import ObjectError
+    from novanet_lab.services.objects import Allocator, admit
+
+    problems = []
+    c = spec.cluster
+    if c.kubeProxy != "none" and c.kube_proxy_replacement:
+        problems.append(f"cluster.kubeProxy: {c.kubeProxy} needs cluster.kubeProxyReplacement: false (with true, "
+                        "NovaNet translates Services itself and kube-proxy must not run)")
+    if ipaddress.ip_network(c.serviceCIDR).overlaps(ipaddress.ip_network(c.clusterCIDR)):
+        problems.append(f"cluster.serviceCIDR: {c.serviceCIDR} overlaps clusterCIDR {c.clusterCIDR}")
+        return problems
+    alloc = Allocator(c.serviceCIDR, [])
+    seen: dict[str, int] = {}
+    # Services that name their ClusterIP or nodePorts first, as an API server would have taken
+    # them before allocating for the others; errors still name each Service's own index.
+    def explicit(s: ServiceSpec) -> bool:
+        return s.clusterIP is not None or any(isinstance(p, dict) and p.get("nodePort") for p in s.ports or [])
+
+    order = sorted(range(len(spec.services)), key=lambda i: not explicit(spec.services[i]))
+    for i in order:
+        s = spec.services[i]
+        if s.key in seen:
+            problems.append(f"services[{i}].name: {s.key!r} is already used by services[{seen[s.key]}]")
+            continue
+        seen[s.key] = i
+        if s.namespace not in namespaces and s.namespace != "default":
+            problems.append(f"services[{i}] ({s.key}).namespace: {s.namespace!r} is not declared under namespaces:")
+        try:
+            admit(s.to_object(), None, alloc)
+        except ObjectError as e:
+            problems.append(f"services[{i}] ({s.key}).{e.path.removeprefix('spec.')}: {str(e).split(': ', 2)[-1]}")
+        except LabError as e:
+            problems.append(f"services[{i}] ({s.key}): {e}")
     return problems
 
 

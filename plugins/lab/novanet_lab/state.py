@@ -44,6 +44,8 @@ class PodState(BaseModel):
     ip: str | None = None
     cniResult: dict[str, Any] | None = None
     serverPid: int | None = None
+    ready: bool = True  # the Ready condition the lab reports for it
+    server: str = "podserver"  # or "dns" (novanet_lab.dns)
 
     @property
     def key(self) -> str:
@@ -71,6 +73,9 @@ class LabState(BaseModel):
     namespaces: dict[str, dict[str, str]] = Field(default_factory=dict)  # name -> labels
     pods: dict[str, PodState] = Field(default_factory=dict)  # "ns/name" -> pod
     policies: list[str] = Field(default_factory=list)  # "ns/name"
+    # "ns/name" -> the Service as stored (ClusterIP and nodePorts allocated).
+    services: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    endpointSlices: list[str] = Field(default_factory=list)  # "ns/name" of slices applied by the user
     manifestVersion: int = 0
 
 

@@ -70,7 +70,7 @@ def lab_status(lab: str) -> dict[str, Any]:
             "labels": p.labels,
             "ports": [{"port": x.port, "protocol": x.protocol, "name": x.name} for x in p.ports],
             "server": {"pid": pid, "running": pid is not None},
-            "ready": running,
+            "ready": running and p.ready,
         })
     return {
         "name": st.name,
@@ -86,7 +86,36 @@ def lab_status(lab: str) -> dict[str, Any]:
         "namespaces": [{"name": k, "labels": v} for k, v in st.namespaces.items()],
         "pods": pod_list,
         "networkPolicies": list(st.policies),
+        "services": services_status(paths),
     }
+
+
+def services_status(paths: LabPaths) -> list[dict[str, Any]]:
+    """Every Service with its endpoints, read from the manifests (what the agents have)."""
+    from novanet_lab.services.reconcile import current
+
+    state = current(paths)
+    out = []
+    for svc in sorted(state.services.values(), key=lambda s: s.key):
+        endpoints: dict[str, dict[str, Any]] = {}
+        for sl in sorted(state.endpointslices.values(), key=lambda s: s.name):
+            if sl.namespace != svc.namespace or sl.service_name != svc.name:
+                continue
+            for e in sl.endpoints:
+                ref = e.target_ref
+                d = endpoints.setdefault(e.addresses[0], {
+                    "ip": e.addresses[0], "node": e.node_name, "pod": f"{ref.namespace or sl.namespace}/{ref.name}"
+                    if ref else None, "ready": e.ready, "serving": e.serving, "terminating": e.terminating,
+                    "ports": []})
+                d["ports"].extend({"name": p.name, "port": p.port, "protocol": p.protocol} for p in sl.ports)
+        out.append({
+            "namespace": svc.namespace, "name": svc.name, "type": svc.type,
+            "clusterIP": svc.cluster_ip, "headless": svc.headless,
+            "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol, "targetPort": p.target_port,
+                       "nodePort": p.node_port} for p in svc.ports],
+            "endpoints": list(endpoints.values()),
+        })
+    return out
 
 
 def status_table(s: dict[str, Any]) -> str:
@@ -107,6 +136,15 @@ def status_table(s: dict[str, Any]) -> str:
          ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items())) or "<none>"]
         for p in s["pods"]
     ]))
+    if s.get("services"):
+        lines.append("")
+        lines.append(_cols(["NAMESPACE", "SERVICE", "TYPE", "CLUSTER-IP", "PORTS", "ENDPOINTS"], [
+            [v["namespace"], v["name"], v["type"], v["clusterIP"] or "-",
+             ",".join(f"{p['port']}{':' + str(p['nodePort']) if p['nodePort'] else ''}/{p['protocol']}"
+                      for p in v["ports"]) or "-",
+             ",".join(f"{e['ip']}{'' if e['ready'] else '(not ready)'}" for e in v["endpoints"]) or "<none>"]
+            for v in s["services"]
+        ]))
     if s["networkPolicies"]:
         lines += ["", "NETWORK POLICIES: " + ", ".join(s["networkPolicies"])]
     return "\n".join(lines)
