@@ -29,7 +29,7 @@ from novanet_core.cni.install import install
 from tests.support.node import NodeUnderTest, sh
 
 
-def _exec(binary: str, node_ns: str, env: dict[str, str], conf: dict) -> tuple[float, int, str]:
+def exec_plugin(binary: str, node_ns: str, env: dict[str, str], conf: dict) -> tuple[float, int, str]:
     t = time.perf_counter()
     p = subprocess.run(["nsenter", f"--net=/run/netns/{node_ns}", binary], input=json.dumps(conf),
                        capture_output=True, text=True, env=env)
@@ -47,7 +47,7 @@ def run_round(binary: str, node_ns: str, conf: dict, pods: int, tag: str) -> tup
         for i, ns in enumerate(netns):
             env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"{i:03d}{tag}{uuid.uuid4().hex[:10]}",
                    "CNI_NETNS": f"/run/netns/{ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
-            ms, rc, out = _exec(binary, node_ns, env, conf)
+            ms, rc, out = exec_plugin(binary, node_ns, env, conf)
             if rc != 0:
                 raise RuntimeError(f"ADD failed: {out}")
             adds.append(ms)
@@ -55,7 +55,7 @@ def run_round(binary: str, node_ns: str, conf: dict, pods: int, tag: str) -> tup
         for ns, cid, res in netns:
             env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "DEL", "CNI_CONTAINERID": cid,
                    "CNI_NETNS": f"/run/netns/{ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
-            ms, rc, out = _exec(binary, node_ns, env, {**conf, "prevResult": res})
+            ms, rc, out = exec_plugin(binary, node_ns, env, {**conf, "prevResult": res})
             if rc != 0:
                 raise RuntimeError(f"DEL failed: {out}")
             dels.append(ms)

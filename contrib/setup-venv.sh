@@ -13,7 +13,7 @@ echo "$(pwd)/.venv/bcc-shim" > "$SITE/novanet_bcc_debian.pth"
 STAMP=.venv/.novanet-installed
 SRC_HASH=$(cat pyproject.toml plugins/*/pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$SRC_HASH" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[test,kubernetes]"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[test,kubernetes,bench]"
   for p in plugins/*/; do .venv/bin/pip install -q --disable-pip-version-check -e "$p"; done
   echo "$SRC_HASH" > "$STAMP"
 fi

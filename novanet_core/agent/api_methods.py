@@ -112,6 +112,21 @@ def control_router(agent: Agent) -> ApiRouter:
 
     r.add("cni.timings", cni_timings)
 
+    def state_timings(p: dict[str, Any]) -> dict[str, Any]:
+        """Per kind: count, median and p99 milliseconds of the recent state events (event taken in
+        -> endpoints, remotes, policy and services applied)."""
+        by_kind: dict[str, list[float]] = {}
+        for kind, sec in list(agent.event_timings):
+            by_kind.setdefault(kind, []).append(sec)
+        out = {}
+        for kind, vals in sorted(by_kind.items()):
+            vals.sort()
+            out[kind] = {"count": len(vals), "p50_ms": round(vals[len(vals) // 2] * 1e3, 3),
+                         "p99_ms": round(vals[min(len(vals) - 1, int(len(vals) * 0.99))] * 1e3, 3)}
+        return out
+
+    r.add("state.timings", state_timings)
+
     def dp_proxy(p: dict[str, Any]) -> Any:
         """Forward a call to the dataplane (plugin commands that need the datapath)."""
         method = p.get("method")

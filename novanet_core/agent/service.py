@@ -74,6 +74,8 @@ class Agent:
         self.services = ServiceSync(self)  # Services: per-node frontends + datapath sync (novanet_core.services)
         # Per-step durations of recent ADDs (seconds), for the metrics and the CNI benchmark.
         self.timings: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
+        # (kind, seconds) of recent state events, source event in to everything applied (state.timings).
+        self.event_timings: collections.deque[tuple[str, float]] = collections.deque(maxlen=5000)
         self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
         self.api_servers: dict[str, Any] = {}  # socket name -> ApiServer, set by main (limits, refusals)
 
@@ -314,6 +316,8 @@ class Agent:
                 self.state_version = self.state.version
             self.policy.apply_event(ev, received)  # after endpoints carry their new identity
             self.services.apply_event(ev, old, received)
+        if ev.kind:
+            self.event_timings.append((ev.kind, time.perf_counter() - received))
 
     def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
         pod = new or old
