@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
-from novanet_core.bpf import bpffs, ktree, pinned, stats, syscall
+from novanet_core.bpf import bpffs, pinned, stats, syscall
 from novanet_core.policy import EndpointPolicy
 from novanet_core.protocols import RTPROT_NOVANET, protocol_number
 from novanet_core.types import Endpoint, RemoteEndpoint
@@ -109,9 +109,8 @@ class EbpfDatapath:
                 if self.root.startswith(bpffs.BPFFS) else False
             bpffs.ensure_dir(self.root)
             progmod.ensure_dirs(self.root)
-            ktree.activate(self.header_tree)
             migration = mapsmod.prepare(self.root)  # schema guard BEFORE BCC sees the pins
-            self.prog = progmod.compile_and_load(self.root)
+            self.prog = progmod.compile_and_load(self.root, self.header_tree)
             migration.copy()
             self.maps = mapsmod.MapHandles(self.root)
             self.attacher = self._make_attacher()
@@ -149,7 +148,7 @@ class EbpfDatapath:
 
     def reload(self, cflags: dict[str, str] | None = None) -> dict[str, Any]:
         """Compile a new program version, then swap it atomically into every attachment."""
-        new = progmod.compile_and_load(self.root, cflags)  # seconds; traffic unaffected meanwhile
+        new = progmod.compile_and_load(self.root, self.header_tree, cflags)  # seconds; traffic unaffected meanwhile
         with self._lock:
             assert self.attacher is not None
             old = self.prog

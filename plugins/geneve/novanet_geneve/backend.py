@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet_core.backends import BackendContext, ConfigError
-from novanet_core.bpf import bpffs, ktree, layouts_c, syscall
+from novanet_core.bpf import bpffs, layouts_c, syscall
 from novanet_core.bpf.layouts import TunnelKey, TunnelValue
 from novanet_core.protocols import RTPROT_NOVANET
 from novanet_core.types import NodeInfo
@@ -85,8 +85,7 @@ class GeneveTunnel:
             bpffs.ensure_mounted()
         bpffs.ensure_dir(self.root)
         os.makedirs(os.path.join(self.root, "maps"), exist_ok=True)
-        ktree.activate(self.ctx.config.bpf.headerTree)
-        loaded = program.load(self.root)
+        loaded = program.load(self.root, self.ctx.config.bpf.headerTree)
         try:
             self.installed = program.install(self.root, loaded, self.underlay, self.underlay_ifindex)
         finally:

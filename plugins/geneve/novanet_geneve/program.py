@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import threading
 from typing import Any
 
-from novanet_core.bpf import bpffs, layouts_c, links, pinned, syscall
+from novanet_core.bpf import bpffs, compiler, layouts_c, links, pinned, syscall
 from novanet_core.bpf.layouts import TunnelSlot
 from novanet_geneve import layouts, wire
 
@@ -23,7 +22,6 @@ log = logging.getLogger(__name__)
 ENCAP = "nv_geneve_encap"
 INGRESS = "nv_geneve_ingress"
 SHARED = ("endpoints", "config", "tunnels", "drops")
-_compile_lock = threading.Lock()  # BCC's compile is not thread-safe
 
 
 class GeneveLoadError(RuntimeError):
@@ -56,22 +54,17 @@ def _guard_private_maps(root: str) -> None:
             os.unlink(path)
 
 
-Loaded = pinned.LoadedPrograms
+Loaded = compiler.Programs
 
 
-def load(root: str) -> Loaded:
-    from bcc import BPF  # late: BCC reads BCC_KERNEL_SOURCE at compile time
-
+def load(root: str, header_tree: str) -> Loaded:
     os.makedirs(pinned.map_dir(layouts.plugin_dir(root)), exist_ok=True)
     os.makedirs(os.path.join(layouts.plugin_dir(root), "links"), exist_ok=True)
     _guard_private_maps(root)
-    with _compile_lock:
-        try:
-            b = BPF(text=source(root).encode())
-            fns = {name: b.load_func(name.encode(), BPF.SCHED_CLS) for name in (ENCAP, INGRESS)}
-        except Exception as e:
-            raise GeneveLoadError(f"geneve programs failed to compile/load: {e}") from e
-    return Loaded(b, {n: f.fd for n, f in fns.items()})
+    try:  # in a helper process: the agent never maps the compiler (novanet_core.bpf.compiler)
+        return compiler.compile_and_load(source(root), (ENCAP, INGRESS), header_tree, root, "geneve programs")
+    except compiler.CompileError as e:
+        raise GeneveLoadError(str(e)) from e
 
 
 def _pin_prog(root: str, name: str, fd: int) -> None:

@@ -22,7 +22,7 @@ import weakref
 from typing import Any
 
 from novanet_core.backends import BackendContext, BackendRegistry, ConfigError
-from novanet_core.bpf import bpffs, ktree, layouts_c, syscall
+from novanet_core.bpf import bpffs, layouts_c, syscall
 from novanet_core.bpf.layouts import TunnelKey, TunnelValue
 from novanet_core.hookspecs import hookimpl
 from novanet_core.types import NodeInfo
@@ -70,8 +70,7 @@ class VxlanTunnel:
                 bpffs.ensure_mounted()
             bpffs.ensure_dir(self.root)
             os.makedirs(os.path.join(self.root, "maps"), exist_ok=True)
-            ktree.activate(self.ctx.config.bpf.headerTree)
-            loaded = program.load(self.root)
+            loaded = program.load(self.root, self.ctx.config.bpf.headerTree)
             try:
                 self.installed = program.install(self.root, loaded, self.ifindex)
             finally:

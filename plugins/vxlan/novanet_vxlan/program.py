@@ -10,10 +10,9 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import threading
 from typing import Any
 
-from novanet_core.bpf import bpffs, layouts_c, links, pinned, syscall
+from novanet_core.bpf import bpffs, compiler, layouts_c, links, pinned, syscall
 from novanet_core.bpf.layouts import TunnelSlot
 from novanet_vxlan import device, layouts
 
@@ -22,7 +21,6 @@ log = logging.getLogger(__name__)
 ENCAP = "nv_vxlan_encap"
 INGRESS = "nv_vxlan_ingress"
 SHARED = ("endpoints", "tunnels", "drops")
-_compile_lock = threading.Lock()  # BCC's compile is not thread-safe
 
 
 class VxlanLoadError(RuntimeError):
@@ -43,12 +41,10 @@ def source(root: str) -> str:
     return text.replace("\nNV_GENERATED\n", "\n" + prelude(root) + "\n", 1)
 
 
-Loaded = pinned.LoadedPrograms
+Loaded = compiler.Programs
 
 
-def load(root: str) -> Loaded:
-    from bcc import BPF  # late: BCC reads BCC_KERNEL_SOURCE at compile time
-
+def load(root: str, header_tree: str) -> Loaded:
     d = layouts.plugin_dir(root)
     os.makedirs(pinned.map_dir(d), exist_ok=True)
     os.makedirs(os.path.join(d, "links"), exist_ok=True)
@@ -57,13 +53,10 @@ def load(root: str) -> Loaded:
         info = pinned.pinned_info(path)
         if info is not None and not m.spec.matches(info):
             os.unlink(path)
-    with _compile_lock:
-        try:
-            b = BPF(text=source(root).encode())
-            fns = {name: b.load_func(name.encode(), BPF.SCHED_CLS) for name in (ENCAP, INGRESS)}
-        except Exception as e:
-            raise VxlanLoadError(f"vxlan programs failed to compile/load: {e}") from e
-    return Loaded(b, {n: f.fd for n, f in fns.items()})
+    try:  # in a helper process: the agent never maps the compiler (novanet_core.bpf.compiler)
+        return compiler.compile_and_load(source(root), (ENCAP, INGRESS), header_tree, root, "vxlan programs")
+    except compiler.CompileError as e:
+        raise VxlanLoadError(str(e)) from e
 
 
 def link_path(root: str) -> str:
