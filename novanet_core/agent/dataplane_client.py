@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from novanet_core.api.client import ApiClient, Unreachable
+from novanet_core.api.protocol import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ class DataplaneClient:
                 if time.monotonic() >= deadline:
                     raise DataplaneUnavailable(f"dataplane at {self.path} unreachable: {e}") from None
                 time.sleep(0.1)
+            except ApiError as e:
+                # The dataplane's API limits (api.*) apply to the agent too, but the agent's own
+                # bulk work (a reconcile of a full map) must slow down, not fail half-way.
+                if e.code not in ("rate_limited", "too_many_connections"):
+                    raise
+                d = e.details if isinstance(e.details, dict) else {}
+                time.sleep(min(float(d.get("retryAfterSeconds") or 0.05), 1.0))
 
     def close(self) -> None:
         with self._lock:

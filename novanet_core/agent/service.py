@@ -65,6 +65,7 @@ class Agent:
         self.mtu = self._pod_mtu()
         self.remotes: dict[str, RemoteEndpoint] = {}
         self._remotes_synced = False
+        self.dataplane_resyncs = 0  # completed full pushes to the dataplane (first connect, restarts)
         # None until the first node list has been pushed, so that even an empty list (a one-node
         # cluster) reaches the tunnel/routing backends once.
         self.remote_nodes: list[NodeInfo] | None = None
@@ -265,18 +266,31 @@ class Agent:
                 gen = st.get("generation", 0)
             except DataplaneUnavailable:
                 now, gen = False, self._dp_generation
+            except Exception as e:  # an error answer: still connected, and the monitor must go on
+                log.error("dataplane status failed: %s: %s", type(e).__name__, e)
+                continue
             if now and (not was or gen != self._dp_generation):
                 log.info("dataplane (re)connected (generation %s): resyncing", gen)
-                self.sync_dataplane()
-                if self.tunnel is not None and not self._tunnel_ok:
-                    self._setup_tunnel()
-                with self.lock:
-                    self._reconcile_datapath()
-                    self._sync_remotes()
-                    self.policy.resync()
-                    self.services.resync()
+                try:
+                    self._resync_dataplane()
+                except Exception as e:
+                    # This thread dying (it did, on a rate-limited call) would end every later
+                    # resync; log, and try the whole resync again on the next round.
+                    log.exception("dataplane resync failed (%s: %s); retrying", type(e).__name__, e)
+                    continue
+                self.dataplane_resyncs += 1
             self._dp_generation = gen
             was = now
+
+    def _resync_dataplane(self) -> None:
+        self.sync_dataplane()
+        if self.tunnel is not None and not self._tunnel_ok:
+            self._setup_tunnel()
+        with self.lock:
+            self._reconcile_datapath()
+            self._sync_remotes()
+            self.policy.resync()
+            self.services.resync()
 
     def _process_pending_deletes(self) -> None:
         d = Path(os.path.dirname(self.config.sockets.cni)) / "pending-del"
@@ -572,4 +586,5 @@ class Agent:
             **({"routing": routing} if routing is not None else {}),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
             "api": {name: srv.stats() for name, srv in self.api_servers.items()},
+            "dataplaneResyncs": self.dataplane_resyncs,
         }

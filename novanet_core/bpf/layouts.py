@@ -86,6 +86,7 @@ class DropReason(enum.IntEnum):
     MALFORMED = 8  # truncated L3/L4 header; a tunnel header that does not parse
     TUNNEL_UNTRUSTED = 9  # tunnel packet from an unknown node, wrong VNI, or an inner source it does not own
     MTU_EXCEEDED = 10  # too big to encapsulate (pod MTU larger than underlay MTU - overhead)
+    FLOW_TABLE_FULL = 11  # a new flow the flow table (ct) had no room for: dropped, never let through untracked
 
 
 DROP_SLOTS = 16  # per-CPU drop counter slots: room for more reasons

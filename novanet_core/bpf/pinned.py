@@ -10,6 +10,7 @@ a copy of the convertible entries, and an atomic switch of programs, never blind
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable
@@ -133,7 +134,13 @@ def copy_entries(src_fd: int, src: syscall.MapInfo, dst_fd: int, conv: Converter
         if kv is None:
             skipped += 1
             continue
-        syscall.map_update(dst_fd, kv[0], kv[1])
+        try:
+            syscall.map_update(dst_fd, kv[0], kv[1])
+        except OSError as e:
+            if e.errno != errno.E2BIG:
+                raise
+            skipped += 1  # the new map is smaller (a resized table) and full: the rest start over
+            continue
         copied += 1
     return copied, skipped
 

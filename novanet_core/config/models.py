@@ -40,6 +40,9 @@ class BpfConfig(_Model):
     # Where the kernel header tree BCC compiles against is built (see novanet_core.bpf.ktree).
     headerTree: str = "/var/lib/novanet/ktree"
     attachMode: Literal["auto", "tcx", "tc"] = "auto"
+    # The flow table (ct map): entries (two per flow), and how long an idle flow keeps its pair.
+    flowTableSize: int = Field(default=65536, ge=256, le=4 * 1024 * 1024)
+    flowIdleTimeoutSeconds: float = Field(default=300.0, ge=1, le=86400)
 
 
 class SocketsConfig(_Model):

@@ -70,7 +70,7 @@ def parse_endpoint(d: Any, path: str = "endpoint") -> Endpoint:
             raise _fail(f"{path}.{key}", f"{d[key][:40]!r} is not a MAC address")
     if len(_str(d, "host_ifname", path)) > _IFNAME_MAX:
         raise _fail(f"{path}.host_ifname", f"longer than {_IFNAME_MAX} characters")
-    _int(d, "host_ifindex", path, 1, 2**31 - 1)
+    _int(d, "host_ifindex", path, 0, 2**31 - 1)  # 0: the backend resolves host_ifname
     _int(d, "mtu", path, 576, 9000)
     _int(d, "identity", path, 0, 2**32 - 1, default=0)
     _labels(d, path)

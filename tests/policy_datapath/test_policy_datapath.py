@@ -259,8 +259,7 @@ def test_endpoint_add_takes_the_policy_out_again_when_the_endpoint_fails(h: Harn
     failing endpoint (its host interface does not exist) leaves neither behind."""
     import dataclasses
 
-    from novanet_ebpf_policy.backend import DatapathError
-
+    from novanet_core.api.protocol import ApiError
     from novanet_core.dataplane.service import DataplaneService
 
     svc = DataplaneService(h.dp)
@@ -269,8 +268,9 @@ def test_endpoint_add_takes_the_policy_out_again_when_the_endpoint_fails(h: Harn
     a = h.topo.pods["a"]
     ghost = dataclasses.replace(a.endpoint(h.topo.gateway), ip="10.42.0.250", host_ifname="nvnotthere01")
     policy = encode_endpoint(h.engine.endpoints["t/a"], ghost.ip)
-    with pytest.raises(DatapathError, match="nvnotthere01"):
+    with pytest.raises(ApiError, match="DatapathError: host_ifname: interface 'nvnotthere01'") as ei:
         add[0]({"endpoint": ghost.to_dict(), "policy": policy})
+    assert ei.value.code == "datapath"
     assert ghost.ip not in {e["ip"] for e in h.dp.list_endpoints()}
     assert ghost.ip not in {e["ip"] for e in h.dp.list_policy()["endpoints"]}
     # the same call for a real interface programs both

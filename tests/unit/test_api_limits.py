@@ -156,3 +156,17 @@ def test_unknown_method_names_are_not_echoed_whole(serve):
     with ApiClient(srv.path) as c, pytest.raises(ApiError) as ei:
         c.call("x" * 5000)
     assert ei.value.code == "unknown_method" and len(ei.value.message) < 200
+
+
+def test_the_agents_dataplane_client_backs_off_instead_of_failing(serve):
+    """Found by the endpoints-map-full test: the agent's reconcile of a full map hit the
+    dataplane's rate limit, and the rate_limited error killed the agent's dataplane monitor."""
+    from novanet_core.agent.dataplane_client import DataplaneClient
+
+    srv = serve(Limits(requests_per_second=50, burst=2))
+    c = DataplaneClient(srv.path)
+    try:
+        assert [c.call("echo", {"i": i}) for i in range(10)] == [{"i": i} for i in range(10)]
+    finally:
+        c.close()
+    assert srv.stats()["refused"].get("rate_limited", 0) > 0  # it was limited, and waited its turn

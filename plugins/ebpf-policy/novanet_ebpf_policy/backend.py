@@ -17,6 +17,7 @@ from novanet_core.bpf import bpffs, pinned, stats, syscall
 from novanet_core.policy import EndpointPolicy
 from novanet_core.protocols import RTPROT_NOVANET, protocol_number
 from novanet_core.types import Endpoint, RemoteEndpoint
+from novanet_ebpf_policy import flowtable
 from novanet_ebpf_policy import maps as mapsmod
 from novanet_ebpf_policy import program as progmod
 from novanet_ebpf_policy.attach import TcAttacher, TcxAttacher, tcx_supported
@@ -101,6 +102,9 @@ class EbpfDatapath:
         self.last_start: dict[str, Any] = {}
         self.mounted_bpffs = False
         self.policy: PolicyProgrammer | None = None  # compiled NetworkPolicy -> maps
+        self.flow_table_size = cfg.bpf.flowTableSize
+        self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
+        self.sweeper: flowtable.Sweeper | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -109,6 +113,7 @@ class EbpfDatapath:
                 if self.root.startswith(bpffs.BPFFS) else False
             bpffs.ensure_dir(self.root)
             progmod.ensure_dirs(self.root)
+            flowtable.configure_size(self.flow_table_size)  # the layout the guard checks and BCC compiles
             migration = mapsmod.prepare(self.root)  # schema guard BEFORE BCC sees the pins
             self.prog = progmod.compile_and_load(self.root, self.header_tree)
             migration.copy()
@@ -124,6 +129,8 @@ class EbpfDatapath:
             adopted = self.policy.adopt_live()  # the agent's full resync then rewrites only differences
             self.flows.explain = self.policy.explain
             self.flows.start(self.maps.fds["flows"])
+            self.sweeper = flowtable.Sweeper(self.maps.fds["ct"], self.flow_table_size, self.flow_idle)
+            self.sweeper.start()
             self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
 
@@ -135,6 +142,9 @@ class EbpfDatapath:
 
     def stop(self) -> None:
         with self._lock:
+            if self.sweeper is not None:
+                self.sweeper.stop()
+                self.sweeper = None
             self.flows.stop()
             self.policy = None
             if isinstance(self.attacher, TcAttacher):
@@ -509,6 +519,12 @@ class EbpfDatapath:
             return out
         return []
 
+    def flow_table(self) -> dict[str, Any]:
+        """Fill level as of the last sweep, and the new flows refused because it was full (live)."""
+        st = dict(self.sweeper.stats) if self.sweeper else {"capacity": self.flow_table_size}
+        st["fullDrops"] = self.drop_counters().get("FLOW_TABLE_FULL", 0)
+        return st
+
     def drop_counters(self) -> dict[str, int]:
         return self._m().drop_counts()
 
@@ -534,6 +550,7 @@ class EbpfDatapath:
             "policy_endpoints": len(self.policy.endpoints) if self.policy else 0,
             "tunnel_count": m.count("tunnels"),
             "drop_counters": self.drop_counters(),
+            "flow_table": self.flow_table(),
             "flow_events": self.flow_counters(),
             "policy_revision": m.config_get(ConfigKey.POLICY_REVISION),
             "default_deny": bool(m.config_get(ConfigKey.DEFAULT_DENY)),

@@ -222,7 +222,9 @@ MAPS: dict[str, MapDef] = {
         MapDef(MapSpec("egress", "hash", _sz(EgressKey), _sz(EgressValue), 16384, 1),
                "struct nv_egress_key", "struct nv_egress"),
         DROPS,  # shared (core)
-        MapDef(MapSpec("ct", "lru_hash", _sz(FlowKey), _sz(FlowState), 65536, 1),
+        # Plain hash, not LRU: full means new flows are dropped (FLOW_TABLE_FULL), never that
+        # established ones are evicted (novanet_ebpf_policy/flowtable.py). Size: bpf.flowTableSize.
+        MapDef(MapSpec("ct", "hash", _sz(FlowKey), _sz(FlowState), 65536, 2),
                "struct nv_flow_key", "struct nv_flow_state"),
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("flows", "ringbuf", 0, 0, RINGBUF_PAGES * 4096, 1), "int", "u32"),

@@ -35,3 +35,10 @@ class DatapathCollector(Collector):
                                 value=b.maps.count("endpoints"))
         yield GaugeMetricFamily("novanet_dataplane_policies", "Entries in the policies map",
                                 value=b.maps.count("policies"))
+        ft = b.flow_table()
+        yield GaugeMetricFamily("novanet_dataplane_flow_table_entries", "Entries in the flow table (ct map) at the "
+                                "last sweep, two per flow", value=ft.get("entries", 0))
+        yield GaugeMetricFamily("novanet_dataplane_flow_table_capacity", "Size of the flow table (bpf.flowTableSize)",
+                                value=ft["capacity"])
+        yield CounterMetricFamily("novanet_dataplane_flow_table_swept", "Flow table entries removed as idle",
+                                  value=ft.get("deleted", 0))

@@ -246,18 +246,35 @@ static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
  * policy lookups and emits no event; anything else is decided. Both directions are inserted when
  * a flow is admitted, the reverse one flagged REPLY, so replies never need a reverse allow rule.
  * After a policy change (revision bump) a REPLY entry re-decides the flow's ORIGINAL direction,
- * never the reply as if it were a new connection. LRU, so it never fills up. */
-static __always_inline void nv_ct_create(struct nv_flow_key *k, u32 rev, int k_is_reply) {
+ * never the reply as if it were a new connection.
+ *
+ * Admission fails closed: the ct map is a fixed-size hash (flowtable.py says why), so when it is
+ * full a new flow gets no entry, and a flow without entries is dropped by the caller with
+ * FLOW_TABLE_FULL instead of being let through untracked. Both directions or neither: a forward
+ * entry this call created is taken out again if its reverse did not fit (one that already
+ * existed, an established flow re-decided after a policy change, stays). 0 = admitted. */
+static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_reply, int fresh) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
     st.flags = k_is_reply ? NV_CTF_REPLY : 0;
-    ct.update(k, &st);
+    if (ct.update(k, &st) < 0) return -1;
     struct nv_flow_key r = {};
     r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
     r.protocol = k->protocol;
     st.flags = k_is_reply ? 0 : NV_CTF_REPLY;
-    ct.update(&r, &st);
+    if (ct.update(&r, &st) < 0) {
+        if (fresh) ct.delete(k);
+        return -1;
+    }
+    return 0;
+}
+
+/* An established flow's idle clock, for the dataplane's sweeper: written at most once a second
+ * (a write per packet would bounce the entry's cache line between CPUs for nothing). */
+static __always_inline void nv_ct_touch(struct nv_flow_state *st) {
+    u64 now = bpf_ktime_get_ns();
+    if (now - st->last_seen_ns > 1000000000ULL) st->last_seen_ns = now;
 }
 
 static __always_inline void nv_flow_key(struct nv_flow_key *k, struct nv_pkt *p) {
@@ -370,6 +387,7 @@ int nv_from_pod(struct __sk_buff *skb) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = ct.lookup(&fk);
+    if (st && st->policy_revision == rev) nv_ct_touch(st);
     if (!st || st->policy_revision != rev) {
         int reply = st && (st->flags & NV_CTF_REPLY);
         int dst_local = dst && nv_is_local(dst);
@@ -384,7 +402,8 @@ int nv_from_pod(struct __sk_buff *skb) {
         else
             reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 1, dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
-        nv_ct_create(&fk, rev, reply);
+        if (nv_ct_admit(&fk, rev, reply, !st) < 0)
+            return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
         if (!reply) {
             nv_flowstat(NV_FS_NEW_FLOWS);
             nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
@@ -444,7 +463,7 @@ int nv_to_pod(struct __sk_buff *skb) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (st && st->policy_revision == rev) return TC_ACT_OK;
+    if (st && st->policy_revision == rev) { nv_ct_touch(st); return TC_ACT_OK; }
     int reply = st && (st->flags & NV_CTF_REPLY);
     struct nv_verdict v = {};
     u32 reason;
@@ -454,7 +473,8 @@ int nv_to_pod(struct __sk_buff *skb) {
     else  /* the source's egress was decided where it left its pod (here or on its own node) */
         reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 0, 1, from_host, &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
-    nv_ct_create(&fk, rev, reply);
+    if (nv_ct_admit(&fk, rev, reply, !st) < 0)
+        return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);
         nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
