@@ -6,7 +6,7 @@ LAB ?= demo
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup deps venv cni lab lab-down test test-unit lint bench
+.PHONY: setup deps venv cni lab lab-down test test-unit lint bench test-long
 
 setup: deps venv
 
@@ -41,9 +41,13 @@ lab-down:
 test: setup cni
 	bash contrib/run-tests.sh
 
-# The long forms (full Service matrix in every routing mode, ...): tests marked long.
+# The long forms: tests marked long (full Service matrix in every routing mode, ...), then every
+# fuzz target for 5 minutes with both engines and a 30-minute chaos soak on a 3-node lab
+# (docs/reliability.md). Needs root; over an hour.
 test-long: setup
 	bash contrib/run-tests.sh --run-long -m long
+	$(VENV)/bin/python -m bench.fuzz --engine both --seconds 300
+	$(VENV)/bin/python -m bench.soak --minutes 30
 
 test-unit: venv
 	$(VENV)/bin/pytest -m "not root" -q

@@ -46,6 +46,7 @@ def test_tcp_and_udp_between_pods(topo: Topology, datapath) -> None:
 def test_detaching_breaks_forwarding(topo: Topology, datapath) -> None:
     a, b = topo.pods["a"], topo.pods["b"]
     assert ping(a, b.ip)[1] == 3
+    datapath.pinwatch.stop()  # it would re-attach the links (test_pins_removed.py); here: without them
     datapath.attacher.detach(a.host_if)
     assert ping(a, b.ip, count=3, deadline=4)[1] == 0  # no BPF: ip_forward=0 drops it
     datapath.upsert_endpoint(a.endpoint(topo.gateway))

@@ -35,6 +35,7 @@ from novanet_ebpf_policy.layouts import (
     TunnelKey,
     TunnelValue,
 )
+from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class EbpfDatapath:
         self.flow_table_size = cfg.bpf.flowTableSize
         self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
         self.sweeper: flowtable.Sweeper | None = None
+        self.pinwatch: PinWatch | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -131,6 +133,8 @@ class EbpfDatapath:
             self.flows.start(self.maps.fds["flows"])
             self.sweeper = flowtable.Sweeper(self.maps.fds["ct"], self.flow_table_size, self.flow_idle)
             self.sweeper.start()
+            self.pinwatch = PinWatch(self)
+            self.pinwatch.start()
             self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
 
@@ -141,10 +145,11 @@ class EbpfDatapath:
         return TcxAttacher(self.root) if mode == "tcx" else TcAttacher(self.root)
 
     def stop(self) -> None:
+        for t in (self.sweeper, self.pinwatch):  # outside the lock: their passes take it
+            if t is not None:
+                t.stop()
         with self._lock:
-            if self.sweeper is not None:
-                self.sweeper.stop()
-                self.sweeper = None
+            self.sweeper = self.pinwatch = None
             self.flows.stop()
             self.policy = None
             if isinstance(self.attacher, TcAttacher):
@@ -551,6 +556,7 @@ class EbpfDatapath:
             "tunnel_count": m.count("tunnels"),
             "drop_counters": self.drop_counters(),
             "flow_table": self.flow_table(),
+            "pins": dict(self.pinwatch.stats) if self.pinwatch else {},
             "flow_events": self.flow_counters(),
             "policy_revision": m.config_get(ConfigKey.POLICY_REVISION),
             "default_deny": bool(m.config_get(ConfigKey.DEFAULT_DENY)),

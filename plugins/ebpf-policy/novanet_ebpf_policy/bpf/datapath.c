@@ -347,6 +347,13 @@ static __always_inline void nv_tunnel_identity(struct __sk_buff *skb, u32 saddr,
 }
 /* ------------------------------------------------------------------ end overlay: tunnel hook */
 
+/* Anti-spoofing: the source address's endpoint must be the one behind the veth the packet came
+ * in on. Without this a pod that put another pod's address (local, or a remote pod's: an entry
+ * with no veth) on its interface was given that pod's identity, and its allow rules. */
+static __always_inline int nv_src_owned(struct nv_endpoint *src, struct __sk_buff *skb) {
+    return src->ifindex != 0 && src->ifindex == skb->ifindex;
+}
+
 int nv_from_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -360,7 +367,8 @@ int nv_from_pod(struct __sk_buff *skb) {
 
     struct nv_endpoint_key sk = { .ip = p.saddr };
     struct nv_endpoint *src = endpoints.lookup(&sk);
-    if (!src) return nv_drop(&p, 0, 0, NV_DROP_NO_IDENTITY, NV_HOOK_FROM_POD);  /* spoofed or stale */
+    if (!src || !nv_src_owned(src, skb))  /* spoofed (an unknown or another pod's address) or stale */
+        return nv_drop(&p, 0, 0, NV_DROP_NO_IDENTITY, NV_HOOK_FROM_POD);
     u32 src_id = src->identity;
 
     struct nv_endpoint_key dk = { .ip = p.daddr };
