@@ -54,7 +54,7 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _env_value(key: str, raw: str) -> Any:
-    if key == "mtu" and raw.isdigit():
+    if key == "mtu" and raw.isascii() and raw.isdigit():  # isdigit() alone takes "²", int() does not
         return int(raw)
     return raw  # pydantic parses "true"/"1"/"false"/"0" for booleans
 

@@ -65,3 +65,12 @@ def test_deeply_nested_yaml_is_a_clear_error_everywhere(tmp_path) -> None:
     src = ManifestSource(d)
     assert "kept" in src.snapshot().namespaces
     assert any("nested too deeply" in e for e in src.errors)
+
+
+def test_mtu_from_the_environment_with_a_unicode_digit_is_a_field_error() -> None:
+    """Found by the long agent-config run: NOVANET_MTU="²" passed str.isdigit() and int() raised."""
+    from novanet_core.backends import ConfigError
+    from novanet_core.config.loader import load_config
+
+    with pytest.raises(ConfigError, match=r"^invalid config: mtu"):
+        load_config(None, env={"NOVANET_MTU": "²"})

@@ -236,7 +236,10 @@ def loc_path(loc: tuple[Any, ...]) -> str:
         if isinstance(p, int):
             out += f"[{p}]"
         else:
-            out += ("." if out else "") + str(p)
+            # A key with spaces or unprintable characters is quoted, so the path stays readable
+            # (and copyable) whatever a typo put in it.
+            k = str(p)
+            out += ("." if out else "") + (k if k.isprintable() and not any(c.isspace() for c in k) else repr(k))
     return out or "(top level)"
 
 
