@@ -74,3 +74,16 @@ def test_mtu_from_the_environment_with_a_unicode_digit_is_a_field_error() -> Non
 
     with pytest.raises(ConfigError, match=r"^invalid config: mtu"):
         load_config(None, env={"NOVANET_MTU": "²"})
+
+
+@pytest.mark.parametrize("key", ["protoco:", "N\x85t\r"])
+def test_lab_spec_paths_quote_keys_that_would_garble_them(key: str) -> None:
+    """Found by the long lab-spec runs (hypothesis and atheris): an unknown key holding a colon or
+    a control character made 'pods[0].ports[0].<key>: unknown key' unreadable."""
+    from tests.fuzz.targets import _lab
+
+    spec, lab_error = _lab()
+    doc = {"nodes": [{"name": "node-1"}], "pods": [{"name": "a", "ports": [{"port": 80, key: 1}]}]}
+    with pytest.raises(lab_error) as ei:
+        spec.parse_spec(doc)
+    assert f"pods[0].ports[0].{key!r}: unknown key" in str(ei.value)

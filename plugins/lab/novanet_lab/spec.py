@@ -236,10 +236,11 @@ def loc_path(loc: tuple[Any, ...]) -> str:
         if isinstance(p, int):
             out += f"[{p}]"
         else:
-            # A key with spaces or unprintable characters is quoted, so the path stays readable
+            # A key with spaces, colons or unprintable characters is quoted, so the path stays readable
             # (and copyable) whatever a typo put in it.
             k = str(p)
-            out += ("." if out else "") + (k if k.isprintable() and not any(c.isspace() for c in k) else repr(k))
+            plain = k.isprintable() and not any(c.isspace() or c == ":" for c in k)
+            out += ("." if out else "") + (k if plain else repr(k))
     return out or "(top level)"
 
 
