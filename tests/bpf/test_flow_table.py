@@ -9,12 +9,12 @@ through untracked), the status reports the pressure, and once the flood's flows 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.bpf.topo import Topology, ping
+from tests.bpf.conftest import started_datapath
+from tests.bpf.topo import Topology, ping, wait_for
 from tests.support.ping import PingWatch
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]
@@ -33,30 +33,8 @@ for i in range({n}):
 
 @pytest.fixture
 def small_table(topo: Topology) -> Iterator[object]:
-    from novanet_ebpf_policy.backend import EbpfDatapath
-
-    from novanet_core.backends import BackendContext
-    from novanet_core.bpf.netns import netns
-    from novanet_core.config.models import NovaNetConfig
-
-    cfg = NovaNetConfig.model_validate(topo.config(flowTableSize=SIZE, flowIdleTimeoutSeconds=2))
-    with netns(topo.node):
-        dp = EbpfDatapath(BackendContext(config=cfg, component="dataplane"))
-        dp.start()
-        try:
-            dp.configure(topo.settings())
-            for p in topo.pods.values():
-                dp.upsert_endpoint(p.endpoint(topo.gateway))
-            yield dp
-        finally:
-            dp.stop()
-
-
-def _wait(cond, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+    with started_datapath(topo, flowTableSize=SIZE, flowIdleTimeoutSeconds=2) as dp:
+        yield dp
 
 
 def test_full_flow_table_drops_new_flows_keeps_established_and_recovers(topo: Topology, small_table) -> None:
@@ -83,7 +61,7 @@ def test_full_flow_table_drops_new_flows_keeps_established_and_recovers(topo: To
         watch.wait_replied(upto)
         assert watch.lost(upto, start=before) == []
         # Load falls: the flood's flows idle out, the sweeper frees them, new flows work again.
-        _wait(lambda: dp.status()["flow_table"]["entries"] < SIZE // 2, "the sweeper freed nothing")
+        wait_for(lambda: dp.status()["flow_table"]["entries"] < SIZE // 2, "the sweeper freed nothing")
         assert not dp.status()["flow_table"]["pressure"]
         assert ping(c, a.ip, count=2, interval=0.2, deadline=10)[1] == 2
         upto = watch.mark(ahead=5)

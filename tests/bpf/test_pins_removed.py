@@ -5,21 +5,13 @@ keep working, and the repairs are reported in the status."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from novanet_core.bpf import pinned, syscall
-from tests.bpf.topo import Topology, ping
+from tests.bpf.topo import Topology, ping, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]
-
-
-def _wait(cond, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_removed_map_and_link_pins_are_repaired_and_reported(topo: Topology, datapath) -> None:
@@ -34,7 +26,7 @@ def test_removed_map_and_link_pins_are_repaired_and_reported(topo: Topology, dat
     os.unlink(ep_pin)
     for p in links:
         os.unlink(p)  # the link's only reference: the programs are off a's veth now
-    _wait(lambda: os.path.exists(ep_pin) and all(os.path.exists(p) for p in links), "pins not repaired")
+    wait_for(lambda: os.path.exists(ep_pin) and all(os.path.exists(p) for p in links), "pins not repaired")
     assert pinned.pinned_info(ep_pin).id == before_id  # the same map, entries and all
     fd = syscall.obj_get(ep_pin)
     try:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from novanet_core.types import Endpoint
@@ -103,6 +105,14 @@ class Topology:
         return {"nodeIP": self.node_ip, "podCIDR": self.pod_cidr, "clusterCIDR": "10.42.0.0/16",
                 "gateway": self.gateway, "routingMode": "overlay", "tunnelProtocol": "vxlan",
                 "defaultDeny": default_deny, "mtu": 1500}
+
+
+def wait_for(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def ping(src: Pod, dst_ip: str, count: int = 3, interval: float = 0.2, deadline: float = 10) -> tuple[int, int]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
-import threading
 import time
 from typing import Any
 
 from novanet_core.bpf import syscall
 from novanet_ebpf_policy import layouts
 from novanet_ebpf_policy.layouts import CtFlag, FlowKey, FlowState
+from novanet_ebpf_policy.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -42,33 +42,21 @@ def reverse(k: FlowKey) -> FlowKey:
     return FlowKey(src_ip=k.dst_ip, dst_ip=k.src_ip, src_port=k.dst_port, dst_port=k.src_port, protocol=k.protocol)
 
 
-class Sweeper:
+class Sweeper(Periodic):
+    name = "ct-sweeper"
+
     def __init__(self, fd: int, capacity: int, idle_seconds: float, interval: float | None = None):
+        super().__init__()
         self.fd, self.capacity = fd, capacity
         self.idle_ns = int(idle_seconds * 1e9)
         self.interval = interval if interval is not None else min(max(idle_seconds / 4, 1.0), 30.0)
         self.stats: dict[str, Any] = {"entries": 0, "capacity": capacity, "fill": 0.0, "pressure": False,
                                       "idleTimeoutSeconds": idle_seconds, "sweeps": 0, "deleted": 0,
                                       "lastSweepSeconds": None}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._was_pressed = False
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ct-sweeper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except OSError as e:  # the map is being replaced (dataplane restart): try next round
-                log.warning("flow table sweep failed: %s", e)
+    def run_once(self) -> int:
+        return self.sweep()
 
     def sweep(self, now_ns: int | None = None) -> int:
         """Delete the flows idle for longer than the timeout; returns how many entries went."""

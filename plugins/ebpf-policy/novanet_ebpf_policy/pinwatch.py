@@ -13,41 +13,29 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from typing import Any
 
 from novanet_core.bpf import pinned, syscall
 from novanet_ebpf_policy.layouts import MAPS
+from novanet_ebpf_policy.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
 REFRESH = 10
 
 
-class PinWatch:
+class PinWatch(Periodic):
+    name = "pin-watch"
+
     def __init__(self, backend: Any, interval: float = 1.0):
+        super().__init__()
         self.be, self.interval = backend, interval
         self.stats: dict[str, Any] = {"checks": 0, "mapsRepinned": 0, "linksReattached": 0, "last": []}
         # The local veths, re-read from the endpoints map every REFRESH checks (a full map walk).
         self._local: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pin-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception as e:  # the watchdog must outlive what it watches for
-                log.error("pin check failed: %s: %s", type(e).__name__, e)
+    def run_once(self) -> list[str]:
+        return self.check()
 
     def check(self) -> list[str]:
         """One pass; returns what was repaired."""
