@@ -63,6 +63,11 @@ class CniInvocation:
     pod: str
     ifname: str = "eth0"
     timeout: float = 60.0
+    # What a runtime passes for the plugins' declared capabilities (libcni's CapabilityArgs:
+    # portMappings, bandwidth, ...); each plugin that declares a capability gets it in runtimeConfig.
+    capability_args: dict[str, Any] | None = None
+    # Where plugin binaries are looked up (None: the project's venv, then the system CNI dirs).
+    path: str | None = None
 
     def env(self, command: str, path: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
@@ -90,9 +95,12 @@ def _run_plugin(inv: CniInvocation, command: str, plugin: dict[str, Any], net: d
     ptype = plugin.get("type")
     if not isinstance(ptype, str) or not ptype:
         raise CniError("conflist: a plugin has no 'type'")
-    path = cni_path()
+    path = inv.path or cni_path()
     binary = find_plugin(ptype, path)
     conf = dict(plugin, name=net["name"], cniVersion=net["cniVersion"])
+    runtime = {k: v for k, v in (inv.capability_args or {}).items() if (plugin.get("capabilities") or {}).get(k) is True}
+    if runtime:
+        conf["runtimeConfig"] = {**(plugin.get("runtimeConfig") or {}), **runtime}
     if prev is not None:
         conf["prevResult"] = prev
     argv = ["nsenter", f"--net={NETNS_DIR / inv.node_netns}", binary]
