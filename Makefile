@@ -6,7 +6,7 @@ LAB ?= demo
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup deps venv cni lab lab-down test test-unit lint bench test-long
+.PHONY: setup deps venv cni image lab lab-down test test-unit lint bench test-long
 
 setup: deps venv
 
@@ -24,6 +24,10 @@ build/novanet-cni: $(CNI_SRC)
 $(VENV)/libexec/novanet/novanet-cni: build/novanet-cni
 	install -D -m 0755 $< $@
 
+# The node image (localhost/novanet:<version>), built here from Debian's and PyPI's packages.
+image: deps cni
+	bash contrib/image/build.sh
+
 deps:
 	bash contrib/install-deps.sh
 
@@ -38,7 +42,7 @@ lab: setup cni
 lab-down:
 	novanet lab down --name $(LAB)
 
-test: setup cni
+test: setup cni image
 	bash contrib/run-tests.sh
 
 # The long forms: tests marked long (full Service matrix in every routing mode, ...), then every

@@ -15,6 +15,7 @@ PKGS=(
   frr                               # native routing
   gcc libc6-dev make                # the static C CNI binary (cni/)
   dnsmasq-base bind9-dnsutils       # the lab's cluster DNS server (binary only: no host service) and dig
+  mmdebstrap catatonit              # the node image (make image) and podman kube play's pause image
 )
 missing=()
 for p in "${PKGS[@]}"; do
