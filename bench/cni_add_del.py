@@ -2,10 +2,12 @@
 
 Both plugins are exec'd the same way a runtime does it (``nsenter`` into the node namespace, env +
 config on stdin), one pod namespace per ADD, rounds interleaved so that machine noise hits both
-alike. NovaNet's binary is the launcher ``novanet install-cni`` writes (python -IS).
+alike. NovaNet's binary is the static C ``novanet-cni`` that ``novanet install-cni`` installs;
+``--with-python`` also measures the Python reference client (the venv's console script) in the
+same run.
 
     .venv/bin/python -m bench.cni_add_del [--pods 40] [--rounds 3] [--datapath kernel|ebpf]
-        [--attach-mode auto|tcx|tc] [--rcu-expedited]
+        [--attach-mode auto|tcx|tc] [--rcu-expedited] [--with-python]
 
 ``--rcu-expedited`` runs with ``/sys/kernel/rcu_expedited`` set to 1 (restored afterwards). That is a
 node-wide kernel setting, not something NovaNet sets: the flag exists to show how much of a tcx
@@ -26,7 +28,7 @@ from collections.abc import Iterator
 
 from bench.common import save, summary
 from novanet_core.cni.install import install
-from tests.support.node import NodeUnderTest, sh
+from tests.support.node import BIN, NodeUnderTest, sh
 
 
 def exec_plugin(binary: str, node_ns: str, env: dict[str, str], conf: dict) -> tuple[float, int, str]:
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--datapath", default="ebpf")
     ap.add_argument("--attach-mode", default="auto", choices=["auto", "tcx", "tc"],
                     help="bpf.attachMode for the eBPF datapath (tcx link creation dominates ADD on this VM)")
+    ap.add_argument("--with-python", action="store_true", help="also measure the Python reference client")
     ap.add_argument("--rcu-expedited", action="store_true",
                     help="run with /sys/kernel/rcu_expedited=1 (node-wide; restored afterwards)")
     a = ap.parse_args()
@@ -111,11 +114,13 @@ def _run(a: argparse.Namespace) -> None:
         ref_conf = {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "nvbref0", "isGateway": True,
                     "ipMasq": False, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.43.8.0/24"}]],
                                                "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(tmp, "ref-ipam")}}
-        res: dict[str, dict[str, list[float]]] = {"novanet": {"add": [], "del": []}, "reference": {"add": [], "del": []}}
+        clients = [("novanet", nova_bin, node.ns, nova_conf), ("reference", "/usr/lib/cni/bridge", ref_ns, ref_conf)]
+        if a.with_python:
+            clients.append(("novanet-python", str(BIN / "novanet-cni"), node.ns, nova_conf))
+        res: dict[str, dict[str, list[float]]] = {who: {"add": [], "del": []} for who, *_ in clients}
         for r in range(a.rounds):
-            for who, binary, ns, conf in (("novanet", nova_bin, node.ns, nova_conf),
-                                          ("reference", "/usr/lib/cni/bridge", ref_ns, ref_conf))[:: 1 if r % 2 == 0 else -1]:
-                adds, dels = run_round(binary, ns, conf, a.pods, f"{who[0]}{r}")
+            for who, binary, ns, conf in clients[:: 1 if r % 2 == 0 else -1]:
+                adds, dels = run_round(binary, ns, conf, a.pods, f"{who[0]}{who[-1]}{r}")
                 res[who]["add"] += adds
                 res[who]["del"] += dels
         out = {k: {op: summary(v) for op, v in d.items()} for k, d in res.items()}
@@ -127,12 +132,14 @@ def _run(a: argparse.Namespace) -> None:
                                     "rcu_expedited": a.rcu_expedited,
                                     "results_ms": out, "ratios_novanet_over_reference": ratios,
                                     "agent_add_step_medians_ms": steps})
-        print("| op | NovaNet p50 | NovaNet p99 | bridge+host-local p50 | p99 | ratio p50 | ratio p99 |")
-        print("|---|---|---|---|---|---|---|")
+        print("| op | client | p50 | p99 | ratio p50 vs bridge+host-local | ratio p99 |")
+        print("|---|---|---|---|---|---|")
         for op in ("add", "del"):
-            n, r_ = out["novanet"][op], out["reference"][op]
-            print(f"| {op.upper()} | {n['p50']:.1f} ms | {n['p99']:.1f} ms | {r_['p50']:.1f} ms | {r_['p99']:.1f} ms | "
-                  f"{ratios[op + '_p50']:.2f} | {ratios[op + '_p99']:.2f} |")
+            r_ = out["reference"][op]
+            for who in res:
+                n = out[who][op]
+                print(f"| {op.upper()} | {who} | {n['p50']:.1f} ms | {n['p99']:.1f} ms | "
+                      f"{n['p50'] / r_['p50']:.2f} | {n['p99'] / r_['p99']:.2f} |")
         print(f"agent-side ADD step medians (ms): {steps}")
         print(f"results: {path}")
     finally:
