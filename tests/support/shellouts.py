@@ -2,7 +2,8 @@
 
 Read with ``ast`` from the code that runs on a node (``novanet_core`` and the plugins except the
 lab): every ``subprocess.run/Popen/call/check_call/check_output`` and debug-bundle
-``add_command`` call; its argv is followed through list literals, ``[*argv, ...]``, names bound
+``add_command`` call; its argv is followed through list literals (``sys.executable`` is the
+image's python3), ``[*argv, ...]``, names bound
 to list literals in the same function, and ``for name, argv in ((..., [...]), ...)`` loops. A call
 whose program cannot be read that way is reported as unresolved, so that it is looked at.
 """
@@ -32,6 +33,9 @@ def _program(expr: ast.expr, bound: dict[str, list[ast.expr]]) -> list[str | Non
             return [first.value]
         if isinstance(first, ast.Starred):
             return _program(first.value, bound)
+        if (isinstance(first, ast.Attribute) and first.attr == "executable" and isinstance(first.value, ast.Name)
+                and first.value.id == "sys"):
+            return ["python3"]  # the interpreter running the daemon: the image's venv python
         return [None]
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "list" and expr.args:
         return _program(expr.args[0], bound)
