@@ -221,12 +221,31 @@ class ServiceDatapath(Protocol):
         kernel's conntrack (kube-proxy's DNAT is reversed there) instead of bypassing the stack."""
 
 
+@runtime_checkable
+class PrewarmDatapath(Protocol):
+    """Section ``prewarm``: programs attached to host veths before they have an endpoint, so
+    that the agent's warm pool (``warmPool``) takes the attach cost off the CNI ADD path
+    (``dp.prewarm.*``; docs/cni.md). Only for programs that hold no per-pod state: who a packet
+    belongs to comes from the maps the ADD writes."""
+
+    def prewarm_interface(self, host_ifname: str) -> None:
+        """Attach the programs to the (pooled) host veth ``host_ifname``; idempotent."""
+
+    def release_interface(self, host_ifname: str) -> None:
+        """Detach them again (the pool deletes the member); idempotent."""
+
+    def adopt_interface(self, pooled_ifname: str, host_ifname: str) -> None:
+        """The pooled interface was renamed ``host_ifname`` for a new endpoint: its attachment
+        follows the new name (called by ``dp.endpoint.add`` before the endpoint is written)."""
+
+
 # Section name -> its protocol. A new section is one protocol here, its dp.<section>.* methods in
 # novanet_core.dataplane.service, and a row in docs/plugin-authoring.md.
 DATAPATH_SECTIONS: dict[str, type] = {
     "policy": PolicyDatapath,
     "flows": FlowDatapath,
     "service": ServiceDatapath,
+    "prewarm": PrewarmDatapath,
 }
 
 

@@ -55,9 +55,21 @@ class PodLink:
     pod_mac: str
 
 
-def _lookup(ipr: IPRoute, name: str) -> int | None:
+def lookup(ipr: IPRoute, name: str) -> int | None:
     idx = ipr.link_lookup(ifname=name)
     return idx[0] if idx else None
+
+
+
+def configure_pod_end(pod: IPRoute, idx: int, ip: str, gateway: str) -> None:
+    """Address, up, loopback up, and the routes: IP/32, link-scope route to the gateway, default via it."""
+    pod.addr("add", index=idx, address=ip, prefixlen=32)
+    pod.link("set", index=idx, state="up")
+    lo = lookup(pod, "lo")
+    if lo is not None:
+        pod.link("set", index=lo, state="up")
+    pod.route("add", dst=f"{gateway}/32", oif=idx, scope=253)  # scope link
+    pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
 
 
 def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mtu: int) -> PodLink:
@@ -71,34 +83,28 @@ def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mt
     hname, tname = host_ifname(container_id), _tmp_ifname(container_id)
     hmac, pmac = host_mac(ip), pod_mac(ip)
     with netns_iproute(netns) as pod, IPRoute() as host:
-        if _lookup(pod, ifname) is not None:
+        if lookup(pod, ifname) is not None:
             raise PodNetError(f"interface {ifname} already exists in {netns}")
-        stale_tmp = _lookup(pod, tname)
+        stale_tmp = lookup(pod, tname)
         if stale_tmp is not None:  # left over by a crash mid-ADD
             pod.link("del", index=stale_tmp)
-        stale = _lookup(host, hname)
+        stale = lookup(host, hname)
         if stale is not None:
             host.link("del", index=stale)
         try:
             host.link("add", ifname=hname, kind="veth", address=hmac, mtu=mtu,
                       peer={"ifname": tname, "net_ns_fd": netns, "address": pmac, "mtu": mtu})
-            hidx = _lookup(host, hname)
+            hidx = lookup(host, hname)
             assert hidx is not None
             host.link("set", index=hidx, state="up")
         except NetlinkError as e:
             raise PodNetError(f"creating veth {hname}: {e}") from None
         try:
-            tidx = _lookup(pod, tname)
+            tidx = lookup(pod, tname)
             if tidx is None:
                 raise PodNetError(f"pod end {tname} did not appear in {netns}")
             pod.link("set", index=tidx, ifname=ifname)
-            pod.addr("add", index=tidx, address=ip, prefixlen=32)
-            pod.link("set", index=tidx, state="up")
-            lo = _lookup(pod, "lo")
-            if lo is not None:
-                pod.link("set", index=lo, state="up")
-            pod.route("add", dst=f"{gateway}/32", oif=tidx, scope=253)  # scope link
-            pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=tidx)
+            configure_pod_end(pod, tidx, ip, gateway)
         except (NetlinkError, PodNetError) as e:
             host.link("del", index=hidx)
             raise PodNetError(f"configuring {ifname} in {netns}: {e}") from None
@@ -108,7 +114,7 @@ def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mt
 def delete(container_id: str) -> bool:
     """Delete the host end (the kernel removes the pod end with it). True if something was removed."""
     with IPRoute() as host:
-        idx = _lookup(host, host_ifname(container_id))
+        idx = lookup(host, host_ifname(container_id))
         if idx is None:
             return False
         try:
@@ -121,7 +127,7 @@ def delete(container_id: str) -> bool:
 
 def host_link_exists(name: str) -> int | None:
     with IPRoute() as host:
-        return _lookup(host, name)
+        return lookup(host, name)
 
 
 def check(container_id: str, netns: str, ifname: str, ip: str) -> list[str]:
@@ -132,7 +138,7 @@ def check(container_id: str, netns: str, ifname: str, ip: str) -> list[str]:
     if not os.path.exists(netns):
         return problems + [f"network namespace {netns} is gone"]
     with netns_iproute(netns) as pod:
-        idx = _lookup(pod, ifname)
+        idx = lookup(pod, ifname)
         if idx is None:
             return problems + [f"interface {ifname} is missing in {netns}"]
         addrs = {a.get_attr("IFA_ADDRESS") for a in pod.get_addr(index=idx, family=2)}
@@ -158,7 +164,7 @@ def list_host_veths() -> dict[str, int]:
 
 def interface_mtu(name: str) -> int | None:
     with IPRoute() as host:
-        idx = _lookup(host, name)
+        idx = lookup(host, name)
         if idx is None:
             return None
         return host.get_links(idx)[0].get_attr("IFLA_MTU")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from novanet_core import __version__
-from novanet_core.agent import masquerade, podnet
+from novanet_core.agent import masquerade, podnet, warmpool
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
@@ -79,6 +79,7 @@ class Agent:
         self.event_timings: collections.deque[tuple[str, float]] = collections.deque(maxlen=5000)
         self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
         self.api_servers: dict[str, Any] = {}  # socket name -> ApiServer, set by main (limits, refusals)
+        self.pool: warmpool.WarmPool | None = None  # started in start(), once the dataplane answered
 
     def _first_snapshot(self) -> ClusterState:
         # A node agent waits for its state source (an API server still starting, say) rather than
@@ -148,6 +149,7 @@ class Agent:
         masquerade.apply(self.config.egress.masqueradeEnabled, self.node.pod_cidr, self.config.clusterCIDR)
         self._process_pending_deletes()
         self.reconcile()
+        self._start_pool()
         self.policy.start()  # full compile once; state events then send deltas
         self.services.start()
         self._sync_nodes()
@@ -157,6 +159,27 @@ class Agent:
         self.ready = True
         log.info("agent ready: node=%s ip=%s podCIDR=%s mtu=%d endpoints=%d", self.node.name, self.node.ip,
                  self.node.pod_cidr, self.mtu, len(self.store.all()))
+
+    def _start_pool(self) -> None:
+        cfg = self.config.warmPool
+        if cfg.size == 0:
+            return
+        caps: list[str] = []
+        try:
+            caps = self.dataplane.call("dp.status", wait=0).get("capabilities", [])
+        except DataplaneUnavailable:
+            log.warning("warm pool: dataplane not reachable; members get their programs at ADD")
+
+        def attach(name: str) -> None:
+            self.dataplane.call("dp.prewarm.attach", {"host_ifname": name})
+
+        def release(name: str) -> None:
+            self.dataplane.call("dp.prewarm.release", {"host_ifname": name})
+
+        has = "prewarm" in caps
+        self.pool = warmpool.WarmPool(cfg.size, cfg.refillIdleMs, self.mtu, attach if has else None,
+                                      release if has else None)
+        self.pool.start()
 
     def _setup_tunnel(self) -> bool:
         assert self.tunnel is not None
@@ -175,6 +198,8 @@ class Agent:
         """Stop the control plane. Pods, pinned datapath state, tunnels and (unless ``withdraw``)
         advertised routes stay: a restart must not cut traffic (the guide's restart semantics)."""
         self.stop_event.set()
+        if self.pool is not None:
+            self.pool.stop()
         if self.routing is not None:
             try:
                 self.routing.stop(withdraw=withdraw)
@@ -286,6 +311,8 @@ class Agent:
         self.sync_dataplane()
         if self.tunnel is not None and not self._tunnel_ok:
             self._setup_tunnel()
+        if self.pool is not None:
+            self.pool.reattach()  # the dataplane's start-up reconcile unpinned the pooled veths' links
         with self.lock:
             self._reconcile_datapath()
             self._sync_remotes()
@@ -432,8 +459,12 @@ class Agent:
             except IpamError as e:
                 raise CniFailure(cni.ERR_IPAM, str(e)) from None
             t1 = time.perf_counter()
+            member = self.pool.take() if self.pool is not None else None
             try:
-                link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+                if member is not None:
+                    link = warmpool.plumb(self.pool, member, cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+                else:
+                    link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu)
             except podnet.PodNetError as e:
                 self.ipam.release(cid, ifname)
                 raise CniFailure(cni.ERR_INTERFACE, str(e)) from None
@@ -446,8 +477,10 @@ class Agent:
             try:
                 # One all-or-nothing call: the dataplane writes the policy before the endpoint and
                 # takes both out again if the endpoint fails.
-                added = self.dataplane.call("dp.endpoint.add", {"endpoint": ep.to_dict(),
-                                                                "policy": self.policy.policy_for(ep)}, wait=5.0)
+                req = {"endpoint": ep.to_dict(), "policy": self.policy.policy_for(ep)}
+                if member is not None:
+                    req["prewarmed"] = member.host_ifname  # its attachment becomes the endpoint's
+                added = self.dataplane.call("dp.endpoint.add", req, wait=5.0)
             except (DataplaneUnavailable, Exception) as e:
                 podnet.delete(cid)
                 self.ipam.release(cid, ifname)
@@ -582,6 +615,7 @@ class Agent:
             "tunnels": len(self.tunnel.status()) if self.tunnel is not None else 0,
             "remoteEndpoints": len(self.remotes),
             "nodes": 1 + len(self.remote_nodes or []),
+            "warmPool": self.pool.status() if self.pool is not None else {"size": 0},
             "dataplane": dp,
             **({"routing": routing} if routing is not None else {}),
             "uptimeSeconds": round(time.time() - self.started_at, 1),

@@ -45,6 +45,17 @@ class BpfConfig(_Model):
     flowIdleTimeoutSeconds: float = Field(default=300.0, ge=1, le=86400)
 
 
+class WarmPoolConfig(_Model):
+    """Host-side veth pairs made (and, with the eBPF datapath, attached) ahead of demand, so that
+    a CNI ADD only moves the peer into the pod, addresses it and writes maps: creating a veth and
+    its two tcx links costs two RCU grace periods per pod, which the pool pays off the ADD path."""
+
+    size: int = Field(default=8, ge=0, le=256)  # members kept ready; 0 = every ADD builds its own pair
+    # Refill waits until no ADD has arrived for this long: building members takes the rtnl lock
+    # (for a grace period, with tcx) and would stall the ADDs of a burst.
+    refillIdleMs: int = Field(default=200, ge=0, le=60000)
+
+
 class SocketsConfig(_Model):
     agent: str = "/run/novanet/novanet.sock"
     cni: str = "/run/novanet/cni.sock"
@@ -131,6 +142,7 @@ class NovaNetConfig(_Model):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     bpf: BpfConfig = Field(default_factory=BpfConfig)
     sockets: SocketsConfig = Field(default_factory=SocketsConfig)
+    warmPool: WarmPoolConfig = Field(default_factory=WarmPoolConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     stateSource: StateSourceConfig = Field(default_factory=StateSourceConfig)

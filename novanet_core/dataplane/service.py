@@ -74,6 +74,8 @@ class DataplaneService:
         r.add("dp.service.list", self.service_list, doc="Service frontends from the live datapath")
         r.add("dp.service.backends", self.service_backends,
               doc="kube-proxy compatibility: the Service backends whose replies must pass conntrack")
+        r.add("dp.prewarm.attach", self.prewarm_attach, doc="attach the programs to a pooled host veth")
+        r.add("dp.prewarm.release", self.prewarm_release, doc="detach them from a pooled host veth")
         r.add("dp.methods", lambda p: r.methods(), doc="list methods")
         return r
 
@@ -141,7 +143,12 @@ class DataplaneService:
                 raise ApiError("invalid_params", f"policy.ip: {pol.ip!r} is not the endpoint's ip {ep.ip!r}")
         enforce = pol is not None and "policy" in self.capabilities
         applied: dict[str, Any] = {}
+        pooled = p.get("prewarmed")
+        if pooled is not None and (not isinstance(pooled, str) or not pooled):
+            raise ApiError("invalid_params", "prewarmed: must be the pooled host interface's name")
         with self.lock:
+            if pooled is not None and "prewarm" in self.capabilities:
+                self._section("prewarm", "adopt_interface", pooled, ep.host_ifname, locked=False)
             if enforce:
                 applied = dict(self._section("policy", "apply_policy", [pol], (), False))
             try:
@@ -196,6 +203,23 @@ class DataplaneService:
             raise ApiError("unsupported", str(e)) from None
         except (ConfigError, ValueError) as e:
             raise ApiError("invalid_params", str(e)) from None
+
+    # prewarm
+    def _ifname(self, p: dict[str, Any]) -> str:
+        name = p.get("host_ifname")
+        if not isinstance(name, str) or not 0 < len(name) < 16:
+            raise ApiError("invalid_params", "host_ifname: must be an interface name (1-15 characters)")
+        return name
+
+    def prewarm_attach(self, p: dict[str, Any]) -> None:
+        name = self._ifname(p)
+        try:
+            self._section("prewarm", "prewarm_interface", name)
+        except (RuntimeError, OSError) as e:  # e.g. the interface vanished: see _apply
+            raise ApiError("datapath", f"{type(e).__name__}: {e}") from None
+
+    def prewarm_release(self, p: dict[str, Any]) -> None:
+        self._section("prewarm", "release_interface", self._ifname(p))
 
     # policy
     def policy_apply(self, p: dict[str, Any]) -> dict[str, Any]:

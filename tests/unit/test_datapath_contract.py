@@ -115,7 +115,7 @@ def test_missing_members_and_sections_are_named() -> None:
     problems = backend_problems("datapath", partial)
     assert problems[0].startswith("DatapathBackend needs configure, delete_endpoint, delete_remote, list_endpoints")
     assert problems[1] == "section 'policy' (PolicyDatapath) needs list_policy"
-    assert problems[2].startswith("capabilities: unknown section 'teleport' (known: flows, policy, service")
+    assert problems[2].startswith("capabilities: unknown section 'teleport' (known: flows, policy, prewarm, service")
     no_caps = MemoryDatapath()
     no_caps.capabilities = ["policy"]  # type: ignore[assignment]
     assert backend_problems("datapath", no_caps) == ["capabilities must be a set of section names, not ['policy']"]

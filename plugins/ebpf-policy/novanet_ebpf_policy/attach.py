@@ -62,6 +62,16 @@ class TcxAttacher:
         for direction in DIRECTIONS:
             links.detach(self._pin(ifname, direction))
 
+    def rename(self, old: str, new: str) -> None:
+        """The device was renamed: its link pins follow (the links themselves hold the device)."""
+        for direction in DIRECTIONS:
+            src = self._pin(old, direction)
+            if os.path.lexists(src):
+                dst = self._pin(new, direction)
+                if os.path.lexists(dst):  # a defunct link of an earlier device of that name
+                    links.detach(dst)
+                os.rename(src, dst)
+
     def reconcile(self, prog_fds: dict[str, int], valid_ifindexes: set[int] | None = None) -> dict[str, Any]:
         """On start: swap the new programs into every live link; unpin links whose device is gone."""
         swapped, stale = [], []
@@ -151,6 +161,9 @@ class TcAttacher:
         except NetlinkError as e:
             if e.code not in (errno.ENOENT, errno.EINVAL):
                 raise
+
+    def rename(self, old: str, new: str) -> None:
+        """Filters belong to the device, not its name: nothing to do."""
 
     def filters(self, ifindex: int) -> list[dict[str, Any]]:
         out = []

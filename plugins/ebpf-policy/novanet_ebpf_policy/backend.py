@@ -82,7 +82,7 @@ def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> in
 
 class EbpfDatapath:
     name = "ebpf"
-    capabilities = frozenset({"policy", "flows"})
+    capabilities = frozenset({"policy", "flows", "prewarm"})
 
     def __init__(self, ctx: BackendContext):
         cfg = ctx.config
@@ -266,6 +266,26 @@ class EbpfDatapath:
                     self.attacher.attach(ep.host_ifname, ifindex, self.prog.fds)
                 else:
                     raise DatapathError(f"{ep.host_ifname}: attach failed: {e}") from e
+
+    # ------------------------------------------------------------------ section prewarm
+    # The programs hold no per-pod state (who a packet belongs to comes from the endpoints map), so
+    # they can sit on a pooled veth before its pod exists: the attach (two tcx links, each an RCU
+    # grace period) is paid by the pool, not by the CNI ADD.
+    def prewarm_interface(self, host_ifname: str) -> None:
+        ifindex = self._resolve_ifindex(host_ifname, "host_ifname")
+        with self._lock:
+            assert self.prog is not None and self.attacher is not None
+            self.attacher.attach(host_ifname, ifindex, self.prog.fds)
+
+    def release_interface(self, host_ifname: str) -> None:
+        with self._lock:
+            if self.attacher is not None:
+                self.attacher.detach(host_ifname)
+
+    def adopt_interface(self, pooled_ifname: str, host_ifname: str) -> None:
+        with self._lock:
+            if self.attacher is not None:
+                self.attacher.rename(pooled_ifname, host_ifname)
 
     def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
         key = EndpointKey(ip=ip_num(ip, "ip"))
