@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import sys
 import time
 from typing import Any
@@ -27,12 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from novanet_ebpf_policy.backend import EbpfDatapath
 
 from novanet_core.backends import BackendContext
-from novanet_core.bpf import bpffs, stats, syscall
+from novanet_core.bpf import bpffs, compiler, stats, syscall
 from novanet_core.bpf.netns import netns
 from novanet_core.config.models import NovaNetConfig
 from tests.bpf.topo import Topology, sh
 
-FLOOR_SRC = b"""
+FLOOR_SRC = """
 #include <uapi/linux/bpf.h>
 int nv_bench_floor(struct __sk_buff *skb) { return -1; }  /* TC_ACT_UNSPEC: run the next program */
 """
@@ -51,37 +52,40 @@ def _iperf_tcp(topo: Topology, seconds: int) -> float:
         srv.wait()
 
 
-def _udp_flood(topo: Topology, seconds: int) -> None:
+def _udp_flood(topo: Topology, seconds: int, from_node: bool = False) -> None:
+    """64-byte UDP a -> b (nv_from_pod on a's veth, redirect_peer into b), or, with ``from_node``,
+    node -> b through the node's routing (nv_to_pod on b's veth egress)."""
     a, b = topo.pods["a"], topo.pods["b"]
     srv = b.popen("iperf3", "-s", "-1", "-p", "5302")
+    argv = ["iperf3", "-c", b.ip, "-p", "5302", "-u", "-b", "0", "-l", "64", "-t", str(seconds)]
     try:
         time.sleep(0.3)
-        a.run("iperf3", "-c", b.ip, "-p", "5302", "-u", "-b", "0", "-l", "64", "-t", str(seconds), check=False,
-              timeout=seconds + 30)
+        if from_node:
+            sh("nsenter", f"--net=/run/netns/{topo.node}", *argv, check=False)
+        else:
+            a.run(*argv, check=False, timeout=seconds + 30)
     finally:
         srv.kill()
         srv.wait()
 
 
-def per_packet(dp: EbpfDatapath, topo: Topology, seconds: int) -> dict[str, Any]:
-    from bcc import BPF
-
-    b = BPF(text=FLOOR_SRC)
-    floor = b.load_func(b"nv_bench_floor", BPF.SCHED_CLS)
-    link = syscall.tcx_attach(floor.fd, socket.if_nametoindex(topo.pods["a"].host_if),
+def per_packet(dp: EbpfDatapath, topo: Topology, seconds: int, from_node: bool = False) -> dict[str, Any]:
+    floor = compiler.compile_and_load(FLOOR_SRC, ["nv_bench_floor"], dp.header_tree, dp.root, "floor program")
+    ffd = floor.fds["nv_bench_floor"]
+    link = syscall.tcx_attach(ffd, socket.if_nametoindex(topo.pods["a"].host_if),
                               ingress=True, flags=syscall.BPF_F_BEFORE)
     prev = stats.set_stats_enabled(True)
     try:
         s0 = {p["name"]: p for p in dp.bpf_stats()["programs"]}
-        f0 = stats.prog_stats(floor.fd)
-        _udp_flood(topo, seconds)
+        f0 = stats.prog_stats(ffd)
+        _udp_flood(topo, seconds, from_node)
         s1 = {p["name"]: p for p in dp.bpf_stats()["programs"]}
-        f1 = stats.prog_stats(floor.fd)
+        f1 = stats.prog_stats(ffd)
     finally:
         stats.set_stats_enabled(prev)
         syscall.link_detach(link)
         os.close(link)
-        b.cleanup()
+        floor.close()
 
     def avg(c0: int, c1: int, t0: int, t1: int) -> float | None:
         return round((t1 - t0) / (c1 - c0), 1) if c1 > c0 else None
@@ -92,6 +96,38 @@ def per_packet(dp: EbpfDatapath, topo: Topology, seconds: int) -> dict[str, Any]
         out[n] = {"runs": s1[n]["run_cnt"] - s0[n]["run_cnt"],
                   "avg_ns": avg(s0[n]["run_cnt"], s1[n]["run_cnt"], s0[n]["run_time_ns"], s1[n]["run_time_ns"])}
     return out
+
+
+# Where nv_from_pod's time goes: the program is rebuilt with -DNV_PROFILE_STOP=<n>, which returns at
+# NV_PROFILE_POINT(n) (datapath.c), and each variant is measured on the same flood. The flow is
+# established before (the full program runs first), so the points cut the established-flow path.
+PROFILE_POINTS = {1: "parsed (Ethernet, IPv4, L4 ports)", 2: "+ source endpoint lookup, veth check",
+                  3: "+ destination endpoint lookup", 4: "+ policy revision, flow-table lookup, idle clock",
+                  0: "full program (L2 rewrite, TTL, redirect_peer)"}
+
+
+def sections(dp: EbpfDatapath, topo: Topology, seconds: int, repeat: int) -> dict[str, Any]:
+    rows: dict[int, list[float]] = {k: [] for k in PROFILE_POINTS}
+    floors: list[float] = []
+    try:
+        for _ in range(repeat):
+            for k in (0, 1, 2, 3, 4):
+                dp.reload({"NV_PROFILE_STOP": str(k)} if k else None)
+                if k == 0:
+                    _udp_flood(topo, 1)  # (re-)establish the flow under the full program
+                pp = per_packet(dp, topo, seconds)
+                rows[k].append(pp["nv_from_pod"]["avg_ns"])
+                floors.append(pp["floor_empty_prog"]["avg_ns"])
+    finally:
+        dp.reload(None)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    out = []
+    prev = statistics.median(floors)
+    for k in (1, 2, 3, 4, 0):
+        out.append({"point": k, "what": PROFILE_POINTS[k], "gross_ns": round(med[k], 1),
+                    "section_ns": round(med[k] - prev, 1), "runs": rows[k]})
+        prev = med[k]
+    return {"floor_ns": round(statistics.median(floors), 1), "points": out}
 
 
 def throughput(dp: EbpfDatapath, topo: Topology, seconds: int, rounds: int) -> dict[str, Any]:
@@ -162,6 +198,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sections", type=int, default=0, metavar="N",
+                    help="also profile nv_from_pod per section (N repetitions of each variant)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/bpf_datapath.py needs root (netns, BPF)")
@@ -178,7 +216,10 @@ def main() -> None:
                 for p in topo.pods.values():
                     dp.upsert_endpoint(p.endpoint(topo.gateway))
                 result["attach_mode"] = dp.attacher.mode
+                if args.sections:
+                    result["sections"] = sections(dp, topo, args.seconds, args.sections)
                 result["per_packet_udp64"] = per_packet(dp, topo, args.seconds)
+                result["per_packet_udp64_to_pod"] = per_packet(dp, topo, args.seconds, from_node=True)
                 result["tcp_single_stream"] = throughput(dp, topo, args.seconds, args.rounds)
                 result["ringbuf"] = ringbuf(dp, topo, args.seconds)
             finally:
@@ -192,6 +233,13 @@ def main() -> None:
     print(f"kernel {result['kernel']}, attach {result['attach_mode']}")
     print(f"ns/packet (UDP 64 B): nv_from_pod {pp['nv_from_pod']['avg_ns']} ns over {pp['nv_from_pod']['runs']} runs; "
           f"empty-program floor {pp['floor_empty_prog']['avg_ns']} ns")
+    tp = result["per_packet_udp64_to_pod"]
+    print(f"ns/packet (UDP 64 B, node -> pod): nv_to_pod {tp['nv_to_pod']['avg_ns']} ns over "
+          f"{tp['nv_to_pod']['runs']} runs")
+    if "sections" in result:
+        print(f"nv_from_pod by section (floor {result['sections']['floor_ns']} ns):")
+        for r in result["sections"]["points"]:
+            print(f"  {r['what']:<55} gross {r['gross_ns']:6.1f} ns   section {r['section_ns']:+6.1f} ns")
     t = result["tcp_single_stream"]
     print(f"iperf3 TCP 1 stream: datapath {t['bpf_gbps']} vs bare routing {t['plain_gbps']} Gbit/s, "
           f"ratio {t['ratio']}")
