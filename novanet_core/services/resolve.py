@@ -22,7 +22,7 @@ following kube-proxy (``pkg/proxy/endpointslicecache.go``, ``pkg/proxy/topology.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from novanet_core.state.model import ClusterState, Pod
 from novanet_core.state.services import EndpointSlice, Service, ServicePort, SliceEndpoint
@@ -93,11 +93,16 @@ def proxied(svc: Service) -> bool:
     return svc.type != "ExternalName" and not svc.headless and svc.cluster_ip is not None
 
 
-def frontends_for(state: ClusterState, svc: Service, node: str, node_ip: str) -> list[ServiceFrontend]:
-    """The frontends one Service has on this node (ClusterIP per port, NodePort where it has one)."""
+def frontends_for(state: ClusterState, svc: Service, node: str, node_ip: str,
+                  slices: Iterable[EndpointSlice] | None = None) -> list[ServiceFrontend]:
+    """The frontends one Service has on this node (ClusterIP per port, NodePort where it has one).
+
+    ``slices``: the Service's slices when the caller keeps them indexed (else the state is scanned).
+    """
     if not proxied(svc):
         return []
-    slices = slices_of(state, svc)
+    slices = slices_of(state, svc) if slices is None else sorted(
+        (s for s in slices if s.address_type == "IPv4"), key=lambda s: s.name)
     out: list[ServiceFrontend] = []
     cluster_ips = [ip for ip in (svc.cluster_ips or (svc.cluster_ip,)) if ip and _ipv4(ip)]
     for sp in svc.ports:
@@ -119,13 +124,15 @@ def frontends_for(state: ClusterState, svc: Service, node: str, node_ip: str) ->
     return out
 
 
-def compat_backends(state: ClusterState, node: str) -> list[ServiceBackend]:
+def compat_backends(state: ClusterState, node: str,
+                    slices_by_service: Mapping[str, Iterable[EndpointSlice]] | None = None) -> list[ServiceBackend]:
     """kube-proxy compatibility: every backend kube-proxy may DNAT to, on any node, once each."""
     seen: dict[tuple[str, int, str], ServiceBackend] = {}
     for svc in state.services.values():
         if not proxied(svc):
             continue
-        slices = slices_of(state, svc)
+        slices = slices_of(state, svc) if slices_by_service is None else sorted(
+            (s for s in slices_by_service.get(svc.key, ()) if s.address_type == "IPv4"), key=lambda s: s.name)
         for sp in svc.ports:
             for b in backends_for(state, svc, sp, node, slices):
                 seen.setdefault((b.ip, b.port, b.protocol), b)

@@ -30,6 +30,7 @@ from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.api.protocol import ApiError
 from novanet_core.services.resolve import compat_backends, frontends_for
 from novanet_core.state.model import StateEvent
+from novanet_core.state.services import EndpointSlice
 from novanet_core.types import ServiceFrontend
 
 if TYPE_CHECKING:
@@ -45,8 +46,13 @@ class ServiceSync:
         self.agent = agent
         self.replace_kube_proxy = agent.config.kubeProxyReplacement
         self.desired: dict[str, ServiceFrontend] = {}
+        # Indexes, so that an event costs its Services, not the whole state: Service key -> its
+        # slices, and pod key -> how many slices of each Service point at it.
+        self.slices: dict[str, dict[str, EndpointSlice]] = {}
+        self.pod_refs: dict[str, collections.Counter[str]] = {}
         self.by_service: dict[str, set[str]] = {}  # Service key -> its frontend keys
         self.sent: dict[str, dict[str, Any]] = {}  # frontend key -> what the dataplane acknowledged
+        self.sent_by_service: dict[str, set[str]] = {}
         self.compat_sent: list[dict[str, Any]] | None = None
         self.unsupported = ""  # the datapath's answer when it has no load-balancer
         self.dirty = False  # a send failed: the next resync repairs
@@ -59,6 +65,9 @@ class ServiceSync:
     # ------------------------------------------------------------------ entry points (agent)
     def start(self) -> None:
         with self._lock:
+            self.slices, self.pod_refs = {}, {}
+            for sl in self.agent.state.endpointslices.values():
+                self._index(sl, +1)
             for key in list(self.agent.state.services):
                 self._resolve(key)
             self.resync()
@@ -69,6 +78,11 @@ class ServiceSync:
         if ev.type == "SYNCED" or ev.kind not in ("Service", "EndpointSlice", "Pod", "Node"):
             return
         with self._lock:
+            if ev.kind == "EndpointSlice":
+                if old is not None:
+                    self._index(old, -1)
+                if ev.type != "DELETED":
+                    self._index(ev.obj, +1)
             touched = self._touched(ev, old)
             if not touched:
                 return
@@ -89,7 +103,9 @@ class ServiceSync:
             except ApiError as e:
                 self._refused(e, "dp.service.list")
                 live = {}
-            self.sent = live
+            self.sent, self.sent_by_service = {}, {}
+            for k, d in live.items():
+                self._sent_put(k, d)
             self._send(time.perf_counter(), "resync", None)
 
     # ------------------------------------------------------------------ resolution
@@ -107,18 +123,31 @@ class ServiceSync:
             # Only this node's own address matters (its NodePort frontends).
             return set(state.services) if ev.obj.name == self.agent.node.name else set()
         # A Pod: the Services whose slices point at it (named target ports, endpoints without nodeName).
-        key = ev.obj.key
-        out = set()
-        for s in state.endpointslices.values():
-            if s.service_name and any(e.target_ref is not None and
-                                      f"{e.target_ref.namespace or s.namespace}/{e.target_ref.name}" == key
-                                      for e in s.endpoints):
-                out.add(f"{s.namespace}/{s.service_name}")
-        return out
+        return set(self.pod_refs.get(ev.obj.key, ()))
+
+    def _index(self, sl: EndpointSlice, delta: int) -> None:
+        if not sl.service_name:
+            return  # kube-proxy ignores a slice without the label; so do we
+        svc_key = f"{sl.namespace}/{sl.service_name}"
+        if delta > 0:
+            self.slices.setdefault(svc_key, {})[sl.key] = sl
+        else:
+            self.slices.get(svc_key, {}).pop(sl.key, None)
+        for e in sl.endpoints:
+            if e.target_ref is None:
+                continue
+            pod = f"{e.target_ref.namespace or sl.namespace}/{e.target_ref.name}"
+            refs = self.pod_refs.setdefault(pod, collections.Counter())
+            refs[svc_key] += delta
+            if refs[svc_key] <= 0:
+                del refs[svc_key]
+                if not refs:
+                    del self.pod_refs[pod]
 
     def _resolve(self, svc_key: str) -> None:
         svc = self.agent.state.services.get(svc_key)
-        fes = frontends_for(self.agent.state, svc, self.agent.node.name, self.agent.node.ip) if svc else []
+        fes = frontends_for(self.agent.state, svc, self.agent.node.name, self.agent.node.ip,
+                            self.slices.get(svc_key, {}).values()) if svc else []
         for k in self.by_service.pop(svc_key, set()):
             self.desired.pop(k, None)
         if fes:
@@ -142,17 +171,30 @@ class ServiceSync:
             self.recent.append({"at": time.time(), "seconds": dt, "what": what, "written": n,
                                 "full": touched is None})
 
+    def _sent_put(self, key: str, d: dict[str, Any]) -> None:
+        self.sent[key] = d
+        self.sent_by_service.setdefault(service_of(key), set()).add(key)
+
+    def _sent_pop(self, key: str) -> None:
+        self.sent.pop(key, None)
+        keys = self.sent_by_service.get(service_of(key))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.sent_by_service[service_of(key)]
+
     def _send_frontends(self, touched: set[str] | None) -> int:
         dp = self.agent.dataplane
-        want = {k: fe.to_dict() for k, fe in self.desired.items()}
-        keys = set(want) | set(self.sent)
-        if touched is not None:
-            keys = {k for k in keys if service_of(k) in touched}
+        if touched is None:
+            keys = set(self.desired) | set(self.sent)
+        else:
+            keys = {k for svc in touched for k in (*self.by_service.get(svc, ()), *self.sent_by_service.get(svc, ()))}
+        want = {k: self.desired[k].to_dict() for k in keys if k in self.desired}
         n = 0
         # Deletes first: a changed Service may move a key's address, and a datapath may key by address.
         for k in sorted(k for k in keys if k not in want and k in self.sent):
             self._call("dp.service.delete", {"key": k})
-            self.sent.pop(k, None)
+            self._sent_pop(k)
             n += 1
         if self.unsupported:
             return n
@@ -163,17 +205,18 @@ class ServiceSync:
                 if self._refused(e, f"frontend {k}"):
                     return n
                 continue
-            self.sent[k] = want[k]
+            self._sent_put(k, want[k])
             n += 1
         return n
 
     def _send_compat(self) -> int:
-        backends = [b.to_dict() for b in compat_backends(self.agent.state, self.agent.node.name)]
+        backends = [b.to_dict() for b in compat_backends(self.agent.state, self.agent.node.name,
+                                                         {k: v.values() for k, v in self.slices.items()})]
         n = 0
         for k in sorted(self.sent):  # frontends left from kubeProxyReplacement: true
             self._call("dp.service.delete", {"key": k})
             n += 1
-        self.sent = {}
+        self.sent, self.sent_by_service = {}, {}
         if backends == self.compat_sent:
             return n
         try:
