@@ -9,6 +9,8 @@ entry with no veth), with a policy that denies the sender and allows the pod it 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from novanet_core.types import RemoteEndpoint
@@ -38,3 +40,37 @@ def test_pod_cannot_send_as_another_pod(topo: Topology, datapath) -> None:
         assert _in_echos(b) == before_echos, f"b received echo requests sent by c as {forged}"
         c.run("ip", "addr", "del", f"{forged}/32", "dev", "eth0")
     assert ping(a, b.ip, count=1)[1] == 1  # the real a is unaffected
+
+
+_SEND = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(({src!r}, 40001)); " \
+        "[s.sendto(b'{tag}', ({dst!r}, 9000)) for _ in range(5)]"
+_RECV = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 9000)); s.settimeout(3)\n" \
+        "seen = []\n" \
+        "try:\n" \
+        "    while True: seen.append(s.recv(64).decode())\n" \
+        "except socket.timeout: pass\n" \
+        "print(seen.count('real'), seen.count('forged'))"
+
+
+def test_forged_packet_of_an_established_flow_is_not_fast_pathed(topo: Topology, datapath) -> None:
+    """The established-flow fast path skips the source's endpoint lookup: the flow entry must
+    then prove the veth. c sends with a's address AND a's exact ports, into a flow a established."""
+    a, b, c = topo.pods["a"], topo.pods["b"], topo.pods["c"]
+    assert ping(c, b.ip, count=1)[1] == 1  # c has resolved its gateway
+    recv = b.popen("python3", "-c", _RECV)
+    try:
+        deadline = time.monotonic() + 20
+        while ":9000 " not in b.run("ss", "-Huln", "sport = :9000").stdout:  # wait for the receiver
+            assert time.monotonic() < deadline and recv.poll() is None, "receiver did not start"
+            time.sleep(0.05)
+        a.run("python3", "-c", _SEND.format(src=a.ip, dst=b.ip, tag="real"))  # the flow a:40001 -> b:9000
+        c.run("ip", "addr", "add", f"{a.ip}/32", "dev", "eth0")
+        before = datapath.drop_counters()["NO_IDENTITY"]
+        c.run("python3", "-c", _SEND.format(src=a.ip, dst=b.ip, tag="forged"))
+        out, _ = recv.communicate(timeout=30)
+    finally:
+        recv.kill()
+        c.run("ip", "addr", "del", f"{a.ip}/32", "dev", "eth0", check=False)
+    real, forged = (int(x) for x in out.split())
+    assert real == 5 and forged == 0, out
+    assert datapath.drop_counters()["NO_IDENTITY"] - before >= 5

@@ -108,8 +108,13 @@ class FlowKey(_S):
 
 
 class FlowState(_S):
+    """v3 adds what the established-flow fast path needs without the source's endpoint lookup: the
+    veth packets of this direction must come in on (0 = not a from-pod direction: never fast) and
+    the identity of their source."""
+
     c_name = "nv_flow_state"
-    _fields_ = [("last_seen_ns", u64), ("policy_revision", u32), ("flags", u32)]
+    _fields_ = [("last_seen_ns", u64), ("policy_revision", u32), ("flags", u32), ("ifindex", u32),
+                ("identity", u32)]
 
 
 class FlowEvent(_S):
@@ -224,7 +229,7 @@ MAPS: dict[str, MapDef] = {
         DROPS,  # shared (core)
         # Plain hash, not LRU: full means new flows are dropped (FLOW_TABLE_FULL), never that
         # established ones are evicted (novanet_ebpf_policy/flowtable.py). Size: bpf.flowTableSize.
-        MapDef(MapSpec("ct", "hash", _sz(FlowKey), _sz(FlowState), 65536, 2),
+        MapDef(MapSpec("ct", "hash", _sz(FlowKey), _sz(FlowState), 65536, 3),
                "struct nv_flow_key", "struct nv_flow_state"),
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("flows", "ringbuf", 0, 0, RINGBUF_PAGES * 4096, 1), "int", "u32"),

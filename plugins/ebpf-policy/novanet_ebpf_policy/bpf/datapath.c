@@ -17,6 +17,15 @@ NV_GENERATED
 
 #define NV_ID_HOST 1
 #define NV_ID_WORLD 2
+
+/* Profiling aid (bench/bpf_datapath.py --sections): built with -DNV_PROFILE_STOP=<n>, nv_from_pod
+ * returns at point n, so bpf stats of each variant give the cost of each section. Compiled out
+ * otherwise. */
+#ifdef NV_PROFILE_STOP
+#define NV_PROFILE_POINT(n) do { if (NV_PROFILE_STOP == (n)) return TC_ACT_OK; } while (0)
+#else
+#define NV_PROFILE_POINT(n) do { } while (0)
+#endif
 #define NV_ETH_P_ARP 0x0806
 #define NV_IPPROTO_SCTP 132
 
@@ -253,16 +262,21 @@ static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
  * FLOW_TABLE_FULL instead of being let through untracked. Both directions or neither: a forward
  * entry this call created is taken out again if its reverse did not fit (one that already
  * existed, an established flow re-decided after a policy change, stays). 0 = admitted. */
-static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_reply, int fresh) {
+static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_reply, int fresh,
+                                       u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
     st.flags = k_is_reply ? NV_CTF_REPLY : 0;
+    st.ifindex = k_ifindex;
+    st.identity = k_identity;
     if (ct.update(k, &st) < 0) return -1;
     struct nv_flow_key r = {};
     r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
     r.protocol = k->protocol;
     st.flags = k_is_reply ? 0 : NV_CTF_REPLY;
+    st.ifindex = r_ifindex;
+    st.identity = r_identity;
     if (ct.update(&r, &st) < 0) {
         if (fresh) ct.delete(k);
         return -1;
@@ -273,7 +287,9 @@ static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_
 /* An established flow's idle clock, for the dataplane's sweeper: written at most once a second
  * (a write per packet would bounce the entry's cache line between CPUs for nothing). */
 static __always_inline void nv_ct_touch(struct nv_flow_state *st) {
-    u64 now = bpf_ktime_get_ns();
+    /* the coarse clock (same CLOCK_MONOTONIC base, last tick) is a memory read, not a clock
+     * source read: this runs for every packet of an established flow */
+    u64 now = bpf_ktime_get_coarse_ns();
     if (now - st->last_seen_ns > 1000000000ULL) st->last_seen_ns = now;
 }
 
@@ -354,6 +370,66 @@ static __always_inline int nv_src_owned(struct nv_endpoint *src, struct __sk_buf
     return src->ifindex != 0 && src->ifindex == skb->ifindex;
 }
 
+/* ------------------------------------------------------------------ established-flow fast path
+ * A packet of a flow admitted under the current policy revision, arriving on the veth its
+ * direction was admitted from (the source's ownership of its address was checked then, and the
+ * entry carries the source identity), needs neither the source's endpoint lookup nor any policy
+ * lookup: one flow-table lookup, the destination's endpoint lookup, the forwarding. Everything
+ * else (new flows, re-decisions, migrated entries without a veth, unknown destinations, TTL expiry)
+ * returns NV_FULL_PATH and is decided by the full program, which also writes the fields used here.
+ * Profile and figures: bench/bpf_datapath.py --sections, docs/benchmarks.md. */
+#define NV_FULL_PATH (-2)  /* not a tc verdict: "decide this packet in full" */
+
+/* The same-node delivery: L2 rewrite, TTL as a router does, into the pod netns (no host stack). */
+static __always_inline int nv_redirect_local(struct __sk_buff *skb, struct nv_endpoint *dst) {
+    /* map helpers do not invalidate packet pointers, but re-derive them for the verifier */
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end) return TC_ACT_SHOT;
+    __builtin_memcpy(eth->h_dest, dst->mac, 6);
+    __builtin_memcpy(eth->h_source, dst->host_mac, 6);
+    u32 csum = ip->check;
+    csum += htons(0x0100);  /* as ip_decrease_ttl() */
+    ip->check = (u16)(csum + (csum >= 0xFFFF));
+    ip->ttl--;
+    return bpf_redirect_peer(dst->ifindex, 0);
+}
+
+static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt *p) {
+    struct nv_flow_key fk;
+    nv_flow_key(&fk, p);
+    struct nv_flow_state *st = ct.lookup(&fk);
+    if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || !st->ifindex ||
+        st->ifindex != skb->ifindex)
+        return NV_FULL_PATH;
+    NV_PROFILE_POINT(2);
+    struct nv_endpoint_key dk = { .ip = p->daddr };
+    struct nv_endpoint *dst = endpoints.lookup(&dk);
+    if (!dst) return NV_FULL_PATH;
+    NV_PROFILE_POINT(3);
+    if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == (u32)nv_cfg(NV_CFG_NODE_IP))) {
+        if (p->ttl <= 1) return NV_FULL_PATH;
+        nv_ct_touch(st);
+        return nv_redirect_local(skb, dst);
+    }
+    nv_ct_touch(st);
+    if (nv_cfg(NV_CFG_MODE) == 0) return nv_tunnel_encap(skb, p, st->identity, dst->identity, dst->node_ip);
+    return TC_ACT_OK;  /* native: the kernel routes */
+}
+
+/* to-pod: an established flow's packet passes whatever the endpoints say (the full path, too,
+ * lets it through once the flow entry is current), so the flow-table lookup comes first. */
+static __always_inline int nv_to_pod_fast(struct nv_pkt *p) {
+    struct nv_flow_key fk;
+    nv_flow_key(&fk, p);
+    struct nv_flow_state *st = ct.lookup(&fk);
+    if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION)) return NV_FULL_PATH;
+    nv_ct_touch(st);
+    return TC_ACT_OK;
+}
+/* ------------------------------------------------------------------ end established-flow fast path */
+
 int nv_from_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -364,6 +440,9 @@ int nv_from_pod(struct __sk_buff *skb) {
     struct nv_pkt p = {};
     if ((void *)(ip + 1) > end) { nv_count(NV_DROP_MALFORMED); return TC_ACT_SHOT; }
     if (nv_parse(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_FROM_POD);
+    NV_PROFILE_POINT(1);
+    int fast = nv_from_pod_fast(skb, &p);
+    if (fast != NV_FULL_PATH) return fast;
 
     struct nv_endpoint_key sk = { .ip = p.saddr };
     struct nv_endpoint *src = endpoints.lookup(&sk);
@@ -410,7 +489,7 @@ int nv_from_pod(struct __sk_buff *skb) {
         else
             reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 1, dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
-        if (nv_ct_admit(&fk, rev, reply, !st) < 0)
+        if (nv_ct_admit(&fk, rev, reply, !st, skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
         if (!reply) {
             nv_flowstat(NV_FS_NEW_FLOWS);
@@ -422,18 +501,7 @@ int nv_from_pod(struct __sk_buff *skb) {
     u32 node_ip = nv_cfg(NV_CFG_NODE_IP);
     if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == node_ip)) {
         if (p.ttl <= 1) return nv_drop(&p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
-        /* map helpers do not invalidate packet pointers, but re-derive them for the verifier */
-        data = (void *)(long)skb->data; end = (void *)(long)skb->data_end;
-        eth = data;
-        ip = (void *)(eth + 1);
-        if ((void *)(ip + 1) > end) return TC_ACT_SHOT;
-        __builtin_memcpy(eth->h_dest, dst->mac, 6);
-        __builtin_memcpy(eth->h_source, dst->host_mac, 6);
-        u32 csum = ip->check;
-        csum += htons(0x0100);  /* as ip_decrease_ttl() */
-        ip->check = (u16)(csum + (csum >= 0xFFFF));
-        ip->ttl--;
-        return bpf_redirect_peer(dst->ifindex, 0);  /* straight into the pod netns, no host stack */
+        return nv_redirect_local(skb, dst);
     }
     /* remote endpoint: overlay -> the tunnel plugin (tunnel hook block); native -> the kernel routes */
     if (nv_cfg(NV_CFG_MODE) == 0) return nv_tunnel_encap(skb, &p, src_id, dst_id, dst->node_ip);
@@ -449,6 +517,8 @@ int nv_to_pod(struct __sk_buff *skb) {
     struct nv_pkt p = {};
     if ((void *)(ip + 1) > end) return TC_ACT_OK;
     if (nv_parse(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_TO_POD);
+    int fast = nv_to_pod_fast(&p);
+    if (fast != NV_FULL_PATH) return fast;
 
     struct nv_endpoint_key dk = { .ip = p.daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
@@ -481,7 +551,7 @@ int nv_to_pod(struct __sk_buff *skb) {
     else  /* the source's egress was decided where it left its pod (here or on its own node) */
         reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 0, 1, from_host, &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
-    if (nv_ct_admit(&fk, rev, reply, !st) < 0)
+    if (nv_ct_admit(&fk, rev, reply, !st, 0, src_id, skb->ifindex, dst_id) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);
