@@ -76,7 +76,7 @@ def one(nodes: int, pods: int, policies: int, events: int) -> dict[str, Any]:
     from novanet_kube_source.testing import FakeKubeAPI
 
     node = NodeUnderTest(datapath="ebpf", pod_cidr=f"{_ip(0, 0)}/24",
-                         extra={"clusterCIDR": "10.0.0.0/8", "nodeName": "node-0",
+                         extra={"clusterCIDR": "10.0.0.0/8", "serviceCIDR": "172.16.0.0/16", "nodeName": "node-0",
                                 "stateSource": {"type": "kubernetes"}})
     api = FakeKubeAPI(netns=node.ns).start()
     try:
@@ -84,11 +84,17 @@ def one(nodes: int, pods: int, policies: int, events: int) -> dict[str, Any]:
             api.put(obj)
         node.set_config({"pluginSettings": {"kubernetes-source": {"apiServer": api.url, "watchTimeoutSeconds": 300}}})
         node._spawn("dataplane")
-        _wait(lambda: ApiClient(node.config["sockets"]["dataplane"], timeout=5).call("dp.status"), 120)
+        try:
+            _wait(lambda: ApiClient(node.config["sockets"]["dataplane"], timeout=5).call("dp.status"), 300)
+        except TimeoutError:
+            raise RuntimeError(f"dataplane did not come up:\n{node.log('dataplane')}") from None
         remote = pods - len(range(0, pods, nodes))  # pods on node-0 are local (no CNI ADD here: no endpoint)
         t0 = time.monotonic()
         node._spawn("agent")
-        _wait(lambda: node.call("status").get("ready"), 600, 0.02)
+        try:
+            _wait(lambda: node.call("status").get("ready"), 600, 0.02)
+        except TimeoutError:
+            raise RuntimeError(f"agent not ready:\n{node.log('agent')}") from None
         ready = time.monotonic() - t0
         st = node.call("status")
         pid = procstat.daemon_pid(node.procs["agent"])

@@ -40,7 +40,10 @@ class FakeKubeAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
+            # HTTP/1.1: a watch streams its events in chunks (Transfer-Encoding: chunked), as the
+            # kube-apiserver does. Over HTTP/1.0 the client's reader waited for its buffer to fill
+            # or the connection to close, so events arrived only at the watch timeout.
+            protocol_version = "HTTP/1.1"
 
             def log_message(self, *a: Any) -> None:
                 return
@@ -50,6 +53,7 @@ class FakeKubeAPI:
                 q = parse_qs(u.query)
                 if u.path not in PATHS:
                     self.send_response(404)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 kind, version = PATHS[u.path]
@@ -71,7 +75,17 @@ class FakeKubeAPI:
             def _watch(self, kind: str, since: int, timeout: float) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                try:
+                    self._stream(kind, since, timeout)
+                    self.wfile.write(b"0\r\n\r\n")  # the watch ends (timeoutSeconds)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def _stream(self, kind: str, since: int, timeout: float) -> None:
                 if since and since < api.compacted_before:
                     self._line({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                                             "reason": "Expired", "code": 410,
@@ -86,14 +100,12 @@ class FakeKubeAPI:
                             api.lock.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
                             continue
                     for rv, typ, _k, obj in pending:
-                        try:
-                            self._line({"type": typ, "object": obj})
-                        except (BrokenPipeError, ConnectionResetError):
-                            return
+                        self._line({"type": typ, "object": obj})
                         sent = rv
 
             def _line(self, obj: dict[str, Any]) -> None:
-                self.wfile.write(json.dumps(obj).encode() + b"\n")
+                data = json.dumps(obj).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))  # one chunk per event
                 self.wfile.flush()
 
         if netns:
