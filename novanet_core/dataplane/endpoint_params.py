@@ -84,7 +84,7 @@ def parse_remote(d: Any, path: str = "remote") -> RemoteEndpoint:
     if unknown:
         raise _fail(f"{path}.{sorted(unknown)[0]}", "unknown field")
     _ipv4(d, "ip", path)
-    _ipv4(d, "node_ip", path, required=False)
+    _ipv4(d, "node_ip", path)  # where the pod lives: without it the datapath cannot deliver
     _int(d, "identity", path, 0, 2**32 - 1)
     for key in ("namespace", "pod"):
         _str(d, key, path, required=False)

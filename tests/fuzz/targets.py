@@ -352,7 +352,10 @@ def binary_runner(binary: str) -> Callable[[dict[str, str], str], tuple[int, Any
     import subprocess
 
     def run(env: dict[str, str], stdin: str) -> tuple[int, Any]:
-        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **{k: v for k, v in env.items() if "\x00" not in k + v}}
+        # execve carries "NAME=value" strings: a name that is empty or holds "=" (or any NUL) cannot
+        # reach a plugin from any runtime, so such pairs are not inputs the binary can be given.
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                **{k: v for k, v in env.items() if k and "=" not in k and "\x00" not in k + v}}
         p = subprocess.run([binary], input=stdin.encode("utf-8", "surrogatepass"), env=full, capture_output=True,
                            timeout=60)
         if p.returncode < 0:

@@ -87,3 +87,16 @@ def test_lab_spec_paths_quote_keys_that_would_garble_them(key: str) -> None:
     with pytest.raises(lab_error) as ei:
         spec.parse_spec(doc)
     assert f"pods[0].ports[0].{key!r}: unknown key" in str(ei.value)
+
+
+@pytest.mark.parametrize("remote, field", [
+    ({"ip": "10.42.77.5", "identity": 60001}, "remote.node_ip"),  # TypeError: missing node_ip
+    ({"ip": "10.42.77.5", "identity": 60001, "node_ip": ""}, "remote.node_ip"),  # kept, undeliverable
+])
+def test_remote_without_a_node_address_is_a_field_error(remote: dict[str, Any], field: str) -> None:
+    from novanet_core.api.protocol import ApiError
+    from novanet_core.dataplane.endpoint_params import parse_remote
+
+    with pytest.raises(ApiError, match=field.replace(".", r"\.")) as e:
+        parse_remote(remote)
+    assert e.value.code == "invalid_params"
