@@ -28,6 +28,7 @@ from hypothesis import seed as hseed
 from hypothesis import strategies as st
 
 ROUND = 200
+MIN_CASES = 25
 
 
 class Finding(Exception):
@@ -85,7 +86,7 @@ def run(target: str, strategy: st.SearchStrategy[Any], check: Callable[[Any], bo
     deadline = start + seconds
 
     def one(x: Any) -> None:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline and rep.cases >= MIN_CASES:
             return
         rep.cases += 1
         try:
@@ -98,8 +99,11 @@ def run(target: str, strategy: st.SearchStrategy[Any], check: Callable[[Any], bo
             if sig not in rep.findings:
                 rep.findings[sig] = (f"{type(e).__name__}: {str(e)[:300]}", repr(x)[:400])
 
-    rnd = 0
-    while time.monotonic() < deadline:
+    rnd = late = 0
+    # The budget is wall time, but on a loaded machine building the strategy alone can eat it: a
+    # few rounds past the deadline make sure MIN_CASES inputs were tried before the run counts.
+    while time.monotonic() < deadline or (rep.cases < MIN_CASES and late < 3):
+        late += time.monotonic() >= deadline
         fn = settings(max_examples=ROUND, deadline=None, database=None, phases=[Phase.generate],
                       suppress_health_check=list(HealthCheck))(hseed(base * 1_000_003 + rnd)(given(strategy)(one)))
         fn()
