@@ -16,7 +16,14 @@ trap cleanup EXIT
 # Lint first but run the tests regardless, so one style slip does not hide test results.
 "$PY/ruff" check novanet_core plugins tests bench
 lint=$?
-"$PY/pytest" -p no:cacheprovider "$@"
+# Two workers by default: most of a lab test is waiting (daemons starting, routes converging,
+# pings), so a second worker nearly halves the wall time on a 2-core machine. Whole files go to one
+# worker (--dist loadfile) so a module's lab is brought up once. Every test names what it creates
+# uniquely, so workers do not meet. NOVANET_TEST_WORKERS=0 runs serially.
+workers=${NOVANET_TEST_WORKERS:-2}
+par=()
+if [ "$workers" != 0 ]; then par=(-n "$workers" --dist loadfile); fi
+"$PY/pytest" -p no:cacheprovider "${par[@]}" --durations=25 "$@"
 rc=$?
 # pytest exits 5 when nothing was collected: that is a failure of the test command, not a pass.
 if [ "$rc" -ne 0 ]; then exit "$rc"; fi
