@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from novanet_core import __version__
-from novanet_core.agent import masquerade, podnet, warmpool
+from novanet_core.agent import masquerade, podnet, rtprotos, warmpool
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
@@ -137,6 +137,7 @@ class Agent:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        rtprotos.ensure_registered()  # `ip route` shows `proto novanet`
         # The dataplane first: tunnel plugins plug their programs into maps the dataplane pins.
         dp_up = self.sync_dataplane(wait=30.0)
         if self.tunnel is not None:

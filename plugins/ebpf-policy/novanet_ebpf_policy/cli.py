@@ -24,6 +24,7 @@ from novanet_core.cli.plugin_api import (
     output_option,
     table,
 )
+from novanet_core.protocols import IP_PROTOCOLS
 from novanet_ebpf_policy.flowfilter import TCP_FLAGS, FilterError, FlowFilter
 from novanet_ebpf_policy.layouts import DropReason
 
@@ -128,8 +129,7 @@ def filter_options(f: Any) -> Any:
         click.option("--from-ip", default=None, metavar="IP|CIDR"),
         click.option("--to-ip", default=None, metavar="IP|CIDR"),
         click.option("--port", type=click.IntRange(0, 65535), default=None, help="Source or destination port."),
-        click.option("--protocol", type=click.Choice(["TCP", "UDP", "ICMP", "SCTP"], case_sensitive=False),
-                     default=None),
+        click.option("--protocol", type=click.Choice(list(IP_PROTOCOLS), case_sensitive=False), default=None),
         click.option("--verdict", type=click.Choice(["ALLOW", "DENY", "FORWARDED", "DROPPED"], case_sensitive=False),
                      default=None),
         click.option("--reason", "reasons", multiple=True,
