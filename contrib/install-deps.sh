@@ -16,6 +16,7 @@ PKGS=(
   gcc libc6-dev make                # the static C CNI binary (cni/)
   dnsmasq-base bind9-dnsutils       # the lab's cluster DNS server (binary only: no host service) and dig
   mmdebstrap catatonit              # the node image (make image) and podman kube play's pause image
+  prometheus                        # promtool check metrics, and a real Prometheus scraping a lab in tests
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -26,4 +27,9 @@ if ((${#missing[@]})); then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get -o DPkg::Lock::Timeout=900 update -qq
   apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's prometheus package starts its own server (port 9090) where an init system runs; tests
+# run their own Prometheus in a netns of their own, so the packaged one stays off.
+if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi

@@ -1,51 +1,99 @@
 """Prometheus metrics endpoint shared by the agent and the dataplane.
 
-Each process serves its own registry on its own address (the agent: ``metrics.address``; the
-dataplane: ``--metrics-address``; empty disables). Plugins add collectors through
-``novanet_register_metrics``. The same HTTP server answers the kubelet's probes: ``/healthz``
-(200 while the process serves) and ``/readyz`` (200 only when the agent's ``status`` says
-``ready``, 503 with the reason otherwise; the dataplane is ready once it serves).
+Each process serves its own registry on its own address (``metrics.address`` for the agent,
+``metrics.dataplaneAddress`` for the dataplane; empty disables). Plugins add collectors through
+``novanet_register_metrics``. Names follow the Prometheus conventions: ``_total`` only on
+counters, base units in the name (``_seconds``, ``_bytes``, ``_ratio``), one ``novanet_build_info``
+per process. The full list, and the names that changed, are in docs/metrics.md. The same HTTP
+server answers the kubelet's probes: ``/healthz`` (200 while the process serves) and ``/readyz``
+(200 only when the agent's ``status`` says ``ready``, 503 with the reason otherwise; the dataplane
+is ready once it serves).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
 import threading
 from collections.abc import Callable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from novanet_core import __version__
 
 log = logging.getLogger(__name__)
 
 
+class BuildInfo(Collector):
+    def __init__(self, component: str):
+        self.component = component
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("novanet_build_info", "Always 1; the labels say which NovaNet this process runs",
+                              labels=["version", "component", "python_version"])
+        g.add_metric([__version__, self.component, platform.python_version()], 1)
+        yield g
+
+
+class AgentCollector(Collector):
+    """The agent's counts, read at scrape time (never stale, nothing to keep in step)."""
+
+    def __init__(self, agent: Any):
+        self.agent = agent
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        a = self.agent
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, value=value)
+
+        yield gauge("novanet_agent_endpoints", "Local pod endpoints", len(a.store.all()))
+        yield gauge("novanet_agent_identities", "Security identities in use by local endpoints",
+                    len(a.identities.items()))
+        yield gauge("novanet_agent_remote_endpoints", "Pods on other nodes known to this agent", len(a.remotes))
+        yield gauge("novanet_agent_nodes", "Nodes of the cluster (this one included)", 1 + len(a.remote_nodes or []))
+        pol = a.policy.status()
+        yield gauge("novanet_agent_network_policies", "NetworkPolicies the agent compiled", pol["policies"])
+        yield gauge("novanet_agent_network_policies_rejected", "NetworkPolicies rejected as invalid",
+                    pol["rejected"])
+        yield gauge("novanet_agent_tunnels", "Tunnels to other nodes (overlay mode)",
+                    len(a.tunnel.status()) if a.tunnel is not None else 0)
+        yield gauge("novanet_agent_dataplane_connected", "1 when the dataplane answers",
+                    1 if a.dataplane.connected else 0)
+        yield gauge("novanet_agent_ready", "1 when the agent serves CNI requests", 1 if a.ready else 0)
+        yield gauge("novanet_agent_start_time_seconds", "When the agent started (Unix time)", a.started_at)
+
+
+def serve(address: str, registry: CollectorRegistry, component: str, owner: Any = None) -> bool:
+    if not address:
+        return False
+    ready = _agent_ready(owner) if component == "agent" and owner is not None else None
+    h, _, port = address.rpartition(":")
+    try:
+        srv = make_server(h or "0.0.0.0", int(port), _app(registry, ready), _Server, handler_class=_QuietHandler)
+    except OSError as e:
+        log.error("%s metrics endpoint %s not started: %s", component, address, e)
+        return False
+    threading.Thread(target=srv.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on http://%s/metrics (probes: /healthz, /readyz)", address)
+    return True
+
+
 def start_metrics(address: str, host: Any, component: str, owner: Any = None) -> CollectorRegistry:
     registry = CollectorRegistry()
+    registry.register(BuildInfo(component))
     if component == "agent" and owner is not None:
-        g = Gauge("novanet_agent_endpoints_total", "Local pod endpoints", registry=registry)
-        g.set_function(lambda: len(owner.store.all()))
-        g2 = Gauge("novanet_agent_identities_total", "Security identities in use", registry=registry)
-        g2.set_function(lambda: len(owner.identities.items()))
-        g3 = Gauge("novanet_agent_dataplane_connected", "1 when the dataplane answers", registry=registry)
-        g3.set_function(lambda: 1 if owner.dataplane.connected else 0)
+        registry.register(AgentCollector(owner))
+        registry.register(owner.cni_stats)
         registry.register(_OwnedHistogram(lambda: owner.services.histogram))  # Service programming latency
-        owner.cni_histogram = Histogram(
-            "novanet_cni_operation_duration_seconds", "Agent-side duration of CNI operations", ["operation"],
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=registry)
     host.pm.hook.novanet_register_metrics.call_historic(kwargs={"registry": registry, "component": component})
-    if address:
-        ready = _agent_ready(owner) if component == "agent" and owner is not None else None
-        h, _, port = address.rpartition(":")
-        try:
-            srv = make_server(h or "0.0.0.0", int(port), _app(registry, ready), _Server, handler_class=_QuietHandler)
-            threading.Thread(target=srv.serve_forever, name="metrics", daemon=True).start()
-            log.info("metrics on http://%s/metrics (probes: /healthz, /readyz)", address)
-        except OSError as e:
-            log.error("metrics endpoint %s not started: %s", address, e)
+    serve(address, registry, component, owner)
     return registry
 
 

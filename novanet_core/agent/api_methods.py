@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from novanet_core.agent import policy_sync
+from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.agent.service import Agent, CniFailure
 from novanet_core.api.protocol import ApiError
@@ -13,18 +15,24 @@ from novanet_core.cni import protocol as cni
 from novanet_core.services import sync as service_sync
 
 
-def _cni(fn: Any, method: str) -> Any:
+def _cni(fn: Any, method: str, stats: CniStats) -> Any:
     def handler(params: dict[str, Any]) -> Any:
         try:
             cni.validate_request(params, method)
         except cni.CniError as e:
             raise ApiError("invalid_params", e.msg, {"cniCode": e.code, "detail": e.details}) from None
+        t0 = time.perf_counter()
+        ok = False
         try:
-            return fn(params)
+            res = fn(params)
+            ok = True
+            return res
         except CniFailure as e:
             raise ApiError("cni", e.msg, {"cniCode": e.code, "detail": e.detail}) from None
         except KeyError as e:
             raise ApiError("invalid_params", f"missing parameter {e.args[0]!r}", {"cniCode": 4}) from None
+        finally:
+            stats.record(method.upper(), time.perf_counter() - t0, ok)
 
     handler.__doc__ = fn.__doc__
     return handler
@@ -32,11 +40,12 @@ def _cni(fn: Any, method: str) -> Any:
 
 def cni_router(agent: Agent) -> ApiRouter:
     r = ApiRouter()
-    r.add("cni.add", _cni(agent.cni_add, "add"), doc="CNI ADD")
-    r.add("cni.del", _cni(agent.cni_del, "del"), doc="CNI DEL")
-    r.add("cni.check", _cni(agent.cni_check, "check"), doc="CNI CHECK")
-    r.add("cni.status", _cni(lambda p: agent.cni_status(), "status"), doc="CNI STATUS")
-    r.add("cni.gc", _cni(agent.cni_gc, "gc"), doc="CNI GC")
+    s = agent.cni_stats
+    r.add("cni.add", _cni(agent.cni_add, "add", s), doc="CNI ADD")
+    r.add("cni.del", _cni(agent.cni_del, "del", s), doc="CNI DEL")
+    r.add("cni.check", _cni(agent.cni_check, "check", s), doc="CNI CHECK")
+    r.add("cni.status", _cni(lambda p: agent.cni_status(), "status", s), doc="CNI STATUS")
+    r.add("cni.gc", _cni(agent.cni_gc, "gc", s), doc="CNI GC")
     return r
 
 

@@ -10,6 +10,7 @@ import threading
 
 import click
 
+from novanet_core import __version__
 from novanet_core.agent.api_methods import cni_router, control_router
 from novanet_core.agent.service import Agent
 from novanet_core.api.server import ApiServer, Limits
@@ -28,6 +29,7 @@ log = logging.getLogger("novanet.agent")
 @click.option("--log-level", default=None, help="override logLevel")
 @click.option("--withdraw-on-exit", is_flag=True,
               help="withdraw this node's routes when stopping (drain/uninstall); a restart keeps them")
+@click.version_option(__version__, prog_name="novanet-agent", message="%(prog)s %(version)s")
 def main(config_path: str | None, log_level: str | None, withdraw_on_exit: bool) -> None:
     """Run the NovaNet agent for this node."""
     # Whatever umask the runtime hands us, nothing we create is group- or world-writable.

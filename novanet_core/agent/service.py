@@ -19,6 +19,7 @@ from typing import Any
 
 from novanet_core import __version__
 from novanet_core.agent import masquerade, podnet, rtprotos, warmpool
+from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
@@ -77,7 +78,7 @@ class Agent:
         self.timings: collections.deque[dict[str, float]] = collections.deque(maxlen=1000)
         # (kind, seconds) of recent state events, source event in to everything applied (state.timings).
         self.event_timings: collections.deque[tuple[str, float]] = collections.deque(maxlen=5000)
-        self.cni_histogram: Any = None  # set by novanet_core.metrics when metrics are on
+        self.cni_stats = CniStats()  # fed by the CNI socket's handlers (api_methods), read by metrics
         self.api_servers: dict[str, Any] = {}  # socket name -> ApiServer, set by main (limits, refusals)
         self.pool: warmpool.WarmPool | None = None  # started in start(), once the dataplane answered
 
@@ -493,8 +494,6 @@ class Agent:
             self.store.put(ep)
             t4 = time.perf_counter()
         self.timings.append({"ipam": t1 - t0, "interface": t2 - t1, "datapath": t3 - t2, "record": t4 - t3})
-        if self.cni_histogram is not None:
-            self.cni_histogram.labels("ADD").observe(t4 - t0)
         log.info("ADD %s/%s %s ip=%s identity=%d in %.1f ms (ipam %.1f, interface %.1f, datapath %.1f, record %.1f)",
                  namespace, podname, cid[:12], ep.ip, ep.identity, (t4 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
                  (t3 - t2) * 1e3, (t4 - t3) * 1e3)

@@ -38,6 +38,7 @@ ENV_KEYS = {
     "NOVANET_CNI_SOCKET": "sockets.cni",
     "NOVANET_DATAPLANE_SOCKET": "sockets.dataplane",
     "NOVANET_METRICS_ADDRESS": "metrics.address",
+    "NOVANET_METRICS_DATAPLANE_ADDRESS": "metrics.dataplaneAddress",
     "NOVANET_LOG_LEVEL": "logLevel",
     "NOVANET_STATE_SOURCE": "stateSource.type",
     "NOVANET_STATE_PATH": "stateSource.path",

@@ -78,9 +78,10 @@ class ApiConfig(_Model):
 
 
 class MetricsConfig(_Model):
-    address: str = "127.0.0.1:9103"  # empty string disables the endpoint
+    address: str = "127.0.0.1:9103"  # the agent's endpoint; empty string disables it
+    dataplaneAddress: str = "127.0.0.1:9104"  # the dataplane's endpoint; empty string disables it
 
-    @field_validator("address")
+    @field_validator("address", "dataplaneAddress")
     @classmethod
     def _addr(cls, v: str) -> str:
         if v == "":

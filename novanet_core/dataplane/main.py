@@ -10,6 +10,7 @@ import threading
 
 import click
 
+from novanet_core import __version__
 from novanet_core.api.server import ApiServer, Limits
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.config.loader import load_config
@@ -23,8 +24,10 @@ log = logging.getLogger("novanet.dataplane")
 
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="NOVANET_CONFIG")
-@click.option("--metrics-address", default="", help="serve dataplane metrics here (host:port)")
-def main(config_path: str | None, metrics_address: str) -> None:
+@click.option("--metrics-address", default=None,
+              help="serve dataplane metrics here (host:port; default metrics.dataplaneAddress, '' = off)")
+@click.version_option(__version__, prog_name="novanet-dataplane", message="%(prog)s %(version)s")
+def main(config_path: str | None, metrics_address: str | None) -> None:
     """Run the NovaNet dataplane (the BPF owner) for this node."""
     # Whatever umask the runtime hands us, nothing we create is group- or world-writable.
     os.umask(0o022)
@@ -44,7 +47,7 @@ def main(config_path: str | None, metrics_address: str) -> None:
     srv = ApiServer(config.sockets.dataplane, router, root_only=True, limits=Limits.from_config(config.api))
     svc.api_server = srv
     srv.start()
-    start_metrics(metrics_address, host, "dataplane")
+    start_metrics(config.metrics.dataplaneAddress if metrics_address is None else metrics_address, host, "dataplane")
     log.info("started: datapath %s, serving %s", backend.name, config.sockets.dataplane)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -9,6 +9,9 @@ from prometheus_client.registry import Collector
 
 from novanet_ebpf_policy.backend import EbpfDatapath
 
+# Maps whose fill level means something (arrays are always "full", a ring buffer is not counted).
+FILL_TYPES = ("hash", "lru_hash", "lpm_trie", "percpu_hash", "lru_percpu_hash")
+
 
 class DatapathCollector(Collector):
     def __init__(self, get_backend: Callable[[], EbpfDatapath | None]):
@@ -31,6 +34,11 @@ class DatapathCollector(Collector):
                                   value=fc["lost"])
         yield CounterMetricFamily("novanet_dataplane_flow_events_submitted",
                                   "Flow events submitted by the programs", value=fc["submitted"])
+        yield CounterMetricFamily("novanet_dataplane_flow_events_follower_dropped",
+                                  "Flow events a slow follower (flows -f, export) could not take",
+                                  value=fc["follower_dropped"])
+        yield CounterMetricFamily("novanet_dataplane_new_flows", "Connections the datapath admitted",
+                                  value=fc["new_flows"])
         yield GaugeMetricFamily("novanet_dataplane_endpoints", "Entries in the endpoints map",
                                 value=b.maps.count("endpoints"))
         yield GaugeMetricFamily("novanet_dataplane_policies", "Entries in the policies map",
@@ -42,3 +50,22 @@ class DatapathCollector(Collector):
                                 value=ft["capacity"])
         yield CounterMetricFamily("novanet_dataplane_flow_table_swept", "Flow table entries removed as idle",
                                   value=ft.get("deleted", 0))
+        yield GaugeMetricFamily("novanet_dataplane_tunnels", "Entries in the tunnels map",
+                                value=b.maps.count("tunnels"))
+        yield from self._maps(b)
+
+    @staticmethod
+    def _maps(b: EbpfDatapath) -> Iterator[GaugeMetricFamily]:
+        entries = GaugeMetricFamily("novanet_bpf_map_entries", "Entries in a pinned BPF map", labels=["map"])
+        cap = GaugeMetricFamily("novanet_bpf_map_max_entries", "Capacity of a pinned BPF map", labels=["map"])
+        fill = GaugeMetricFamily("novanet_bpf_map_fill_ratio", "Entries / capacity of a pinned BPF map (1 = full)",
+                                 labels=["map"])
+        for m in b.map_info():
+            if m["type"] not in FILL_TYPES or m["entries"] is None:
+                continue
+            entries.add_metric([m["name"]], m["entries"])
+            cap.add_metric([m["name"]], m["max_entries"])
+            fill.add_metric([m["name"]], m["entries"] / m["max_entries"] if m["max_entries"] else 0)
+        yield entries
+        yield cap
+        yield fill
