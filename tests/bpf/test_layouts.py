@@ -12,7 +12,8 @@ def test_sizes_match_original_novanet_and_maps() -> None:
     assert ctypes.sizeof(layouts.PolicyKey) == 12
     assert ctypes.sizeof(layouts.PolicyValue) == 4
     assert ctypes.sizeof(layouts.TunnelValue) == 12
-    assert ctypes.sizeof(layouts.EgressKey) == 12 and ctypes.sizeof(layouts.EgressValue) == 8
+    # the egress map is an LPM trie (layout v2): prefixlen + identity + address, and a rule slot
+    assert ctypes.sizeof(layouts.EgressKey) == 12 and ctypes.sizeof(layouts.EgressValue) == 12
     assert ctypes.sizeof(layouts.FlowEvent) == 80
     assert ctypes.sizeof(layouts.EndpointValue) == 28
     for name, m in layouts.MAPS.items():
@@ -61,3 +62,14 @@ def test_drop_reason_codes_keep_the_guide_names() -> None:
     assert (R.POLICY_DENIED, R.NO_IDENTITY, R.NO_ROUTE, R.NO_TUNNEL, R.TTL_EXCEEDED) == (1, 2, 3, 4, 5)
     assert R.POLICY_DENY_RULE != R.POLICY_DENIED
     assert max(R) < layouts.DROP_SLOTS
+
+
+def test_egress_key_packing_matches_ctypes() -> None:
+    from novanet_ebpf_policy.egressmap import VALUE, decode_key, egress_key
+
+    k = egress_key(4711, "203.0.113.0/24")
+    ck = layouts.EgressKey.from_buffer_copy(k)
+    assert ck.prefixlen == 32 + 24 and bytes(ck.src_identity) == (4711).to_bytes(4, "big")
+    assert bytes(ck.dst_ip) == bytes([203, 0, 113, 0]) and decode_key(k) == (4711, "203.0.113.0/24")
+    v = layouts.EgressValue.from_buffer_copy(VALUE.pack(2, 1, 0, 77, bytes([172, 30, 0, 2])))
+    assert (v.action, v.flags, v.rule, v.snat_ip) == (2, 1, 77, int.from_bytes(bytes([172, 30, 0, 2]), "little"))

@@ -176,7 +176,7 @@ def test_down_after_crash(lab: tuple[str, Path]) -> None:
     assert status(name)["phase"] == "broken"
     assert name in novanet("lab", "list").stdout.split()
     down = json.loads(novanet("lab", "down", "--name", name, "-o", "json").stdout)
-    assert len(down["netns"]) == 5  # underlay, node, three pods
+    assert len(down["netns"]) == 6  # underlay, outside, node, three pods
     assert_gone(name, pids)
     assert name not in novanet("lab", "list").stdout.split()
 

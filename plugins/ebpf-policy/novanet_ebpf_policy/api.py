@@ -113,6 +113,14 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         """Recompile the programs and swap them atomically into every attachment."""
         return be().reload()
 
+    def egress(p: dict[str, Any]) -> dict[str, Any]:
+        """The egress map (traffic leaving the cluster) with per-rule packet and byte counters."""
+        return be().egress_rules()
+
+    def traffic(p: dict[str, Any]) -> dict[str, Any]:
+        """Packets and bytes per direction: forwarded, dropped per reason, connections admitted."""
+        return be().traffic()
+
     def policy_entries(p: dict[str, Any]) -> dict[str, Any]:
         """The live NetworkPolicy maps decoded: rule entries (set, peer, protocol, ports, policy), CIDRs, endpoints."""
         return be().list_policy()
@@ -124,6 +132,7 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         ("ebpf.policy_delete", policy_delete, False), ("ebpf.policy_sync", policy_sync, False),
         ("ebpf.tunnel_upsert", tunnel_upsert, False), ("ebpf.tunnel_delete", tunnel_delete, False),
         ("ebpf.reload", reload, False),
-        ("ebpf.policy_entries", policy_entries, False),
+        ("ebpf.policy_entries", policy_entries, False), ("ebpf.egress", egress, False),
+        ("ebpf.traffic", traffic, False),
     ):
         router.add(name, _guard(fn), stream=stream)

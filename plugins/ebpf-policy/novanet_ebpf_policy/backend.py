@@ -21,13 +21,15 @@ from novanet_ebpf_policy import flowtable
 from novanet_ebpf_policy import maps as mapsmod
 from novanet_ebpf_policy import program as progmod
 from novanet_ebpf_policy.attach import TcAttacher, TcxAttacher, tcx_supported
+from novanet_ebpf_policy.egressmap import VALUE as EGRESS_VALUE
+from novanet_ebpf_policy.egressmap import EgressEntry, EgressProgrammer, compile_egress
 from novanet_ebpf_policy.flowfilter import raw_ip
 from novanet_ebpf_policy.flows import FlowCollector
 from novanet_ebpf_policy.layouts import (
     Action,
     ConfigKey,
-    EgressKey,
-    EgressValue,
+    EgressAction,
+    EgressFlag,
     EndpointKey,
     EndpointValue,
     PolicyKey,
@@ -107,6 +109,9 @@ class EbpfDatapath:
         self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
         self.sweeper: flowtable.Sweeper | None = None
         self.pinwatch: PinWatch | None = None
+        self.egress: EgressProgrammer | None = None  # compiled NetworkPolicy + masquerade -> egress map
+        self._masquerade = cfg.egress.masqueradeEnabled
+        self._snat_ip = cfg.nodeIP or ""
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -129,6 +134,9 @@ class EbpfDatapath:
                 self.maps.config_set(ConfigKey.POLICY_COUNT, n)
             self.policy = PolicyProgrammer(self.maps)
             adopted = self.policy.adopt_live()  # the agent's full resync then rewrites only differences
+            self.egress = EgressProgrammer(self.maps, self.maps.ncpu)
+            adopted["egress"] = self.egress.adopt_live()
+            self._sync_egress(initial=True)
             self.flows.explain = self.policy.explain
             self.flows.start(self.maps.fds["flows"])
             self.sweeper = flowtable.Sweeper(self.maps.fds["ct"], self.flow_table_size, self.flow_idle)
@@ -152,6 +160,7 @@ class EbpfDatapath:
             self.sweeper = self.pinwatch = None
             self.flows.stop()
             self.policy = None
+            self.egress = None
             if isinstance(self.attacher, TcAttacher):
                 self.attacher.close()
             if self.maps:
@@ -210,6 +219,14 @@ class EbpfDatapath:
             writes[ConfigKey.DEFAULT_DENY] = int(s["defaultDeny"])
         if s.get("nodeName"):
             self.flows.node = str(s["nodeName"])
+        egress_changed = False
+        if "masquerade" in s and s["masquerade"] is not None:
+            if not isinstance(s["masquerade"], bool):
+                raise ConfigError(f"masquerade: {s['masquerade']!r} is not a boolean")
+            egress_changed |= s["masquerade"] != self._masquerade
+            self._masquerade = s["masquerade"]
+        if s.get("nodeIP") and s["nodeIP"] != self._snat_ip:
+            self._snat_ip, egress_changed = str(s["nodeIP"]), True
         if "mtu" in s and s["mtu"] is not None and not isinstance(s["mtu"], int):
             raise ConfigError(f"mtu: {s['mtu']!r} is not an integer")
         if initial and self._settings:
@@ -219,6 +236,8 @@ class EbpfDatapath:
             m.config_set(k, v)
         if bump:
             self._bump_policy_revision()
+        if egress_changed and self.egress is not None:
+            self._sync_egress()
         if not initial:
             self._settings.update({k: v for k, v in s.items() if v is not None})
 
@@ -457,10 +476,39 @@ class EbpfDatapath:
             if self.policy is None:
                 raise DatapathError("ebpf datapath is not started")
             st = self.policy.apply(upserts, deletes, full)
-            if st.changed():
+            eg = self._sync_egress(bump=False)
+            if st.changed() or eg["written"] or eg["removed"]:
                 self._bump_policy_revision()
-            return {**st.__dict__, "revision": self._m().config_get(ConfigKey.POLICY_REVISION),
+            return {**st.__dict__, "egress": eg, "revision": self._m().config_get(ConfigKey.POLICY_REVISION),
                     "rules": self.policy.rule_count()}
+
+    # ------------------------------------------------------------------ egress map
+    def _sync_egress(self, initial: bool = False, bump: bool = True) -> dict[str, int]:
+        """Recompile the egress map from the endpoints' compiled policy and the masquerade setting."""
+        assert self.egress is not None and self.policy is not None
+        entries = compile_egress((e.policy for e in self.policy.endpoints.values()), self._masquerade, self._snat_ip)
+        if initial:
+            # After a restart the endpoints' policy arrives with the agent's resync; until then the
+            # entries a previous process wrote stay (NetworkPolicy behind them is adopted too).
+            have = {e.key for e in entries}
+            entries += [self._adopted(k) for k in self.egress.values if k not in have]
+        res = self.egress.apply(entries)
+        if bump and (res["written"] or res["removed"]):
+            self._bump_policy_revision()
+        return res
+
+    def _adopted(self, key: tuple[int, str]) -> EgressEntry:
+        action, flags, _, _, snat = EGRESS_VALUE.unpack(self.egress.values[key])  # type: ignore[union-attr]
+        return EgressEntry(key[0], key[1], EgressAction(action), EgressFlag(flags),
+                           str(ipaddress.IPv4Address(snat)) if action == EgressAction.SNAT else "", ("",),
+                           "kept from before the dataplane restarted")
+
+    def egress_rules(self) -> dict[str, Any]:
+        """The egress map with its live per-rule counters."""
+        with self._lock:
+            if self.egress is None:
+                raise DatapathError("ebpf datapath is not started")
+            return {"masquerade": self._masquerade, "snatIP": self._snat_ip, "rules": self.egress.rows()}
 
     def list_policy(self) -> dict[str, Any]:
         """The live policy maps decoded: rule entries, CIDR ids, endpoint pointers."""
@@ -493,7 +541,7 @@ class EbpfDatapath:
             return self.flows.follow(identity, drops_only, limit)
         return iter(self.flows.recent(identity, drops_only, limit))
 
-    # ------------------------------------------------------------------ tunnels / egress
+    # ------------------------------------------------------------------ tunnels
     def upsert_tunnel(self, node_ip: str, ifindex: int, vni: int, remote_ip: str | None = None) -> None:
         v = TunnelValue(ifindex=ifindex, remote_ip=ip_num(remote_ip or node_ip, "remote_ip"), vni=vni)
         with self._lock:
@@ -502,22 +550,6 @@ class EbpfDatapath:
     def delete_tunnel(self, node_ip: str) -> None:
         with self._lock:
             self._m().delete("tunnels", TunnelKey(node_ip=ip_num(node_ip, "node_ip")))
-
-    def upsert_egress(self, src_identity: int, cidr: str, action: str, snat_ip: str | None = None) -> None:
-        try:
-            net = ipaddress.IPv4Network(cidr, strict=True)
-        except ValueError as e:
-            raise ConfigError(f"dst_cidr: {cidr!r} is not an IPv4 CIDR ({e})") from None
-        if net.prefixlen not in (0, 8, 16, 24, 32):
-            raise ConfigError(f"dst_cidr: prefix /{net.prefixlen} unsupported (only /32, /24, /16, /8, /0)")
-        acts = {"DENY": 0, "ALLOW": 1, "SNAT": 2}
-        if action.upper() not in acts:
-            raise ConfigError(f"action: {action!r} is not DENY, ALLOW or SNAT")
-        k = EgressKey(src_identity=src_identity, dst_ip=int(net.network_address), dst_prefix_len=net.prefixlen)
-        v = EgressValue(action=acts[action.upper()], snat_ip=ip_num(snat_ip, "snat_ip") if snat_ip else 0)
-        with self._lock:
-            self._m().update("egress", k, v)
-            self._bump_policy_revision()
 
     # ------------------------------------------------------------------ observability
     def programs(self) -> list[dict[str, Any]]:
@@ -550,6 +582,9 @@ class EbpfDatapath:
         st["fullDrops"] = self.drop_counters().get("FLOW_TABLE_FULL", 0)
         return st
 
+    def traffic(self) -> dict[str, Any]:
+        return self._m().traffic()
+
     def drop_counters(self) -> dict[str, int]:
         return self._m().drop_counts()
 
@@ -577,6 +612,8 @@ class EbpfDatapath:
             "drop_counters": self.drop_counters(),
             "flow_table": self.flow_table(),
             "pins": dict(self.pinwatch.stats) if self.pinwatch else {},
+            "traffic": m.traffic(),
+            "egress_rules": len(self.egress.entries) if self.egress else 0,
             "flow_events": self.flow_counters(),
             "policy_revision": m.config_get(ConfigKey.POLICY_REVISION),
             "default_deny": bool(m.config_get(ConfigKey.DEFAULT_DENY)),

@@ -316,8 +316,38 @@ def policy_cmd(ctx: click.Context, datapath: bool, output: str | None) -> None:
             click.echo(f"WARNING {name}: {w}")
 
 
+EGRESS_COLUMNS = ["NAMESPACE", "NAME", "SRC_IDENTITY", "DST_CIDR", "PROTOCOL", "PORT", "ACTION", "PACKETS", "BYTES"]
+
+
+def egress_rows(rules: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for r in rules:
+        action = r["action"] + (f" {r['snat_ip']}" if r["action"] == "SNAT" and r["snat_ip"] else "")
+        if r["ports_from_policy"]:
+            action += " (ports per policy)"
+        rows.append([r["namespace"] or "-", r["name"] or r["origin"], r["src_identity"] or "*", r["dst_cidr"],
+                     r["protocol"], r["port"], action, r["packets"], r["bytes"]])
+    return rows
+
+
+@click.command("egress")
+@output_option
+@json_shape("{masquerade, snatIP, rules: [{namespace, name, policies, origin, src_identity, src_labels, dst_cidr, "
+            "protocol, port, action (ALLOW|DENY|SNAT), ports_from_policy, default, snat_ip, rule, packets, bytes}]}")
+def egress_cmd(output: str | None) -> None:
+    """Egress rules and counters: what happens to traffic leaving the cluster, per source identity and CIDR."""
+    res = dataplane_call("ebpf.egress")
+    if output_format(output) == "json":
+        emit_json(res)
+        return
+    click.echo("EGRESS POLICIES")
+    click.echo(f"Total Rules: {len(res['rules'])}   Masquerade: {str(res['masquerade']).lower()}"
+               + (f" (SNAT to {res['snatIP']})" if res["masquerade"] else "") + "\n")
+    click.echo(table(EGRESS_COLUMNS, egress_rows(res["rules"])))
+
+
 def register(cli: click.Group) -> None:
-    for cmd in (flows_cmd, drops_cmd, bpf_cmd, policy_cmd):
+    for cmd in (flows_cmd, drops_cmd, bpf_cmd, policy_cmd, egress_cmd):
         cli.add_command(cmd)
 
 

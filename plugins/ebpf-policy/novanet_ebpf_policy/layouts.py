@@ -90,13 +90,31 @@ class EndpointPolicyValue(_S):
 
 
 class EgressKey(_S):
+    """Traffic leaving the cluster: an LPM-trie key over (source identity, destination prefix).
+
+    ``data`` is big-endian so the trie's MSB-first prefix is the identity (32 bits, always whole)
+    then the first ``prefixlen - 32`` bits of the destination. Identity 0 = any source.
+    Python packs it with :data:`novanet_ebpf_policy.egressmap.KEY` (checked against this).
+    """
+
     c_name = "nv_egress_key"
-    _fields_ = [("src_identity", u32), ("dst_ip", u32), ("dst_prefix_len", u8), ("pad", u8 * 3)]
+    _fields_ = [("prefixlen", u32), ("src_identity", u8 * 4), ("dst_ip", u8 * 4)]
 
 
 class EgressValue(_S):
     c_name = "nv_egress"
-    _fields_ = [("action", u8), ("pad", u8 * 3), ("snat_ip", u32)]
+    _fields_ = [("action", u8),  # EgressAction
+                ("flags", u8),  # EgressFlag
+                ("pad", u16),
+                ("rule", u32),  # slot in egress_stats (per-rule packet/byte counters)
+                ("snat_ip", u32)]  # SNAT: the source address the node rewrites to (network order)
+
+
+class Counter(_S):
+    """Per-CPU packets and bytes (``traffic`` and ``egress_stats`` slots)."""
+
+    c_name = "nv_counter"
+    _fields_ = [("packets", u64), ("bytes", u64)]
 
 
 class FlowKey(_S):
@@ -145,7 +163,8 @@ class FlowEvent(_S):
 
 STRUCTS: tuple[type[_S], ...] = (EndpointKey, EndpointValue, PolicyKey, PolicyValue, PolicyRuleKey,
                                  PolicyRuleValue, PolicyCidrKey, PolicyCidrValue, EndpointPolicyValue,
-                                 TunnelKey, TunnelValue, EgressKey, EgressValue, FlowKey, FlowState, FlowEvent)
+                                 TunnelKey, TunnelValue, EgressKey, EgressValue, Counter, FlowKey, FlowState,
+                                 FlowEvent)
 
 
 
@@ -191,6 +210,28 @@ class Action(enum.IntEnum):
 
 
 
+class EgressAction(enum.IntEnum):
+    DENY = 0
+    ALLOW = 1
+    SNAT = 2  # allowed, and the node rewrites the source to snat_ip
+
+
+class EgressFlag(enum.IntFlag):
+    PORTS = 1  # allowed on some ports only: the pod's NetworkPolicy set decides the port
+    DEFAULT = 2  # the any-source entry: NetworkPolicy (isolation, defaultDeny fallback) still decides
+
+
+class TrafficCode(enum.IntEnum):
+    """Slot within a direction of the ``traffic`` map; drop reasons use their own code (1..15)."""
+
+    FORWARDED = 0
+    NEW_FLOW = 16  # a connection the datapath admitted (policy verdict "allowed")
+
+
+TRAFFIC_CODES = 32  # slots per direction (hook): slot = hook * TRAFFIC_CODES + code
+EGRESS_RULES = 16384
+
+
 class FlowStat(enum.IntEnum):
     SUBMITTED = 0
     LOST = 1  # bpf_ringbuf_reserve failed: the consumer fell behind
@@ -224,8 +265,10 @@ MAPS: dict[str, MapDef] = {
         CONFIG,  # shared (core)
         TUNNELS,  # shared (core)
         TUNNEL_PROGS,  # shared (core): the tunnel plugin's tail-call slots
-        MapDef(MapSpec("egress", "hash", _sz(EgressKey), _sz(EgressValue), 16384, 1),
+        MapDef(MapSpec("egress", "lpm_trie", _sz(EgressKey), _sz(EgressValue), EGRESS_RULES, 2, BPF_F_NO_PREALLOC),
                "struct nv_egress_key", "struct nv_egress"),
+        MapDef(MapSpec("egress_stats", "percpu_array", 4, _sz(Counter), EGRESS_RULES, 1), "u32", "struct nv_counter"),
+        MapDef(MapSpec("traffic", "percpu_array", 4, _sz(Counter), 2 * TRAFFIC_CODES, 1), "u32", "struct nv_counter"),
         DROPS,  # shared (core)
         # Plain hash, not LRU: full means new flows are dropped (FLOW_TABLE_FULL), never that
         # established ones are evicted (novanet_ebpf_policy/flowtable.py). Size: bpf.flowTableSize.
@@ -250,6 +293,8 @@ def c_header(pin_paths: dict[str, str]) -> str:
     out += _enum_defines("NV_FS_", FlowStat) + _enum_defines("NV_PDIR_", PolicyDir)
     out += _enum_defines("NV_PEER_", PeerKind) + _enum_defines("NV_EPF_", EpPolicyFlag)
     out += _enum_defines("NV_CTF_", CtFlag) + [f"#define NV_RULE_KEY_BITS {RULE_KEY_BITS}"]
+    out += _enum_defines("NV_EGRESS_", EgressAction) + _enum_defines("NV_EGRESS_F_", EgressFlag)
+    out += _enum_defines("NV_TRAFFIC_", TrafficCode) + [f"#define NV_TRAFFIC_CODES {TRAFFIC_CODES}"]
     out += [c_struct(s) for s in STRUCTS]
     out += [layouts_c.map_decl(name, m, pin_paths[name]) for name, m in MAPS.items()]
     return "\n".join(out) + "\n"

@@ -18,9 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from novanet_core.bpf import pinned, syscall
-from novanet_ebpf_policy.layouts import MAPS, ConfigKey, DropReason, EndpointValue, FlowStat
+from novanet_ebpf_policy.layouts import (
+    MAPS,
+    TRAFFIC_CODES,
+    ConfigKey,
+    DropReason,
+    EndpointValue,
+    FlowStat,
+    TrafficCode,
+)
 
 log = logging.getLogger(__name__)
+_COUNTER = struct.Struct("<QQ")
 
 Converter = Callable[[bytes, bytes], tuple[bytes, bytes] | None]
 
@@ -40,8 +49,9 @@ MIGRATIONS: dict[tuple[str, int, int], Converter] = {
     ("endpoints", 4, 20): _from_original_endpoint,
 }
 
-# Not worth carrying over: events are transient and the LRU refills itself.
-_NO_COPY = {"flows"}
+# Not worth carrying over: events are transient and the LRU refills itself; the egress map of an
+# older layout (a hash nothing wrote) has nothing to keep, and the agent's resync rewrites it.
+_NO_COPY = {"flows", "egress"}
 
 
 @dataclass
@@ -187,6 +197,29 @@ class MapHandles:
             if r is DropReason.NONE:
                 continue
             out[r.name] = syscall.percpu_sum_u64(self.fds["drops"], int(r).to_bytes(4, "little"))
+        return out
+
+    def counter_sum(self, name: str, slot: int) -> tuple[int, int]:
+        """(packets, bytes) of one per-CPU ``nv_counter`` slot, summed over CPUs."""
+        raw = syscall.map_lookup(self.fds[name], slot.to_bytes(4, "little"), 16 * self.ncpu)
+        if raw is None:
+            return 0, 0
+        pk = by = 0
+        for i in range(self.ncpu):
+            a, b = _COUNTER.unpack_from(raw, 16 * i)
+            pk, by = pk + a, by + b
+        return pk, by
+
+    def traffic(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per direction: forwarded, each drop reason and new flows, as {packets, bytes}."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for hook, direction in ((0, "egress"), (1, "ingress")):
+            d: dict[str, dict[str, int]] = {}
+            for code, name in [(TrafficCode.FORWARDED, "FORWARDED"), (TrafficCode.NEW_FLOW, "NEW_FLOW")] + \
+                    [(int(r), r.name) for r in DropReason if r is not DropReason.NONE]:
+                pk, by = self.counter_sum("traffic", hook * TRAFFIC_CODES + int(code))
+                d[name] = {"packets": pk, "bytes": by}
+            out[direction] = d
         return out
 
     def flow_stats(self) -> dict[str, int]:

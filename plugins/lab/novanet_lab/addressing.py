@@ -90,3 +90,11 @@ def assign_node_ips(underlay_cidr: str, nodes: Sequence[tuple[str, str | None]])
         else:
             raise AddressError(f"underlay.cidr: {underlay_cidr} has no free address left for node {name!r} (nodes[{i}])")
     return out
+
+
+def highest_free(underlay_cidr: str, used: set[str]) -> str:
+    """The highest host address of the underlay that is not in ``used`` (routers, the outside host)."""
+    for h in reversed(list(ipaddress.IPv4Network(underlay_cidr).hosts())):
+        if str(h) not in used:
+            return str(h)
+    raise AddressError(f"underlay.cidr: {underlay_cidr} has no free address left")

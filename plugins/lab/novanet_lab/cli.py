@@ -161,10 +161,11 @@ def list_() -> None:
 @lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @name_option
 @click.option("--node", help="Run in this node's netns instead of a pod's.")
+@click.option("--outside", is_flag=True, help="Run in the outside host's netns (outside.address).")
 @click.argument("target", required=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def exec(name: str | None, node: str | None, target: str | None, command: tuple[str, ...]) -> None:
-    """Run COMMAND inside pod TARGET (NS/POD) or --node NODE: novanet lab exec x/a -- ping -c1 10.42.0.5"""
+def exec(name: str | None, node: str | None, outside: bool, target: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside pod TARGET (NS/POD), --node NODE or --outside: novanet lab exec x/a -- ping -c1 10.42.0.5"""
     from novanet_lab import netns
     from novanet_lab import state as lstate
     from novanet_lab.paths import NETNS_DIR, LabPaths
@@ -174,7 +175,13 @@ def exec(name: str | None, node: str | None, target: str | None, command: tuple[
     st = lstate.load(paths)
     if st is None:
         raise LabError(f"lab {lab_name} is not up (no {paths.state_file})")
-    if node is not None:
+    if outside:
+        if target is not None:
+            command = (target, *command)
+        if st.outside is None:
+            raise LabError(f"lab {lab_name} has no outside host (outside.enabled: false)")
+        ns = st.outside.netns
+    elif node is not None:
         if target is not None:
             command = (target, *command)
         if node not in st.nodes:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from novanet_lab import agents, frr, kubeproxy, netns, pods, procs, routers
+from novanet_lab import agents, frr, kubeproxy, netns, outside, pods, procs, routers
 from novanet_lab import state as lstate
 from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
 from novanet_lab.cni import conflist
@@ -98,7 +98,7 @@ def list_labs() -> list[str]:
             pass
     for n in netns.list_netns(""):
         lab, sep, rest = n.partition(".")
-        if sep and (rest == "underlay" or rest.startswith(("node.", "pod."))):
+        if sep and (rest in ("underlay", "outside") or rest.startswith(("node.", "pod."))):
             names.add(lab)
     return sorted(names)
 
@@ -179,6 +179,12 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
             d.mkdir(parents=True, exist_ok=True)
         paths.node_config(n.name).write_text(yaml.safe_dump(configs[n.name], sort_keys=False))
         paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
+    if spec.outside.enabled:
+        used = {gw, *ips.values(), *(router_ips.values() if native else ())}
+        st.outside = outside.build(paths, spec, used, plen, progress)
+        for node in st.nodes.values():
+            netns.default_route(node.netns, st.outside.ip)
+        lstate.save(paths, st)
     if native:
         for node in st.nodes.values():
             progress(f"node {node.name}: starting FRR (zebra, bgpd, bfdd; vtysh -N {frr.pathspace(paths, node.name)})")
@@ -223,6 +229,8 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
                            max(5.0, deadline - time.monotonic()))
         progress(f"BGP converged: every node routes every other PodCIDR ({time.monotonic() - t0:.1f} s)")
 
+    if st.outside is not None:
+        outside.wait_ready(paths, st.outside, max(5.0, deadline - time.monotonic()))
     create_pods(paths, st, writer, list(st.pods.values()), deadline, progress)
     reconcile.settle(paths, st, writer, deadline)
     if st.services or kubeproxy.mode_of(st) != "none":

@@ -117,7 +117,7 @@ def build_underlay(underlay_ns: str, gateway: str, prefixlen: int, mtu: int) -> 
         ipr.addr("add", index=br, address=gateway, prefixlen=prefixlen)
 
 
-def attach_node(underlay_ns: str, index: int, node_ns: str, address: str, prefixlen: int, mtu: int) -> None:
+def attach_node(underlay_ns: str, index: int | str, node_ns: str, address: str, prefixlen: int, mtu: int) -> None:
     """Cable node netns ``node_ns`` to the underlay bridge and give it its address."""
     port = f"u-{index}"
     try:
@@ -136,3 +136,24 @@ def attach_node(underlay_ns: str, index: int, node_ns: str, address: str, prefix
 
 def prefixlen(cidr: str) -> int:
     return ipaddress.IPv4Network(cidr).prefixlen
+
+
+def build_outside(underlay_ns: str, outside_ns: str, ip: str, prefixlen: int, mtu: int, address: str) -> None:
+    """The host outside the cluster: cabled to the underlay like a node, ``address`` on its loopback,
+    no route to any pod address (only the underlay subnet is connected)."""
+    create(outside_ns)
+    attach_node(underlay_ns, "out", outside_ns, ip, prefixlen, mtu)
+    try:
+        with IPRoute(netns=outside_ns) as ipr:
+            ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=address, prefixlen=32)
+    except NetlinkError as e:
+        raise LabError(f"cannot give {outside_ns} its address {address}: {e}") from None
+
+
+def default_route(node_ns: str, gateway: str) -> None:
+    """A node's way out of the cluster (pods reach the outside host through it)."""
+    try:
+        with IPRoute(netns=node_ns) as ipr:
+            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
+    except NetlinkError as e:
+        raise LabError(f"cannot add the default route via {gateway} in {node_ns}: {e}") from None

@@ -16,6 +16,9 @@ from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
 from novanet_lab.spec import LabSpec, loc_path
 
+AGENT_METRICS_PORT = 9103
+DATAPLANE_METRICS_PORT = 9104
+
 # Spec keys that are lab-only and never reach the agent.
 _SPEC_ONLY = {"nodeCIDRMaskSize", "kubeProxy"}
 
@@ -40,7 +43,10 @@ def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cid
     )
     cfg["ipam"] = {**cfg.get("ipam", {}), "dataDir": str(paths.node_ipam_dir(node))}
     cfg["bpf"] = {**cfg.get("bpf", {}), "root": str(paths.node_bpf_root(node))}
-    cfg.setdefault("metrics", {"address": ""})
+    # Both daemons serve /metrics on the node address, so a Prometheus on the underlay scrapes
+    # every node (the defaults would bind 127.0.0.1 inside the node netns).
+    cfg["metrics"] = {"address": f"{node_ip}:{AGENT_METRICS_PORT}", "dataplaneAddress": f"{node_ip}:{DATAPLANE_METRICS_PORT}",
+                      **cfg.get("metrics", {})}
     validate_node_config(cfg, node)
     return cfg
 

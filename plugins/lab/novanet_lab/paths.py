@@ -3,7 +3,7 @@
 Every name carries the lab name so that two labs (or two test runs) never collide, and so that
 ``lab down`` can find what a crashed lab left behind from the name alone:
 
-  netns      <lab>.underlay, <lab>.node.<node>, <lab>.pod.<ns>.<pod>   (in /run/netns)
+  netns      <lab>.underlay, <lab>.outside, <lab>.node.<node>, <lab>.pod.<ns>.<pod>   (in /run/netns)
   state      /var/lib/novanet-lab/<lab>/        state.json, manifests/, <node>/ (config, logs, IPAM)
   runtime    /run/novanet-lab/<lab>/            <node>/*.sock, pods/ (pod server pid + ready files)
   bpffs      /sys/fs/bpf/novanet-lab/<lab>/<node>
@@ -47,6 +47,10 @@ class LabPaths:
     @property
     def underlay_netns(self) -> str:
         return f"{self.lab}.underlay"
+
+    @property
+    def outside_netns(self) -> str:
+        return f"{self.lab}.outside"
 
     def node_netns(self, node: str) -> str:
         return f"{self.lab}.node.{node}"
@@ -110,6 +114,14 @@ class LabPaths:
 
     def daemon_pid(self, node: str, daemon: str) -> Path:
         return self.node_dir(node) / f"{daemon}.pid"
+
+    @property
+    def outside_pid(self) -> Path:
+        return self.run_dir / "outside.pid"
+
+    @property
+    def outside_log(self) -> Path:
+        return self.state_dir / "outside.log"
 
     @property
     def pods_run_dir(self) -> Path:

@@ -166,6 +166,26 @@ class UnderlaySpec(_Model):
         return _ipv4_net(v)
 
 
+class OutsideSpec(_Model):
+    """A host outside the cluster ("the internet"): netns ``<lab>.outside`` on the underlay, which the
+    nodes reach through their default route. It has no route to pod addresses, so pod traffic gets
+    an answer only when the node rewrote its source (egress.masqueradeEnabled)."""
+
+    enabled: bool = True
+    address: str = "203.0.113.1"  # TEST-NET-3: outside every cluster CIDR
+    ip: str | None = None  # its underlay address; default the highest one no node or router uses
+
+    @field_validator("address", "ip")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.IPv4Address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address") from None
+
+
 class ClusterSpec(BaseModel):
     # Extra keys are NovaNetConfig keys passed through to every agent; they are validated by
     # building the node configs (see novanet_lab.nodeconfig), not here.
@@ -205,6 +225,7 @@ class LabSpec(_Model):
     pods: list[PodSpec] = Field(default_factory=list)
     services: list[ServiceSpec] = Field(default_factory=list)
     routers: list[RouterSpec] = Field(default_factory=list)
+    outside: OutsideSpec = Field(default_factory=OutsideSpec)
 
     @field_validator("name")
     @classmethod
@@ -328,6 +349,7 @@ def cross_check(spec: LabSpec) -> list[str]:
     problems.extend(_check_addresses(spec))
     problems.extend(_check_routers(spec, seen_nodes))
     problems.extend(_check_services(spec, seen_ns))
+    problems.extend(_check_outside(spec))
     return problems
 
 
@@ -365,6 +387,29 @@ def _check_services(spec: LabSpec, namespaces: dict[str, int]) -> list[str]:
             problems.append(f"services[{i}] ({s.key}).{e.path.removeprefix('spec.')}: {str(e).split(': ', 2)[-1]}")
         except LabError as e:
             problems.append(f"services[{i}] ({s.key}): {e}")
+    return problems
+
+
+def _check_outside(spec: LabSpec) -> list[str]:
+    o = spec.outside
+    if not o.enabled:
+        return []
+    problems = []
+    addr = ipaddress.IPv4Address(o.address)
+    for what, cidr in (("cluster.clusterCIDR", spec.cluster.clusterCIDR), ("underlay.cidr", spec.underlay.cidr),
+                       ("cluster.serviceCIDR", spec.cluster.serviceCIDR)):
+        try:
+            inside = addr in ipaddress.IPv4Network(str(cidr))
+        except ValueError:
+            continue  # a bad serviceCIDR is reported by the agent config check
+        if inside:
+            problems.append(f"outside.address: {o.address} is inside {what} {cidr}; it must be outside the cluster")
+    if o.ip is not None:
+        net = ipaddress.IPv4Network(spec.underlay.cidr)
+        if ipaddress.IPv4Address(o.ip) not in net:
+            problems.append(f"outside.ip: {o.ip} is not in underlay.cidr {spec.underlay.cidr}")
+        if o.ip in {n.ip for n in spec.nodes} | {r.ip for r in spec.routers}:
+            problems.append(f"outside.ip: {o.ip} is already used by a node or router")
     return problems
 
 

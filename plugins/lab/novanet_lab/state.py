@@ -62,6 +62,14 @@ class UnderlayState(BaseModel):
     mtu: int
 
 
+class OutsideState(BaseModel):
+    netns: str
+    address: str  # the host "on the internet"
+    ip: str  # its underlay address: the nodes' default gateway
+    serverPid: int | None = None
+    ports: list[PortState] = Field(default_factory=list)
+
+
 class LabState(BaseModel):
     name: str
     phase: str = "creating"  # creating -> up; a crash leaves "creating"
@@ -69,6 +77,7 @@ class LabState(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict)
     createdAt: float = Field(default_factory=time.time)
     underlay: UnderlayState | None = None
+    outside: OutsideState | None = None
     nodes: dict[str, NodeState] = Field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = Field(default_factory=dict)  # name -> labels
     pods: dict[str, PodState] = Field(default_factory=dict)  # "ns/name" -> pod

@@ -80,6 +80,7 @@ def lab_status(lab: str) -> dict[str, Any]:
         "createdAt": st.createdAt,
         "cluster": st.spec.get("cluster", {}),
         "underlay": st.underlay.model_dump() if st.underlay else None,
+        "outside": st.outside.model_dump() if st.outside else None,
         "manifestDir": str(paths.manifest_dir),
         "manifestVersion": st.manifestVersion,
         "nodes": nodes,
@@ -122,7 +123,8 @@ def status_table(s: dict[str, Any]) -> str:
     if "leftovers" in s:
         return f"lab {s['name']}: BROKEN (no readable state file); left behind:\n  " + "\n  ".join(s["leftovers"]) + f"\n{s['hint']}"
     lines = [f"lab {s['name']}: {s['phase']}{'' if s['healthy'] else ' (NOT healthy)'}, manifest version "
-             f"{s['manifestVersion']}, underlay {s['underlay']['cidr'] if s['underlay'] else '-'}"]
+             f"{s['manifestVersion']}, underlay {s['underlay']['cidr'] if s['underlay'] else '-'}"
+             + (f", outside {s['outside']['address']} (via {s['outside']['ip']})" if s.get("outside") else "")]
     lines.append("")
     lines.append(_cols(["NODE", "IP", "POD CIDR", "AGENT", "READY", "STATE VERSION", "DATAPLANE", "DATAPATH"], [
         [n["name"], n["ip"], n["podCIDR"], _pid(n["agent"]), str(n["agent"].get("ready", False)).lower(),

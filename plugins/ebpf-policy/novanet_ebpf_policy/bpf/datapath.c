@@ -87,8 +87,11 @@ static __always_inline void nv_emit(struct nv_pkt *p, u32 src_id, u32 dst_id, u8
     nv_emit_ex(p, src_id, dst_id, verdict, reason, hook, 0, 0);
 }
 
+static __always_inline void nv_traffic(u8 hook, u32 code, u32 len);
+
 static __always_inline int nv_drop(struct nv_pkt *p, u32 src_id, u32 dst_id, u32 reason, u8 hook) {
     nv_count(reason);
+    nv_traffic(hook, reason, p->len);
     nv_emit(p, src_id, dst_id, NV_VERDICT_DENY, reason, hook);
     return TC_ACT_SHOT;
 }
@@ -226,6 +229,7 @@ static __always_inline u32 nv_policy_decide(u32 osrc_id, u32 odst_id, u32 osaddr
 static __always_inline int nv_drop_policy(struct nv_pkt *p, u32 src_id, u32 dst_id, u32 reason, u8 hook,
                                           struct nv_verdict *v) {
     nv_count(reason);
+    nv_traffic(hook, reason, p->len);
     nv_emit_ex(p, src_id, dst_id, NV_VERDICT_DENY, reason, hook, v->dir, v->set);
     return TC_ACT_SHOT;
 }
@@ -234,15 +238,42 @@ static __always_inline int nv_is_local(struct nv_endpoint *e) {
     return e->ifindex && (e->node_ip == 0 || e->node_ip == (u32)nv_cfg(NV_CFG_NODE_IP));
 }
 
-/* Egress CIDR rules for destinations outside the cluster: /32, /24, /16, /8, /0. */
-static __always_inline int nv_egress_probe(u32 src_id, u32 daddr, u8 plen) {
-    struct nv_egress_key k = {};
-    k.src_identity = src_id;
-    k.dst_ip = plen ? (daddr & (0xFFFFFFFFu << (32 - plen))) : 0;
-    k.dst_prefix_len = plen;
-    struct nv_egress *v = egress.lookup(&k);
-    return v ? v->action : -1;
+/* ------------------------------------------------------------------ observability: counters, egress
+ * `traffic`: per direction (hook) packets and bytes forwarded, dropped per reason, and connections
+ * admitted. `egress`: the rule for traffic leaving the cluster, longest prefix first, the source's
+ * own identity before the any-source entry (novanet_ebpf_policy/egressmap.py compiles it); every
+ * packet that matches a rule is counted in `egress_stats[rule]`. */
+
+static __always_inline void nv_traffic(u8 hook, u32 code, u32 len) {
+    u32 k = (hook & 1) * NV_TRAFFIC_CODES + (code < NV_TRAFFIC_CODES ? code : 0);
+    struct nv_counter *c = traffic.lookup(&k);
+    if (c) { c->packets += 1; c->bytes += len; }  /* per CPU: no atomics needed */
 }
+
+static __always_inline struct nv_egress *nv_egress_lookup(u32 src_id, u32 daddr, u32 len) {
+    struct nv_egress_key k = {};
+    k.prefixlen = 64;
+    nv_be32(k.src_identity, src_id);
+    nv_be32(k.dst_ip, daddr);
+    struct nv_egress *e = egress.lookup(&k);
+    if (!e) {
+        nv_be32(k.src_identity, 0);
+        e = egress.lookup(&k);
+    }
+    if (e) {
+        u32 slot = e->rule;
+        struct nv_counter *c = egress_stats.lookup(&slot);
+        if (c) { c->packets += 1; c->bytes += len; }
+    }
+    return e;
+}
+
+/* The egress map decides alone for a source identity's own entries; a PORTS entry leaves the port
+ * to the pod's NetworkPolicy set, and the any-source entry leaves isolation to NetworkPolicy. */
+static __always_inline int nv_egress_decisive(struct nv_egress *e) {
+    return e && !(e->flags & (NV_EGRESS_F_PORTS | NV_EGRESS_F_DEFAULT));
+}
+/* ------------------------------------------------------------------ end observability */
 
 static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
     u32 len = nv_cfg(len_key);
@@ -411,9 +442,11 @@ static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt
     if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == (u32)nv_cfg(NV_CFG_NODE_IP))) {
         if (p->ttl <= 1) return NV_FULL_PATH;
         nv_ct_touch(st);
+        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
         return nv_redirect_local(skb, dst);
     }
     nv_ct_touch(st);
+    nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
     if (nv_cfg(NV_CFG_MODE) == 0) return nv_tunnel_encap(skb, p, st->identity, dst->identity, dst->node_ip);
     return TC_ACT_OK;  /* native: the kernel routes */
 }
@@ -426,6 +459,7 @@ static __always_inline int nv_to_pod_fast(struct nv_pkt *p) {
     struct nv_flow_state *st = ct.lookup(&fk);
     if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION)) return NV_FULL_PATH;
     nv_ct_touch(st);
+    nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p->len);
     return TC_ACT_OK;
 }
 /* ------------------------------------------------------------------ end established-flow fast path */
@@ -438,7 +472,11 @@ int nv_from_pod(struct __sk_buff *skb) {
     if (eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
     struct iphdr *ip = (void *)(eth + 1);
     struct nv_pkt p = {};
-    if ((void *)(ip + 1) > end) { nv_count(NV_DROP_MALFORMED); return TC_ACT_SHOT; }
+    if ((void *)(ip + 1) > end) {
+        nv_count(NV_DROP_MALFORMED);
+        nv_traffic(NV_HOOK_FROM_POD, NV_DROP_MALFORMED, 0);
+        return TC_ACT_SHOT;
+    }
     if (nv_parse(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_FROM_POD);
     NV_PROFILE_POINT(1);
     int fast = nv_from_pod_fast(skb, &p);
@@ -453,7 +491,7 @@ int nv_from_pod(struct __sk_buff *skb) {
     struct nv_endpoint_key dk = { .ip = p.daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
     u32 dst_id = dst ? dst->identity : NV_ID_WORLD;
-    int egress_rule = -1;
+    struct nv_egress *eg = 0;
     if (!dst) {
         u32 gw = nv_cfg(NV_CFG_GATEWAY_IP);
         if (p.daddr == gw || p.daddr == (u32)nv_cfg(NV_CFG_NODE_IP)) {
@@ -462,11 +500,7 @@ int nv_from_pod(struct __sk_buff *skb) {
                    nv_overlay_unknown(p.daddr)) {  /* overlay: see the tunnel hook block */
             return nv_drop(&p, src_id, 0, NV_DROP_NO_ROUTE, NV_HOOK_FROM_POD);  /* no such pod here */
         } else if (!nv_in_cidr(p.daddr, NV_CFG_CLUSTER_CIDR_IP, NV_CFG_CLUSTER_CIDR_PREFIX_LEN)) {
-            egress_rule = nv_egress_probe(src_id, p.daddr, 32);
-            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 24);
-            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 16);
-            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 8);
-            if (egress_rule < 0) egress_rule = nv_egress_probe(src_id, p.daddr, 0);
+            eg = nv_egress_lookup(src_id, p.daddr, p.len);  /* leaving the cluster: the egress map */
         }
     }
 
@@ -480,30 +514,41 @@ int nv_from_pod(struct __sk_buff *skb) {
         int dst_local = dst && nv_is_local(dst);
         struct nv_verdict v = {};
         u32 reason;
-        /* `egress` map (egress gateway/SNAT rules): DENY drops; ALLOW/SNAT do not bypass
-         * NetworkPolicy (SNAT itself is done by the kernel). */
-        if (egress_rule == NV_ACTION_DENY) reason = NV_DROP_POLICY_DENY_RULE;
-        else if (reply)  /* the original was dst -> this pod */
+        /* `egress` map: DENY drops a new connection (never a reply); ALLOW/SNAT of the identity's
+         * own entry stand for its egress NetworkPolicy (SNAT itself is the kernel's masquerade). */
+        if (eg && eg->action == NV_EGRESS_DENY && !reply) {
+            reason = NV_DROP_POLICY_DENIED;
+            v.dir = NV_PDIR_EGRESS;
+            v.set = eg->rule;
+        } else if (reply)  /* the original was dst -> this pod */
             reason = nv_policy_decide(dst_id, src_id, p.daddr, p.saddr, p.proto, p.sport, dst_local, 1,
                                       dst_id == NV_ID_HOST, &v);
         else
-            reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 1, dst_local, 0, &v);
+            reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, !nv_egress_decisive(eg),
+                                      dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
         if (nv_ct_admit(&fk, rev, reply, !st, skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
         if (!reply) {
             nv_flowstat(NV_FS_NEW_FLOWS);
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_NEW_FLOW, 0);
             nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
         }
     }
-    if (!dst) return TC_ACT_OK;  /* host, world, other nodes' unknown addresses: the kernel routes */
+    if (!dst) {  /* host, world, other nodes' unknown addresses: the kernel routes */
+        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+        return TC_ACT_OK;
+    }
 
     u32 node_ip = nv_cfg(NV_CFG_NODE_IP);
     if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == node_ip)) {
         if (p.ttl <= 1) return nv_drop(&p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
+        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
         return nv_redirect_local(skb, dst);
     }
-    /* remote endpoint: overlay -> the tunnel plugin (tunnel hook block); native -> the kernel routes */
+    /* remote endpoint: overlay -> the tunnel plugin (tunnel hook block); native -> the kernel routes.
+     * Counted as forwarded before the tail call (a failed encap is counted again as its drop). */
+    nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
     if (nv_cfg(NV_CFG_MODE) == 0) return nv_tunnel_encap(skb, &p, src_id, dst_id, dst->node_ip);
     return TC_ACT_OK;
 }
@@ -541,7 +586,11 @@ int nv_to_pod(struct __sk_buff *skb) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (st && st->policy_revision == rev) { nv_ct_touch(st); return TC_ACT_OK; }
+    if (st && st->policy_revision == rev) {
+        nv_ct_touch(st);
+        nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
+        return TC_ACT_OK;
+    }
     int reply = st && (st->flags & NV_CTF_REPLY);
     struct nv_verdict v = {};
     u32 reason;
@@ -555,7 +604,9 @@ int nv_to_pod(struct __sk_buff *skb) {
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);
+        nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_NEW_FLOW, 0);
         nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
     }
+    nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
     return TC_ACT_OK;
 }
