@@ -94,7 +94,8 @@ def test_node_config_contract() -> None:
     assert cfg["bpf"]["root"] == "/sys/fs/bpf/novanet-lab/t1/node-1"
     assert cfg["sockets"] == {k: f"/run/novanet-lab/t1/node-1/{k}.sock" for k in ("agent", "cni", "dataplane")}
     assert cfg["stateSource"] == {"type": "manifests", "path": "/var/lib/novanet-lab/t1/manifests"}
-    assert cfg["metrics"] == {"address": ""}
+    # both daemons serve /metrics on the node address, for a Prometheus on the underlay
+    assert cfg["metrics"] == {"address": "172.30.0.2:9103", "dataplaneAddress": "172.30.0.2:9104"}
 
 
 def test_node_config_default_datapath_is_left_to_the_agent() -> None:
