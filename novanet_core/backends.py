@@ -192,9 +192,12 @@ class FlowDatapath(Protocol):
     """Section ``flows``: flow and drop events (``dp.flows``)."""
 
     def flow_events(self, identity: int = 0, drops_only: bool = False, follow: bool = False,
-                    limit: int = 100) -> Iterator[dict[str, Any]]:
+                    limit: int = 100, filter: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """The last ``limit`` events (of ``identity`` when not 0), then new ones with ``follow``.
-        A drop carries ``drop_reason_name``; a policy drop also ``policy_reason`` and ``policies``."""
+        A drop carries ``drop_reason_name``; a policy drop also ``policy_reason`` and ``policies``.
+        ``filter``: Hubble-style fields (``from_pod``, ``namespace``, ``port``, ``verdict``, ...;
+        the ebpf datapath's are in docs/datapath.md), all of which must match; a field the datapath
+        does not know is an error (ValueError naming it), never ignored."""
 
 
 @runtime_checkable
@@ -239,6 +242,16 @@ class PrewarmDatapath(Protocol):
         follows the new name (called by ``dp.endpoint.add`` before the endpoint is written)."""
 
 
+@runtime_checkable
+class StatsDatapath(Protocol):
+    """Section ``stats``: what the datapath counted (``dp.stats``; ``novanetctl metrics``)."""
+
+    def datapath_stats(self) -> dict[str, Any]:
+        """``{"traffic": {direction: {FORWARDED|<drop reason>|NEW_FLOW: {packets, bytes}}},
+        "flow_events": {submitted, lost, consumed, ...}, "maps": [{name, entries, max_entries}],
+        "egress_rules": int}``; a datapath returns the keys it has."""
+
+
 # Section name -> its protocol. A new section is one protocol here, its dp.<section>.* methods in
 # novanet_core.dataplane.service, and a row in docs/plugin-authoring.md.
 DATAPATH_SECTIONS: dict[str, type] = {
@@ -246,6 +259,7 @@ DATAPATH_SECTIONS: dict[str, type] = {
     "flows": FlowDatapath,
     "service": ServiceDatapath,
     "prewarm": PrewarmDatapath,
+    "stats": StatsDatapath,
 }
 
 

@@ -10,7 +10,7 @@ import threading
 
 import click
 
-from novanet_core import __version__
+from novanet_core import __version__, debug_api
 from novanet_core.agent.api_methods import cni_router, control_router
 from novanet_core.agent.service import Agent
 from novanet_core.api.server import ApiServer, Limits
@@ -52,6 +52,7 @@ def main(config_path: str | None, log_level: str | None, withdraw_on_exit: bool)
     limits = Limits.from_config(config.api)
     cni_srv = ApiServer(config.sockets.cni, cni_router(agent), root_only=True, limits=limits)
     ctl_router = control_router(agent)
+    debug_api.register(ctl_router, "agent", config.bpf.root, agent)
     host.hook.novanet_register_api(router=ctl_router, component="agent")
     ctl_srv = ApiServer(config.sockets.agent, ctl_router, root_only=True, limits=limits)
     agent.api_servers = {"cni": cni_srv, "agent": ctl_srv}

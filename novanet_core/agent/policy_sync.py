@@ -290,6 +290,23 @@ def register_api(router: Any, agent: Agent) -> None:
                doc="NetworkPolicy sync: counts, programming latency (p50/p99), last apply")
     router.add("policy.drops", drops, doc="recent policy drops, each naming its policy")
 
+    def explain_(p: dict[str, Any]) -> Any:
+        """Why from -> to:port/protocol is allowed or denied: the policies per side and the rule that decides."""
+        from novanet_core.policy.explain import ExplainError, explain
+
+        for k in ("from", "to"):
+            if not isinstance(p.get(k), str) or not p[k]:
+                raise ApiError("invalid_params", f"{k}: required, NAMESPACE/POD or an IP address")
+        nodes = {n.name: n.internal_ip or "" for n in agent.state.nodes.values()}
+        try:
+            with agent.lock:  # a consistent snapshot of the state
+                return explain(agent.state, agent.config.policy.defaultDeny, p["from"], p["to"], p.get("port", 0),
+                               str(p.get("protocol", "TCP")), nodes)
+        except ExplainError as e:
+            raise ApiError("invalid_params", str(e)) from None
+
+    router.add("policy.explain", explain_, doc="policies and rules that decide one connection (policy explain)")
+
 
 class PolicyMetrics(Collector):
     """``novanet_agent_policy_programming_seconds`` of the running agent's syncer."""

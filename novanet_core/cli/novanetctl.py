@@ -6,15 +6,13 @@ their own commands (``flows``, ``drops``, ``routing ...``) through ``novanet_reg
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from novanet_core import __version__
-from novanet_core.api.client import ApiClient, Unreachable
-from novanet_core.api.protocol import ApiError
+from novanet_core.api.client import ApiClient
 from novanet_core.cli import plugin_api, tree
 from novanet_core.cli.output import emit_json, table
 from novanet_core.cli.plugin_api import json_shape
@@ -163,6 +161,7 @@ def status(ctx: click.Context, verbose: bool, output: str | None) -> None:
 
 @cli.command()
 @output_option
+@json_shape("[{ip, identity, host_ifname, host_ifindex, mac, node_ip, local, namespace, pod, containerID, inAgent, inDatapath?}]")
 @click.pass_context
 def endpoints(ctx: click.Context, output: str | None) -> None:
     """Endpoints as the live datapath holds them."""
@@ -176,6 +175,7 @@ def endpoints(ctx: click.Context, output: str | None) -> None:
 
 @cli.command()
 @output_option
+@json_shape("[{id, namespace, labels, podCount, remotePodCount}]")
 @click.pass_context
 def identity(ctx: click.Context, output: str | None) -> None:
     """Identity to label-set mappings."""
@@ -191,6 +191,7 @@ def identity(ctx: click.Context, output: str | None) -> None:
 
 @cli.command()
 @output_option
+@json_shape("[{name, module, version, distribution, builtin, hooks, backends, active, error?}]")
 @click.pass_context
 def plugins(ctx: click.Context, output: str | None) -> None:
     """Discovered plugins, their versions, hooks, and whether they are active."""
@@ -204,6 +205,7 @@ def plugins(ctx: click.Context, output: str | None) -> None:
 
 @cli.command()
 @output_option
+@json_shape("{status: {pool, allocated, capacity, ready, ...}, allocations: [{container_id, ifname, address, prefix_len, gateway}]}")
 @click.pass_context
 def ipam(ctx: click.Context, output: str | None) -> None:
     """IP allocations of this node's pool."""
@@ -217,6 +219,7 @@ def ipam(ctx: click.Context, output: str | None) -> None:
 
 @cli.command()
 @output_option
+@json_shape("[{node, nodeIP, podCIDR, interface, ifindex, protocol, ...}]")
 @click.pass_context
 def tunnels(ctx: click.Context, output: str | None) -> None:
     """Active tunnels (overlay mode)."""
@@ -235,6 +238,7 @@ def tunnels(ctx: click.Context, output: str | None) -> None:
 
 @cli.command()
 @output_option
+@json_shape("{removed_records, removed_veths, released_ips, datapath_removed, datapath_added}")
 @click.pass_context
 def reconcile(ctx: click.Context, output: str | None) -> None:
     """Reconcile live state with desired state now and print what changed."""
@@ -245,50 +249,14 @@ def reconcile(ctx: click.Context, output: str | None) -> None:
         click.echo(f"{k}: {len(v)} {' '.join(v)}")
 
 
-@cli.command("debug-bundle")
-@click.option("--out", "out_path", default="novanet-debug.tar.gz", show_default=True)
-@click.pass_context
-def debug_bundle(ctx: click.Context, out_path: str) -> None:
-    """Collect the guide's debug bundle (status, logs pointers, bpffs, links, routes) into a tarball."""
-
-    from novanet_core.bundle import DebugBundle
-    from novanet_core.cli.output import emit_json as _  # noqa: F401  (same formatting in files)
-
-    b = DebugBundle()
-    obj: CtlContext = ctx.obj
-    for name, method in (("status.json", "status"), ("endpoints.json", "endpoints.list"),
-                         ("identities.json", "identity.list"), ("plugins.json", "plugins.list"),
-                         ("ipam.json", "ipam.list"), ("config.json", "config.get")):
-        try:
-            b.add_text(name, json.dumps(obj.call(method), indent=2, default=str))
-        except (Unreachable, ApiError) as e:
-            b.add_text(name, f"unavailable: {e}\n")
-    try:
-        cfg = obj.call("config.get")
-        bpf_root = cfg["bpf"]["root"]
-    except (Unreachable, ApiError):
-        bpf_root = "/sys/fs/bpf/novanet"
-    for name, argv in (("uname.txt", ["uname", "-a"]), ("btf.txt", ["ls", "-la", "/sys/kernel/btf/vmlinux"]),
-                       ("bpffs.txt", ["ls", "-laR", bpf_root]), ("links.txt", ["ip", "-d", "link", "show"]),
-                       ("routes.txt", ["ip", "route", "show"]), ("geneve.txt", ["ip", "link", "show", "type", "geneve"]),
-                       ("vxlan.txt", ["ip", "-d", "link", "show", "type", "vxlan"]), ("processes.txt", ["ps", "-eo", "pid,args"])):
-        b.add_command(name, argv)
-    try:
-        from novanet_core.config.models import NovaNetConfig
-        from novanet_core.plugins.manager import PluginHost
-
-        node_cfg = NovaNetConfig.model_validate(obj.call("config.get"))
-        PluginHost(node_cfg, "cli").pm.hook.novanet_debug_bundle(bundle=b, config=node_cfg)
-    except (Unreachable, ApiError, ValueError) as e:
-        b.add_text("plugins-bundle-error.txt", f"plugin diagnostics unavailable: {e}\n")
-    b.write_tar(out_path)
-    click.echo(f"wrote {out_path} ({len(b.files)} files)")
-
-
 def build_cli() -> click.Group:
+    from novanet_core.cli.debug_bundle import debug_bundle_cmd
+    from novanet_core.cli.summary import metrics_cmd
     from novanet_core.config.models import NovaNetConfig
     from novanet_core.plugins.manager import PluginHost
 
+    for cmd in (debug_bundle_cmd, metrics_cmd):
+        cli.add_command(cmd)
     # Plugins add their commands whatever the node's config: the CLI must be able to inspect
     # any backend that is installed.
     try:

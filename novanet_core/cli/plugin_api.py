@@ -122,7 +122,12 @@ def _api_error(e: ApiError, ctx: click.Context) -> NoReturn:
     fail(f"{e.code}: {e.message}", EXIT_UNREACHABLE if e.code == "unavailable" else EXIT_ERROR, ctx)
 
 
-def _call(which: str, method: str, params: dict[str, Any] | None, ctx: click.Context | None) -> Any:
+# Answers meaning "this daemon has no such method here" (a plugin not active, a section missing).
+_MISSING = ("unknown_method", "unsupported")
+
+
+def _call(which: str, method: str, params: dict[str, Any] | None, ctx: click.Context | None,
+          missing_ok: bool = False) -> Any:
     c = _ctx(ctx)
     client = _client(which, c)
     try:
@@ -131,6 +136,8 @@ def _call(which: str, method: str, params: dict[str, Any] | None, ctx: click.Con
     except Unreachable as e:
         fail(f"{which} not reachable ({e}); {_DAEMON_HINT[which]}", EXIT_UNREACHABLE, c)
     except ApiError as e:
+        if missing_ok and e.code in _MISSING:
+            return None
         _api_error(e, c)
 
 
@@ -146,14 +153,17 @@ def _stream(which: str, method: str, params: dict[str, Any] | None, ctx: click.C
         _api_error(e, c)
 
 
-def agent_call(method: str, params: dict[str, Any] | None = None, ctx: click.Context | None = None) -> Any:
-    """Call a method of the node's agent; exits 3 if it is down, 1 on an error answer."""
-    return _call("agent", method, params, ctx)
+def agent_call(method: str, params: dict[str, Any] | None = None, ctx: click.Context | None = None,
+               missing_ok: bool = False) -> Any:
+    """Call a method of the node's agent; exits 3 if it is down, 1 on an error answer.
+    ``missing_ok``: None instead of an exit when the agent has no such method (a plugin not active)."""
+    return _call("agent", method, params, ctx, missing_ok)
 
 
-def dataplane_call(method: str, params: dict[str, Any] | None = None, ctx: click.Context | None = None) -> Any:
+def dataplane_call(method: str, params: dict[str, Any] | None = None, ctx: click.Context | None = None,
+                   missing_ok: bool = False) -> Any:
     """Call a method of the node's dataplane (its socket is asked from the agent unless given)."""
-    return _call("dataplane", method, params, ctx)
+    return _call("dataplane", method, params, ctx, missing_ok)
 
 
 def agent_stream(method: str, params: dict[str, Any] | None = None,

@@ -40,6 +40,8 @@ ENV_KEYS = {
     "NOVANET_METRICS_ADDRESS": "metrics.address",
     "NOVANET_METRICS_DATAPLANE_ADDRESS": "metrics.dataplaneAddress",
     "NOVANET_LOG_LEVEL": "logLevel",
+    "NOVANET_FLOWS_EXPORT_FILE": "flows.export.file",
+    "NOVANET_FLOWS_EXPORT_SOCKET": "flows.export.socket",
     "NOVANET_STATE_SOURCE": "stateSource.type",
     "NOVANET_STATE_PATH": "stateSource.path",
 }

@@ -1,8 +1,9 @@
-"""The NovaNet config keys (documented in docs/configuration.md; keep both in step).
+"""The NovaNet config keys.
 
 Keys are camelCase as in the guide and Helm values (``policy.defaultDeny``,
 ``egress.masqueradeEnabled``). Unknown keys are rejected so that a typo is an error, not a
-silently ignored setting; plugin-specific settings live under ``plugins.<name>``.
+silently ignored setting; plugin-specific settings live under ``pluginSettings.<name>``. Every
+key's ``description`` is what docs/configuration.md (generated, novanet_core.config.reference) shows.
 """
 
 from __future__ import annotations
@@ -22,27 +23,40 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
 
+def _d(default: Any, description: str, **kw: Any) -> Any:
+    """A config key: its default and the sentence docs/configuration.md shows for it."""
+    return Field(default=default, description=description, **kw)
+
+
+def _section(model: type[BaseModel], description: str) -> Any:
+    return Field(default_factory=model, description=description)
+
+
 class IpamConfig(_Model):
-    type: str = "host-local"
-    dataDir: str = "/var/lib/cni/networks/novanet"
+    type: str = _d("host-local", "selects the IPAM backend (a plugin's name; `novanetctl plugins` lists them)")
+    dataDir: str = _d("/var/lib/cni/networks/novanet", "IPAM state (one file per allocated IP); survives restarts")
 
 
 class PolicyConfig(_Model):
-    defaultDeny: bool = False
+    defaultDeny: bool = _d(False, "cluster-wide default deny: a pod no NetworkPolicy allows is isolated both ways "
+                                  "(see policy.md)")
 
 
 class EgressConfig(_Model):
-    masqueradeEnabled: bool = True
+    masqueradeEnabled: bool = _d(True, "SNAT pod traffic leaving the cluster CIDR to the node address (the egress "
+                                       "map shows SNAT; off: it leaves with the pod address)")
 
 
 class BpfConfig(_Model):
-    root: str = "/sys/fs/bpf/novanet"
-    # Where the kernel header tree BCC compiles against is built (see novanet_core.bpf.ktree).
-    headerTree: str = "/var/lib/novanet/ktree"
-    attachMode: Literal["auto", "tcx", "tc"] = "auto"
-    # The flow table (ct map): entries (two per flow), and how long an idle flow keeps its pair.
-    flowTableSize: int = Field(default=65536, ge=256, le=4 * 1024 * 1024)
-    flowIdleTimeoutSeconds: float = Field(default=300.0, ge=1, le=86400)
+    root: str = _d("/sys/fs/bpf/novanet", "bpffs directory for pinned maps, programs and links")
+    headerTree: str = _d("/var/lib/novanet/ktree", "where the kernel header tree BCC compiles against is built")
+    attachMode: Literal["auto", "tcx", "tc"] = _d(
+        "auto", "`auto` (tcx when the kernel has it, else tc), `tcx`, `tc`. Both survive a dataplane restart; tcx "
+                "links cost 5-15 ms each to create on the measured VM (two per pod), tc filters ~1 ms (benchmarks.md)")
+    flowTableSize: int = _d(65536, "entries of the flow table (`ct` map, two per flow); full = new flows dropped "
+                                   "as `FLOW_TABLE_FULL` (datapath.md)", ge=256, le=4 * 1024 * 1024)
+    flowIdleTimeoutSeconds: float = _d(300.0, "a flow idle this long in both directions is removed from the flow "
+                                              "table", ge=1, le=86400)
 
 
 class WarmPoolConfig(_Model):
@@ -50,36 +64,26 @@ class WarmPoolConfig(_Model):
     a CNI ADD only moves the peer into the pod, addresses it and writes maps: creating a veth and
     its two tcx links costs two RCU grace periods per pod, which the pool pays off the ADD path."""
 
-    size: int = Field(default=8, ge=0, le=256)  # members kept ready; 0 = every ADD builds its own pair
+    size: int = _d(8, "host-side veth pairs the agent keeps made, up and (eBPF) attached ahead of demand; an ADD "
+                      "that finds one only moves its peer into the pod, renames both ends and writes the maps "
+                      "(cni.md#warm-pool). `0` = every ADD builds its own pair", ge=0, le=256)
     # Refill waits until no ADD has arrived for this long: building members takes the rtnl lock
     # (for a grace period, with tcx) and would stall the ADDs of a burst.
-    refillIdleMs: int = Field(default=200, ge=0, le=60000)
+    refillIdleMs: int = _d(200, "the pool is refilled once no ADD has arrived for this long (building a member "
+                                "holds the kernel's rtnl lock, with tcx across two RCU grace periods, which would "
+                                "stall a burst of ADDs)", ge=0, le=60000)
 
 
 class SocketsConfig(_Model):
-    agent: str = "/run/novanet/novanet.sock"
-    cni: str = "/run/novanet/cni.sock"
-    dataplane: str = "/run/novanet/dataplane.sock"
-
-
-class ApiConfig(_Model):
-    """Limits on the local API sockets (agent, CNI, dataplane): callers are root, but a runaway
-    loop or a stuck client must not take a node's control plane down with it."""
-
-    # One request line; the dataplane's policy batches are the largest legitimate requests.
-    maxRequestBytes: int = Field(default=16 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024)
-    # Connections served at once per socket (one thread each); more are answered and closed.
-    maxConnections: int = Field(default=64, ge=1, le=4096)
-    # A connection that sends no complete request for this long is closed.
-    idleTimeoutSeconds: float = Field(default=120.0, gt=0, le=86400)
-    # Requests per second per socket (token bucket, ``requestBurst`` deep); 0 = unlimited.
-    requestsPerSecond: float = Field(default=1000.0, ge=0)
-    requestBurst: int = Field(default=2000, ge=1)
+    agent: str = _d("/run/novanet/novanet.sock", "the agent's socket for novanetctl")
+    cni: str = _d("/run/novanet/cni.sock", "the agent's socket for the CNI binary")
+    dataplane: str = _d("/run/novanet/dataplane.sock", "agent <-> dataplane")
 
 
 class MetricsConfig(_Model):
-    address: str = "127.0.0.1:9103"  # the agent's endpoint; empty string disables it
-    dataplaneAddress: str = "127.0.0.1:9104"  # the dataplane's endpoint; empty string disables it
+    address: str = _d("127.0.0.1:9103", "the agent's Prometheus `/metrics` (host:port); empty disables it")
+    dataplaneAddress: str = _d("127.0.0.1:9104", "the dataplane's Prometheus `/metrics` (host:port); empty "
+                                                 "disables it (`novanet-dataplane --metrics-address` overrides)")
 
     @field_validator("address", "dataplaneAddress")
     @classmethod
@@ -92,22 +96,54 @@ class MetricsConfig(_Model):
         return v
 
 
+class ApiConfig(_Model):
+    """Limits on the local API sockets (agent, CNI, dataplane): callers are root, but a runaway
+    loop or a stuck client must not take a node's control plane down with it."""
+
+    maxRequestBytes: int = _d(16 * 1024 * 1024, "longest request line on any local socket (the dataplane's policy "
+                                                "batches are the largest legitimate requests); longer is answered "
+                                                "`request_too_large` and the connection closed",
+                              ge=4096, le=256 * 1024 * 1024)
+    maxConnections: int = _d(64, "connections served at once per socket (one thread each); more get "
+                                 "`too_many_connections`", ge=1, le=4096)
+    idleTimeoutSeconds: float = _d(120.0, "a connection with no complete request (or not reading its answers) for "
+                                          "this long is closed", gt=0, le=86400)
+    requestsPerSecond: float = _d(1000.0, "per socket, token bucket: beyond it requests are answered `rate_limited` "
+                                          "(with `retryAfterSeconds`) without running; 0 = unlimited", ge=0)
+    requestBurst: int = _d(2000, "depth of that bucket (a reconcile of a full node sends one request per pod)", ge=1)
+
+
+class FlowExportConfig(_Model):
+    file: str = _d("", "JSON-lines file the dataplane appends every flow event to, one object per line (the "
+                       "`flows -o json` shape); empty disables it")
+    maxBytes: int = _d(100 * 1024 * 1024, "rotate the export file when it grows past this many bytes", ge=4096)
+    backups: int = _d(5, "rotated export files kept (`FILE.1` newest ... `FILE.N`)", ge=0, le=1000)
+    socket: str = _d("", "unix socket on which the dataplane streams every flow event as JSON lines to each "
+                         "connected reader; empty disables it")
+
+
+class FlowsConfig(_Model):
+    history: int = _d(65536, "flow events the dataplane keeps in memory for `novanetctl flows`/`drops`", ge=0,
+                      le=1 << 22)
+    export: FlowExportConfig = _section(FlowExportConfig, "flow export for collectors")
+
+
 class StateSourceConfig(_Model):
-    type: str = "manifests"
-    path: str = "/etc/novanet/manifests"
-    kubeconfig: str | None = None
+    type: str = _d("manifests", "selects the state source (`manifests`, `kubernetes`)")
+    path: str = _d("/etc/novanet/manifests", "manifest directory (manifests source)")
+    kubeconfig: str | None = _d(None, "kubeconfig for an API-server source (none: in-cluster)")
 
 
 class RoutingConfig(_Model):
-    type: str = "frr-bgp"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    type: str = _d("frr-bgp", "selects the routing backend in native mode")
+    settings: dict[str, Any] = Field(default_factory=dict, description="routing backend settings (see its "
+                                                                        "plugin's docs, e.g. native-routing.md)")
 
 
 class PluginsConfig(_Model):
-    # Only these plugin names load from entry points (empty = all installed).
-    load: list[str] = Field(default_factory=list)
-    # Never load these (NOVANET_DISABLED_PLUGINS adds to it).
-    disabled: list[str] = Field(default_factory=list)
+    load: list[str] = Field(default_factory=list, description="load only these entry-point plugins (empty = all "
+                                                              "installed)")
+    disabled: list[str] = Field(default_factory=list, description="never load these plugins")
 
 
 def _cidr(v: str | None, field: str) -> str | None:
@@ -123,36 +159,44 @@ def _cidr(v: str | None, field: str) -> str | None:
 
 
 class NovaNetConfig(_Model):
-    nodeName: str = ""
-    nodeIP: str | None = None
-    clusterCIDR: str = "10.42.0.0/16"
-    # Where Service ClusterIPs come from (the API server's --service-cluster-ip-range).
-    serviceCIDR: str = "10.96.0.0/12"
-    podCIDR: str | None = None
-    nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
-    routingMode: Literal["overlay", "native"] = "overlay"
-    tunnelProtocol: str = "vxlan"
-    datapath: str = "ebpf"
-    mtu: int | Literal["auto"] = "auto"
-    underlayInterface: str | None = None
-    # true: the datapath translates Services (no kube-proxy); false: kube-proxy translates and the
-    # datapath only keeps replies from Service backends on the conntrack path (docs/services.md).
-    kubeProxyReplacement: bool = True
-    ipam: IpamConfig = Field(default_factory=IpamConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    egress: EgressConfig = Field(default_factory=EgressConfig)
-    bpf: BpfConfig = Field(default_factory=BpfConfig)
-    sockets: SocketsConfig = Field(default_factory=SocketsConfig)
-    warmPool: WarmPoolConfig = Field(default_factory=WarmPoolConfig)
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    stateSource: StateSourceConfig = Field(default_factory=StateSourceConfig)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
-    pluginSettings: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Where the agent keeps its endpoint records; default: "state" next to the agent socket.
-    stateDir: str | None = None
-    logLevel: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    nodeName: str = _d("", "this node's name in the state source (empty: the hostname)")
+    nodeIP: str | None = _d(None, "underlay address; tunnels and routing use it (none: the Node's InternalIP, "
+                                  "else discovered)")
+    clusterCIDR: str = _d("10.42.0.0/16", "all pod addresses")
+    serviceCIDR: str = _d("10.96.0.0/12", "Service ClusterIPs (the API server's --service-cluster-ip-range); the "
+                                          "lab allocates from it; must not overlap clusterCIDR")
+    podCIDR: str | None = _d(None, "this node's pool, inside clusterCIDR (none: the Node's spec.podCIDR)")
+    nodeCIDRMaskSize: int = _d(24, "size of per-node PodCIDRs where NovaNet carves them (the lab)", ge=16, le=28)
+    routingMode: Literal["overlay", "native"] = _d("overlay", "`overlay` (a tunnel backend) or `native` (a "
+                                                              "routing backend)")
+    tunnelProtocol: str = _d("vxlan", "selects the tunnel backend in overlay mode (`vxlan`, `geneve`)")
+    datapath: str = _d("ebpf", "selects the datapath backend (`ebpf`, `kernel`)")
+    mtu: int | Literal["auto"] = _d("auto", "pod MTU; `auto` = underlay MTU - tunnel overhead (VXLAN 50, NovaNet "
+                                            "Geneve 58), or 576..9000")
+    underlayInterface: str | None = _d(None, "where `mtu: auto` reads the underlay MTU (none: the interface "
+                                             "holding nodeIP)")
+    kubeProxyReplacement: bool = _d(True, "`true`: the datapath load-balances Services (ClusterIP, NodePort), no "
+                                          "kube-proxy; `false`: kube-proxy translates, the agent programs no "
+                                          "frontends and sends the datapath the Service backends whose replies must "
+                                          "pass conntrack (services.md). The `kernel` datapath has no "
+                                          "load-balancer: use `false` with it")
+    ipam: IpamConfig = _section(IpamConfig, "IPAM")
+    policy: PolicyConfig = _section(PolicyConfig, "NetworkPolicy")
+    egress: EgressConfig = _section(EgressConfig, "traffic leaving the cluster")
+    bpf: BpfConfig = _section(BpfConfig, "the eBPF datapath")
+    sockets: SocketsConfig = _section(SocketsConfig, "local API sockets")
+    warmPool: WarmPoolConfig = _section(WarmPoolConfig, "the CNI ADD warm pool of host veths")
+    api: ApiConfig = _section(ApiConfig, "local API limits")
+    metrics: MetricsConfig = _section(MetricsConfig, "Prometheus endpoints")
+    flows: FlowsConfig = _section(FlowsConfig, "flow events")
+    stateSource: StateSourceConfig = _section(StateSourceConfig, "where cluster state comes from")
+    routing: RoutingConfig = _section(RoutingConfig, "native routing")
+    plugins: PluginsConfig = _section(PluginsConfig, "plugin loading")
+    pluginSettings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="free-form settings per plugin (`pluginSettings.<plugin>`), checked by "
+                                          "the plugin in novanet_validate_config")
+    stateDir: str | None = _d(None, "agent endpoint records (none: `state` next to sockets.agent)")
+    logLevel: Literal["debug", "info", "warn", "warning", "error"] = _d("info", "log level of both daemons")
 
     @field_validator("clusterCIDR")
     @classmethod

@@ -10,7 +10,7 @@ import threading
 
 import click
 
-from novanet_core import __version__
+from novanet_core import __version__, debug_api
 from novanet_core.api.server import ApiServer, Limits
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.config.loader import load_config
@@ -43,6 +43,7 @@ def main(config_path: str | None, metrics_address: str | None) -> None:
         sys.exit(2)
     svc = DataplaneService(backend)
     router = svc.router()
+    debug_api.register(router, "dataplane")
     host.hook.novanet_register_api(router=router, component="dataplane")
     srv = ApiServer(config.sockets.dataplane, router, root_only=True, limits=Limits.from_config(config.api))
     svc.api_server = srv

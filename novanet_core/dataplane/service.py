@@ -17,7 +17,8 @@ datapath that does not implement the section:
 
   policy   dp.policy.apply {endpoints, delete, full}   (novanet_core.policy.wire; alias policy.apply)
            dp.policy.list                 -> the policy as the live datapath holds it
-  flows    dp.flows {identity, drops_only, follow, limit}   (a stream)
+  flows    dp.flows {identity, drops_only, follow, limit, filter}   (a stream)
+  stats    dp.stats                                        -> traffic, drops, flow events, maps
   service  dp.service.upsert {frontend} / dp.service.delete {key} / dp.service.list
            dp.service.backends {backends} -> kube-proxy compatibility (docs/services.md)
 
@@ -69,6 +70,7 @@ class DataplaneService:
         r.add("policy.apply", self.policy_apply, doc="alias of dp.policy.apply")
         r.add("dp.policy.list", self.policy_list, doc="NetworkPolicy as the live datapath holds it")
         r.add("dp.flows", self.flows, stream=True, doc="flow and drop events")
+        r.add("dp.stats", self.stats, doc="what the datapath counted: traffic per direction, drops, flow events, maps")
         r.add("dp.service.upsert", self.service_upsert, doc="add or replace a Service frontend")
         r.add("dp.service.delete", self.service_delete, doc="remove a Service frontend")
         r.add("dp.service.list", self.service_list, doc="Service frontends from the live datapath")
@@ -234,8 +236,16 @@ class DataplaneService:
 
     # flows: a stream, outside the lock (a follower may read for hours)
     def flows(self, p: dict[str, Any]) -> Any:
-        return self._section("flows", "flow_events", _num(p, "identity", 0, 0xFFFFFFFF), _flag(p, "drops_only"),
-                             _flag(p, "follow"), _num(p, "limit", 100, 1 << 20), locked=False)
+        flt = p.get("filter")
+        if flt is not None and not isinstance(flt, dict):
+            raise ApiError("invalid_params", "filter: must be an object")
+        args = (_num(p, "identity", 0, 0xFFFFFFFF), _flag(p, "drops_only"), _flag(p, "follow"),
+                _num(p, "limit", 100, 1 << 20))
+        return self._section("flows", "flow_events", *args, *((flt,) if flt else ()), locked=False)
+
+    # stats: counters only, no lock (reads never race a write into something inconsistent)
+    def stats(self, p: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._section("stats", "datapath_stats", locked=False))
 
     # service
     def service_upsert(self, p: dict[str, Any]) -> None:

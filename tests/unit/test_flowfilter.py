@@ -106,3 +106,25 @@ def test_follower_sees_each_event_once_and_slow_followers_are_counted():
     stop.set()
     assert (first["dst_port"], second["dst_port"]) == (80, 53)
     assert c.follower_dropped == 1
+
+
+def test_export_lines_are_the_json_of_to_dict():
+    import json
+    import random
+
+    from novanet_ebpf_policy.flows import LineEncoder
+
+    c = FlowCollector()
+    c.names.update(NAMES)
+    c.node = "node-1"
+    c.explain = lambda d, s, t: ("ingress of x/b isolated by x/p: no policy allowed it", ["x/p"])
+    enc = LineEncoder(c)
+    rnd = random.Random(7)
+    evs = list(EVENTS) + [ev("10.42.0.2", "10.42.0.3", proto=p, flags=f, verdict=v, reason=r, sport=rnd.randrange(65536),
+                             ts_ns=rnd.randrange(1 << 62))
+                          for p, f, v, r in [(6, 0x12, 1, 0), (6, 0, 1, 0), (17, 0, 2, 3), (1, 0, 2, 1), (6, 0x11, 2, 7),
+                                             (132, 0, 1, 0), (47, 0, 2, 9)]]
+    for t in evs:
+        line = enc.line(t)
+        assert line.endswith("\n") and "\n" not in line[:-1]
+        assert json.loads(line) == json.loads(json.dumps(c._dict(t))), t

@@ -113,6 +113,14 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         """Recompile the programs and swap them atomically into every attachment."""
         return be().reload()
 
+    def policy_check(p: dict[str, Any]) -> dict[str, Any]:
+        """What the live maps decide for a new connection: src_ip, dst_ip, port, protocol (policy explain)."""
+        for k in ("src_ip", "dst_ip"):
+            if not isinstance(p.get(k), str):
+                raise ApiError("invalid_params", f"{k}: required, an IPv4 address")
+        return be().check_connection(p["src_ip"], p["dst_ip"], p.get("protocol", "TCP"),
+                                     _num(p, "port", 0, 65535))
+
     def egress(p: dict[str, Any]) -> dict[str, Any]:
         """The egress map (traffic leaving the cluster) with per-rule packet and byte counters."""
         return be().egress_rules()
@@ -133,6 +141,6 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         ("ebpf.tunnel_upsert", tunnel_upsert, False), ("ebpf.tunnel_delete", tunnel_delete, False),
         ("ebpf.reload", reload, False),
         ("ebpf.policy_entries", policy_entries, False), ("ebpf.egress", egress, False),
-        ("ebpf.traffic", traffic, False),
+        ("ebpf.traffic", traffic, False), ("ebpf.policy_check", policy_check, False),
     ):
         router.add(name, _guard(fn), stream=stream)

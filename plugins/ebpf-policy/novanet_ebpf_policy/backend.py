@@ -23,7 +23,8 @@ from novanet_ebpf_policy import program as progmod
 from novanet_ebpf_policy.attach import TcAttacher, TcxAttacher, tcx_supported
 from novanet_ebpf_policy.egressmap import VALUE as EGRESS_VALUE
 from novanet_ebpf_policy.egressmap import EgressEntry, EgressProgrammer, compile_egress
-from novanet_ebpf_policy.flowfilter import raw_ip
+from novanet_ebpf_policy.export import FlowExporter
+from novanet_ebpf_policy.flowfilter import FlowFilter, raw_ip
 from novanet_ebpf_policy.flows import FlowCollector
 from novanet_ebpf_policy.layouts import (
     Action,
@@ -84,7 +85,7 @@ def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> in
 
 class EbpfDatapath:
     name = "ebpf"
-    capabilities = frozenset({"policy", "flows", "prewarm"})
+    capabilities = frozenset({"policy", "flows", "prewarm", "stats"})
 
     def __init__(self, ctx: BackendContext):
         cfg = ctx.config
@@ -100,8 +101,11 @@ class EbpfDatapath:
         self.prog: progmod.LoadedProgram | None = None
         self.maps: mapsmod.MapHandles | None = None
         self.attacher: TcxAttacher | TcAttacher | None = None
-        self.flows = FlowCollector()
+        self.flows = FlowCollector(history=cfg.flows.history)
         self.flows.node = cfg.nodeName
+        ex = cfg.flows.export
+        self.exporter = FlowExporter(self.flows, ex.file, ex.maxBytes, ex.backups, ex.socket) if (
+            ex.file or ex.socket) else None
         self.last_start: dict[str, Any] = {}
         self.mounted_bpffs = False
         self.policy: PolicyProgrammer | None = None  # compiled NetworkPolicy -> maps
@@ -143,6 +147,8 @@ class EbpfDatapath:
             self.sweeper.start()
             self.pinwatch = PinWatch(self)
             self.pinwatch.start()
+            if self.exporter is not None:
+                self.exporter.start()
             self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
 
@@ -158,6 +164,8 @@ class EbpfDatapath:
                 t.stop()
         with self._lock:
             self.sweeper = self.pinwatch = None
+            if self.exporter is not None:
+                self.exporter.stop()
             self.flows.stop()
             self.policy = None
             self.egress = None
@@ -503,6 +511,16 @@ class EbpfDatapath:
                            str(ipaddress.IPv4Address(snat)) if action == EgressAction.SNAT else "", ("",),
                            "kept from before the dataplane restarted")
 
+    def check_connection(self, src_ip: str, dst_ip: str, protocol: str | int, port: int) -> dict[str, Any]:
+        """The live maps' verdict for a new connection (novanet_ebpf_policy.mapcheck)."""
+        from novanet_ebpf_policy import mapcheck
+
+        ip_num(src_ip, "src_ip")
+        ip_num(dst_ip, "dst_ip")
+        with self._lock:
+            refs = dict(self.policy.refs) if self.policy else {}
+            return mapcheck.check(self._m(), refs, src_ip, dst_ip, protocol, port)
+
     def egress_rules(self) -> dict[str, Any]:
         """The egress map with its live per-rule counters."""
         with self._lock:
@@ -535,11 +553,12 @@ class EbpfDatapath:
 
     # ------------------------------------------------------------------ section: flows
     def flow_events(self, identity: int = 0, drops_only: bool = False, follow: bool = False,
-                    limit: int = 100) -> Iterator[dict[str, Any]]:
+                    limit: int = 100, filter: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Recent flow events (the last ``limit``), then with ``follow`` new ones as they come."""
+        flt = FlowFilter.from_params(filter) if filter else None  # FilterError is a ValueError
         if follow:
-            return self.flows.follow(identity, drops_only, limit)
-        return iter(self.flows.recent(identity, drops_only, limit))
+            return self.flows.follow(identity, drops_only, limit, flt=flt)
+        return iter(self.flows.recent(identity, drops_only, limit, flt))
 
     # ------------------------------------------------------------------ tunnels
     def upsert_tunnel(self, node_ip: str, ifindex: int, vni: int, remote_ip: str | None = None) -> None:
@@ -585,6 +604,16 @@ class EbpfDatapath:
     def traffic(self) -> dict[str, Any]:
         return self._m().traffic()
 
+    # ------------------------------------------------------------------ section: stats
+    def datapath_stats(self) -> dict[str, Any]:
+        """Counters for novanetctl metrics (read live; heavier than status, so not in it)."""
+        maps = [{"name": m["name"], "type": m["type"], "entries": m["entries"], "max_entries": m["max_entries"]}
+                for m in self.map_info() if m["entries"] is not None]
+        return {"traffic": self.traffic(), "drops": self.drop_counters(), "flow_events": self.flow_counters(),
+                "maps": maps, "flow_table": self.flow_table(),
+                "egress_rules": len(self.egress.entries) if self.egress else 0,
+                "export": self.exporter.stats() if self.exporter is not None else None}
+
     def drop_counters(self) -> dict[str, int]:
         return self._m().drop_counts()
 
@@ -612,7 +641,6 @@ class EbpfDatapath:
             "drop_counters": self.drop_counters(),
             "flow_table": self.flow_table(),
             "pins": dict(self.pinwatch.stats) if self.pinwatch else {},
-            "traffic": m.traffic(),
             "egress_rules": len(self.egress.entries) if self.egress else 0,
             "flow_events": self.flow_counters(),
             "policy_revision": m.config_get(ConfigKey.POLICY_REVISION),

@@ -5,14 +5,13 @@ Registered via ``novanet_register_cli``; built on :mod:`novanet_core.cli.plugin_
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
 
+from novanet_core.cli.flowfmt import FLOW_COLUMNS, compact_line, flow_row, parse_since
 from novanet_core.cli.plugin_api import (
     agent_call,
     dataplane_call,
@@ -24,76 +23,17 @@ from novanet_core.cli.plugin_api import (
     output_option,
     table,
 )
-from novanet_core.protocols import IP_PROTOCOLS
+from novanet_core.protocols import IP_PROTOCOLS, L4_PROTOCOLS
 from novanet_ebpf_policy.flowfilter import TCP_FLAGS, FilterError, FlowFilter
 from novanet_ebpf_policy.layouts import DropReason
 
-FLOW_COLUMNS = ["TIMESTAMP", "SRC_IP", "DST_IP", "SRC_ID", "DST_ID", "PROTO", "PORT", "VERDICT", "BYTES"]
 FLOW_JSON = ("one object per line: {timestamp, timestamp_ns, node, src_ip, dst_ip, src_pod, dst_pod, src_identity, "
              "dst_identity, protocol, protocol_name, src_port, dst_port, verdict, drop_reason, drop_reason_name, "
              "tcp_flags, tcp_flags_names, bytes, packets, hook, direction, policy_dir, policy_set, "
              "policy_reason?, policies?}")
 
 
-def _ts(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-
-
-def flow_row(e: dict[str, Any], with_reason: bool) -> list[str]:
-    row = [_ts(e["timestamp"]), e["src_ip"], e["dst_ip"], str(e["src_identity"]), str(e["dst_identity"]),
-           e["protocol_name"], str(e["dst_port"]), e["verdict"], str(e["bytes"])]
-    if with_reason:
-        # POLICY_DENIED names the policy behind it in the same cell (the column set is a stable contract)
-        why = e.get("policy_reason") if e["drop_reason_name"] == "POLICY_DENIED" else None
-        row.append(f"{e['drop_reason_name']}: {why}" if why else e["drop_reason_name"])
-    return row
-
-
-def _endpoint(pod: str, ip: str, port: int, identity: int, with_port: bool) -> str:
-    where = pod or ip
-    return (f"{where}:{port}" if with_port else where) + f" ({identity})"
-
-
-def compact_line(e: dict[str, Any]) -> str:
-    """One human line per event, naming pods: Hubble's compact form."""
-    ports = e["protocol"] in (6, 17, 132)
-    src = _endpoint(e.get("src_pod", ""), e["src_ip"], e["src_port"], e["src_identity"], ports)
-    dst = _endpoint(e.get("dst_pod", ""), e["dst_ip"], e["dst_port"], e["dst_identity"], ports)
-    flags = f" [{','.join(e['tcp_flags_names'])}]" if e.get("tcp_flags_names") else ""
-    node = f" [{e['node']}]" if e.get("node") else ""
-    if e["verdict"] == "DENY":
-        why = f": {e['policy_reason']}" if e.get("policy_reason") else ""
-        verdict = f"DROPPED ({e['drop_reason_name']}{why})"
-    else:
-        verdict = "FORWARDED"
-    return (f"{_ts(e['timestamp'])}{node} {src} -> {dst} {e['protocol_name']}{flags} {e.get('direction', '')} "
-            f"{verdict} {e['bytes']} B")
-
-
 # ---------------------------------------------------------------------- filter options
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_since(value: str, now: float | None = None) -> float:
-    """``30s``/``5m``/``2h``/``1d`` ago, an ISO 8601 time, or seconds since the epoch."""
-    now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
-    m = _DURATION.match(value.strip())
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give a duration (30s, 5m, 2h), an ISO time or epoch seconds") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
-
 
 def _label_pairs(values: Iterable[str], opt: str) -> dict[str, str]:
     out = {}
@@ -179,7 +119,7 @@ def build_filter(kw: dict[str, Any], drops_only: bool = False) -> FlowFilter:
 
 
 def _events(flt: FlowFilter, follow: bool, last: int) -> Iterator[dict[str, Any]]:
-    return dataplane_stream("ebpf.flows", {"follow": follow, "limit": last, "filter": flt.to_params()})
+    return dataplane_stream("dp.flows", {"follow": follow, "limit": last, "filter": flt.to_params()})
 
 
 def print_events(events: Iterable[dict[str, Any]], out: str, follow: bool, with_reason: bool) -> None:
@@ -314,6 +254,88 @@ def policy_cmd(ctx: click.Context, datapath: bool, output: str | None) -> None:
     for name, warns in res["warnings"].items():
         for w in warns:
             click.echo(f"WARNING {name}: {w}")
+
+
+def _who(e: dict[str, Any]) -> str:
+    if not e.get("pod"):
+        return f"{e['ip']} (not a pod)"
+    return f"{e['pod']} ({e['ip'] or 'no IP'}, identity {e['identity']}, node {e['node']})"
+
+
+def compare(compiled: dict[str, Any], live: dict[str, Any] | None, node: str) -> dict[str, Any]:
+    """Per side decided on this node: does the datapath's map lookup give the compiled answer?"""
+    out: dict[str, Any] = {}
+    for side in ("egress", "ingress"):
+        c = compiled.get(side)
+        if c is None:
+            continue
+        if c.get("decided_on") != node or live is None:
+            out[side] = {"checked": False, "why": f"decided on node {c.get('decided_on')}: run this there "
+                                                  f"(novanetctl --node {c.get('decided_on')} ...)"}
+            continue
+        lv = live.get(side) or {}
+        if side == "egress" and live.get("egress_map") and live["egress_map"]["action"] == "DENY":
+            lv = {"allowed": False, "why": "egress map: DENY"}
+        agree = bool(lv.get("allowed")) == bool(c["allowed"])
+        out[side] = {"checked": True, "datapath_allowed": lv.get("allowed"), "agrees": agree, "datapath": lv}
+    out["agree"] = all(v.get("agrees", True) for v in out.values() if isinstance(v, dict))
+    return out
+
+
+def explain_text(res: dict[str, Any], cmp: dict[str, Any], live: dict[str, Any] | None) -> str:
+    lines = [f"{_who(res['from'])} -> {_who(res['to'])} {res['protocol']}/{res['port']}", ""]
+    for side, who in (("egress", res["from"]), ("ingress", res["to"])):
+        c = res.get(side)
+        if c is None:
+            continue
+        lines.append(f"{side} of {who['pod']}: {'ALLOWED' if c['allowed'] else 'DENIED'}: {c['why']}")
+        for a in c.get("admitted_by", []):
+            lines.append(f"  rule {a['policy']} {a['origin']}: peer {a['peer']}, ports {a['ports']}")
+        k = cmp.get(side, {})
+        if not k.get("checked"):
+            lines.append(f"  datapath: not checked here, {k.get('why')}")
+        else:
+            d = k["datapath"]
+            hits = "; ".join(f"{h['peer']} -> {h['rule']}" for h in d.get("hits", []))
+            lines.append(f"  datapath: {'ALLOW' if k['datapath_allowed'] else 'DENY'} ({d.get('why', '')}"
+                         + (f"; hits: {hits}" if hits else "") + ") "
+                         + ("agrees" if k["agrees"] else "DISAGREES with the compiled answer"))
+        lines.append("")
+    if live and live.get("egress_map"):
+        e = live["egress_map"]
+        lines.append(f"egress map: source {e['src_identity'] or '*'} rule {e['rule']}: {e['action']}"
+                     + (f" to {e['snat_ip']}" if e.get("snat_ip") else ""))
+    lines.append(f"verdict: {res['verdict']}" + ("" if cmp.get("agree", True) else
+                                                 "  (the datapath disagrees: see above; `novanetctl reconcile`)"))
+    return "\n".join(lines)
+
+
+@policy_cmd.command("explain")
+@click.option("--from", "src", required=True, metavar="NS/POD|IP", help="Where the connection starts.")
+@click.option("--to", "dst", required=True, metavar="NS/POD|IP", help="Where it goes.")
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="Destination port.")
+@click.option("--protocol", type=click.Choice(list(L4_PROTOCOLS), case_sensitive=False), default="TCP",
+              show_default=True)
+@output_option
+@json_shape("{compiled: {from, to, protocol, port, defaultDeny, egress?{isolated, selected_by, allowed, why, "
+            "admitted_by: [{policy, origin, peer, ports}], decided_on}, ingress?{...}, allowed, verdict}, "
+            "datapath: {src, dst, egress_map, egress, ingress, allowed, reason} or null, "
+            "comparison: {egress?{checked, agrees, datapath_allowed}, ingress?{...}, agree}}")
+def explain_cmd(src: str, dst: str, port: int, protocol: str, output: str | None) -> None:
+    """Why a connection is allowed or denied: the policies that select each side, the rule that admits it
+    or the isolation that denies it, and what this node's datapath maps hold for the pair."""
+    res = agent_call("policy.explain", {"from": src, "to": dst, "port": port, "protocol": protocol.upper()})
+    node = agent_call("status")["nodeName"]
+    live = None
+    if res["from"]["ip"] and res["to"]["ip"] and node in (res.get("egress", {}).get("decided_on"),
+                                                           res.get("ingress", {}).get("decided_on")):
+        live = dataplane_call("ebpf.policy_check", {"src_ip": res["from"]["ip"], "dst_ip": res["to"]["ip"],
+                                                    "port": port, "protocol": protocol.upper()})
+    cmp = compare(res, live, node)
+    if output_format(output) == "json":
+        emit_json({"compiled": res, "datapath": live, "comparison": cmp})
+        return
+    click.echo(explain_text(res, cmp, live))
 
 
 EGRESS_COLUMNS = ["NAMESPACE", "NAME", "SRC_IDENTITY", "DST_CIDR", "PROTOCOL", "PORT", "ACTION", "PACKETS", "BYTES"]

@@ -9,13 +9,14 @@ and never stalls the ring. Every event the consumer could not hand to a follower
 from __future__ import annotations
 
 import collections
-import ipaddress
+import json
 import logging
 import queue
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from socket import inet_ntoa
 from typing import Any
 
 from novanet_core.bpf.ringbuf import RingBuffer
@@ -66,13 +67,15 @@ FOLLOWER_QUEUE_BATCHES = 1024
 Batch = list[tuple[Any, ...]]
 
 
+VERDICT_NAMES = {int(v): v.name for v in Verdict}
+HOOK_NAMES = {int(h): h.name.lower() for h in Hook}
+_REASONS = {int(r): r.name for r in DropReason}
+
+
 def reason_name(code: int) -> str:
     if code == 0:
         return "-"
-    try:
-        return DropReason(code).name
-    except ValueError:
-        return f"UNKNOWN({code})"
+    return _REASONS.get(code) or f"UNKNOWN({code})"
 
 
 def _mono_to_wall() -> float:
@@ -82,14 +85,14 @@ def _mono_to_wall() -> float:
 
 def to_dict(t: tuple[Any, ...], wall_offset: float, explain: Explainer | None = None, names: Names | None = None,
             node: str = "") -> dict[str, Any]:
-    verdict = Verdict(t[F_VERDICT]).name if t[F_VERDICT] in (1, 2) else str(t[F_VERDICT])
+    verdict = VERDICT_NAMES.get(t[F_VERDICT]) or str(t[F_VERDICT])
     src, dst = t[F_SRC_IP], t[F_DST_IP]
     d = {
         "timestamp": t[F_TS] / 1e9 + wall_offset,
         "timestamp_ns": t[F_TS],
         "node": node,
-        "src_ip": str(ipaddress.IPv4Address(src[:4])),
-        "dst_ip": str(ipaddress.IPv4Address(dst[:4])),
+        "src_ip": inet_ntoa(src[:4]),  # (ipaddress is ~10x slower; this runs per exported event)
+        "dst_ip": inet_ntoa(dst[:4]),
         "src_pod": names.get(src, "") if names is not None else "",
         "dst_pod": names.get(dst, "") if names is not None else "",
         "src_identity": t[F_SRC_ID],
@@ -105,7 +108,7 @@ def to_dict(t: tuple[Any, ...], wall_offset: float, explain: Explainer | None = 
         "tcp_flags_names": tcp_flag_names(t[F_TCP_FLAGS]) if t[F_PROTO] == 6 else [],
         "bytes": t[F_BYTES],
         "packets": t[F_PACKETS],
-        "hook": Hook(t[F_HOOK]).name.lower() if t[F_HOOK] in (0, 1) else str(t[F_HOOK]),
+        "hook": HOOK_NAMES.get(t[F_HOOK]) or str(t[F_HOOK]),
         "direction": DIRECTIONS.get(t[F_HOOK], ""),
         "policy_dir": POLICY_DIRS.get(t[F_POLICY_DIR], str(t[F_POLICY_DIR])),
         "policy_set": t[F_POLICY_SET],
@@ -118,6 +121,61 @@ def to_dict(t: tuple[Any, ...], wall_offset: float, explain: Explainer | None = 
         d["policy_reason"] = "explicit deny entry (policies or egress map)"
         d["policies"] = []
     return d
+
+
+# Numbers per event in the format; everything derived from small enums (and the node) in one cached
+# tail per combination. Key order differs from to_dict's; JSON objects are unordered.
+_LINE = ('{"timestamp":%r,"timestamp_ns":%d,"src_ip":"%s","dst_ip":"%s","src_pod":%s,"dst_pod":%s,'
+         '"src_identity":%d,"dst_identity":%d,"protocol":%d,"src_port":%d,"dst_port":%d,"drop_reason":%d,'
+         '"tcp_flags":%d,"bytes":%d,"packets":%d,"policy_set":%d,%s}\n')
+
+
+class LineEncoder:
+    """``json.dumps(to_dict(t)) + "\\n"`` for the export, several times cheaper: one ``%`` format per
+    event over the raw tuple's numbers, with cached JSON text for addresses, pod names and the
+    enum-derived fields, instead of a 25-key dict and a generic encoder per event. Same keys, same
+    values (tests/unit/test_flowfilter.py compares the two)."""
+
+    CACHE = 100_000  # entries per cache; cleared when full (names and addresses come and go)
+
+    def __init__(self, collector: FlowCollector):
+        self.c = collector
+        self._tail: dict[tuple[int, ...], str] = {}
+        self._ip: dict[bytes, str] = {}
+        self._pod: dict[str, str] = {}
+
+    def _tail_of(self, k: tuple[int, ...]) -> str:
+        verdict, reason, proto, hook, pdir, flags = k
+        d = {"node": self.c.node, "protocol_name": protocol_name(proto),
+             "verdict": VERDICT_NAMES.get(verdict) or str(verdict), "drop_reason_name": reason_name(reason),
+             "tcp_flags_names": tcp_flag_names(flags) if proto == 6 else [],
+             "hook": HOOK_NAMES.get(hook) or str(hook), "direction": DIRECTIONS.get(hook, ""),
+             "policy_dir": POLICY_DIRS.get(pdir, str(pdir))}
+        if len(self._tail) > self.CACHE:
+            self._tail.clear()
+        out = self._tail[k] = json.dumps(d, separators=(",", ":"))[1:-1]
+        return out
+
+    def _fill(self, cache: dict[Any, str], k: Any, v: str) -> str:
+        if len(cache) > self.CACHE:
+            cache.clear()
+        cache[k] = v
+        return v
+
+    def line(self, t: tuple[Any, ...]) -> str:
+        reason = t[F_REASON]
+        if reason in (DropReason.POLICY_DENIED, DropReason.POLICY_DENY_RULE):
+            return json.dumps(self.c._dict(t), separators=(",", ":")) + "\n"  # explained per event: generic path
+        src, dst, names = t[F_SRC_IP], t[F_DST_IP], self.c.names
+        ip, pod, fill = self._ip, self._pod, self._fill
+        sp, dp = names.get(src, ""), names.get(dst, "")
+        k = (t[F_VERDICT], reason, t[F_PROTO], t[F_HOOK], t[F_POLICY_DIR], t[F_TCP_FLAGS])
+        return _LINE % (t[F_TS] / 1e9 + self.c.wall_offset, t[F_TS],
+                        ip.get(src) or fill(ip, src, inet_ntoa(src[:4])),
+                        ip.get(dst) or fill(ip, dst, inet_ntoa(dst[:4])),
+                        pod.get(sp) or fill(pod, sp, json.dumps(sp)), pod.get(dp) or fill(pod, dp, json.dumps(dp)),
+                        t[F_SRC_ID], t[F_DST_ID], t[F_PROTO], t[F_SPORT], t[F_DPORT], reason, t[F_TCP_FLAGS],
+                        t[F_BYTES], t[F_PACKETS], t[F_POLICY_SET], self._tail.get(k) or self._tail_of(k))
 
 
 def matches(t: tuple[Any, ...], identity: int, drops_only: bool) -> bool:

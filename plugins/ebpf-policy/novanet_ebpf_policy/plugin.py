@@ -66,10 +66,16 @@ def novanet_register_metrics(registry: Any, component: str) -> None:
 
 @hookimpl
 def novanet_debug_bundle(bundle: Any, config: Any) -> None:
-    root = config.bpf.root
-    bundle.add_command("bpffs-pins", ["ls", "-laR", root])
-    b = active_backend()
-    if b is not None and b.maps is not None:
-        import json
+    """The eBPF datapath's part, read from the node's dataplane: egress map with counters, the
+    `novanetctl egress` and `bpf` views, decoded maps, the pinned objects."""
+    from novanet_core.api.client import ApiClient
 
-        bundle.add_text("ebpf-status.json", json.dumps(b.status(), indent=2, default=str))
+    def dp(method: str) -> Any:
+        with ApiClient(config.sockets.dataplane, timeout=30) as c:
+            return c.call(method)
+
+    bundle.add_command("bpffs-pins.txt", ["ls", "-laR", config.bpf.root])
+    for name, method in (("ebpf-status.json", "ebpf.status"), ("egress.json", "ebpf.egress"),
+                         ("bpf-stats.json", "ebpf.bpf_stats"), ("ebpf-maps.json", "ebpf.maps"),
+                         ("ebpf-policy-entries.json", "ebpf.policy_entries"), ("ebpf-drops.json", "ebpf.drops")):
+        bundle.add_item(name, lambda method=method: dp(method), source="plugin ebpf-policy")

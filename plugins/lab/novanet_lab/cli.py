@@ -18,7 +18,8 @@ import click
 from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet_core.backends import ConfigError
-from novanet_core.protocols import L4_PROTOCOLS
+from novanet_core.cli.plugin_api import json_shape
+from novanet_core.protocols import IP_PROTOCOLS, L4_PROTOCOLS
 from novanet_lab.errors import LabError
 from novanet_lab.spec import validate_lab_name
 
@@ -90,6 +91,7 @@ def lab() -> None:
 @click.option("--keep-on-failure", is_flag=True, help="Keep what was made when up fails (for debugging).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @output_option
+@json_shape("the `lab status -o json` object plus upSeconds (docs/lab.md)")
 def up(spec_file: str, name: str | None, timeout: float, replace: bool, keep_on_failure: bool, quiet: bool,
        output: str) -> None:
     """Build the lab described by --spec."""
@@ -116,6 +118,7 @@ def up(spec_file: str, name: str | None, timeout: float, replace: bool, keep_on_
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="Take the lab name from this spec.")
 @click.option("-q", "--quiet", is_flag=True)
 @output_option
+@json_shape("{name, cniDel, cniDelErrors, processes, killed?, netns, frrLinks, bpfPins, dirs} (docs/lab.md)")
 def down(name: str | None, spec_file: str | None, quiet: bool, output: str) -> None:
     """Remove everything the lab made (also after a crash)."""
     from novanet_lab.lifecycle import down as lab_down
@@ -136,6 +139,7 @@ def down(name: str | None, spec_file: str | None, quiet: bool, output: str) -> N
 @lab.command()
 @name_option
 @output_option
+@json_shape("{name, phase, healthy, specFile, createdAt, cluster, underlay, outside, manifestDir, manifestVersion, nodes, namespaces, pods, networkPolicies} (docs/lab.md)")
 def status(name: str | None, output: str) -> None:
     """Nodes, agents and pods of the lab, checked live."""
     from novanet_lab.status import lab_status, status_table
@@ -274,6 +278,7 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
               help="TCP/UDP probes that timed out are tried once more with this timeout, and missing SCTP INITs "
                    "waited for as long (0.6; 0 = no second try).")
 @output_option
+@json_shape("{results: [{from, to, port, protocol, reachable, backend?, ...}], seconds} (docs/lab.md)")
 def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], services: tuple[str, ...],
           node_port: str | None, from_nodes: tuple[str, ...], from_underlay: bool, ports: tuple[int, ...],
           protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, output: str) -> None:
@@ -304,11 +309,63 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
 
 @lab.command()
 @name_option
+@click.option("--node", "nodes", multiple=True, help="Only these nodes (default: all).")
+@click.option("--pod", default=None, metavar="NS/POD", help="From or to this pod.")
+@click.option("--from-pod", default=None, metavar="NS/POD")
+@click.option("--to-pod", default=None, metavar="NS/POD")
+@click.option("--namespace", default=None, metavar="NS", help="From or to a pod of this namespace.")
+@click.option("--protocol", type=click.Choice(list(IP_PROTOCOLS), case_sensitive=False), default=None)
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Source or destination port.")
+@click.option("--verdict", type=click.Choice(["ALLOW", "DENY", "FORWARDED", "DROPPED"], case_sensitive=False),
+              default=None)
+@click.option("--since", default=None, metavar="DURATION|TIME", help="Only events after this (30s, 5m, ISO time).")
+@click.option("--last", type=click.IntRange(0), default=100, show_default=True, help="How many recent events.")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming (merged in time order, 0.5 s reorder window).")
+@click.option("-o", "--output", type=click.Choice(["compact", "json"]), default="compact", show_default=True)
+@json_shape("one flow object per line, the shape of `novanetctl flows -o json`, every node's merged in time order")
+def flows(name: str | None, nodes: tuple[str, ...], pod: str | None, from_pod: str | None, to_pod: str | None,
+          namespace: str | None, protocol: str | None, port: int | None, verdict: str | None, since: str | None,
+          last: int, follow: bool, output: str) -> None:
+    """Flow events of every node merged in time order (the cluster-wide view, like Hubble Relay)."""
+    from novanet_core.cli.flowfmt import compact_line, parse_since
+    from novanet_lab import state as lstate
+    from novanet_lab.flows import Merge
+    from novanet_lab.paths import LabPaths
+
+    lab_name = name or _default_lab()
+    paths = LabPaths(lab_name)
+    st = lstate.load(paths)
+    if st is None:
+        raise LabError(f"lab {lab_name} is not up (no {paths.state_file})")
+    bad = [n for n in nodes if n not in st.nodes]
+    if bad:
+        raise LabError(f"--node {bad[0]}: not a node of lab {lab_name} ({', '.join(st.nodes)})")
+    flt = {k: v for k, v in (("pod", pod), ("from_pod", from_pod), ("to_pod", to_pod), ("namespace", namespace),
+                             ("protocol", protocol and protocol.upper()), ("port", port),
+                             ("verdict", verdict and verdict.upper())) if v is not None}
+    if since:
+        flt["since"] = parse_since(since)
+    m = Merge(paths, list(nodes) or list(st.nodes), {"filter": flt} if flt else {})
+    events = m.follow(last) if follow else iter(m.recent(last))
+    try:
+        for e in events:
+            click.echo(json.dumps(e, separators=(",", ":")) if output == "json" else compact_line(e))
+    except KeyboardInterrupt:
+        pass
+    for node, err in m.errors.items():
+        click.echo(f"warning: node {node}: {err}", err=True)
+    if m.errors and len(m.errors) == len(m.nodes):
+        sys.exit(3)
+
+
+@lab.command()
+@name_option
 @click.option("--node", "nodes", multiple=True, help="Node(s) to restart (default: all).")
 @click.option("--daemon", "daemons", multiple=True, type=click.Choice(["agent", "dataplane"]),
               help="Which daemon(s) (default: both, dataplane first).")
 @click.option("--kill", "hard", is_flag=True, help="SIGKILL instead of SIGTERM (a crash rather than a restart).")
 @output_option
+@json_shape("[{node, daemon, oldPid, newPid, signal, seconds}]")
 def restart(name: str | None, nodes: tuple[str, ...], daemons: tuple[str, ...], hard: bool, output: str) -> None:
     """Restart node daemons; pods keep their connectivity (pinned datapath) and the new daemons reconcile."""
     from novanet_lab.restart import restart as lab_restart
