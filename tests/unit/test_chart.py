@@ -82,7 +82,9 @@ def test_helm_lint_passes_and_catches_a_broken_template(tmp_path):
 def test_rendered_objects_pass_the_openapi_schemas_and_the_apiserver_rules(variant):
     objs = render(VARIANTS[variant])
     kinds = sorted(k.split("/")[0] for k in objs if k != "NOTES")
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"]
+    # the second ConfigMap is the Grafana dashboard (templates/grafana-dashboard.yaml)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "DaemonSet", "Namespace",
+                     "ServiceAccount"]
     for name, obj in objs.items():
         if name == "NOTES":
             continue

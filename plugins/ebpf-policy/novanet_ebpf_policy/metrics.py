@@ -52,7 +52,53 @@ class DatapathCollector(Collector):
                                   value=ft.get("deleted", 0))
         yield GaugeMetricFamily("novanet_dataplane_tunnels", "Entries in the tunnels map",
                                 value=b.maps.count("tunnels"))
+        yield from self._traffic(b)
+        yield from self._egress(b)
         yield from self._maps(b)
+
+    @staticmethod
+    def _traffic(b: EbpfDatapath) -> Iterator[CounterMetricFamily]:
+        fwd_p = CounterMetricFamily("novanet_dataplane_forwarded_packets", "Packets the datapath passed on, by "
+                                    "direction (egress = leaving a pod, ingress = entering one)", labels=["direction"])
+        fwd_b = CounterMetricFamily("novanet_dataplane_forwarded_bytes", "IP bytes the datapath passed on",
+                                    labels=["direction"])
+        drop_p = CounterMetricFamily("novanet_dataplane_dropped_packets", "Packets dropped, by reason and direction",
+                                     labels=["direction", "reason"])
+        drop_b = CounterMetricFamily("novanet_dataplane_dropped_bytes", "IP bytes dropped, by reason and direction",
+                                     labels=["direction", "reason"])
+        verdicts = CounterMetricFamily("novanet_policy_verdicts", "NetworkPolicy verdicts: connections allowed, "
+                                       "packets denied", labels=["direction", "verdict"])
+        for direction, codes in b.traffic().items():
+            denied = 0
+            for code, c in codes.items():
+                if code == "FORWARDED":
+                    fwd_p.add_metric([direction], c["packets"])
+                    fwd_b.add_metric([direction], c["bytes"])
+                elif code == "NEW_FLOW":
+                    verdicts.add_metric([direction, "allowed"], c["packets"])
+                else:
+                    drop_p.add_metric([direction, code], c["packets"])
+                    drop_b.add_metric([direction, code], c["bytes"])
+                    if code in ("POLICY_DENIED", "POLICY_DENY_RULE"):
+                        denied += c["packets"]
+            verdicts.add_metric([direction, "denied"], denied)
+        yield from (fwd_p, fwd_b, drop_p, drop_b, verdicts)
+
+    @staticmethod
+    def _egress(b: EbpfDatapath) -> Iterator[CounterMetricFamily]:
+        if b.egress is None:
+            return
+        labels = ["src_identity", "dst_cidr", "action", "policy"]
+        pk = CounterMetricFamily("novanet_egress_rule_packets", "Packets that matched an egress map rule (traffic "
+                                 "leaving the cluster)", labels=labels)
+        by = CounterMetricFamily("novanet_egress_rule_bytes", "IP bytes that matched an egress map rule",
+                                 labels=labels)
+        for r in b.egress_rules()["rules"]:
+            lv = [str(r["src_identity"]), r["dst_cidr"], r["action"], ",".join(r["policies"]) or r["origin"]]
+            pk.add_metric(lv, r["packets"])
+            by.add_metric(lv, r["bytes"])
+        yield pk
+        yield by
 
     @staticmethod
     def _maps(b: EbpfDatapath) -> Iterator[GaugeMetricFamily]:

@@ -4,7 +4,7 @@ checks, agent API methods and ``novanetctl routing`` commands."""
 from __future__ import annotations
 
 import subprocess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from novanet_core.backends import BackendContext, BackendRegistry
 from novanet_core.hookspecs import hookimpl
@@ -87,3 +87,12 @@ def novanet_debug_bundle(bundle: DebugBundle, config: NovaNetConfig) -> None:
     bundle.add_text("frr-running-config.txt", text)
 
 
+
+
+@hookimpl
+def novanet_register_metrics(registry: Any, component: str) -> None:
+    if component != "agent":
+        return
+    from novanet_frr_bgp.metrics import BgpCollector
+
+    registry.register(BgpCollector(lambda: INSTANCE))
