@@ -168,7 +168,7 @@ class Agent:
             return
         caps: list[str] = []
         try:
-            caps = self.dataplane.call("dp.status", wait=0).get("capabilities", [])
+            caps = self.dataplane.call("dp.status", {"brief": True}, wait=0).get("capabilities", [])
         except DataplaneUnavailable:
             log.warning("warm pool: dataplane not reachable; members get their programs at ADD")
 
@@ -288,7 +288,7 @@ class Agent:
         was = self.dataplane.connected
         while not self.stop_event.wait(0.5):
             try:
-                st = self.dataplane.call("dp.status")
+                st = self.dataplane.call("dp.status", {"brief": True})
                 now = True
                 gen = st.get("generation", 0)
             except DataplaneUnavailable:
