@@ -461,10 +461,12 @@ class Agent:
             except IpamError as e:
                 raise CniFailure(cni.ERR_IPAM, str(e)) from None
             t1 = time.perf_counter()
-            member = self.pool.take() if self.pool is not None else None
+            member: warmpool.Member | None = None
             try:
-                if member is not None:
-                    link = warmpool.plumb(self.pool, member, cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+                pooled = (warmpool.plumb(self.pool, cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+                          if self.pool is not None else None)
+                if pooled is not None:
+                    link, member = pooled
                 else:
                     link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu)
             except podnet.PodNetError as e:

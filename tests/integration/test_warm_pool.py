@@ -1,9 +1,11 @@
-"""The warm pool of host veths (warmPool): ADDs take prepared members, and nothing leaks when the
-agent is killed with members half-used."""
+"""The warm pool of host veths (warmPool): ADDs take prepared members and never one that went bad,
+and nothing leaks when the agent is killed with members half-made or half-used."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import time
 
 import pytest
@@ -62,6 +64,20 @@ def _ready(node: NodeUnderTest) -> int:
     return node.call("status")["warmPool"]["ready"]
 
 
+def _up(node: NodeUnderTest, name: str) -> bool:
+    link = json.loads(sh("ip", "-n", node.ns, "-j", "link", "show", "dev", name).stdout)[0]
+    return "UP" in link["flags"]
+
+
+def _listed(node: NodeUnderTest) -> set[str]:
+    """The interfaces the agent says are its pool's."""
+    return {n for m in node.call("status")["warmPool"]["members"] for n in (m["host"], m["peer"])}
+
+
+def _pool_veths(node: NodeUnderTest) -> set[str]:
+    return {n for n in _links(node) if n.startswith(("nvwarm", "nvwpeer"))}
+
+
 def test_add_takes_an_attached_member_and_del_removes_it(pool_node):
     _wait(lambda: _ready(pool_node) == SIZE)
     members = _members(pool_node)
@@ -91,6 +107,23 @@ def test_add_takes_an_attached_member_and_del_removes_it(pool_node):
     assert "nvpoolpodA000" not in _links(pool_node)
     assert not {"nvpoolpodA000_ingress", "nvpoolpodA000_egress"} & _pins(pool_node)
 
+    # Members that went bad behind the pool's back: every host end down (an ADD given one failed in
+    # the datapath: "route ...: Network is down"), and the newest one deleted outright.
+    members = sorted(_members(pool_node))
+    for m in members:
+        sh("ip", "-n", pool_node.ns, "link", "set", m, "down")
+    newest = pool_node.call("status")["warmPool"]["members"][-1]["host"]
+    sh("ip", "-n", pool_node.ns, "link", "del", newest)
+    c = pool_node.add_pod_netns()
+    rc, _ = pool_node.cni("ADD", "poolpodC0003", c)
+    assert rc == 0, pool_node.last_stderr
+    assert _up(pool_node, "nvpoolpodC000")
+    st = pool_node.call("status")["warmPool"]
+    assert st["discarded"] >= 1  # the deleted one, not handed out
+    assert newest not in _listed(pool_node)
+    ip_c = next(e["ip"] for e in pool_node.call("endpoints.list") if e["host_ifname"] == "nvpoolpodC000")
+    assert sh("nsenter", f"--net={c}", "ping", "-c", "1", "-W", "2", ip_b, check=False).returncode == 0, ip_c
+
 
 def test_sigkill_with_a_half_used_member_leaks_no_veth(pool_node):
     _wait(lambda: _ready(pool_node) == SIZE)
@@ -100,6 +133,10 @@ def test_sigkill_with_a_half_used_member_leaks_no_veth(pool_node):
     # host end whose peer is in a pod netns.
     pod = pool_node.add_pod_netns()
     sh("ip", "-n", pool_node.ns, "link", "set", peer, "netns", pod.rsplit("/", 1)[1])
+    # What a kill -9 between creating a member and setting it up leaves: a whole pair, down.
+    suffix = secrets.token_hex(4)
+    sh("ip", "-n", pool_node.ns, "link", "add", f"nvwarm{suffix}", "type", "veth", "peer", "name", f"nvwpeer{suffix}")
+    sh("ip", "-n", pool_node.ns, "link", "set", sorted(_members(pool_node) - {victim})[0], "down")
     pool_node.kill("agent")
     pool_node.restart("agent")
     pool_node.wait_ready(120)
@@ -108,4 +145,6 @@ def test_sigkill_with_a_half_used_member_leaks_no_veth(pool_node):
     assert victim not in members  # the broken one was deleted, not adopted
     assert len(members) == SIZE  # and nothing else leaked: exactly the pool
     assert all(_links(pool_node)[m].startswith("nvwpeer") for m in members)
-    assert pool_node.call("status")["warmPool"]["ready"] == SIZE
+    assert all(_up(pool_node, m) for m in members)  # adopted members are usable, the down ones too
+    assert _pool_veths(pool_node) == _listed(pool_node)  # every pool veth on the node is one the agent owns
+    assert not {p for p in _pins(pool_node) if p.startswith(victim)}  # the deleted one's pins went with it

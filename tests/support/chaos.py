@@ -442,9 +442,21 @@ class Soak:
             if remotes - all_ips:
                 self.violation(f"{n}: remote map entries for pods that do not exist: {sorted(remotes - all_ips)}")
             veths = self._veths(n)
+            # The pool asked after the veths were listed (a member the refiller makes meanwhile is
+            # in its list, "building" or "ready", by then) and the node listed again after that (a
+            # member it lists as ready must be there).
+            members = self._agent(n, "status").get("warmPool", {}).get("members", [])
+            after = self._veths(n)
+            pool = {name for m in members for name in (m["host"], m["peer"])}
             want_veths = {e["host_ifname"] for e in local.values()}
-            if veths != want_veths:
-                self.violation(f"{n}: orphan veths {sorted(veths - want_veths)}, missing {sorted(want_veths - veths)}")
+            if veths - pool != want_veths:
+                self.violation(f"{n}: orphan veths {sorted(veths - pool - want_veths)}, "
+                               f"missing {sorted(want_veths - veths)}")
+            gone = sorted(m["host"] for m in members if m["state"] == "ready" and m["host"] not in after)
+            if gone:
+                self.violation(f"{n}: the warm pool lists ready members that are not on the node: {gone}")
+            if pool & want_veths:
+                self.violation(f"{n}: pool members that are also pods' veths: {sorted(pool & want_veths)}")
             stale = sorted(p for p in self._link_pins(n) if p not in veths)
             if stale:
                 self.violation(f"{n}: link pins for interfaces that are gone: {stale}")
@@ -458,10 +470,11 @@ class Soak:
         return {link["ifname"] for link in json.loads(out or "[]") if link["ifname"].startswith("nv")}
 
     def _link_pins(self, node: str) -> set[str]:
-        """Interfaces that have a pinned tcx link (``<root>/links/<ifname>_ingress|_egress``), pod veths only."""
+        """Interfaces that have a pinned tcx link (``<root>/links/<ifname>_ingress|_egress``): pod veths
+        and warm-pool host ends."""
         d = self.lab.paths.node_bpf_root(node) / "links"
         names = {p.name.rsplit("_", 1)[0] for p in d.iterdir()} if d.is_dir() else set()
-        return {n for n in names if n.startswith("nv") and len(n) == 13}
+        return {n for n in names if n.startswith("nv") and (len(n) == 13 or n.startswith("nvwarm"))}
 
 
 def world_writable(roots: list[Path]) -> list[str]:
