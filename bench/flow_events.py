@@ -257,6 +257,7 @@ def export_cost(dp: EbpfDatapath, prog_fd: int, pkt: bytes, seconds: float, rate
     """CPU of the consumer (+ exporter) threads at ``rate`` events/s; mode none|ours|logging."""
     exp = None
     handler = None
+    wt: threading.Thread | None = None
     reader = None
     thread_ids: list[int | None] = [dp.flows._thread.native_id if dp.flows._thread else None]
     stop = threading.Event()
@@ -326,6 +327,8 @@ def export_cost(dp: EbpfDatapath, prog_fd: int, pkt: bytes, seconds: float, rate
         reader.close()
     if mode == "logging":
         dp.flows.unsubscribe(q)
+        if wt is not None:
+            wt.join(5)  # the writer finishes its line before the file is closed
         handler.close()
     elapsed = t1 - t0
     per = [round(100 * (b - a) / elapsed, 1) for a, b in zip(cpu0, cpu1, strict=True)]
