@@ -26,6 +26,7 @@ hostname node-1
 router bgp 64514
  bgp router-id 172.30.0.2
  bgp graceful-restart
+ bgp graceful-restart preserve-fw-state
  neighbor 172.30.0.3 remote-as 64515
  neighbor 172.30.0.3 description novanet node node-2
  neighbor 172.30.0.3 bfd

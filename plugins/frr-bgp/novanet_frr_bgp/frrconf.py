@@ -97,6 +97,8 @@ def _bgp_line(bgp: BgpInstance, nbr: dict[str, dict[str, object]], w: list[str],
         bgp.keepalive, bgp.hold = int(w[2]), int(w[3])
     elif s == "bgp graceful-restart":
         bgp.graceful_restart = True
+    elif s == "bgp graceful-restart preserve-fw-state":
+        bgp.preserve_fw_state = True
     elif w[:3] == ["bgp", "graceful-restart", "restart-time"]:
         bgp.restart_time = int(w[3])
     elif w[:3] == ["bgp", "graceful-restart", "stalepath-time"]:
@@ -163,6 +165,8 @@ def _bgp_body(c: BgpInstance, w: BgpInstance) -> list[str]:
         out.append(f" timers bgp {w.keepalive} {w.hold}")
     if c.graceful_restart != w.graceful_restart:
         out.append(" bgp graceful-restart" if w.graceful_restart else " no bgp graceful-restart")
+    if c.preserve_fw_state != w.preserve_fw_state:
+        out.append(f" {'' if w.preserve_fw_state else 'no '}bgp graceful-restart preserve-fw-state")
     if c.restart_time != w.restart_time:
         out.append(f" bgp graceful-restart restart-time {w.restart_time}")
     if c.stalepath_time != w.stalepath_time:

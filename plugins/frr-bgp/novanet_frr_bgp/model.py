@@ -40,6 +40,9 @@ class BgpInstance:
     keepalive: int = 3
     hold: int = 9
     graceful_restart: bool = False
+    # F-bit: this node's forwarding state survives a restart of FRR (the sidecar's zebra retains
+    # its kernel routes), so peers keep our stale routes until our End-of-RIB.
+    preserve_fw_state: bool = False
     restart_time: int = 120
     stalepath_time: int = 360
     neighbors: dict[str, Neighbor] = field(default_factory=dict)
@@ -73,6 +76,7 @@ def desired_state(local: NodeInfo, remotes: list[NodeInfo], s: FrrBgpSettings, a
         keepalive=s.timers.keepalive,
         hold=s.timers.hold,
         graceful_restart=s.gracefulRestart.enabled,
+        preserve_fw_state=s.gracefulRestart.enabled,
         restart_time=s.gracefulRestart.restartTime,
         stalepath_time=s.gracefulRestart.stalePathTime,
         networks={str(ipaddress.ip_network(local.pod_cidr))} if advertise else set(),
