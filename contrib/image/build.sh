@@ -7,7 +7,10 @@
 #   3. contrib/Containerfile on the base with those wheels (no network inside the build;
 #      podman's layer cache skips unchanged steps) -> localhost/novanet:<version>.
 # podman runs with a containers.conf of its own (runc, cgroupfs, ulimits that fit under this
-# machine's: root here lacks CAP_SYS_RESOURCE); the machine's podman setup is left as it is.
+# machine's: root here lacks CAP_SYS_RESOURCE) and an image store of this checkout's own
+# (build/image/storage.conf: graphroot build/image/storage), so the machine's podman setup and
+# images are left as they are, and two checkouts never overwrite each other's localhost/novanet.
+# Use that store with: CONTAINERS_STORAGE_CONF=build/image/storage.conf podman images
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TAG=${NOVANET_IMAGE:-localhost/novanet:$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)}
@@ -22,6 +25,16 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
 export CONTAINERS_CONF="$PWD/$OUT/containers.conf"
+# runroot: podman's locks and mount state, on tmpfs; named for this checkout.
+RUNROOT=/run/novanet-image-$(printf '%s' "$PWD" | sha256sum | cut -c1-12)
+cat > "$OUT/storage.conf" <<CONF
+[storage]
+driver = "overlay"
+graphroot = "$PWD/$OUT/storage"
+runroot = "$RUNROOT"
+CONF
+export CONTAINERS_STORAGE_CONF="$PWD/$OUT/storage.conf"
+T0=$SECONDS
 PKGS=$(grep -v '^#' contrib/image/packages.txt | xargs)
 MIRROR=${DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
@@ -29,8 +42,9 @@ BASE=localhost/novanet-base:$(printf '%s\n%s\n' "$PKGS" "$MIRROR" | sha256sum | 
 if ! podman image exists "$BASE"; then
   echo "base root filesystem: mmdebstrap bookworm from $MIRROR ($PKGS)"
   mmdebstrap --quiet --variant=minbase --include="${PKGS// /,}" bookworm "$OUT/rootfs.tar" "$MIRROR"
-  podman import "$OUT/rootfs.tar" "$BASE"
+  podman import --quiet "$OUT/rootfs.tar" "$BASE" >/dev/null
   rm -f "$OUT/rootfs.tar"
+  echo "base $BASE made in $((SECONDS - T0)) s"
 fi
 # The whole image is keyed by the content of what goes into it: nothing changed, nothing to do.
 SRC=$( (find pyproject.toml README.md novanet_core plugins contrib/Containerfile contrib/image build/novanet-cni \
@@ -47,4 +61,6 @@ rm -rf "$OUT/wheels"
 .venv/bin/pip wheel --quiet --disable-pip-version-check -w "$OUT/wheels" ".[kubernetes]" $PLUGINS
 rm -rf plugins/*/build build/lib build/bdist.*  # setuptools' in-tree build dirs
 podman build --quiet --network none --label "novanet.source=$SRC" --build-arg "BASE=$BASE" -f contrib/Containerfile -t "$TAG" . >/dev/null
-echo "$TAG (source $SRC, on $BASE)"
+# The previous build of the tag is now untagged; the store is this checkout's, so drop it.
+podman image prune -f >/dev/null
+echo "$TAG (source $SRC, on $BASE) in $((SECONDS - T0)) s"

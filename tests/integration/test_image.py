@@ -27,11 +27,16 @@ POD_PROGRAMS = ["novanet", "novanet-agent", "novanet-dataplane", "novanetctl", "
                 "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/bfdd", "vtysh", "mount", "bash"]
 
 
+def podman_env() -> dict[str, str]:
+    """podman with the configuration and the image store of this checkout's `make image`."""
+    conf, storage = (ROOT / "build" / "image" / f for f in ("containers.conf", "storage.conf"))
+    assert conf.exists() and storage.exists(), "make image writes build/image/{containers,storage}.conf: run `make image` first"
+    return {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+
+
 def podman_run(*argv: str) -> subprocess.CompletedProcess[str]:
-    conf = ROOT / "build" / "image" / "containers.conf"
-    assert conf.exists(), "make image writes build/image/containers.conf: run `make image` first"
     return subprocess.run(["podman", "run", "--rm", "--network", "none", IMAGE, *argv], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "CONTAINERS_CONF": str(conf)})
+                          timeout=300, env=podman_env())
 
 
 def test_the_code_calls_no_program_it_cannot_name():
@@ -43,7 +48,7 @@ def test_the_code_calls_no_program_it_cannot_name():
 def test_every_program_the_node_code_and_the_pod_spec_run_is_in_the_image():
     found, _ = shellouts()
     programs = sorted(set(found) | set(POD_PROGRAMS))
-    exists = subprocess.run(["podman", "image", "exists", IMAGE])
+    exists = subprocess.run(["podman", "image", "exists", IMAGE], env=podman_env())
     assert exists.returncode == 0, f"{IMAGE} not built: run `make image`"
     script = "; ".join(f'command -v {p} >/dev/null || echo "missing {p}"' for p in programs)
     r = podman_run("bash", "-c", script + "; python3 -c 'import bcc' || echo 'missing bcc'; "
@@ -54,13 +59,12 @@ def test_every_program_the_node_code_and_the_pod_spec_run_is_in_the_image():
 
 def test_the_image_installs_the_cni_binary_and_the_shipped_conflist(tmp_path):
     """The install-cni init container's command, run in the image against a host directory."""
-    conf = ROOT / "build" / "image" / "containers.conf"
     host = tmp_path / "host"
     (host / "bin").mkdir(parents=True)
     (host / "net.d").mkdir()
     r = subprocess.run(["podman", "run", "--rm", "--network", "none", "-v", f"{host}:/host", IMAGE,
                         "novanet", "install-cni", "--bin-dir", "/host/bin", "--conf-dir", "/host/net.d"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "CONTAINERS_CONF": str(conf)})
+                       capture_output=True, text=True, timeout=300, env=podman_env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert (host / "bin" / "novanet-cni").read_bytes() == (ROOT / "build" / "novanet-cni").read_bytes()
     assert yaml.safe_load((host / "net.d" / "10-novanet.conflist").read_text()) == yaml.safe_load(

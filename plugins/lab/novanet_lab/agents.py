@@ -49,7 +49,26 @@ def markers(paths: LabPaths) -> tuple[str, str]:
 
 
 def running_pid(paths: LabPaths, node: str, daemon: str) -> int | None:
+    from novanet_lab.daemonset import node as ds_node
+
+    if ds_node.is_daemonset(paths, node):
+        return ds_node.daemon_pid(paths, node, daemon)
     return procs.owned_pid(paths.daemon_pid(node, daemon), markers(paths))
+
+
+def _exited(paths: LabPaths, node: str) -> LabError | None:
+    """The error for a node whose daemon process is gone, or None while both run. A daemonset
+    node's containers are restarted by its podman (a crash-looping daemon shows in the timeout's
+    message instead)."""
+    from novanet_lab.daemonset import node as ds_node
+
+    if ds_node.is_daemonset(paths, node):
+        return None
+    for daemon in ("agent", "dataplane"):
+        if running_pid(paths, node, daemon) is None:
+            procs.reap()
+            return _died(paths, node, daemon)
+    return None
 
 
 def wait_socket(paths: LabPaths, node: NodeState, daemon: str, timeout: float) -> None:
@@ -95,12 +114,9 @@ def wait_ready(paths: LabPaths, nodes: Iterable[NodeState], version: int, timeou
             try:
                 st = agent_status(paths, n.name)
             except (Unreachable, OSError) as e:
-                if running_pid(paths, n.name, "agent") is None:
-                    procs.reap()
-                    raise _died(paths, n.name, "agent") from None
-                if running_pid(paths, n.name, "dataplane") is None:
-                    procs.reap()
-                    raise _died(paths, n.name, "dataplane") from None
+                exited = _exited(paths, n.name)
+                if exited is not None:
+                    raise exited from None
                 last[n.name] = f"socket not answering ({e})"
                 continue
             except (ApiError, ValueError) as e:
@@ -116,6 +132,12 @@ def wait_ready(paths: LabPaths, nodes: Iterable[NodeState], version: int, timeou
         if len(done) == len(nodes):
             return done
         if time.monotonic() >= deadline:
-            lagging = "\n".join(f"  {n}: {why}" for n, why in last.items() if n not in done)
+            lagging = "\n".join(f"  {n}: {why}{_pod_state(paths, n)}" for n, why in last.items() if n not in done)
             raise LabError(f"agents not ready with manifest version {version} after {timeout:.0f} s:\n{lagging}")
         time.sleep(0.05)
+
+
+def _pod_state(paths: LabPaths, node: str) -> str:
+    from novanet_lab.daemonset import node as ds_node
+
+    return ("\n" + ds_node.describe(paths, node)) if ds_node.is_daemonset(paths, node) else ""

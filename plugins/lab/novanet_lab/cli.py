@@ -211,9 +211,15 @@ def exec(name: str | None, node: str | None, outside: bool, target: str | None, 
         # namespace, so nothing outside this command sees it.
         command = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
                    'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv), *command)
+    mount: list[str] = []
+    if node is not None:
+        from novanet_lab.daemonset import node as ds_node
+
+        if ds_node.is_daemonset(paths, node):  # the node's own view: its /opt/cni/bin, /run/netns, ...
+            mount = [f"--mount={ds_node.cni_context(paths, node)[0]}"]
     sys.stdout.flush()
     try:
-        os.execvp("nsenter", ["nsenter", f"--net={NETNS_DIR / ns}", *command])
+        os.execvp("nsenter", ["nsenter", *mount, f"--net={NETNS_DIR / ns}", *command])
     except OSError as e:
         raise LabError(f"cannot run nsenter: {e}") from None
 

@@ -68,6 +68,10 @@ class CniInvocation:
     capability_args: dict[str, Any] | None = None
     # Where plugin binaries are looked up (None: the project's venv, then the system CNI dirs).
     path: str | None = None
+    # A node with a mount namespace of its own (daemonset nodes): the plugins run in it, and
+    # ``path`` is looked up under ``root`` (that namespace's /proc/PID/root).
+    mount_ns: str | None = None
+    root: str = ""
 
     def env(self, command: str, path: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
@@ -82,10 +86,10 @@ class CniInvocation:
         return env
 
 
-def find_plugin(ptype: str, path: str) -> str:
+def find_plugin(ptype: str, path: str, root: str = "") -> str:
     for d in path.split(os.pathsep):
         cand = Path(d) / ptype
-        if cand.is_file() and os.access(cand, os.X_OK):
+        if Path(root + str(cand)).is_file() and os.access(root + str(cand), os.X_OK):
             return str(cand)
     raise CniError(f"CNI plugin {ptype!r} not found in CNI_PATH {path}")
 
@@ -96,14 +100,14 @@ def _run_plugin(inv: CniInvocation, command: str, plugin: dict[str, Any], net: d
     if not isinstance(ptype, str) or not ptype:
         raise CniError("conflist: a plugin has no 'type'")
     path = inv.path or cni_path()
-    binary = find_plugin(ptype, path)
+    binary = find_plugin(ptype, path, inv.root)
     conf = dict(plugin, name=net["name"], cniVersion=net["cniVersion"])
     runtime = {k: v for k, v in (inv.capability_args or {}).items() if (plugin.get("capabilities") or {}).get(k) is True}
     if runtime:
         conf["runtimeConfig"] = {**(plugin.get("runtimeConfig") or {}), **runtime}
     if prev is not None:
         conf["prevResult"] = prev
-    argv = ["nsenter", f"--net={NETNS_DIR / inv.node_netns}", binary]
+    argv = ["nsenter", *([f"--mount={inv.mount_ns}"] if inv.mount_ns else []), f"--net={NETNS_DIR / inv.node_netns}", binary]
     try:
         proc = subprocess.run(
             argv, input=json.dumps(conf).encode(), capture_output=True, env=inv.env(command, path), timeout=inv.timeout

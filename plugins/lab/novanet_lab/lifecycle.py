@@ -22,10 +22,11 @@ from typing import Any
 
 import yaml
 
-from novanet_lab import agents, frr, kubeproxy, netns, outside, pods, procs, routers
+from novanet_lab import agents, daemonset, frr, kubeproxy, netns, outside, pods, procs, routers
 from novanet_lab import state as lstate
 from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
 from novanet_lab.cni import conflist
+from novanet_lab.daemonset import node as ds_node
 from novanet_lab.errors import LabError
 from novanet_lab.manifests import ManifestWriter, namespace_object, node_object
 from novanet_lab.nodeconfig import node_config
@@ -155,10 +156,17 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     # Configs first: a config error must stop us before any netns exists.
     configs = {n.name: node_config(spec, paths, n.name, ips[n.name], cidrs[n.name]) for n in spec.nodes}
     native = spec.cluster.routingMode == "native"
+    router_ips: dict[str, str] = {}
     if native:
-        frr.check_installed()
         router_ips = routers.router_ips(spec, ips, gw)
         configs = {n: routers.node_config(spec, paths, n, cfg, router_ips) for n, cfg in configs.items()}
+    # daemonset: the nodes' NovaNet (and FRR) come from the chart's pod; the lab only runs routers.
+    prep = daemonset.prepare(spec, paths, spec_file, ips, router_ips) if spec.daemonset else None
+    if prep is not None:
+        configs = {n: prep.node_config(n, ips[n]) for n in configs}
+    lab_frr = native and prep is None
+    if lab_frr or spec.routers:
+        frr.check_installed()
 
     progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {gw})")
     st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu)
@@ -178,17 +186,19 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
                   paths.node_bpf_root(n.name), paths.node_conflist(n.name).parent):
             d.mkdir(parents=True, exist_ok=True)
         paths.node_config(n.name).write_text(yaml.safe_dump(configs[n.name], sort_keys=False))
-        paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
+        if prep is None:  # a daemonset node's conflist is what its install-cni init container writes
+            paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
     if spec.outside.enabled:
         used = {gw, *ips.values(), *(router_ips.values() if native else ())}
         st.outside = outside.build(paths, spec, used, plen, progress)
         for node in st.nodes.values():
             netns.default_route(node.netns, st.outside.ip)
         lstate.save(paths, st)
-    if native:
+    if lab_frr:
         for node in st.nodes.values():
             progress(f"node {node.name}: starting FRR (zebra, bgpd, bfdd; vtysh -N {frr.pathspace(paths, node.name)})")
             frr.start(paths, node.name, node.netns, {})
+    if native:
         routers.build(spec, paths, ips, router_ips, plen, progress)
 
     writer = ManifestWriter(paths.manifest_dir)
@@ -213,14 +223,17 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     st.manifestVersion = writer.bump()
     lstate.save(paths, st)
 
-    for node in st.nodes.values():
-        progress(f"node {node.name}: starting novanet-dataplane")
-        node.dataplanePid = agents.start(paths, node, "dataplane")
-    lstate.save(paths, st)
-    for node in st.nodes.values():
-        agents.wait_socket(paths, node, "dataplane", max(1.0, deadline - time.monotonic()))
-        progress(f"node {node.name}: starting novanet-agent")
-        node.agentPid = agents.start(paths, node, "agent")
+    if prep is not None:
+        daemonset.start(paths, prep, [(n.name, n.ip) for n in st.nodes.values()], progress)
+    else:
+        for node in st.nodes.values():
+            progress(f"node {node.name}: starting novanet-dataplane")
+            node.dataplanePid = agents.start(paths, node, "dataplane")
+        lstate.save(paths, st)
+        for node in st.nodes.values():
+            agents.wait_socket(paths, node, "dataplane", max(1.0, deadline - time.monotonic()))
+            progress(f"node {node.name}: starting novanet-agent")
+            node.agentPid = agents.start(paths, node, "agent")
     lstate.save(paths, st)
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
     progress(f"agents ready ({time.monotonic() - t0:.1f} s)")
@@ -311,6 +324,8 @@ def _down(paths: LabPaths, progress: Progress = _quiet, grace: float = 5.0) -> d
                 report["cniDelErrors"].append(err)
             else:
                 report["cniDel"].append(p.key)
+    for node_name in _daemonset_nodes(paths):
+        report["cniDelErrors"] += ds_node.remove_containers(paths, node_name)
     names = netns.list_netns(paths.netns_prefix)
     pids = procs.find_lab_processes(names, agents.markers(paths))
     if pids:
@@ -335,6 +350,14 @@ def _down(paths: LabPaths, progress: Progress = _quiet, grace: float = 5.0) -> d
     progress(f"lab {paths.lab} removed: {len(report['netns'])} netns, {len(report['processes'])} processes, "
              f"{report['bpfPins']} bpffs pins")
     return report
+
+
+def _daemonset_nodes(paths: LabPaths) -> list[str]:
+    """Nodes that run the DaemonSet pod, found by their dirs (works without the state file)."""
+    try:
+        return sorted(e.name for e in os.scandir(paths.state_dir) if ds_node.is_daemonset(paths, e.name))
+    except OSError:
+        return []
 
 
 def _remove_tree(root: Path) -> int:

@@ -23,12 +23,18 @@ DATAPLANE_METRICS_PORT = 9104
 _SPEC_ONLY = {"nodeCIDRMaskSize", "kubeProxy"}
 
 
-def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cidr: str) -> dict[str, Any]:
+def cluster_config(spec: LabSpec) -> dict[str, Any]:
+    """The config keys every node shares: the spec's cluster: keys that reach the agents."""
     cluster = spec.cluster.model_dump(exclude_none=True)
     cfg: dict[str, Any] = {k: copy.deepcopy(v) for k, v in cluster.items() if k not in _SPEC_ONLY}
     # nodeCIDRMaskSize is a NovaNetConfig key too; pass it so the agent agrees with the carving.
     cfg["nodeCIDRMaskSize"] = spec.cluster.nodeCIDRMaskSize
     cfg.setdefault("mtu", "auto")
+    return cfg
+
+
+def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cidr: str) -> dict[str, Any]:
+    cfg = cluster_config(spec)
     cfg.update(
         nodeName=node,
         nodeIP=node_ip,

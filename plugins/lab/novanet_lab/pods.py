@@ -15,6 +15,7 @@ from typing import Any
 
 from novanet_lab import cni, dns, netns, procs
 from novanet_lab.agents import markers
+from novanet_lab.daemonset import node as ds_node
 from novanet_lab.errors import LabError
 from novanet_lab.manifests import ManifestWriter, pod_object
 from novanet_lab.paths import LabPaths
@@ -60,14 +61,20 @@ def conflist(paths: LabPaths, node: str) -> dict[str, Any]:
 
 
 def invocation(paths: LabPaths, node: NodeState, pod: PodState) -> cni.CniInvocation:
-    return cni.CniInvocation(node_netns=node.netns, pod_netns=pod.netns, container_id=pod.containerId,
-                             namespace=pod.namespace, pod=pod.name)
+    inv = cni.CniInvocation(node_netns=node.netns, pod_netns=pod.netns, container_id=pod.containerId,
+                            namespace=pod.namespace, pod=pod.name)
+    if ds_node.is_daemonset(paths, node.name):
+        # The node's runtime: what install-cni put in the node's /opt/cni/bin, run inside the node.
+        inv.mount_ns, inv.root, inv.path = ds_node.cni_context(paths, node.name)
+    return inv
 
 
 def attach(paths: LabPaths, state: LabState, pod: PodState) -> None:
     """Make the pod netns and run CNI ADD; fills pod.cniResult and pod.ip."""
     node = state.nodes[pod.node]
     netns.create(pod.netns)
+    if ds_node.is_daemonset(paths, node.name):
+        ds_node.bind_netns(paths, node.name, pod.netns)
     result = cni.add(invocation(paths, node, pod), conflist(paths, node.name))
     pod.cniResult = result
     pod.ip = cni.pod_ip(result)
@@ -133,5 +140,7 @@ def detach(paths: LabPaths, state: LabState, pod: PodState, timeout: float = 30.
             cni.delete(inv, conflist(paths, node.name), pod.cniResult)
         except LabError as e:
             err = str(e)
+    if node is not None and ds_node.is_daemonset(paths, node.name):
+        ds_node.unbind_netns(paths, node.name, pod.netns)
     netns.remove(pod.netns)
     return err

@@ -13,10 +13,12 @@ from typing import Any
 
 from novanet_core.api.client import ApiClient, Unreachable
 from novanet_core.api.protocol import ApiError
-from novanet_lab import agents, procs
+from novanet_lab import agents, daemonset, procs
 from novanet_lab import state as lab_state
+from novanet_lab.daemonset import node as ds_node
 from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
+from novanet_lab.state import NodeState
 
 
 def restart(lab: str, nodes: list[str] | None, daemons: list[str], hard: bool, timeout: float = 60.0) -> list[dict[str, Any]]:
@@ -31,6 +33,9 @@ def restart(lab: str, nodes: list[str] | None, daemons: list[str], hard: bool, t
     report = []
     for name in chosen:
         node = st.nodes[name]
+        if ds_node.is_daemonset(paths, name):
+            report += _rolling_restart(paths, node, daemons, hard, timeout)
+            continue
         for daemon in daemons:
             old = agents.running_pid(paths, name, daemon)
             t0 = time.monotonic()
@@ -58,3 +63,17 @@ def restart(lab: str, nodes: list[str] | None, daemons: list[str], hard: bool, t
             report.append({"node": name, "daemon": daemon, "oldPid": old, "newPid": new,
                            "signal": "KILL" if hard else "TERM", "seconds": round(time.monotonic() - t0, 3)})
     return report
+
+
+def _rolling_restart(paths: LabPaths, node: NodeState, daemons: list[str], hard: bool,
+                     timeout: float) -> list[dict[str, Any]]:
+    """A daemonset node restarts as its DaemonSet would: the whole pod is deleted (SIGTERM and the
+    grace period, or SIGKILL with ``hard``) and created again; the report has a line per daemon."""
+    old = {d: agents.running_pid(paths, node.name, d) for d in daemons}
+    t0 = time.monotonic()
+    ds_node.rolling_restart(paths, node.name, daemonset.image_of(paths, node.name),
+                            grace=0 if hard else ds_node.STOP_GRACE)
+    agents.wait_ready(paths, [node], 0, timeout)
+    seconds = round(time.monotonic() - t0, 3)
+    return [{"node": node.name, "daemon": d, "oldPid": old[d], "newPid": agents.running_pid(paths, node.name, d),
+             "signal": "KILL" if hard else "TERM", "seconds": seconds} for d in daemons]

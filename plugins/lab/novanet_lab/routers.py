@@ -53,14 +53,17 @@ def node_config(spec: LabSpec, paths: LabPaths, node: str, cfg: dict[str, Any], 
     routing = cfg.setdefault("routing", {})
     settings = routing.setdefault("settings", {})
     settings["pathspace"] = frr.pathspace(paths, node)
-    peers = list(settings.get("peers") or [])
-    for r in spec.routers:
-        if node in (r.peers if r.peers is not None else [n.name for n in spec.nodes]):
-            peers.append({"address": rips[r.name], "asn": r.asn, "description": f"lab router {r.name}",
-                          **({"password": r.password} if r.password else {})})
+    peers = list(settings.get("peers") or []) + router_peers(spec, node, rips)
     if peers:
         settings["peers"] = peers
     return cfg
+
+
+def router_peers(spec: LabSpec, node: str, rips: dict[str, str]) -> list[dict[str, Any]]:
+    """The routing.settings.peers entries for the routers ``node`` peers with."""
+    return [{"address": rips[r.name], "asn": r.asn, "description": f"lab router {r.name}",
+             **({"password": r.password} if r.password else {})}
+            for r in spec.routers if node in (r.peers if r.peers is not None else [n.name for n in spec.nodes])]
 
 
 def router_bgp_config(spec: LabSpec, name: str, ip: str, node_ips: dict[str, str]) -> tuple[str, str]:

@@ -216,6 +216,15 @@ class ClusterSpec(BaseModel):
         return out
 
 
+class DaemonSetSpec(_Model):
+    """Nodes run NovaNet from the chart's DaemonSet pod under ``podman kube play`` (novanet_lab.daemonset)
+    instead of as lab processes. Relative paths are taken from the spec file's directory."""
+
+    chart: str = Field(min_length=1)  # the chart directory (charts/novanet)
+    imageStore: str = Field(min_length=1)  # podman image store holding the image (make image: build/image/storage)
+    values: dict[str, Any] = Field(default_factory=dict)  # extra Helm values (image.tag, ...)
+
+
 class LabSpec(_Model):
     name: str = "novanet"
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
@@ -226,6 +235,7 @@ class LabSpec(_Model):
     services: list[ServiceSpec] = Field(default_factory=list)
     routers: list[RouterSpec] = Field(default_factory=list)
     outside: OutsideSpec = Field(default_factory=OutsideSpec)
+    daemonset: DaemonSetSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -425,6 +435,9 @@ def _check_routers(spec: LabSpec, nodes: dict[str, int]) -> list[str]:
         for j, p in enumerate(r.peers or []):
             if p not in nodes:
                 problems.append(f"routers[{i}].peers[{j}]: {p!r} is not one of the nodes ({', '.join(nodes)})")
+        if spec.daemonset is not None and r.peers is not None and sorted(r.peers) != sorted(nodes):
+            # One ConfigMap serves every node of a DaemonSet: a peer list per node cannot be expressed.
+            problems.append(f"routers[{i}].peers: with daemonset: a router peers with every node (leave peers out)")
     return problems
 
 
