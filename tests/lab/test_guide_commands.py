@@ -139,6 +139,9 @@ def test_flows_filters_names_and_json_lines(lab):
     drops = json.loads(ctl(lab, "drops", "--reason", "POLICY_DENIED", "-o", "json", node="node-2").stdout)
     assert any(e["src_pod"] == "y/c" and e["policies"] == ["x/b-from-a"] for e in drops["events"])
     assert drops["drops"]["POLICY_DENIED"] >= 1
+    a_id = next(i["id"] for i in json.loads(ctl(lab, "identity", "-o", "json").stdout) if i["labels"] == {"app": "a"})
+    by_id = lines(ctl(lab, "flows", "--identity", str(a_id), "-o", "json").stdout)  # the guide's form
+    assert by_id and all(a_id in (e["src_identity"], e["dst_identity"]) for e in by_id)
     bad = ctl(lab, "flows", "--pod", "nonsense", check=False)
     assert bad.returncode == 2 and "filter.pod" in bad.stderr
 
