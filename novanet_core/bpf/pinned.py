@@ -11,13 +11,15 @@ a copy of the convertible entries, and an atomic switch of programs, never blind
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from novanet_core.bpf import syscall
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,21 @@ def pinned_info(path: str) -> syscall.MapInfo | None:
         return syscall.map_info(fd)
     finally:
         os.close(fd)
+
+
+def drop_mismatched(root: str, specs: Iterable[MapSpec]) -> list[str]:
+    """Unpin every map under ``root`` whose pin has another layout than ``specs`` say, so that BCC
+    creates it afresh instead of reusing it blindly. Only for maps whose content is rebuilt anyway
+    (counters, per-node state the agent rewrites); maps with state to keep are migrated instead."""
+    dropped = []
+    for spec in specs:
+        path = versioned_path(root, spec)
+        info = pinned_info(path)
+        if info is not None and not spec.matches(info):
+            log.warning("%s is %s, the program wants %s: recreating it", path, describe_info(info), spec.describe())
+            os.unlink(path)
+            dropped.append(path)
+    return dropped
 
 
 # bpffs reserves names containing "." for the kernel (EPERM), hence "_v<N>" and "_stale<ns>".
@@ -143,17 +160,3 @@ def copy_entries(src_fd: int, src: syscall.MapInfo, dst_fd: int, conv: Converter
             continue
         copied += 1
     return copied, skipped
-
-
-@dataclass
-class LoadedPrograms:
-    """A BCC object and the fds of the programs loaded from it (what a plugin pins or attaches)."""
-
-    bpf: Any
-    fds: dict[str, int]
-
-    def close(self) -> None:
-        try:
-            self.bpf.cleanup()
-        except Exception:  # cleanup of a half-built BCC object must not mask the real error
-            pass

@@ -1,9 +1,13 @@
-"""Per-program run statistics (``kernel.bpf_stats_enabled``) read from fdinfo."""
+"""Per-program run statistics (``kernel.bpf_stats_enabled``) read from fdinfo, and the per-CPU
+event counters programs keep in a ``percpu_array`` (one u64 slot per event)."""
 
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass
+
+from novanet_core.bpf import syscall
 
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
@@ -55,3 +59,16 @@ def set_stats_enabled(on: bool) -> bool:
         with open(STATS_SYSCTL, "w") as f:
             f.write("1" if on else "0")
     return prev
+
+
+def percpu_counters(path: str, events: type[enum.IntEnum]) -> dict[str, int]:
+    """``{event name (lower case): sum over CPUs}`` of the per-CPU u64 array pinned at ``path``
+    (u32 keys = the enum's values); empty when nothing is pinned there."""
+    try:
+        fd = syscall.obj_get(path)
+    except FileNotFoundError:
+        return {}
+    try:
+        return {e.name.lower(): syscall.percpu_sum_u64(fd, int(e).to_bytes(4, "little")) for e in events}
+    finally:
+        os.close(fd)

@@ -7,9 +7,8 @@ import ctypes
 from novanet_ebpf_policy import layouts as dp_layouts
 from novanet_ebpf_policy import program as dp_program
 from novanet_geneve import layouts as gnv_layouts
-from novanet_geneve import program as gnv_program
 from novanet_geneve import wire
-from novanet_vxlan import program as vx_program
+from novanet_vxlan import layouts as vx_layouts
 
 from novanet_core.bpf import layouts, layouts_c
 
@@ -33,7 +32,8 @@ def test_datapath_uses_the_core_definitions_not_copies():
 def test_every_program_declares_a_shared_map_at_the_same_pin_with_the_same_types():
     root = "/sys/fs/bpf/x"
     decls = {}
-    for text in (dp_layouts.c_header(dp_program.pin_paths(root)), gnv_program.prelude(root), vx_program.prelude(root)):
+    for text in (dp_layouts.c_header(dp_program.pin_paths(root)), gnv_layouts.PROGRAMS.prelude(root),
+                 vx_layouts.PROGRAMS.prelude(root)):
         for line in text.splitlines():
             if line.startswith("BPF_TABLE_PINNED("):
                 name = line.split(",")[3].strip()
@@ -55,5 +55,16 @@ def test_contract_constants_reach_the_c_side():
 
 def test_geneve_overhead_is_58_and_matches_the_c_struct_assert():
     assert wire.OVERHEAD == 58
-    assert "#define GNV_OVERHEAD 58" in gnv_program.prelude("/sys/fs/bpf/x")
+    assert "#define GNV_OVERHEAD 58" in gnv_layouts.PROGRAMS.prelude("/sys/fs/bpf/x")
     assert 0xFFF0 <= wire.OPT_CLASS <= 0xFFFF and not wire.OPT_TYPE & 0x80  # experimental, non-critical
+
+
+def test_tunnel_programs_get_their_counters_and_helpers_generated():
+    for progs in (gnv_layouts.PROGRAMS, vx_layouts.PROGRAMS):
+        text = progs.prelude("/sys/fs/bpf/x")
+        stats = f"{progs.name}_stats"
+        assert (f'BPF_TABLE_PINNED("percpu_array", u32, u64, {stats}, 16, '
+                f'"/sys/fs/bpf/x/{progs.name}/maps/{stats}_v1");') in text
+        assert f"{stats}.lookup(&i)" in text and "static __always_inline int nv_drop(" in text
+        assert f"#define {progs.c_prefix}_STAT_ENCAP 0" in text
+        assert "\nNV_GENERATED\n" not in progs.render("/sys/fs/bpf/x")

@@ -14,6 +14,7 @@ from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import bpffs, pinned, stats, syscall
+from novanet_core.bpf.compiler import Programs
 from novanet_core.policy import EndpointPolicy
 from novanet_core.protocols import RTPROT_NOVANET, protocol_number
 from novanet_core.types import Endpoint, RemoteEndpoint
@@ -98,7 +99,7 @@ class EbpfDatapath:
                          "tunnelProtocol": cfg.tunnelProtocol}
         self._settings: dict[str, Any] = {}
         self._lock = threading.RLock()
-        self.prog: progmod.LoadedProgram | None = None
+        self.prog: Programs | None = None
         self.maps: mapsmod.MapHandles | None = None
         self.attacher: TcxAttacher | TcAttacher | None = None
         self.flows = FlowCollector(history=cfg.flows.history)

@@ -1,19 +1,17 @@
-"""Build the datapath source and load its programs (maps come from the generated prelude)."""
+"""The datapath programs: their source (maps come from the generated prelude) and their load,
+through the core's compile helper (novanet_core.bpf.programs: the dataplane holds program fds,
+never the compiler)."""
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 
-from novanet_core.bpf import compiler, pinned
+from novanet_core.bpf import pinned, programs
 from novanet_ebpf_policy.layouts import MAPS, RINGBUF_MACRO, c_header
 
 FROM_POD = "nv_from_pod"  # tcx ingress of the host veth: packets leaving the pod
 TO_POD = "nv_to_pod"  # tcx egress of the host veth: packets the kernel delivers to the pod
 PROGRAMS = (FROM_POD, TO_POD)
-
-class CompileError(RuntimeError):
-    pass
 
 
 def pin_paths(root: str) -> dict[str, str]:
@@ -21,23 +19,14 @@ def pin_paths(root: str) -> dict[str, str]:
 
 
 def source(root: str, cflags: dict[str, str] | None = None) -> str:
-    text = importlib.resources.files("novanet_ebpf_policy").joinpath("bpf/datapath.c").read_text()
     prelude = RINGBUF_MACRO + c_header(pin_paths(root))
     for k, v in (cflags or {}).items():
         prelude = f"#define {k} {v}\n" + prelude
-    return text.replace("\nNV_GENERATED\n", "\n" + prelude + "\n", 1)
+    return programs.render_source("novanet_ebpf_policy", "bpf/datapath.c", prelude)
 
 
-# The compile runs in a helper process (novanet_core.bpf.compiler): the dataplane holds program
-# fds, never the compiler.
-LoadedProgram = compiler.Programs
-
-
-def compile_and_load(root: str, header_tree: str, cflags: dict[str, str] | None = None) -> LoadedProgram:
-    try:
-        return compiler.compile_and_load(source(root, cflags), PROGRAMS, header_tree, root, "datapath program")
-    except compiler.CompileError as e:
-        raise CompileError(str(e)) from e
+def compile_and_load(root: str, header_tree: str, cflags: dict[str, str] | None = None) -> programs.Programs:
+    return programs.compile_and_load(source(root, cflags), PROGRAMS, header_tree, root, "datapath program")
 
 
 def ensure_dirs(root: str) -> None:

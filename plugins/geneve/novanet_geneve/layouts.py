@@ -1,18 +1,19 @@
-"""The Geneve plugin's own pinned maps (per-node state and counters), as ctypes layouts.
+"""The Geneve programs, as the core builds them: the plugin's own per-node map (``geneve_nodes``),
+its events (the per-CPU counter array ``geneve_stats``), C constants and pins
+(``<bpf.root>/geneve``).
 
 The maps it shares with the datapath (endpoints, tunnels, config, drops, tunnel_progs) are the
-core's (:mod:`novanet_core.bpf.layouts`); these two are private to this plugin and live under
-``<bpf.root>/geneve/maps``.
+core's (:mod:`novanet_core.bpf.layouts`).
 """
 
 from __future__ import annotations
 
 import enum
-import os
 
-from novanet_core.bpf import pinned
 from novanet_core.bpf.layouts import MapDef, Struct, u32
 from novanet_core.bpf.pinned import MapSpec
+from novanet_core.bpf.tunnel import TunnelPrograms
+from novanet_geneve import wire
 
 
 class NodeKey(Struct):
@@ -50,17 +51,13 @@ class Stat(enum.IntEnum):
     BAD_CONTEXT = 12  # tail call without the datapath's cb contract
 
 
-STAT_SLOTS = 16
-
 NODES = MapDef(MapSpec("geneve_nodes", "hash", 4, 16, 1024, 1), "struct gnv_node_key", "struct gnv_node")
-STATS = MapDef(MapSpec("geneve_stats", "percpu_array", 4, 8, STAT_SLOTS, 1), "u32", "u64")
-PRIVATE_MAPS = {m.spec.name: m for m in (NODES, STATS)}
-STRUCTS = (NodeKey, NodeValue)
 
-
-def plugin_dir(root: str) -> str:
-    return os.path.join(root, "geneve")
-
-
-def pin_path(root: str, name: str) -> str:
-    return pinned.versioned_path(plugin_dir(root), PRIVATE_MAPS[name].spec)
+PROGRAMS = TunnelPrograms(
+    name="geneve", package="novanet_geneve", source="bpf/geneve.c",
+    encap="nv_geneve_encap", ingress="nv_geneve_ingress",
+    shared=("endpoints", "config", "tunnels", "drops"), stats=Stat, c_prefix="GNV",
+    defines={k: getattr(wire, k) for k in ("PORT", "ETH_P_TEB", "OPT_CLASS", "OPT_TYPE", "OPT_DATA_LEN",
+                                           "OVERHEAD", "SPORT_MIN", "SPORT_MAX")},
+    maps=(NODES,), structs=(NodeKey, NodeValue),
+)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from novanet_geneve import program
 from novanet_geneve.backend import GeneveTunnel
 
 
@@ -21,7 +20,7 @@ class GeneveCollector(Collector):
             return
         c = CounterMetricFamily("novanet_geneve_packets", "Packets seen by the Geneve programs, by event",
                                 labels=["event"])
-        for event, n in program.stats(b.root).items():
+        for event, n in b.programs.counters(b.root).items():
             c.add_metric([event], n)
         yield c
         yield GaugeMetricFamily("novanet_geneve_tunnels", "Remote nodes with a Geneve tunnel entry",

@@ -7,8 +7,9 @@ import weakref
 from typing import Any
 
 from novanet_core.backends import BackendContext, BackendRegistry
+from novanet_core.config.models import NovaNetConfig
 from novanet_core.hookspecs import hookimpl
-from novanet_geneve.backend import GeneveTunnel
+from novanet_geneve.backend import GeneveTunnel, config_errors
 
 _active: weakref.ref[GeneveTunnel] | None = None
 
@@ -31,6 +32,11 @@ def novanet_register_backends(registry: BackendRegistry) -> None:
 
 
 @hookimpl
+def novanet_validate_config(config: NovaNetConfig) -> list[str]:
+    return config_errors(config)
+
+
+@hookimpl
 def novanet_register_api(router: Any, component: str) -> None:
     if component != "agent":
         return
@@ -41,7 +47,7 @@ def novanet_register_api(router: Any, component: str) -> None:
         b = active_backend()
         if b is None:
             raise ApiError("unavailable", "the geneve tunnel backend is not active in this agent")
-        return {**b.counters(), "tunnels": b.status()}
+        return b.api_status()
 
     router.add("geneve.status", status)
 

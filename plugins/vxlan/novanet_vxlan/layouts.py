@@ -1,17 +1,16 @@
-"""The VXLAN plugin's own pinned map (counters) and where its pins live (``<bpf.root>/vxlan``).
+"""The VXLAN programs, as the core builds them: their events (the per-CPU counter array
+``vxlan_stats``), C names and pins (``<bpf.root>/vxlan``).
 
-The maps it shares with the datapath (endpoints, tunnels, drops, tunnel_progs) are the core's
+The maps they share with the datapath (endpoints, tunnels, drops, tunnel_progs) are the core's
 (:mod:`novanet_core.bpf.layouts`).
 """
 
 from __future__ import annotations
 
 import enum
-import os
 
-from novanet_core.bpf import pinned
-from novanet_core.bpf.layouts import MapDef
-from novanet_core.bpf.pinned import MapSpec
+from novanet_core.bpf.tunnel import TunnelPrograms
+from novanet_vxlan import device
 
 
 class Stat(enum.IntEnum):
@@ -28,14 +27,9 @@ class Stat(enum.IntEnum):
     OVERSIZE_DROP = 10  # too big without DF: dropped (MTU_EXCEEDED)
 
 
-STAT_SLOTS = 16
-STATS = MapDef(MapSpec("vxlan_stats", "percpu_array", 4, 8, STAT_SLOTS, 1), "u32", "u64")
-PRIVATE_MAPS = {STATS.spec.name: STATS}
-
-
-def plugin_dir(root: str) -> str:
-    return os.path.join(root, "vxlan")
-
-
-def pin_path(root: str, name: str) -> str:
-    return pinned.versioned_path(plugin_dir(root), PRIVATE_MAPS[name].spec)
+PROGRAMS = TunnelPrograms(
+    name="vxlan", package="novanet_vxlan", source="bpf/vxlan.c",
+    encap="nv_vxlan_encap", ingress="nv_vxlan_ingress",
+    shared=("endpoints", "tunnels", "drops"), stats=Stat, c_prefix="VX",
+    defines={"DEVICE_MAC": "{" + ", ".join(f"0x{b}" for b in device.NEXT_HOP_MAC.split(":")) + "}"},
+)

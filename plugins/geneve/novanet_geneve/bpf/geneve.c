@@ -8,8 +8,9 @@
  *                    identity to the to-pod program (skb->cb) and redirects to the pod's host veth
  *                    egress, where the datapath's to-pod program enforces ingress policy.
  *
- * Structs, shared and private map declarations and constants are GENERATED (NV_GENERATED) from
- * novanet_core.bpf.layouts and novanet_geneve.layouts/wire. IPv4 only.
+ * Structs, shared and private map declarations, constants and the counter helpers nv_stat/nv_drop
+ * are GENERATED (NV_GENERATED, novanet_core.bpf.tunnel.programs) from novanet_core.bpf.layouts and
+ * novanet_geneve.layouts/wire. IPv4 only.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -56,19 +57,6 @@ struct gnv_encap {
 #define GNV_ENCAP_LEN ((int)sizeof(struct gnv_encap))
 _Static_assert(sizeof(struct gnv_encap) == GNV_OVERHEAD, "Geneve overhead differs from wire.OVERHEAD");
 
-static __always_inline void gnv_stat(u32 i) {
-    u64 *v = geneve_stats.lookup(&i);
-    if (v) *v += 1;
-}
-
-static __always_inline int gnv_drop(u32 reason, u32 stat) {
-    u32 r = reason;
-    u64 *v = drops.lookup(&r);
-    if (v) *v += 1;
-    gnv_stat(stat);
-    return TC_ACT_SHOT;
-}
-
 static __always_inline u16 gnv_ip_csum(struct iphdr *ip) {
     u32 s = 0;
     u16 *p = (u16 *)ip;
@@ -85,11 +73,11 @@ static __always_inline u64 gnv_cfg(u32 k) {
 }
 
 int nv_geneve_encap(struct __sk_buff *skb) {
-    if (skb->cb[0] != NV_CB_ENCAP_MAGIC) return gnv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_BAD_CONTEXT);
+    if (skb->cb[0] != NV_CB_ENCAP_MAGIC) return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_BAD_CONTEXT);
     u32 identity = skb->cb[1];
     struct nv_tunnel_key tk = { .node_ip = skb->cb[3] };
     struct nv_tunnel *t = tunnels.lookup(&tk);
-    if (!t) return gnv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
+    if (!t) return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
     u32 out_ifindex = t->ifindex, remote = t->remote_ip, vni = t->vni, nexthop = t->remote_ip;
     struct gnv_node_key nk = { .node_ip = skb->cb[3] };
     struct gnv_node *n = geneve_nodes.lookup(&nk);
@@ -100,7 +88,7 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     struct ethhdr *eth = data;
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > end || eth->h_proto != htons(ETH_P_IP))
-        return gnv_drop(NV_DROP_MALFORMED, GNV_STAT_ENCAP_ERROR);
+        return nv_drop(NV_DROP_MALFORMED, GNV_STAT_ENCAP_ERROR);
     u8 tos = ip->tos, proto = ip->protocol;
     u16 inner_len = ntohs(ip->tot_len);
     int df = (ip->frag_off & htons(GNV_IP_DF)) != 0;
@@ -121,10 +109,10 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     }
     if (mtu && seg_l3 + GNV_ENCAP_LEN > mtu) {  /* outer IP length = inner IP length + 58 */
         if (df) {  /* the node stack answers ICMP frag-needed (routes carry the tunnel MTU) */
-            gnv_stat(GNV_STAT_OVERSIZE_DF);
+            nv_stat(GNV_STAT_OVERSIZE_DF);
             return TC_ACT_OK;
         }
-        return gnv_drop(NV_DROP_MTU_EXCEEDED, GNV_STAT_OVERSIZE_DROP);
+        return nv_drop(NV_DROP_MTU_EXCEEDED, GNV_STAT_OVERSIZE_DROP);
     }
 
     struct gnv_encap h = {};
@@ -162,10 +150,10 @@ int nv_geneve_encap(struct __sk_buff *skb) {
                 BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
     int gso = skb->gso_size != 0;
     if (bpf_skb_adjust_room(skb, GNV_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
-        return gnv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
+        return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
     if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &h, sizeof(h), 0))
-        return gnv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
-    gnv_stat(gso ? GNV_STAT_ENCAP_GSO : GNV_STAT_ENCAP);
+        return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
+    nv_stat(gso ? GNV_STAT_ENCAP_GSO : GNV_STAT_ENCAP);
     /* The kernel's neighbour table fills the outer MACs (and resolves ARP on a miss). */
     struct bpf_redir_neigh nh = {};
     nh.nh_family = GNV_AF_INET;
@@ -184,7 +172,7 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
         (ip->frag_off & htons(GNV_IP_MF_OFFSET)) || udp->dest != htons(GNV_PORT))
         return TC_ACT_OK;  /* not a tunnel packet: the node's own traffic */
     if ((g->ver_optlen >> 6) != 0 || g->proto != htons(GNV_ETH_P_TEB))
-        return gnv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
+        return nv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
     u32 vni = ((u32)g->vni[0] << 16) | ((u32)g->vni[1] << 8) | g->vni[2];
     u32 optlen = (g->ver_optlen & 0x3f) * 4;
     u32 outer_saddr = ntohl(ip->saddr);
@@ -214,7 +202,7 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen - 2, &inner_proto, 2) ||
         inner_proto != htons(ETH_P_IP) ||
         bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen + 12, inner, 8))
-        return gnv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
+        return nv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
     u32 isrc = ntohl(inner[0]), idst = ntohl(inner[1]);
 
     /* Trust: the outer source must be a node we have a tunnel to, on its VNI, and the inner
@@ -224,14 +212,14 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     struct gnv_node_key nk = { .node_ip = outer_saddr };
     struct gnv_node *n = geneve_nodes.lookup(&nk);
     if (!t || !n || t->vni != vni || n->pod_cidr_len > 32)
-        return gnv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
     u32 mask = n->pod_cidr_len ? 0xFFFFFFFFu << (32 - n->pod_cidr_len) : 0;
     if ((isrc & mask) != (n->pod_cidr & mask))
-        return gnv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
 
     struct nv_endpoint_key ek = { .ip = idst };
     struct nv_endpoint *ep = endpoints.lookup(&ek);
-    if (!ep || !ep->ifindex) return gnv_drop(NV_DROP_NO_ROUTE, GNV_STAT_NO_ENDPOINT);
+    if (!ep || !ep->ifindex) return nv_drop(NV_DROP_NO_ROUTE, GNV_STAT_NO_ENDPOINT);
     u32 ifindex = ep->ifindex;
     struct ethhdr neth = {};
     __builtin_memcpy(neth.h_dest, ep->mac, 6);
@@ -242,11 +230,11 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     /* FIXED_GSO: keep gso_size (without it the kernel would grow it by hdrlen and the skb would be
      * re-segmented wrongly). Everything between the outer Ethernet and the inner IP goes. */
     if (bpf_skb_adjust_room(skb, -(int)hdrlen, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO | GNV_ADJ_ROOM_DECAP_L3_IPV4))
-        return gnv_drop(NV_DROP_MALFORMED, GNV_STAT_DECAP_ERROR);
+        return nv_drop(NV_DROP_MALFORMED, GNV_STAT_DECAP_ERROR);
     if (bpf_skb_store_bytes(skb, 0, &neth, sizeof(neth), 0))
-        return gnv_drop(NV_DROP_MALFORMED, GNV_STAT_DECAP_ERROR);
-    gnv_stat(gso ? GNV_STAT_DECAP_GSO : GNV_STAT_DECAP);
-    if (!found) gnv_stat(GNV_STAT_NO_IDENTITY_OPTION);
+        return nv_drop(NV_DROP_MALFORMED, GNV_STAT_DECAP_ERROR);
+    nv_stat(gso ? GNV_STAT_DECAP_GSO : GNV_STAT_DECAP);
+    if (!found) nv_stat(GNV_STAT_NO_IDENTITY_OPTION);
 
     skb->mark |= NV_TUNNEL_MARK;
     if (found) {  /* the handoff to the to-pod program (core contract) */

@@ -9,7 +9,8 @@
  *                   host veth egress, where the datapath's to-pod program enforces ingress policy
  *                   on the source identity from the endpoints map (remote pods synced by the agent).
  *
- * Structs, shared map declarations and constants are GENERATED (NV_GENERATED). IPv4 only.
+ * Structs, map declarations, constants and the counter helpers nv_stat/nv_drop are GENERATED
+ * (NV_GENERATED, novanet_core.bpf.tunnel.programs). IPv4 only.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -20,30 +21,16 @@
 
 NV_GENERATED
 
-static __always_inline int vx_drop(u32 reason, u32 stat) {
-    u32 r = reason;
-    u64 *v = drops.lookup(&r);
-    if (v) *v += 1;
-    u64 *s = vxlan_stats.lookup(&stat);
-    if (s) *s += 1;
-    return TC_ACT_SHOT;
-}
-
-static __always_inline void vx_stat(u32 i) {
-    u64 *v = vxlan_stats.lookup(&i);
-    if (v) *v += 1;
-}
-
 int nv_vxlan_encap(struct __sk_buff *skb) {
-    if (skb->cb[0] != NV_CB_ENCAP_MAGIC) return vx_drop(NV_DROP_NO_TUNNEL, VX_STAT_BAD_CONTEXT);
+    if (skb->cb[0] != NV_CB_ENCAP_MAGIC) return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_BAD_CONTEXT);
     struct nv_tunnel_key tk = { .node_ip = skb->cb[3] };
     struct nv_tunnel *t = tunnels.lookup(&tk);
-    if (!t) return vx_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
+    if (!t) return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
     u32 ifindex = t->ifindex;
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end) return vx_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
+    if ((void *)(ip + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
     /* Too big for nvx0 (a pod MTU above underlay - 50): with DF, hand it to the node stack, whose
      * route via nvx0 answers ICMP frag-needed (the driver itself would drop it silently);
      * without DF, drop it rather than let the stack send fragments. GSO: one segment counts. */
@@ -58,26 +45,26 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
     }
     if (mtu && len > mtu) {
         if (ip->frag_off & htons(0x4000)) {
-            vx_stat(VX_STAT_OVERSIZE_DF);
+            nv_stat(VX_STAT_OVERSIZE_DF);
             return TC_ACT_OK;
         }
-        return vx_drop(NV_DROP_MTU_EXCEEDED, VX_STAT_OVERSIZE_DROP);
+        return nv_drop(NV_DROP_MTU_EXCEEDED, VX_STAT_OVERSIZE_DROP);
     }
     struct bpf_tunnel_key key = {};
     key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
     key.tunnel_id = t->vni;
     key.tunnel_ttl = 64;
     if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
-        return vx_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
+        return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
     /* the inner frame is addressed to nvx0's MAC (every node's nvx0 carries the same one), so a
      * receiver without our ingress program (kernel datapath) still takes it as PACKET_HOST */
     data = (void *)(long)skb->data;
     end = (void *)(long)skb->data_end;
     eth = data;
-    if ((void *)(eth + 1) > end) return vx_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
+    if ((void *)(eth + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
     u8 mac[6] = VX_DEVICE_MAC;
     __builtin_memcpy(eth->h_dest, mac, 6);
-    vx_stat(skb->gso_size ? VX_STAT_ENCAP_GSO : VX_STAT_ENCAP);
+    nv_stat(skb->gso_size ? VX_STAT_ENCAP_GSO : VX_STAT_ENCAP);
     return bpf_redirect(ifindex, 0);
 }
 
@@ -88,23 +75,23 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
     if ((void *)(ip + 1) > end || eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
     struct bpf_tunnel_key key = {};
     if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
-        return vx_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
+        return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
     u32 saddr = ntohl(ip->saddr), daddr = ntohl(ip->daddr);
     struct nv_tunnel_key tk = { .node_ip = key.remote_ipv4 };
     struct nv_tunnel *t = tunnels.lookup(&tk);
-    if (!t || t->vni != key.tunnel_id) return vx_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
+    if (!t || t->vni != key.tunnel_id) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
     struct nv_endpoint_key sk = { .ip = saddr };
     struct nv_endpoint *src = endpoints.lookup(&sk);
     if (src && src->node_ip != key.remote_ipv4)  /* a known pod, but of another node: spoofed */
-        return vx_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
     struct nv_endpoint_key dk = { .ip = daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
-    if (!dst || !dst->ifindex) return vx_drop(NV_DROP_NO_ROUTE, VX_STAT_NO_ENDPOINT);
+    if (!dst || !dst->ifindex) return nv_drop(NV_DROP_NO_ROUTE, VX_STAT_NO_ENDPOINT);
     u32 ifindex = dst->ifindex;
     __builtin_memcpy(eth->h_dest, dst->mac, 6);
     __builtin_memcpy(eth->h_source, dst->host_mac, 6);
     skb->mark |= NV_TUNNEL_MARK;
     skb->cb[0] = 0;  /* no stamped identity in VXLAN: the to-pod program uses the endpoints map */
-    vx_stat(skb->gso_size ? VX_STAT_DECAP_GSO : VX_STAT_DECAP);
+    nv_stat(skb->gso_size ? VX_STAT_DECAP_GSO : VX_STAT_DECAP);
     return bpf_redirect(ifindex, 0);  /* host veth egress: the datapath's to-pod program runs */
 }

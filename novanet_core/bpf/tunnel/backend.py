@@ -1,0 +1,151 @@
+"""A tunnel backend whose encapsulation is BPF behind the datapath's tunnel hook, with everything
+but what differs between tunnels done here (flannel's ``RouteNetwork`` idea: its host-gw and ipip
+backends embed it and supply a callback).
+
+A plugin subclasses :class:`BpfTunnel`, sets ``name``, ``overhead`` and ``programs`` (a
+:class:`~novanet_core.bpf.tunnel.programs.TunnelPrograms`) and overrides only the hooks whose
+default does not fit it:
+
+* :meth:`attach_device`: where the ingress program sits and encapsulated packets leave (default:
+  the underlay interface);
+* :meth:`tunnel_entry`: the shared ``tunnels`` entry of a remote node (default: via that device,
+  VNI 0);
+* :meth:`write_nodes` / :meth:`forget_node`: the plugin's own per-node map entries (default: none);
+* :meth:`sync_routes`: kernel routes to remote PodCIDRs (default: straight over the underlay with
+  the tunnel MTU, see :mod:`~novanet_core.bpf.tunnel.routes`);
+* :meth:`remove_device`, :meth:`status_row`, :meth:`counters`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any, ClassVar
+
+from pyroute2 import IPRoute
+
+from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.bpf.layouts import TunnelValue
+from novanet_core.bpf.tunnel import entries, routes
+from novanet_core.bpf.tunnel.programs import TunnelPrograms
+from novanet_core.types import NodeInfo
+
+log = logging.getLogger(__name__)
+
+
+class BpfTunnel:
+    name: ClassVar[str]
+    overhead: ClassVar[int]  # bytes the encapsulation adds: pod MTU = underlay MTU - overhead
+    programs: ClassVar[TunnelPrograms]
+
+    def __init__(self, ctx: BackendContext):
+        self.ctx = ctx
+        self.root = ctx.config.bpf.root
+        self.bpf = True  # False: this backend runs without programs (a plugin's routes-only mode)
+        self.local: NodeInfo | None = None
+        self.remotes: list[NodeInfo] = []
+        self.device = ""  # attach_device(): the ingress program's device
+        self.ifindex = 0
+        self.underlay = ""  # the interface holding the node IP, and its MTU
+        self.underlay_ifindex = 0
+        self.underlay_mtu = 0
+        self.nexthops: dict[str, str] = {}  # remote node IP -> underlay next hop
+        self.installed: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ what a plugin may override
+    def attach_device(self, local: NodeInfo) -> tuple[str, int]:
+        return self.underlay, self.underlay_ifindex
+
+    def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
+        return TunnelValue(ifindex=self.ifindex, remote_ip=entries.ip_num(node.ip), vni=0)
+
+    def write_nodes(self, remotes: list[NodeInfo]) -> None:
+        """The plugin's own per-node entries, written before the shared ones (the datapath
+        tail-calls only once those exist); ``self.nexthops`` is up to date."""
+
+    def forget_node(self, node_ip: str) -> None:
+        """After the node's shared entry was deleted."""
+
+    def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
+        want = {n.pod_cidr: self.nexthops.get(n.ip, n.ip) for n in remotes}
+        with IPRoute() as ipr:
+            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name)
+
+    def remove_device(self) -> None:
+        """On teardown, after the programs are gone."""
+        with IPRoute() as ipr:
+            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, {}, self.name)
+
+    def status_row(self, node: NodeInfo) -> dict[str, Any]:
+        """Plugin fields of the node's ``novanetctl tunnels`` row."""
+        return {}
+
+    def counters(self) -> dict[str, Any]:
+        """The plugin's ``<name>.status`` API answer, besides ``tunnels``."""
+        return {"underlay": self.underlay, "ifindex": self.ifindex, "programs": self.installed,
+                "counters": self.programs.counters(self.root) if self.bpf else {}}
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def tunnel_mtu(self) -> int:
+        """The largest inner packet the underlay carries encapsulated."""
+        return self.underlay_mtu - self.overhead
+
+    @property
+    def pod_mtu(self) -> int:
+        mtu = self.ctx.config.mtu
+        return mtu if isinstance(mtu, int) else self.tunnel_mtu
+
+    def _resolve_underlay(self, local: NodeInfo) -> None:
+        from novanet_core.agent.podnet import interface_for_ip, interface_mtu
+
+        dev = self.ctx.config.underlayInterface or interface_for_ip(local.ip)
+        if not dev:
+            raise ConfigError(f"underlayInterface: not set and no interface holds the node IP {local.ip}")
+        try:
+            self.underlay_ifindex = socket.if_nametoindex(dev)
+        except OSError:
+            raise ConfigError(f"underlayInterface: {dev!r} does not exist") from None
+        self.underlay = dev
+        self.underlay_mtu = interface_mtu(dev) or 1500
+
+    # ------------------------------------------------------------------ TunnelBackend
+    def setup(self, local: NodeInfo) -> None:
+        self.local = local
+        self._resolve_underlay(local)
+        self.device, self.ifindex = self.attach_device(local)
+        if self.bpf:
+            self.installed = self.programs.setup(self.root, self.ctx.config.bpf.headerTree, self.device,
+                                                 self.ifindex)
+        log.info("%s: ready on %s (ifindex %d, underlay %s MTU %d, pod MTU %d, programs %s)", self.name,
+                 self.device, self.ifindex, self.underlay, self.underlay_mtu, self.pod_mtu,
+                 self.installed or "none")
+
+    def sync_nodes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
+        with self._lock:
+            with IPRoute() as ipr:
+                self.nexthops = {n.ip: routes.nexthop(ipr, n.ip) for n in remotes}
+            if self.bpf:
+                self.write_nodes(remotes)
+                for ip in entries.sync_tunnels(self.root, {n.ip: self.tunnel_entry(n) for n in remotes}):
+                    self.forget_node(ip)
+            self.sync_routes(local, remotes)
+            self.remotes = sorted(remotes, key=lambda n: n.name)
+
+    def teardown(self) -> None:
+        with self._lock:
+            if self.bpf:
+                for ip in entries.sync_tunnels(self.root, {}):
+                    self.forget_node(ip)
+                self.programs.uninstall(self.root)
+            self.remove_device()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"node": n.name, "nodeIP": n.ip, "podCIDR": n.pod_cidr, "interface": self.device,
+                 "ifindex": self.ifindex, "protocol": self.name, **self.status_row(n), "overhead": self.overhead}
+                for n in self.remotes]
+
+    def api_status(self) -> dict[str, Any]:
+        return {**self.counters(), "tunnels": self.status()}

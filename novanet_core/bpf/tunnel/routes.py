@@ -1,0 +1,44 @@
+"""Routes to remote PodCIDRs straight over the underlay, for tunnels done wholly in BPF (no tunnel
+device): they carry the node's own traffic to remote pods (plain IP; the remote node forwards it
+to the pod) and, through their MTU, the ICMP frag-needed answer for an oversized DF packet the
+encap program hands back to the stack."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Mapping
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from novanet_core.protocols import RTPROT_NOVANET
+
+log = logging.getLogger(__name__)
+
+
+def nexthop(ipr: IPRoute, node_ip: str) -> str:
+    """The underlay next hop towards ``node_ip`` (the node itself when it is on-link)."""
+    try:
+        r = ipr.route("get", dst=node_ip)[0]
+    except NetlinkError:
+        return node_ip
+    return r.get_attr("RTA_GATEWAY") or node_ip
+
+
+def sync_underlay_routes(ipr: IPRoute, ifindex: int, mtu: int, want: Mapping[str, str], what: str) -> None:
+    """Make the node's NovaNet routes to PodCIDRs exactly ``want`` (PodCIDR -> next hop), out of
+    ``ifindex`` with ``mtu``. ``what`` names the plugin in log lines."""
+    have = {f"{r.get_attr('RTA_DST')}/{r['dst_len']}" for r in ipr.get_routes(family=2, proto=RTPROT_NOVANET)
+            if r["dst_len"] < 32}
+    for cidr in have - set(want):
+        try:
+            ipr.route("del", dst=cidr, proto=RTPROT_NOVANET)
+        except NetlinkError as e:
+            if e.code != errno.ESRCH:
+                log.warning("%s: removing route %s failed: %s", what, cidr, e)
+    for cidr, gateway in want.items():
+        try:
+            ipr.route("replace", dst=cidr, gateway=gateway, oif=ifindex, proto=RTPROT_NOVANET, metrics={"mtu": mtu})
+        except NetlinkError as e:
+            log.error("%s: route %s via %s failed: %s", what, cidr, gateway, e)

@@ -1,0 +1,78 @@
+"""The ``vxlan`` tunnel backend: the shared collect-metadata device nvx0, kernel routes through it,
+and (BPF mode) the programs that pick the remote VTEP per packet.
+
+Two modes, chosen by ``pluginSettings.vxlan.bpf`` (``auto``: on unless ``datapath: kernel``):
+
+* BPF (with a datapath that calls the core tunnel hook, e.g. ``datapath: ebpf``): the encap
+  program sits in the core ``tunnel_progs`` slot and the ingress program on nvx0; this backend
+  writes the shared ``tunnels`` entries (remote node IP -> nvx0, VNI).
+* routes only (``datapath: kernel``): per-remote-PodCIDR lightweight-tunnel routes via nvx0.
+
+The routes are installed in both modes: with BPF they carry the node's own traffic to remote pods.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from typing import Any
+
+from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.bpf.layouts import TunnelValue
+from novanet_core.bpf.tunnel import BpfTunnel
+from novanet_core.bpf.tunnel.entries import ip_num
+from novanet_core.config.models import NovaNetConfig
+from novanet_core.types import NodeInfo
+from novanet_vxlan import device
+from novanet_vxlan.layouts import PROGRAMS
+
+log = logging.getLogger(__name__)
+
+BPF_MODES = ("auto", "on", "off", "true", "false")
+
+
+def config_errors(cfg: NovaNetConfig) -> list[str]:
+    mode = str(cfg.pluginSettings.get("vxlan", {}).get("bpf", "auto")).lower()
+    return [] if mode in BPF_MODES else [f"pluginSettings.vxlan.bpf: {mode!r} is not auto, on or off"]
+
+
+class VxlanTunnel(BpfTunnel):
+    name = "vxlan"
+    overhead = device.OVERHEAD
+    programs = PROGRAMS
+
+    def __init__(self, ctx: BackendContext):
+        super().__init__(ctx)
+        cfg = ctx.config
+        if errors := config_errors(cfg):
+            raise ConfigError("; ".join(errors))
+        mode = str(cfg.pluginSettings.get("vxlan", {}).get("bpf", "auto")).lower()
+        self.bpf = mode in ("on", "true") or (mode == "auto" and cfg.datapath != "kernel")
+
+    def attach_device(self, local: NodeInfo) -> tuple[str, int]:
+        return device.DEVICE, device.ensure_device(local.ip, self.pod_mtu)
+
+    def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
+        return TunnelValue(ifindex=self.ifindex, remote_ip=ip_num(node.ip), vni=device.VNI)
+
+    def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
+        want = {n.pod_cidr: n for n in remotes}
+        for cidr in set(device.routes()) - set(want):
+            device.delete_route(cidr)
+        for cidr, n in want.items():
+            try:
+                device.set_route(cidr, n.ip, local.ip)
+            except subprocess.CalledProcessError as e:
+                log.error("route to %s via node %s failed: %s", cidr, n.name, e.stderr.strip())
+
+    def remove_device(self) -> None:
+        for cidr in device.routes():
+            device.delete_route(cidr)
+        device.delete_device()
+
+    def status_row(self, node: NodeInfo) -> dict[str, Any]:
+        return {"vni": device.VNI, "port": device.PORT}
+
+    def counters(self) -> dict[str, Any]:
+        return {"device": device.DEVICE, "ifindex": self.ifindex, "bpf": self.bpf, "programs": self.installed,
+                "counters": self.programs.counters(self.root) if self.bpf else {}}
