@@ -148,6 +148,8 @@ class DatapathBackend(Protocol):
 
     name: str
     capabilities: frozenset[str]  # names of the sections it implements (keys of DATAPATH_SECTIONS)
+    # Optional, here and on tunnel/routing backends: ``ip_families``, the IP families (4, 6) it
+    # carries; absent means (4,). The agent refuses PodCIDRs of a family a backend lacks.
 
     def start(self) -> None:
         """Load or re-open programs and maps; must not disturb traffic of existing endpoints."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from novanet_core.ipfamily import family_of, pick
 from novanet_core.protocols import L4_PROTOCOLS
 
 # Reserved security identities (same numbers as the original NovaNet: 0 = wildcard in rules).
@@ -34,14 +35,31 @@ class IpamRequest:
 
 
 @dataclass
+class IpamAddress:
+    """One family's address of an allocation."""
+
+    address: str  # bare IP, e.g. "10.42.0.5" or "fd00:42::5"
+    prefix_len: int  # of the pool, e.g. 24 or 64
+    gateway: str
+
+
+@dataclass
 class IpamAllocation:
-    """An address handed out by an IPAM backend."""
+    """The addresses an IPAM backend handed out to one attachment: one per family of the node's
+    pools. ``address``/``prefix_len``/``gateway`` are the primary family's (``addresses[0]``); a
+    backend that only sets those is read as single-stack."""
 
     container_id: str
     ifname: str
     address: str  # bare IP, e.g. "10.42.0.5"
     prefix_len: int  # of the pool, e.g. 24
     gateway: str
+    addresses: list[IpamAddress] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.addresses = [a if isinstance(a, IpamAddress) else IpamAddress(**a) for a in self.addresses]
+        if not self.addresses:
+            self.addresses = [IpamAddress(self.address, self.prefix_len, self.gateway)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +84,17 @@ class Endpoint:
     identity: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     node_ip: str = ""
+    # Every address of the interface, one per family, ``ip`` first, and the gateway of each (in
+    # the same order): one endpoint, one identity, whatever the number of families. Records and
+    # requests without them are single-stack.
+    ips: list[str] = field(default_factory=list)
+    gateways: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.ips:
+            self.ips = [self.ip]
+        if not self.gateways:
+            self.gateways = [self.gateway]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +103,13 @@ class Endpoint:
     def from_dict(cls, d: dict[str, Any]) -> Endpoint:
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def ip_of(self, family: int) -> str | None:
+        return pick(self.ips, family)
+
+    def gateway_of(self, family: int) -> str | None:
+        return next((g for a, g in zip(self.ips, self.gateways, strict=False) if family_of(a) == family),
+                    None)
 
 
 @dataclass
@@ -89,12 +125,29 @@ class RemoteEndpoint:
 
 @dataclass
 class NodeInfo:
+    """A node: ``ip`` and ``pod_cidr`` are its primary family's; ``ips`` and ``pod_cidrs`` hold
+    one per family (dual-stack), primary first (filled from the single values when not given)."""
+
     name: str
     ip: str
     pod_cidr: str
+    pod_cidrs: list[str] = field(default_factory=list)
+    ips: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.pod_cidrs and self.pod_cidr:
+            self.pod_cidrs = [self.pod_cidr]
+        if not self.ips and self.ip:
+            self.ips = [self.ip]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def pod_cidr_of(self, family: int) -> str | None:
+        return pick(self.pod_cidrs, family)
+
+    def ip_of(self, family: int) -> str | None:
+        return pick(self.ips, family)
 
 
 # --------------------------------------------------------------------------- Services

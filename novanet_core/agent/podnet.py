@@ -1,17 +1,20 @@
 """Pod interface plumbing with pyroute2: the veth pair, addresses, routes and MTU.
 
-Layout (same for every datapath): the pod gets ``IP/32`` on ``ifname`` with a link-scope route
-to the gateway (the PodCIDR's first address) and a default route via it, so every packet leaves
-through the veth towards the host side, where the datapath takes over. The host side is named
-``nv<containerid[:11]>``, as the guide and the original NovaNet name it.
+Layout (same for every datapath): per family, the pod gets ``IP/32`` (IPv6: ``IP/128``, without
+duplicate address detection, so the address is usable at once) on ``ifname`` with a link-scope
+route to the gateway (the PodCIDR's first address) and a default route via it, so every packet
+leaves through the veth towards the host side, where the datapath takes over. The host side is
+named ``nv<containerid[:11]>``, as the guide and the original NovaNet name it.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -22,6 +25,8 @@ from novanet_core.netns import netns_iproute
 log = logging.getLogger(__name__)
 
 HOST_PREFIX = "nv"
+IFA_F_NODAD = 0x02
+AF_INET, AF_INET6 = 2, 10
 
 
 class PodNetError(Exception):
@@ -38,13 +43,20 @@ def _tmp_ifname(container_id: str) -> str:
     return f"nt{container_id[:11]}"
 
 
+def _mac_tail(ip: str) -> bytes:
+    # IPv4: the address itself; IPv6 (a pod whose primary family is IPv6): the last 4 bytes of
+    # the address's SHA-256, as the original NovaNet derived them.
+    addr = ipaddress.ip_address(ip)
+    return addr.packed if addr.version == 4 else hashlib.sha256(addr.packed).digest()[-4:]
+
+
 def pod_mac(ip: str) -> str:
-    """Deterministic, locally administered MAC from the pod IP (02:fe:a:b:c:d), as the original."""
-    return "02:fe:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    """Deterministic, locally administered MAC from the pod's primary IP (02:fe:a:b:c:d), as the original."""
+    return "02:fe:" + ":".join(f"{b:02x}" for b in _mac_tail(ip))
 
 
 def host_mac(ip: str) -> str:
-    return "02:fd:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    return "02:fd:" + ":".join(f"{b:02x}" for b in _mac_tail(ip))
 
 
 @dataclass
@@ -61,18 +73,27 @@ def lookup(ipr: IPRoute, name: str) -> int | None:
 
 
 
-def configure_pod_end(pod: IPRoute, idx: int, ip: str, gateway: str) -> None:
-    """Address, up, loopback up, and the routes: IP/32, link-scope route to the gateway, default via it."""
-    pod.addr("add", index=idx, address=ip, prefixlen=32)
+def configure_pod_end(pod: IPRoute, idx: int, ip: str, gateway: str, more: Sequence[tuple[str, str]] = ()) -> None:
+    """Address, up, loopback up, and the routes: IP/32, link-scope route to the gateway, default via it;
+    the same for every further family's ``(ip, gateway)`` in ``more`` (IPv6: /128)."""
+    families = [(ip, gateway), *more]
+    for addr, _ in families:
+        if ":" in addr:
+            pod.addr("add", index=idx, address=addr, prefixlen=128, flags=IFA_F_NODAD)
+        else:
+            pod.addr("add", index=idx, address=addr, prefixlen=32)
     pod.link("set", index=idx, state="up")
     lo = lookup(pod, "lo")
     if lo is not None:
         pod.link("set", index=lo, state="up")
-    pod.route("add", dst=f"{gateway}/32", oif=idx, scope=253)  # scope link
-    pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+    for addr, gw in families:
+        v6 = ":" in addr
+        pod.route("add", dst=f"{gw}/{128 if v6 else 32}", oif=idx, scope=253)  # scope link
+        pod.route("add", dst="::/0" if v6 else "0.0.0.0/0", gateway=gw, oif=idx)
 
 
-def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mtu: int) -> PodLink:
+def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mtu: int,
+           more: Sequence[tuple[str, str]] = ()) -> PodLink:
     """Create and configure the pair; raise PodNetError with a clear message on any failure.
 
     One netlink socket per namespace for the whole operation: opening sockets dominates the cost
@@ -104,7 +125,7 @@ def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mt
             if tidx is None:
                 raise PodNetError(f"pod end {tname} did not appear in {netns}")
             pod.link("set", index=tidx, ifname=ifname)
-            configure_pod_end(pod, tidx, ip, gateway)
+            configure_pod_end(pod, tidx, ip, gateway, more)
         except (NetlinkError, PodNetError) as e:
             host.link("del", index=hidx)
             raise PodNetError(f"configuring {ifname} in {netns}: {e}") from None
@@ -130,8 +151,8 @@ def host_link_exists(name: str) -> int | None:
         return lookup(host, name)
 
 
-def check(container_id: str, netns: str, ifname: str, ip: str) -> list[str]:
-    """What is wrong with an existing attachment (empty list = fine)."""
+def check(container_id: str, netns: str, ifname: str, ip: str, more: Sequence[str] = ()) -> list[str]:
+    """What is wrong with an existing attachment (empty list = fine); ``more``: its other families' IPs."""
     problems = []
     if host_link_exists(host_ifname(container_id)) is None:
         problems.append(f"host interface {host_ifname(container_id)} is missing")
@@ -141,11 +162,13 @@ def check(container_id: str, netns: str, ifname: str, ip: str) -> list[str]:
         idx = lookup(pod, ifname)
         if idx is None:
             return problems + [f"interface {ifname} is missing in {netns}"]
-        addrs = {a.get_attr("IFA_ADDRESS") for a in pod.get_addr(index=idx, family=2)}
-        if ip not in addrs:
-            problems.append(f"{ifname} lacks address {ip} (has {sorted(addrs)})")
-        if not any(r.get_attr("RTA_GATEWAY") for r in pod.get_routes(family=2, oif=idx)):
-            problems.append(f"{ifname} has no default route")
+        for addr in (ip, *more):
+            fam = AF_INET6 if ":" in addr else AF_INET
+            have = {a.get_attr("IFA_ADDRESS") for a in pod.get_addr(index=idx, family=fam)}
+            if addr not in have:
+                problems.append(f"{ifname} lacks address {addr} (has {sorted(have)})")
+            if not any(r.get_attr("RTA_GATEWAY") for r in pod.get_routes(family=fam, oif=idx)):
+                problems.append(f"{ifname} has no {'IPv6' if fam == AF_INET6 else 'IPv4'} default route")
     return problems
 
 
@@ -172,7 +195,7 @@ def interface_mtu(name: str) -> int | None:
 
 def interface_for_ip(ip: str) -> str | None:
     with IPRoute() as host:
-        for a in host.get_addr(family=2):
+        for a in host.get_addr(family=AF_INET6 if ":" in ip else AF_INET):
             if a.get_attr("IFA_ADDRESS") == ip:
                 links = host.get_links(a["index"])
                 return links[0].get_attr("IFLA_IFNAME") if links else None

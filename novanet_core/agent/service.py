@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from novanet_core import __version__
-from novanet_core.agent import masquerade, podnet, rtprotos, warmpool
+from novanet_core import __version__, ipfamily
+from novanet_core.agent import families, masquerade, podnet, rtprotos, warmpool
 from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
@@ -62,7 +62,9 @@ class Agent:
         self.ipam = host.create("ipam", ctx)
         self.tunnel = host.create("tunnel", ctx) if config.routingMode == "overlay" else None
         self.routing = host.create("routing", ctx) if config.routingMode == "native" else None
-        self.gateway = str(next(ipaddress.ip_network(self.node.pod_cidr).hosts()))
+        # The gateway of every family: the first address of its PodCIDR (primary first).
+        self.gateways = [str(ipaddress.ip_network(c).network_address + 1) for c in self.node.pod_cidrs]
+        self.gateway = self.gateways[0]
         self.mtu = self._pod_mtu()
         self.remotes: dict[str, RemoteEndpoint] = {}
         self._remotes_synced = False
@@ -81,6 +83,7 @@ class Agent:
         self.cni_stats = CniStats()  # fed by the CNI socket's handlers (api_methods), read by metrics
         self.api_servers: dict[str, Any] = {}  # socket name -> ApiServer, set by main (limits, refusals)
         self.pool: warmpool.WarmPool | None = None  # started in start(), once the dataplane answered
+        self.families_error: str | None = None  # set while a backend cannot carry a family of the node's
 
     def _first_snapshot(self) -> ClusterState:
         # A node agent waits for its state source (an API server still starting, say) rather than
@@ -100,17 +103,29 @@ class Agent:
     def _resolve_node(self) -> NodeInfo:
         name = self.config.nodeName or os.uname().nodename
         node_obj = self.state.nodes.get(name)
-        ip = self.config.nodeIP or (node_obj.internal_ip if node_obj else None)
-        if not ip:
-            ip = self.host.pm.hook.novanet_node_ip(config=self.config)
-        if not ip:
+        ips = self.config.node_ips or (list(node_obj.internal_ips) if node_obj else [])
+        if not ips:
+            found = self.host.pm.hook.novanet_node_ip(config=self.config)
+            ips = [found] if found else []
+        if not ips:
             raise ConfigError("nodeIP: not set (NOVANET_NODE_IP) and could not be discovered")
-        cidr = self.config.podCIDR or (node_obj.pod_cidr if node_obj else None)
-        if not cidr:
+        cidrs = self.config.pod_cidrs or (list(node_obj.pod_cidrs) if node_obj else [])
+        if not cidrs:
             raise ConfigError(f"podCIDR: not set and Node {name!r} has no spec.podCIDR in the state source")
-        if not ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network(self.config.clusterCIDR)):  # type: ignore[arg-type]
-            raise ConfigError(f"podCIDR: {cidr} is not inside clusterCIDR {self.config.clusterCIDR}")
-        return NodeInfo(name=name, ip=ip, pod_cidr=cidr)
+        try:
+            ipfamily.check_inside([ipaddress.ip_network(c) for c in cidrs],
+                                  [ipaddress.ip_network(c) for c in self.config.cluster_cidrs], "podCIDR", "clusterCIDR")
+        except ValueError as e:
+            raise ConfigError(f"podCIDR: {e}") from None
+        if self.config.routingMode == "native":
+            # Routes to a PodCIDR go via the owning node's address of that family: BGP next hops.
+            for c in cidrs:
+                fam = ipfamily.family_of(c)
+                if ipfamily.pick(ips, fam) is None:
+                    raise ConfigError(f"nodeIP: node {name!r} has no {ipfamily.family_name(fam)} address "
+                                      f"({ipfamily.join(ips)}), but routingMode native needs one to route its "
+                                      f"{ipfamily.family_name(fam)} PodCIDR {c}")
+        return NodeInfo(name=name, ip=ips[0], pod_cidr=cidrs[0], pod_cidrs=list(cidrs), ips=list(ips))
 
     def _pod_mtu(self) -> int:
         if isinstance(self.config.mtu, int):
@@ -121,12 +136,18 @@ class Agent:
         return underlay - overhead
 
     def datapath_settings(self) -> dict[str, Any]:
+        # The single keys are the primary family's (what a single-stack datapath reads); the
+        # list keys hold one entry per family, primary first.
         return {
             "nodeIP": self.node.ip,
             "nodeName": self.node.name,
             "podCIDR": self.node.pod_cidr,
-            "clusterCIDR": self.config.clusterCIDR,
+            "clusterCIDR": self.config.cluster_cidrs[0],
             "gateway": self.gateway,
+            "nodeIPs": list(self.node.ips),
+            "podCIDRs": list(self.node.pod_cidrs),
+            "clusterCIDRs": self.config.cluster_cidrs,
+            "gateways": list(self.gateways),
             "routingMode": self.config.routingMode,
             "tunnelProtocol": self.config.tunnelProtocol,
             "defaultDeny": self.config.policy.defaultDeny,
@@ -141,6 +162,8 @@ class Agent:
         rtprotos.ensure_registered()  # `ip route` shows `proto novanet`
         # The dataplane first: tunnel plugins plug their programs into maps the dataplane pins.
         dp_up = self.sync_dataplane(wait=30.0)
+        if dp_up:
+            self._check_families()
         if self.tunnel is not None:
             if dp_up:
                 self._setup_tunnel()
@@ -148,7 +171,7 @@ class Agent:
                 log.error("dataplane not reachable: tunnel setup deferred until it is")
         if self.routing is not None:
             self.routing.start(self.node)
-        masquerade.apply(self.config.egress.masqueradeEnabled, self.node.pod_cidr, self.config.clusterCIDR)
+        masquerade.apply(self.config.egress.masqueradeEnabled, self.node.pod_cidrs, self.config.cluster_cidrs)
         self._process_pending_deletes()
         self.reconcile()
         self._start_pool()
@@ -161,6 +184,18 @@ class Agent:
         self.ready = True
         log.info("agent ready: node=%s ip=%s podCIDR=%s mtu=%d endpoints=%d", self.node.name, self.node.ip,
                  self.node.pod_cidr, self.mtu, len(self.store.all()))
+
+    def _check_families(self) -> None:
+        """Every family of the node's PodCIDRs carried by the datapath and by the tunnel or routing
+        backend (ConfigError naming clusterCIDR otherwise)."""
+        st = self.dataplane.call("dp.status", wait=0)
+        carriers = [(f"datapath {st.get('datapath', self.config.datapath)!r}",
+                     st.get("ipFamilies", families.DEFAULT_FAMILIES))]
+        transport = self.tunnel if self.tunnel is not None else self.routing
+        if transport is not None:
+            kind = "tunnelProtocol" if self.tunnel is not None else "routing backend"
+            carriers.append((f"{kind} {transport.name!r}", families.served(transport)))
+        families.check(self.config.cluster_cidrs, self.node.pod_cidrs, carriers)
 
     def _start_pool(self) -> None:
         cfg = self.config.warmPool
@@ -253,7 +288,7 @@ class Agent:
             return [], []
         live = {e["ip"]: e for e in listed if e.get("local", True)}
         live_remote = [e for e in listed if not e.get("local", True)]
-        want = {e.ip: e for e in self.store.all()}
+        want = {ip: e for e in self.store.all() for ip in e.ips}  # a dual-stack endpoint is listed per address
         removed = []
         for ip, e in live.items():
             if ip not in want:
@@ -267,10 +302,11 @@ class Agent:
                 self.dataplane.call("dp.remote.delete", {"ip": e["ip"]})
                 removed.append(e["ip"])
         added = []
-        for ip, ep in want.items():
-            cur = live.get(ip)
-            if cur is None or cur.get("identity") != ep.identity or cur.get("host_ifindex") != ep.host_ifindex:
-                added.append(ip)
+        for ep in self.store.all():
+            for ip in ep.ips:
+                cur = live.get(ip)
+                if cur is None or cur.get("identity") != ep.identity or cur.get("host_ifindex") != ep.host_ifindex:
+                    added.append(ip)
             # Upsert every endpoint: cheap, idempotent, and re-attaches programs that went missing.
             self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()})
         return removed, added
@@ -311,6 +347,12 @@ class Agent:
 
     def _resync_dataplane(self) -> None:
         self.sync_dataplane()
+        try:
+            self._check_families()  # a dataplane that came up (or back) with another datapath
+            self.families_error = None
+        except ConfigError as e:
+            log.error("%s", e)
+            self.families_error = str(e)
         if self.tunnel is not None and not self._tunnel_ok:
             self._setup_tunnel()
         if self.pool is not None:
@@ -379,20 +421,32 @@ class Agent:
         self._sync_remote_pod(old, new)
 
     def _sync_remote_pod(self, old: Pod | None, new: Pod | None) -> None:
-        if old is not None and old.ip and (new is None or new.ip != old.ip) and old.ip in self.remotes:
-            self.remotes.pop(old.ip)
-            self._dp_call("dp.remote.delete", {"ip": old.ip})
-        if new is None or not new.ip or new.node == self.node.name or new.host_ip == self.node.ip:
+        """One remote entry per address of a pod on another node (one identity for all of them)."""
+        keep = set(new.ips) if new is not None else set()
+        for ip in old.ips if old is not None else ():
+            if ip not in keep and ip in self.remotes:
+                self.remotes.pop(ip)
+                self._dp_call("dp.remote.delete", {"ip": ip})
+        if new is None or not new.ips or new.node == self.node.name or (new.host_ip and new.host_ip in self.node.ips):
             return
-        rem = RemoteEndpoint(ip=new.ip, identity=self.identities.lookup(new.namespace, new.labels),
-                             node_ip=new.host_ip or self._node_ip_of(new.node) or "", namespace=new.namespace, pod=new.name)
-        if self.remotes.get(new.ip) != rem:
-            self.remotes[new.ip] = rem
-            self._dp_call("dp.remote.upsert", {"remote": rem.__dict__})
+        ident = self.identities.lookup(new.namespace, new.labels)
+        for ip in new.ips:
+            rem = RemoteEndpoint(ip=ip, identity=ident, node_ip=self._remote_node_ip(new, ip),
+                                 namespace=new.namespace, pod=new.name)
+            if self.remotes.get(ip) != rem:
+                self.remotes[ip] = rem
+                self._dp_call("dp.remote.upsert", {"remote": rem.__dict__})
 
-    def _node_ip_of(self, name: str | None) -> str | None:
-        n = self.state.nodes.get(name or "")
-        return n.internal_ip if n else None
+    def _remote_node_ip(self, pod: Pod, ip: str) -> str:
+        """The node address a remote pod's address is reached through: in native mode the node's
+        address of that family (the BGP next hop); in overlay mode the tunnel endpoint, the node's
+        primary address (any inner family rides one underlay)."""
+        node = self.state.nodes.get(pod.node or "")
+        ips = list(pod.host_ips)
+        ips += [a for a in (node.internal_ips if node else ()) if a not in ips]
+        if self.config.routingMode == "native":
+            return ipfamily.pick(ips, ipfamily.family_of(ip)) or (ips[0] if ips else "")
+        return ips[0] if ips else ""
 
     def _sync_remotes(self) -> None:
         for pod in list(self.state.pods.values()):
@@ -400,8 +454,8 @@ class Agent:
         self._remotes_synced = True
 
     def _sync_nodes(self) -> None:
-        remotes = [NodeInfo(n.name, n.internal_ip, n.pod_cidr) for n in self.state.nodes.values()
-                   if n.name != self.node.name and n.internal_ip and n.pod_cidr]
+        remotes = [NodeInfo(n.name, n.internal_ip, n.pod_cidr, pod_cidrs=list(n.pod_cidrs), ips=list(n.internal_ips))
+                   for n in self.state.nodes.values() if n.name != self.node.name and n.internal_ip and n.pod_cidr]
         remotes.sort(key=lambda n: n.name)
         if remotes == self.remote_nodes:
             return
@@ -439,6 +493,8 @@ class Agent:
             raise CniFailure(cni.ERR_INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported")
         if not os.path.exists(netns):
             raise CniFailure(cni.ERR_NETNS, f"network namespace {netns} does not exist")
+        if self.families_error:
+            raise CniFailure(cni.ERR_INVALID_CONFIG, self.families_error)
         with self.lock:
             existing = self.store.get(cid, ifname)
             if existing is not None:
@@ -462,13 +518,14 @@ class Agent:
                 raise CniFailure(cni.ERR_IPAM, str(e)) from None
             t1 = time.perf_counter()
             member: warmpool.Member | None = None
+            more = [(a.address, a.gateway) for a in alloc.addresses[1:]]
             try:
-                pooled = (warmpool.plumb(self.pool, cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+                pooled = (warmpool.plumb(self.pool, cid, netns, ifname, alloc.address, alloc.gateway, mtu, more)
                           if self.pool is not None else None)
                 if pooled is not None:
                     link, member = pooled
                 else:
-                    link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu)
+                    link = podnet.create(cid, netns, ifname, alloc.address, alloc.gateway, mtu, more)
             except podnet.PodNetError as e:
                 self.ipam.release(cid, ifname)
                 raise CniFailure(cni.ERR_INTERFACE, str(e)) from None
@@ -476,7 +533,8 @@ class Agent:
             ep = Endpoint(container_id=cid, ifname=ifname, namespace=namespace, pod=podname, netns=netns,
                           ip=alloc.address, mac=link.pod_mac, host_ifname=link.host_ifname,
                           host_ifindex=link.host_ifindex, host_mac=link.host_mac, gateway=alloc.gateway, mtu=mtu,
-                          identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip)
+                          identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip,
+                          ips=[a.address for a in alloc.addresses], gateways=[a.gateway for a in alloc.addresses])
             t2 = time.perf_counter()
             try:
                 # One all-or-nothing call: the dataplane writes the policy before the endpoint and
@@ -497,7 +555,7 @@ class Agent:
             t4 = time.perf_counter()
         self.timings.append({"ipam": t1 - t0, "interface": t2 - t1, "datapath": t3 - t2, "record": t4 - t3})
         log.info("ADD %s/%s %s ip=%s identity=%d in %.1f ms (ipam %.1f, interface %.1f, datapath %.1f, record %.1f)",
-                 namespace, podname, cid[:12], ep.ip, ep.identity, (t4 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                 namespace, podname, cid[:12], ",".join(ep.ips), ep.identity, (t4 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
                  (t3 - t2) * 1e3, (t4 - t3) * 1e3)
         self.host.hook.novanet_endpoint_added(endpoint=ep)
         # Rendered at the runtime's version here, once, so that every client only prints it.
@@ -507,12 +565,13 @@ class Agent:
                 {"name": link.host_ifname, "mac": link.host_mac},
                 {"name": ifname, "mac": link.pod_mac, "mtu": mtu, "sandbox": netns},
             ],
-            "ips": [{"address": f"{alloc.address}/32", "gateway": alloc.gateway, "interface": 1}],
-            "routes": [{"dst": "0.0.0.0/0", "gw": alloc.gateway}],
+            "ips": [{"address": f"{a.address}/{128 if ':' in a.address else 32}", "gateway": a.gateway, "interface": 1}
+                    for a in alloc.addresses],
+            "routes": [{"dst": "::/0" if ":" in a.address else "0.0.0.0/0", "gw": a.gateway} for a in alloc.addresses],
         }, version)
 
     def _teardown(self, ep: Endpoint) -> None:
-        self._dp_call("dp.endpoint.delete", {"ip": ep.ip, "host_ifname": ep.host_ifname})
+        self._dp_call("dp.endpoint.delete", {"ip": ep.ip, "host_ifname": ep.host_ifname, "ips": ep.ips})
         self.policy.endpoint_removed(ep)
         podnet.delete(ep.container_id)
         self.ipam.release(ep.container_id, ep.ifname)
@@ -537,18 +596,22 @@ class Agent:
         ep = self.store.get(cid, ifname)
         if ep is None:
             raise CniFailure(cni.ERR_UNKNOWN_CONTAINER, f"no NovaNet endpoint for container {cid} interface {ifname}")
-        problems = podnet.check(cid, netns, ifname, ep.ip)
+        problems = podnet.check(cid, netns, ifname, ep.ip, ep.ips[1:])
         alloc = self.ipam.get(cid, ifname)
-        if alloc is None or alloc.address != ep.ip:
-            problems.append(f"IPAM has no allocation of {ep.ip} for this attachment")
+        allocated = {a.address for a in alloc.addresses} if alloc is not None else set()
+        for ip in ep.ips:
+            if ip not in allocated:
+                problems.append(f"IPAM has no allocation of {ip} for this attachment")
         prev = (req.get("config") or {}).get("prevResult") or {}
         prev_ips = {i.get("address", "").split("/")[0] for i in prev.get("ips", [])}
-        if prev_ips and ep.ip not in prev_ips:
-            problems.append(f"prevResult lists {sorted(prev_ips)} but the endpoint has {ep.ip}")
+        missing = sorted(set(ep.ips) - prev_ips)
+        if prev_ips and missing:
+            problems.append(f"prevResult lists {sorted(prev_ips)} but the endpoint has {', '.join(missing)}")
         try:
             live = {e["ip"] for e in self.dataplane.call("dp.endpoint.list")}
-            if ep.ip not in live:
-                problems.append(f"datapath has no entry for {ep.ip}")
+            for ip in ep.ips:
+                if ip not in live:
+                    problems.append(f"datapath has no entry for {ip}")
         except DataplaneUnavailable as e:
             raise CniFailure(cni.ERR_TRY_AGAIN_LATER, str(e)) from None
         if problems:
@@ -599,6 +662,9 @@ class Agent:
             "nodeIP": self.node.ip,
             "podCIDR": self.node.pod_cidr,
             "clusterCIDR": self.config.clusterCIDR,
+            "nodeIPs": list(self.node.ips),
+            "podCIDRs": list(self.node.pod_cidrs),
+            "gateways": list(self.gateways),
             "routingMode": self.config.routingMode,
             "tunnelProtocol": self.config.tunnelProtocol if self.config.routingMode == "overlay" else "",
             "datapath": self.config.datapath,

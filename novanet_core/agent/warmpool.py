@@ -28,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,9 +257,10 @@ class WarmPool:
 
 
 def plumb(pool: WarmPool, container_id: str, netns: str, ifname: str, ip: str, gateway: str,
-          mtu: int) -> tuple[PodLink, Member] | None:
+          mtu: int, more: Sequence[tuple[str, str]] = ()) -> tuple[PodLink, Member] | None:
     """Turn a usable member into the pod's interface (what podnet.create builds from scratch), or
-    None when the pool has none (the caller builds the pair).
+    None when the pool has none (the caller builds the pair). ``more``: the other families'
+    ``(ip, gateway)``.
 
     Until the peer has moved, a failure hands the member back intact; after, the pair is deleted
     (the kernel takes the peer with the host end)."""
@@ -293,7 +294,7 @@ def plumb(pool: WarmPool, container_id: str, netns: str, ifname: str, ip: str, g
             tidx = podnet.lookup(pod, ifname)
             if tidx is None:
                 raise podnet.PodNetError(f"{ifname} did not appear in {netns}")
-            podnet.configure_pod_end(pod, tidx, ip, gateway)
+            podnet.configure_pod_end(pod, tidx, ip, gateway, more)
         except (NetlinkError, podnet.PodNetError) as e:
             try:
                 host.link("del", index=m.host_ifindex)

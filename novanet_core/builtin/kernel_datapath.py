@@ -1,8 +1,9 @@
-"""Built-in plugin: the ``kernel`` datapath — per-pod /32 routes and proxy-ARP, no BPF.
+"""Built-in plugin: the ``kernel`` datapath — per-pod /32 (IPv6: /128) routes and proxy-ARP
+(IPv6: proxy neighbour discovery), no BPF.
 
 The simplest correct datapath, used where BPF is unavailable and as the baseline the eBPF
 datapath is benchmarked against. The kernel forwards between pod veths, so it turns on
-``net.ipv4.ip_forward`` in the dataplane's network namespace.
+``net.ipv4.ip_forward`` (and IPv6 forwarding) in the dataplane's network namespace.
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ log = logging.getLogger(__name__)
 RT_SCOPE_LINK = 253
 
 
-def _sysctl(path: str, value: str) -> None:
-    Path("/proc/sys/net/ipv4", path).write_text(value)
+def _sysctl(path: str, value: str, family: str = "ipv4") -> None:
+    Path("/proc/sys/net", family, path).write_text(value)
+
+
+NTF_PROXY = 0x08
+AF_INET, AF_INET6 = 2, 10
+
+
+def _plen(ip: str) -> int:
+    return 128 if ":" in ip else 32
 
 
 NO_POLICY = ("datapath kernel does not enforce NetworkPolicy (it forwards with kernel routes only); "
@@ -37,6 +46,7 @@ class KernelDatapath:
 
     name = "kernel"
     capabilities: frozenset[str] = frozenset()
+    ip_families = (4, 6)
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx
@@ -48,13 +58,14 @@ class KernelDatapath:
 
     def start(self) -> None:
         _sysctl("ip_forward", "1")
+        _sysctl("conf/all/forwarding", "1", "ipv6")
 
     def stop(self) -> None:
         return None  # routes are kernel state: they stay, traffic keeps flowing
 
     def configure(self, settings: dict[str, Any]) -> None:
         self.settings = dict(settings)
-        gw = settings.get("gateway")
+        gw = next((g for g in settings.get("gateways") or [settings.get("gateway")] if g and ":" not in g), None)
         if gw:
             # The gateway address on lo makes every host veth answer the pods' ARP for it
             # (arp_ignore=0), with no per-pod neighbour entries or proxy-ARP subnet routes.
@@ -71,14 +82,20 @@ class KernelDatapath:
                 raise RuntimeError(f"host interface {endpoint.host_ifname} does not exist")
             _sysctl(f"conf/{endpoint.host_ifname}/proxy_arp", "1")
             _sysctl(f"conf/{endpoint.host_ifname}/rp_filter", "0")
-            ipr.route("replace", dst=f"{endpoint.ip}/32", oif=idx[0], scope=RT_SCOPE_LINK, proto=RTPROT_NOVANET)
-            self._meta[endpoint.ip] = {"identity": endpoint.identity, "mac": endpoint.mac,
-                                       "namespace": endpoint.namespace, "pod": endpoint.pod}
+            for ip, gw in zip(endpoint.ips, endpoint.gateways, strict=False):
+                if ":" in ip:
+                    # IPv6 has no proxy-ARP for a whole subnet: the veth answers the pod's
+                    # neighbour solicitations for its gateway through one proxy entry.
+                    _sysctl(f"conf/{endpoint.host_ifname}/proxy_ndp", "1", "ipv6")
+                    ipr.neigh("replace", dst=gw, ifindex=idx[0], flags=NTF_PROXY, family=AF_INET6)
+                ipr.route("replace", dst=f"{ip}/{_plen(ip)}", oif=idx[0], scope=RT_SCOPE_LINK, proto=RTPROT_NOVANET)
+                self._meta[ip] = {"identity": endpoint.identity, "mac": endpoint.mac,
+                                  "namespace": endpoint.namespace, "pod": endpoint.pod}
 
     def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
         with self._lock, IPRoute() as ipr:
             try:
-                ipr.route("del", dst=f"{ip}/32", proto=RTPROT_NOVANET)
+                ipr.route("del", dst=f"{ip}/{_plen(ip)}", proto=RTPROT_NOVANET)
             except NetlinkError:
                 pass  # already gone with its veth
             self._meta.pop(ip, None)
@@ -95,8 +112,10 @@ class KernelDatapath:
         out = []
         with IPRoute() as ipr:
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            for r in ipr.get_routes(family=2, proto=RTPROT_NOVANET):
-                if r["dst_len"] != 32:
+            routes = [*ipr.get_routes(family=AF_INET, proto=RTPROT_NOVANET),
+                      *ipr.get_routes(family=AF_INET6, proto=RTPROT_NOVANET)]
+            for r in routes:
+                if r["dst_len"] != (32 if r["family"] == AF_INET else 128):
                     continue
                 ip = r.get_attr("RTA_DST")
                 oif = r.get_attr("RTA_OIF")

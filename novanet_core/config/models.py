@@ -13,10 +13,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from novanet_core import ipfamily
+
 # Encapsulation overhead per tunnel protocol, IPv4 underlay: outer IPv4 20 + UDP 8 + header 8 +
 # inner Ethernet 14 = 50; NovaNet's Geneve adds one 8-byte option (4 B option header + 4 B
-# identity) = 58. Plugins report their own figure; these are for docs and validation.
+# identity) = 58. An IPv6 underlay's outer header is 20 bytes larger. Plugins report their own
+# figure; these are for docs and validation.
 KNOWN_OVERHEAD = {"vxlan": 50, "geneve": 58}
+OUTER_IPV6_EXTRA = 20
 
 
 class _Model(BaseModel):
@@ -146,27 +150,28 @@ class PluginsConfig(_Model):
     disabled: list[str] = Field(default_factory=list, description="never load these plugins")
 
 
-def _cidr(v: str | None, field: str) -> str | None:
-    if v is None:
-        return None
+def _cidrs(v: Any) -> str:
+    """One CIDR or one per family (Kubernetes' ``a,b`` form, or a list): the canonical ``a,b``."""
     try:
-        net = ipaddress.ip_network(v, strict=True)
+        return ipfamily.join(ipfamily.parse_cidrs(v))
     except ValueError as e:
-        raise ValueError(f"{v!r} is not a CIDR ({e})") from None
-    if net.version != 4:
-        raise ValueError(f"{v!r}: only IPv4 is supported by this release")
-    return str(net)
+        raise ValueError(str(e)) from None
 
 
 class NovaNetConfig(_Model):
     nodeName: str = _d("", "this node's name in the state source (empty: the hostname)")
-    nodeIP: str | None = _d(None, "underlay address; tunnels and routing use it (none: the Node's InternalIP, "
-                                  "else discovered)")
-    clusterCIDR: str = _d("10.42.0.0/16", "all pod addresses")
+    nodeIP: str | None = _d(None, "underlay address; tunnels and routing use it (none: the Node's InternalIPs, "
+                                  "else discovered). Dual-stack: one per family (`a,b` or a list), primary first")
+    clusterCIDR: str = _d("10.42.0.0/16", "all pod addresses: one IPv4 range, one IPv6 range, or one of each "
+                                          "(`10.42.0.0/16,fd00:42::/48` or a list); the first is the primary "
+                                          "family (a pod's podIP); which datapaths serve IPv6: dual-stack.md")
     serviceCIDR: str = _d("10.96.0.0/12", "Service ClusterIPs (the API server's --service-cluster-ip-range); the "
                                           "lab allocates from it; must not overlap clusterCIDR")
-    podCIDR: str | None = _d(None, "this node's pool, inside clusterCIDR (none: the Node's spec.podCIDR)")
-    nodeCIDRMaskSize: int = _d(24, "size of per-node PodCIDRs where NovaNet carves them (the lab)", ge=16, le=28)
+    podCIDR: str | None = _d(None, "this node's pools, one per family of clusterCIDR, each inside its family's "
+                                   "range (none: the Node's spec.podCIDRs)")
+    nodeCIDRMaskSize: int = _d(24, "size of per-node IPv4 PodCIDRs where NovaNet carves them (the lab)", ge=16, le=28)
+    nodeCIDRMaskSizeIPv6: int = _d(64, "size of per-node IPv6 PodCIDRs (kube-controller-manager's "
+                                       "--node-cidr-mask-size-ipv6)", ge=48, le=120)
     routingMode: Literal["overlay", "native"] = _d("overlay", "`overlay` (a tunnel backend) or `native` (a "
                                                               "routing backend)")
     tunnelProtocol: str = _d("vxlan", "selects the tunnel backend in overlay mode (`vxlan`, `geneve`)")
@@ -198,30 +203,30 @@ class NovaNetConfig(_Model):
     stateDir: str | None = _d(None, "agent endpoint records (none: `state` next to sockets.agent)")
     logLevel: Literal["debug", "info", "warn", "warning", "error"] = _d("info", "log level of both daemons")
 
-    @field_validator("clusterCIDR")
+    @field_validator("clusterCIDR", mode="before")
     @classmethod
-    def _cluster(cls, v: str) -> str:
-        return _cidr(v, "clusterCIDR") or v
+    def _cluster(cls, v: Any) -> str:
+        return _cidrs(v)
 
-    @field_validator("serviceCIDR")
+    @field_validator("serviceCIDR", mode="before")
     @classmethod
-    def _service(cls, v: str) -> str:
-        return _cidr(v, "serviceCIDR") or v
+    def _service(cls, v: Any) -> str:
+        nets = ipfamily.parse_cidrs(v)
+        if len(nets) > 1:
+            raise ValueError("one range (dual-stack Services are not supported by this release)")
+        return str(nets[0])
 
-    @field_validator("podCIDR")
+    @field_validator("podCIDR", mode="before")
     @classmethod
-    def _pod(cls, v: str | None) -> str | None:
-        return _cidr(v, "podCIDR")
+    def _pod(cls, v: Any) -> str | None:
+        return None if v is None else _cidrs(v)
 
-    @field_validator("nodeIP")
+    @field_validator("nodeIP", mode="before")
     @classmethod
-    def _nodeip(cls, v: str | None) -> str | None:
+    def _nodeip(cls, v: Any) -> str | None:
         if v in (None, ""):
             return None
-        try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IPv4 address") from None
+        return ipfamily.join(ipfamily.parse_ips(v))
 
     @field_validator("mtu")
     @classmethod
@@ -236,12 +241,38 @@ class NovaNetConfig(_Model):
 
         return self.stateDir or os.path.join(os.path.dirname(self.sockets.agent), "state")
 
+    # ------------------------------------------------------------------ per family
+    @property
+    def cluster_cidrs(self) -> list[str]:
+        """clusterCIDR's ranges, primary first."""
+        return ipfamily.split(self.clusterCIDR)
+
+    @property
+    def pod_cidrs(self) -> list[str]:
+        return ipfamily.split(self.podCIDR)
+
+    @property
+    def node_ips(self) -> list[str]:
+        return ipfamily.split(self.nodeIP)
+
+    @property
+    def ip_families(self) -> list[int]:
+        """The families pods get addresses of (clusterCIDR's), primary first."""
+        return ipfamily.families(self.cluster_cidrs)
+
+    def cluster_cidr(self, family: int) -> str | None:
+        return ipfamily.pick(self.cluster_cidrs, family)
+
+    def node_cidr_mask(self, family: int) -> int:
+        return self.nodeCIDRMaskSize if family == 4 else self.nodeCIDRMaskSizeIPv6
+
     @model_validator(mode="after")
     def _consistent(self) -> NovaNetConfig:
+        cluster = [ipaddress.ip_network(c) for c in self.cluster_cidrs]
         if self.podCIDR:
-            pod, cluster = ipaddress.ip_network(self.podCIDR), ipaddress.ip_network(self.clusterCIDR)
-            if not pod.subnet_of(cluster):  # type: ignore[arg-type]
-                raise ValueError(f"podCIDR {self.podCIDR} is not inside clusterCIDR {self.clusterCIDR}")
-        if ipaddress.ip_network(self.serviceCIDR).overlaps(ipaddress.ip_network(self.clusterCIDR)):
-            raise ValueError(f"serviceCIDR {self.serviceCIDR} overlaps clusterCIDR {self.clusterCIDR}")
+            ipfamily.check_inside([ipaddress.ip_network(c) for c in self.pod_cidrs], cluster,
+                                  "podCIDR", "clusterCIDR")
+        clash = ipfamily.overlapping([ipaddress.ip_network(self.serviceCIDR)], cluster)
+        if clash:
+            raise ValueError(f"serviceCIDR {clash[0]} overlaps clusterCIDR {clash[1]}")
         return self

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from typing import Any
 
+from novanet_core import ipfamily
 from novanet_core.api.protocol import ApiError
 from novanet_core.types import Endpoint, RemoteEndpoint
 
@@ -36,14 +37,29 @@ def _int(d: dict[str, Any], key: str, path: str, lo: int, hi: int, default: int 
     return v
 
 
-def _ipv4(d: dict[str, Any], key: str, path: str, required: bool = True) -> str:
+def _ip(d: dict[str, Any], key: str, path: str, required: bool = True) -> str:
     v = _str(d, key, path, required)
     if not v and not required:
         return v
     try:
-        ipaddress.IPv4Address(v)
+        ipaddress.ip_address(v)
     except ValueError:
-        raise _fail(f"{path}.{key}", f"{v[:60]!r} is not an IPv4 address") from None
+        raise _fail(f"{path}.{key}", f"{v[:60]!r} is not an IP address") from None
+    return v
+
+
+def _family_list(d: dict[str, Any], key: str, path: str, parse: Any, first: str | None) -> list[str]:
+    """A list of one entry per family (``parse``: ipfamily.parse_ips or parse_cidrs); its first
+    entry must be ``first`` (the single key's value) when that is given."""
+    v = d.get(key)
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise _fail(f"{path}.{key}", "must be a non-empty list of strings")
+    try:
+        parse(v)
+    except ValueError as e:
+        raise _fail(f"{path}.{key}", str(e)) from None
+    if first is not None and v[0] != first:
+        raise _fail(f"{path}.{key}", f"{v[0][:60]!r} must be the primary family's value {first[:60]!r} first")
     return v
 
 
@@ -62,9 +78,14 @@ def parse_endpoint(d: Any, path: str = "endpoint") -> Endpoint:
         raise _fail(f"{path}.{sorted(unknown)[0]}", "unknown field")
     for key in ("container_id", "ifname", "namespace", "pod", "netns"):
         _str(d, key, path)
-    _ipv4(d, "ip", path)
-    _ipv4(d, "gateway", path)
-    _ipv4(d, "node_ip", path, required=False)
+    _ip(d, "ip", path)
+    _ip(d, "gateway", path)
+    _ip(d, "node_ip", path, required=False)
+    if "ips" in d:
+        ips = _family_list(d, "ips", path, ipfamily.parse_ips, d["ip"])
+        gws = _family_list(d, "gateways", path, ipfamily.parse_ips, d["gateway"]) if "gateways" in d else [d["gateway"]]
+        if len(gws) != len(ips) or any(ipfamily.family_of(a) != ipfamily.family_of(g) for a, g in zip(ips, gws, strict=False)):
+            raise _fail(f"{path}.gateways", "must hold one gateway per address of ips, in the same order")
     for key in ("mac", "host_mac"):
         if not _MAC.match(_str(d, key, path)):
             raise _fail(f"{path}.{key}", f"{d[key][:40]!r} is not a MAC address")
@@ -83,8 +104,8 @@ def parse_remote(d: Any, path: str = "remote") -> RemoteEndpoint:
     unknown = set(d) - set(RemoteEndpoint.__dataclass_fields__)
     if unknown:
         raise _fail(f"{path}.{sorted(unknown)[0]}", "unknown field")
-    _ipv4(d, "ip", path)
-    _ipv4(d, "node_ip", path)  # where the pod lives: without it the datapath cannot deliver
+    _ip(d, "ip", path)
+    _ip(d, "node_ip", path)  # where the pod lives: without it the datapath cannot deliver
     _int(d, "identity", path, 0, 2**32 - 1)
     for key in ("namespace", "pod"):
         _str(d, key, path, required=False)
@@ -92,10 +113,14 @@ def parse_remote(d: Any, path: str = "remote") -> RemoteEndpoint:
 
 
 # dp.configure keys the core sends (Agent.datapath_settings) and their types; plugins may read more.
+# The single keys are the primary family's; the list keys carry one entry per family.
 _SETTINGS: dict[str, tuple[type, ...]] = {
     "nodeIP": (str,), "nodeName": (str,), "podCIDR": (str,), "clusterCIDR": (str,), "gateway": (str,),
     "routingMode": (str,), "tunnelProtocol": (str,), "defaultDeny": (bool,), "masquerade": (bool,), "mtu": (int,),
+    "nodeIPs": (list,), "podCIDRs": (list,), "clusterCIDRs": (list,), "gateways": (list,),
 }
+_SETTINGS_LISTS = {"nodeIPs": ("nodeIP", ipfamily.parse_ips), "podCIDRs": ("podCIDR", ipfamily.parse_cidrs),
+                   "clusterCIDRs": ("clusterCIDR", ipfamily.parse_cidrs), "gateways": ("gateway", ipfamily.parse_ips)}
 
 
 def check_settings(s: Any) -> dict[str, Any]:
@@ -106,15 +131,16 @@ def check_settings(s: Any) -> dict[str, Any]:
             raise _fail(f"settings.{key}", f"must be {' or '.join(t.__name__ for t in types)}")
     for key in ("nodeIP", "gateway"):
         if key in s:
-            _ipv4(s, key, "settings")
+            _ip(s, key, "settings")
     for key in ("podCIDR", "clusterCIDR"):
         if key in s:
             try:
-                net = ipaddress.ip_network(s[key], strict=True)
+                ipaddress.ip_network(s[key], strict=True)
             except ValueError:
                 raise _fail(f"settings.{key}", f"{s[key][:60]!r} is not a CIDR") from None
-            if net.version != 4:
-                raise _fail(f"settings.{key}", "must be IPv4")
+    for key, (single, parse) in _SETTINGS_LISTS.items():
+        if key in s:
+            _family_list(s, key, "settings", parse, s.get(single))
     if s.get("routingMode", "overlay") not in ("overlay", "native"):
         raise _fail("settings.routingMode", "must be overlay or native")
     if "mtu" in s and not 576 <= s["mtu"] <= 9000:

@@ -8,7 +8,7 @@ datapath serves:
   dp.endpoint.add {endpoint, policy?}
                                  -> a new local endpoint and its compiled policy, all or nothing
   dp.endpoint.upsert {endpoint}  -> make a local endpoint reachable (Endpoint as a dict)
-  dp.endpoint.delete {ip, host_ifname?}
+  dp.endpoint.delete {ip, host_ifname?, ips?}   (ips: every address of a dual-stack endpoint)
   dp.endpoint.list               -> endpoints read back from the live datapath
   dp.remote.upsert {remote} / dp.remote.delete {ip}
 
@@ -89,8 +89,10 @@ class DataplaneService:
                     "generation": self.generation, "pid": os.getpid()}
         st = dict(self.backend.status())
         st.setdefault("attachMode", st.get("attach_mode", ""))
+        # ipFamilies: what the agent checks the node's PodCIDRs against (a datapath that does not
+        # name its families serves IPv4 only).
         st.update(datapath=self.backend.name, capabilities=sorted(self.capabilities), generation=self.generation,
-                  pid=os.getpid())
+                  pid=os.getpid(), ipFamilies=sorted(getattr(self.backend, "ip_families", (4,))))
         if self.api_server is not None:
             st["api"] = self.api_server.stats()
         return st
@@ -169,7 +171,11 @@ class DataplaneService:
 
     def _undo_add(self, ep: Endpoint, policy: bool) -> None:
         # Best effort, and never masking the error that made the ADD fail.
-        for what, fn in (("endpoint", lambda: self.backend.delete_endpoint(ep.ip, ep.host_ifname)),
+        def endpoint() -> None:
+            for ip in ep.ips:
+                self.backend.delete_endpoint(ip, ep.host_ifname)
+
+        for what, fn in (("endpoint", endpoint),
                          ("policy", lambda: self.backend.apply_policy((), (ep.ip,), False) if policy else None)):
             try:
                 fn()
@@ -183,7 +189,12 @@ class DataplaneService:
         ifname = p.get("host_ifname")
         if ifname is not None and not isinstance(ifname, str):
             raise ApiError("invalid_params", "host_ifname: must be a string")
-        self._apply(self.backend.delete_endpoint, ip, ifname)
+        ips = p.get("ips") or [ip]
+        if not isinstance(ips, list) or not all(isinstance(x, str) for x in ips) or ip not in ips:
+            raise ApiError("invalid_params", "ips: must be a list of strings holding ip")
+        # The other families first: the datapath may release the interface with the last address.
+        for other in [x for x in ips if x != ip] + [ip]:
+            self._apply(self.backend.delete_endpoint, other, ifname)
 
     def remote_upsert(self, p: dict[str, Any]) -> None:
         self._apply(self.backend.upsert_remote, parse_remote(p.get("remote")))

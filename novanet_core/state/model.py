@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from novanet_core.ipfamily import family_of, parse_cidrs, parse_ips
 from novanet_core.protocols import L4_PROTOCOLS
 from novanet_core.state.fields import ObjectError
 from novanet_core.state.fields import ip as _ip
@@ -36,6 +37,16 @@ class Node:
     internal_ip: str | None = None
     pod_cidr: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Dual-stack: spec.podCIDRs and every InternalIP (one per family), primary first; a
+    # single-stack node has its one value here too.
+    pod_cidrs: tuple[str, ...] = ()
+    internal_ips: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.pod_cidrs and self.pod_cidr:
+            object.__setattr__(self, "pod_cidrs", (self.pod_cidr,))
+        if not self.internal_ips and self.internal_ip:
+            object.__setattr__(self, "internal_ips", (self.internal_ip,))
 
     @property
     def key(self) -> str:
@@ -66,10 +77,19 @@ class Pod:
     ip: str | None = None
     host_ip: str | None = None
     ports: tuple[ContainerPort, ...] = ()
+    # status.podIPs / status.hostIPs: one address per family, primary (podIP/hostIP) first.
+    ips: tuple[str, ...] = ()
+    host_ips: tuple[str, ...] = ()
     # status.conditions Ready == "True" (what the EndpointSlice controller reads) and
     # metadata.deletionTimestamp set.
     ready: bool = False
     terminating: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ips and self.ip:
+            object.__setattr__(self, "ips", (self.ip,))
+        if not self.host_ips and self.host_ip:
+            object.__setattr__(self, "host_ips", (self.host_ip,))
 
     @property
     def key(self) -> str:
@@ -156,6 +176,57 @@ def _pod_ready(status: Mapping[str, Any], name: str) -> bool:
     return False
 
 
+def _node_pod_cidrs(spec: Mapping[str, Any], name: str) -> list[str]:
+    """spec.podCIDRs (one per family), or spec.podCIDR; podCIDR must be podCIDRs[0] when both are set."""
+    single, many = spec.get("podCIDR"), spec.get("podCIDRs")
+    out: list[str] = []
+    if many is not None:
+        if not isinstance(many, list) or not all(isinstance(c, str) for c in many):
+            raise ObjectError("Node", name, "spec.podCIDRs", "must be a list of CIDR strings")
+        if many:
+            try:
+                out = [str(n) for n in parse_cidrs(many)]
+            except ValueError as e:
+                raise ObjectError("Node", name, "spec.podCIDRs", str(e)) from None
+    if single is not None:
+        if not isinstance(single, str):
+            raise ObjectError("Node", name, "spec.podCIDR", f"{single!r} is not a CIDR string")
+        try:
+            first = str(ipaddress.ip_network(single, strict=True))
+        except ValueError as e:
+            raise ObjectError("Node", name, "spec.podCIDR", str(e)) from None
+        if out and out[0] != first:
+            raise ObjectError("Node", name, "spec.podCIDR", f"{first} is not spec.podCIDRs[0] ({out[0]})")
+        out = out or [first]
+    return out
+
+
+def _ip_list(kind: str, name: str, status: Mapping[str, Any], one: str, many: str) -> list[str]:
+    """status.<many> (``[{ip: ...}]``, one per family) or status.<one>; <one> must be <many>[0]."""
+    first = _ip(kind, name, f"status.{one}", status.get(one))
+    raw = status.get(many)
+    if raw is None or raw == []:
+        return [first] if first else []
+    if not isinstance(raw, list):
+        raise ObjectError(kind, name, f"status.{many}", "must be a list")
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping):
+            raise ObjectError(kind, name, f"status.{many}[{i}]", "must be a map with ip")
+        addr = _ip(kind, name, f"status.{many}[{i}].ip", entry.get("ip"))
+        if addr:
+            out.append(addr)
+    if not out:
+        return [first] if first else []
+    try:
+        parse_ips(out)
+    except ValueError as e:
+        raise ObjectError(kind, name, f"status.{many}", str(e)) from None
+    if first and out[0] != first:
+        raise ObjectError(kind, name, f"status.{one}", f"{first} is not status.{many}[0] ({out[0]})")
+    return out
+
+
 def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPolicy | Service | EndpointSlice:
     """Parse one Kubernetes-style object; raises ObjectError naming the bad field."""
     if not isinstance(obj, Mapping):
@@ -175,22 +246,20 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
         raise ObjectError(kind, "?", "status", "must be a map")
     if kind == "Node":
         name, _, labels = _meta(obj, kind, False)
-        ip = None
+        ips: list[str] = []
         addresses = status.get("addresses") or []
         if not isinstance(addresses, list):
             raise ObjectError(kind, name, "status.addresses", "must be a list")
         for i, a in enumerate(addresses):
             if isinstance(a, Mapping) and a.get("type") == "InternalIP":
-                ip = _ip(kind, name, f"status.addresses[{i}].address", a.get("address"))
-        cidr = spec.get("podCIDR")
-        if cidr is not None:
-            if not isinstance(cidr, str):
-                raise ObjectError(kind, name, "spec.podCIDR", f"{cidr!r} is not a CIDR string")
-            try:
-                cidr = str(ipaddress.ip_network(cidr, strict=True))
-            except ValueError as e:
-                raise ObjectError(kind, name, "spec.podCIDR", str(e)) from None
-        return Node(name=name, internal_ip=ip, pod_cidr=cidr, labels=labels)
+                addr = _ip(kind, name, f"status.addresses[{i}].address", a.get("address"))
+                # The kubelet lists one InternalIP per family, primary first; a second of one
+                # family is an alias the datapath has no use for.
+                if addr and all(family_of(x) != family_of(addr) for x in ips):
+                    ips.append(addr)
+        cidrs = _node_pod_cidrs(spec, name)
+        return Node(name=name, internal_ip=ips[0] if ips else None, pod_cidr=cidrs[0] if cidrs else None,
+                    labels=labels, pod_cidrs=tuple(cidrs), internal_ips=tuple(ips))
     if kind == "Namespace":
         name, _, labels = _meta(obj, kind, False)
         return Namespace(name=name, labels=labels)
@@ -207,13 +276,17 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
         node = spec.get("nodeName") or None
         if node is not None and not isinstance(node, str):
             raise ObjectError(kind, name, "spec.nodeName", "must be a string")
+        pod_ips = _ip_list(kind, name, status, "podIP", "podIPs")
+        host_ips = _ip_list(kind, name, status, "hostIP", "hostIPs")
         return Pod(
             namespace=ns,
             name=name,
             labels=labels,
             node=node,
-            ip=_ip(kind, name, "status.podIP", status.get("podIP")),
-            host_ip=_ip(kind, name, "status.hostIP", status.get("hostIP")),
+            ip=pod_ips[0] if pod_ips else None,
+            host_ip=host_ips[0] if host_ips else None,
+            ips=tuple(pod_ips),
+            host_ips=tuple(host_ips),
             ports=tuple(ports),
             ready=_pod_ready(status, name),
             terminating=bool((obj.get("metadata") or {}).get("deletionTimestamp")),

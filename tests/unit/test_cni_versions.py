@@ -78,3 +78,16 @@ def test_unsupported_versions_and_bad_results_are_errors(bad):
     target, result = bad
     with pytest.raises(ConversionError):
         convert(result, target)
+
+
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_a_dual_stack_result_keeps_both_addresses_gateways_and_routes_at_every_version(version):
+    r = {"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": "/run/netns/p"}],
+         "ips": [{"address": "fd00:42:0:7::2/128", "gateway": "fd00:42:0:7::1", "interface": 0},
+                 {"address": "10.42.7.2/32", "gateway": "10.42.7.1", "interface": 0}],
+         "routes": [{"dst": "::/0", "gw": "fd00:42:0:7::1"}, {"dst": "0.0.0.0/0", "gw": "10.42.7.1"}]}
+    out = convert(r, version)
+    assert [(i["address"], i["gateway"]) for i in out["ips"]] == [("fd00:42:0:7::2/128", "fd00:42:0:7::1"),
+                                                                 ("10.42.7.2/32", "10.42.7.1")]
+    assert [i.get("version") for i in out["ips"]] == (["6", "4"] if version.startswith("0.") else [None, None])
+    assert out["routes"] == r["routes"]

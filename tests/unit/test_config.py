@@ -40,8 +40,24 @@ def test_yaml_and_json_files_and_env_overrides(tmp_path):
         ({"mtu": 100}, {}, "mtu: must be 'auto' or 576..9000"),
         ({"podCIDR": "10.99.0.0/24"}, {}, "podCIDR 10.99.0.0/24 is not inside clusterCIDR"),
         ({"metrics": {"address": "nope"}}, {}, "metrics.address: 'nope' is not host:port"),
-        ({}, {"NOVANET_NODE_IP": "not-an-ip"}, "nodeIP: 'not-an-ip' is not an IPv4 address (from $NOVANET_NODE_IP)"),
+        ({}, {"NOVANET_NODE_IP": "not-an-ip"}, "nodeIP: 'not-an-ip' is not an IP address (from $NOVANET_NODE_IP)"),
         ({"nodeCIDRMaskSize": 8}, {}, "nodeCIDRMaskSize: Input should be greater than or equal to 16"),
+        # dual-stack: one range per family, every family of the cluster on the node
+        ({"clusterCIDR": "10.42.0.0/16,10.43.0.0/16"}, {},
+         "clusterCIDR: 10.42.0.0/16 and 10.43.0.0/16 are both IPv4: a dual-stack value has one IPv4 and one IPv6"),
+        ({"clusterCIDR": ["10.42.0.0/16", "fd00:42::/48", "fd00:43::/48"]}, {},
+         "clusterCIDR: 3 CIDRs given: at most one IPv4 and one IPv6"),
+        ({"clusterCIDR": "10.42.0.0/16,fd00:42::1/48"}, {}, "clusterCIDR: 'fd00:42::1/48' is not a CIDR"),
+        ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48", "podCIDR": "fd00:42:0:7::/64"}, {},
+         "podCIDR (fd00:42:0:7::/64) has no IPv4 range but clusterCIDR has 10.42.0.0/16"),
+        ({"clusterCIDR": "10.42.0.0/16", "podCIDR": "10.42.7.0/24,fd00:42:0:7::/64"}, {},
+         "podCIDR fd00:42:0:7::/64 is IPv6 but clusterCIDR (10.42.0.0/16) has no IPv6 range"),
+        ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48", "podCIDR": "10.42.7.0/24,fd00:99::/64"}, {},
+         "podCIDR fd00:99::/64 is not inside clusterCIDR fd00:42::/48"),
+        ({"clusterCIDR": "fd00:42::/48", "serviceCIDR": "fd00:42:0:ff::/112"}, {},
+         "serviceCIDR fd00:42:0:ff::/112 overlaps clusterCIDR fd00:42::/48"),
+        ({}, {"NOVANET_NODE_IP": "192.0.2.7,192.0.2.8"}, "nodeIP: 192.0.2.7 and 192.0.2.8 are both IPv4"),
+        ({"nodeCIDRMaskSizeIPv6": 40}, {}, "nodeCIDRMaskSizeIPv6: Input should be greater than or equal to 48"),
     ],
 )
 def test_invalid_values_name_the_field(tmp_path, data, env, fragment):
@@ -50,6 +66,22 @@ def test_invalid_values_name_the_field(tmp_path, data, env, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(p, env=env)
     assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize("cluster", ["10.42.0.0/16, fd00:42::/48", ["10.42.0.0/16", "fd00:42::/48"]],
+                         ids=["comma", "list"])
+def test_dual_stack_ranges_in_either_form(tmp_path, cluster):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"clusterCIDR": cluster, "podCIDR": ["10.42.7.0/24", "fd00:42:0:7::/64"]}))
+    c = load_config(p, env={"NOVANET_NODE_IP": "192.0.2.7,fd00:1::7"})
+    assert c.clusterCIDR == "10.42.0.0/16,fd00:42::/48"
+    assert c.cluster_cidrs == ["10.42.0.0/16", "fd00:42::/48"] and c.ip_families == [4, 6]
+    assert c.pod_cidrs == ["10.42.7.0/24", "fd00:42:0:7::/64"] and c.node_ips == ["192.0.2.7", "fd00:1::7"]
+    assert c.cluster_cidr(6) == "fd00:42::/48" and c.node_cidr_mask(6) == 64
+    # IPv6 first: IPv6 is the primary family (a pod's podIP)
+    v6 = load_config(p, env={"NOVANET_CLUSTER_CIDR": "fd00:42::/48,10.42.0.0/16",
+                             "NOVANET_POD_CIDR": "fd00:42:0:7::/64,10.42.7.0/24"})
+    assert v6.ip_families == [6, 4]
 
 
 def test_unreadable_files_are_clear_errors(tmp_path):

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from novanet_core import ipfamily
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import bpffs, pinned, stats, syscall
 from novanet_core.bpf.compiler import Programs
@@ -84,9 +85,27 @@ def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> in
     return n
 
 
+def family_settings(s: dict[str, Any], family: int) -> dict[str, Any]:
+    """``dp.configure`` settings with each single address/CIDR key set to its ``family`` entry of
+    the list key (dropped when the node has none of that family)."""
+    out = dict(s)
+    for single, many in (("nodeIP", "nodeIPs"), ("podCIDR", "podCIDRs"), ("clusterCIDR", "clusterCIDRs"),
+                         ("gateway", "gateways")):
+        # The config file's single keys may hold both families (``a,b``).
+        values = s.get(many) or ipfamily.split(s.get(single))
+        out.pop(single, None)
+        pick = ipfamily.pick(values, family)
+        if pick:
+            out[single] = pick
+    return out
+
+
 class EbpfDatapath:
     name = "ebpf"
     capabilities = frozenset({"policy", "flows", "prewarm", "stats"})
+    # The programs parse IPv4 only: an IPv6 pod would reach the host stack unpoliced, so the agent
+    # refuses IPv6 PodCIDRs with this datapath (novanet_core/agent/families.py).
+    ip_families = (4,)
 
     def __init__(self, ctx: BackendContext):
         cfg = ctx.config
@@ -202,6 +221,7 @@ class EbpfDatapath:
             self._apply_settings(settings)
 
     def _apply_settings(self, s: dict[str, Any], initial: bool = False) -> None:
+        s = family_settings(s, 4)
         m = self._m()
         writes: dict[ConfigKey, int] = {}
         if s.get("nodeIP"):
@@ -265,6 +285,9 @@ class EbpfDatapath:
     def upsert_endpoint(self, ep: Endpoint) -> None:
         if not ep.host_ifname:
             raise ConfigError("host_ifname: required for a local endpoint")
+        for i, a in enumerate(ep.ips):
+            if ":" in a:
+                raise ConfigError(f"ips[{i}]: {a} is IPv6; this datapath programs IPv4 endpoints only")
         ip = ip_num(ep.ip, "ip")
         ifindex = self._resolve_ifindex(ep.host_ifname, "host_ifname")
         mac = mac_bytes(ep.mac, "mac")

@@ -1,7 +1,8 @@
 """The on-disk state directory, in the layout of the reference CNI ``host-local`` plugin.
 
 * ``<dir>/<ip>``                one file per allocated address; content ``<container id>\\r\\n<ifname>``
-* ``<dir>/last_reserved_ip.0``  the address handed out last (allocation continues after it)
+* ``<dir>/last_reserved_ip.<n>``  the address handed out last from the n-th range (pool), so
+                                allocation continues after it; a dual-stack node has ``.0`` and ``.1``
 * ``<dir>/lock``                ``flock``-ed for every read-modify-write, by every process
 
 Keeping the reference layout means ``ls /var/lib/cni/networks/novanet`` reads the same as on
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from novanet_core.backends import ConfigError, IpamError
 
 LOCK_FILE = "lock"
-LAST_RESERVED_FILE = "last_reserved_ip.0"
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+LAST_RESERVED_FILE = LAST_RESERVED_PREFIX + "0"
 TMP_PREFIX = ".novanet-tmp-"
 # The reference plugin separates container id and ifname with CRLF; readers accept any line end.
 LINE_BREAK = "\r\n"
@@ -35,7 +37,7 @@ MAX_READ = 4096
 class Entry:
     """A file in the state dir whose name is an IP address."""
 
-    ip: ipaddress.IPv4Address
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     file: str
     container_id: str  # "" when the file is empty or unreadable: nobody can be matched to it
     ifname: str  # "" in the legacy format that held only the container id
@@ -106,7 +108,8 @@ class StateDir:
             raise IpamError(f"ipam.dataDir: cannot list {self.path!r}: {e.strerror or e}") from None
         for de in sorted(listing, key=lambda d: d.name):
             name = de.name
-            if name in (LOCK_FILE, LAST_RESERVED_FILE):
+            if name == LOCK_FILE or (name.startswith(LAST_RESERVED_PREFIX)
+                                     and name[len(LAST_RESERVED_PREFIX):].isdigit()):
                 continue
             if name.startswith(TMP_PREFIX):
                 self._unlink(name)
@@ -116,8 +119,8 @@ class StateDir:
             except ValueError:
                 out.skipped.append((name, "file name is not an IP address"))
                 continue
-            if not isinstance(ip, ipaddress.IPv4Address):
-                out.skipped.append((name, "IPv6 address; this backend allocates IPv4 only"))
+            if name != str(ip):
+                out.skipped.append((name, f"not the canonical form of {ip}"))
                 continue
             if not de.is_file(follow_symlinks=False):
                 out.skipped.append((name, "not a regular file"))
@@ -140,14 +143,13 @@ class StateDir:
         ifname = lines[1] if len(lines) > 1 and lines[1].isprintable() else ""
         return container_id, ifname
 
-    def read_last_reserved(self) -> ipaddress.IPv4Address | None:
+    def read_last_reserved(self, index: int = 0) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         try:
-            with open(self._p(LAST_RESERVED_FILE), "rb") as f:
+            with open(self._p(f"{LAST_RESERVED_PREFIX}{index}"), "rb") as f:
                 text = f.read(64).decode("ascii", errors="replace").strip()
-            ip = ipaddress.ip_address(text)
+            return ipaddress.ip_address(text)
         except (OSError, ValueError):
             return None  # missing or garbage marker: rotation simply starts at the pool's start
-        return ip if isinstance(ip, ipaddress.IPv4Address) else None
 
     # ------------------------------------------------------------------ writing (under the lock)
     def _write_temp(self, data: bytes) -> str:
@@ -183,7 +185,7 @@ class StateDir:
         except FileNotFoundError:
             return False
 
-    def create(self, ip: ipaddress.IPv4Address, container_id: str, ifname: str) -> bool:
+    def create(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, container_id: str, ifname: str) -> bool:
         """Write ``<ip>`` atomically; False if it already exists (nothing is overwritten).
 
         Temp file + ``link`` rather than ``rename``: both publish a complete file atomically, but
@@ -213,7 +215,7 @@ class StateDir:
             self._fsync_dir()
         return removed
 
-    def write_last_reserved(self, ip: ipaddress.IPv4Address) -> None:
+    def write_last_reserved(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, index: int = 0) -> None:
         """Best effort: the marker only spreads allocations out. Failing the allocation over it
         (a full disk after the address file was written) would leave that address allocated to a
         pod the caller was told does not exist."""
@@ -222,6 +224,6 @@ class StateDir:
         except IpamError:
             return
         try:
-            os.replace(self._p(tmp), self._p(LAST_RESERVED_FILE))
+            os.replace(self._p(tmp), self._p(f"{LAST_RESERVED_PREFIX}{index}"))
         except OSError:
             self._unlink(tmp)

@@ -59,7 +59,7 @@ def test_bad_node_podcidr_raises_config_error_naming_podcidr_and_node(tmp_path: 
 
 @pytest.mark.parametrize(
     ("cidr", "message"),
-    [("10.42.0.0/31", "too small"), ("fd00::/64", "IPv6"), ("banana", "not a CIDR")],
+    [("10.42.0.0/31", "too small"), ("fd00::/127", "too small"), ("banana", "not a CIDR")],
 )
 def test_unusable_pool_is_rejected_with_podcidr_in_message(cidr: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^podCIDR: .*{message}"):

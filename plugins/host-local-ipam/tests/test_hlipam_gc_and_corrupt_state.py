@@ -103,7 +103,7 @@ def messy_dir(tmp_path: Path) -> Path:
     d = tmp_path
     (d / "garbage.txt").write_text("hello")
     (d / "10.42.0.999").write_text("c\neth0")  # not an IP
-    (d / "fd00::5").write_text("v6\r\neth0")  # reference plugin's IPv6 state
+    (d / "fd00::5").write_text("v6\r\neth0")  # an IPv6 address of a node that has no IPv6 pool now
     (d / "10.42.0.7").write_bytes(b"\x00\xff\xfe\x01")  # binary junk
     (d / "10.42.0.8").write_text("")  # empty
     (d / "10.42.0.9").mkdir()  # a directory named like an IP
@@ -137,7 +137,7 @@ def test_status_reports_every_foreign_file_with_a_reason(messy_dir: Path) -> Non
     assert set(reasons) == {"garbage.txt", "10.42.0.999", "fd00::5", "10.42.0.7", "10.42.0.8", "10.42.0.9",
                             "10.43.0.5", "10.42.0.1"}  # fmt: skip
     assert "not an IP" in reasons["garbage.txt"]
-    assert "IPv6" in reasons["fd00::5"]
+    assert reasons["fd00::5"] == "IPv6 address; this node has no IPv6 pool; owner: container v6 interface eth0"
     assert "empty or unreadable" in reasons["10.42.0.7"]
     assert "empty or unreadable" in reasons["10.42.0.8"]
     assert "not a regular file" in reasons["10.42.0.9"]
@@ -156,9 +156,10 @@ def test_release_of_an_attachment_also_removes_its_out_of_pool_file(messy_dir: P
 def test_gc_over_a_messy_dir_releases_unowned_and_stray_files_only(messy_dir: Path) -> None:
     ipam = make(messy_dir)
     released = {a.address for a in ipam.gc([Attachment("oldpod", "eth0")])}
-    assert released == {"10.42.0.7", "10.42.0.8", "10.42.0.1"}
+    # The IPv6 file is an address of no pool now, like an earlier PodCIDR's: its attachment is gone.
+    assert released == {"10.42.0.7", "10.42.0.8", "10.42.0.1", "fd00::5"}
     left = {p.name for p in messy_dir.iterdir()}
-    assert {"garbage.txt", "10.42.0.999", "fd00::5", "10.42.0.9", "10.43.0.5"} <= left
+    assert {"garbage.txt", "10.42.0.999", "10.42.0.9", "10.43.0.5"} <= left
 
 
 def test_state_dir_removed_under_a_running_backend_gives_clear_errors_not_tracebacks(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from novanet_core.bpf.layouts import TunnelValue
 from novanet_core.bpf.tunnel import BpfTunnel
 from novanet_core.bpf.tunnel.entries import ip_num
 from novanet_core.config.models import NovaNetConfig
+from novanet_core.ipfamily import family_of
 from novanet_core.types import NodeInfo
 from novanet_vxlan import device
 from novanet_vxlan.layouts import PROGRAMS
@@ -48,6 +49,13 @@ class VxlanTunnel(BpfTunnel):
             raise ConfigError("; ".join(errors))
         mode = str(cfg.pluginSettings.get("vxlan", {}).get("bpf", "auto")).lower()
         self.bpf = mode in ("on", "true") or (mode == "auto" and cfg.datapath != "kernel")
+        # Routes only: an IPv6 PodCIDR route carries IPv6 inner packets over the IPv4 underlay.
+        # The BPF encap program (and the tunnels map) are IPv4 only.
+        self.ip_families = (4,) if self.bpf else (4, 6)
+        if ctx.node is not None and family_of(ctx.node.ip) == 6:
+            raise ConfigError(f"nodeIP: {ctx.node.ip} is IPv6, but tunnelProtocol 'vxlan' runs over an IPv4 "
+                              "underlay only in this release; give the node an IPv4 address first "
+                              "(nodeIP: <IPv4>,<IPv6>)")
 
     def attach_device(self, local: NodeInfo) -> tuple[str, int]:
         return device.DEVICE, device.ensure_device(local.ip, self.pod_mtu)
@@ -56,12 +64,13 @@ class VxlanTunnel(BpfTunnel):
         return TunnelValue(ifindex=self.ifindex, remote_ip=ip_num(node.ip), vni=device.VNI)
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
-        want = {n.pod_cidr: n for n in remotes}
+        want = {cidr: n for n in remotes for cidr in n.pod_cidrs
+                if family_of(cidr) in self.ip_families and family_of(n.ip) == 4}
         for cidr in set(device.routes()) - set(want):
             device.delete_route(cidr)
         for cidr, n in want.items():
             try:
-                device.set_route(cidr, n.ip, local.ip)
+                device.set_route(cidr, n.ip, local.ip_of(family_of(cidr)))
             except subprocess.CalledProcessError as e:
                 log.error("route to %s via node %s failed: %s", cidr, n.name, e.stderr.strip())
 

@@ -18,6 +18,7 @@ from novanet_core.protocols import RTPROT_NOVANET
 
 log = logging.getLogger(__name__)
 
+AF_INET, AF_INET6 = 2, 10
 DEVICE = "nvx0"
 PORT = 4789
 VNI = 1
@@ -28,6 +29,8 @@ OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 # (with per-node MACs the receiver would see PACKET_OTHERHOST and drop it).
 NEXT_HOP = "169.254.42.1"
 NEXT_HOP_MAC = "02:fe:a9:fe:2a:01"
+# The same for IPv6 inner packets (remote IPv6 PodCIDRs; the underlay stays IPv4).
+NEXT_HOP6 = "fe80::a9fe:2a01"
 
 
 def ensure_device(node_ip: str, mtu: int) -> int:
@@ -50,6 +53,7 @@ def ensure_device(node_ip: str, mtu: int) -> int:
             idx = ipr.link_lookup(ifname=DEVICE)
         ipr.link("set", index=idx[0], mtu=mtu, state="up")
         ipr.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=idx[0], state=0x80)  # NUD_PERMANENT
+        ipr.neigh("replace", dst=NEXT_HOP6, lladdr=NEXT_HOP_MAC, ifindex=idx[0], state=0x80, family=AF_INET6)
         return idx[0]
 
 
@@ -60,18 +64,23 @@ def delete_device() -> None:
             ipr.link("del", index=idx[0])
 
 
-def set_route(pod_cidr: str, node_ip: str, src: str) -> None:
+def set_route(pod_cidr: str, node_ip: str, src: str | None) -> None:
+    """``pod_cidr`` (either family) through the tunnel to underlay address ``node_ip`` (IPv4);
+    ``src``: the node's address of ``pod_cidr``'s family, for traffic the node originates."""
+    v6 = ":" in pod_cidr
     # pyroute2 0.9.7 cannot encode LWTUNNEL_ENCAP_IP ("encap ip"), so this one route type goes
     # through iproute2.
-    subprocess.run(["ip", "route", "replace", pod_cidr, "encap", "ip", "id", str(VNI), "dst", node_ip,
-                    "via", NEXT_HOP, "dev", DEVICE, "onlink", "src", src, "proto", str(RTPROT_NOVANET)],
-                   check=True, capture_output=True, text=True)
+    argv = ["ip", "-6" if v6 else "-4", "route", "replace", pod_cidr, "encap", "ip", "id", str(VNI), "dst", node_ip,
+            "via", NEXT_HOP6 if v6 else NEXT_HOP, "dev", DEVICE, "onlink", "proto", str(RTPROT_NOVANET)]
+    if src:
+        argv += ["src", src]
+    subprocess.run(argv, check=True, capture_output=True, text=True)
 
 
 def delete_route(pod_cidr: str) -> None:
     with IPRoute() as ipr:
         try:
-            ipr.route("del", dst=pod_cidr, proto=RTPROT_NOVANET)
+            ipr.route("del", dst=pod_cidr, proto=RTPROT_NOVANET, family=AF_INET6 if ":" in pod_cidr else AF_INET)
         except NetlinkError:
             pass
 
@@ -80,7 +89,8 @@ def routes() -> dict[str, str]:
     """Remote PodCIDR -> device for the routes this plugin owns."""
     out = {}
     with IPRoute() as ipr:
-        for r in ipr.get_routes(family=2, proto=RTPROT_NOVANET):
-            if r["dst_len"] < 32:
-                out[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = DEVICE
+        for fam, host_len in ((AF_INET, 32), (AF_INET6, 128)):
+            for r in ipr.get_routes(family=fam, proto=RTPROT_NOVANET):
+                if r["dst_len"] < host_len and r.get_attr("RTA_DST"):
+                    out[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = DEVICE
     return out
