@@ -21,6 +21,7 @@ from novanet_core.types import (
     RemoteEndpoint,
     ServiceBackend,
     ServiceFrontend,
+    Underlay,
 )
 
 if TYPE_CHECKING:
@@ -51,12 +52,33 @@ class DatapathUnsupported(Exception):
 
 @dataclass
 class BackendContext:
-    """What a backend factory gets: the config and where this process lives."""
+    """What a backend factory gets: the config, where this process lives, and the node's facts.
+
+    The agent works the facts out once (``novanet_core.agent.node``) before it creates the
+    ipam, tunnel and routing backends; the state source is created before them (it is where the
+    node's facts come from) and the dataplane's datapath gets none of them (it is told the
+    node's settings through ``configure``).
+    """
 
     config: NovaNetConfig
     component: str  # "agent" or "dataplane"
     node: NodeInfo | None = None
+    underlay: Underlay | None = None
+    underlay_problem: str = ""  # why ``underlay`` is None, naming the config key
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def require_underlay(self) -> Underlay:
+        """The underlay, or a ConfigError saying why it is not known."""
+        if self.underlay is None:
+            raise ConfigError(self.underlay_problem or f"underlayInterface: not resolved in the {self.component}")
+        return self.underlay
+
+    def pod_mtu(self, overhead: int = 0) -> int:
+        """The pod interface MTU: ``mtu`` when set, else the underlay's (1500 when it is not known)
+        minus ``overhead``, the bytes an encapsulation adds."""
+        if isinstance(self.config.mtu, int):
+            return self.config.mtu
+        return (self.underlay.mtu if self.underlay is not None else 1500) - overhead
 
 
 @dataclass

@@ -14,6 +14,7 @@ Every hook here is documented in ``docs/plugin-hooks.md`` with its exact signatu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
     from novanet_core.types import Endpoint, NodeInfo
 
 PROJECT = "novanet"
+# The version of what plugins build on: these hooks, the protocols and BackendContext in
+# novanet_core.backends, the types in novanet_core.types, and the rest of the public surface
+# listed in docs/plugin-authoring.md. Minor: additions only; major: something a plugin may rely
+# on changed. A plugin states what it supports in a module attribute of its entry point module,
+# ``NOVANET_PLUGIN_API = ">=1.0,<2"`` (a version specifier); one that does not is taken to
+# support DEFAULT_PLUGIN_API.
+PLUGIN_API_VERSION = "1.0"
+DEFAULT_PLUGIN_API = ">=1.0,<2"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -65,11 +74,14 @@ def novanet_register_cli(cli: click.Group, program: str) -> None:
 
 
 @hookspec(historic=True)
-def novanet_register_metrics(registry: CollectorRegistry, component: str) -> None:
+def novanet_register_metrics(registry: CollectorRegistry, component: str, backends: Mapping[str, Any]) -> None:
     """Register Prometheus collectors on ``registry``.
 
     ``component`` is ``"agent"`` or ``"dataplane"``: each process serves its own registry, and a
-    plugin registers only what it updates in that process.
+    plugin registers only what it updates in that process. ``backends`` maps each backend kind
+    created in this process to its instance (``{"datapath": ...}`` in the dataplane; ``ipam``,
+    ``state-source`` and ``tunnel`` or ``routing`` in the agent): a plugin reads its own
+    backend from it (``isinstance`` on its own class) instead of keeping a global.
     """
 
 
@@ -87,12 +99,13 @@ def novanet_validate_config(config: NovaNetConfig) -> list[str] | None:
 
 
 @hookspec
-def novanet_register_api(router: ApiRouter, component: str) -> None:
+def novanet_register_api(router: ApiRouter, component: str, backends: Mapping[str, Any]) -> None:
     """Add methods to a process's local JSON API (``router.add(name, handler)``).
 
     ``component`` is ``"agent"`` (the ``novanetctl`` socket) or ``"dataplane"`` (the agent-facing
     dataplane socket). Method names are namespaced by the plugin (``routing.peers``). Only
-    plugins whose backend is active in that process are called.
+    plugins whose backend is active in that process are called. ``backends`` maps each backend
+    kind created in this process to its instance, as for ``novanet_register_metrics``.
     """
 
 

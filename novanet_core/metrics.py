@@ -16,7 +16,7 @@ import json
 import logging
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -85,14 +85,18 @@ def serve(address: str, registry: CollectorRegistry, component: str, owner: Any 
     return True
 
 
-def start_metrics(address: str, host: Any, component: str, owner: Any = None) -> CollectorRegistry:
+def start_metrics(address: str, host: Any, component: str, owner: Any = None,
+                  backends: Mapping[str, Any] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(BuildInfo(component))
     if component == "agent" and owner is not None:
         registry.register(AgentCollector(owner))
         registry.register(owner.cni_stats)
         registry.register(_OwnedHistogram(lambda: owner.services.histogram))  # Service programming latency
-    host.pm.hook.novanet_register_metrics.call_historic(kwargs={"registry": registry, "component": component})
+        # The agent's own: state event taken in -> policy maps written and acknowledged.
+        registry.register(_OwnedHistogram(lambda: owner.policy.histogram))
+    host.pm.hook.novanet_register_metrics.call_historic(
+        kwargs={"registry": registry, "component": component, "backends": dict(backends or {})})
     serve(address, registry, component, owner)
     return registry
 
@@ -149,3 +153,4 @@ class _OwnedHistogram(Collector):
 
     def collect(self) -> Iterator[Any]:
         yield from self.get().collect()
+

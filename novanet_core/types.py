@@ -150,6 +150,15 @@ class NodeInfo:
         return pick(self.ips, family)
 
 
+@dataclass(frozen=True)
+class Underlay:
+    """The interface that carries this node's IP (``underlayInterface``, else the one holding it)."""
+
+    name: str
+    ifindex: int
+    mtu: int
+
+
 # --------------------------------------------------------------------------- Services
 # What the agent sends the datapath for Kubernetes Services: final, per-node lists. Every
 # Kubernetes semantic that depends on the node (traffic policies, named target ports, which

@@ -53,13 +53,13 @@ def main(config_path: str | None, log_level: str | None, withdraw_on_exit: bool)
     cni_srv = ApiServer(config.sockets.cni, cni_router(agent), root_only=True, limits=limits)
     ctl_router = control_router(agent)
     debug_api.register(ctl_router, "agent", config.bpf.root, agent)
-    host.hook.novanet_register_api(router=ctl_router, component="agent")
+    host.hook.novanet_register_api(router=ctl_router, component="agent", backends=agent.backends)
     ctl_srv = ApiServer(config.sockets.agent, ctl_router, root_only=True, limits=limits)
     agent.api_servers = {"cni": cni_srv, "agent": ctl_srv}
     for s in (cni_srv, ctl_srv):
         s.start()
         servers.append(s)
-    start_metrics(config.metrics.address, host, "agent", agent)
+    start_metrics(config.metrics.address, host, "agent", agent, agent.backends)
     log.info("started: serving %s and %s", config.sockets.cni, config.sockets.agent)
     done = threading.Event()
 

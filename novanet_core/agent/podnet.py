@@ -183,20 +183,3 @@ def list_host_veths() -> dict[str, int]:
             if kind == "veth" and name.startswith(HOST_PREFIX) and len(name) == len(HOST_PREFIX) + 11:
                 out[name] = link["index"]
     return out
-
-
-def interface_mtu(name: str) -> int | None:
-    with IPRoute() as host:
-        idx = lookup(host, name)
-        if idx is None:
-            return None
-        return host.get_links(idx)[0].get_attr("IFLA_MTU")
-
-
-def interface_for_ip(ip: str) -> str | None:
-    with IPRoute() as host:
-        for a in host.get_addr(family=AF_INET6 if ":" in ip else AF_INET):
-            if a.get_attr("IFA_ADDRESS") == ip:
-                links = host.get_links(a["index"])
-                return links[0].get_attr("IFLA_IFNAME") if links else None
-    return None

@@ -20,12 +20,10 @@ import collections
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
-from prometheus_client.registry import Collector
 
 from novanet_core.agent.dataplane_client import DataplaneUnavailable
 from novanet_core.api.client import ApiClient, Unreachable
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("novanet.policy")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
-_active: weakref.ref[PolicySync] | None = None
 
 
 # ---------------------------------------------------------------------- the syncer
@@ -49,7 +46,6 @@ _active: weakref.ref[PolicySync] | None = None
 
 class PolicySync:
     def __init__(self, agent: Agent):
-        global _active
         self.agent = agent
         self.engine = PolicyEngine(default_deny=agent.config.policy.defaultDeny, node=agent.node.name,
                                    identities=agent.identities, logger=log)
@@ -64,7 +60,6 @@ class PolicySync:
         self.last_apply: dict[str, Any] = {}
         self.compile_seconds = 0.0
         self._lock = threading.RLock()
-        _active = weakref.ref(self)
 
     # ------------------------------------------------------------------ entry points (agent)
     def start(self) -> None:
@@ -307,11 +302,3 @@ def register_api(router: Any, agent: Agent) -> None:
 
     router.add("policy.explain", explain_, doc="policies and rules that decide one connection (policy explain)")
 
-
-class PolicyMetrics(Collector):
-    """``novanet_agent_policy_programming_seconds`` of the running agent's syncer."""
-
-    def collect(self) -> Iterator[Any]:
-        s = _active() if _active else None
-        if s is not None:
-            yield from s.histogram.collect()

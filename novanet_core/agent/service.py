@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from novanet_core import __version__, ipfamily
-from novanet_core.agent import families, masquerade, podnet, rtprotos, warmpool
+from novanet_core.agent import families, masquerade, node, podnet, rtprotos, warmpool
 from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
@@ -57,15 +57,20 @@ class Agent:
         self.source = host.create("state-source", BackendContext(config=config, component="agent"))
         self.state: ClusterState = self._first_snapshot()
         self.state_version = self.state.version
-        self.node = self._resolve_node()
-        ctx = BackendContext(config=config, component="agent", node=self.node)
+        self.node = node.resolve_node(config, self.state, lambda: host.pm.hook.novanet_node_ip(config=config))
+        underlay, why = node.resolve_underlay(config, self.node.ip)
+        ctx = BackendContext(config=config, component="agent", node=self.node, underlay=underlay,
+                             underlay_problem=why)
         self.ipam = host.create("ipam", ctx)
         self.tunnel = host.create("tunnel", ctx) if config.routingMode == "overlay" else None
         self.routing = host.create("routing", ctx) if config.routingMode == "native" else None
+        # The backends this process created, by kind: the register hooks hand them to their plugins.
+        self.backends: dict[str, Any] = {"state-source": self.source, "ipam": self.ipam}
+        self.backends.update({k: b for k, b in (("tunnel", self.tunnel), ("routing", self.routing)) if b is not None})
         # The gateway of every family: the first address of its PodCIDR (primary first).
         self.gateways = [str(ipaddress.ip_network(c).network_address + 1) for c in self.node.pod_cidrs]
         self.gateway = self.gateways[0]
-        self.mtu = self._pod_mtu()
+        self.mtu = ctx.pod_mtu(self.tunnel.overhead if self.tunnel is not None else 0)
         self.remotes: dict[str, RemoteEndpoint] = {}
         self._remotes_synced = False
         self.dataplane_resyncs = 0  # completed full pushes to the dataplane (first connect, restarts)
@@ -98,42 +103,6 @@ class Agent:
                 if self.stop_event.wait(delay):
                     raise
                 delay = min(delay * 2, 10.0)
-
-    # ------------------------------------------------------------------ node facts
-    def _resolve_node(self) -> NodeInfo:
-        name = self.config.nodeName or os.uname().nodename
-        node_obj = self.state.nodes.get(name)
-        ips = self.config.node_ips or (list(node_obj.internal_ips) if node_obj else [])
-        if not ips:
-            found = self.host.pm.hook.novanet_node_ip(config=self.config)
-            ips = [found] if found else []
-        if not ips:
-            raise ConfigError("nodeIP: not set (NOVANET_NODE_IP) and could not be discovered")
-        cidrs = self.config.pod_cidrs or (list(node_obj.pod_cidrs) if node_obj else [])
-        if not cidrs:
-            raise ConfigError(f"podCIDR: not set and Node {name!r} has no spec.podCIDR in the state source")
-        try:
-            ipfamily.check_inside([ipaddress.ip_network(c) for c in cidrs],
-                                  [ipaddress.ip_network(c) for c in self.config.cluster_cidrs], "podCIDR", "clusterCIDR")
-        except ValueError as e:
-            raise ConfigError(f"podCIDR: {e}") from None
-        if self.config.routingMode == "native":
-            # Routes to a PodCIDR go via the owning node's address of that family: BGP next hops.
-            for c in cidrs:
-                fam = ipfamily.family_of(c)
-                if ipfamily.pick(ips, fam) is None:
-                    raise ConfigError(f"nodeIP: node {name!r} has no {ipfamily.family_name(fam)} address "
-                                      f"({ipfamily.join(ips)}), but routingMode native needs one to route its "
-                                      f"{ipfamily.family_name(fam)} PodCIDR {c}")
-        return NodeInfo(name=name, ip=ips[0], pod_cidr=cidrs[0], pod_cidrs=list(cidrs), ips=list(ips))
-
-    def _pod_mtu(self) -> int:
-        if isinstance(self.config.mtu, int):
-            return self.config.mtu
-        dev = self.config.underlayInterface or podnet.interface_for_ip(self.node.ip)
-        underlay = (podnet.interface_mtu(dev) if dev else None) or 1500
-        overhead = self.tunnel.overhead if self.tunnel is not None else 0
-        return underlay - overhead
 
     def datapath_settings(self) -> dict[str, Any]:
         # The single keys are the primary family's (what a single-stack datapath reads); the

@@ -44,11 +44,12 @@ def main(config_path: str | None, metrics_address: str | None) -> None:
     svc = DataplaneService(backend)
     router = svc.router()
     debug_api.register(router, "dataplane")
-    host.hook.novanet_register_api(router=router, component="dataplane")
+    host.hook.novanet_register_api(router=router, component="dataplane", backends={"datapath": backend})
     srv = ApiServer(config.sockets.dataplane, router, root_only=True, limits=Limits.from_config(config.api))
     svc.api_server = srv
     srv.start()
-    start_metrics(config.metrics.dataplaneAddress if metrics_address is None else metrics_address, host, "dataplane")
+    start_metrics(config.metrics.dataplaneAddress if metrics_address is None else metrics_address, host, "dataplane",
+                  backends={"datapath": backend})
     log.info("started: datapath %s, serving %s", backend.name, config.sockets.dataplane)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

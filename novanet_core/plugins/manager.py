@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 
 from novanet_core import hookspecs
 from novanet_core.backends import (
@@ -91,7 +93,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
-        self.broken: dict[str, str] = {}
+        self.broken: dict[str, str] = {}  # plugin -> why it is not loaded (import error, API version)
         disabled = set(config.plugins.disabled)
         disabled |= {p.strip() for p in os.environ.get("NOVANET_DISABLED_PLUGINS", "").split(",") if p.strip()}
         for name in disabled:
@@ -117,6 +119,12 @@ class PluginHost:
     # ---------------------------------------------------------------- discovery
     def _register_module(self, module: Any, name: str, builtin: bool, dist: str = "novanet", version: str = "") -> None:
         if self.pm.is_blocked(name):
+            return
+        refused = None if builtin else api_mismatch(module, name)
+        if refused:
+            # Like a plugin that fails to import: reported, and fatal only if its backend is selected.
+            log.error("%s", refused)
+            self.broken[name] = refused
             return
         if not version:
             try:
@@ -171,7 +179,7 @@ class PluginHost:
             if entry is None:
                 have = self.registry.names(kind)
                 installed = ", ".join(f"{r.name} {r.version}" for r in self.records.values()) or "none"
-                broken = "".join(f"; plugin {n!r} failed to import: {err}" for n, err in self.broken.items())
+                broken = "".join(f"; plugin {n!r} not loaded: {err}" for n, err in self.broken.items())
                 problems.append(
                     f"{SELECTOR_KEYS[kind]}: no installed plugin provides {kind} backend {want!r} "
                     f"(available: {', '.join(have) or 'none'}; installed plugins: {installed}{broken})"
@@ -212,6 +220,20 @@ class PluginHost:
             out.append({"name": name, "module": "", "version": "", "distribution": "", "builtin": False,
                         "hooks": [], "backends": [], "active": False, "error": err})
         return out
+
+
+def api_mismatch(module: Any, name: str) -> str | None:
+    """Why a plugin module cannot be loaded by this plugin API version (None when it can)."""
+    spec = getattr(module, "NOVANET_PLUGIN_API", hookspecs.DEFAULT_PLUGIN_API)
+    try:
+        ok = Version(hookspecs.PLUGIN_API_VERSION) in SpecifierSet(str(spec))
+    except InvalidSpecifier:
+        return (f"plugin {name!r}: NOVANET_PLUGIN_API {spec!r} is not a version specifier "
+                f"(e.g. '{hookspecs.DEFAULT_PLUGIN_API}')")
+    if ok:
+        return None
+    return (f"plugin {name!r} supports NovaNet plugin API {spec}, but this NovaNet provides plugin API "
+            f"{hookspecs.PLUGIN_API_VERSION}: not loaded")
 
 
 class _SubsetHooks:

@@ -124,6 +124,18 @@ def test_hook_novanet_register_metrics_gets_a_registry_per_component():
     assert reg.get_sample_value("acme_widgets") == 7
 
 
+def test_hook_novanet_register_metrics_gets_the_backends_of_the_process():
+    mine = FakeIpam(None)
+    got = []
+
+    def register(registry, component, backends):  # the newer, longer signature
+        got.append(backends.get("ipam"))
+
+    host = host_with(plugin("acme_metrics2", novanet_register_metrics=register))
+    start_metrics("", host, "agent", backends={"ipam": mine})
+    assert got == [mine]
+
+
 def test_hook_novanet_validate_config_errors_are_reported_together():
     def validate(config):
         return ["pluginSettings.acme.speed: must be positive"] if config.pluginSettings.get("acme", {}).get("speed", 1) <= 0 else []
@@ -143,16 +155,23 @@ def test_hook_novanet_register_api_methods_are_served(tmp_path):
         if component == "agent":
             router.add("acme.ping", lambda params: {"pong": params.get("n", 0) + 1})
 
-    host = host_with(plugin("acme_api", novanet_register_api=register))
+    def register_with_backend(router, component, backends):
+        b = backends.get("ipam")
+        if isinstance(b, FakeIpam):
+            router.add("acme.pool", lambda params: b.status())
+
+    host = host_with(plugin("acme_api", novanet_register_api=register),
+                     plugin("acme_api2", novanet_register_api=register_with_backend))
     router = ApiRouter()
-    host.pm.hook.novanet_register_api(router=router, component="agent")
+    host.pm.hook.novanet_register_api(router=router, component="agent", backends={"ipam": FakeIpam(None)})
     srv = ApiServer(str(tmp_path / "api.sock"), router)
     srv.start()
     try:
         with ApiClient(str(tmp_path / "api.sock")) as c:
             assert c.call("acme.ping", {"n": 41}) == {"pong": 42}
+            assert c.call("acme.pool")["ready"] is True
         dp_router = ApiRouter()
-        host.pm.hook.novanet_register_api(router=dp_router, component="dataplane")
+        host.pm.hook.novanet_register_api(router=dp_router, component="dataplane", backends={})
         assert "acme.ping" not in dp_router.methods()
     finally:
         srv.stop()
@@ -182,3 +201,34 @@ def test_hook_novanet_debug_bundle_collects_plugin_files(tmp_path):
         assert t.extractfile("novanet-debug/acme/state.txt").read() == b"cluster 10.42.0.0/16\n"
         assert b"hi" in t.extractfile("novanet-debug/acme/echo.txt").read()
     assert os.path.getsize(out) > 0
+
+
+def test_plugin_api_version_refuses_a_plugin_that_needs_another_api():
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    from novanet_core.hookspecs import DEFAULT_PLUGIN_API, PLUGIN_API_VERSION
+    from novanet_core.plugins.manager import api_mismatch
+
+    def ipam_plugin(name, spec=None):
+        p = plugin(name, novanet_register_backends=lambda registry: registry.add("ipam", "acme", FakeIpam))
+        if spec is not None:
+            p.NOVANET_PLUGIN_API = spec
+        return p
+
+    assert api_mismatch(ipam_plugin("undeclared"), "undeclared") is None  # taken to support DEFAULT_PLUGIN_API
+    assert Version(PLUGIN_API_VERSION) in SpecifierSet(DEFAULT_PLUGIN_API)
+    assert api_mismatch(ipam_plugin("bad", "one or two"), "bad") == (
+        "plugin 'bad': NOVANET_PLUGIN_API 'one or two' is not a version specifier (e.g. '>=1.0,<2')")
+    host = host_with(ipam_plugin("acme_new", ">=2"), ipam={"type": "acme"}, datapath="kernel")
+    rec = next(r for r in host.info() if r["name"] == "acme_new")
+    assert rec["error"] == (f"plugin 'acme_new' supports NovaNet plugin API >=2, but this NovaNet provides plugin "
+                            f"API {PLUGIN_API_VERSION}: not loaded")
+    with pytest.raises(ConfigError) as e:
+        host.select(["ipam"])
+    assert "ipam.type: no installed plugin provides ipam backend 'acme'" in str(e.value)
+    assert f"plugin 'acme_new' not loaded: {rec['error']}" in str(e.value)
+    # the node still runs on what fits: the built-in datapath is there and selectable
+    host.select(["datapath"])
+    fits = host_with(ipam_plugin("acme_ok", f"=={PLUGIN_API_VERSION}"), ipam={"type": "acme"})
+    assert fits.select(["ipam"])["ipam"].plugin == "acme_ok"

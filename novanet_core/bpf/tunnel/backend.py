@@ -19,17 +19,20 @@ default does not fit it:
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyroute2 import IPRoute
 
-from novanet_core.backends import BackendContext, ConfigError
+from novanet_core.backends import BackendContext
 from novanet_core.bpf.layouts import TunnelValue
 from novanet_core.bpf.tunnel import entries, routes
 from novanet_core.bpf.tunnel.programs import TunnelPrograms
 from novanet_core.types import NodeInfo
+
+if TYPE_CHECKING:
+    from novanet_core.api.router import ApiRouter
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,19 @@ class BpfTunnel:
         """Plugin fields of the node's ``novanetctl tunnels`` row."""
         return {}
 
+    @classmethod
+    def register_api(cls, router: ApiRouter, component: str, backends: Mapping[str, Any]) -> None:
+        """``novanet_register_api`` for a tunnel plugin: ``<name>.status`` in the agent, when the
+        agent's tunnel backend is one of ``cls``."""
+        b = backends.get("tunnel")
+        if component != "agent" or not isinstance(b, cls):
+            return
+
+        def status(p: dict[str, Any]) -> dict[str, Any]:
+            return b.api_status()
+
+        router.add(f"{b.name}.status", status, doc=f"{b.name}: device, programs, per-event packet counters, tunnels")
+
     def counters(self) -> dict[str, Any]:
         """The plugin's ``<name>.status`` API answer, besides ``tunnels``."""
         return {"underlay": self.underlay, "ifindex": self.ifindex, "programs": self.installed,
@@ -95,21 +111,11 @@ class BpfTunnel:
 
     @property
     def pod_mtu(self) -> int:
-        mtu = self.ctx.config.mtu
-        return mtu if isinstance(mtu, int) else self.tunnel_mtu
+        return self.ctx.pod_mtu(self.overhead)
 
     def _resolve_underlay(self, local: NodeInfo) -> None:
-        from novanet_core.agent.podnet import interface_for_ip, interface_mtu
-
-        dev = self.ctx.config.underlayInterface or interface_for_ip(local.ip)
-        if not dev:
-            raise ConfigError(f"underlayInterface: not set and no interface holds the node IP {local.ip}")
-        try:
-            self.underlay_ifindex = socket.if_nametoindex(dev)
-        except OSError:
-            raise ConfigError(f"underlayInterface: {dev!r} does not exist") from None
-        self.underlay = dev
-        self.underlay_mtu = interface_mtu(dev) or 1500
+        u = self.ctx.require_underlay()  # worked out once by the agent (novanet_core.agent.node)
+        self.underlay, self.underlay_ifindex, self.underlay_mtu = u.name, u.ifindex, u.mtu
 
     # ------------------------------------------------------------------ TunnelBackend
     def setup(self, local: NodeInfo) -> None:

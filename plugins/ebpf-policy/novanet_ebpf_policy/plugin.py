@@ -3,42 +3,35 @@ its dataplane API methods, its novanetctl commands and its metrics."""
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Mapping
 from typing import Any
 
-from novanet_core.backends import BackendContext
+from novanet_core.api.client import ApiClient
 from novanet_core.hookspecs import hookimpl
 from novanet_ebpf_policy.backend import EbpfDatapath
 
-# The backend the dataplane process created; API methods and metrics read it. Weak, so a test
-# that drops its backend does not keep maps open through us.
-_active: weakref.ref[EbpfDatapath] | None = None
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
 
 
-def active_backend() -> EbpfDatapath | None:
-    return _active() if _active else None
-
-
-def create_backend(ctx: BackendContext) -> EbpfDatapath:
-    global _active
-    b = EbpfDatapath(ctx)
-    _active = weakref.ref(b)
-    return b
+def _ours(backends: Mapping[str, Any]) -> EbpfDatapath | None:
+    b = backends.get("datapath")
+    return b if isinstance(b, EbpfDatapath) else None
 
 
 @hookimpl
 def novanet_register_backends(registry: Any) -> None:
-    registry.add("datapath", "ebpf", create_backend,
+    registry.add("datapath", "ebpf", EbpfDatapath,
                  description="eBPF: tcx programs, redirect_peer, pinned maps, identities, flow events")
 
 
 @hookimpl
-def novanet_register_api(router: Any, component: str) -> None:
-    if component != "dataplane":
+def novanet_register_api(router: Any, component: str, backends: Mapping[str, Any]) -> None:
+    b = _ours(backends)
+    if component != "dataplane" or b is None:
         return
     from novanet_ebpf_policy import api
 
-    api.register(router, active_backend)
+    api.register(router, lambda: b)
 
 
 @hookimpl
@@ -51,24 +44,19 @@ def novanet_register_cli(cli: Any, program: str) -> None:
 
 
 @hookimpl
-def novanet_register_metrics(registry: Any, component: str) -> None:
-    if component == "agent":
-        from novanet_core.agent.policy_sync import PolicyMetrics
-
-        registry.register(PolicyMetrics())  # novanet_agent_policy_programming_seconds
-        return
-    if component != "dataplane":
+def novanet_register_metrics(registry: Any, component: str, backends: Mapping[str, Any]) -> None:
+    b = _ours(backends)
+    if component != "dataplane" or b is None:
         return
     from novanet_ebpf_policy.metrics import DatapathCollector
 
-    registry.register(DatapathCollector(active_backend))
+    registry.register(DatapathCollector(lambda: b))
 
 
 @hookimpl
 def novanet_debug_bundle(bundle: Any, config: Any) -> None:
     """The eBPF datapath's part, read from the node's dataplane: egress map with counters, the
     `novanetctl egress` and `bpf` views, decoded maps, the pinned objects."""
-    from novanet_core.api.client import ApiClient
 
     def dp(method: str) -> Any:
         with ApiClient(config.sockets.dataplane, timeout=30) as c:

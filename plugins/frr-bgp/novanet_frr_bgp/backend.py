@@ -247,9 +247,7 @@ class FrrBgpRouting:
     # ------------------------------------------------------------------ kernel side
     def _kernel_setup(self, local: NodeInfo) -> None:
         if self.settings.rpFilter is not None:
-            from novanet_core.agent.podnet import interface_for_ip
-
-            dev = self.ctx.config.underlayInterface or interface_for_ip(local.ip)
+            dev = self.ctx.underlay.name if self.ctx.underlay is not None else None
             for name in ("all", dev):
                 if name:
                     p = Path("/proc/sys/net/ipv4/conf", name, "rp_filter")

@@ -11,6 +11,8 @@ from novanet_core.hookspecs import hookimpl
 from novanet_frr_bgp.frrconf import redact
 from novanet_frr_bgp.settings import parse_settings
 
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
+
 if TYPE_CHECKING:
     import click
 

@@ -3,31 +3,20 @@
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Mapping
 from typing import Any
 
-from novanet_core.backends import BackendContext, BackendRegistry
+from novanet_core.backends import BackendRegistry
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.hookspecs import hookimpl
 from novanet_geneve.backend import GeneveTunnel, config_errors
 
-_active: weakref.ref[GeneveTunnel] | None = None
-
-
-def active_backend() -> GeneveTunnel | None:
-    return _active() if _active else None
-
-
-def create_backend(ctx: BackendContext) -> GeneveTunnel:
-    global _active
-    b = GeneveTunnel(ctx)
-    _active = weakref.ref(b)
-    return b
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
 
 
 @hookimpl
 def novanet_register_backends(registry: BackendRegistry) -> None:
-    registry.add("tunnel", "geneve", create_backend,
+    registry.add("tunnel", "geneve", GeneveTunnel,
                  description="Geneve (RFC 8926, UDP 6081) in tc eBPF with the source identity in an option")
 
 
@@ -37,19 +26,8 @@ def novanet_validate_config(config: NovaNetConfig) -> list[str]:
 
 
 @hookimpl
-def novanet_register_api(router: Any, component: str) -> None:
-    if component != "agent":
-        return
-    from novanet_core.api.protocol import ApiError
-
-    def status(p: dict[str, Any]) -> dict[str, Any]:
-        """Geneve programs, underlay, MTU and per-event packet counters."""
-        b = active_backend()
-        if b is None:
-            raise ApiError("unavailable", "the geneve tunnel backend is not active in this agent")
-        return b.api_status()
-
-    router.add("geneve.status", status)
+def novanet_register_api(router: Any, component: str, backends: Mapping[str, Any]) -> None:
+    GeneveTunnel.register_api(router, component, backends)  # geneve.status
 
 
 @hookimpl
@@ -62,9 +40,10 @@ def novanet_register_cli(cli: Any, program: str) -> None:
 
 
 @hookimpl
-def novanet_register_metrics(registry: Any, component: str) -> None:
-    if component != "agent":
+def novanet_register_metrics(registry: Any, component: str, backends: Mapping[str, Any]) -> None:
+    b = backends.get("tunnel")
+    if component != "agent" or not isinstance(b, GeneveTunnel):
         return
     from novanet_geneve.metrics import GeneveCollector
 
-    registry.register(GeneveCollector(active_backend))
+    registry.register(GeneveCollector(lambda: b))

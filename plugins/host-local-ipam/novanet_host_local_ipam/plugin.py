@@ -7,6 +7,8 @@ from novanet_core.hookspecs import hookimpl
 from novanet_host_local_ipam.backend import DEFAULT_DATA_DIR, HostLocalIpam
 from novanet_host_local_ipam.pool import Pool
 
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
+
 BACKEND_NAME = "host-local"
 
 

@@ -6,6 +6,8 @@ from novanet_core.backends import BackendContext, BackendRegistry
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.hookspecs import hookimpl
 
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
+
 
 def _factory(ctx: BackendContext):  # type: ignore[no-untyped-def]
     from novanet_kube_source.source import KubernetesSource

@@ -13,6 +13,8 @@ import click
 
 from novanet_core.hookspecs import hookimpl
 
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
+
 
 def lab_node_socket(node: str, lab: str | None) -> str:
     """The agent socket of a running lab node (the layout is the lab's: novanet_lab.paths)."""

@@ -3,27 +3,20 @@
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Mapping
 from typing import Any
 
-from novanet_core.backends import BackendContext, BackendRegistry
+from novanet_core.backends import BackendRegistry
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.hookspecs import hookimpl
 from novanet_vxlan.backend import VxlanTunnel, config_errors
 
-_active: weakref.ref[VxlanTunnel] | None = None
-
-
-def create_backend(ctx: BackendContext) -> VxlanTunnel:
-    global _active
-    b = VxlanTunnel(ctx)
-    _active = weakref.ref(b)
-    return b
+NOVANET_PLUGIN_API = ">=1.0,<2"  # the NovaNet plugin API versions this plugin works with
 
 
 @hookimpl
 def novanet_register_backends(registry: BackendRegistry) -> None:
-    registry.add("tunnel", "vxlan", create_backend,
+    registry.add("tunnel", "vxlan", VxlanTunnel,
                  description="shared collect-metadata VXLAN device nvx0 (UDP 4789, learning off)")
 
 
@@ -33,16 +26,5 @@ def novanet_validate_config(config: NovaNetConfig) -> list[str]:
 
 
 @hookimpl
-def novanet_register_api(router: Any, component: str) -> None:
-    if component != "agent":
-        return
-    from novanet_core.api.protocol import ApiError
-
-    def status(p: dict[str, Any]) -> dict[str, Any]:
-        """nvx0, BPF mode, the programs and their per-event packet counters."""
-        b = _active() if _active else None
-        if b is None:
-            raise ApiError("unavailable", "the vxlan tunnel backend is not active in this agent")
-        return b.api_status()
-
-    router.add("vxlan.status", status)
+def novanet_register_api(router: Any, component: str, backends: Mapping[str, Any]) -> None:
+    VxlanTunnel.register_api(router, component, backends)  # vxlan.status

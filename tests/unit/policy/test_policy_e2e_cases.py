@@ -6,17 +6,11 @@ step the incremental result must also equal a from-scratch compile of the same s
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from novanet_core.policy import PolicyEngine
 from novanet_core.state.model import ClusterState, Namespace, NetworkPolicy, Pod, parse_object, parse_ports
-
-# Appended, not prepended: tests/ holds a "packaging" package that would shadow PyPI's.
-sys.path.append(str(Path(__file__).resolve().parents[2]))
-import netpol_cases as nc
+from tests import netpol_cases as nc
 
 POD_IPS = {pod: f"10.9.{i // 3}.{10 + i % 3}" for i, pod in enumerate(nc.PODS)}
 CASES = nc.load_cases(POD_IPS)
