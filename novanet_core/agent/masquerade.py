@@ -6,6 +6,8 @@ with an IPv6 PodCIDR), each replaced atomically with ``nft -f`` so the rule set 
 the old or the new one; disabling the key, or a family the node no longer has, removes its
 table. Unlike the original, which installed its iptables rule regardless of the setting, the key
 is honoured.
+Replies of connections made to a pod are never masqueraded: the datapath marks them
+(``REPLY_MARK``) because their forward direction bypassed conntrack.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import subprocess
 from collections.abc import Sequence
 
+from novanet_core.bpf.layouts import REPLY_MARK
 from novanet_core.ipfamily import family_of, pick
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,8 @@ def ruleset(pod_cidr: str, cluster_cidr: str) -> str:
         f"table {fam} {TABLE} {{\n"
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f"    {fam} saddr {pod_cidr} {fam} daddr != {cluster_cidr} masquerade comment \"novanet masquerade\"\n"
+        f"    meta mark & {REPLY_MARK:#x} == 0 {fam} saddr {pod_cidr} {fam} daddr != {cluster_cidr} masquerade "
+        "comment \"novanet masquerade\"\n"
         "  }\n"
         "}\n"
     )

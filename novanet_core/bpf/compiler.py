@@ -20,7 +20,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from novanet_core.bpf import bpffs, syscall
@@ -67,17 +67,20 @@ def _remove_stale(base: str) -> None:
 
 
 def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bpf_root: str,
-                     what: str) -> Programs:
+                     what: str, sock_addr: Mapping[str, int] | None = None) -> Programs:
     """Compile ``source`` against ``header_tree`` in a helper process and load each of
-    ``functions`` as a tc classifier; returns this process's fds of the loaded programs.
-    ``bpf_root`` is a directory on bpffs the helper may pin into; ``what`` names the programs
-    in the error ("vxlan programs")."""
-    names = list(functions)
+    ``functions`` as a tc classifier, and each of ``sock_addr`` (function -> expected attach type,
+    e.g. 10 BPF_CGROUP_INET4_CONNECT) as a cgroup sock_addr program for that hook; returns this
+    process's fds of the loaded programs. ``bpf_root`` is a directory on bpffs the helper may pin
+    into; ``what`` names the programs in the error ("vxlan programs")."""
+    sock = dict(sock_addr or {})
+    names = list(functions) + list(sock)
     base = os.path.join(bpf_root, HELPER_DIR)
     bpffs.ensure_dir(base)
     _remove_stale(base)
     pin_dir = os.path.join(base, f"{os.getpid()}_{secrets.token_hex(4)}")
-    req = {"source": source, "functions": names, "header_tree": header_tree, "pin_dir": pin_dir}
+    req = {"source": source, "functions": [n for n in names if n not in sock], "sock_addr": sock,
+           "header_tree": header_tree, "pin_dir": pin_dir}
     try:
         try:
             p = subprocess.run([sys.executable, "-m", "novanet_core.bpf.compiler"], input=json.dumps(req),
@@ -113,6 +116,8 @@ def _helper() -> int:
     try:
         b = BPF(text=req["source"].encode())
         fns = {n: b.load_func(n.encode(), BPF.SCHED_CLS) for n in req["functions"]}
+        fns.update({n: b.load_func(n.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=at)
+                    for n, at in req.get("sock_addr", {}).items()})
     except Exception as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

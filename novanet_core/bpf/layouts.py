@@ -72,6 +72,22 @@ class TunnelValue(Struct):
     ]
 
 
+class KpBackendKey(Struct):
+    """kube-proxy compatibility (``kubeProxyReplacement: false``): a Service backend address.
+
+    Replies from these addresses carry kube-proxy's DNAT in the kernel's conntrack, so they must
+    cross the node's stack instead of being redirected past it (the tunnel ingress programs check
+    this set; the datapath tells same-node flows apart from its own flow table)."""
+
+    c_name = "nv_kp_backend_key"
+    _fields_ = [("ip", u32), ("port", u16), ("protocol", u8), ("pad", u8)]
+
+
+class KpBackendValue(Struct):
+    c_name = "nv_kp_backend"
+    _fields_ = [("flags", u32)]
+
+
 class DropReason(enum.IntEnum):
     """Reason codes of the shared ``drops`` counter map and of flow events."""
 
@@ -87,6 +103,7 @@ class DropReason(enum.IntEnum):
     TUNNEL_UNTRUSTED = 9  # tunnel packet from an unknown node, wrong VNI, or an inner source it does not own
     MTU_EXCEEDED = 10  # too big to encapsulate (pod MTU larger than underlay MTU - overhead)
     FLOW_TABLE_FULL = 11  # a new flow the flow table (ct) had no room for: dropped, never let through untracked
+    NO_SERVICE_BACKEND = 12  # a Service frontend with no ready backend: answered at once (RST / ICMP / ECONNREFUSED)
 
 
 DROP_SLOTS = 16  # per-CPU drop counter slots: room for more reasons
@@ -109,6 +126,9 @@ class ConfigKey(enum.IntEnum):
     GATEWAY_IP = 11
     POLICY_REVISION = 12  # bumped on every policy change; flows re-evaluate when it differs
     POLICY_COUNT = 13  # entries in the policies map; 0 lets programs skip the 9 probes
+    KP_BACKENDS = 14  # entries in kp_backends (kube-proxy compatibility); 0 lets programs skip the lookup
+    SERVICE_CIDR_IP = 15  # where ClusterIPs come from: only those (and the node IP) can be frontends
+    SERVICE_CIDR_PREFIX_LEN = 16
 
 
 CONFIG_SLOTS = 32
@@ -135,6 +155,11 @@ CB_ENCAP_MAGIC = 0x4E564531  # "NVE1"
 # (skb->ingress_ifindex == cb[3], saddr == cb[2]) and clears cb[0] after reading it.
 CB_DECAP_MAGIC = 0x4E564431  # "NVD1"
 TUNNEL_MARK = 0x4000  # on every packet arriving through a tunnel (the guide's KUBE-FORWARD accept rule)
+# On a pod's packet the datapath hands to the node's stack when it is a reply of a connection
+# made *to* the pod: the forward direction bypassed conntrack (redirected by BPF), so conntrack
+# would take the reply for a new outbound connection and the egress masquerade would rewrite it.
+# The masquerade rule skips packets carrying it (novanet_core.agent.masquerade).
+REPLY_MARK = 0x40000
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,10 @@ TUNNELS = MapDef(MapSpec("tunnels", "hash", _sz(TunnelKey), _sz(TunnelValue), 10
                  "struct nv_tunnel_key", "struct nv_tunnel")
 DROPS = MapDef(MapSpec("drops", "percpu_array", 4, 8, DROP_SLOTS, 1), "u32", "u64")
 TUNNEL_PROGS = MapDef(ProgArraySpec("tunnel_progs", "prog_array", 4, 4, TUNNEL_SLOTS, 1), "u32", "u32")
+KP_BACKENDS = MapDef(MapSpec("kp_backends", "hash", _sz(KpBackendKey), _sz(KpBackendValue), 65536, 1),
+                     "struct nv_kp_backend_key", "struct nv_kp_backend")
 
-SHARED_MAPS: dict[str, MapDef] = {m.spec.name: m for m in (ENDPOINTS, CONFIG, TUNNELS, DROPS, TUNNEL_PROGS)}
-SHARED_STRUCTS: tuple[type[Struct], ...] = (EndpointKey, EndpointValue, TunnelKey, TunnelValue)
+SHARED_MAPS: dict[str, MapDef] = {m.spec.name: m for m in (ENDPOINTS, CONFIG, TUNNELS, DROPS, TUNNEL_PROGS,
+                                                          KP_BACKENDS)}
+SHARED_STRUCTS: tuple[type[Struct], ...] = (EndpointKey, EndpointValue, TunnelKey, TunnelValue, KpBackendKey,
+                                            KpBackendValue)

@@ -17,6 +17,7 @@ from novanet_core.bpf.layouts import (
     CB_DECAP_MAGIC,
     CB_ENCAP_MAGIC,
     DROP_SLOTS,
+    REPLY_MARK,
     SHARED_MAPS,
     SHARED_STRUCTS,
     TUNNEL_MARK,
@@ -67,7 +68,8 @@ def shared_defines() -> list[str]:
     out = enum_defines("NV_DROP_", DropReason) + enum_defines("NV_CFG_", ConfigKey)
     out += enum_defines("NV_TUNNEL_SLOT_", TunnelSlot)
     out += [f"#define NV_DROP_SLOTS {DROP_SLOTS}", f"#define NV_CB_ENCAP_MAGIC {CB_ENCAP_MAGIC:#x}",
-            f"#define NV_CB_DECAP_MAGIC {CB_DECAP_MAGIC:#x}", f"#define NV_TUNNEL_MARK {TUNNEL_MARK:#x}"]
+            f"#define NV_CB_DECAP_MAGIC {CB_DECAP_MAGIC:#x}", f"#define NV_TUNNEL_MARK {TUNNEL_MARK:#x}",
+            f"#define NV_REPLY_MARK {REPLY_MARK:#x}"]
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from novanet_core.bpf import compiler, syscall
 from novanet_core.bpf.compiler import CompileError, Programs
@@ -27,11 +27,13 @@ def render_source(package: str, path: str, prelude: str) -> str:
 
 
 def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bpf_root: str, what: str,
-                     pin_dir: str | None = None) -> Programs:
-    """Compile ``source`` against ``header_tree`` and load each of ``functions`` as a tc classifier;
-    with ``pin_dir``, each program is also pinned there under its function name (replacing an older
-    version). ``bpf_root`` is the caller's bpffs root, ``what`` names the programs in errors."""
-    progs = compiler.compile_and_load(source, functions, header_tree, bpf_root, what)
+                     pin_dir: str | None = None, sock_addr: Mapping[str, int] | None = None) -> Programs:
+    """Compile ``source`` against ``header_tree`` and load each of ``functions`` as a tc classifier,
+    and each of ``sock_addr`` (function -> expected attach type, e.g. 10 BPF_CGROUP_INET4_CONNECT)
+    as a cgroup sock_addr program for that hook; with ``pin_dir``, each program is also pinned
+    there under its function name (replacing an older version). ``bpf_root`` is the caller's bpffs
+    root, ``what`` names the programs in errors."""
+    progs = compiler.compile_and_load(source, functions, header_tree, bpf_root, what, sock_addr=sock_addr)
     if pin_dir is not None:
         try:
             for name, fd in progs.fds.items():

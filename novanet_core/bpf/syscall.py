@@ -167,6 +167,36 @@ def tcx_attach(prog_fd: int, ifindex: int, ingress: bool, flags: int = 0, relati
     return bpf(BPF_LINK_CREATE, _attr(struct.pack("=IIIIIIQ", prog_fd, ifindex, attach, flags, relative_fd, 0, 0)))
 
 
+# --------------------------------------------------------------------------- cgroup links
+
+# enum bpf_attach_type: cgroup sock_addr hooks (socket-level Service translation)
+BPF_CGROUP_INET4_CONNECT = 10
+BPF_CGROUP_UDP4_SENDMSG = 14
+BPF_CGROUP_UDP4_RECVMSG = 19
+BPF_CGROUP_INET4_GETPEERNAME = 29
+BPF_LINK_TYPE_CGROUP = 3
+
+
+def cgroup_attach(prog_fd: int, cgroup_fd: int, attach_type: int) -> int:
+    """BPF_LINK_CREATE on a cgroup v2 directory fd; returns the link fd (pin it, or it dies with
+    the process). Links of several owners coexist on one cgroup (no exclusive attach)."""
+    return bpf(BPF_LINK_CREATE, _attr(struct.pack("=IIII", prog_fd, cgroup_fd, attach_type, 0)))
+
+
+@dataclass(frozen=True)
+class CgroupLinkInfo:
+    id: int
+    prog_id: int
+    cgroup_id: int  # the inode number of the cgroup's directory in cgroup2fs
+    attach_type: int
+
+
+def cgroup_link_info(fd: int) -> CgroupLinkInfo:
+    raw = _info(fd, 64)  # struct bpf_link_info: type,id,prog_id,pad, union{cgroup{cgroup_id u64, attach_type}}
+    _typ, lid, prog_id, _pad, cgid, atype = struct.unpack_from("=IIIIQI", raw)
+    return CgroupLinkInfo(lid, prog_id, cgid, atype)
+
+
 def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int = 0) -> None:
     """Atomically replace the link's program; with ``old_prog_fd`` fails (EPERM) if someone else swapped."""
     flags = BPF_F_REPLACE if old_prog_fd else 0

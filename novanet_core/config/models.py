@@ -61,6 +61,8 @@ class BpfConfig(_Model):
                                    "as `FLOW_TABLE_FULL` (datapath.md)", ge=256, le=4 * 1024 * 1024)
     flowIdleTimeoutSeconds: float = _d(300.0, "a flow idle this long in both directions is removed from the flow "
                                               "table", ge=1, le=86400)
+    cgroupRoot: str | None = _d(None, "cgroup v2 directory the socket-level Service programs attach to; unset = the "
+                                      "cgroup v2 root (every process on the node). The lab sets each node's own subtree")
 
 
 class WarmPoolConfig(_Model):

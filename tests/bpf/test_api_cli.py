@@ -66,7 +66,9 @@ def test_api_and_cli(topo: Topology, datapath, tmp_path) -> None:
         r = runner.invoke(cli, ["bpf"], obj=_Obj(sock))
         assert r.exit_code == 0 and "nv_from_pod" in r.output and "nv_to_pod" in r.output
         r = runner.invoke(cli, ["bpf", "-o", "json"], obj=_Obj(sock))
-        assert {p["name"] for p in json.loads(r.output)["programs"]} == {"nv_from_pod", "nv_to_pod"}
+        from novanet_ebpf_policy.program import PROGRAMS
+
+        assert {p["name"] for p in json.loads(r.output)["programs"]} == set(PROGRAMS)
     finally:
         srv.stop()
 

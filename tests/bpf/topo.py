@@ -42,6 +42,14 @@ class Pod:
         return subprocess.Popen(["ip", "netns", "exec", self.ns, *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
 
+    def run_in_cgroup(self, cgroup: str, *argv: str, check: bool = True,
+                      timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """As ``run``, with the process inside ``cgroup`` (the node's: socket-level translation)."""
+        from tests.support import cgroups
+
+        return sh(*cgroups.argv_in(cgroup, ["nsenter", f"--net=/run/netns/{self.ns}", *argv]), check=check,
+                  timeout=timeout)
+
 
 def _mac(ns: str, ifname: str) -> str:
     out = sh("ip", "-n", ns, "-o", "link", "show", ifname).stdout
@@ -66,7 +74,15 @@ class Topology:
     def bpf_root(self) -> str:
         return f"/sys/fs/bpf/novanet-test-{self.uid}"
 
+    @property
+    def cgroup(self) -> str:
+        """The node's cgroup: socket-level Service translation applies to processes in it."""
+        from tests.support import cgroups
+
+        return f"{cgroups.root()}/novanet-test-{self.uid}"
+
     def create(self, n_pods: int = 3) -> Topology:
+        os.makedirs(self.cgroup, exist_ok=True)
         sh("ip", "netns", "add", self.node)
         sh("ip", "-n", self.node, "link", "set", "lo", "up")
         sh("ip", "-n", self.node, "addr", "add", f"{self.node_ip}/32", "dev", "lo")
@@ -94,16 +110,19 @@ class Topology:
             sh("ip", "netns", "del", p.ns, check=False)
         sh("ip", "netns", "del", self.node, check=False)
         from novanet_core.bpf import bpffs
+        from tests.support import cgroups
 
         bpffs.remove_tree(self.bpf_root)
+        cgroups.remove(self.cgroup)
 
     def config(self, **bpf: str) -> dict[str, object]:
         return {"nodeIP": self.node_ip, "clusterCIDR": "10.42.0.0/16", "podCIDR": self.pod_cidr,
-                "bpf": {"root": self.bpf_root, "headerTree": "/tmp/novanet-ktree", **bpf}}
+                "bpf": {"root": self.bpf_root, "headerTree": "/tmp/novanet-ktree", "cgroupRoot": self.cgroup, **bpf}}
 
     def settings(self, default_deny: bool = False) -> dict[str, object]:
         return {"nodeIP": self.node_ip, "podCIDR": self.pod_cidr, "clusterCIDR": "10.42.0.0/16",
                 "gateway": self.gateway, "routingMode": "overlay", "tunnelProtocol": "vxlan",
+                "serviceCIDR": "10.96.0.0/12",
                 "defaultDeny": default_deny, "mtu": 1500}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from novanet_core.api.client import ApiClient, Unreachable
+from tests.support import cgroups
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,8 @@ class NodeUnderTest:
             "podCIDR": pod_cidr,
             "datapath": datapath,
             "ipam": {"dataDir": str(self.dir / "ipam")},
-            "bpf": {"root": f"/sys/fs/bpf/novanet-test-{self.id}"},
+            # the socket-level Service hooks go on a cgroup of this node's own, never the machine's root
+            "bpf": {"root": f"/sys/fs/bpf/novanet-test-{self.id}", "cgroupRoot": cgroups.create(f"novanet-test-{self.id}")},
             "sockets": {"agent": str(self.run / "novanet.sock"), "cni": str(self.run / "cni.sock"),
                         "dataplane": str(self.run / "dataplane.sock")},
             "metrics": {"address": ""},
@@ -173,4 +175,5 @@ class NodeUnderTest:
             sh("ip", "netns", "del", pod, check=False)
         sh("ip", "netns", "del", self.ns, check=False)
         shutil.rmtree(self.config["bpf"]["root"], ignore_errors=True)
+        cgroups.remove(self.config["bpf"]["cgroupRoot"])
         shutil.rmtree(self.dir, ignore_errors=True)

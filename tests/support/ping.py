@@ -24,10 +24,12 @@ _NO_ANSWER = re.compile(r"no answer yet for icmp_seq=(\d+)")
 
 
 class PingWatch:
-    def __init__(self, popen: Callable[..., subprocess.Popen[str]], dst: str, interval: float = 0.01) -> None:
+    def __init__(self, popen: Callable[..., subprocess.Popen[str]], dst: str, interval: float = 0.01,
+                 argv: list[str] | None = None) -> None:
         # -O: a line for every request that had no reply by the time the next one went out, so
-        # the highest sequence number sent is known without waiting for the summary.
-        self.proc = popen("ping", "-n", "-O", "-i", str(interval), "-W", "1", dst)
+        # the highest sequence number sent is known without waiting for the summary. ``argv``
+        # runs another sender that prints the same lines (tests/support/udp_seq.py: UDP).
+        self.proc = popen(*(argv or ["ping", "-n", "-O", "-i", str(interval), "-W", "1", dst]))
         self.replied: set[int] = set()
         self.highest = 0
         self.lines: list[str] = []

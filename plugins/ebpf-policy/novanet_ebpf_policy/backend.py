@@ -18,7 +18,7 @@ from novanet_core.bpf import bpffs, pinned, stats, syscall
 from novanet_core.bpf.compiler import Programs
 from novanet_core.policy import EndpointPolicy
 from novanet_core.protocols import RTPROT_NOVANET, protocol_number
-from novanet_core.types import Endpoint, RemoteEndpoint
+from novanet_core.types import Endpoint, RemoteEndpoint, ServiceBackend, ServiceFrontend
 from novanet_ebpf_policy import flowtable
 from novanet_ebpf_policy import maps as mapsmod
 from novanet_ebpf_policy import program as progmod
@@ -42,6 +42,8 @@ from novanet_ebpf_policy.layouts import (
 )
 from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
+from novanet_ebpf_policy.services import ServiceProgrammer, ensure_sctp_crc
+from novanet_ebpf_policy.svcattach import ServiceAttacher, resolve_cgroup_root
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def family_settings(s: dict[str, Any], family: int) -> dict[str, Any]:
 
 class EbpfDatapath:
     name = "ebpf"
-    capabilities = frozenset({"policy", "flows", "prewarm", "stats"})
+    capabilities = frozenset({"policy", "flows", "prewarm", "stats", "service"})
     # The programs parse IPv4 only: an IPv6 pod would reach the host stack unpoliced, so the agent
     # refuses IPv6 PodCIDRs with this datapath (novanet_core/agent/families.py).
     ip_families = (4,)
@@ -115,7 +117,12 @@ class EbpfDatapath:
         self.attach_mode_cfg = cfg.bpf.attachMode
         self._initial = {"nodeIP": cfg.nodeIP, "podCIDR": cfg.podCIDR, "clusterCIDR": cfg.clusterCIDR,
                          "defaultDeny": cfg.policy.defaultDeny, "routingMode": cfg.routingMode,
-                         "tunnelProtocol": cfg.tunnelProtocol}
+                         "tunnelProtocol": cfg.tunnelProtocol, "kubeProxyReplacement": cfg.kubeProxyReplacement,
+                         "serviceCIDR": cfg.serviceCIDR}
+        self.cgroup_root_cfg = cfg.bpf.cgroupRoot
+        self.underlay_cfg = cfg.underlayInterface
+        self.services: ServiceProgrammer | None = None  # Service frontends -> the LB maps
+        self.svc_attach: ServiceAttacher | None = None
         self._settings: dict[str, Any] = {}
         self._lock = threading.RLock()
         self.prog: Programs | None = None
@@ -151,7 +158,11 @@ class EbpfDatapath:
             self.maps = mapsmod.MapHandles(self.root)
             self.attacher = self._make_attacher()
             result = self.attacher.reconcile(self.prog.fds, self._local_ifindexes())
+            self.svc_attach = ServiceAttacher(self.root)
+            result["services_swapped"] = self.svc_attach.reconcile(self.prog.fds)
             migration.finish()
+            ensure_sctp_crc(self.maps)
+            self.services = ServiceProgrammer(self.maps)
             self._apply_settings(self._initial, initial=True)
             n = self.maps.count("policies")  # migrated or pre-existing entries must be honoured
             if self.maps.config_get(ConfigKey.POLICY_COUNT) != n:
@@ -189,6 +200,7 @@ class EbpfDatapath:
             self.flows.stop()
             self.policy = None
             self.egress = None
+            self.services = None
             if isinstance(self.attacher, TcAttacher):
                 self.attacher.close()
             if self.maps:
@@ -205,6 +217,8 @@ class EbpfDatapath:
             assert self.attacher is not None
             old = self.prog
             result = self.attacher.reconcile(new.fds, self._local_ifindexes())
+            if self.svc_attach is not None:
+                result["services_swapped"] = self.svc_attach.reconcile(new.fds)
             self.prog = new
         if old:
             old.close()
@@ -227,7 +241,8 @@ class EbpfDatapath:
         if s.get("nodeIP"):
             writes[ConfigKey.NODE_IP] = ip_num(s["nodeIP"], "nodeIP")
         for key, ipk, lenk in (("podCIDR", ConfigKey.POD_CIDR_IP, ConfigKey.POD_CIDR_PREFIX_LEN),
-                               ("clusterCIDR", ConfigKey.CLUSTER_CIDR_IP, ConfigKey.CLUSTER_CIDR_PREFIX_LEN)):
+                               ("clusterCIDR", ConfigKey.CLUSTER_CIDR_IP, ConfigKey.CLUSTER_CIDR_PREFIX_LEN),
+                               ("serviceCIDR", ConfigKey.SERVICE_CIDR_IP, ConfigKey.SERVICE_CIDR_PREFIX_LEN)):
             if s.get(key):
                 try:
                     net = ipaddress.IPv4Network(str(s[key]), strict=True)
@@ -258,7 +273,12 @@ class EbpfDatapath:
             self._snat_ip, egress_changed = str(s["nodeIP"]), True
         if "mtu" in s and s["mtu"] is not None and not isinstance(s["mtu"], int):
             raise ConfigError(f"mtu: {s['mtu']!r} is not an integer")
+        if s.get("kubeProxyReplacement") is not None:
+            if not isinstance(s["kubeProxyReplacement"], bool):
+                raise ConfigError(f"kubeProxyReplacement: {s['kubeProxyReplacement']!r} is not a boolean")
+            writes[ConfigKey.L4LB_ENABLED] = int(s["kubeProxyReplacement"])
         if initial and self._settings:
+            self._attach_services()
             return  # a restart re-applies what configure() set before, not the file defaults
         bump = any(k == ConfigKey.DEFAULT_DENY and m.config_get(k) != v for k, v in writes.items())
         for k, v in writes.items():
@@ -269,6 +289,37 @@ class EbpfDatapath:
             self._sync_egress()
         if not initial:
             self._settings.update({k: v for k, v in s.items() if v is not None})
+        self._attach_services()
+
+    def _attach_services(self) -> None:
+        """The socket-level and NodePort hooks follow kubeProxyReplacement (with kube-proxy
+        translating, nothing of ours may sit on the node's cgroup or underlay)."""
+        m, sa, prog = self._m(), self.svc_attach, self.prog
+        if sa is None or prog is None:
+            return
+        if not m.config_get(ConfigKey.L4LB_ENABLED):
+            sa.detach_cgroup()
+            sa.detach_underlay()
+            return
+        try:
+            cg = resolve_cgroup_root(self.cgroup_root_cfg)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        if sa.cgroup != cg:
+            sa.attach_cgroup(cg, prog.fds)
+        node_ip = m.config_get(ConfigKey.NODE_IP)
+        if not node_ip:
+            return
+        from novanet_core.agent.podnet import interface_for_ip
+
+        dev = self.underlay_cfg or interface_for_ip(str(ipaddress.IPv4Address(node_ip)))
+        if not dev or dev == "lo":
+            log.warning("no interface holds node IP %s: NodePort from outside the node is not served",
+                        ipaddress.IPv4Address(node_ip))
+            return
+        ifindex = self._resolve_ifindex(dev, "underlayInterface")
+        if sa.underlay != dev:
+            sa.attach_underlay(dev, ifindex, prog.fds)
 
     def _bump_policy_revision(self) -> None:
         m = self._m()
@@ -594,6 +645,37 @@ class EbpfDatapath:
         with self._lock:
             self._m().delete("tunnels", TunnelKey(node_ip=ip_num(node_ip, "node_ip")))
 
+    # ------------------------------------------------------------------ Services (docs/services.md)
+    def _svc(self) -> ServiceProgrammer:
+        if self.services is None:
+            raise DatapathError("ebpf datapath is not started")
+        return self.services
+
+    def upsert_service(self, frontend: ServiceFrontend) -> None:
+        with self._lock:
+            self._svc().upsert(frontend)
+
+    def delete_service(self, key: str) -> None:
+        with self._lock:
+            self._svc().delete(key)
+
+    def list_services(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._svc().list()
+
+    def set_service_backends(self, backends: list[ServiceBackend]) -> None:
+        with self._lock:
+            self._svc().set_kp_backends(backends)
+
+    def service_status(self) -> dict[str, Any]:
+        with self._lock:
+            svc = self._svc()
+            return {"kubeProxyReplacement": bool(self._m().config_get(ConfigKey.L4LB_ENABLED)),
+                    "cgroup": self.svc_attach.cgroup if self.svc_attach else None,
+                    "underlay": self.svc_attach.underlay if self.svc_attach else None,
+                    "links": self.svc_attach.list() if self.svc_attach else [],
+                    "entries": svc.counts(), "translations": svc.stats()}
+
     # ------------------------------------------------------------------ observability
     def programs(self) -> list[dict[str, Any]]:
         if not self.prog:
@@ -601,7 +683,7 @@ class EbpfDatapath:
         out = []
         for name, fd in self.prog.fds.items():
             s = stats.prog_stats(fd)
-            out.append({"name": name, "hook": "ingress" if name == progmod.FROM_POD else "egress",
+            out.append({"name": name, "hook": progmod.HOOKS[name],
                         "prog_id": self.prog.ids[name], "tag": self.prog.tags[name], **s.to_dict()})
         return out
 
@@ -662,6 +744,7 @@ class EbpfDatapath:
             "policy_rules": self.policy.rule_count() if self.policy else 0,
             "policy_endpoints": len(self.policy.endpoints) if self.policy else 0,
             "tunnel_count": m.count("tunnels"),
+            "services": self.service_status() if self.services else {},
             "drop_counters": self.drop_counters(),
             "flow_table": self.flow_table(),
             "pins": dict(self.pinwatch.stats) if self.pinwatch else {},

@@ -369,7 +369,9 @@ def egress_cmd(output: str | None) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for cmd in (flows_cmd, drops_cmd, bpf_cmd, policy_cmd, egress_cmd):
+    from novanet_ebpf_policy.service_cli import service_group
+
+    for cmd in (flows_cmd, drops_cmd, bpf_cmd, policy_cmd, egress_cmd, service_group):
         cli.add_command(cmd)
 
 

@@ -60,7 +60,7 @@ Explainer = Callable[[int, str, str], tuple[str, list[str]]]
 
 # Where the event was seen, relative to the pod (Hubble's traffic_direction): the from-pod program
 # sees a pod's egress, the to-pod program a pod's ingress.
-DIRECTIONS = {0: "egress", 1: "ingress"}
+DIRECTIONS = {0: "egress", 1: "ingress", 2: "ingress"}  # by hook: the from-network hook delivers to a pod
 DEFAULT_HISTORY = 65536
 FOLLOWER_QUEUE_BATCHES = 1024
 

@@ -20,12 +20,15 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     DROP_SLOTS,
     DROPS,
     ENDPOINTS,
+    KP_BACKENDS,
     TUNNEL_PROGS,
     TUNNELS,
     ConfigKey,
     DropReason,
     EndpointKey,
     EndpointValue,
+    KpBackendKey,
+    KpBackendValue,
     MapDef,
     TunnelKey,
     TunnelValue,
@@ -135,6 +138,106 @@ class FlowState(_S):
                 ("identity", u32)]
 
 
+# ------------------------------------------------------------------ Services (load-balancer)
+# A frontend (ClusterIP:port or node IP:nodePort, protocol) points at a *bank* of backend slots;
+# every backend change writes a new bank and then swaps the frontend's bank id, so a program
+# never sees half a backend list. Slots 0..count-1 may take new connections; count..total-1 are
+# terminating backends (listed, picked by no new connection).
+
+
+class ServiceKey(_S):
+    c_name = "nv_svc_key"
+    _fields_ = [("ip", u32), ("port", u16), ("protocol", u8), ("pad", u8)]
+
+
+class ServiceValue(_S):
+    c_name = "nv_svc"
+    _fields_ = [
+        ("id", u32),  # frontend id: stable while the frontend exists (affinity, metadata)
+        ("bank", u32),  # backends are keyed (bank, slot); a new bank on every backend change
+        ("count", u16),  # selectable backends (ready, not terminating)
+        ("total", u16),  # count + terminating ones
+        ("flags", u16),  # SvcFlag
+        ("pad", u16),
+        ("affinity_timeout", u32),  # seconds of sessionAffinity: ClientIP (flag AFFINITY)
+        ("pad2", u32),
+    ]
+
+
+class BackendKey(_S):
+    c_name = "nv_lb_slot"
+    _fields_ = [("bank", u32), ("slot", u32)]
+
+
+class BackendValue(_S):
+    c_name = "nv_lb_backend"
+    _fields_ = [("ip", u32), ("port", u16), ("flags", u8), ("pad", u8)]  # flags: BackendFlag
+
+
+class MemberKey(_S):
+    """Is backend ip:port still selectable in this bank? (a pinned client keeps it while it is)"""
+
+    c_name = "nv_lb_member_key"
+    _fields_ = [("bank", u32), ("ip", u32), ("port", u16), ("pad", u16)]
+
+
+class MemberValue(_S):
+    c_name = "nv_lb_member"
+    _fields_ = [("slot", u32)]
+
+
+class ServiceMeta(_S):
+    """Per frontend id: what the frontend is, for ``service list`` read back from the maps."""
+
+    c_name = "nv_svc_meta"
+    _fields_ = [("kind", u8), ("pad", u8 * 3), ("key", u8 * 188)]  # key: ServiceFrontend.key, NUL-padded
+
+
+class NatValue(_S):
+    """Per-packet translation of one direction of a flow (``revnat``, keyed by FlowKey as the
+    packet arrives): rewrite the addresses and ports to these. FORWARD entries turn a client's
+    packet into the backend's tuple (the flow table then sees the translated packet); REVERSE
+    entries turn a backend's reply back into what the client sent to."""
+
+    c_name = "nv_nat"
+    _fields_ = [
+        ("saddr", u32),
+        ("daddr", u32),
+        ("sport", u16),
+        ("dport", u16),
+        ("flags", u16),  # NatFlag
+        ("pad", u16),
+        ("svc_id", u32),
+        ("pad2", u32),
+        ("last_ns", u64),  # refreshed at most once a second; UDP/SCTP forward entries expire idle
+    ]
+
+
+class SockNatKey(_S):
+    """Socket-level translation: the backend a socket was connected/sent to, by socket cookie."""
+
+    c_name = "nv_sock_nat_key"
+    _fields_ = [("cookie", u64), ("ip", u32), ("port", u16), ("protocol", u8), ("pad", u8)]
+
+
+class SockNatValue(_S):
+    c_name = "nv_sock_nat"
+    _fields_ = [("ip", u32), ("port", u16), ("pad", u16)]  # the frontend the application asked for
+
+
+class AffinityKey(_S):
+    """sessionAffinity: ClientIP. ``client`` is the client IP on the per-packet path and the
+    client's network-namespace cookie (one pod, one IP) with bit 63 set on the socket path."""
+
+    c_name = "nv_aff_key"
+    _fields_ = [("svc_id", u32), ("pad", u32), ("client", u64)]
+
+
+class AffinityValue(_S):
+    c_name = "nv_aff"
+    _fields_ = [("ip", u32), ("port", u16), ("pad", u16), ("last_ns", u64)]
+
+
 class FlowEvent(_S):
     """Ring-buffer record (80 B, the original NovaNet layout; ``hook`` uses its spare byte 13)."""
 
@@ -164,7 +267,10 @@ class FlowEvent(_S):
 STRUCTS: tuple[type[_S], ...] = (EndpointKey, EndpointValue, PolicyKey, PolicyValue, PolicyRuleKey,
                                  PolicyRuleValue, PolicyCidrKey, PolicyCidrValue, EndpointPolicyValue,
                                  TunnelKey, TunnelValue, EgressKey, EgressValue, Counter, FlowKey, FlowState,
-                                 FlowEvent)
+                                 FlowEvent,
+                                 KpBackendKey, KpBackendValue, ServiceKey, ServiceValue, BackendKey, BackendValue,
+                                 MemberKey, MemberValue, ServiceMeta, NatValue, SockNatKey, SockNatValue,
+                                 AffinityKey, AffinityValue)
 
 
 
@@ -178,6 +284,7 @@ class Verdict(enum.IntEnum):
 class Hook(enum.IntEnum):
     FROM_POD = 0
     TO_POD = 1
+    FROM_NETWORK = 2  # the node's underlay interface (NodePort from outside the node)
 
 
 class PolicyDir(enum.IntEnum):
@@ -200,6 +307,42 @@ class EpPolicyFlag(enum.IntFlag):
 
 class CtFlag(enum.IntFlag):
     REPLY = 1  # the entry is the reverse of the packet that created the flow
+    SVC = 2  # a REPLY entry of a flow the load-balancer translated: revnat holds its reverse rewrite
+    VIA_STACK = 4  # the flow crossed the node's stack (kube-proxy DNAT): keep its packets on it
+
+
+class SvcFlag(enum.IntFlag):
+    NODEPORT = 1  # kind NodePort (ip is the node's address)
+    EXTERNAL_LOCAL = 2  # externalTrafficPolicy: Local: keep the client's address (no SNAT)
+    AFFINITY = 4  # sessionAffinity: ClientIP
+
+
+class BackendFlag(enum.IntFlag):
+    READY = 1
+    SERVING = 2
+    TERMINATING = 4
+    LOCAL = 8
+
+
+class NatFlag(enum.IntFlag):
+    FORWARD = 1  # client -> backend: the flow table keys the rewritten packet
+    REVERSE = 2  # backend -> client: the flow table keys the packet as it arrived
+    SNAT = 4  # the client's address was replaced (NodePort Cluster, hairpin)
+    OUT = 8  # after the rewrite the packet leaves the node by a FIB lookup (its source is ours)
+
+
+class FrontendKind(enum.IntEnum):
+    CLUSTER_IP = 0
+    NODE_PORT = 1
+
+
+class SvcStat(enum.IntEnum):
+    """``svcstats`` (per-CPU): translations by where they happened."""
+
+    SOCKET = 0  # connect4/sendmsg4 rewrote the destination
+    PACKET = 1  # a new flow translated per packet (from-pod)
+    NODEPORT = 2  # a new flow from outside the node (underlay ingress)
+    REVERSE_SOCKET = 3  # recvmsg4/getpeername4 restored the frontend address
 
 
 class Action(enum.IntEnum):
@@ -239,6 +382,27 @@ class FlowStat(enum.IntEnum):
 
 
 FLOW_STAT_SLOTS = 4
+SVC_STAT_SLOTS = 8
+SERVICES_MAX = 65536
+BACKENDS_MAX = 262144  # slots of every live bank (a frontend briefly holds two while it changes)
+REVNAT_MAX = 262144  # two entries per translated flow
+SCTP_CRC_SLOTS = 65536  # x^(32+8n) mod P for every SCTP packet length n+4 (see bpf/services.c)
+CRC32C_POLY = 0x82F63B78  # reflected Castagnoli polynomial (SCTP, RFC 9260 appendix A)
+
+
+def _times_x(v: int) -> int:
+    return (v >> 1) ^ CRC32C_POLY if v & 1 else v >> 1
+
+
+def sctp_crc_powers(n: int = SCTP_CRC_SLOTS) -> list[int]:
+    """x^(32+8i) mod P for i < n, reflected (bit 31 is x^0): what ``sctp_crc`` holds."""
+    out = []
+    v = _times_x(1)  # 1 is x^31 reflected; times x is x^32
+    for _ in range(n):
+        out.append(v)
+        for _ in range(8):
+            v = _times_x(v)
+    return out
 BPF_F_NO_PREALLOC = 1  # required by LPM tries
 POLICY_RULES_MAX = 1 << 20  # trie nodes are allocated per entry; this is only a cap
 RULE_KEY_BITS = 96  # PolicyRuleKey data: set 32 + kind 8 + peer 32 + protocol 8 + port 16
@@ -276,6 +440,23 @@ MAPS: dict[str, MapDef] = {
                "struct nv_flow_key", "struct nv_flow_state"),
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("flows", "ringbuf", 0, 0, RINGBUF_PAGES * 4096, 1), "int", "u32"),
+        KP_BACKENDS,  # shared (core): read by the tunnel ingress programs too
+        MapDef(MapSpec("services", "hash", _sz(ServiceKey), _sz(ServiceValue), SERVICES_MAX, 1),
+               "struct nv_svc_key", "struct nv_svc"),
+        MapDef(MapSpec("backends", "hash", _sz(BackendKey), _sz(BackendValue), BACKENDS_MAX, 1),
+               "struct nv_lb_slot", "struct nv_lb_backend"),
+        MapDef(MapSpec("lb_members", "hash", _sz(MemberKey), _sz(MemberValue), BACKENDS_MAX, 1),
+               "struct nv_lb_member_key", "struct nv_lb_member"),
+        MapDef(MapSpec("service_meta", "hash", 4, _sz(ServiceMeta), SERVICES_MAX, 1, BPF_F_NO_PREALLOC),
+               "u32", "struct nv_svc_meta"),
+        MapDef(MapSpec("revnat", "lru_hash", _sz(FlowKey), _sz(NatValue), REVNAT_MAX, 1),
+               "struct nv_flow_key", "struct nv_nat"),
+        MapDef(MapSpec("sock_revnat", "lru_hash", _sz(SockNatKey), _sz(SockNatValue), 65536, 1),
+               "struct nv_sock_nat_key", "struct nv_sock_nat"),
+        MapDef(MapSpec("affinity", "lru_hash", _sz(AffinityKey), _sz(AffinityValue), 65536, 1),
+               "struct nv_aff_key", "struct nv_aff"),
+        MapDef(MapSpec("svcstats", "percpu_array", 4, 8, SVC_STAT_SLOTS, 1), "u32", "u64"),
+        MapDef(MapSpec("sctp_crc", "array", 4, 4, SCTP_CRC_SLOTS, 1), "u32", "u32"),
     )
 }
 
@@ -295,6 +476,9 @@ def c_header(pin_paths: dict[str, str]) -> str:
     out += _enum_defines("NV_CTF_", CtFlag) + [f"#define NV_RULE_KEY_BITS {RULE_KEY_BITS}"]
     out += _enum_defines("NV_EGRESS_", EgressAction) + _enum_defines("NV_EGRESS_F_", EgressFlag)
     out += _enum_defines("NV_TRAFFIC_", TrafficCode) + [f"#define NV_TRAFFIC_CODES {TRAFFIC_CODES}"]
+    out += _enum_defines("NV_SVCF_", SvcFlag) + _enum_defines("NV_BEF_", BackendFlag)
+    out += _enum_defines("NV_NATF_", NatFlag) + _enum_defines("NV_SVCSTAT_", SvcStat)
+    out += [f"#define NV_CRC32C_POLY {CRC32C_POLY:#x}u"]
     out += [c_struct(s) for s in STRUCTS]
     out += [layouts_c.map_decl(name, m, pin_paths[name]) for name, m in MAPS.items()]
     return "\n".join(out) + "\n"

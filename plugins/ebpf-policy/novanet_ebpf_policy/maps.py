@@ -178,6 +178,9 @@ class MapHandles:
         s = MAPS[name].spec
         return syscall.map_items(self.fds[name], s.key_size, s.value_size)
 
+    def keys(self, name: str) -> Iterator[bytes]:
+        return syscall.map_keys(self.fds[name], MAPS[name].spec.key_size)
+
     def count(self, name: str) -> int:
         return sum(1 for _ in syscall.map_keys(self.fds[name], MAPS[name].spec.key_size))
 

@@ -54,6 +54,7 @@ class DatapathCollector(Collector):
                                 value=b.maps.count("tunnels"))
         yield from self._traffic(b)
         yield from self._egress(b)
+        yield from self._services(b)
         yield from self._maps(b)
 
     @staticmethod
@@ -115,3 +116,20 @@ class DatapathCollector(Collector):
         yield entries
         yield cap
         yield fill
+
+    @staticmethod
+    def _services(b: EbpfDatapath) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        if b.services is None:
+            return
+        tr = CounterMetricFamily("novanet_dataplane_service_translations",
+                                 "Service translations by the datapath, by where they happened: socket "
+                                 "(connect/sendmsg), packet (a pod's new flow), nodeport (from outside "
+                                 "the node), reverse_socket (recvmsg/getpeername restored the frontend)",
+                                 labels=["path"])
+        for path, n in b.services.stats().items():
+            tr.add_metric([path], n)
+        yield tr
+        # connections refused for want of a ready backend: novanet_dataplane_dropped_packets
+        # {reason="NO_SERVICE_BACKEND"}
+        yield GaugeMetricFamily("novanet_dataplane_service_frontends", "Entries in the services map",
+                                value=b.maps.count("services"))

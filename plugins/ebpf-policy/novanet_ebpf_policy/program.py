@@ -4,6 +4,7 @@ never the compiler)."""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 
 from novanet_core.bpf import pinned, programs
@@ -11,7 +12,20 @@ from novanet_ebpf_policy.layouts import MAPS, RINGBUF_MACRO, c_header
 
 FROM_POD = "nv_from_pod"  # tcx ingress of the host veth: packets leaving the pod
 TO_POD = "nv_to_pod"  # tcx egress of the host veth: packets the kernel delivers to the pod
-PROGRAMS = (FROM_POD, TO_POD)
+FROM_UNDERLAY = "nv_from_underlay"  # tcx ingress of the node's underlay interface (NodePort)
+TC_PROGRAMS = (FROM_POD, TO_POD, FROM_UNDERLAY)
+# cgroup sock_addr programs (Services at socket level) and their expected attach types
+# (enum bpf_attach_type: the program is verified for, and may only attach as, that hook)
+SOCK_PROGRAMS = {
+    "nv_sock_connect4": 10,  # BPF_CGROUP_INET4_CONNECT
+    "nv_sock_sendmsg4": 14,  # BPF_CGROUP_UDP4_SENDMSG
+    "nv_sock_recvmsg4": 19,  # BPF_CGROUP_UDP4_RECVMSG
+    "nv_sock_getpeername4": 29,  # BPF_CGROUP_INET4_GETPEERNAME
+}
+PROGRAMS = TC_PROGRAMS + tuple(SOCK_PROGRAMS)
+SERVICES_MARK = "\nNV_SERVICES\n"  # the line of datapath.c that bpf/services.c replaces
+HOOKS = {FROM_POD: "ingress", TO_POD: "egress", FROM_UNDERLAY: "underlay_ingress",
+         **{n: "cgroup_" + n.removeprefix("nv_sock_") for n in SOCK_PROGRAMS}}
 
 
 def pin_paths(root: str) -> dict[str, str]:
@@ -22,11 +36,15 @@ def source(root: str, cflags: dict[str, str] | None = None) -> str:
     prelude = RINGBUF_MACRO + c_header(pin_paths(root))
     for k, v in (cflags or {}).items():
         prelude = f"#define {k} {v}\n" + prelude
-    return programs.render_source("novanet_ebpf_policy", "bpf/datapath.c", prelude)
+    text = programs.render_source("novanet_ebpf_policy", "bpf/datapath.c", prelude)
+    # the Services section lives in its own file, inserted where datapath.c marks it
+    services = importlib.resources.files("novanet_ebpf_policy").joinpath("bpf/services.c").read_text()
+    return text.replace(SERVICES_MARK, "\n" + services + "\n", 1)
 
 
 def compile_and_load(root: str, header_tree: str, cflags: dict[str, str] | None = None) -> programs.Programs:
-    return programs.compile_and_load(source(root, cflags), PROGRAMS, header_tree, root, "datapath program")
+    return programs.compile_and_load(source(root, cflags), TC_PROGRAMS, header_tree, root, "datapath program",
+                                     sock_addr=SOCK_PROGRAMS)
 
 
 def ensure_dirs(root: str) -> None:

@@ -49,6 +49,7 @@ class Stat(enum.IntEnum):
     NO_ENDPOINT = 10  # inner destination is not a pod on this node (NO_ROUTE)
     NO_IDENTITY_OPTION = 11  # decapsulated without our option: the endpoints map decides
     BAD_CONTEXT = 12  # tail call without the datapath's cb contract
+    TO_STACK = 13  # a reply from a kube-proxy Service backend: handed to the node's stack (conntrack)
 
 
 NODES = MapDef(MapSpec("geneve_nodes", "hash", 4, 16, 1024, 1), "struct gnv_node_key", "struct gnv_node")
@@ -56,7 +57,7 @@ NODES = MapDef(MapSpec("geneve_nodes", "hash", 4, 16, 1024, 1), "struct gnv_node
 PROGRAMS = TunnelPrograms(
     name="geneve", package="novanet_geneve", source="bpf/geneve.c",
     encap="nv_geneve_encap", ingress="nv_geneve_ingress",
-    shared=("endpoints", "config", "tunnels", "drops"), stats=Stat, c_prefix="GNV",
+    shared=("endpoints", "config", "tunnels", "drops", "kp_backends"), stats=Stat, c_prefix="GNV",
     defines={k: getattr(wire, k) for k in ("PORT", "ETH_P_TEB", "OPT_CLASS", "OPT_TYPE", "OPT_DATA_LEN",
                                            "OVERHEAD", "SPORT_MIN", "SPORT_MAX")},
     maps=(NODES,), structs=(NodeKey, NodeValue),

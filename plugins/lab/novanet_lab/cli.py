@@ -170,7 +170,7 @@ def list_() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec(name: str | None, node: str | None, outside: bool, target: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND inside pod TARGET (NS/POD), --node NODE or --outside: novanet lab exec x/a -- ping -c1 10.42.0.5"""
-    from novanet_lab import netns
+    from novanet_lab import cgroups, netns
     from novanet_lab import state as lstate
     from novanet_lab.paths import NETNS_DIR, LabPaths
 
@@ -185,18 +185,21 @@ def exec(name: str | None, node: str | None, outside: bool, target: str | None, 
         if st.outside is None:
             raise LabError(f"lab {lab_name} has no outside host (outside.enabled: false)")
         ns = st.outside.netns
+        cg_node = None  # the outside host is no node: no node cgroup
     elif node is not None:
         if target is not None:
             command = (target, *command)
         if node not in st.nodes:
             raise LabError(f"--node {node}: not a node of lab {lab_name} ({', '.join(st.nodes)})")
         ns = st.nodes[node].netns
+        cg_node = node
     else:
         if target is None or "/" not in target:
             raise LabError("give the pod as NS/POD (or --node NODE), then -- and the command")
         if target not in st.pods:
             raise LabError(f"pod {target} is not in lab {lab_name} (pods: {', '.join(st.pods) or 'none'})")
         ns = st.pods[target].netns
+        cg_node = st.pods[target].node
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -219,6 +222,9 @@ def exec(name: str | None, node: str | None, outside: bool, target: str | None, 
             mount = [f"--mount={ds_node.cni_context(paths, node)[0]}"]
     sys.stdout.flush()
     try:
+        node_cg = cgroups.node_dir(lab_name, cg_node) if cg_node else None
+        if node_cg is not None and node_cg.exists():
+            cgroups.join(node_cg)  # a process of that node: its socket-level Service translation applies
         os.execvp("nsenter", ["nsenter", *mount, f"--net={NETNS_DIR / ns}", *command])
     except OSError as e:
         raise LabError(f"cannot run nsenter: {e}") from None

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from novanet_lab import agents, daemonset, frr, kubeproxy, netns, outside, pods, procs, routers
+from novanet_lab import agents, cgroups, daemonset, frr, kubeproxy, netns, outside, pods, procs, routers
 from novanet_lab import state as lstate
 from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
 from novanet_lab.cni import conflist
@@ -87,6 +87,8 @@ def leftovers(paths: LabPaths) -> list[str]:
     for d in (paths.state_dir, paths.run_dir, paths.bpf_dir):
         if d.exists():
             found.append(str(d))
+    if cgroups.cgroup2_mount() and cgroups.lab_dir(paths.lab).exists():
+        found.append(str(cgroups.lab_dir(paths.lab)))
     return found
 
 
@@ -168,6 +170,7 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     if lab_frr or spec.routers:
         frr.check_installed()
 
+    cgroups.create(spec.name, [n.name for n in spec.nodes])
     progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {gw})")
     st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu)
     netns.build_underlay(paths.underlay_netns, gw, plen, spec.underlay.mtu)
@@ -337,6 +340,7 @@ def _down(paths: LabPaths, progress: Progress = _quiet, grace: float = 5.0) -> d
         netns.remove(n)
         report["netns"].append(n)
     report["frrLinks"] = frr.cleanup(paths)
+    report["cgroups"] = cgroups.remove(paths.lab)
     if paths.bpf_dir.exists():
         report["bpfPins"] = _remove_tree(paths.bpf_dir)
         report["dirs"].append(str(paths.bpf_dir))

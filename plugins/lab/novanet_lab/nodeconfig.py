@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from novanet_core.config.models import NovaNetConfig
+from novanet_lab import cgroups
 from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
 from novanet_lab.spec import LabSpec, loc_path
@@ -48,7 +49,10 @@ def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cid
         stateDir=str(paths.node_dir(node) / "agent-state"),
     )
     cfg["ipam"] = {**cfg.get("ipam", {}), "dataDir": str(paths.node_ipam_dir(node))}
-    cfg["bpf"] = {**cfg.get("bpf", {}), "root": str(paths.node_bpf_root(node))}
+    # the node's cgroup (novanet_lab.cgroups): its pods' processes run there, so the
+    # socket-level Service programs attach there, not at the machine's cgroup root
+    cfg["bpf"] = {**cfg.get("bpf", {}), "root": str(paths.node_bpf_root(node)),
+                  "cgroupRoot": str(cgroups.node_dir(paths.lab, node))}
     # Both daemons serve /metrics on the node address, so a Prometheus on the underlay scrapes
     # every node (the defaults would bind 127.0.0.1 inside the node netns).
     cfg["metrics"] = {"address": f"{node_ip}:{AGENT_METRICS_PORT}", "dataplaneAddress": f"{node_ip}:{DATAPLANE_METRICS_PORT}",

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from novanet_lab import cni, dns, netns, procs
+from novanet_lab import cgroups, cni, dns, netns, procs
 from novanet_lab.agents import markers
 from novanet_lab.daemonset import node as ds_node
 from novanet_lab.errors import LabError
@@ -97,7 +97,8 @@ def start_server(paths: LabPaths, pod: PodState) -> None:
     argv += [a for port in tcp for a in ("--tcp", str(port))]
     argv += [a for port in udp for a in ("--udp", str(port))]
     pod.serverPid = procs.start_in_netns(
-        argv, pod.netns, paths.pod_log(pod.namespace, pod.name), paths.pod_pid(pod.namespace, pod.name)
+        argv, pod.netns, paths.pod_log(pod.namespace, pod.name), paths.pod_pid(pod.namespace, pod.name),
+        cgroup=cgroups.node_dir(paths.lab, pod.node),
     )
 
 

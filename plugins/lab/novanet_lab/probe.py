@@ -16,6 +16,7 @@ and ``reason`` says which.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import resource
 import selectors
@@ -24,7 +25,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from novanet_lab import cgroups
 from novanet_lab.netns import setns_thread
 from novanet_lab.paths import NETNS_DIR
 
@@ -42,6 +45,9 @@ class Endpoint:
     netns: str
     # A Service target: the pods whose reply counts as reaching it (its backends).
     accepts: frozenset[str] = frozenset()
+    # As a source: the cgroup of its node (novanet_lab.cgroups). The probing thread moves
+    # there before it opens sockets, so the node's socket-level Service translation applies.
+    cgroup: str = ""
 
 
 @dataclass
@@ -138,15 +144,18 @@ def _run(sources: Sequence[Endpoint], cells: dict[str, list[tuple[Endpoint, int,
     def run(src: Endpoint) -> None:
         try:
             setns_thread(str(NETNS_DIR / src.netns))
+            if src.cgroup:
+                cgroups.enter_thread(Path(src.cgroup))
             per_source[src.key] = _probe_from(src, cells[src.key], timeout)
         except Exception as e:  # reported per probe below; one broken pod must not hide the rest
             errors[src.key] = f"error: {type(e).__name__}: {e}"
 
     threads = [threading.Thread(target=run, args=(s,), name=f"probe:{s.key}", daemon=True) for s in sources]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with cgroups.probing() if any(s.cgroup for s in sources) else contextlib.nullcontext():
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     for src in sources:
         if src.key in errors:
             per_source[src.key] = [ProbeResult(src.key, d.key, port, proto, False, errors[src.key], 0.0)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from novanet_lab import netns
+from novanet_lab import cgroups, netns
 from novanet_lab.errors import LabError
 
 # Programs whose command line, together with a lab path, marks them as lab daemons (the pod
@@ -23,14 +23,19 @@ LAB_PROGRAMS = ("novanet-agent", "novanet-dataplane", "novanet_lab.podserver", "
 
 
 def start_in_netns(
-    argv: Sequence[str], netns_name: str, log_path: Path, pid_path: Path, env: dict[str, str] | None = None
+    argv: Sequence[str], netns_name: str, log_path: Path, pid_path: Path, env: dict[str, str] | None = None,
+    cgroup: Path | None = None,
 ) -> int:
-    """Start argv inside the named netns (nsenter --net, so bpffs stays visible) in the background."""
+    """Start argv inside the named netns (nsenter --net, so bpffs stays visible) in the background,
+    inside ``cgroup`` when given (a node's cgroup: novanet_lab.cgroups)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    full = ["nsenter", f"--net={netns.NETNS_DIR / netns_name}", *argv]
+    if cgroup is not None:
+        full = cgroups.exec_argv(cgroup, full)
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(
-                ["nsenter", f"--net={netns.NETNS_DIR / netns_name}", *argv],
+                full,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -40,7 +45,7 @@ def start_in_netns(
             )
         except FileNotFoundError as e:
             raise LabError(f"cannot start {argv[0]}: {e.strerror}: {e.filename}") from None
-    # nsenter execs the program (no --fork needed for a net-only switch), so this pid is the daemon's.
+    # sh and nsenter exec the program (no --fork needed for a net-only switch), so this pid is the daemon's.
     write_pid(pid_path, proc.pid)
     return proc.pid
 

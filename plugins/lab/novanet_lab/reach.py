@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from novanet_core.protocols import L4_PROTOCOLS
+from novanet_lab import cgroups
 from novanet_lab import state as lstate
 from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
@@ -34,7 +35,7 @@ def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
     for p in pods:
         if p.ip is None:
             raise LabError(f"{flag}: pod {p.key} has no IP (its CNI ADD did not finish)")
-        out.append(Endpoint(p.key, p.ip, p.netns))
+        out.append(Endpoint(p.key, p.ip, p.netns, str(cgroups.node_dir(st.name, p.node)) if p.node else ""))
     return out
 
 

@@ -35,7 +35,7 @@ LAB_OWNED_KEYS = {
     "stateSource": "the lab's shared manifest directory",
     "stateDir": "<lab state dir>/<node>/agent-state",
 }
-LAB_OWNED_SUBKEYS = {("ipam", "dataDir"), ("bpf", "root")}
+LAB_OWNED_SUBKEYS = {("ipam", "dataDir"), ("bpf", "root"), ("bpf", "cgroupRoot")}
 
 
 class _Model(BaseModel):

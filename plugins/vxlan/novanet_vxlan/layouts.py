@@ -25,11 +25,12 @@ class Stat(enum.IntEnum):
     BAD_CONTEXT = 8  # tail call without the datapath's cb contract
     OVERSIZE_DF = 9  # too big for nvx0 with DF: handed to the node stack, which answers frag-needed
     OVERSIZE_DROP = 10  # too big without DF: dropped (MTU_EXCEEDED)
+    TO_STACK = 11  # a reply from a kube-proxy Service backend: handed to the node's stack (conntrack)
 
 
 PROGRAMS = TunnelPrograms(
     name="vxlan", package="novanet_vxlan", source="bpf/vxlan.c",
     encap="nv_vxlan_encap", ingress="nv_vxlan_ingress",
-    shared=("endpoints", "tunnels", "drops"), stats=Stat, c_prefix="VX",
+    shared=("endpoints", "tunnels", "drops", "config", "kp_backends"), stats=Stat, c_prefix="VX",
     defines={"DEVICE_MAC": "{" + ", ".join(f"0x{b}" for b in device.NEXT_HOP_MAC.split(":")) + "}"},
 )

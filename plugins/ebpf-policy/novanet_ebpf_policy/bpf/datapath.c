@@ -292,20 +292,22 @@ static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
  * full a new flow gets no entry, and a flow without entries is dropped by the caller with
  * FLOW_TABLE_FULL instead of being let through untracked. Both directions or neither: a forward
  * entry this call created is taken out again if its reverse did not fit (one that already
- * existed, an established flow re-decided after a policy change, stays). 0 = admitted. */
+ * existed, an established flow re-decided after a policy change, stays). 0 = admitted.
+ * Services flags: reply_flags (SVC) go on the REPLY entry only, both_flags (VIA_STACK) on both. */
 static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_reply, int fresh,
+                                       u32 reply_flags, u32 both_flags,
                                        u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
-    st.flags = k_is_reply ? NV_CTF_REPLY : 0;
+    st.flags = (k_is_reply ? NV_CTF_REPLY | reply_flags : 0) | both_flags;
     st.ifindex = k_ifindex;
     st.identity = k_identity;
     if (ct.update(k, &st) < 0) return -1;
     struct nv_flow_key r = {};
     r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
     r.protocol = k->protocol;
-    st.flags = k_is_reply ? 0 : NV_CTF_REPLY;
+    st.flags = (k_is_reply ? 0 : NV_CTF_REPLY | reply_flags) | both_flags;
     st.ifindex = r_ifindex;
     st.identity = r_identity;
     if (ct.update(&r, &st) < 0) {
@@ -412,27 +414,36 @@ static __always_inline int nv_src_owned(struct nv_endpoint *src, struct __sk_buf
 #define NV_FULL_PATH (-2)  /* not a tc verdict: "decide this packet in full" */
 
 /* The same-node delivery: L2 rewrite, TTL as a router does, into the pod netns (no host stack). */
-static __always_inline int nv_redirect_local(struct __sk_buff *skb, struct nv_endpoint *dst) {
+static __always_inline int nv_redirect_local(struct __sk_buff *skb, struct nv_pkt *p, struct nv_endpoint *dst,
+                                             u32 src_id, u32 dst_id, u8 hook) {
+    if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, hook);
+    nv_traffic(hook, NV_TRAFFIC_FORWARDED, p->len);
+    u32 ifindex = dst->ifindex;
+    u8 mac[12];  /* off the map value before the packet is written (services.c rewrites first) */
+    __builtin_memcpy(mac, dst->mac, 6);
+    __builtin_memcpy(mac + 6, dst->host_mac, 6);
     /* map helpers do not invalidate packet pointers, but re-derive them for the verifier */
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > end) return TC_ACT_SHOT;
-    __builtin_memcpy(eth->h_dest, dst->mac, 6);
-    __builtin_memcpy(eth->h_source, dst->host_mac, 6);
+    __builtin_memcpy(eth->h_dest, mac, 6);
+    __builtin_memcpy(eth->h_source, mac + 6, 6);
     u32 csum = ip->check;
     csum += htons(0x0100);  /* as ip_decrease_ttl() */
     ip->check = (u16)(csum + (csum >= 0xFFFF));
     ip->ttl--;
-    return bpf_redirect_peer(dst->ifindex, 0);
+    return bpf_redirect_peer(ifindex, 0);
 }
 
 static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt *p) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, p);
     struct nv_flow_state *st = ct.lookup(&fk);
+    /* Services flows (a reply to reverse-translate, a flow kube-proxy translated on the stack)
+     * are the full path's */
     if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || !st->ifindex ||
-        st->ifindex != skb->ifindex)
+        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK)))
         return NV_FULL_PATH;
     NV_PROFILE_POINT(2);
     struct nv_endpoint_key dk = { .ip = p->daddr };
@@ -442,8 +453,7 @@ static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt
     if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == (u32)nv_cfg(NV_CFG_NODE_IP))) {
         if (p->ttl <= 1) return NV_FULL_PATH;
         nv_ct_touch(st);
-        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
-        return nv_redirect_local(skb, dst);
+        return nv_redirect_local(skb, p, dst, st->identity, dst->identity, NV_HOOK_FROM_POD);
     }
     nv_ct_touch(st);
     nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
@@ -457,12 +467,15 @@ static __always_inline int nv_to_pod_fast(struct nv_pkt *p) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION)) return NV_FULL_PATH;
+    if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || (st->flags & NV_CTF_SVC))
+        return NV_FULL_PATH;  /* a translated flow's packets are rewritten on the full path */
     nv_ct_touch(st);
     nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p->len);
     return TC_ACT_OK;
 }
 /* ------------------------------------------------------------------ end established-flow fast path */
+
+NV_SERVICES
 
 int nv_from_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -490,6 +503,21 @@ int nv_from_pod(struct __sk_buff *skb) {
 
     struct nv_endpoint_key dk = { .ip = p.daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
+    u32 l4off = NV_IP_OFF + ip->ihl * 4;
+    struct nv_nat rnat = {};
+    int svc_rev = 0;      /* a reverse rewrite is due after policy (Services section) */
+    u32 svc_reply = 0;    /* NV_CTF_SVC for a flow translated here */
+    if (!dst && nv_svc_candidate(p.daddr)) {
+        int verdict = TC_ACT_SHOT;
+        int r = nv_svc_from_pod(skb, &p, l4off, src_id, &rnat, &verdict);
+        if (r == NV_SVC_ANSWERED) return verdict;
+        if (r == NV_SVC_REVERSE) svc_rev = 1;
+        if (r == NV_SVC_FORWARD) {
+            svc_reply = NV_CTF_SVC;
+            dk.ip = p.daddr;
+            dst = endpoints.lookup(&dk);
+        }
+    }
     u32 dst_id = dst ? dst->identity : NV_ID_WORLD;
     struct nv_egress *eg = 0;
     if (!dst) {
@@ -509,6 +537,7 @@ int nv_from_pod(struct __sk_buff *skb) {
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = ct.lookup(&fk);
     if (st && st->policy_revision == rev) nv_ct_touch(st);
+    u32 ctflags = 0;
     if (!st || st->policy_revision != rev) {
         int reply = st && (st->flags & NV_CTF_REPLY);
         int dst_local = dst && nv_is_local(dst);
@@ -523,29 +552,52 @@ int nv_from_pod(struct __sk_buff *skb) {
         } else if (reply)  /* the original was dst -> this pod */
             reason = nv_policy_decide(dst_id, src_id, p.daddr, p.saddr, p.proto, p.sport, dst_local, 1,
                                       dst_id == NV_ID_HOST, &v);
-        else
-            reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, !nv_egress_decisive(eg),
+        else  /* a ClusterIP kube-proxy will translate: the egress is decided on the translated packet */
+            reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport,
+                                      !nv_egress_decisive(eg) && !nv_kp_frontend(p.daddr),
                                       dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
-        if (nv_ct_admit(&fk, rev, reply, !st, skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
+        /* a re-decided flow keeps its Services flags; a reply whose entry was evicted finds its
+         * reverse rewrite here (slow path only) */
+        u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+        if (!st && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
+        if (nv_ct_admit(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC), keep & NV_CTF_VIA_STACK,
+                        skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
+        ctflags = keep | (reply ? NV_CTF_REPLY : 0);
         if (!reply) {
             nv_flowstat(NV_FS_NEW_FLOWS);
             nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_NEW_FLOW, 0);
             nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
         }
+    } else {
+        ctflags = st->flags;
+    }
+    /* Services: a reply of a translated flow gets its frontend address back (policy above saw it
+     * as the backend sent it); a flow that crossed the stack (kube-proxy) stays on it. */
+    if (ctflags & (NV_CTF_SVC | NV_CTF_VIA_STACK)) {
+        if (ctflags & NV_CTF_VIA_STACK) {
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+            return TC_ACT_OK;
+        }
+        if (!svc_rev) svc_rev = nv_svc_reply(&fk, &rnat);
+    }
+    if (svc_rev) {
+        if (nv_nat_apply(skb, &p, l4off, &rnat) < 0) return nv_drop(&p, src_id, dst_id, NV_DROP_MALFORMED, NV_HOOK_FROM_POD);
+        if (rnat.flags & NV_NATF_OUT) {
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+            return nv_fib_out(skb, &p);
+        }
+        dk.ip = p.daddr;
+        dst = endpoints.lookup(&dk);
     }
     if (!dst) {  /* host, world, other nodes' unknown addresses: the kernel routes */
+        if (ctflags & NV_CTF_REPLY) skb->mark |= NV_REPLY_MARK;  /* not an outbound connection: no masquerade */
         nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
         return TC_ACT_OK;
     }
 
-    u32 node_ip = nv_cfg(NV_CFG_NODE_IP);
-    if (dst->ifindex && (dst->node_ip == 0 || dst->node_ip == node_ip)) {
-        if (p.ttl <= 1) return nv_drop(&p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
-        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
-        return nv_redirect_local(skb, dst);
-    }
+    if (nv_is_local(dst)) return nv_redirect_local(skb, &p, dst, src_id, dst_id, NV_HOOK_FROM_POD);
     /* remote endpoint: overlay -> the tunnel plugin (tunnel hook block); native -> the kernel routes.
      * Counted as forwarded before the tail call (a failed encap is counted again as its drop). */
     nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
@@ -589,18 +641,25 @@ int nv_to_pod(struct __sk_buff *skb) {
     if (st && st->policy_revision == rev) {
         nv_ct_touch(st);
         nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
-        return TC_ACT_OK;
+        return (st->flags & NV_CTF_SVC) ? nv_svc_to_pod(skb, &p, &fk) : TC_ACT_OK;
     }
     int reply = st && (st->flags & NV_CTF_REPLY);
+    /* A local pod's packet reaches this hook only through the node's stack (redirect_peer skips
+     * it), i.e. kube-proxy translated it: the whole flow stays on the stack, whose conntrack
+     * must see the replies, and the source's egress is decided here on the translated packet. */
+    u32 via_stack = (src && nv_is_local(src)) ? NV_CTF_VIA_STACK : 0;
+    u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
     struct nv_verdict v = {};
     u32 reason;
     if (reply)  /* the original was this pod -> src: its egress, and src's ingress if src is ours */
         reason = nv_policy_decide(dst_id, src_id, p.daddr, p.saddr, p.proto, p.sport, 1, src && nv_is_local(src),
                                   0, &v);
-    else  /* the source's egress was decided where it left its pod (here or on its own node) */
-        reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, 0, 1, from_host, &v);
+    else  /* the source's egress was decided where it left its pod, unless the stack translated it */
+        reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, via_stack != 0, 1, from_host,
+                                  &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
-    if (nv_ct_admit(&fk, rev, reply, !st, 0, src_id, skb->ifindex, dst_id) < 0)  /* replies leave the pod here */
+    if (nv_ct_admit(&fk, rev, reply, !st, keep & NV_CTF_SVC, (keep & NV_CTF_VIA_STACK) | via_stack,
+                    0, src_id, skb->ifindex, dst_id) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);
@@ -608,5 +667,5 @@ int nv_to_pod(struct __sk_buff *skb) {
         nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
     }
     nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
-    return TC_ACT_OK;
+    return (keep & NV_CTF_SVC) ? nv_svc_to_pod(skb, &p, &fk) : TC_ACT_OK;
 }

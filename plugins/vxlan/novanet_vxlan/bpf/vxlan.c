@@ -87,6 +87,21 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
     struct nv_endpoint_key dk = { .ip = daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
     if (!dst || !dst->ifindex) return nv_drop(NV_DROP_NO_ROUTE, VX_STAT_NO_ENDPOINT);
+    /* kube-proxy compatibility (core contract: kp_backends): a reply from a Service backend
+     * carries the DNAT kube-proxy did on this node; only the node's stack (conntrack) can reverse
+     * it, so the packet goes there instead of past it. */
+    u32 kk = NV_CFG_KP_BACKENDS;
+    u64 *kpn = config.lookup(&kk);
+    if (kpn && *kpn && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP || ip->protocol == 132)) {
+        u16 *ports = (void *)ip + ip->ihl * 4;
+        if ((void *)(ports + 2) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
+        struct nv_kp_backend_key bk = { .ip = saddr, .port = ntohs(ports[0]), .protocol = ip->protocol };
+        if (kp_backends.lookup(&bk)) {
+            skb->mark |= NV_TUNNEL_MARK;
+            nv_stat(VX_STAT_TO_STACK);
+            return TC_ACT_OK;
+        }
+    }
     u32 ifindex = dst->ifindex;
     __builtin_memcpy(eth->h_dest, dst->mac, 6);
     __builtin_memcpy(eth->h_source, dst->host_mac, 6);

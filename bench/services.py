@@ -1,0 +1,287 @@
+"""Benchmark of Service load-balancing (needs root; ~6 min with the defaults).
+
+  python -m bench.services [--seconds 4] [--rounds 3] [--counts 1,1000,10000] [--json]
+
+One node netns, client pod a, server pod b (tests/bpf/topo.py), ``net.ipv4.ip_forward=1`` as on
+a Kubernetes node. For each number of Services programmed (the measured one plus N-1 others,
+each with one backend), in the same run and interleaved round by round:
+
+* ``direct``: straight to the pod IP (the baseline every ratio is against);
+* ``ebpf-packet``: through the ClusterIP, client outside the node's cgroup: per-packet translation
+  in nv_from_pod;
+* ``ebpf-socket``: through the ClusterIP, client in the node's cgroup: connect4 translation;
+* ``iptables``: ``kubeProxyReplacement: false`` and kube-proxy's iptables rule shape for the same
+  Services (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ), the measured
+  Service's rule last in KUBE-SERVICES (kube-proxy's chain is one rule per Service port,
+  evaluated in order: the worst case, and what grows with the count).
+
+Measured: iperf3 single-stream TCP throughput (``-A 0,1``) and the TCP connect rate (a Python
+client opening and resetting connections for ``--seconds`` against a server that accepts and
+closes). Then the datapath's side of a Service change: ``dp.service.upsert`` round trips over the
+dataplane API for endpoint changes with the largest count programmed (p50/p99), the part of the
+agent's change-to-datapath latency after resolution. Goals (issue): throughput >= 0.98x and
+connect rate >= 0.9x of direct, flat across counts (>= 0.97x of 1 Service), p99 <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from novanet_ebpf_policy.backend import EbpfDatapath
+
+from bench.common import pct, save
+from novanet_core.api.client import ApiClient
+from novanet_core.api.server import ApiServer
+from novanet_core.backends import BackendContext
+from novanet_core.bpf import bpffs
+from novanet_core.bpf.netns import netns
+from novanet_core.config.models import NovaNetConfig
+from novanet_core.dataplane.service import DataplaneService
+from novanet_core.types import ServiceBackend, ServiceFrontend
+from tests.bpf.topo import Topology, sh
+from tests.support import cgroups
+
+VIP = "10.96.0.10"
+IPERF_PORT = 5201
+CONNECT_PORT = 7100
+
+# accepts and closes (the client resets, so neither side keeps TIME_WAIT state)
+_ACCEPTOR = f"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {CONNECT_PORT})); s.listen(4096)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.close()
+"""
+
+_CONNECTOR = """
+import socket, struct, sys, time
+ip, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+linger = struct.pack("ii", 1, 0)
+n = err = 0
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    try:
+        s.connect((ip, port)); n += 1
+    except OSError:
+        err += 1
+    s.close()
+print(n / secs, err)
+"""
+
+
+def _vip(i: int) -> str:
+    """The i-th extra Service's ClusterIP (10.100.0.0/14; the measured one is VIP)."""
+    return f"10.{100 + i // 65536}.{i // 256 % 256}.{i % 256}"
+
+
+def frontend(ip: str, port: int, backend: str, bport: int, key: str) -> ServiceFrontend:
+    return ServiceFrontend(key=key, namespace="bench", name=key.split("/")[1].split(":")[0], port_name="",
+                           protocol="TCP", ip=ip, port=port, kind="ClusterIP",
+                           backends=[ServiceBackend(ip=backend, port=bport, local=True)])
+
+
+# ------------------------------------------------------------------ kube-proxy's iptables shape
+
+
+def kube_proxy_rules(services: list[tuple[str, int, str, int]]) -> str:
+    """iptables-restore input in kube-proxy's iptables mode (pkg/proxy/iptables/proxier.go):
+    KUBE-SERVICES jumped to from PREROUTING and OUTPUT, one rule per Service port to its
+    KUBE-SVC chain, which marks traffic from outside the cluster CIDR for masquerade and
+    jumps to a KUBE-SEP chain per endpoint (statistic match when there are several), which
+    DNATs; KUBE-POSTROUTING masquerades what KUBE-MARK-MASQ marked."""
+    lines = ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]", ":KUBE-POSTROUTING - [0:0]"]
+    body = ["-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+            "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+            "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+            "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+            "-A KUBE-POSTROUTING -j MASQUERADE --random-fully"]
+    for i, (ip, port, bip, bport) in enumerate(services):
+        svc, sep = f"KUBE-SVC-{i:012X}", f"KUBE-SEP-{i:012X}"
+        lines += [f":{svc} - [0:0]", f":{sep} - [0:0]"]
+        body += [f"-A KUBE-SERVICES -d {ip}/32 -p tcp -m comment --comment \"bench/s{i}:tcp cluster IP\" "
+                 f"-m tcp --dport {port} -j {svc}",
+                 f"-A {svc} ! -s 10.42.0.0/16 -d {ip}/32 -p tcp -m tcp --dport {port} -j KUBE-MARK-MASQ",
+                 f"-A {svc} -j {sep}",
+                 f"-A {sep} -s {bip}/32 -j KUBE-MARK-MASQ",
+                 f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {bip}:{bport}"]
+    return "\n".join(lines + body + ["COMMIT"]) + "\n"
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def iperf(topo: Topology, ip: str, port: int, seconds: int, cgroup: str | None) -> float:
+    argv = ["nsenter", f"--net=/run/netns/{topo.pods['a'].ns}", "iperf3", "-c", ip, "-p", str(port), "-t",
+            str(seconds), "-A", "0,1", "-J"]
+    if cgroup:
+        argv = cgroups.argv_in(cgroup, argv)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def connect_rate(topo: Topology, ip: str, port: int, seconds: float, cgroup: str | None) -> float:
+    argv = ["nsenter", f"--net=/run/netns/{topo.pods['a'].ns}", "python3", "-c", _CONNECTOR, ip, str(port),
+            str(seconds)]
+    if cgroup:
+        argv = cgroups.argv_in(cgroup, argv)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout.split()
+    return float(out[0])
+
+
+class Bench:
+    def __init__(self, topo: Topology, dp: EbpfDatapath, seconds: int):
+        self.topo, self.dp, self.seconds = topo, dp, seconds
+        self.b = topo.pods["b"]
+        self.programmed = 0
+
+    def program(self, count: int) -> None:
+        """``count`` Services: the measured VIP (both ports) plus count-1 others."""
+        b = self.b.ip
+        self.dp.upsert_service(frontend(VIP, IPERF_PORT, b, IPERF_PORT, "bench/m:iperf/TCP"))
+        self.dp.upsert_service(frontend(VIP, CONNECT_PORT, b, CONNECT_PORT, "bench/m:conn/TCP"))
+        for i in range(self.programmed, count - 1):
+            self.dp.upsert_service(frontend(_vip(i), 80, b, 8080, f"bench/s{i}:80/TCP"))
+        self.programmed = max(self.programmed, count - 1)
+
+    def iptables(self, count: int) -> None:
+        b = self.b.ip
+        svcs = [(_vip(i), 80, b, 8080) for i in range(count - 1)]
+        svcs += [(VIP, IPERF_PORT, b, IPERF_PORT), (VIP, CONNECT_PORT, b, CONNECT_PORT)]
+        sh("nsenter", f"--net=/run/netns/{self.topo.node}", "iptables", "-t", "nat", "-F")
+        sh("nsenter", f"--net=/run/netns/{self.topo.node}", "iptables", "-t", "nat", "-X")
+        with tempfile.NamedTemporaryFile("w", suffix=".rules") as f:
+            f.write(kube_proxy_rules(svcs))
+            f.flush()
+            sh("nsenter", f"--net=/run/netns/{self.topo.node}", "iptables-restore", f.name, timeout=300)
+
+    def kube_proxy(self, on: bool) -> None:
+        self.dp.configure({"kubeProxyReplacement": not on})
+
+    def measure(self, mode: str) -> tuple[float, float]:
+        ip = self.b.ip if mode == "direct" else VIP
+        cg = self.topo.cgroup if mode == "ebpf-socket" else None
+        return (iperf(self.topo, ip, IPERF_PORT, self.seconds, cg),
+                connect_rate(self.topo, ip, CONNECT_PORT, self.seconds, cg))
+
+
+def change_latency(dp: EbpfDatapath, topo: Topology, sock: str, n: int) -> dict[str, float]:
+    """``dp.service.upsert`` round trips, alternating the measured frontend's backend port
+    (each one a new bank and a switch)."""
+    b = topo.pods["b"].ip
+    lat = []
+    with ApiClient(sock, timeout=30) as c:
+        for i in range(n):
+            fe = frontend(VIP, 9999, b, 9000 + i % 2, "bench/m:change/TCP").to_dict()
+            t0 = time.perf_counter()
+            c.call("dp.service.upsert", {"frontend": fe})
+            lat.append((time.perf_counter() - t0) * 1000)
+    return {"n": n, "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
+            "max_ms": round(max(lat), 2)}
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--counts", default="1,1000,10000")
+    ap.add_argument("--changes", type=int, default=500)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/services.py needs root (netns, BPF, iptables)")
+    counts = [int(c) for c in args.counts.split(",")]
+    bpffs.ensure_mounted()
+    topo = Topology().create(n_pods=2)
+    result: dict[str, Any] = {"kernel": os.uname().release, "load_before": loadavg(), "seconds": args.seconds,
+                              "rounds": args.rounds, "counts": {}}
+    servers: list[subprocess.Popen[str]] = []
+    try:
+        sh("nsenter", f"--net=/run/netns/{topo.node}", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        b = topo.pods["b"]
+        servers.append(b.popen("iperf3", "-s", "-p", str(IPERF_PORT)))
+        acc = b.popen("python3", "-c", _ACCEPTOR)
+        servers.append(acc)
+        assert acc.stdout is not None and acc.stdout.readline().strip() == "ready"
+        cfg = NovaNetConfig.model_validate(topo.config())
+        sock = os.path.join(tempfile.mkdtemp(prefix="nv-bench-svc-"), "dataplane.sock")
+        with netns(topo.node):
+            dp = EbpfDatapath(BackendContext(config=cfg, component="dataplane"))
+            dp.start()
+            server = ApiServer(sock, DataplaneService(dp).router())
+            server.start()
+            try:
+                dp.configure(topo.settings())
+                for p in topo.pods.values():
+                    dp.upsert_endpoint(p.endpoint(topo.gateway))
+                time.sleep(0.5)
+                bench = Bench(topo, dp, args.seconds)
+                modes = ["direct", "ebpf-packet", "ebpf-socket", "iptables"]
+                for count in counts:
+                    t0 = time.perf_counter()
+                    bench.program(count)
+                    prog_s = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    bench.iptables(count)
+                    ipt_s = time.perf_counter() - t0
+                    runs: dict[str, dict[str, list[float]]] = {m: {"gbps": [], "cps": []} for m in modes}
+                    for _ in range(args.rounds):
+                        for mode in modes:
+                            bench.kube_proxy(mode == "iptables")
+                            g, c = bench.measure(mode)
+                            runs[mode]["gbps"].append(round(g, 2))
+                            runs[mode]["cps"].append(round(c))
+                        bench.kube_proxy(False)
+                    base_g = statistics.fmean(runs["direct"]["gbps"])
+                    base_c = statistics.fmean(runs["direct"]["cps"])
+                    result["counts"][count] = {
+                        "program_s": round(prog_s, 2), "iptables_restore_s": round(ipt_s, 2),
+                        "load": loadavg(),
+                        **{m: {**r, "gbps_ratio": round(statistics.fmean(r["gbps"]) / base_g, 3),
+                               "cps_ratio": round(statistics.fmean(r["cps"]) / base_c, 3)} for m, r in runs.items()}}
+                result["change_latency"] = change_latency(dp, topo, sock, args.changes)
+                result["frontends"] = dp.service_status()["entries"]["frontends"]
+            finally:
+                server.stop()
+                dp.stop()
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+        topo.destroy()
+    result["load_after"] = loadavg()
+    save("services", result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"kernel {result['kernel']}, load {result['load_before']} -> {result['load_after']}")
+    for count, r in result["counts"].items():
+        print(f"{count} Services (programmed in {r['program_s']} s; iptables-restore {r['iptables_restore_s']} s):")
+        for m in ("direct", "ebpf-packet", "ebpf-socket", "iptables"):
+            x = r[m]
+            print(f"  {m:12} TCP {x['gbps']} Gbit/s (x{x['gbps_ratio']}), connects/s {x['cps']} (x{x['cps_ratio']})")
+    cl = result["change_latency"]
+    print(f"dp.service.upsert with {result['frontends']} frontends: p50 {cl['p50_ms']} ms, p99 {cl['p99_ms']} ms "
+          f"(max {cl['max_ms']} ms, n={cl['n']})")
+
+
+if __name__ == "__main__":
+    main()

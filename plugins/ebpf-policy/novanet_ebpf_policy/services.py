@@ -1,0 +1,301 @@
+"""Service frontends -> the load-balancer maps (``services``, ``backends``, ``lb_members``,
+``service_meta``), read back from the live maps, and the kube-proxy compatibility set.
+
+A frontend's backends live in a *bank* of slots keyed ``(bank, slot)``. Every change writes a
+complete new bank first and then switches the frontend's entry to it in one map update, so a
+program never reads a half-written list; the old bank is removed afterwards. Upserting what the
+maps already hold writes nothing (the agent resends everything after a restart).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from novanet_core.backends import ConfigError
+from novanet_core.protocols import IP_PROTOCOLS, protocol_name
+from novanet_core.types import ServiceBackend, ServiceFrontend
+from novanet_ebpf_policy.layouts import (
+    BackendFlag,
+    BackendKey,
+    BackendValue,
+    ConfigKey,
+    FlowKey,
+    FrontendKind,
+    KpBackendKey,
+    KpBackendValue,
+    MemberKey,
+    MemberValue,
+    NatFlag,
+    NatValue,
+    ServiceKey,
+    ServiceMeta,
+    ServiceValue,
+    SvcFlag,
+    SvcStat,
+    sctp_crc_powers,
+)
+from novanet_ebpf_policy.maps import MapHandles
+
+log = logging.getLogger(__name__)
+
+KEY_MAX = ctypes.sizeof(ServiceMeta) - ServiceMeta.key.offset  # bytes of ServiceFrontend.key
+_KINDS = {"ClusterIP": FrontendKind.CLUSTER_IP, "NodePort": FrontendKind.NODE_PORT}
+_KIND_NAMES = {v: k for k, v in _KINDS.items()}
+_U32 = 0xFFFFFFFF
+
+
+def _num(ip: str) -> int:
+    return int(ipaddress.IPv4Address(ip))
+
+
+def _ip(n: int) -> str:
+    return str(ipaddress.IPv4Address(n))
+
+
+def _backend_flags(b: ServiceBackend) -> int:
+    f = BackendFlag(0)
+    if b.ready:
+        f |= BackendFlag.READY
+    if b.serving:
+        f |= BackendFlag.SERVING
+    if b.terminating:
+        f |= BackendFlag.TERMINATING
+    if b.local:
+        f |= BackendFlag.LOCAL
+    return int(f)
+
+
+def parse_key(key: str) -> tuple[str, str, str]:
+    """``ns/name:port/PROTO[/nodeport]`` -> (namespace, name, port name or "" when numeric)."""
+    ns, _, rest = key.partition("/")
+    name, _, port = rest.partition(":")
+    port = port.split("/", 1)[0]
+    return ns, name, "" if port.isdigit() else port
+
+
+@dataclass
+class _Live:
+    """What the maps hold for one frontend (the programmer's mirror, rebuilt from the maps)."""
+
+    key: str
+    map_key: bytes
+    value: ServiceValue
+    slots: list[bytes]  # BackendValue bytes, slot order
+
+
+class ServiceProgrammer:
+    def __init__(self, maps: MapHandles):
+        self.m = maps
+        self.live: dict[str, _Live] = {}
+        self._next_id = 1
+        self._next_bank = 1
+        self.adopt()
+
+    # ------------------------------------------------------------------ restart
+    def adopt(self) -> dict[str, int]:
+        """Rebuild the mirror from the live maps; remove banks no frontend points at (a change
+        interrupted between writing its new bank and removing the old one)."""
+        meta = {int.from_bytes(k, "little"): ServiceMeta.from_buffer_copy(v) for k, v in self.m.items("service_meta")}
+        slots: dict[int, dict[int, bytes]] = {}
+        for k, v in self.m.items("backends"):
+            bk = BackendKey.from_buffer_copy(k)
+            slots.setdefault(bk.bank, {})[bk.slot] = v
+        self.live.clear()
+        used_ids: set[int] = set()
+        used_banks: set[int] = set()
+        orphans = 0
+        for k, v in self.m.items("services"):
+            sv = ServiceValue.from_buffer_copy(v)
+            md = meta.get(sv.id)
+            if md is None:  # a frontend we cannot name: nobody can update or delete it
+                self.m.delete("services", k)
+                orphans += 1
+                continue
+            key = bytes(md.key).rstrip(b"\0").decode(errors="replace")
+            bank = slots.get(sv.bank, {})
+            self.live[key] = _Live(key, k, sv, [bank[i] for i in range(sv.total) if i in bank])
+            used_ids.add(sv.id)
+            used_banks.add(sv.bank)
+        removed = 0
+        for bank, entries in slots.items():
+            if bank not in used_banks:
+                for slot in entries:
+                    self.m.delete("backends", BackendKey(bank=bank, slot=slot))
+                    removed += 1
+        for k in list(self.m.keys("lb_members")):
+            if MemberKey.from_buffer_copy(k).bank not in used_banks:
+                self.m.delete("lb_members", k)
+        for i in meta:
+            if i not in used_ids:
+                self.m.delete("service_meta", i.to_bytes(4, "little"))
+        self._next_id = max(used_ids, default=0) + 1
+        self._next_bank = max(used_banks, default=0) + 1
+        return {"frontends": len(self.live), "stale_slots_removed": removed, "orphans_removed": orphans}
+
+    def _alloc(self, attr: str, in_use: set[int]) -> int:
+        n = getattr(self, attr)
+        while n == 0 or n in in_use:
+            n = (n + 1) & _U32
+        setattr(self, attr, (n + 1) & _U32)
+        return n
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, fe: ServiceFrontend) -> dict[str, Any]:
+        if len(fe.key.encode()) > KEY_MAX:
+            raise ConfigError(f"frontend.key: longer than {KEY_MAX} bytes")
+        try:
+            ip = _num(fe.ip)
+        except ValueError:
+            raise ConfigError(f"frontend.ip: {fe.ip!r} is not an IPv4 address (IPv4-only datapath)") from None
+        for i, b in enumerate(fe.backends):
+            try:
+                _num(b.ip)
+            except ValueError:
+                raise ConfigError(f"frontend.backends[{i}].ip: {b.ip!r} is not an IPv4 address") from None
+        map_key = bytes(ServiceKey(ip=ip, port=fe.port, protocol=IP_PROTOCOLS[fe.protocol]))
+        holder = next((k for k, lv in self.live.items() if lv.map_key == map_key and k != fe.key), None)
+        if holder is not None:
+            raise ConfigError(f"frontend.ip: {fe.ip}:{fe.port}/{fe.protocol} is already frontend {holder!r}")
+        # Selectable first, then the rest (listed, never picked). Selectable: ready and not
+        # terminating; when there is none, serving terminating ones (kube-proxy's fallback for a
+        # Service whose every endpoint is going away: better than refusing every connection).
+        pick = [b.ready and not b.terminating for b in fe.backends]
+        if not any(pick):
+            pick = [b.serving and b.terminating for b in fe.backends]
+        ordered = [b for b, p in zip(fe.backends, pick, strict=True) if p] + \
+                  [b for b, p in zip(fe.backends, pick, strict=True) if not p]
+        count = sum(pick)
+        slots = [bytes(BackendValue(ip=_num(b.ip), port=b.port, flags=_backend_flags(b))) for b in ordered]
+        flags = SvcFlag(0)
+        if fe.kind == "NodePort":
+            flags |= SvcFlag.NODEPORT
+        if fe.external_local:
+            flags |= SvcFlag.EXTERNAL_LOCAL
+        if fe.affinity_timeout > 0:
+            flags |= SvcFlag.AFFINITY
+        old = self.live.get(fe.key)
+        if old is not None and old.map_key == map_key and old.slots == slots and old.value.count == count \
+                and old.value.flags == int(flags) and old.value.affinity_timeout == fe.affinity_timeout:
+            return {"key": fe.key, "changed": False}
+        fid = old.value.id if old else self._alloc("_next_id", {lv.value.id for lv in self.live.values()})
+        bank = self._alloc("_next_bank", {lv.value.bank for lv in self.live.values()})
+        for i, s in enumerate(slots):  # 1. the new bank, complete
+            self.m.update("backends", BackendKey(bank=bank, slot=i), s)
+        for i, b in enumerate(ordered[:count]):
+            self.m.update("lb_members", MemberKey(bank=bank, ip=_num(b.ip), port=b.port), MemberValue(slot=i))
+        md = ServiceMeta(kind=int(_KINDS[fe.kind]))
+        ctypes.memmove(md.key, fe.key.encode(), len(fe.key.encode()))
+        self.m.update("service_meta", fid.to_bytes(4, "little"), md)
+        value = ServiceValue(id=fid, bank=bank, count=count, total=len(slots), flags=int(flags),
+                             affinity_timeout=fe.affinity_timeout)
+        self.m.update("services", map_key, value)  # 2. the switch: one map update
+        if old is not None:  # 3. the old bank (and the old address, if it moved)
+            if old.map_key != map_key:
+                self.m.delete("services", old.map_key)
+            self._drop_bank(old)
+            if fe.protocol != "TCP":
+                gone = {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, old.slots)} - \
+                       {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, slots)}
+                if gone:
+                    self._forget_flows(fid, gone)
+        self.live[fe.key] = _Live(fe.key, map_key, value, slots)
+        return {"key": fe.key, "changed": True, "id": fid, "bank": bank, "selectable": count}
+
+    def _drop_bank(self, lv: _Live) -> None:
+        for i, raw in enumerate(lv.slots):
+            self.m.delete("backends", BackendKey(bank=lv.value.bank, slot=i))
+            b = BackendValue.from_buffer_copy(raw)
+            self.m.delete("lb_members", MemberKey(bank=lv.value.bank, ip=b.ip, port=b.port))
+
+    def _forget_flows(self, fid: int, gone: set[tuple[int, int]]) -> int:
+        """UDP/SCTP translations to backends that no longer exist would keep a client's datagrams
+        going to them (kube-proxy flushes the same conntrack entries); TCP flows die by RST."""
+        n = 0
+        for k, raw in list(self.m.items("revnat")):
+            v = NatValue.from_buffer_copy(raw)
+            if v.svc_id != fid:
+                continue
+            fk = FlowKey.from_buffer_copy(k)
+            target = (v.daddr, v.dport) if v.flags & NatFlag.FORWARD else (fk.src_ip, fk.src_port)
+            if target in gone:
+                self.m.delete("revnat", k)
+                n += 1
+        return n
+
+    def delete(self, key: str) -> bool:
+        lv = self.live.pop(key, None)
+        if lv is None:
+            return False
+        self.m.delete("services", lv.map_key)
+        self._drop_bank(lv)
+        self.m.delete("service_meta", lv.value.id.to_bytes(4, "little"))
+        return True
+
+    # ------------------------------------------------------------------ reads (the live maps)
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for k, v in self.m.items("services"):
+            sk, sv = ServiceKey.from_buffer_copy(k), ServiceValue.from_buffer_copy(v)
+            raw = self.m.lookup("service_meta", sv.id.to_bytes(4, "little"))
+            md = ServiceMeta.from_buffer_copy(raw) if raw else ServiceMeta()
+            key = bytes(md.key).rstrip(b"\0").decode(errors="replace")
+            ns, name, port_name = parse_key(key)
+            backends = []
+            for i in range(sv.total):
+                braw = self.m.lookup("backends", BackendKey(bank=sv.bank, slot=i))
+                if braw is None:
+                    continue
+                b = BackendValue.from_buffer_copy(braw)
+                f = BackendFlag(b.flags)
+                backends.append({"ip": _ip(b.ip), "port": b.port, "node_name": "",
+                                 "local": BackendFlag.LOCAL in f, "ready": BackendFlag.READY in f,
+                                 "serving": BackendFlag.SERVING in f, "terminating": BackendFlag.TERMINATING in f,
+                                 "protocol": protocol_name(sk.protocol), "selectable": i < sv.count})
+            flags = SvcFlag(sv.flags)
+            out.append({"key": key, "namespace": ns, "name": name, "port_name": port_name,
+                        "protocol": protocol_name(sk.protocol), "ip": _ip(sk.ip), "port": sk.port,
+                        "kind": _KIND_NAMES.get(FrontendKind(md.kind), str(md.kind)) if raw else "?",
+                        "backends": backends,
+                        "affinity_timeout": sv.affinity_timeout if SvcFlag.AFFINITY in flags else 0,
+                        "external_local": SvcFlag.EXTERNAL_LOCAL in flags,
+                        "id": sv.id, "bank": sv.bank, "selectable": sv.count})
+        return sorted(out, key=lambda d: (d["key"], d["ip"], d["port"]))
+
+    def counts(self) -> dict[str, int]:
+        return {"frontends": self.m.count("services"), "backend_slots": self.m.count("backends"),
+                "translations": self.m.count("revnat"), "socket_translations": self.m.count("sock_revnat"),
+                "affinity": self.m.count("affinity"), "kp_backends": self.m.count("kp_backends")}
+
+    def stats(self) -> dict[str, int]:
+        from novanet_core.bpf import syscall
+
+        fd = self.m.fds["svcstats"]
+        return {s.name.lower(): syscall.percpu_sum_u64(fd, int(s).to_bytes(4, "little")) for s in SvcStat}
+
+    # ------------------------------------------------------------------ kube-proxy compatibility
+    def set_kp_backends(self, backends: list[ServiceBackend]) -> dict[str, int]:
+        want = {bytes(KpBackendKey(ip=_num(b.ip), port=b.port, protocol=IP_PROTOCOLS[b.protocol]))
+                for b in backends}
+        have = set(self.m.keys("kp_backends"))
+        for k in want - have:
+            self.m.update("kp_backends", k, KpBackendValue(flags=0))
+        for k in have - want:
+            self.m.delete("kp_backends", k)
+        self.m.config_set(ConfigKey.KP_BACKENDS, len(want))
+        return {"added": len(want - have), "removed": len(have - want), "total": len(want)}
+
+
+def ensure_sctp_crc(m: MapHandles) -> bool:
+    """Fill ``sctp_crc`` (x^(32+8n) mod P) unless it already holds the table; True if written."""
+    powers = sctp_crc_powers()
+    last = len(powers) - 1
+    raw = m.lookup("sctp_crc", last.to_bytes(4, "little"))
+    if raw is not None and int.from_bytes(raw, "little") == powers[last]:
+        return False
+    for i, v in enumerate(powers):
+        m.update("sctp_crc", i.to_bytes(4, "little"), v.to_bytes(4, "little"))
+    return True
