@@ -38,6 +38,7 @@ class TunnelPrograms:
     defines: Mapping[str, Any] = field(default_factory=dict)  # more constants, as <c_prefix>_<KEY>
     maps: tuple[MapDef, ...] = ()  # the plugin's own maps besides the counters
     structs: tuple[type[Struct], ...] = ()  # C structs those maps use
+    egress: str = ""  # optional function attached as tcx egress of the same device
 
     # ------------------------------------------------------------------ pins
     @property
@@ -55,8 +56,8 @@ class TunnelPrograms:
         """Where one of the plugin's own maps is pinned."""
         return pinned.versioned_path(self.plugin_dir(root), self.private_maps[map_name].spec)
 
-    def link_path(self, root: str, ifname: str) -> str:
-        return os.path.join(self.plugin_dir(root), "links", f"{ifname}_ingress")
+    def link_path(self, root: str, ifname: str, direction: str = "ingress") -> str:
+        return os.path.join(self.plugin_dir(root), "links", f"{ifname}_{direction}")
 
     # ------------------------------------------------------------------ source
     def prelude(self, root: str) -> str:
@@ -80,19 +81,23 @@ class TunnelPrograms:
         os.makedirs(os.path.join(d, "links"), exist_ok=True)
         # Counters and per-node state are rebuilt anyway: a pin of another layout is dropped.
         pinned.drop_mismatched(d, (m.spec for m in self.private_maps.values()))
-        return programs.compile_and_load(self.render(root), (self.encap, self.ingress), header_tree, root,
-                                         f"{self.name} programs", pin_dir=d)
+        functions = (self.encap, self.ingress) + ((self.egress,) if self.egress else ())
+        return programs.compile_and_load(self.render(root), functions, header_tree, root, f"{self.name} programs",
+                                         pin_dir=d)
 
     def install(self, root: str, loaded: Programs, ifname: str, ifindex: int) -> dict[str, Any]:
         """Publish the encap program in the tunnel slot and attach (or swap) the ingress program on
         ``ifname``; links this plugin left on other devices are detached."""
         layouts_c.set_tunnel_slot(root, TunnelSlot.ENCAP, loaded.fds[self.encap])
         path = self.link_path(root, ifname)
+        out_path = self.link_path(root, ifname, "egress") if self.egress else ""
         for fn in os.listdir(os.path.dirname(path)):
             other = os.path.join(os.path.dirname(path), fn)
-            if other != path:
+            if other not in (path, out_path):
                 links.detach(other)
         swapped = links.attach_or_swap(path, loaded.fds[self.ingress], ifindex, ingress=True)
+        if self.egress:
+            links.attach_or_swap(out_path, loaded.fds[self.egress], ifindex, ingress=False)
         return {"slot": int(TunnelSlot.ENCAP), "link": path, "swapped": swapped}
 
     def setup(self, root: str, header_tree: str, ifname: str, ifindex: int) -> dict[str, Any]:

@@ -214,7 +214,8 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     if (!t || !n || t->vni != vni || n->pod_cidr_len > 32)
         return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
     u32 mask = n->pod_cidr_len ? 0xFFFFFFFFu << (32 - n->pod_cidr_len) : 0;
-    if ((isrc & mask) != (n->pod_cidr & mask))
+    /* ... or be the node itself (a NodePort flow it SNATed to its own address, Services) */
+    if ((isrc & mask) != (n->pod_cidr & mask) && isrc != outer_saddr)
         return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
 
     struct nv_endpoint_key ek = { .ip = idst };

@@ -3,6 +3,7 @@
  * nv_vxlan_encap:   tunnel_progs[ENCAP] — tail-called by the datapath's from-pod program for a
  *                   remote destination (skb->cb per the core contract): sets the tunnel key from
  *                   the tunnels map and redirects to nvx0, whose driver encapsulates (UDP 4789).
+ * nv_vxlan_egress:  tcx egress of nvx0 (frames of the node's own stack: their source MAC, below).
  * nv_vxlan_ingress: tcx ingress of nvx0 (frames the driver decapsulated). Checks that the sending
  *                   VTEP is a node we know, on our VNI, and that the inner source is a pod of that
  *                   node (when the endpoints map knows it); marks 0x4000 and redirects to the pod's
@@ -109,4 +110,24 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
     skb->cb[0] = 0;  /* no stamped identity in VXLAN: the to-pod program uses the endpoints map */
     nv_stat(skb->gso_size ? VX_STAT_DECAP_GSO : VX_STAT_DECAP);
     return bpf_redirect(ifindex, 0);  /* host veth egress: the datapath's to-pod program runs */
+}
+
+/* tcx egress of nvx0, for frames the node's own stack sends through it (its routes to remote
+ * PodCIDRs: host-network processes, and pod traffic the stack forwarded, e.g. after kube-proxy's
+ * DNAT). The stack writes nvx0's MAC as their source, and every node's nvx0 carries that same MAC,
+ * so the receiving vxlan driver would drop them as a loop ("source is my own address"); they get
+ * a MAC of this node's own instead (02:fe + the node IP). Frames the encap program sent keep the
+ * pod's. */
+int nv_vxlan_egress(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end) return -1;
+    u8 dev[6] = VX_DEVICE_MAC;
+    if (__builtin_memcmp(eth->h_source, dev, 6) != 0) return -1;  /* tcx: next program */
+    u32 k = NV_CFG_NODE_IP;
+    u64 *ip = config.lookup(&k);
+    u32 n = ip ? (u32)*ip : 0;
+    u8 mine[6] = {0x02, 0xfe, n >> 24, n >> 16, n >> 8, n};
+    __builtin_memcpy(eth->h_source, mine, 6);
+    return -1;
 }
