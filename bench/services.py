@@ -19,7 +19,8 @@ Measured: iperf3 single-stream TCP throughput (``-A 0,1``) and the TCP connect r
 client opening and resetting connections for ``--seconds`` against a server that accepts and
 closes). Then the datapath's side of a Service change: ``dp.service.upsert`` round trips over the
 dataplane API for endpoint changes with the largest count programmed (p50/p99), the part of the
-agent's change-to-datapath latency after resolution. Goals (issue): throughput >= 0.98x and
+agent's change-to-datapath latency after resolution; and how evenly the random backend pick
+spreads 10,000 connections over 4 backends (chi-square against uniform). Goals (issue): throughput >= 0.98x and
 connect rate >= 0.9x of direct, flat across counts (>= 0.97x of 1 Service), p99 <= 100 ms.
 """
 
@@ -63,6 +64,29 @@ s.bind(("0.0.0.0", {CONNECT_PORT})); s.listen(4096)
 print("ready", flush=True)
 while True:
     c, _ = s.accept(); c.close()
+"""
+
+# one listener per backend port; each connection is answered with the port it reached
+_PORTS_SERVER = """
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(4096)
+    while True:
+        c, _ = s.accept(); c.sendall(str(port).encode()); c.close()
+for p in sys.argv[1:]:
+    threading.Thread(target=serve, args=(int(p),), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+_TALLY = """
+import collections, json, socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+got = collections.Counter()
+for _ in range(n):
+    c = socket.create_connection((ip, port), timeout=5); got[c.recv(16).decode()] += 1; c.close()
+print(json.dumps(got))
 """
 
 _CONNECTOR = """
@@ -179,6 +203,36 @@ class Bench:
                 connect_rate(self.topo, ip, CONNECT_PORT, self.seconds, cg))
 
 
+def spread(dp: EbpfDatapath, topo: Topology, backends: int, n: int) -> dict[str, Any]:
+    """``n`` connections to a Service of ``backends`` backends (ports of pod b), on each path:
+    how evenly the random pick spreads them (chi-square against uniform, max/min count)."""
+    ports = [7200 + i for i in range(backends)]
+    srv = topo.pods["b"].popen("python3", "-c", _PORTS_SERVER, *map(str, ports))
+    out: dict[str, Any] = {"backends": backends, "connections": n}
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        fe = ServiceFrontend(key="bench/spread:80/TCP", namespace="bench", name="spread", port_name="",
+                             protocol="TCP", ip=VIP, port=80, kind="ClusterIP",
+                             backends=[ServiceBackend(ip=topo.pods["b"].ip, port=p, local=True) for p in ports])
+        dp.upsert_service(fe)
+        for path, cg in (("packet", None), ("socket", topo.cgroup)):
+            argv = ["nsenter", f"--net=/run/netns/{topo.pods['a'].ns}", "python3", "-c", _TALLY, VIP, "80", str(n)]
+            if cg:
+                argv = cgroups.argv_in(cg, argv)
+            counts = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True,
+                                               timeout=600).stdout)
+            c = [counts.get(str(p), 0) for p in ports]
+            expect = n / backends
+            chi2 = sum((x - expect) ** 2 / expect for x in c)
+            # chi-square 95th percentile for (backends - 1) degrees of freedom (3 -> 7.815)
+            out[path] = {"counts": c, "chi2": round(chi2, 2), "max_min": round(max(c) / max(min(c), 1), 3)}
+        dp.delete_service(fe.key)
+    finally:
+        srv.kill()
+        srv.wait()
+    return out
+
+
 def change_latency(dp: EbpfDatapath, topo: Topology, sock: str, n: int) -> dict[str, float]:
     """``dp.service.upsert`` round trips, alternating the measured frontend's backend port
     (each one a new bank and a switch)."""
@@ -204,6 +258,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--counts", default="1,1000,10000")
     ap.add_argument("--changes", type=int, default=500)
+    ap.add_argument("--spread", type=int, default=10000, help="connections for the backend-spread measurement")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -257,6 +312,7 @@ def main() -> None:
                         "load": loadavg(),
                         **{m: {**r, "gbps_ratio": round(statistics.fmean(r["gbps"]) / base_g, 3),
                                "cps_ratio": round(statistics.fmean(r["cps"]) / base_c, 3)} for m, r in runs.items()}}
+                result["spread"] = spread(dp, topo, 4, args.spread)
                 result["change_latency"] = change_latency(dp, topo, sock, args.changes)
                 result["frontends"] = dp.service_status()["entries"]["frontends"]
             finally:
@@ -278,6 +334,10 @@ def main() -> None:
         for m in ("direct", "ebpf-packet", "ebpf-socket", "iptables"):
             x = r[m]
             print(f"  {m:12} TCP {x['gbps']} Gbit/s (x{x['gbps_ratio']}), connects/s {x['cps']} (x{x['cps_ratio']})")
+    sp = result["spread"]
+    for path in ("packet", "socket"):
+        print(f"spread over {sp['backends']} backends, {sp['connections']} connections ({path}): {sp[path]['counts']}, "
+              f"chi-square {sp[path]['chi2']} (95% critical 7.81 for 3 d.o.f.), max/min {sp[path]['max_min']}")
     cl = result["change_latency"]
     print(f"dp.service.upsert with {result['frontends']} frontends: p50 {cl['p50_ms']} ms, p99 {cl['p99_ms']} ms "
           f"(max {cl['max_ms']} ms, n={cl['n']})")

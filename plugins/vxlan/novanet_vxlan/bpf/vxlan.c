@@ -123,7 +123,8 @@ int nv_vxlan_egress(struct __sk_buff *skb) {
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) return -1;
     u8 dev[6] = VX_DEVICE_MAC;
-    if (__builtin_memcmp(eth->h_source, dev, 6) != 0) return -1;  /* tcx: next program */
+    for (int i = 0; i < 6; i++)
+        if (eth->h_source[i] != dev[i]) return -1;  /* tcx: next program */
     u32 k = NV_CFG_NODE_IP;
     u64 *ip = config.lookup(&k);
     u32 n = ip ? (u32)*ip : 0;
