@@ -19,7 +19,8 @@ Measured: iperf3 single-stream TCP throughput (``-A 0,1``) and the TCP connect r
 client opening and resetting connections for ``--seconds`` against a server that accepts and
 closes). Then the datapath's side of a Service change: ``dp.service.upsert`` round trips over the
 dataplane API for endpoint changes with the largest count programmed (p50/p99), the part of the
-agent's change-to-datapath latency after resolution; and how evenly the random backend pick
+agent's change-to-datapath latency after resolution, and the whole way through an agent (EndpointSlice event taken in -> dataplane
+acknowledgement, the agent's own ``services.status`` figure); and how evenly the random backend pick
 spreads 10,000 connections over 4 backends (chi-square against uniform). Goals (issue): throughput >= 0.98x and
 connect rate >= 0.9x of direct, flat across counts (>= 0.97x of 1 Service), p99 <= 100 ms.
 """
@@ -248,6 +249,47 @@ def change_latency(dp: EbpfDatapath, topo: Topology, sock: str, n: int) -> dict[
             "max_ms": round(max(lat), 2)}
 
 
+def agent_latency(count: int, changes: int) -> dict[str, Any]:
+    """The whole way: a node's agent and dataplane (tests/support/node.py, manifests state
+    source) with ``count`` Services and their EndpointSlices; ``changes`` times one slice's
+    backend goes unready or ready again. The agent measures each change from the moment it takes
+    the event in to the dataplane's acknowledgement (``services.status``: p50/p99)."""
+    from tests.support.node import NodeUnderTest
+
+    def objs(i: int, ready: bool) -> list[dict[str, Any]]:
+        name = f"s{i}"
+        return [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "bench"},
+                 "spec": {"clusterIP": _vip(i), "ports": [{"port": 80, "protocol": "TCP"}]}},
+                {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                 "metadata": {"name": f"{name}-1", "namespace": "bench", "labels": {"kubernetes.io/service-name": name}},
+                 "addressType": "IPv4", "ports": [{"port": 8080, "protocol": "TCP"}],
+                 "endpoints": [{"addresses": ["10.42.7.10"], "conditions": {"ready": ready}}]}]
+
+    node = NodeUnderTest(datapath="ebpf")
+    try:
+        node.write_manifest("ns.yaml", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}])
+        node.write_manifest("services.yaml", [o for i in range(count) for o in objs(i, True)])
+        node.start(wait=300)
+        deadline = time.monotonic() + 300
+        while node.call("services.status")["programmedFrontends"] < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        done = node.call("services.status")["programming"]["count"]
+        for n in range(changes):
+            node.write_manifest("change.yaml", objs(count + n % 2, n % 4 < 2))  # a new or flipped slice
+            want = done + 1
+            t0 = time.monotonic()
+            while node.call("services.status")["programming"]["count"] < want and time.monotonic() - t0 < 30:
+                time.sleep(0.005)
+            done = node.call("services.status")["programming"]["count"]
+        st = node.call("services.status")
+        return {"services": count, "changes": changes, "frontends": st["frontends"],
+                "p50_ms": round((st["programming"]["p50"] or 0) * 1000, 2),
+                "p99_ms": round((st["programming"]["p99"] or 0) * 1000, 2),
+                "max_ms": round((st["programming"]["max"] or 0) * 1000, 2)}
+    finally:
+        node.close()
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -259,6 +301,7 @@ def main() -> None:
     ap.add_argument("--counts", default="1,1000,10000")
     ap.add_argument("--changes", type=int, default=500)
     ap.add_argument("--spread", type=int, default=10000, help="connections for the backend-spread measurement")
+    ap.add_argument("--agent-changes", type=int, default=200, help="EndpointSlice changes through an agent (0: skip)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -323,6 +366,8 @@ def main() -> None:
             s.kill()
             s.wait()
         topo.destroy()
+    if args.agent_changes:
+        result["agent_latency"] = agent_latency(max(counts), args.agent_changes)
     result["load_after"] = loadavg()
     save("services", result)
     if args.json:
@@ -341,6 +386,10 @@ def main() -> None:
     cl = result["change_latency"]
     print(f"dp.service.upsert with {result['frontends']} frontends: p50 {cl['p50_ms']} ms, p99 {cl['p99_ms']} ms "
           f"(max {cl['max_ms']} ms, n={cl['n']})")
+    if "agent_latency" in result:
+        a = result["agent_latency"]
+        print(f"agent, EndpointSlice change -> datapath acknowledged, {a['services']} Services: p50 {a['p50_ms']} ms, "
+              f"p99 {a['p99_ms']} ms (max {a['max_ms']} ms, {a['changes']} changes)")
 
 
 if __name__ == "__main__":
