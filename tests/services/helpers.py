@@ -1,4 +1,4 @@
-"""Shared pieces of the Service lab tests: specs, probes, and the datapath gate."""
+"""Shared pieces of the Service lab tests: specs and probes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.lab import LabUnderTest
 
@@ -19,22 +17,6 @@ NODEPORT_SERVICE = {"name": "web-np", "namespace": "default", "type": "NodePort"
                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
                               {"name": "echo", "port": 9000, "protocol": "UDP", "targetPort": "echo",
                                "nodePort": 30090}]}
-
-
-def datapath_has(section: str) -> bool:
-    from novanet_ebpf_policy.backend import EbpfDatapath
-
-    return section in EbpfDatapath.capabilities
-
-
-# Pod -> Service needs the ebpf datapath's service section: its load-balancer
-# (kubeProxyReplacement: true) or its kube-proxy compatibility (replies from Service backends
-# through conntrack instead of bpf_redirect_peer). Until the datapath has it, these tests must
-# fail (the issue's failure, reproduced); strict, so that they are switched on when it lands.
-NEEDS_SERVICE_DATAPATH = pytest.mark.xfail(
-    not datapath_has("service"), strict=True,
-    reason="the ebpf datapath does not implement the service section yet: replies from a kube-proxy "
-           "DNAT backend bypass conntrack (bpf_redirect_peer) and there is no load-balancer")
 
 
 def spec(nodes: int = 1, **cluster: Any) -> dict[str, Any]:

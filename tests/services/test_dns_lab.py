@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.test_policy_lab import ALLOW_DNS  # the guide's policy, verbatim
-from tests.services.helpers import NEEDS_SERVICE_DATAPATH, apply, lab_exec, service, spec
+from tests.services.helpers import apply, lab_exec, service, spec
 from tests.support.lab import LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
@@ -65,7 +65,6 @@ def test_the_dns_server_pod_answers_the_labs_service_names(lab: LabUnderTest) ->
                                    "nameserver 10.96.0.10", "options ndots:5"]
 
 
-@NEEDS_SERVICE_DATAPATH
 def test_default_deny_blocks_dns_until_the_guides_allow_dns_policy(lab: LabUnderTest, tmp_path: Path) -> None:
     web = service(lab, "default/web")["clusterIP"]
     denied = dig(lab, "default/client", "web", "+search")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.helpers import NEEDS_SERVICE_DATAPATH, apply, node_rules, probe_service, service, spec
+from tests.services.helpers import apply, node_rules, probe_service, service, spec
 from tests.support.lab import LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
@@ -48,7 +48,6 @@ def test_a_host_process_and_the_underlay_reach_services_through_kube_proxys_rule
     assert all(r["from"] == "underlay" and r["to"] == "svc:default/web-np" for r in res)
 
 
-@NEEDS_SERVICE_DATAPATH
 def test_a_pod_reaches_a_service_through_kube_proxys_rules(lab: LabUnderTest) -> None:
     # The failure: the backend's reply left through bpf_redirect_peer and never met
     # conntrack, so the client saw 10.42.0.x answer a SYN it sent to the ClusterIP and reset it.

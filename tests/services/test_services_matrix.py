@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.services.helpers import NEEDS_SERVICE_DATAPATH, WEB_PORTS, probe_service
+from tests.services.helpers import WEB_PORTS, probe_service
 from tests.support.lab import LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow,
@@ -68,7 +68,6 @@ def _expect(results: list[dict[str, Any]], svc: str, ports: set[tuple[int, str]]
 CLUSTER_PORTS = {(80, "TCP"), (9000, "UDP")}
 
 
-@NEEDS_SERVICE_DATAPATH
 def test_every_pod_reaches_every_service_on_its_node_and_across(lab: tuple[LabUnderTest, str]) -> None:
     lab_, _ = lab
     for svc in BACKENDS:
@@ -77,20 +76,7 @@ def test_every_pod_reaches_every_service_on_its_node_and_across(lab: tuple[LabUn
         _expect(res, svc, CLUSTER_PORTS)
 
 
-def _host_traffic_gate(lab: tuple[LabUnderTest, str], request: pytest.FixtureRequest) -> None:
-    """Host and NodePort traffic: the datapath's load-balancer with replacement; with kube-proxy,
-    VXLAN (seen here: native and Geneve pass) also needs the datapath's compatibility, because the
-    request reaches a backend on another node through the VXLAN ingress program
-    (bpf_redirect_peer), that node's conntrack never sees it, and the reply to a node address is
-    taken for a new connection and masqueraded."""
-    lab_, proxy = lab
-    if proxy == "replacement" or lab_.spec["cluster"].get("tunnelProtocol") == "vxlan" and \
-            lab_.spec["cluster"]["routingMode"] == "overlay":
-        request.applymarker(NEEDS_SERVICE_DATAPATH)
-
-
-def test_host_processes_reach_services(lab: tuple[LabUnderTest, str], request: pytest.FixtureRequest) -> None:
-    _host_traffic_gate(lab, request)
+def test_host_processes_reach_services(lab: tuple[LabUnderTest, str]) -> None:
     lab_, _ = lab
     for svc in BACKENDS:
         res = probe_service(lab_, f"default/{svc}", *(a for n in NODES for a in ("--from-node", n)))
@@ -98,9 +84,7 @@ def test_host_processes_reach_services(lab: tuple[LabUnderTest, str], request: p
         _expect(res, svc, CLUSTER_PORTS)
 
 
-def test_node_ports_answer_from_the_underlay_on_every_node(lab: tuple[LabUnderTest, str],
-                                                           request: pytest.FixtureRequest) -> None:
-    _host_traffic_gate(lab, request)
+def test_node_ports_answer_from_the_underlay_on_every_node(lab: tuple[LabUnderTest, str]) -> None:
     lab_, _ = lab
     for i, svc in enumerate(BACKENDS):
         for node in NODES:

@@ -21,7 +21,8 @@ import yaml
 from tests.overlay.helpers import dataplane, wait_for
 from tests.support.lab import BIN, LabUnderTest
 
-pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow,
+              pytest.mark.long]
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = str(ROOT / "tests" / "support" / "svc_client.py")

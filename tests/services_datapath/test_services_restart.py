@@ -18,7 +18,8 @@ from tests.services_datapath.test_services_lab import publish
 from tests.support.lab import BIN, LabUnderTest
 from tests.support.ping import PingWatch
 
-pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow,
+              pytest.mark.long]
 
 UDP_SEQ = str(Path(__file__).resolve().parents[1] / "support" / "udp_seq.py")
 VIP = "10.96.60.10"
