@@ -10,10 +10,13 @@ each with one backend), in the same run and interleaved round by round:
 * ``ebpf-packet``: through the ClusterIP, client outside the node's cgroup: per-packet translation
   in nv_from_pod;
 * ``ebpf-socket``: through the ClusterIP, client in the node's cgroup: connect4 translation;
-* ``iptables``: ``kubeProxyReplacement: false`` and kube-proxy's iptables rule shape for the same
-  Services (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT, KUBE-MARK-MASQ), the measured
-  Service's rule last in KUBE-SERVICES (kube-proxy's chain is one rule per Service port,
-  evaluated in order: the worst case, and what grows with the count).
+* ``iptables``, ``nftables``: ``kubeProxyReplacement: false`` and kube-proxy's rules for the same
+  Services in that mode, written by the lab's kube-proxy emulation (novanet_lab.kubeproxy, the
+  shapes of pkg/proxy/iptables and pkg/proxy/nftables), the measured Service sorted last: in
+  iptables mode KUBE-SERVICES is one rule per Service port evaluated in order (what grows with the
+  count), in nftables mode one verdict-map lookup. Each is measured in its own phase (the rules of
+  both cannot be in the netns at once), interleaved round by round with ``direct`` again; its
+  ratios are against that phase's ``direct``.
 
 Measured: iperf3 single-stream TCP throughput (``-A 0,1``) and the TCP connect rate (a Python
 client opening and resetting connections for ``--seconds`` against a server that accepts and
@@ -40,6 +43,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from novanet_ebpf_policy.backend import EbpfDatapath
+from novanet_lab import kubeproxy
+from novanet_lab.kubeproxy.model import KPEndpoint, KPServicePort
 
 from bench.common import pct, save
 from novanet_core.api.client import ApiClient
@@ -118,33 +123,17 @@ def frontend(ip: str, port: int, backend: str, bport: int, key: str) -> ServiceF
                            backends=[ServiceBackend(ip=backend, port=bport, local=True)])
 
 
-# ------------------------------------------------------------------ kube-proxy's iptables shape
+# ------------------------------------------------------------------ kube-proxy's rules
 
 
-def kube_proxy_rules(services: list[tuple[str, int, str, int]]) -> str:
-    """iptables-restore input in kube-proxy's iptables mode (pkg/proxy/iptables/proxier.go):
-    KUBE-SERVICES jumped to from PREROUTING and OUTPUT, one rule per Service port to its
-    KUBE-SVC chain, which marks traffic from outside the cluster CIDR for masquerade and
-    jumps to a KUBE-SEP chain per endpoint (statistic match when there are several), which
-    DNATs; KUBE-POSTROUTING masquerades what KUBE-MARK-MASQ marked."""
-    lines = ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]", ":KUBE-POSTROUTING - [0:0]"]
-    body = ["-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-            "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
-            "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
-            "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
-            "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
-            "-A KUBE-POSTROUTING -j MASQUERADE --random-fully"]
-    for i, (ip, port, bip, bport) in enumerate(services):
-        svc, sep = f"KUBE-SVC-{i:012X}", f"KUBE-SEP-{i:012X}"
-        lines += [f":{svc} - [0:0]", f":{sep} - [0:0]"]
-        body += [f"-A KUBE-SERVICES -d {ip}/32 -p tcp -m comment --comment \"bench/s{i}:tcp cluster IP\" "
-                 f"-m tcp --dport {port} -j {svc}",
-                 f"-A {svc} ! -s 10.42.0.0/16 -d {ip}/32 -p tcp -m tcp --dport {port} -j KUBE-MARK-MASQ",
-                 f"-A {svc} -j {sep}",
-                 f"-A {sep} -s {bip}/32 -j KUBE-MARK-MASQ",
-                 f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {bip}:{bport}"]
-    return "\n".join(lines + body + ["COMMIT"]) + "\n"
+def kp_ports(services: list[tuple[str, int, str, int]]) -> list[KPServicePort]:
+    """kube-proxy's view of ``(ip, port, backend ip, backend port)`` TCP Services (one local
+    ready endpoint each), named so that the lab's renderers (which sort by name) put them in order."""
+    return [KPServicePort(name=f"bench/s{i:06d}:tcp", protocol="tcp", cluster_ip=ip, port=port, node_port=0,
+                          affinity_seconds=0, internal_local=False, external_local=False,
+                          endpoints=[KPEndpoint(ip=bip, port=bport, local=True, ready=True, serving=True,
+                                                terminating=False)])
+            for i, (ip, port, bip, bport) in enumerate(services)]
 
 
 # ------------------------------------------------------------------ measurements
@@ -183,16 +172,19 @@ class Bench:
             self.dp.upsert_service(frontend(_vip(i), 80, b, 8080, f"bench/s{i}:80/TCP"))
         self.programmed = max(self.programmed, count - 1)
 
-    def iptables(self, count: int) -> None:
+    def kube_proxy_rules(self, mode: str, count: int) -> None:
+        """kube-proxy's ``mode`` rules for the measured Service and count-1 others (none: remove)."""
         b = self.b.ip
         svcs = [(_vip(i), 80, b, 8080) for i in range(count - 1)]
         svcs += [(VIP, IPERF_PORT, b, IPERF_PORT), (VIP, CONNECT_PORT, b, CONNECT_PORT)]
-        sh("nsenter", f"--net=/run/netns/{self.topo.node}", "iptables", "-t", "nat", "-F")
-        sh("nsenter", f"--net=/run/netns/{self.topo.node}", "iptables", "-t", "nat", "-X")
-        with tempfile.NamedTemporaryFile("w", suffix=".rules") as f:
-            f.write(kube_proxy_rules(svcs))
-            f.flush()
-            sh("nsenter", f"--net=/run/netns/{self.topo.node}", "iptables-restore", f.name, timeout=300)
+        ns = f"--net=/run/netns/{self.topo.node}"
+        sh("nsenter", ns, "iptables", "-t", "nat", "-F")
+        sh("nsenter", ns, "iptables", "-t", "nat", "-X")
+        sh("nsenter", ns, "iptables", "-t", "filter", "-F")
+        sh("nsenter", ns, "iptables", "-t", "filter", "-X")
+        sh("nsenter", ns, "nft", "delete", "table", "ip", "kube-proxy", check=False)
+        if mode != "none":
+            kubeproxy.install(self.topo.node, mode, kp_ports(svcs), "10.42.0.0/16", "10.96.0.0/12")
 
     def kube_proxy(self, on: bool) -> None:
         self.dp.configure({"kubeProxyReplacement": not on})
@@ -305,7 +297,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        sys.exit("bench/services.py needs root (netns, BPF, iptables)")
+        sys.exit("bench/services.py needs root (netns, BPF, iptables, nft)")
     counts = [int(c) for c in args.counts.split(",")]
     bpffs.ensure_mounted()
     topo = Topology().create(n_pods=2)
@@ -332,29 +324,34 @@ def main() -> None:
                     dp.upsert_endpoint(p.endpoint(topo.gateway))
                 time.sleep(0.5)
                 bench = Bench(topo, dp, args.seconds)
-                modes = ["direct", "ebpf-packet", "ebpf-socket", "iptables"]
+                phases = {"ebpf": ["direct", "ebpf-packet", "ebpf-socket"], "iptables": ["direct", "iptables"],
+                          "nftables": ["direct", "nftables"]}
                 for count in counts:
                     t0 = time.perf_counter()
                     bench.program(count)
                     prog_s = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    bench.iptables(count)
-                    ipt_s = time.perf_counter() - t0
-                    runs: dict[str, dict[str, list[float]]] = {m: {"gbps": [], "cps": []} for m in modes}
-                    for _ in range(args.rounds):
-                        for mode in modes:
-                            bench.kube_proxy(mode == "iptables")
-                            g, c = bench.measure(mode)
-                            runs[mode]["gbps"].append(round(g, 2))
-                            runs[mode]["cps"].append(round(c))
-                        bench.kube_proxy(False)
-                    base_g = statistics.fmean(runs["direct"]["gbps"])
-                    base_c = statistics.fmean(runs["direct"]["cps"])
-                    result["counts"][count] = {
-                        "program_s": round(prog_s, 2), "iptables_restore_s": round(ipt_s, 2),
-                        "load": loadavg(),
-                        **{m: {**r, "gbps_ratio": round(statistics.fmean(r["gbps"]) / base_g, 3),
-                               "cps_ratio": round(statistics.fmean(r["cps"]) / base_c, 3)} for m, r in runs.items()}}
+                    res: dict[str, Any] = {"program_s": round(prog_s, 2), "load": loadavg()}
+                    for phase, modes in phases.items():
+                        t0 = time.perf_counter()
+                        bench.kube_proxy_rules(phase if phase != "ebpf" else "none", count)
+                        if phase != "ebpf":
+                            res[f"{phase}_sync_s"] = round(time.perf_counter() - t0, 2)
+                        bench.kube_proxy(phase != "ebpf")
+                        runs: dict[str, dict[str, list[float]]] = {m: {"gbps": [], "cps": []} for m in modes}
+                        for _ in range(args.rounds):
+                            for mode in modes:
+                                g, c = bench.measure(mode)
+                                runs[mode]["gbps"].append(round(g, 2))
+                                runs[mode]["cps"].append(round(c))
+                        base_g = statistics.fmean(runs["direct"]["gbps"])
+                        base_c = statistics.fmean(runs["direct"]["cps"])
+                        for m, r in runs.items():
+                            res[m if m != "direct" else f"direct-{phase}"] = {
+                                **r, "gbps_ratio": round(statistics.fmean(r["gbps"]) / base_g, 3),
+                                "cps_ratio": round(statistics.fmean(r["cps"]) / base_c, 3)}
+                    bench.kube_proxy_rules("none", count)
+                    bench.kube_proxy(False)
+                    result["counts"][count] = res
                 result["spread"] = spread(dp, topo, 4, args.spread)
                 result["change_latency"] = change_latency(dp, topo, sock, args.changes)
                 result["frontends"] = dp.service_status()["entries"]["frontends"]
@@ -375,10 +372,12 @@ def main() -> None:
         return
     print(f"kernel {result['kernel']}, load {result['load_before']} -> {result['load_after']}")
     for count, r in result["counts"].items():
-        print(f"{count} Services (programmed in {r['program_s']} s; iptables-restore {r['iptables_restore_s']} s):")
-        for m in ("direct", "ebpf-packet", "ebpf-socket", "iptables"):
+        print(f"{count} Services (programmed in {r['program_s']} s; kube-proxy sync: iptables {r['iptables_sync_s']} s, "
+              f"nftables {r['nftables_sync_s']} s):")
+        for m in ("direct-ebpf", "ebpf-packet", "ebpf-socket", "direct-iptables", "iptables", "direct-nftables",
+                  "nftables"):
             x = r[m]
-            print(f"  {m:12} TCP {x['gbps']} Gbit/s (x{x['gbps_ratio']}), connects/s {x['cps']} (x{x['cps_ratio']})")
+            print(f"  {m:15} TCP {x['gbps']} Gbit/s (x{x['gbps_ratio']}), connects/s {x['cps']} (x{x['cps_ratio']})")
     sp = result["spread"]
     for path in ("packet", "socket"):
         print(f"spread over {sp['backends']} backends, {sp['connections']} connections ({path}): {sp[path]['counts']}, "

@@ -20,7 +20,7 @@ from novanet_core.state.model import ClusterState
 from novanet_lab import netns
 from novanet_lab.errors import LabError
 from novanet_lab.kubeproxy import iptables, nftables
-from novanet_lab.kubeproxy.model import service_ports
+from novanet_lab.kubeproxy.model import KPServicePort, service_ports
 from novanet_lab.state import LabState
 
 MODES = ("none", "iptables", "nftables")
@@ -60,14 +60,21 @@ def sync(st: LabState, state: ClusterState) -> None:
     cluster_cidr = cluster.get("clusterCIDR", "10.42.0.0/16")
     service_cidr = cluster.get("serviceCIDR", "10.96.0.0/12")
     for n in st.nodes.values():
-        ports = service_ports(state, n.name)
-        if mode == "iptables":
-            _sync_iptables(n.netns, ports, cluster_cidr)
-        else:
-            _run(n.netns, ["nft", "-f", "-"], nftables.render(ports, cluster_cidr, service_cidr))
+        install(n.netns, mode, service_ports(state, n.name), cluster_cidr, service_cidr)
 
 
-def _sync_iptables(ns: str, ports: list, cluster_cidr: str) -> None:  # type: ignore[type-arg]
+def install(ns: str, mode: str, ports: list[KPServicePort], cluster_cidr: str, service_cidr: str) -> None:
+    """One full sync of ``mode``'s rules for ``ports`` in netns ``ns`` (also bench/services.py's
+    kube-proxy peer)."""
+    if mode == "iptables":
+        _sync_iptables(ns, ports, cluster_cidr)
+    elif mode == "nftables":
+        _run(ns, ["nft", "-f", "-"], nftables.render(ports, cluster_cidr, service_cidr))
+    else:
+        raise LabError(f"kube-proxy emulation: unknown mode {mode!r} (one of {', '.join(MODES[1:])})")
+
+
+def _sync_iptables(ns: str, ports: list[KPServicePort], cluster_cidr: str) -> None:
     # kube-proxy ensures its chains and the jumps to them one by one (EnsureChain/EnsureRule,
     # prepended), then writes everything else in one iptables-restore --noflush. Jumps found in
     # iptables-save's output are not checked again (a miss is checked with -C before inserting).
