@@ -430,7 +430,9 @@ def packet(sport, dport, tag, pad):
     p[8:12] = struct.pack("<I", crc32c(bytes(p)))
     return bytes(p)
 def wait(s):
-    if not select.select([s], [], [], 5)[0]:
+    # a bound, not a delay: returns with the first packet (the peer's interpreter may take
+    # seconds to start on a loaded machine)
+    if not select.select([s], [], [], 60)[0]:
         return None
     return parse(s.recv(65535))
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
@@ -456,7 +458,7 @@ def test_sctp_per_packet_both_ways(topo: Topology, datapath) -> None:
     rx = b.popen(sys.executable, "-c", SCTP, "recv", "8080")
     try:
         assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
-        out = a.run(sys.executable, "-c", SCTP, "send", VIP, "80", "40001", timeout=30).stdout
+        out = a.run(sys.executable, "-c", SCTP, "send", VIP, "80", "40001", timeout=90).stdout
         seen_by_backend = json.loads(rx.stdout.readline())
         assert seen_by_backend == {"src": a.ip, "sport": 40001, "dport": 8080, "crc_ok": True}
         # the backend's answer comes back as from the frontend, CRC still right
