@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from novanet_core.cgroups import cgroup2_mount
+from novanet_core.bpf.cgroups import cgroup2_mount
 
 
 def root() -> str:

@@ -102,6 +102,20 @@ def family_settings(s: dict[str, Any], family: int) -> dict[str, Any]:
     return out
 
 
+def _interface_holding(ip: str) -> str | None:
+    """The interface that holds ``ip``: the dataplane is told the node IP (``configure``), not the
+    agent's underlay facts, so it looks the interface up itself."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for a in ipr.get_addr(family=socket.AF_INET):
+            if a.get_attr("IFA_ADDRESS") != ip:
+                continue
+            links = ipr.get_links(a["index"])
+            return links[0].get_attr("IFLA_IFNAME") if links else None
+    return None
+
+
 class EbpfDatapath:
     name = "ebpf"
     capabilities = frozenset({"policy", "flows", "prewarm", "stats", "service"})
@@ -310,9 +324,7 @@ class EbpfDatapath:
         node_ip = m.config_get(ConfigKey.NODE_IP)
         if not node_ip:
             return
-        from novanet_core.agent.podnet import interface_for_ip
-
-        dev = self.underlay_cfg or interface_for_ip(str(ipaddress.IPv4Address(node_ip)))
+        dev = self.underlay_cfg or _interface_holding(str(ipaddress.IPv4Address(node_ip)))
         if not dev or dev == "lo":
             log.warning("no interface holds node IP %s: NodePort from outside the node is not served",
                         ipaddress.IPv4Address(node_ip))

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from novanet_core.bpf import links, syscall
-from novanet_core.cgroups import cgroup2_mount
+from novanet_core.bpf.cgroups import cgroup2_mount
 from novanet_ebpf_policy.program import FROM_UNDERLAY, SOCK_PROGRAMS
 
 log = logging.getLogger(__name__)

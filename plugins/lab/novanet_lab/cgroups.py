@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from novanet_core.cgroups import cgroup2_mount
+from novanet_core.bpf.cgroups import cgroup2_mount
 from novanet_lab.errors import LabError
 
 DOMAIN = "novanet-lab"
