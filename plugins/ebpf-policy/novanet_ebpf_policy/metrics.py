@@ -129,7 +129,6 @@ class DatapathCollector(Collector):
         for path, n in b.services.stats().items():
             tr.add_metric([path], n)
         yield tr
-        # connections refused for want of a ready backend: novanet_dataplane_dropped_packets
-        # {reason="NO_SERVICE_BACKEND"}
+        # connections refused for want of a ready backend: drops_total{reason="NO_SERVICE_BACKEND"}
         yield GaugeMetricFamily("novanet_dataplane_service_frontends", "Entries in the services map",
                                 value=b.maps.count("services"))
