@@ -35,7 +35,8 @@ def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
     for p in pods:
         if p.ip is None:
             raise LabError(f"{flag}: pod {p.key} has no IP (its CNI ADD did not finish)")
-        out.append(Endpoint(p.key, p.ip, p.netns, str(cgroups.node_dir(st.name, p.node)) if p.node else ""))
+        out.append(Endpoint(p.key, p.ip, p.netns,
+                            cgroup=str(cgroups.node_dir(st.name, p.node)) if p.node else ""))
     return out
 
 
