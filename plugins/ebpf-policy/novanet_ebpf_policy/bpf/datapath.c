@@ -527,8 +527,11 @@ int nv_from_pod(struct __sk_buff *skb) {
         } else if (nv_in_cidr(p.daddr, NV_CFG_POD_CIDR_IP, NV_CFG_POD_CIDR_PREFIX_LEN) ||
                    nv_overlay_unknown(p.daddr)) {  /* overlay: see the tunnel hook block */
             return nv_drop(&p, src_id, 0, NV_DROP_NO_ROUTE, NV_HOOK_FROM_POD);  /* no such pod here */
-        } else if (!nv_in_cidr(p.daddr, NV_CFG_CLUSTER_CIDR_IP, NV_CFG_CLUSTER_CIDR_PREFIX_LEN)) {
-            eg = nv_egress_lookup(src_id, p.daddr, p.len);  /* leaving the cluster: the egress map */
+        } else if (!nv_in_cidr(p.daddr, NV_CFG_CLUSTER_CIDR_IP, NV_CFG_CLUSTER_CIDR_PREFIX_LEN) &&
+                   !nv_kp_frontend(p.daddr)) {
+            /* leaving the cluster: the egress map. Not a ClusterIP kube-proxy translates: that
+             * connection goes to a backend, decided on the translated packet (nv_to_pod). */
+            eg = nv_egress_lookup(src_id, p.daddr, p.len);
         }
     }
 
