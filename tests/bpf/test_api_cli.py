@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from novanet_core.api.client import ApiClient
 from novanet_core.api.protocol import ApiError
-from novanet_core.api.router import ApiRouter
 from novanet_core.api.server import ApiServer
+from novanet_core.dataplane.service import DataplaneService
 from tests.bpf.topo import Topology, ping
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]
@@ -30,7 +30,8 @@ def test_api_and_cli(topo: Topology, datapath, tmp_path) -> None:
     from novanet_ebpf_policy import api, plugin
 
     a, b = topo.pods["a"], topo.pods["b"]
-    router = ApiRouter()
+    # the dataplane's own router (dp.flows, which `drops` and `flows` read) plus the plugin's methods
+    router = DataplaneService(datapath).router()
     api.register(router, lambda: datapath)
     sock = str(tmp_path / f"dp-{os.getpid()}.sock")
     srv = ApiServer(sock, router)
