@@ -42,6 +42,9 @@ def loads(s: str) -> Any:
         obj, end = _scan(s, i)
     except StopIteration as e:
         raise ValueError(f"Expecting value: line 1 column {e.value + 1} (char {e.value})") from None
+    except RecursionError:
+        # The full json module would recurse just as deep: a clear error instead of a traceback.
+        raise ValueError("invalid JSON: nested too deeply") from None
     except Exception:
         # Bad input only: let the full json module (imported on this error path alone) produce
         # its precise message; the bare C scanner cannot always raise its error type by itself.

@@ -19,6 +19,7 @@ IMAGE = "localhost/novanet:" + next(line.split('"')[1] for line in (ROOT / "pypr
 # Call sites whose program is data, not a literal (the tools they run are checked below all the same).
 DYNAMIC = {
     "novanet_core/bundle.py": "runs the argv given to add_command, read at those call sites",
+    "novanet_core/debug_api.py": "runs the argv of its table of node facts (uname, ls, ip, sysctl, nft)",
     "plugins/frr-bgp/novanet_frr_bgp/vtysh.py": "routing.settings.vtysh (default vtysh)",
     "plugins/frr-bgp/novanet_frr_bgp/plugin.py": "[routing.settings.vtysh, -N ...] (default vtysh)",
 }

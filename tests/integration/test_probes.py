@@ -39,7 +39,7 @@ def test_readyz_follows_ready_and_metrics_stay_served(node):
     assert get(node, "/readyz") == (200, "ready\n\n")  # body, then print()s newline
     assert get(node, "/healthz")[0] == 200
     status, body = get(node, "/metrics")
-    assert status == 200 and "novanet_agent_endpoints_total" in body
+    assert status == 200 and "\nnovanet_agent_endpoints " in body  # a gauge: no _total (docs/metrics.md)
     node.kill("dataplane")
     deadline = time.monotonic() + 30
     while (r := get(node, "/readyz"))[0] != 503:

@@ -266,7 +266,7 @@ def test_endpoint_add_takes_the_policy_out_again_when_the_endpoint_fails(h: Harn
     add = svc.router().get("dp.endpoint.add")
     assert add is not None
     a = h.topo.pods["a"]
-    ghost = dataclasses.replace(a.endpoint(h.topo.gateway), ip="10.42.0.250", host_ifname="nvnotthere01")
+    ghost = dataclasses.replace(a.endpoint(h.topo.gateway), ip="10.42.0.250", ips=["10.42.0.250"], host_ifname="nvnotthere01")
     policy = encode_endpoint(h.engine.endpoints["t/a"], ghost.ip)
     with pytest.raises(ApiError, match="DatapathError: host_ifname: interface 'nvnotthere01'") as ei:
         add[0]({"endpoint": ghost.to_dict(), "policy": policy})
