@@ -30,7 +30,9 @@ ERROR_CODES = {"bad_request", "unsupported_version", "unknown_method", "invalid_
 def exchange(path: str, payload: bytes, how: str = "plain", timeout: float = 20.0) -> list[dict[str, Any]]:
     """Send ``payload`` and read answer lines until the server has answered every request line or
     closed; ``how``: plain, half_close (shutdown after writing), slow (a few bytes at a time)."""
-    want = max(1, payload.count(b"\n") + (0 if payload.endswith(b"\n") else 1)) if payload.strip() else 0
+    # The server skips whitespace-only lines without answering (a keep-alive a client may send),
+    # so only lines with content are owed an answer.
+    want = sum(1 for part in payload.split(b"\n") if part.strip())
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     out: list[dict[str, Any]] = []

@@ -170,3 +170,16 @@ def test_the_agents_dataplane_client_backs_off_instead_of_failing(serve):
     finally:
         c.close()
     assert srv.stats()["refused"].get("rate_limited", 0) > 0  # it was limited, and waited its turn
+
+
+def test_whitespace_only_lines_are_skipped_without_an_answer(serve):
+    """A line of only whitespace (``\\r\\n``, a keep-alive) gets no answer; the lines around it do.
+    The fuzz harness once waited for an answer to such a line (its 218th case, ``0\\r\\n\\r\\n``)."""
+    srv = serve(Limits())
+    s = _conn(srv.path)
+    s.sendall(b"0\r\n\r\n \t\n" + _req(7))
+    s.shutdown(socket.SHUT_WR)
+    answers = _lines(s)
+    assert [a.get("id") for a in answers] == [None, 7]
+    assert answers[0]["error"]["code"] == "bad_request"
+    assert answers[1]["result"] == {}
