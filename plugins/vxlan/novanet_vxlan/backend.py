@@ -58,7 +58,8 @@ class VxlanTunnel(BpfTunnel):
                               "(nodeIP: <IPv4>,<IPv6>)")
 
     def attach_device(self, local: NodeInfo) -> tuple[str, int]:
-        return device.DEVICE, device.ensure_device(local.ip, self.pod_mtu)
+        mac = device.NEXT_HOP_MAC if self.bpf else device.node_mac(local.ip)
+        return device.DEVICE, device.ensure_device(local.ip, self.pod_mtu, mac)
 
     def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
         return TunnelValue(ifindex=self.ifindex, remote_ip=ip_num(node.ip), vni=device.VNI)
@@ -70,9 +71,11 @@ class VxlanTunnel(BpfTunnel):
             device.delete_route(cidr)
         for cidr, n in want.items():
             try:
-                device.set_route(cidr, n.ip, local.ip_of(family_of(cidr)))
+                device.set_route(cidr, n.ip, local.ip_of(family_of(cidr)), per_node=not self.bpf)
             except subprocess.CalledProcessError as e:
                 log.error("route to %s via node %s failed: %s", cidr, n.name, e.stderr.strip())
+        if not self.bpf:
+            device.prune_next_hops({device.remote_next_hop(n.ip, family_of(c)) for c, n in want.items()})
 
     def remove_device(self) -> None:
         for cidr in device.routes():

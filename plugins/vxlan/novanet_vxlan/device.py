@@ -24,16 +24,38 @@ PORT = 4789
 VNI = 1
 OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 # Link-local next hop for remote PodCIDR routes; resolved by a permanent neighbour entry so no
-# ARP ever crosses the collect-metadata device (it could not be answered there). Every node's
-# nvx0 carries NEXT_HOP_MAC itself, so the decapsulated frame is addressed to the receiving device
-# (with per-node MACs the receiver would see PACKET_OTHERHOST and drop it).
+# ARP ever crosses the collect-metadata device (it could not be answered there). In BPF mode every
+# node's nvx0 carries NEXT_HOP_MAC itself, so a decapsulated frame is addressed to the receiving
+# device (with another MAC the receiver would see PACKET_OTHERHOST and drop it), and the tunnel's
+# egress program gives the stack's frames a source MAC of the node's own.
+#
+# Routes only (no BPF to rewrite the source): the vxlan driver drops a received frame whose source
+# is its own address (a loop), so there each nvx0 has a MAC of its own (node_mac) and each remote
+# PodCIDR is routed via a next hop of that remote's (remote_next_hop), resolved permanently to the
+# remote's MAC: the frame leaves with the sender's MAC and arrives addressed to the receiver's.
 NEXT_HOP = "169.254.42.1"
 NEXT_HOP_MAC = "02:fe:a9:fe:2a:01"
 # The same for IPv6 inner packets (remote IPv6 PodCIDRs; the underlay stays IPv4).
 NEXT_HOP6 = "fe80::a9fe:2a01"
 
 
-def ensure_device(node_ip: str, mtu: int) -> int:
+def node_mac(node_ip: str) -> str:
+    """A node's own nvx0 MAC in routes-only mode: 02:fe + its IPv4 address (the same rule the BPF
+    egress program uses for the source of the stack's frames)."""
+    return "02:fe:" + ":".join(f"{int(b):02x}" for b in node_ip.split("."))
+
+
+def remote_next_hop(node_ip: str, family: int) -> str:
+    """Routes only: the next hop standing for remote ``node_ip`` on nvx0: the node IP itself for
+    IPv4 (neighbour entries are per device, so this one never meets the underlay's ARP), and the
+    node IP in the low 32 bits of a link-local address for IPv6."""
+    if family == 4:
+        return node_ip
+    a, b, c, d = (int(x) for x in node_ip.split("."))
+    return f"fe80::a9fe:0:{a << 8 | b:x}:{c << 8 | d:x}"
+
+
+def ensure_device(node_ip: str, mtu: int, mac: str = NEXT_HOP_MAC) -> int:
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=DEVICE)
         if idx:
@@ -42,14 +64,14 @@ def ensure_device(node_ip: str, mtu: int) -> int:
             data = info.get_attr("IFLA_INFO_DATA") if info else None
             ok = (info and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data
                   and data.get_attr("IFLA_VXLAN_COLLECT_METADATA") and data.get_attr("IFLA_VXLAN_PORT") == PORT
-                  and link.get_attr("IFLA_ADDRESS") == NEXT_HOP_MAC)
+                  and link.get_attr("IFLA_ADDRESS") == mac)
             if not ok:
                 log.warning("%s exists with other settings; recreating it", DEVICE)
                 ipr.link("del", index=idx[0])
                 idx = []
         if not idx:
             ipr.link("add", ifname=DEVICE, kind="vxlan", vxlan_collect_metadata=1, vxlan_port=PORT,
-                     vxlan_learning=0, address=NEXT_HOP_MAC, mtu=mtu)
+                     vxlan_learning=0, address=mac, mtu=mtu)
             idx = ipr.link_lookup(ifname=DEVICE)
         ipr.link("set", index=idx[0], mtu=mtu, state="up")
         ipr.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=idx[0], state=0x80)  # NUD_PERMANENT
@@ -64,14 +86,21 @@ def delete_device() -> None:
             ipr.link("del", index=idx[0])
 
 
-def set_route(pod_cidr: str, node_ip: str, src: str | None) -> None:
+def set_route(pod_cidr: str, node_ip: str, src: str | None, per_node: bool = False) -> None:
     """``pod_cidr`` (either family) through the tunnel to underlay address ``node_ip`` (IPv4);
-    ``src``: the node's address of ``pod_cidr``'s family, for traffic the node originates."""
+    ``src``: the node's address of ``pod_cidr``'s family, for traffic the node originates;
+    ``per_node``: routes-only mode, via the remote's own next hop (module docstring)."""
     v6 = ":" in pod_cidr
+    via = NEXT_HOP6 if v6 else NEXT_HOP
+    if per_node:
+        via = remote_next_hop(node_ip, 6 if v6 else 4)
+        with IPRoute() as ipr:
+            ipr.neigh("replace", dst=via, lladdr=node_mac(node_ip), ifindex=ipr.link_lookup(ifname=DEVICE)[0],
+                      state=0x80, family=AF_INET6 if v6 else AF_INET)  # NUD_PERMANENT
     # pyroute2 0.9.7 cannot encode LWTUNNEL_ENCAP_IP ("encap ip"), so this one route type goes
     # through iproute2.
     argv = ["ip", "-6" if v6 else "-4", "route", "replace", pod_cidr, "encap", "ip", "id", str(VNI), "dst", node_ip,
-            "via", NEXT_HOP6 if v6 else NEXT_HOP, "dev", DEVICE, "onlink", "proto", str(RTPROT_NOVANET)]
+            "via", via, "dev", DEVICE, "onlink", "proto", str(RTPROT_NOVANET)]
     if src:
         argv += ["src", src]
     subprocess.run(argv, check=True, capture_output=True, text=True)
@@ -83,6 +112,23 @@ def delete_route(pod_cidr: str) -> None:
             ipr.route("del", dst=pod_cidr, proto=RTPROT_NOVANET, family=AF_INET6 if ":" in pod_cidr else AF_INET)
         except NetlinkError:
             pass
+
+
+def prune_next_hops(keep: set[str]) -> None:
+    """Routes only: drop the permanent neighbour entries of remotes no longer routed."""
+    fixed = {NEXT_HOP, NEXT_HOP6}
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=DEVICE)
+        if not idx:
+            return
+        for fam in (AF_INET, AF_INET6):
+            for n in ipr.get_neighbours(family=fam, ifindex=idx[0]):
+                dst = n.get_attr("NDA_DST")
+                if dst and dst not in keep and dst not in fixed and n["state"] & 0x80:
+                    try:
+                        ipr.neigh("del", dst=dst, ifindex=idx[0], family=fam)
+                    except NetlinkError:
+                        pass
 
 
 def routes() -> dict[str, str]:
