@@ -124,7 +124,9 @@ class PolicyEngine:
         self._groups: dict[int, _IdentGroup] = {}
         self._ns_idents: dict[str, set[int]] = defaultdict(set)
         self._ip_pod: dict[str, str] = {}
-        self._addr: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}  # pod IP, parsed once
+        # pod IP -> parsed, filled on first use: only ipBlock peers need it, and parsing every
+        # pod's address up front was a third of a 30,000-pod full compile
+        self._addr: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
         self._parsed: dict[str, ParsedPolicy] = {}
         self._touch: _TouchIndex | None = None  # rebuilt lazily after any change to _parsed
         self._resolved: dict[str, _Resolved] = {}
@@ -284,7 +286,6 @@ class PolicyEngine:
             g.local.add(pod.key)
         if pod.ip:
             self._ip_pod[pod.ip] = pod.key
-            self._addr[pod.ip] = ipaddress.ip_address(pod.ip)
 
     def _unindex_pod(self, pod: Pod) -> None:
         ident = self._pod_ident.pop(pod.key)
@@ -297,7 +298,13 @@ class PolicyEngine:
             self._ns_idents[pod.namespace].discard(ident)
         if pod.ip and self._ip_pod.get(pod.ip) == pod.key:
             del self._ip_pod[pod.ip]
-            del self._addr[pod.ip]
+            self._addr.pop(pod.ip, None)
+
+    def _address(self, ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        a = self._addr.get(ip)
+        if a is None:
+            a = self._addr[ip] = ipaddress.ip_address(ip)
+        return a
 
     def _pods_of(self, idents: Iterable[int], local_only: bool = False) -> set[str]:
         out: set[str] = set()
@@ -403,7 +410,7 @@ class PolicyEngine:
                     out[k] = True
             else:
                 for ip, k in self._ip_pod.items():
-                    if p.contains(self._addr[ip]):
+                    if p.contains(self._address(ip)):
                         out.setdefault(k, False)
         return sorted(out.items())
 
@@ -469,7 +476,7 @@ class PolicyEngine:
         ns_labels = self._ns_labels(pod.namespace)
         if self._touch is None:
             self._touch = _TouchIndex.build(self._parsed)
-        for key in self._touch.candidates(pod.namespace):
+        for key in self._touch.candidates(pod.namespace, pod.labels):
             parsed = self._parsed[key]
             if parsed.namespace == pod.namespace and parsed.pod_selector.matches(pod.labels):
                 out.add(key)
@@ -578,7 +585,7 @@ class PolicyEngine:
             elif isinstance(p, AnyPeer):
                 return set(self.pods)
             else:
-                out |= {k for ip, k in self._ip_pod.items() if p.contains(self._addr[ip])}
+                out |= {k for ip, k in self._ip_pod.items() if p.contains(self._address(ip))}
         return out
 
     def _reassemble(self, dirty: set[str]) -> Delta:
@@ -698,36 +705,54 @@ class _MirrorIndex:
 
 
 class _TouchIndex:
-    """Which policies a pod change can possibly touch, so that a relabel does not scan them all.
+    """Which policies a pod change can possibly touch, so that a pod event does not scan them all.
 
-    A policy can only be affected by pods of its own namespace unless one of its rules reaches
-    further: a namespaceSelector peer, or (egress with named ports, which resolve against the
-    destination pods) a peerless rule or an ipBlock peer. Those "wide" policies are checked for
-    every pod; the rest only for pods in their namespace. The exact test stays in
-    ``PolicyEngine._policies_touching``: this only narrows the candidates.
+    A policy is touched by a pod that its target selector picks, or that one of its peers picks
+    (or, for egress with named ports, which resolve against the destination pods, any pod a
+    peerless rule or an ipBlock peer reaches). Each such selector is filed under one label pair
+    it requires (an ``In`` requirement: the pod must carry ``key=value`` for one of the values)
+    and the namespace it is confined to (``None`` when a namespaceSelector lets it reach any), so
+    a pod is looked up by its own label pairs and namespace only. Selectors that require no label
+    pair (``{}``, ``Exists``, ``NotIn``) and the named-port cases are filed under the namespace
+    alone. The exact test stays in ``PolicyEngine._policies_touching``: this only narrows the
+    candidates, and every policy that can match a pod is among them.
     """
 
     def __init__(self) -> None:
-        self.by_namespace: dict[str, list[str]] = defaultdict(list)
-        self.wide: list[str] = []
+        # (namespace or None, label key, label value) -> policy keys
+        self.by_label: dict[tuple[str | None, str, str], set[str]] = defaultdict(set)
+        # namespace or None -> policy keys with a selector that no label pair narrows
+        self.unanchored: dict[str | None, set[str]] = defaultdict(set)
 
     @classmethod
     def build(cls, parsed: Mapping[str, ParsedPolicy]) -> _TouchIndex:
         idx = cls()
         for key, pol in parsed.items():
-            (idx.wide if cls._reaches_other_namespaces(pol) else idx.by_namespace[pol.namespace]).append(key)
+            idx._file(key, pol.namespace, pol.pod_selector)
+            for r in (pol.ingress or ()) + (pol.egress or ()):
+                egress_named = r.direction == "egress" and r.named_ports
+                if not r.peers and egress_named:
+                    idx.unanchored[None].add(key)
+                for p in r.peers:
+                    if p.kind == "cidr":
+                        if egress_named:
+                            idx.unanchored[None].add(key)
+                        continue
+                    ns = pol.namespace if p.namespace_selector is None else None
+                    idx._file(key, ns, p.pod_selector)
         return idx
 
-    @staticmethod
-    def _reaches_other_namespaces(pol: ParsedPolicy) -> bool:
-        for r in (pol.ingress or ()) + (pol.egress or ()):
-            egress_named = r.direction == "egress" and r.named_ports
-            if not r.peers and egress_named:
-                return True
-            for p in r.peers:
-                if p.namespace_selector is not None or (p.kind == "cidr" and egress_named):
-                    return True
-        return False
+    def _file(self, key: str, namespace: str | None, sel: LabelSelector | None) -> None:
+        anchor = next((r for r in sel.requirements if r.operator == "In"), None) if sel is not None else None
+        if anchor is None:
+            self.unanchored[namespace].add(key)
+            return
+        for v in anchor.values:
+            self.by_label[(namespace, anchor.key, v)].add(key)
 
-    def candidates(self, namespace: str) -> list[str]:
-        return self.by_namespace.get(namespace, []) + self.wide
+    def candidates(self, namespace: str, labels: Mapping[str, str]) -> set[str]:
+        out = set(self.unanchored.get(namespace, ())) | self.unanchored.get(None, set())
+        for k, v in labels.items():
+            out |= self.by_label.get((namespace, k, v), set())
+            out |= self.by_label.get((None, k, v), set())
+        return out
