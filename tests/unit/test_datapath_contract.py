@@ -40,6 +40,7 @@ class MemoryDatapath:
     def __init__(self, ctx: BackendContext | None = None) -> None:
         self.endpoints: dict[str, Endpoint] = {}
         self.policies: dict[str, EndpointPolicy] = {}
+        self.remotes: dict[str, RemoteEndpoint] = {}
         self.log: list[str] = []
 
     def start(self) -> None: ...
@@ -55,8 +56,11 @@ class MemoryDatapath:
     def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
         self.endpoints.pop(ip, None)
 
-    def upsert_remote(self, remote: RemoteEndpoint) -> None: ...
-    def delete_remote(self, ip: str) -> None: ...
+    def upsert_remote(self, remote: RemoteEndpoint) -> None:
+        self.remotes[remote.ip] = remote
+
+    def delete_remote(self, ip: str) -> None:
+        self.remotes.pop(ip, None)
 
     def list_endpoints(self) -> list[dict[str, Any]]:
         return [{"ip": ip, "identity": e.identity} for ip, e in self.endpoints.items()]
@@ -190,6 +194,26 @@ def test_endpoint_add_writes_policy_first_and_is_all_or_nothing() -> None:
         _call(svc, "dp.endpoint.add", {"endpoint": _endpoint("10.42.0.9").to_dict(),
                                        "policy": encode_endpoint(POLICY, "10.42.0.7")})
     assert "10.42.0.9" not in dp.endpoints
+
+
+def test_remote_batch_deletes_then_upserts_and_checks_every_entry_first() -> None:
+    dp = MemoryDatapath()
+    svc = DataplaneService(dp)
+    rem = [{"ip": f"10.43.0.{i}", "identity": 300 + i, "node_ip": "172.20.0.3", "namespace": "ns", "pod": f"p{i}"}
+           for i in range(1, 4)]
+    assert _call(svc, "dp.remote.batch", {"upsert": rem}) == {"upserted": 3, "deleted": 0}
+    assert sorted(dp.remotes) == ["10.43.0.1", "10.43.0.2", "10.43.0.3"]
+    moved = {**rem[0], "node_ip": "172.20.0.4"}
+    assert _call(svc, "dp.remote.batch", {"upsert": [moved], "delete": ["10.43.0.1", "10.43.0.2"]}) == {
+        "upserted": 1, "deleted": 2}
+    assert sorted(dp.remotes) == ["10.43.0.1", "10.43.0.3"] and dp.remotes["10.43.0.1"].node_ip == "172.20.0.4"
+    for bad, where in (({"upsert": [rem[1], {**rem[2], "identity": "x"}]}, "upsert[1].identity:"),
+                       ({"upsert": [{**rem[1], "color": 1}]}, "upsert[0].color:"),
+                       ({"delete": ["10.43.0.3", 7]}, "delete:"), ({"upsert": {}}, "upsert:")):
+        with pytest.raises(ApiError) as e:
+            _call(svc, "dp.remote.batch", bad)
+        assert e.value.code == "invalid_params" and e.value.message.startswith(where), e.value.message
+    assert sorted(dp.remotes) == ["10.43.0.1", "10.43.0.3"]  # nothing of a refused batch applied
 
 
 def test_a_datapath_without_the_policy_section_gets_the_endpoint_alone() -> None:
