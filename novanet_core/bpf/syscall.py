@@ -32,6 +32,7 @@ BPF_OBJ_GET = 7
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
 BPF_LINK_CREATE = 28
 BPF_LINK_UPDATE = 29
 BPF_LINK_GET_FD_BY_ID = 30
@@ -267,6 +268,36 @@ def map_keys(fd: int, key_size: int) -> Iterator[bytes]:
             return
         ctypes.memmove(cur, nxt, key_size)
         yield nxt.raw
+
+
+def map_count(fd: int, key_size: int, value_size: int, chunk: int = 4096) -> int:
+    """Entries in a hash map, read ``chunk`` at a time with BPF_MAP_LOOKUP_BATCH.
+
+    Counting with BPF_MAP_GET_NEXT_KEY is one syscall (and a few Python objects) per entry: a
+    status at 30,000 remote pods walked the endpoints map that way. Batches make it a handful of
+    calls. Map types without the batch command (LPM tries) are counted by the key walk.
+    ``value_size`` is the size as the syscall copies it (per-CPU maps: round8(size) * CPUs).
+    """
+    keys = ctypes.create_string_buffer(chunk * key_size)
+    vals = ctypes.create_string_buffer(chunk * value_size)
+    tok_in = ctypes.create_string_buffer(max(8, key_size))  # hash maps: a u32 bucket index
+    tok_out = ctypes.create_string_buffer(max(8, key_size))
+    total, first = 0, True
+    while True:
+        attr = ctypes.create_string_buffer(_attr(struct.pack(
+            "=QQQQIIQQ", 0 if first else ctypes.addressof(tok_in), ctypes.addressof(tok_out),
+            ctypes.addressof(keys), ctypes.addressof(vals), chunk, fd, 0, 0)), 128)
+        r = _libc.syscall(_NR_BPF, ctypes.c_int(BPF_MAP_LOOKUP_BATCH), attr, ctypes.c_uint(128))
+        err = ctypes.get_errno() if r < 0 else 0
+        if r < 0 and err != 2:  # ENOENT: the last batch (its count is still filled in)
+            if first and err in (22, 524, 95):  # EINVAL, ENOTSUPP, EOPNOTSUPP: no batch op
+                return sum(1 for _ in map_keys(fd, key_size))
+            raise BpfError(err, f"bpf(cmd={BPF_MAP_LOOKUP_BATCH}): {os.strerror(err)}")
+        total += struct.unpack_from("=I", attr.raw, 32)[0]
+        if err == 2:
+            return total
+        ctypes.memmove(tok_in, tok_out, len(tok_out))
+        first = False
 
 
 def map_items(fd: int, key_size: int, value_size: int) -> Iterator[tuple[bytes, bytes]]:

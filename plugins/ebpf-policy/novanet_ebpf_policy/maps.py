@@ -182,7 +182,10 @@ class MapHandles:
         return syscall.map_keys(self.fds[name], MAPS[name].spec.key_size)
 
     def count(self, name: str) -> int:
-        return sum(1 for _ in syscall.map_keys(self.fds[name], MAPS[name].spec.key_size))
+        s = MAPS[name].spec
+        if s.type in ("hash", "lru_hash"):
+            return syscall.map_count(self.fds[name], s.key_size, s.value_size)
+        return sum(1 for _ in syscall.map_keys(self.fds[name], s.key_size))
 
     # config array
     def config_get(self, key: ConfigKey) -> int:
