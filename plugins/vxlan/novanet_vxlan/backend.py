@@ -14,7 +14,6 @@ The routes are installed in both modes: with BPF they carry the node's own traff
 from __future__ import annotations
 
 import logging
-import subprocess
 from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
@@ -69,11 +68,10 @@ class VxlanTunnel(BpfTunnel):
                 if family_of(cidr) in self.ip_families and family_of(n.ip) == 4}
         for cidr in set(device.routes()) - set(want):
             device.delete_route(cidr)
-        for cidr, n in want.items():
-            try:
-                device.set_route(cidr, n.ip, local.ip_of(family_of(cidr)), per_node=not self.bpf)
-            except subprocess.CalledProcessError as e:
-                log.error("route to %s via node %s failed: %s", cidr, n.name, e.stderr.strip())
+        failed = device.set_routes([(cidr, n.ip, local.ip_of(family_of(cidr))) for cidr, n in want.items()],
+                                   per_node=not self.bpf)
+        if failed:
+            log.error("routes to remote PodCIDRs failed: %s", failed)
         if not self.bpf:
             device.prune_next_hops({device.remote_next_hop(n.ip, family_of(c)) for c, n in want.items()})
 
