@@ -89,6 +89,10 @@ class Endpoint:
     # requests without them are single-stack.
     ips: list[str] = field(default_factory=list)
     gateways: list[str] = field(default_factory=list)
+    # The CNI bandwidth capability's limits (bit/s, 0 = none; novanet_core.cni.bandwidth): the
+    # chained bandwidth plugin shapes, a datapath that forwards past the kernel's qdiscs must not.
+    ingress_rate: int = 0
+    egress_rate: int = 0
 
     def __post_init__(self) -> None:
         if not self.ips:

@@ -24,6 +24,7 @@ from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavai
 from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
 from novanet_core.backends import BackendContext, ConfigError, IpamError, PoolExhausted
+from novanet_core.cni import bandwidth as cni_bandwidth
 from novanet_core.cni import protocol as cni
 from novanet_core.cni import versions as cni_versions
 from novanet_core.config.models import NovaNetConfig
@@ -460,6 +461,10 @@ class Agent:
         version = conf.get("cniVersion") or cni.SPEC_VERSION
         if version not in cni_versions.SUPPORTED_VERSIONS:
             raise CniFailure(cni.ERR_INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported")
+        try:
+            ingress_rate, egress_rate = cni_bandwidth.limits(conf)
+        except cni.CniError as e:
+            raise CniFailure(e.code, e.msg) from None
         if not os.path.exists(netns):
             raise CniFailure(cni.ERR_NETNS, f"network namespace {netns} does not exist")
         if self.families_error:
@@ -503,7 +508,8 @@ class Agent:
                           ip=alloc.address, mac=link.pod_mac, host_ifname=link.host_ifname,
                           host_ifindex=link.host_ifindex, host_mac=link.host_mac, gateway=alloc.gateway, mtu=mtu,
                           identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip,
-                          ips=[a.address for a in alloc.addresses], gateways=[a.gateway for a in alloc.addresses])
+                          ips=[a.address for a in alloc.addresses], gateways=[a.gateway for a in alloc.addresses],
+                          ingress_rate=ingress_rate, egress_rate=egress_rate)
             t2 = time.perf_counter()
             try:
                 # One all-or-nothing call: the dataplane writes the policy before the endpoint and

@@ -51,8 +51,18 @@ class EndpointValue(Struct):
         ("host_mac", u8 * 6),  # host-side veth MAC (ARP answers, L2 source on redirect)
         ("identity", u32),
         ("node_ip", u32),  # numeric; 0 or CONFIG[NODE_IP] = local
-        ("flags", u32),
+        ("flags", u32),  # EndpointFlag
     ]
+
+
+class EndpointFlag(enum.IntFlag):
+    """``endpoints[].flags`` of a local pod."""
+
+    # The pod has a bandwidth limit (the CNI ``bandwidth`` capability, shaped by the chained
+    # ``bandwidth`` plugin: a tbf on its host veth's egress, and for its egress a filter on the
+    # host veth's ingress redirecting to an ifb with a tbf). Its packets, both ways, are forwarded
+    # by the node's stack instead of redirected past those qdiscs (docs/datapath.md, "Bandwidth").
+    SHAPED = 1
 
 
 class TunnelKey(Struct):

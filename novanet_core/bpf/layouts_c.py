@@ -24,6 +24,7 @@ from novanet_core.bpf.layouts import (
     TUNNEL_PROGS,
     ConfigKey,
     DropReason,
+    EndpointFlag,
     MapDef,
     Struct,
     TunnelSlot,
@@ -66,7 +67,7 @@ def map_decl(name: str, m: MapDef, path: str) -> str:
 def shared_defines() -> list[str]:
     """Constants of the shared maps and of the tail-call / tunnel-ingress contracts."""
     out = enum_defines("NV_DROP_", DropReason) + enum_defines("NV_CFG_", ConfigKey)
-    out += enum_defines("NV_TUNNEL_SLOT_", TunnelSlot)
+    out += enum_defines("NV_TUNNEL_SLOT_", TunnelSlot) + enum_defines("NV_ENDPOINT_F_", EndpointFlag)
     out += [f"#define NV_DROP_SLOTS {DROP_SLOTS}", f"#define NV_CB_ENCAP_MAGIC {CB_ENCAP_MAGIC:#x}",
             f"#define NV_CB_DECAP_MAGIC {CB_DECAP_MAGIC:#x}", f"#define NV_TUNNEL_MARK {TUNNEL_MARK:#x}",
             f"#define NV_REPLY_MARK {REPLY_MARK:#x}"]

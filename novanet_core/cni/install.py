@@ -37,9 +37,11 @@ def conflist(agent_socket: str = "/run/novanet/cni.sock", cni_version: str = CON
 
     ``portmap`` (capability ``portMappings``) implements hostPort / ``podman -p``; ``bandwidth``
     (capability ``bandwidth``) the ingress/egress rate limits a runtime passes. Both read the pod's
-    interfaces and IPs from NovaNet's result (``prevResult``).
+    interfaces and IPs from NovaNet's result (``prevResult``). NovaNet declares ``bandwidth`` too:
+    the runtime then passes it the same limits, and the eBPF datapath leaves a limited pod's packets
+    to the kernel, where the plugin's qdiscs are (``novanet_core.cni.bandwidth``).
     """
-    plugin: dict[str, Any] = {"type": BINARY_NAME, "agentSocket": agent_socket}
+    plugin: dict[str, Any] = {"type": BINARY_NAME, "agentSocket": agent_socket, "capabilities": {"bandwidth": True}}
     if mtu:
         plugin["mtu"] = mtu
     return {

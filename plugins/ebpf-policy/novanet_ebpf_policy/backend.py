@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from novanet_core import ipfamily
@@ -33,6 +34,7 @@ from novanet_ebpf_policy.layouts import (
     ConfigKey,
     EgressAction,
     EgressFlag,
+    EndpointFlag,
     EndpointKey,
     EndpointValue,
     PolicyKey,
@@ -46,6 +48,15 @@ from novanet_ebpf_policy.services import ServiceProgrammer, ensure_sctp_crc
 from novanet_ebpf_policy.svcattach import ServiceAttacher, resolve_cgroup_root
 
 log = logging.getLogger(__name__)
+
+
+def _ensure_ip_forwarding() -> None:
+    """A bandwidth-limited pod's packets are forwarded by the node's stack (EndpointFlag.SHAPED), which
+    the programs otherwise never need: turn IPv4 forwarding on in this (the node's) netns."""
+    path = Path("/proc/sys/net/ipv4/ip_forward")
+    if path.read_text().strip() != "1":
+        path.write_text("1")
+        log.info("net.ipv4.ip_forward set to 1: a bandwidth-limited pod's traffic is forwarded by the stack")
 
 
 
@@ -355,8 +366,9 @@ class EbpfDatapath:
         ifindex = self._resolve_ifindex(ep.host_ifname, "host_ifname")
         mac = mac_bytes(ep.mac, "mac")
         host_mac = mac_bytes(ep.host_mac, "host_mac") if ep.host_mac else self._link_mac(ifindex)
+        flags = EndpointFlag.SHAPED if ep.ingress_rate or ep.egress_rate else 0
         v = EndpointValue(ifindex=ifindex, identity=ep.identity,
-                          node_ip=ip_num(ep.node_ip, "node_ip") if ep.node_ip else 0)
+                          node_ip=ip_num(ep.node_ip, "node_ip") if ep.node_ip else 0, flags=flags)
         ctypes.memmove(v.mac, mac, 6)
         ctypes.memmove(v.host_mac, host_mac, 6)
         with self._lock:
@@ -370,6 +382,8 @@ class EbpfDatapath:
             if changed:
                 self._bump_policy_revision()  # flows decided under the old identity re-decide
             self._route(ep.ip, ifindex, add=True)
+            if flags:
+                _ensure_ip_forwarding()
             try:
                 self.attacher.attach(ep.host_ifname, ifindex, self.prog.fds)
             except OSError as e:

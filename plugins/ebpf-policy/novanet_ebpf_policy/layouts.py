@@ -25,6 +25,7 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     TUNNELS,
     ConfigKey,
     DropReason,
+    EndpointFlag,
     EndpointKey,
     EndpointValue,
     KpBackendKey,
@@ -309,6 +310,7 @@ class CtFlag(enum.IntFlag):
     REPLY = 1  # the entry is the reverse of the packet that created the flow
     SVC = 2  # a REPLY entry of a flow the load-balancer translated: revnat holds its reverse rewrite
     VIA_STACK = 4  # the flow crossed the node's stack (kube-proxy DNAT): keep its packets on it
+    SHAPED = 8  # an end of the flow is a pod with a bandwidth limit (EndpointFlag.SHAPED): full path
 
 
 class SvcFlag(enum.IntFlag):

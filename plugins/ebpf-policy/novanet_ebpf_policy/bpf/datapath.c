@@ -443,7 +443,7 @@ static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt
     /* Services flows (a reply to reverse-translate, a flow kube-proxy translated on the stack)
      * are the full path's */
     if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || !st->ifindex ||
-        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK)))
+        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK | NV_CTF_SHAPED)))
         return NV_FULL_PATH;
     NV_PROFILE_POINT(2);
     struct nv_endpoint_key dk = { .ip = p->daddr };
@@ -474,6 +474,26 @@ static __always_inline int nv_to_pod_fast(struct nv_pkt *p) {
     return TC_ACT_OK;
 }
 /* ------------------------------------------------------------------ end established-flow fast path */
+
+/* ------------------------------------------------------------------ bandwidth
+ * A pod with a bandwidth limit (EndpointFlag.SHAPED) is shaped by the chained bandwidth plugin's
+ * qdiscs on its host veth: a tbf on the veth's egress (to the pod) and, for what the pod sends, a
+ * classic tc filter on the veth's ingress redirecting to an ifb with a tbf. redirect_peer and
+ * redirects from this hook pass both, so every packet from or to such a pod is forwarded by the
+ * node's stack instead (policy is still decided here first): conntrack then sees both directions
+ * (kube-proxy's INVALID drop), the stack delivers through the veth's egress, and what the pod sends
+ * leaves this tcx hook with TCX_NEXT: tcx runs before the classic tc filters, and TCX_PASS
+ * (TC_ACT_OK) would skip them. A flow with a shaped end carries NV_CTF_SHAPED, which keeps it off
+ * the fast path; flows of pods without limits pay nothing. */
+static __always_inline u32 nv_shaped_ct(struct nv_endpoint *a, struct nv_endpoint *b) {
+    return ((a ? a->flags : 0) | (b ? b->flags : 0)) & NV_ENDPOINT_F_SHAPED ? NV_CTF_SHAPED : 0;
+}
+
+/* The verdict that hands a packet from a pod on to the node's stack. */
+static __always_inline int nv_to_stack(struct nv_endpoint *src) {
+    return (src->flags & NV_ENDPOINT_F_SHAPED) ? TC_ACT_UNSPEC /* TCX_NEXT */ : TC_ACT_OK;
+}
+/* ------------------------------------------------------------------ end bandwidth */
 
 NV_SERVICES
 
@@ -564,7 +584,8 @@ int nv_from_pod(struct __sk_buff *skb) {
          * reverse rewrite here (slow path only) */
         u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
         if (!st && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
-        if (nv_ct_admit(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC), keep & NV_CTF_VIA_STACK,
+        if (nv_ct_admit(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC),
+                        (keep & NV_CTF_VIA_STACK) | nv_shaped_ct(src, dst_local ? dst : 0),
                         skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
         ctflags = keep | (reply ? NV_CTF_REPLY : 0);
@@ -581,7 +602,7 @@ int nv_from_pod(struct __sk_buff *skb) {
     if (ctflags & (NV_CTF_SVC | NV_CTF_VIA_STACK)) {
         if (ctflags & NV_CTF_VIA_STACK) {
             nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
-            return TC_ACT_OK;
+            return nv_to_stack(src);
         }
         if (!svc_rev) svc_rev = nv_svc_reply(&fk, &rnat);
     }
@@ -594,10 +615,11 @@ int nv_from_pod(struct __sk_buff *skb) {
         dk.ip = p.daddr;
         dst = endpoints.lookup(&dk);
     }
-    if (!dst) {  /* host, world, other nodes' unknown addresses: the kernel routes */
+    /* host, world, other nodes' unknown addresses: the kernel routes; a flow with a shaped end, too */
+    if (!dst || nv_shaped_ct(src, nv_is_local(dst) ? dst : 0)) {
         if (ctflags & NV_CTF_REPLY) skb->mark |= NV_REPLY_MARK;  /* not an outbound connection: no masquerade */
         nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
-        return TC_ACT_OK;
+        return nv_to_stack(src);
     }
 
     if (nv_is_local(dst)) return nv_redirect_local(skb, &p, dst, src_id, dst_id, NV_HOOK_FROM_POD);
@@ -661,7 +683,7 @@ int nv_to_pod(struct __sk_buff *skb) {
         reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, via_stack != 0, 1, from_host,
                                   &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
-    if (nv_ct_admit(&fk, rev, reply, !st, keep & NV_CTF_SVC, (keep & NV_CTF_VIA_STACK) | via_stack,
+    if (nv_ct_admit(&fk, rev, reply, !st, keep & NV_CTF_SVC, (keep & NV_CTF_VIA_STACK) | via_stack | nv_shaped_ct(dst, 0),
                     0, src_id, skb->ifindex, dst_id) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {

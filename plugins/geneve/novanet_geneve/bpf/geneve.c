@@ -229,18 +229,20 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     /* kube-proxy compatibility (core contract: kp_backends): a reply from a Service backend
      * carries the DNAT kube-proxy did on this node; only the node's stack (conntrack) can reverse
      * it, so after decapsulation it goes there (addressed to this device) instead of past it. */
-    int to_stack = 0;
+    /* ... and so do a bandwidth-limited pod's packets (core contract: endpoints[].flags), so that
+     * conntrack sees its flows whole and the limit's qdiscs apply */
+    int to_stack = (ep->flags & NV_ENDPOINT_F_SHAPED) != 0;
     u32 kk = NV_CFG_KP_BACKENDS;
     u64 *kpn = config.lookup(&kk);
-    if (kpn && *kpn) {
+    if (!to_stack && kpn && *kpn) {
         u8 iph[24] = {};  /* inner IPv4 header without options, then the L4 ports */
         if (!bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen, iph, sizeof(iph)) && (iph[0] & 0x0f) == 5 &&
             (iph[9] == IPPROTO_TCP || iph[9] == IPPROTO_UDP || iph[9] == 132)) {
             struct nv_kp_backend_key bk = { .ip = isrc, .port = ((u16)iph[20] << 8) | iph[21], .protocol = iph[9] };
             to_stack = kp_backends.lookup(&bk) != 0;
         }
-        if (to_stack) __builtin_memcpy(neth.h_dest, eth->h_dest, 6);
     }
+    if (to_stack) __builtin_memcpy(neth.h_dest, eth->h_dest, 6);
 
     int gso = skb->gso_size != 0;
     /* FIXED_GSO: keep gso_size (without it the kernel would grow it by hdrlen and the skb would be

@@ -88,6 +88,13 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
     struct nv_endpoint_key dk = { .ip = daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
     if (!dst || !dst->ifindex) return nv_drop(NV_DROP_NO_ROUTE, VX_STAT_NO_ENDPOINT);
+    /* a pod with a bandwidth limit (core contract: endpoints[].flags): its packets cross the node's
+     * stack both ways, so that conntrack sees the flow whole and the limit's qdiscs apply */
+    if (dst->flags & NV_ENDPOINT_F_SHAPED) {
+        skb->mark |= NV_TUNNEL_MARK;
+        nv_stat(VX_STAT_TO_STACK);
+        return TC_ACT_OK;
+    }
     /* kube-proxy compatibility (core contract: kp_backends): a reply from a Service backend
      * carries the DNAT kube-proxy did on this node; only the node's stack (conntrack) can reverse
      * it, so the packet goes there instead of past it. */
