@@ -114,3 +114,15 @@ def test_socket_paths_fit_sun_path() -> None:
     # Longest lab and node names still give unix socket paths under the 108-byte limit.
     paths = LabPaths("l" * 32)
     assert len(str(paths.socket("n" * 32, "dataplane"))) < 108
+
+
+def test_frr_only_for_a_routing_backend_that_drives_it() -> None:
+    from novanet_lab import podroutes
+
+    native = BASE.replace("cluster: {clusterCIDR: 10.42.0.0/16}", "cluster: {clusterCIDR: 10.42.0.0/16, routingMode: native}")
+    assert podroutes.uses_frr(load_spec_text(native, "t.yaml"))
+    hostgw = native.replace("routingMode: native}", "routingMode: native, routing: {type: hostgw}}")
+    assert not podroutes.uses_frr(load_spec_text(hostgw, "t.yaml"))
+    assert not podroutes.uses_frr(load_spec_text(BASE, "t.yaml"))
+    err = error_of(hostgw + "routers: [{name: tor, asn: 65000}]\n")
+    assert "routers: they speak BGP" in err and "frr-bgp" in err and "'hostgw'" in err

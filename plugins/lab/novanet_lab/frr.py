@@ -22,7 +22,7 @@ import signal
 import time
 from pathlib import Path
 
-from novanet_lab import procs
+from novanet_lab import podroutes, procs
 from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
 
@@ -149,34 +149,15 @@ def cleanup(paths: LabPaths) -> list[str]:
 
 def bgp_routes(netns_name: str) -> set[str]:
     """The ``proto bgp`` IPv4 prefixes in a netns's main table."""
-    from pyroute2 import IPRoute
-
     from novanet_core.protocols import RTPROT_BGP
 
-    with IPRoute(netns=netns_name) as ipr:
-        return {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2)
-                if r.get("proto") == RTPROT_BGP and r.get_attr("RTA_DST")}
+    return podroutes.kernel_routes(netns_name, RTPROT_BGP)
 
 
 def wait_converged(nodes: dict[str, tuple[str, str]], timeout: float) -> None:
-    """Wait until every node has a ``proto bgp`` route to every other node's PodCIDR.
+    """Wait until every node has a ``proto bgp`` route to every other node's PodCIDR
+    (``nodes``: name -> (netns, podCIDR))."""
+    from novanet_core.protocols import RTPROT_BGP
 
-    ``nodes`` maps node name to (netns, podCIDR). `lab up` returns only then, so that what runs
-    next (probes, conformance suites) does not race BGP convergence.
-    """
-    deadline = time.monotonic() + timeout
-    missing: dict[str, set[str]] = {}
-    while True:
-        missing = {}
-        for name, (ns, _) in nodes.items():
-            want = {cidr for other, (_, cidr) in nodes.items() if other != name}
-            lack = want - bgp_routes(ns)
-            if lack:
-                missing[name] = lack
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            detail = "; ".join(f"{n} lacks {', '.join(sorted(c))}" for n, c in missing.items())
-            raise LabError(f"BGP did not converge within {timeout:.0f} s: {detail} (check `vtysh -N <lab>_<node> "
-                           f"-c 'show bgp summary'` and the agents' `novanetctl routing status`)")
-        time.sleep(0.1)
+    podroutes.wait_routed(nodes, timeout, RTPROT_BGP, "BGP", "`vtysh -N <lab>_<node> -c 'show bgp summary'` and "
+                          "the agents' `novanetctl routing status`")

@@ -22,7 +22,19 @@ from typing import Any
 
 import yaml
 
-from novanet_lab import agents, cgroups, daemonset, frr, kubeproxy, netns, outside, pods, procs, routers
+from novanet_lab import (
+    agents,
+    cgroups,
+    daemonset,
+    frr,
+    kubeproxy,
+    netns,
+    outside,
+    podroutes,
+    pods,
+    procs,
+    routers,
+)
 from novanet_lab import state as lstate
 from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
 from novanet_lab.cni import conflist
@@ -158,15 +170,16 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     # Configs first: a config error must stop us before any netns exists.
     configs = {n.name: node_config(spec, paths, n.name, ips[n.name], cidrs[n.name]) for n in spec.nodes}
     native = spec.cluster.routingMode == "native"
+    with_frr = podroutes.uses_frr(spec)  # other routing backends get no FRR and no routers
     router_ips: dict[str, str] = {}
-    if native:
+    if with_frr:
         router_ips = routers.router_ips(spec, ips, gw)
         configs = {n: routers.node_config(spec, paths, n, cfg, router_ips) for n, cfg in configs.items()}
     # daemonset: the nodes' NovaNet (and FRR) come from the chart's pod; the lab only runs routers.
     prep = daemonset.prepare(spec, paths, spec_file, ips, router_ips) if spec.daemonset else None
     if prep is not None:
         configs = {n: prep.node_config(n, ips[n]) for n in configs}
-    lab_frr = native and prep is None
+    lab_frr = with_frr and prep is None
     if lab_frr or spec.routers:
         frr.check_installed()
 
@@ -192,7 +205,7 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         if prep is None:  # a daemonset node's conflist is what its install-cni init container writes
             paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
     if spec.outside.enabled:
-        used = {gw, *ips.values(), *(router_ips.values() if native else ())}
+        used = {gw, *ips.values(), *router_ips.values()}
         st.outside = outside.build(paths, spec, used, plen, progress)
         for node in st.nodes.values():
             netns.default_route(node.netns, st.outside.ip)
@@ -201,7 +214,7 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         for node in st.nodes.values():
             progress(f"node {node.name}: starting FRR (zebra, bgpd, bfdd; vtysh -N {frr.pathspace(paths, node.name)})")
             frr.start(paths, node.name, node.netns, {})
-    if native:
+    if with_frr:
         routers.build(spec, paths, ips, router_ips, plen, progress)
 
     writer = ManifestWriter(paths.manifest_dir)
@@ -241,9 +254,13 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
     progress(f"agents ready ({time.monotonic() - t0:.1f} s)")
     if native:
-        frr.wait_converged({n.name: (n.netns, n.podCIDR) for n in st.nodes.values()},
-                           max(5.0, deadline - time.monotonic()))
-        progress(f"BGP converged: every node routes every other PodCIDR ({time.monotonic() - t0:.1f} s)")
+        pod_cidrs = {n.name: (n.netns, n.podCIDR) for n in st.nodes.values()}
+        if with_frr:
+            frr.wait_converged(pod_cidrs, max(5.0, deadline - time.monotonic()))
+        else:
+            podroutes.wait_routed(pod_cidrs, max(5.0, deadline - time.monotonic()))
+        progress(f"{'BGP' if with_frr else podroutes.routing_type(spec)} converged: every node routes every "
+                 f"other PodCIDR ({time.monotonic() - t0:.1f} s)")
 
     if st.outside is not None:
         outside.wait_ready(paths, st.outside, max(5.0, deadline - time.monotonic()))

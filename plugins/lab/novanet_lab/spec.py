@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from novanet_core.protocols import L4Protocol
+from novanet_lab import podroutes
 from novanet_lab.errors import LabError
 
 # Lab and node names end up in netns names, directory names, bpffs paths and unix socket paths
@@ -427,6 +428,10 @@ def _check_routers(spec: LabSpec, nodes: dict[str, int]) -> list[str]:
     problems = []
     if spec.routers and spec.cluster.routingMode != "native":
         problems.append("routers: need cluster.routingMode: native")
+    elif spec.routers and not podroutes.uses_frr(spec):
+        problems.append(f"routers: they speak BGP, so they need a routing backend the lab runs FRR for "
+                        f"(cluster.routing.type: {', '.join(podroutes.FRR_BACKENDS)}), not "
+                        f"{podroutes.routing_type(spec)!r}")
     seen: dict[str, int] = {}
     for i, r in enumerate(spec.routers):
         if r.name in seen or r.name in nodes:
