@@ -57,7 +57,7 @@ test-unit: venv
 	$(VENV)/bin/pytest -m "not root" -q
 
 lint: venv
-	$(VENV)/bin/ruff check novanet_core plugins tests bench
+	$(VENV)/bin/ruff check novanet_core plugins tests bench contrib conftest.py
 
 bench: setup
 	$(VENV)/bin/python -m bench.run_all

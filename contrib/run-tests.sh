@@ -14,7 +14,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # Lint first but run the tests regardless, so one style slip does not hide test results.
-"$PY/ruff" check novanet_core plugins tests bench
+"$PY/ruff" check novanet_core plugins tests bench contrib conftest.py
 lint=$?
 # Two workers by default: most of a lab test is waiting (daemons starting, routes converging,
 # pings), so a second worker nearly halves the wall time on a 2-core machine. Whole files go to one

@@ -1,29 +1,5 @@
-import os
-import shutil
 
 import pytest
-
-
-def pytest_addoption(parser):
-    parser.addoption("--run-long", action="store_true", default=False,
-                     help="also run the tests marked long (make test-long)")
-
-
-def pytest_collection_modifyitems(config, items):
-    # The long forms (full matrices) stay out of make test; make test-long asks for them.
-    if not config.getoption("--run-long"):
-        skip_long = pytest.mark.skip(reason="long form: run with make test-long (pytest --run-long)")
-        for item in items:
-            if "long" in item.keywords:
-                item.add_marker(skip_long)
-    # Tests marked root need root and iproute2; say why they are skipped rather than failing
-    # obscurely (CI runs as root, so there they always run).
-    if os.geteuid() == 0 and shutil.which("ip"):
-        return
-    skip = pytest.mark.skip(reason="needs root and iproute2")
-    for item in items:
-        if "root" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -5,14 +5,19 @@ tables); the lab is examples/lab-netpol-3node.yaml (vxlan), examples/lab-netpol-
 
 Every cross-node cell is decided by the receiving node's to-pod program on the identity the
 tunnel delivered (geneve: the sender's option; vxlan: the endpoints map). A representative subset
-runs by default to keep tests/overlay within its time budget; NOVANET_OVERLAY_NETPOL=all runs all
-48 cases (98 tests, 5 min 19 s for both protocols here).
+runs by default to keep tests/overlay within its time budget; the other cases are marked long
+(make test-long), and NOVANET_OVERLAY_NETPOL=all runs all 48 here too (98 tests, 5 min 19 s for
+both protocols here). :func:`spread_lab` brings the model up
+for other routing backends too: contrib/novanet-hostgw/tests/test_hostgw_lab.py runs the same
+subset (this module's tests, with its own ``lab3``) over the host-gw plugin, from a venv holding
+its wheel.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ import yaml
 
 from tests import netpol_cases as nc
 from tests.conformance import test_netpol_conformance as conf
-from tests.support.lab import LabUnderTest
+from tests.support.lab import BIN, LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
 
@@ -32,7 +37,9 @@ SPECS = {"vxlan": EXAMPLES / "lab-netpol-3node.yaml", "geneve": EXAMPLES / "lab-
 # deny by pod selector
 SUBSET = {9, 22, 25}
 ALL = os.environ.get("NOVANET_OVERLAY_NETPOL") == "all"
-CASES = [c for c in conf.CASES if ALL or c.id in SUBSET]
+# The other cases are the long form (make test-long), or run with NOVANET_OVERLAY_NETPOL=all.
+CASES = [pytest.param(c, id=f"{c.id:02d}-{c.protocols[0].lower()}",
+                      marks=[] if ALL or c.id in SUBSET else [pytest.mark.long]) for c in conf.CASES]
 
 
 def _spec(protocol: str) -> dict[str, Any]:
@@ -41,11 +48,12 @@ def _spec(protocol: str) -> dict[str, Any]:
     return spec
 
 
-@pytest.fixture(scope="module", params=sorted(SPECS))
-def lab3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
-    spec = _spec(request.param)
+@contextmanager
+def spread_lab(spec: dict[str, Any], tmp: Path, bin_dir: Path = BIN) -> Iterator[LabUnderTest]:
+    """The model's lab up (from the venv ``bin_dir``), with the runner's pod documents placed on
+    each pod's node; taken down however the body ends."""
     placement = {f"{p['namespace']}/{p['name']}": p["node"] for p in spec["pods"]}
-    lab = LabUnderTest(spec, tmp_path_factory.mktemp(f"netpol3-{request.param}"))
+    lab = LabUnderTest(spec, tmp, bin_dir)
     # The runner's pod documents name node-1 (its one-node model); spec.nodeName is immutable, so
     # label changes must name each pod's own node here.
     single_node_doc = conf.pod_doc
@@ -64,6 +72,12 @@ def lab3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         lab.down()
 
 
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def lab3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
+    with spread_lab(_spec(request.param), tmp_path_factory.mktemp(f"netpol3-{request.param}")) as lab:
+        yield lab
+
+
 @pytest.fixture(scope="module")
 def replayer3(lab3: LabUnderTest, tmp_path_factory: pytest.TempPathFactory) -> conf.Replayer:
     return conf.Replayer(lab3, tmp_path_factory.mktemp("steps3"))
@@ -80,7 +94,7 @@ def test_model_is_spread_over_three_nodes(lab3: LabUnderTest) -> None:
     assert all(len({nodes[f"{ns}/{p}"] for p in "abc"}) == 3 for ns in "xyz")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.id:02d}-{c.protocols[0].lower()}" for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_upstream_case_across_nodes(case: nc.NetpolCase, lab3: LabUnderTest, replayer3: conf.Replayer,
                                     pod_ips3: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     conf.test_upstream_case(case, lab3, replayer3, pod_ips3, capsys)

@@ -18,7 +18,9 @@ BIN = Path(sys.executable).parent
 
 
 class LabUnderTest:
-    def __init__(self, spec: dict[str, Any], tmp: Path):
+    def __init__(self, spec: dict[str, Any], tmp: Path, bin_dir: Path = BIN):
+        """``bin_dir``: the venv whose ``novanet`` runs the lab (and so whose daemons the nodes run)."""
+        self.bin = bin_dir
         self.name = f"t{os.getpid() % 100000}{secrets.token_hex(2)}"
         self.spec = {**spec, "name": self.name}
         self.spec_file = tmp / "lab.yaml"
@@ -26,14 +28,14 @@ class LabUnderTest:
         self.paths = LabPaths(self.name)
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([str(BIN / "novanet"), *args], capture_output=True, text=True, timeout=timeout,
+        r = subprocess.run([str(self.bin / "novanet"), *args], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "NOVANET_LAB": self.name})
         if check and r.returncode != 0:
             raise AssertionError(f"novanet {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
         return r
 
     def ctl(self, *args: str, node: str = "node-1") -> Any:
-        r = subprocess.run([str(BIN / "novanetctl"), "--node", node, "--lab", self.name, *args, "-o", "json"],
+        r = subprocess.run([str(self.bin / "novanetctl"), "--node", node, "--lab", self.name, *args, "-o", "json"],
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise AssertionError(f"novanetctl {' '.join(args)} exited {r.returncode}: {r.stderr}")
