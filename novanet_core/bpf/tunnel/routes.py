@@ -1,7 +1,8 @@
 """Routes to remote PodCIDRs straight over the underlay, for tunnels done wholly in BPF (no tunnel
 device): they carry the node's own traffic to remote pods (plain IP; the remote node forwards it
 to the pod) and, through their MTU, the ICMP frag-needed answer for an oversized DF packet the
-encap program hands back to the stack."""
+encap program hands back to the stack. A routing backend that routes PodCIDRs straight to their
+nodes over one L2 segment (host-gw style) installs the same routes for all traffic."""
 
 from __future__ import annotations
 
