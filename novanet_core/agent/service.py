@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import collections
 import ipaddress
-import json
 import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from novanet_core import __version__, ipfamily
-from novanet_core.agent import families, masquerade, node, podnet, rtprotos, warmpool
+from novanet_core.agent import families, masquerade, node, podnet, rtprotos, tombstones, warmpool
 from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
@@ -151,6 +149,7 @@ class Agent:
         self._sync_remotes()
         threading.Thread(target=self._watch_state, name="state-watch", daemon=True).start()
         threading.Thread(target=self._monitor_dataplane, name="dataplane-monitor", daemon=True).start()
+        threading.Thread(target=self._watch_pending_deletes, name="pending-del", daemon=True).start()
         self.ready = True
         log.info("agent ready: node=%s ip=%s podCIDR=%s mtu=%d endpoints=%d", self.node.name, self.node.ip,
                  self.node.pod_cidr, self.mtu, len(self.store.all()))
@@ -334,15 +333,22 @@ class Agent:
             self.services.resync()
 
     def _process_pending_deletes(self) -> None:
-        d = Path(os.path.dirname(self.config.sockets.cni)) / "pending-del"
-        for f in sorted(d.glob("*.json")) if d.is_dir() else []:
+        for f, req in tombstones.ready(tombstones.directory(self.config.sockets.cni)):
             try:
-                req = json.loads(f.read_text())
                 self.cni_del(req)
                 log.info("processed deferred DEL for %s/%s", req.get("containerID"), req.get("ifname"))
-            except (ValueError, CniFailure) as e:
+            except CniFailure as e:
                 log.error("deferred DEL %s failed: %s", f.name, e)
             f.unlink(missing_ok=True)
+
+    def _watch_pending_deletes(self) -> None:
+        # A DEL deferred after the start-up pass (the socket was not listening yet) is carried out
+        # now, not at the next restart (tombstones.py).
+        while not self.stop_event.wait(1.0):
+            try:
+                self._process_pending_deletes()
+            except Exception as e:  # this thread dying would leave every later tombstone unread
+                log.exception("deferred DEL pass failed (%s: %s); retrying", type(e).__name__, e)
 
     # ------------------------------------------------------------------ state
     def _labels_for(self, namespace: str, pod: str, fallback: dict[str, str] | None = None) -> dict[str, str]:
