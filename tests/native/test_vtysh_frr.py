@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 
 import pytest
 from novanet_frr_bgp import backend as backend_module
@@ -111,3 +112,16 @@ def test_frr_down_is_reported_not_raised(frr_node):
     b.vtysh.pathspace = "no-such-frr"
     rep = b.reconcile("test")
     assert rep["ok"] is False and b.status()["connected"] is False and b.status()["lastError"]
+
+
+def test_nothing_in_frrs_directory_is_world_writable_after_a_bfdd_crash(frr_node):
+    # bfdd binds bfdd.sock with umask 0 (mode 0777): the lab tightens it, and again when a
+    # killed bfdd is started anew (the native chaos soak found the 0777 socket).
+    from tests.support.chaos import world_writable
+
+    d = frr.frr_dir(frr_node, "r1")
+    assert (d / "bfdd.sock").exists()
+    assert world_writable([d]) == []
+    frr.restart_daemon(frr_node, "r1", frr_node.node_netns("r1"), "bfdd", hard=True)
+    assert world_writable([d]) == []
+    assert stat.S_IMODE(os.stat(d / "bfdd.sock").st_mode) == 0o660

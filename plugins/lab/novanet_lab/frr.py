@@ -70,6 +70,8 @@ def start(paths: LabPaths, name: str, netns_name: str, configs: dict[str, str], 
     d.mkdir(parents=True, exist_ok=True)
     uid, gid = _owner()
     os.chown(d, uid, gid)
+    # Only root and FRR reach the sockets in it (bfdd binds its control socket 0777, below).
+    os.chmod(d, 0o750)
     link = link_path(paths, name)
     FRR_RUN.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
@@ -88,11 +90,25 @@ def start(paths: LabPaths, name: str, netns_name: str, configs: dict[str, str], 
         _wait_path(sock, pids[daemon], d / f"{daemon}.log", timeout)
         if daemon == "zebra":
             _wait_path(d / "zebra.vty", pids[daemon], d / "zebra.log", timeout)
+        _tighten(d, daemon, pids[daemon], timeout)
     return pids
+
+
+def _tighten(d: Path, daemon: str, pid: int, timeout: float) -> None:
+    """bfdd binds its control socket (``bfdd.sock``, which nothing of NovaNet uses) with umask 0,
+    so mode 0777 whatever umask it inherits: make it owner and group only, like FRR's vty
+    sockets. The directory (0750) keeps other users out in the moment between bind and chmod."""
+    if daemon != "bfdd":
+        return
+    sock = d / "bfdd.sock"
+    _wait_path(sock, pid, d / "bfdd.log", timeout)
+    os.chmod(sock, 0o660)
 
 
 def start_daemon(paths: LabPaths, name: str, netns_name: str, daemon: str) -> int:
     d = frr_dir(paths, name)
+    if daemon == "bfdd":  # a dead bfdd's socket: _tighten must wait for the new one, not chmod this
+        (d / "bfdd.sock").unlink(missing_ok=True)
     # Foreground (no -d): the pid nsenter exec's into is the daemon's, and the lab owns it.
     argv = [str(FRR_BIN / daemon), "-N", pathspace(paths, name), "-f", str(d / f"{daemon}.conf"),
             "-i", str(d / f"{daemon}.pid"), "--log", f"file:{d / (daemon + '.log')}", "-u", FRR_USER, "-g", FRR_USER]
@@ -118,6 +134,7 @@ def restart_daemon(paths: LabPaths, name: str, netns_name: str, daemon: str, har
     sock.unlink(missing_ok=True)
     pid = start_daemon(paths, name, netns_name, daemon)
     _wait_path(sock, pid, d / f"{daemon}.log", timeout)
+    _tighten(d, daemon, pid, timeout)
     return pid
 
 
