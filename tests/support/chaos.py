@@ -438,8 +438,12 @@ class Soak:
             self.rep.pings[name] = {"sent": upto, "lost": len(lost), "lostAcrossBfddCrashes": len(lost) - len(unexcused)}
             if unexcused:
                 near = [k for k in self.rep.timeline if any(abs(k["pingSeq"].get(name, 0) - s) < 40 for s in unexcused)]
+                # The last kill begun before the first loss, however long ago (a loss can follow a
+                # kill by seconds: a daemon's restart, a route withdrawn once it is back).
+                before = [k for k in self.rep.timeline if k["pingSeqBefore"].get(name, 0) <= unexcused[0]][-1:]
                 self.violation(f"established {name} ping lost {len(unexcused)} of {upto} requests outside bfdd crash "
-                               f"windows (first {unexcused[:10]}); kills within 2 s of them: {near}")
+                               f"windows (first {unexcused[:10]}); kills within 2 s of them: {near}; the last kill "
+                               f"before the first loss: {before}")
         self.check_invariants()
         self.probe_round(sorted(k for k in self.labels if k.startswith("p")))
 
