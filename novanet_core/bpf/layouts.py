@@ -114,6 +114,7 @@ class DropReason(enum.IntEnum):
     MTU_EXCEEDED = 10  # too big to encapsulate (pod MTU larger than underlay MTU - overhead)
     FLOW_TABLE_FULL = 11  # a new flow the flow table (ct) had no room for: dropped, never let through untracked
     NO_SERVICE_BACKEND = 12  # a Service frontend with no ready backend: answered at once (RST / ICMP / ECONNREFUSED)
+    POLICY_MAP_FULL = 13  # the endpoint's NetworkPolicy did not fit the policy maps: failed closed until it does
 
 
 DROP_SLOTS = 16  # per-CPU drop counter slots: room for more reasons

@@ -135,6 +135,10 @@ def status_text(st: dict[str, Any], verbose: bool = False) -> str:
         "Routing Connected: " + ("-" if routing_connected is None else str(bool(routing_connected)).lower()),
         f"Ready:             {str(st['ready']).lower()}",
     ]
+    pm = dp.get("policy_maps") or {}
+    if pm.get("failedClosed"):  # only under pressure: the block is otherwise the guide's
+        lines.insert(lines.index("") + 1, f"Policy Maps:       FULL: {len(pm['failedClosed'])} endpoint(s) failed "
+                     f"closed (POLICY_MAP_FULL): {', '.join(pm['failedClosed'][:5])}")
     if verbose and links:
         lines += ["", table(["INTERFACE", "DIRECTION", "PROG_ID", "LINK_ID"],
                             [(x.get("interface"), x.get("direction"), x.get("prog_id"), x.get("link_id"))

@@ -278,3 +278,54 @@ def test_endpoint_add_takes_the_policy_out_again_when_the_endpoint_fails(h: Harn
                                                                                                 a.ip)})
     assert res["policy"] is True
     assert a.ip in {e["ip"] for e in h.dp.list_policy()["endpoints"]}
+
+
+def test_policy_maps_full_fail_closed_counted_and_recover(h: Harness) -> None:
+    """policy_cidrs at max_entries (filled from outside with prefixes no policy uses): a policy
+    that needs a new prefix cannot be programmed, so its endpoint fails closed (everything
+    dropped as POLICY_MAP_FULL, not left on its old, wider policy), other pods are untouched, the
+    status shows it, and once there is room the retry programs it."""
+    import ipaddress
+
+    from novanet_ebpf_policy.layouts import MAPS
+    from novanet_ebpf_policy.policymap import cidr_key
+
+    from novanet_core.bpf import syscall
+
+    assert h.reach("a", "b", 80) and h.reach("a", "c", 80)
+    fd = h.dp.maps.fds["policy_cidrs"]
+    cap = MAPS["policy_cidrs"].spec.max_entries
+    base = int(ipaddress.IPv4Address("198.18.0.0"))  # benchmarking range: never a pod or policy here
+    filler = [cidr_key(ipaddress.IPv4Network((base + i, 32))) for i in range(cap)]
+    try:
+        for k in filler:
+            try:
+                syscall.map_update(fd, k, (0xFFFFFF).to_bytes(4, "little"))
+            except OSError:
+                break  # full (it may already hold the harness's own prefixes)
+        before = h.dp.drop_counters()["POLICY_MAP_FULL"]
+        res = h.apply(pol("""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: rel18-full, namespace: t}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress:
+  - from: [{ipBlock: {cidr: 203.0.113.0/24}}, {podSelector: {}}]
+"""))
+        b = h.topo.pods["b"].ip
+        assert res["blocked"] == [b], res
+        assert not h.reach("a", "b", 80)  # the policy allows it, but it is not in the maps: closed
+        assert not h.reach("b", "c", 80)  # both directions of the failed endpoint
+        assert h.reach("a", "c", 80)  # other pods keep theirs
+        assert h.dp.drop_counters()["POLICY_MAP_FULL"] > before
+        pm = h.dp.status()["policy_maps"]
+        assert pm["failedClosed"] == [b] and pm["fullEvents"] >= 1 and "ENOSPC" in pm["lastFull"]["reason"]
+    finally:
+        for k in filler:
+            syscall.map_delete(fd, k)
+    deadline = time.monotonic() + 30  # the retry runs every 2 s
+    while h.dp.status()["policy_maps"]["failedClosed"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert h.dp.status()["policy_maps"]["failedClosed"] == []
+    assert h.reach("a", "b", 80) and h.reach("b", "c", 80)

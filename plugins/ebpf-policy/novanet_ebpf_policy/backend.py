@@ -44,6 +44,7 @@ from novanet_ebpf_policy.layouts import (
 )
 from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
+from novanet_ebpf_policy.policyretry import PolicyRetry
 from novanet_ebpf_policy.services import ServiceProgrammer, ensure_sctp_crc
 from novanet_ebpf_policy.svcattach import ServiceAttacher, resolve_cgroup_root
 
@@ -165,6 +166,7 @@ class EbpfDatapath:
         self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
         self.sweeper: flowtable.Sweeper | None = None
         self.pinwatch: PinWatch | None = None
+        self.policy_retry: PolicyRetry | None = None
         self.egress: EgressProgrammer | None = None  # compiled NetworkPolicy + masquerade -> egress map
         self._masquerade = cfg.egress.masqueradeEnabled
         self._snat_ip = cfg.nodeIP or ""
@@ -203,6 +205,8 @@ class EbpfDatapath:
             self.sweeper.start()
             self.pinwatch = PinWatch(self)
             self.pinwatch.start()
+            self.policy_retry = PolicyRetry(self)
+            self.policy_retry.start()
             if self.exporter is not None:
                 self.exporter.start()
             self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
@@ -215,11 +219,11 @@ class EbpfDatapath:
         return TcxAttacher(self.root) if mode == "tcx" else TcAttacher(self.root)
 
     def stop(self) -> None:
-        for t in (self.sweeper, self.pinwatch):  # outside the lock: their passes take it
+        for t in (self.sweeper, self.pinwatch, self.policy_retry):  # outside the lock: their passes take it
             if t is not None:
                 t.stop()
         with self._lock:
-            self.sweeper = self.pinwatch = None
+            self.sweeper = self.pinwatch = self.policy_retry = None
             if self.exporter is not None:
                 self.exporter.stop()
             self.flows.stop()
@@ -591,6 +595,32 @@ class EbpfDatapath:
             return {**st.__dict__, "egress": eg, "revision": self._m().config_get(ConfigKey.POLICY_REVISION),
                     "rules": self.policy.rule_count()}
 
+    def retry_policy(self) -> dict[str, Any] | None:
+        """Program policy that found the maps full before (its endpoints failed closed meanwhile)."""
+        with self._lock:
+            if self.policy is None:
+                return None
+            st = self.policy.retry()
+            if st is None:
+                return None
+            eg = self._sync_egress(bump=False)
+            if st.changed() or eg["written"] or eg["removed"]:
+                self._bump_policy_revision()
+            if not st.blocked:
+                log.info("policy maps have room again: the endpoints that failed closed have their policy")
+            return {**st.__dict__, "egress": eg}
+
+    def policy_maps(self) -> dict[str, Any]:
+        """Fill of the policy maps, and the endpoints failed closed because they were full."""
+        pol = self.policy
+        if pol is None:
+            return {}
+        cap = {n: mapsmod.MAPS[n].spec.max_entries for n in ("policy_rules", "policy_cidrs", "ep_policy")}
+        return {"rules": pol.rule_count(), "rulesCapacity": cap["policy_rules"], "cidrs": len(pol.cidr_ids),
+                "cidrsCapacity": cap["policy_cidrs"], "endpoints": len(pol.ep_values),
+                "endpointsCapacity": cap["ep_policy"], "failedClosed": sorted(pol.blocked),
+                "fullEvents": pol.full_events, "lastFull": pol.last_full}
+
     # ------------------------------------------------------------------ egress map
     def _sync_egress(self, initial: bool = False, bump: bool = True) -> dict[str, int]:
         """Recompile the egress map from the endpoints' compiled policy and the masquerade setting."""
@@ -769,6 +799,7 @@ class EbpfDatapath:
             "policy_count": m.count("policies"),
             "policy_rules": self.policy.rule_count() if self.policy else 0,
             "policy_endpoints": len(self.policy.endpoints) if self.policy else 0,
+            "policy_maps": self.policy_maps(),
             "tunnel_count": m.count("tunnels"),
             "services": self.service_status() if self.services else {},
             "drop_counters": self.drop_counters(),

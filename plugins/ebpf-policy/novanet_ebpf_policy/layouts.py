@@ -304,6 +304,7 @@ class PeerKind(enum.IntEnum):
 class EpPolicyFlag(enum.IntFlag):
     INGRESS_ISOLATED = 1
     EGRESS_ISOLATED = 2
+    UNPROGRAMMED = 4  # its policy did not fit the policy maps: everything dropped (POLICY_MAP_FULL)
 
 
 class CtFlag(enum.IntFlag):

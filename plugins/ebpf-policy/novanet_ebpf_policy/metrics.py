@@ -50,6 +50,14 @@ class DatapathCollector(Collector):
                                 value=ft["capacity"])
         yield CounterMetricFamily("novanet_dataplane_flow_table_swept", "Flow table entries removed as idle",
                                   value=ft.get("deleted", 0))
+        pm = b.policy_maps()
+        if pm:
+            yield GaugeMetricFamily("novanet_dataplane_policy_failed_closed_endpoints",
+                                    "Endpoints whose NetworkPolicy did not fit the policy maps: all their traffic "
+                                    "dropped (POLICY_MAP_FULL) until it does", value=len(pm["failedClosed"]))
+            yield CounterMetricFamily("novanet_dataplane_policy_map_full_events",
+                                      "Policy applies refused for want of room in the policy maps",
+                                      value=pm["fullEvents"])
         yield GaugeMetricFamily("novanet_dataplane_tunnels", "Entries in the tunnels map",
                                 value=b.maps.count("tunnels"))
         yield from self._traffic(b)

@@ -18,14 +18,23 @@ Representation (see docs/datapath.md, "NetworkPolicy maps"):
 
 Updates are make-before-break: new rule entries, then new CIDR prefixes, then endpoint pointers,
 then removals; the caller bumps the policy revision once at the end so flows re-decide.
+
+Full maps fail closed: when a write is refused for room (``policy_rules``/``policy_cidrs`` at
+``max_entries``: ENOSPC; ``ep_policy``: E2BIG), every write of that apply is undone, and each
+endpoint whose policy changed gets an ``ep_policy`` entry flagged ``UNPROGRAMMED``: the datapath
+drops its traffic in both directions as ``POLICY_MAP_FULL`` (never the old, maybe wider policy).
+The apply is kept and tried again (:meth:`PolicyProgrammer.retry`) until it fits.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import ipaddress
 import logging
+import os
 import struct
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +47,8 @@ from novanet_ebpf_policy.layouts import RULE_KEY_BITS, EpPolicyFlag, PeerKind
 log = logging.getLogger(__name__)
 
 EMPTY_SET = 0  # "isolated, no rule": a set id with no entries, so every lookup misses
+# A write refused for want of room: LPM trie at max_entries (ENOSPC), hash full (E2BIG), no memory.
+CAPACITY_ERRNOS = (errno.ENOSPC, errno.E2BIG, errno.ENOMEM)
 PEER_BITS = 72  # set 32 + kind 8 + peer 32: every key covers at least these
 PROTO_BITS = PEER_BITS + 8
 
@@ -218,6 +229,7 @@ class ApplyStats:
     cidrs_removed: int = 0
     ep_written: int = 0
     ep_removed: int = 0
+    blocked: list[str] = field(default_factory=list)  # endpoints failed closed (the maps are full)
 
     def changed(self) -> bool:
         return any((self.rules_added, self.rules_removed, self.cidrs_added, self.cidrs_removed, self.ep_written,
@@ -237,6 +249,11 @@ class PolicyProgrammer:
         self.refs: dict[int, str] = {}
         self._next_set = 1
         self._next_cidr = 1
+        # Failed closed for want of room: the apply still to do, and ip -> why per endpoint.
+        self._pending: tuple[list[EndpointPolicy], list[str], bool] | None = None
+        self.blocked: dict[str, str] = {}
+        self.full_events = 0  # applies refused for room
+        self.last_full: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ restart
     def adopt_live(self) -> dict[str, int]:
@@ -262,7 +279,79 @@ class PolicyProgrammer:
     # ------------------------------------------------------------------ apply
     def apply(self, upserts: Sequence[EndpointPolicy], deletes: Iterable[str] = (), full: bool = False) -> ApplyStats:
         """Program ``upserts`` (``EndpointPolicy.ip`` set, IPv4), drop ``deletes``; ``full``
-        replaces everything."""
+        replaces everything. Maps without room: the endpoints concerned fail closed (module doc)."""
+        ups, dels, full = self._merge(list(upserts), list(deletes), full)
+        undo: list[tuple[str, bytes, bytes | None]] = []
+        try:
+            st = self._apply(ups, dels, full, undo)
+        except OSError as e:
+            self._undo(undo)
+            if e.errno not in CAPACITY_ERRNOS:
+                raise
+            return self._fail_closed(ups, dels, full, e)
+        self._pending = None
+        self.blocked = {}
+        return st
+
+    def retry(self) -> ApplyStats | None:
+        """Try a refused apply again (room may have come back); None if there is none."""
+        return None if self._pending is None else self.apply([], [], False)
+
+    def _merge(self, ups: list[EndpointPolicy], dels: list[str],
+               full: bool) -> tuple[list[EndpointPolicy], list[str], bool]:
+        """This apply on top of one still pending (refused for room): the later word wins."""
+        if self._pending is None or full:
+            return ups, dels, full
+        pu, pd, pfull = self._pending
+        by = {u.ip: u for u in pu}
+        for ip in dels:
+            by.pop(ip, None)
+        for u in ups:
+            by[u.ip] = u
+        gone = (set(pd) - set(by)) | set(dels)
+        return list(by.values()), sorted(gone), pfull
+
+    def _write(self, undo: list[tuple[str, bytes, bytes | None]], name: str, key: bytes, value: bytes,
+               prev: bytes | None) -> None:
+        self.m.update(name, key, value)
+        undo.append((name, key, prev))
+
+    def _undo(self, undo: list[tuple[str, bytes, bytes | None]]) -> None:
+        for name, key, prev in reversed(undo):
+            try:
+                if prev is None:
+                    self.m.delete(name, key)
+                else:
+                    self.m.update(name, key, prev)
+            except OSError as e:  # restoring a value in place needs no room; report, go on
+                log.error("policy: undoing a write to %s failed: %s", name, e)
+
+    def _fail_closed(self, ups: list[EndpointPolicy], dels: list[str], full: bool, e: OSError) -> ApplyStats:
+        why = f"policy maps full: {os.strerror(e.errno or 0)} ({errno.errorcode.get(e.errno or 0, e.errno)})"
+        self._pending = (ups, dels, full)
+        self.full_events += 1
+        self.last_full = {"time": time.time(), "reason": why, "endpoints": len(ups)}
+        st = ApplyStats()
+        value = EP_VALUE.pack(EMPTY_SET, EMPTY_SET, int(EpPolicyFlag.INGRESS_ISOLATED | EpPolicyFlag.EGRESS_ISOLATED
+                                                        | EpPolicyFlag.UNPROGRAMMED), 0)
+        for u in ups:
+            assert u.ip is not None
+            cur = self.endpoints.get(u.ip)
+            if cur is not None and cur.policy == u and u.ip not in self.blocked:
+                continue  # programmed as wanted already: nothing of it is missing
+            if self.ep_values.get(u.ip) != value:
+                # A new endpoint with no room in ep_policy either raises here: its ADD fails.
+                self.m.update("ep_policy", ip_key(u.ip), value)
+                self.ep_values[u.ip] = value
+                st.ep_written += 1
+            self.blocked[u.ip] = why
+        log.error("%s: %d endpoint(s) fail closed (POLICY_MAP_FULL) until it fits: %s", why, len(self.blocked),
+                  ", ".join(sorted(self.blocked)[:10]))
+        st.blocked = sorted(self.blocked)
+        return st
+
+    def _apply(self, upserts: Sequence[EndpointPolicy], deletes: Iterable[str], full: bool,
+               undo: list[tuple[str, bytes, bytes | None]]) -> ApplyStats:
         st = ApplyStats()
         desired = {} if full else dict(self.endpoints)
         for ip in deletes:
@@ -347,11 +436,12 @@ class PolicyProgrammer:
                 continue
             for k, v in ents.items():
                 if old.get(k) != v:
-                    self.m.update("policy_rules", k, v)
+                    self._write(undo, "policy_rules", k, v, old.get(k))
                     st.rules_added += 1
         for p, cid in new_cidrs.items():
             if self.cidr_ids.get(p) != cid:
-                self.m.update("policy_cidrs", cidr_key(ipaddress.IPv4Network(p)), CIDR_VALUE.pack(cid))
+                prev = CIDR_VALUE.pack(self.cidr_ids[p]) if p in self.cidr_ids else None
+                self._write(undo, "policy_cidrs", cidr_key(ipaddress.IPv4Network(p)), CIDR_VALUE.pack(cid), prev)
                 st.cidrs_added += 1
         new_values: dict[str, bytes] = {}
         for ip, prog in desired.items():
@@ -359,7 +449,7 @@ class PolicyProgrammer:
             e = assign[prog.egress] if prog.egress is not None else 0
             new_values[ip] = _ep_value(i, e, prog.ingress is not None, prog.egress is not None)
             if self.ep_values.get(ip) != new_values[ip]:
-                self.m.update("ep_policy", ip_key(ip), new_values[ip])
+                self._write(undo, "ep_policy", ip_key(ip), new_values[ip], self.ep_values.get(ip))
                 st.ep_written += 1
         for ip in set(self.ep_values) - set(new_values):
             self.m.delete("ep_policy", ip_key(ip))
@@ -402,6 +492,8 @@ class PolicyProgrammer:
         if policy_dir not in (1, 2):
             return "", []
         ip, name = (src_ip, "egress") if policy_dir == 1 else (dst_ip, "ingress")
+        if ip in self.blocked:
+            return f"{name} of {ip}: its policy could not be programmed ({self.blocked[ip]}); failed closed", []
         prog = self.endpoints.get(ip)
         if prog is None:
             return f"{name} of {ip}: no policy allowed it", []

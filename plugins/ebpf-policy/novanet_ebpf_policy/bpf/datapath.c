@@ -184,12 +184,24 @@ static __always_inline u32 nv_side(u32 ep_ip, int ingress, u32 peer_id, u32 peer
         v->dir = NV_PDIR_DEFAULT;
         return NV_DROP_POLICY_DENIED;
     }
+    if (ep->flags & NV_EPF_UNPROGRAMMED) {  /* its policy did not fit the maps: fail closed */
+        v->dir = ingress ? NV_PDIR_INGRESS : NV_PDIR_EGRESS;
+        return NV_DROP_POLICY_MAP_FULL;
+    }
     if (!(ep->flags & (ingress ? NV_EPF_INGRESS_ISOLATED : NV_EPF_EGRESS_ISOLATED))) return 0;
     u32 set = ingress ? ep->ingress_set : ep->egress_set;
     if (nv_set_allows(set, peer_id, peer_ip, proto, dport)) return 0;
     v->dir = ingress ? NV_PDIR_INGRESS : NV_PDIR_EGRESS;
     v->set = set;
     return NV_DROP_POLICY_DENIED;
+}
+
+/* Its policy did not fit the maps: the egress map (per identity, from the policy programmed
+ * before) must not decide for it either. */
+static __always_inline int nv_unprogrammed(u32 ep_ip) {
+    struct nv_endpoint_key k = { .ip = ep_ip };
+    struct nv_ep_policy *ep = ep_policy.lookup(&k);
+    return ep && (ep->flags & NV_EPF_UNPROGRAMMED);
 }
 
 /* -1 = no entry for this identity pair; else the action. Probes (proto,port), (proto,*), (*,*). */
@@ -577,7 +589,7 @@ int nv_from_pod(struct __sk_buff *skb) {
                                       dst_id == NV_ID_HOST, &v);
         else  /* a ClusterIP kube-proxy will translate: the egress is decided on the translated packet */
             reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport,
-                                      !nv_egress_decisive(eg) && !nv_kp_frontend(p.daddr),
+                                      (!nv_egress_decisive(eg) || nv_unprogrammed(p.saddr)) && !nv_kp_frontend(p.daddr),
                                       dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
         /* a re-decided flow keeps its Services flags; a reply whose entry was evicted finds its
