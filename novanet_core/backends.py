@@ -138,7 +138,11 @@ class PoolExhausted(IpamError):
 
 @runtime_checkable
 class IpamBackend(Protocol):
-    """Hands out pod addresses from this node's PodCIDR; state must survive restarts."""
+    """Hands out pod addresses from this node's PodCIDR; state must survive restarts.
+
+    The agent calls it from concurrent ADDs (different attachments, different threads) without a
+    lock of its own: each operation must be atomic by itself (host-local holds its store's lock
+    for each one)."""
 
     def allocate(self, request: IpamRequest) -> IpamAllocation:
         """Allocate (or return the existing) address for ``(container_id, ifname)``."""

@@ -8,11 +8,13 @@ milliseconds, so serialising keeps ADD/DEL/label updates simple without costing 
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from novanet_core import __version__, ipfamily
@@ -21,6 +23,7 @@ from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.agent.policy_sync import PolicySync
+from novanet_core.agent.remote_batch import RemoteBatch
 from novanet_core.backends import BackendContext, ConfigError, IpamError, PoolExhausted
 from novanet_core.cni import bandwidth as cni_bandwidth
 from novanet_core.cni import protocol as cni
@@ -46,6 +49,9 @@ class Agent:
         self.config = config
         self.host = host
         self.lock = threading.RLock()
+        # host interface name -> the attachment an ADD is building outside the lock (_cni_admitted)
+        self.cni_in_flight: dict[str, Attachment] = {}
+        self._cni_landed = threading.Condition(self.lock)
         self.stop_event = threading.Event()
         self.ready = False
         self.state_version = 0
@@ -228,13 +234,14 @@ class Agent:
                 else:
                     ep.host_ifindex = live_veths[ep.host_ifname]
                     self.identities.acquire(ep.namespace, self._labels_for(ep.namespace, ep.pod, ep.labels))
-            known = {e.host_ifname for e in self.store.all()}
+            adding = dict(self.cni_in_flight)  # veth and address exist before the record: not orphans
+            known = {e.host_ifname for e in self.store.all()} | set(adding)
             for name in set(live_veths) - known:
                 # A veth of ours without a record: left by a crash between creating it and recording it.
                 log.info("reconcile: removing orphan pod veth %s", name)
                 podnet.delete(name[len(podnet.HOST_PREFIX):])
                 report["removed_veths"].append(name)
-            valid = [Attachment(e.container_id, e.ifname) for e in self.store.all()]
+            valid = [Attachment(e.container_id, e.ifname) for e in self.store.all()] + list(adding.values())
             released = self.ipam.gc(valid)
             report["released_ips"] = [a.address for a in released]
             for ep in self.store.all():
@@ -266,10 +273,10 @@ class Agent:
         # Only once the remotes have been pushed from the state source: before that (agent start)
         # self.remotes is empty, and removing every remote entry cut cross-node replies until the
         # push (the chaos soak lost a ping across each agent restart).
-        for e in live_remote if self._remotes_synced else []:
-            if e["ip"] not in self.remotes:  # a pod on another node that is gone (or never was)
-                self.dataplane.call("dp.remote.delete", {"ip": e["ip"]})
-                removed.append(e["ip"])
+        gone = [e["ip"] for e in (live_remote if self._remotes_synced else [])
+                if e["ip"] not in self.remotes]  # pods on other nodes that are gone (or never were)
+        RemoteBatch(self._dp_call).delete_all(gone)
+        removed.extend(gone)
         added = []
         for ep in self.store.all():
             for ip in ep.ips:
@@ -396,22 +403,27 @@ class Agent:
                 self._dp_upsert(ep)
         self._sync_remote_pod(old, new)
 
-    def _sync_remote_pod(self, old: Pod | None, new: Pod | None) -> None:
-        """One remote entry per address of a pod on another node (one identity for all of them)."""
+    def _sync_remote_pod(self, old: Pod | None, new: Pod | None, batch: RemoteBatch | None = None) -> None:
+        """One remote entry per address of a pod on another node (one identity for all of them).
+
+        With ``batch`` the changes are collected there instead of sent one request each."""
+        out = batch if batch is not None else RemoteBatch(self._dp_call)
         keep = set(new.ips) if new is not None else set()
         for ip in old.ips if old is not None else ():
             if ip not in keep and ip in self.remotes:
                 self.remotes.pop(ip)
-                self._dp_call("dp.remote.delete", {"ip": ip})
-        if new is None or not new.ips or new.node == self.node.name or (new.host_ip and new.host_ip in self.node.ips):
-            return
-        ident = self.identities.lookup(new.namespace, new.labels)
-        for ip in new.ips:
-            rem = RemoteEndpoint(ip=ip, identity=ident, node_ip=self._remote_node_ip(new, ip),
-                                 namespace=new.namespace, pod=new.name)
-            if self.remotes.get(ip) != rem:
-                self.remotes[ip] = rem
-                self._dp_call("dp.remote.upsert", {"remote": rem.__dict__})
+                out.delete.append(ip)
+        if not (new is None or not new.ips or new.node == self.node.name
+                or (new.host_ip and new.host_ip in self.node.ips)):
+            ident = self.identities.lookup(new.namespace, new.labels)
+            for ip in new.ips:
+                rem = RemoteEndpoint(ip=ip, identity=ident, node_ip=self._remote_node_ip(new, ip),
+                                     namespace=new.namespace, pod=new.name)
+                if self.remotes.get(ip) != rem:
+                    self.remotes[ip] = rem
+                    out.upsert.append(rem.__dict__)
+        if batch is None:
+            out.send_single()
 
     def _remote_node_ip(self, pod: Pod, ip: str) -> str:
         """The node address a remote pod's address is reached through: in native mode the node's
@@ -425,8 +437,12 @@ class Agent:
         return ips[0] if ips else ""
 
     def _sync_remotes(self) -> None:
+        batch = RemoteBatch(self._dp_call)
         for pod in list(self.state.pods.values()):
-            self._sync_remote_pod(None, pod)
+            self._sync_remote_pod(None, pod, batch)
+            if batch.full():
+                batch.flush()
+        batch.flush()
         self._remotes_synced = True
 
     def _sync_nodes(self) -> None:
@@ -475,20 +491,7 @@ class Agent:
             raise CniFailure(cni.ERR_NETNS, f"network namespace {netns} does not exist")
         if self.families_error:
             raise CniFailure(cni.ERR_INVALID_CONFIG, self.families_error)
-        with self.lock:
-            existing = self.store.get(cid, ifname)
-            if existing is not None:
-                if podnet.host_link_exists(existing.host_ifname) is not None:
-                    raise CniFailure(cni.ERR_INTERFACE, f"container {cid} already has interface {ifname} (ADD without DEL)")
-                self._teardown(existing)
-            hname = podnet.host_ifname(cid)
-            clash = next((e for e in self.store.all() if e.host_ifname == hname), None)
-            if clash is not None:
-                # The guide's naming (nv + first 11 characters of the container id) cannot tell
-                # these two apart; refuse rather than touch the other pod's interface.
-                raise CniFailure(cni.ERR_INTERFACE, f"host interface name {hname} is already used by container "
-                                 f"{clash.container_id} ({clash.namespace}/{clash.pod}); container ids must differ "
-                                 "in their first 11 characters")
+        with self._cni_admitted(cid, ifname):
             t0 = time.perf_counter()
             try:
                 alloc = self.ipam.allocate(IpamRequest(container_id=cid, ifname=ifname, namespace=namespace, pod=podname))
@@ -509,31 +512,32 @@ class Agent:
             except podnet.PodNetError as e:
                 self.ipam.release(cid, ifname)
                 raise CniFailure(cni.ERR_INTERFACE, str(e)) from None
-            labels = self._labels_for(namespace, podname)
-            ep = Endpoint(container_id=cid, ifname=ifname, namespace=namespace, pod=podname, netns=netns,
-                          ip=alloc.address, mac=link.pod_mac, host_ifname=link.host_ifname,
-                          host_ifindex=link.host_ifindex, host_mac=link.host_mac, gateway=alloc.gateway, mtu=mtu,
-                          identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip,
-                          ips=[a.address for a in alloc.addresses], gateways=[a.gateway for a in alloc.addresses],
-                          ingress_rate=ingress_rate, egress_rate=egress_rate)
-            t2 = time.perf_counter()
-            try:
-                # One all-or-nothing call: the dataplane writes the policy before the endpoint and
-                # takes both out again if the endpoint fails.
-                req = {"endpoint": ep.to_dict(), "policy": self.policy.policy_for(ep)}
-                if member is not None:
-                    req["prewarmed"] = member.host_ifname  # its attachment becomes the endpoint's
-                added = self.dataplane.call("dp.endpoint.add", req, wait=5.0)
-            except (DataplaneUnavailable, Exception) as e:
-                podnet.delete(cid)
-                self.ipam.release(cid, ifname)
-                self.identities.release(ep.identity)
-                code = cni.ERR_TRY_AGAIN_LATER if isinstance(e, DataplaneUnavailable) else cni.ERR_DATAPATH
-                raise CniFailure(code, f"datapath did not accept endpoint {ep.ip}: {e}") from None
-            t3 = time.perf_counter()
-            self.policy.endpoint_added(ep, added, t2)
-            self.store.put(ep)
-            t4 = time.perf_counter()
+            with self.lock:
+                labels = self._labels_for(namespace, podname)
+                ep = Endpoint(container_id=cid, ifname=ifname, namespace=namespace, pod=podname, netns=netns,
+                              ip=alloc.address, mac=link.pod_mac, host_ifname=link.host_ifname,
+                              host_ifindex=link.host_ifindex, host_mac=link.host_mac, gateway=alloc.gateway, mtu=mtu,
+                              identity=self.identities.acquire(namespace, labels), labels=labels, node_ip=self.node.ip,
+                              ips=[a.address for a in alloc.addresses], gateways=[a.gateway for a in alloc.addresses],
+                              ingress_rate=ingress_rate, egress_rate=egress_rate)
+                t2 = time.perf_counter()
+                try:
+                    # One all-or-nothing call: the dataplane writes the policy before the endpoint and
+                    # takes both out again if the endpoint fails.
+                    req = {"endpoint": ep.to_dict(), "policy": self.policy.policy_for(ep)}
+                    if member is not None:
+                        req["prewarmed"] = member.host_ifname  # its attachment becomes the endpoint's
+                    added = self.dataplane.call("dp.endpoint.add", req, wait=5.0)
+                except (DataplaneUnavailable, Exception) as e:
+                    podnet.delete(cid)
+                    self.ipam.release(cid, ifname)
+                    self.identities.release(ep.identity)
+                    code = cni.ERR_TRY_AGAIN_LATER if isinstance(e, DataplaneUnavailable) else cni.ERR_DATAPATH
+                    raise CniFailure(code, f"datapath did not accept endpoint {ep.ip}: {e}") from None
+                t3 = time.perf_counter()
+                self.policy.endpoint_added(ep, added, t2)
+                self.store.put(ep)
+                t4 = time.perf_counter()
         self.timings.append({"ipam": t1 - t0, "interface": t2 - t1, "datapath": t3 - t2, "record": t4 - t3})
         log.info("ADD %s/%s %s ip=%s identity=%d in %.1f ms (ipam %.1f, interface %.1f, datapath %.1f, record %.1f)",
                  namespace, podname, cid[:12], ",".join(ep.ips), ep.identity, (t4 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
@@ -551,6 +555,41 @@ class Agent:
             "routes": [{"dst": "::/0" if ":" in a.address else "0.0.0.0/0", "gw": a.gateway} for a in alloc.addresses],
         }, version)
 
+    @contextlib.contextmanager
+    def _cni_admitted(self, cid: str, ifname: str) -> Iterator[None]:
+        """The container's host interface name reserved for this ADD until it is recorded.
+
+        IPAM (the store locks itself) and the interface (the move into the pod netns waits out
+        an RCU grace period) run outside the agent's lock, so concurrent ADDs overlap there; 20
+        in flight ran one after another before. Meanwhile the ADD is in flight: a second ADD of
+        the container is refused (try again later), a DEL of it waits, and reconcile and GC
+        count its veth and address as in use."""
+        hname = podnet.host_ifname(cid)
+        with self.lock:
+            busy = self.cni_in_flight.get(hname)
+            if busy is not None:
+                raise CniFailure(cni.ERR_TRY_AGAIN_LATER, f"host interface {hname} is being added for container "
+                                 f"{busy.container_id} interface {busy.ifname}; try again")
+            existing = self.store.get(cid, ifname)
+            if existing is not None:
+                if podnet.host_link_exists(existing.host_ifname) is not None:
+                    raise CniFailure(cni.ERR_INTERFACE, f"container {cid} already has interface {ifname} (ADD without DEL)")
+                self._teardown(existing)
+            clash = next((e for e in self.store.all() if e.host_ifname == hname), None)
+            if clash is not None:
+                # The guide's naming (nv + first 11 characters of the container id) cannot tell
+                # these two apart; refuse rather than touch the other pod's interface.
+                raise CniFailure(cni.ERR_INTERFACE, f"host interface name {hname} is already used by container "
+                                 f"{clash.container_id} ({clash.namespace}/{clash.pod}); container ids must differ "
+                                 "in their first 11 characters")
+            self.cni_in_flight[hname] = Attachment(cid, ifname)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.cni_in_flight.pop(hname, None)
+                self._cni_landed.notify_all()
+
     def _teardown(self, ep: Endpoint) -> None:
         self._dp_call("dp.endpoint.delete", {"ip": ep.ip, "host_ifname": ep.host_ifname, "ips": ep.ips})
         self.policy.endpoint_removed(ep)
@@ -562,6 +601,8 @@ class Agent:
     def cni_del(self, req: dict[str, Any]) -> None:
         cid, ifname = req["containerID"], req["ifname"]
         with self.lock:
+            while podnet.host_ifname(cid) in self.cni_in_flight:  # an ADD of it still in flight
+                self._cni_landed.wait(1.0)
             ep = self.store.get(cid, ifname)
             if ep is not None:
                 self._teardown(ep)
@@ -618,7 +659,7 @@ class Agent:
                 self.cni_del({"containerID": ep.container_id, "ifname": ep.ifname})
                 removed.append(ep.container_id)
         with self.lock:
-            released = self.ipam.gc(valid)
+            released = self.ipam.gc(valid | set(self.cni_in_flight.values()))
         return {"endpointsRemoved": removed, "ipsReleased": [a.address for a in released]}
 
     # ------------------------------------------------------------------ inspection
