@@ -100,6 +100,12 @@ def lab3(wheel_env: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
         yield lab
 
 
+@pytest.fixture
+def no_policies(request: pytest.FixtureRequest) -> None:
+    """No policies and the model's labels, whatever ran before (a conformance case leaves its own)."""
+    request.getfixturevalue("replayer3").reset()
+
+
 def test_wheel_holds_the_package_and_its_entry_point(wheel_env: tuple[Path, Path]) -> None:
     wheel, bin_dir = wheel_env
     zf = zipfile.ZipFile(wheel)
@@ -129,6 +135,7 @@ def test_agents_run_the_plugin_from_the_wheel(lab3: LabUnderTest) -> None:
         assert routing == {"backend": "hostgw", **agent(lab3, node, "hostgw.routes")}
 
 
+@pytest.mark.usefixtures("no_policies")
 def test_remote_podcidrs_route_via_the_nodes_without_encapsulation(lab3: LabUnderTest) -> None:
     nodes = {n["name"]: n for n in lab3.status()["nodes"]}
     for name in nodes:
@@ -150,6 +157,7 @@ def test_remote_podcidrs_route_via_the_nodes_without_encapsulation(lab3: LabUnde
     assert rows and rows[0] == {"ip.src": src, "ip.dst": dst, "ip.proto": "1"}, rows
 
 
+@pytest.mark.usefixtures("no_policies")
 def test_all_pods_reach_each_other_across_nodes(lab3: LabUnderTest) -> None:
     cells, reasons = conf.probe_table(lab3, "TCP", 80)
     blocked = sorted((f, t) for f in nc.PODS for t in nc.PODS if f != t and not cells.get((f, t)))
