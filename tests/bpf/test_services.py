@@ -164,6 +164,43 @@ def test_list_services_reads_the_maps(topo: Topology, datapath) -> None:
     assert datapath.service_status()["entries"]["backend_slots"] == 0
 
 
+# One client port, reused (SO_LINGER 0: the RST leaves no TIME_WAIT) for a connection to each
+# "ip:port" in turn; the peer it connected to and the first answer, or the error.
+SAME_PORT_CLIENT = r"""
+import json, socket, struct, sys
+out = []
+for t in sys.argv[2:]:
+    ip, port = t.split(":")
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(3)
+    try:
+        s.connect((ip, int(port))); out.append("%s:%d %s" % (*s.getpeername(), s.recv(100).decode()))
+    except OSError as e:
+        out.append("error: %s" % e)
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def same_port_connects(pod: Pod, targets: list[str]) -> list[str]:
+    return json.loads(pod.run("python3", "-c", SAME_PORT_CLIENT, "40123", *targets, timeout=120).stdout)
+
+
+def expected_answers(client_ip: str, targets: list[str]) -> list[str]:
+    return [f"{t} b@{client_ip}" for t in targets]
+
+
+def test_a_reused_client_port_switches_between_pod_ip_and_clusterip(topo: Topology, datapath, servers) -> None:
+    """The flow-table entries of a reset connection stay until they are idle: the next connection
+    from the same port, to the ClusterIP after the pod IP and back, must not inherit them (it did:
+    its SYN-ACK came back untranslated, or translated when it should not be, and was reset)."""
+    a, b = topo.pods["a"], servers["b"]
+    datapath.upsert_service(frontend(80, "TCP", [be(b)]))
+    targets = [f"{b.ip}:8080", f"{VIP}:80"] * 2
+    assert same_port_connects(a, targets) == expected_answers(a.ip, targets)
+
+
 # ------------------------------------------------------------------ kube-proxy compatibility
 
 
@@ -232,6 +269,20 @@ def test_kube_proxy_dnat_same_node(topo: Topology, kp_datapath) -> None:
         assert replies > 0 and requests > 0  # both directions of the translated flows on the stack
         # the socket-level hooks are not attached without kubeProxyReplacement
         assert kp_datapath.service_status()["links"] == []
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def test_kube_proxy_dnat_after_a_direct_connection_from_the_same_port(topo: Topology, kp_datapath) -> None:
+    """A direct connection leaves flow-table entries without VIA_STACK; kube-proxy's DNATed one
+    from the same client port must still send its replies through the stack's conntrack."""
+    a, b = topo.pods["a"], topo.pods["b"]
+    srv = b.popen("python3", "-c", SERVER, "b", "8080")
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        targets = [f"{b.ip}:8080", f"{VIP}:80"] * 2
+        assert same_port_connects(a, targets) == expected_answers(a.ip, targets)
     finally:
         srv.kill()
         srv.wait()

@@ -344,6 +344,16 @@ static __always_inline void nv_flow_key(struct nv_flow_key *k, struct nv_pkt *p)
     k->protocol = p->proto; k->pad[0] = 0; k->pad[1] = 0; k->pad[2] = 0;
 }
 
+/* A TCP SYN without ACK opens a new connection. The flow-table entries of its tuple may be an
+ * earlier connection's that reused the client port (a RST or FIN does not take them out; the
+ * sweeper does, once they are idle), and that connection's flags are not this one's: a flow to
+ * the pod IP after one through a ClusterIP kept the reverse rewrite (SVC) and the reverse, a
+ * kube-proxy flow lost its place on the stack (VIA_STACK). The replies then reached the client
+ * from the wrong address and were reset. So an opening SYN is always decided afresh. */
+static __always_inline int nv_tcp_opens(struct nv_pkt *p) {
+    return p->proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02;
+}
+
 /* Answer the pod's ARP requests (for its gateway, or anything else) with the host veth MAC:
  * no proxy-ARP or neighbour entries in the kernel. */
 static __always_inline int nv_arp_reply(struct __sk_buff *skb) {
@@ -455,7 +465,8 @@ static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt
     /* Services flows (a reply to reverse-translate, a flow kube-proxy translated on the stack)
      * are the full path's */
     if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || !st->ifindex ||
-        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK | NV_CTF_SHAPED)))
+        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK | NV_CTF_SHAPED)) ||
+        nv_tcp_opens(p))
         return NV_FULL_PATH;
     NV_PROFILE_POINT(2);
     struct nv_endpoint_key dk = { .ip = p->daddr };
@@ -479,7 +490,8 @@ static __always_inline int nv_to_pod_fast(struct nv_pkt *p) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || (st->flags & NV_CTF_SVC))
+    if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || (st->flags & NV_CTF_SVC) ||
+        nv_tcp_opens(p))
         return NV_FULL_PATH;  /* a translated flow's packets are rewritten on the full path */
     nv_ct_touch(st);
     nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p->len);
@@ -539,12 +551,14 @@ int nv_from_pod(struct __sk_buff *skb) {
     struct nv_nat rnat = {};
     int svc_rev = 0;      /* a reverse rewrite is due after policy (Services section) */
     u32 svc_reply = 0;    /* NV_CTF_SVC for a flow translated here */
+    int opens = nv_tcp_opens(&p);  /* a new connection: whatever entries its tuple has are stale */
     if (!dst && nv_svc_candidate(p.daddr)) {
         int verdict = TC_ACT_SHOT;
         int r = nv_svc_from_pod(skb, &p, l4off, src_id, &rnat, &verdict);
         if (r == NV_SVC_ANSWERED) return verdict;
         if (r == NV_SVC_REVERSE) svc_rev = 1;
-        if (r == NV_SVC_FORWARD) {
+        if (r == NV_SVC_NEW) opens = 1;  /* UDP/SCTP too: a new translation's entries are its own */
+        if (r == NV_SVC_FORWARD || r == NV_SVC_NEW) {
             svc_reply = NV_CTF_SVC;
             dk.ip = p.daddr;
             dst = endpoints.lookup(&dk);
@@ -571,10 +585,10 @@ int nv_from_pod(struct __sk_buff *skb) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (st && st->policy_revision == rev) nv_ct_touch(st);
+    if (st && st->policy_revision == rev && !opens) nv_ct_touch(st);
     u32 ctflags = 0;
-    if (!st || st->policy_revision != rev) {
-        int reply = st && (st->flags & NV_CTF_REPLY);
+    if (!st || st->policy_revision != rev || opens) {
+        int reply = st && (st->flags & NV_CTF_REPLY) && !opens;
         int dst_local = dst && nv_is_local(dst);
         struct nv_verdict v = {};
         u32 reason;
@@ -594,8 +608,8 @@ int nv_from_pod(struct __sk_buff *skb) {
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
         /* a re-decided flow keeps its Services flags; a reply whose entry was evicted finds its
          * reverse rewrite here (slow path only) */
-        u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
-        if (!st && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
+        u32 keep = st && !opens ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+        if (!st && !opens && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
         if (nv_ct_admit(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC),
                         (keep & NV_CTF_VIA_STACK) | nv_shaped_ct(src, dst_local ? dst : 0),
                         skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
@@ -675,17 +689,18 @@ int nv_to_pod(struct __sk_buff *skb) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (st && st->policy_revision == rev) {
+    int opens = nv_tcp_opens(&p);
+    if (st && st->policy_revision == rev && !opens) {
         nv_ct_touch(st);
         nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
         return (st->flags & NV_CTF_SVC) ? nv_svc_to_pod(skb, &p, &fk) : TC_ACT_OK;
     }
-    int reply = st && (st->flags & NV_CTF_REPLY);
+    int reply = st && (st->flags & NV_CTF_REPLY) && !opens;
     /* A local pod's packet reaches this hook only through the node's stack (redirect_peer skips
      * it), i.e. kube-proxy translated it: the whole flow stays on the stack, whose conntrack
      * must see the replies, and the source's egress is decided here on the translated packet. */
     u32 via_stack = (src && nv_is_local(src)) ? NV_CTF_VIA_STACK : 0;
-    u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+    u32 keep = st && !opens ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
     struct nv_verdict v = {};
     u32 reason;
     if (reply)  /* the original was this pod -> src: its egress, and src's ingress if src is ours */

@@ -27,6 +27,7 @@
 #define NV_SVC_FORWARD 1  /* translated: the packet and *p are the backend's tuple now */
 #define NV_SVC_REVERSE 2  /* a reply to restore: the rewrite is in *rnat, applied after policy */
 #define NV_SVC_ANSWERED 3 /* no backend: answered (RST / ICMP) or dropped; *verdict is the tc code */
+#define NV_SVC_NEW 4      /* as FORWARD, a new translation (a fresh backend pick) */
 
 /* Declared here with the kernel's signatures: BCC 0.26 lacks the first and declares the second
  * without its plen argument. */
@@ -452,7 +453,7 @@ static __always_inline int nv_svc_from_pod(struct __sk_buff *skb, struct nv_pkt 
     int r = nv_svc_new_flow(skb, p, l4off, s, 0, p->saddr, 0);
     if (r == 0) {
         nv_svcstat(NV_SVCSTAT_PACKET);
-        return NV_SVC_FORWARD;
+        return NV_SVC_NEW;
     }
     nv_count(NV_DROP_NO_SERVICE_BACKEND);
     nv_traffic(NV_HOOK_FROM_POD, NV_DROP_NO_SERVICE_BACKEND, p->len);
@@ -500,8 +501,9 @@ static __always_inline int nv_underlay_deliver(struct __sk_buff *skb, struct nv_
     struct nv_flow_key fk;
     nv_flow_key(&fk, p);
     struct nv_flow_state *st = ct.lookup(&fk);
-    if (st && st->policy_revision == rev) nv_ct_touch(st);
-    if (!st || st->policy_revision != rev) {
+    int opens = nv_tcp_opens(p);  /* a reused client port: the entries are the old connection's */
+    if (st && st->policy_revision == rev && !opens) nv_ct_touch(st);
+    if (!st || st->policy_revision != rev || opens) {
         struct nv_verdict v = {};
         /* the backend's ingress, with the real client's address (CIDR rules) even when SNATed */
         u32 reason = nv_policy_decide(NV_ID_WORLD, dst_id, client, p->daddr, p->proto, p->dport, 0, 1, 0, &v);
