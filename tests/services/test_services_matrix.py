@@ -1,7 +1,8 @@
 """The full Service matrix (``make test-long``): 3-node labs in each tunnel protocol and native
 routing, in both ``kubeProxyReplacement`` modes (and kube-proxy's iptables and nftables modes for
 ``false``): every pod reaches every Service over TCP and UDP with the backend on its own node and on
-other nodes, host processes reach them, and NodePorts answer from the underlay on every node."""
+other nodes, host processes reach them, and NodePorts answer from the underlay on every node.
+``make test`` runs one short form of it (vxlan, replacement: pods and one NodePort)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import pytest
 from tests.services.helpers import WEB_PORTS, probe_service
 from tests.support.lab import LabUnderTest
 
-pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow,
-              pytest.mark.long]
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf, pytest.mark.slow]
 
 ROUTING: dict[str, dict[str, Any]] = {
     "vxlan": {"routingMode": "overlay", "tunnelProtocol": "vxlan"},
@@ -48,15 +48,26 @@ def matrix_spec(routing: str, proxy: str) -> dict[str, Any]:
             "nodes": [{"name": n} for n in NODES], "pods": pods, "services": services}
 
 
-@pytest.fixture(scope="module", params=[(r, p) for r in ROUTING for p in PROXIES], ids=lambda rp: f"{rp[0]}-{rp[1]}")
-def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabUnderTest, str]]:
-    routing, proxy = request.param
+def _lab(routing: str, proxy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
     lab = LabUnderTest(matrix_spec(routing, proxy), tmp_path_factory.mktemp(f"m-{routing}-{proxy}"))
     try:
         lab.up()
-        yield lab, proxy
+        yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module", params=[pytest.param((r, p), marks=pytest.mark.long, id=f"{r}-{p}")
+                                        for r in ROUTING for p in PROXIES])
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabUnderTest, str]]:
+    routing, proxy = request.param
+    for lab_ in _lab(routing, proxy, tmp_path_factory):
+        yield lab_, proxy
+
+
+@pytest.fixture(scope="module")
+def short_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
+    yield from _lab("vxlan", "replacement", tmp_path_factory)
 
 
 def _expect(results: list[dict[str, Any]], svc: str, ports: set[tuple[int, str]]) -> None:
@@ -90,3 +101,14 @@ def test_node_ports_answer_from_the_underlay_on_every_node(lab: tuple[LabUnderTe
         for node in NODES:
             res = probe_service(lab_, f"default/{svc}", "--node-port", node, "--from-underlay")
             _expect(res, svc, {(30080 + i, "TCP"), (30090 + i, "UDP")})
+
+
+def test_short_form_pods_reach_a_service_on_their_node_and_across_and_its_node_port(short_lab: LabUnderTest) -> None:
+    """make test's cell: every pod to the Service whose one backend is on node-2 (same node for
+    client-node-2 and web-2, another node for the other three), TCP and UDP; its NodePort from the
+    underlay through node-1 (a backend on another node)."""
+    res = probe_service(short_lab, "default/web-b", "--from", "default")
+    assert {r["from"] for r in res} == {"default/web-1", "default/web-2", *(f"default/client-{n}" for n in NODES)}
+    _expect(res, "web-b", CLUSTER_PORTS)
+    res = probe_service(short_lab, "default/web-b", "--node-port", "node-1", "--from-underlay")
+    _expect(res, "web-b", {(30081, "TCP"), (30091, "UDP")})
