@@ -584,11 +584,11 @@ int nv_from_pod(struct __sk_buff *skb) {
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
-    struct nv_flow_state *st = ct.lookup(&fk);
-    if (st && st->policy_revision == rev && !opens) nv_ct_touch(st);
+    struct nv_flow_state *st = opens ? 0 : ct.lookup(&fk);  /* an opening SYN: as if none */
+    if (st && st->policy_revision == rev) nv_ct_touch(st);
     u32 ctflags = 0;
-    if (!st || st->policy_revision != rev || opens) {
-        int reply = st && (st->flags & NV_CTF_REPLY) && !opens;
+    if (!st || st->policy_revision != rev) {
+        int reply = st && (st->flags & NV_CTF_REPLY);
         int dst_local = dst && nv_is_local(dst);
         struct nv_verdict v = {};
         u32 reason;
@@ -608,8 +608,8 @@ int nv_from_pod(struct __sk_buff *skb) {
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
         /* a re-decided flow keeps its Services flags; a reply whose entry was evicted finds its
          * reverse rewrite here (slow path only) */
-        u32 keep = st && !opens ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
-        if (!st && !opens && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
+        u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+        if (!st && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
         if (nv_ct_admit(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC),
                         (keep & NV_CTF_VIA_STACK) | nv_shaped_ct(src, dst_local ? dst : 0),
                         skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
@@ -688,19 +688,18 @@ int nv_to_pod(struct __sk_buff *skb) {
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
-    struct nv_flow_state *st = ct.lookup(&fk);
-    int opens = nv_tcp_opens(&p);
-    if (st && st->policy_revision == rev && !opens) {
+    struct nv_flow_state *st = nv_tcp_opens(&p) ? 0 : ct.lookup(&fk);  /* an opening SYN: as if none */
+    if (st && st->policy_revision == rev) {
         nv_ct_touch(st);
         nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
         return (st->flags & NV_CTF_SVC) ? nv_svc_to_pod(skb, &p, &fk) : TC_ACT_OK;
     }
-    int reply = st && (st->flags & NV_CTF_REPLY) && !opens;
+    int reply = st && (st->flags & NV_CTF_REPLY);
     /* A local pod's packet reaches this hook only through the node's stack (redirect_peer skips
      * it), i.e. kube-proxy translated it: the whole flow stays on the stack, whose conntrack
      * must see the replies, and the source's egress is decided here on the translated packet. */
     u32 via_stack = (src && nv_is_local(src)) ? NV_CTF_VIA_STACK : 0;
-    u32 keep = st && !opens ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+    u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
     struct nv_verdict v = {};
     u32 reason;
     if (reply)  /* the original was this pod -> src: its egress, and src's ingress if src is ours */

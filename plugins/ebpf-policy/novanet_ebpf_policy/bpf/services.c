@@ -500,10 +500,10 @@ static __always_inline int nv_underlay_deliver(struct __sk_buff *skb, struct nv_
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow_key fk;
     nv_flow_key(&fk, p);
-    struct nv_flow_state *st = ct.lookup(&fk);
-    int opens = nv_tcp_opens(p);  /* a reused client port: the entries are the old connection's */
-    if (st && st->policy_revision == rev && !opens) nv_ct_touch(st);
-    if (!st || st->policy_revision != rev || opens) {
+    /* an opening SYN on a reused client port: the entries are the old connection's */
+    struct nv_flow_state *st = nv_tcp_opens(p) ? 0 : ct.lookup(&fk);
+    if (st && st->policy_revision == rev) nv_ct_touch(st);
+    if (!st || st->policy_revision != rev) {
         struct nv_verdict v = {};
         /* the backend's ingress, with the real client's address (CIDR rules) even when SNATed */
         u32 reason = nv_policy_decide(NV_ID_WORLD, dst_id, client, p->daddr, p->proto, p->dport, 0, 1, 0, &v);
