@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from novanet_ebpf_policy.flowfilter import FilterError, FlowFilter, raw_ip
 from novanet_ebpf_policy.flows import EVENT_POLICY, FlowCollector, to_dict
@@ -26,8 +28,12 @@ EVENTS = [
 
 
 def sel(**params) -> list[int]:
-    pred = FlowFilter.from_params(params).compile(NAMES, WALL)
-    return [i for i, t in enumerate(EVENTS) if pred(t)]
+    flt = FlowFilter.from_params(params)
+    pred = flt.compile(NAMES, WALL)
+    one_by_one = [i for i, t in enumerate(EVENTS) if pred(t)]
+    batch = flt.compile_batch(NAMES, WALL)(EVENTS)
+    assert batch == [EVENTS[i] for i in one_by_one]  # the batch form selects the same events, in order
+    return one_by_one
 
 
 @pytest.mark.parametrize(("params", "want"), [
@@ -55,6 +61,34 @@ def sel(**params) -> list[int]:
 ])
 def test_each_field_selects(params, want):
     assert sel(**params) == want
+
+
+def test_batch_filter_equals_the_predicate_on_random_events_and_filters():
+    rng = random.Random(11)
+    ips = ["10.42.0.2", "10.42.0.3", "10.42.1.2", "203.0.113.7", "10.42.0.9"]
+    events = [ev(rng.choice(ips), rng.choice(ips), sport=rng.choice([53, 80, 40000]), dport=rng.choice([53, 80, 443]),
+                 proto=rng.choice([6, 17, 1]), verdict=rng.choice([1, 2]), reason=rng.choice([0, 1, 7, 12]),
+                 flags=rng.randrange(256), sid=rng.choice([2, 300, 301, 302]), did=rng.choice([2, 300, 301]),
+                 ts_ns=rng.randrange(10**10)) for _ in range(3000)]
+    choices = {"pod": ["x/a", "y/c"], "from_pod": ["x/a", "x/b"], "to_pod": ["y/c"], "namespace": ["x"],
+               "from_namespace": ["x", "y"], "to_namespace": ["y"], "identities": [[301, 302]],
+               "from_identities": [[300, 302]], "to_identities": [[2, 301]], "ip": ["10.42.0.0/24"],
+               "from_ip": ["10.42.1.2"], "to_ip": ["203.0.113.0/24"], "port": [53, 80], "protocol": ["TCP", "UDP"],
+               "verdict": ["ALLOW", "DENY"], "reasons": [["POLICY_DENIED", "NO_ROUTE"]], "tcp_flags": [["SYN"]],
+               "since": [WALL + 4], "drops_only": [True], "identity": [301]}
+    for _ in range(300):
+        params = {k: rng.choice(v) for k, v in rng.sample(sorted(choices.items()), rng.randint(1, 5))}
+        flt = FlowFilter.from_params(params)
+        pred = flt.compile(NAMES, WALL)
+        assert flt.compile_batch(NAMES, WALL)(events) == [t for t in events if pred(t)], params
+
+
+def test_batch_filter_follows_pod_names_that_change():
+    names = dict(NAMES)
+    select = FlowFilter.from_params({"from_pod": "x/new"}).compile_batch(names, WALL)
+    assert select(EVENTS) == []
+    names[raw_ip("10.42.0.2")] = "x/new"  # the address now belongs to another pod
+    assert select(EVENTS) == [EVENTS[0], EVENTS[3]]
 
 
 @pytest.mark.parametrize(("params", "field"), [
@@ -128,3 +162,8 @@ def test_export_lines_are_the_json_of_to_dict():
         line = enc.line(t)
         assert line.endswith("\n") and "\n" not in line[:-1]
         assert json.loads(line) == json.loads(json.dumps(c._dict(t))), t
+    assert enc.lines(evs * 3) == "".join(enc.line(t) for t in evs * 3)  # the batch form, in order
+    c.names[raw_ip("10.42.0.2")] = "x/renamed"  # cached lines name pods: a new name shows at once
+    assert json.loads(enc.line(EVENTS[0]))["src_pod"] == "x/renamed"
+    c.names.pop(raw_ip("10.42.0.2"))
+    assert json.loads(enc.line(EVENTS[0]))["src_pod"] == ""

@@ -782,7 +782,8 @@ class EbpfDatapath:
     def flow_counters(self) -> dict[str, int]:
         fs = self._m().flow_stats()
         return {"submitted": fs["submitted"], "lost": fs["lost"], "new_flows": fs["new_flows"],
-                "consumed": self.flows.consumed, "follower_dropped": self.flows.follower_dropped}
+                "consumed": self.flows.consumed, "follower_dropped": self.flows.follower_dropped,
+                "skipped": self.flows.skipped}
 
     def status(self) -> dict[str, Any]:
         started = self.maps is not None

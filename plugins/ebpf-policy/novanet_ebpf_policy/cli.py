@@ -157,7 +157,7 @@ def flows_cmd(follow: bool, last: int, output: str | None, **kw: Any) -> None:
 @click.command("drops")
 @filter_options
 @json_shape("without -f: {events: [flow objects], drops: {REASON: count}, flow_events: {submitted, lost, "
-            "new_flows, consumed, follower_dropped}}; with -f: one flow object per line")
+            "new_flows, consumed, follower_dropped, skipped}}; with -f: one flow object per line")
 def drops_cmd(follow: bool, last: int, output: str | None, **kw: Any) -> None:
     """Dropped packets with their reason, then the per-reason drop counters."""
     out = output_format(output)

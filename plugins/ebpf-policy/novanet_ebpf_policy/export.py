@@ -131,8 +131,7 @@ class FlowExporter:
                 log.exception("flow export")
 
     def _encode(self, batch: list[tuple[Any, ...]]) -> bytes:
-        line = self._enc.line
-        return "".join([line(t) for t in batch]).encode()
+        return self._enc.lines(batch).encode()
 
     # ------------------------------------------------------------------ file
     def _open(self) -> None:

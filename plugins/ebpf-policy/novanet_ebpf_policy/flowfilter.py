@@ -2,8 +2,9 @@
 
 Every set field must match (AND); fields that name a side (``from_*``/``to_*``) match that side,
 the others either side. A filter arrives as the JSON object ``filter`` of ``ebpf.flows`` and is
-compiled once into a predicate over the consumer's raw event tuples, so that filtering costs a few
-comparisons per event and pod names are looked up only when a pod filter asks for them.
+compiled once, either into a predicate over one raw event tuple (:meth:`FlowFilter.compile`) or
+into a selection over a whole batch of them (:meth:`FlowFilter.compile_batch`, what followers
+use: no Python call per event); pod names are looked up only when a pod filter asks for them.
 
 Labels are not known here (the dataplane knows which pod has which address, not every pod's
 labels): the CLI resolves ``--label`` into identities through the agent and sends those.
@@ -12,7 +13,9 @@ labels): the CLI resolves ``--label`` into identities through the agent and send
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -30,6 +33,13 @@ TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "U
 VERDICTS = {"ALLOW": 1, "FORWARDED": 1, "DENY": 2, "DROPPED": 2}
 
 Pred = Callable[[tuple[Any, ...]], bool]
+Event = tuple[Any, ...]
+Select = Callable[[list[Event]], list[Event]]
+# one pass of a batch filter: the batch -> a truth value per event, computed without a Python call
+# per event (map over itemgetter / set.__contains__ / int.__le__ / dict.__getitem__ run in C)
+Mask = Callable[[list[Event]], Iterator[Any]]
+
+PRODUCT_LIMIT = 4096  # allowed-key combinations merged into one set lookup; past this, one pass per field
 
 
 class FilterError(ValueError):
@@ -194,6 +204,155 @@ class FlowFilter:
         if len(checks) == 1:
             return checks[0]
         return lambda t: all(c(t) for c in checks)
+
+
+    def compile_batch(self, names: Names, wall_offset: float) -> Select:
+        """The same filter as :meth:`compile`, over a whole batch: ``select(batch)`` is
+        ``[t for t in batch if pred(t)]``, but evaluated in C a pass per condition (a pass runs over
+        the events the previous passes kept), and the single-field conditions (verdict, protocol,
+        reasons, identities, pods, namespaces of one side) merged into one lookup of the tuple of
+        those fields in the set of allowed combinations. Pod and namespace conditions turn into the
+        set of addresses they match, recomputed per batch from ``names`` (pods come and go)."""
+        fixed: dict[int, frozenset[Any] | Callable[[], frozenset[Any]]] = {}  # position -> allowed values
+        masks: list[Mask] = []
+
+        def allow(pos: int, values: Any) -> None:
+            prev = fixed.get(pos)
+            if prev is None:
+                fixed[pos] = values
+            elif callable(prev) or callable(values):  # both dynamic or mixed: evaluate both per batch
+                a, b = prev, values
+                fixed[pos] = lambda: _now(a) & _now(b)
+            else:
+                fixed[pos] = prev & values
+
+        if self.drops_only:
+            allow(F_VERDICT, frozenset({2}))
+        if self.verdict is not None:
+            allow(F_VERDICT, frozenset({self.verdict}))
+        if self.protocol is not None:
+            allow(F_PROTO, frozenset({self.protocol}))
+        if self.reasons is not None:
+            allow(F_REASON, self.reasons)
+        if self.tcp_flags is not None:
+            allow(F_PROTO, frozenset({6}))
+            allow(F_TCP_FLAGS, frozenset(x for x in range(256) if x & self.tcp_flags))
+        if self.port is not None:
+            masks.append(_either({self.port}, F_SPORT, F_DPORT))
+        if self.identity:
+            masks.append(_either({self.identity}, F_SRC_ID, F_DST_ID))
+        if self.identities is not None:
+            masks.append(_either(self.identities, F_SRC_ID, F_DST_ID))
+        if self.from_identities is not None:
+            allow(F_SRC_ID, self.from_identities)
+        if self.to_identities is not None:
+            allow(F_DST_ID, self.to_identities)
+
+        def pod_ips(pod: str) -> Callable[[], frozenset[bytes]]:
+            return lambda: frozenset(raw for raw, n in list(names.items()) if n == pod)
+
+        def ns_ips(ns: str) -> Callable[[], frozenset[bytes]]:
+            return lambda: frozenset(raw for raw, n in list(names.items()) if n.partition("/")[0] == ns)
+
+        for either, src, dst, make in ((self.pod, self.from_pod, self.to_pod, pod_ips),
+                                       (self.namespace, self.from_namespace, self.to_namespace, ns_ips)):
+            if either is not None:
+                masks.append(_either(make(either), F_SRC_IP, F_DST_IP))
+            if src is not None:
+                allow(F_SRC_IP, make(src))
+            if dst is not None:
+                allow(F_DST_IP, make(dst))
+        for cidr, positions in ((self.ip, (F_SRC_IP, F_DST_IP)), (self.from_ip, (F_SRC_IP,)),
+                                (self.to_ip, (F_DST_IP,))):
+            if cidr is not None:
+                masks.append(_cidr_mask(cidr, positions))
+        if self.since is not None:
+            since_ns = int((self.since - wall_offset) * 1e9)
+            get_ts = operator.itemgetter(F_TS)
+            masks.append(lambda b: map(since_ns.__le__, map(get_ts, b)))  # since_ns <= ts
+        if fixed:
+            masks.insert(0, _fixed_mask(fixed))
+        if not masks:
+            return list
+        if len(masks) == 1:
+            only = masks[0]
+            return lambda b: list(itertools.compress(b, only(b)))
+
+        def select(batch: list[Event]) -> list[Event]:
+            for m in masks:
+                if not batch:
+                    break
+                batch = list(itertools.compress(batch, m(batch)))
+            return batch
+
+        return select
+
+
+def _now(v: frozenset[Any] | Callable[[], frozenset[Any]]) -> frozenset[Any]:
+    return v() if callable(v) else v
+
+
+def _fixed_mask(fixed: dict[int, frozenset[Any] | Callable[[], frozenset[Any]]]) -> Mask:
+    """One set lookup per event for all single-position conditions, while their product is small;
+    the rest (large products) a lookup per position."""
+    positions = sorted(fixed)
+
+    def mask(batch: list[Event]) -> Iterator[Any]:
+        allowed = {p: _now(fixed[p]) for p in positions}
+        merged: list[int] = []
+        size = 1
+        for p in sorted(positions, key=lambda p: len(allowed[p])):
+            if size * len(allowed[p]) <= PRODUCT_LIMIT:
+                merged.append(p)
+                size *= len(allowed[p])
+        rest = [p for p in positions if p not in merged]
+        if len(merged) == 1:
+            out: Iterator[Any] = map(allowed[merged[0]].__contains__, map(operator.itemgetter(merged[0]), batch))
+        else:
+            combos = frozenset(itertools.product(*(allowed[p] for p in merged)))
+            out = map(combos.__contains__, map(operator.itemgetter(*merged), batch))
+        for p in rest:
+            out = map(operator.and_, out, map(allowed[p].__contains__, map(operator.itemgetter(p), batch)))
+        return out
+
+    return mask
+
+
+def _either(values: Any, fs: int, fd: int) -> Mask:
+    """Source or destination in ``values`` (a set, or a function giving the set per batch)."""
+    gs, gd = operator.itemgetter(fs), operator.itemgetter(fd)
+
+    def mask(batch: list[Event]) -> Iterator[Any]:
+        v = _now(values) if callable(values) else values
+        return map(operator.or_, map(v.__contains__, map(gs, batch)), map(v.__contains__, map(gd, batch)))
+
+    return mask
+
+
+class _Memo(dict[bytes, bool]):
+    """address -> in the CIDR, computed once per address (a hit is a C-level dict lookup)."""
+
+    LIMIT = 65536
+
+    def __init__(self, test: Callable[[bytes], bool]):
+        super().__init__()
+        self.test = test
+
+    def __missing__(self, raw: bytes) -> bool:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        v = self[raw] = self.test(raw)
+        return v
+
+
+def _cidr_mask(cidr: str, positions: tuple[int, ...]) -> Mask:
+    memo = _Memo(_cidr_test(cidr))
+    getters = [operator.itemgetter(p) for p in positions]
+    if len(getters) == 1:
+        g = getters[0]
+        return lambda b: map(memo.__getitem__, map(g, b))
+    gs, gd = getters
+    return lambda b: map(operator.or_, map(memo.__getitem__, map(gs, b)), map(memo.__getitem__, map(gd, b)))
 
 
 def _side_checks(either: Any, src: Any, dst: Any, make: Callable[[Any], Callable[[Any], bool]], fs: int,

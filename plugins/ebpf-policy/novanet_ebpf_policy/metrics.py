@@ -37,6 +37,9 @@ class DatapathCollector(Collector):
         yield CounterMetricFamily("novanet_dataplane_flow_events_follower_dropped",
                                   "Flow events a slow follower (flows -f, export) could not take",
                                   value=fc["follower_dropped"])
+        yield CounterMetricFamily("novanet_dataplane_flow_events_skipped",
+                                  "Ring records of an unexpected size the consumer skipped (none expected)",
+                                  value=fc["skipped"])
         yield CounterMetricFamily("novanet_dataplane_new_flows", "Connections the datapath admitted",
                                   value=fc["new_flows"])
         yield GaugeMetricFamily("novanet_dataplane_endpoints", "Entries in the endpoints map",
