@@ -1,14 +1,17 @@
 """Flow events: live consumer throughput with filters on, and the CPU cost of flow export.
 
-  python -m bench.flow_events [--seconds 5] [--json]        (root; ~1 min)
+  python -m bench.flow_events [--seconds 5] [--json]        (root; a few min)
+  python -m bench.flow_events --profile                      (only step 0)
 
 The producer is the real datapath program: BPF_PROG_TEST_RUN runs nv_from_pod in the kernel on a
 packet with pod a's source address that does not arrive on a's veth (a test run has no veth), so
 the anti-spoofing check drops every run as NO_IDENTITY with a flow event in the real pinned ring,
 at kernel speed, from a thread that holds no GIL while the kernel runs.
 
-1. **Throughput** (saturated producer): the dataplane's consumer (mmap, batch decode) with a
-   follower applying a Hubble-style filter (from pod a, verdict DENY, protocol UDP, reason
+0. **Per step** (a full ring): calls per event (cProfile) and CPU per event of reading the ring,
+   filtering and making export lines, the per-record forms against the batch forms.
+1. **Throughput** (saturated producer): the dataplane's consumer (the bulk reader) with a
+   follower applying a Hubble-style filter through the batch filter (from pod a, verdict DENY, protocol UDP, reason
    NO_IDENTITY: every event matches, so the filter does all of its work), against BCC's own
    ring-buffer consumer (what ``open_ring_buffer`` + ``ring_buffer_poll`` run: libbcc's
    ``bpf_new_ringbuf``/``bpf_poll_ringbuf``, a ctypes callback per event that decodes the
@@ -24,14 +27,15 @@ at kernel speed, from a thread that holds no GIL while the kernel runs.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import ctypes
 import json
 import logging
 import logging.handlers
 import os
+import pstats
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -42,41 +46,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from novanet_ebpf_policy.backend import EbpfDatapath
 from novanet_ebpf_policy.export import FlowExporter
-from novanet_ebpf_policy.flowfilter import FlowFilter
+from novanet_ebpf_policy.flowfilter import F_DPORT, F_SPORT, FlowFilter
 
 from novanet_core.backends import BackendContext
-from novanet_core.bpf import bpffs, syscall
+from novanet_core.bpf import bpffs
 from novanet_core.bpf.netns import netns
 from novanet_core.config.models import NovaNetConfig
+from tests.bpf import progrun
 from tests.bpf.topo import Topology
 
-BPF_PROG_TEST_RUN = 10
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def packet(src_mac: str, src_ip: str, dst_ip: str) -> bytes:
-    eth = b"\x02\x00\x00\x00\x00\x01" + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
-    udp = struct.pack("!HHHH", 40000, 9, 8 + 18, 0) + b"x" * 18
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src_ip),
-                     socket.inet_aton(dst_ip))
-    return eth + ip + udp
 
 
 class Producer:
     """Runs nv_from_pod ``repeat`` times per bpf(2) call, in its own thread."""
 
     def __init__(self, prog_fd: int, pkt: bytes, repeat: int, calls_per_second: float | None = None):
-        self.prog_fd, self.repeat, self.rate = prog_fd, repeat, calls_per_second
-        self.buf = ctypes.create_string_buffer(pkt, len(pkt))
-        self.out = ctypes.create_string_buffer(256)
+        self.prog_fd, self.pkt, self.repeat, self.rate = prog_fd, pkt, repeat, calls_per_second
         self.runs = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _once(self) -> None:
-        attr = struct.pack("=IIIIQQII", self.prog_fd, 0, len(self.buf), len(self.out), ctypes.addressof(self.buf),
-                           ctypes.addressof(self.out), self.repeat, 0)
-        syscall.bpf(BPF_PROG_TEST_RUN, attr + bytes(80 - len(attr)))
+        progrun.run(self.prog_fd, self.pkt, self.repeat)
         self.runs += self.repeat
 
     def _run(self) -> None:
@@ -127,20 +119,20 @@ class Follower:
     def __init__(self, dp: EbpfDatapath, flt: FlowFilter):
         self.dp = dp
         self.q, _ = dp.flows.subscribe()
-        self.pred = flt.compile(dp.flows.names, dp.flows.wall_offset)
+        self.select = flt.compile_batch(dp.flows.names, dp.flows.wall_offset)
         self.seen = self.matched = 0
         self._stop = threading.Event()
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
 
     def _run(self) -> None:
-        pred = self.pred
+        select = self.select
         while not self._stop.is_set():
             try:
                 batch = self.q.get(timeout=0.05)
             except Exception:
                 continue
-            self.matched += sum(1 for t in batch if pred(t))
+            self.matched += len(select(batch))
             self.seen += len(batch)
 
     def stop(self) -> None:
@@ -183,6 +175,7 @@ def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter,
     f = Follower(dp, flt)
     tid = dp.flows._thread.native_id if dp.flows._thread else None
     c0 = counters(dp)
+    b0 = dp.flows.batches
     u0, v0 = thread_cpu(tid), thread_cpu(f.t.native_id)
     t0 = time.monotonic()
     prod = Producer(prog_fd, pkt, repeat=20000).start()
@@ -198,6 +191,8 @@ def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter,
     d = {k: c1[k] - c0[k] for k in c1}
     return {"seconds": round(t1 - t0, 2), "produced_runs": prod.runs, "submitted": d["submitted"], "lost": d["lost"],
             "consumed": d["consumed"], "consumed_per_s": round(d["consumed"] / (t1 - t0)),
+            "produced_per_s": round(prod.runs / (t1 - t0)),
+            "mean_batch": round(d["consumed"] / max(dp.flows.batches - b0, 1)),
             "follower_matched": f.matched, "follower_dropped": d["follower_dropped"],
             "consumer_and_follower_cpu_s": round(cpu, 2),
             "events_per_cpu_s": round(d["consumed"] / cpu) if cpu else None,
@@ -340,6 +335,72 @@ def export_cost(dp: EbpfDatapath, prog_fd: int, pkt: bytes, seconds: float, rate
                                          / max(consumed, 1), 2)}
 
 
+def _calls(fn: Any) -> tuple[Any, int]:
+    """``fn()`` under cProfile: its result and the calls the interpreter dispatched (Python
+    functions and C functions called from Python; C-to-C calls inside ``map`` are not dispatched)."""
+    pr = cProfile.Profile()
+    pr.enable()
+    out = fn()
+    pr.disable()
+    return out, sum(v[1] for v in pstats.Stats(pr).stats.values())  # type: ignore[attr-defined]
+
+
+def _cpu(fn: Any) -> tuple[Any, float]:
+    c0 = time.thread_time()
+    out = fn()
+    return out, time.thread_time() - c0
+
+
+def per_event_calls(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter) -> dict[str, Any]:
+    """Per event, for each step of the flow-event path (reading a full ring, filtering, export
+    lines): the calls dispatched (cProfile) and the CPU time (without the profiler, min of 3),
+    the per-record forms against the batch forms on the same events in the same run."""
+    from novanet_ebpf_policy.flows import EVENT_POLICY, LineEncoder
+
+    from novanet_core.bpf.ringbuf import RingBuffer
+
+    dp.flows.stop()
+    rb = RingBuffer(dp.maps.fds["flows"])
+    out: dict[str, Any] = {}
+
+    def read(name: str, batch: list[Any], measure: Any) -> tuple[int, Any]:
+        progrun.run(prog_fd, pkt, 120000)  # more than the ring holds: it fills (not measured)
+        if name == "per_record":
+            return measure(lambda: rb.drain(EVENT_POLICY.unpack_from, batch))
+        return measure(lambda: rb.drain_fixed(EVENT_POLICY, batch))
+
+    try:
+        for name in ("per_record", "bulk"):
+            batch: list[Any] = []
+            cpu = min(read(name, [], _cpu)[1] for _ in range(3))
+            n, calls = read(name, batch, _calls)
+            out[f"read_{name}"] = {"events": n, "calls_per_event": round(calls / n, 3),
+                                   "cpu_ns_per_event": round(cpu / n * 1e9)}
+        names, wall = dp.flows.names, dp.flows.wall_offset
+        pred, select = flt.compile(names, wall), flt.compile_batch(names, wall)
+        enc = LineEncoder(dp.flows)
+        todict = dp.flows._dict
+        # the same events with every port pair distinct: no export line repeats (the cache misses)
+        distinct = [(*t[:F_SPORT], i & 0xFFFF, i >> 16, *t[F_DPORT + 1:]) for i, t in enumerate(batch)]
+        steps = {"filter_per_event": lambda: [t for t in batch if pred(t)],
+                 "filter_batch": lambda: select(batch),
+                 "export_json_dumps_to_dict": lambda: "".join([json.dumps(todict(t), separators=(",", ":")) + "\n"
+                                                               for t in batch]),
+                 "export_line_encoder_batch": lambda: enc.lines(batch),
+                 "export_line_encoder_batch_distinct": lambda: enc.lines(distinct)}
+        for name, fn in steps.items():
+            cpu = min(_cpu(fn)[1] for _ in range(3))
+            got, calls = _calls(fn)
+            out[name] = {"events": len(batch), "calls_per_event": round(calls / len(batch), 3),
+                         "cpu_ns_per_event": round(cpu / len(batch) * 1e9)}
+            if name.startswith("filter"):
+                out[name]["matched"] = len(got)
+    finally:
+        rb.close()
+        dp.flows.start(dp.maps.fds["flows"])
+    return out
+
+
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -350,6 +411,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=100_000)
     ap.add_argument("--cycles", type=int, default=10, help="fill-and-drain cycles of the ring (~95 k events each)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="only the calls per event of each step (cProfile)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/flow_events.py needs root (netns, BPF)")
@@ -369,12 +431,16 @@ def main() -> None:
                 dp.upsert_endpoint(a.endpoint(topo.gateway))
                 fd = dp.prog.fds["nv_from_pod"]
                 # a's address, but not from a's veth: every run is a NO_IDENTITY drop with an event
-                pkt = packet(a.mac, a.ip, "10.42.0.200")
+                pkt = progrun.udp_packet(a.mac, a.ip, "10.42.0.200")
                 flt = FlowFilter.from_params({"from_pod": "default/a", "verdict": "DENY", "protocol": "UDP",
                                               "reasons": ["NO_IDENTITY"]})
+                say("calls per event of each step (cProfile)")
+                result["per_event"] = per_event_calls(dp, fd, pkt, flt)
+                if args.profile:
+                    print(json.dumps(result, indent=2))
+                    return
                 say("throughput: the dataplane's consumer with a filtering follower")
                 ours = throughput_ours(dp, fd, pkt, flt, args.seconds)
-                say("throughput: BCC's callback consumer")
                 say("throughput: draining a full ring with a filtering follower")
                 drain = drain_with_filter(dp, fd, pkt, flt, args.cycles)
                 say("throughput: BCC's callback consumer")
