@@ -78,7 +78,7 @@ def register(router: Any, component: str, bpf_root: str = "", agent: Any = None)
         out: dict[str, Any] = {
             "node": a.node.name, "ready": a.ready, "dataplaneConnected": a.dataplane.connected,
             "endpoints": len(a.store.all()), "identities": len(a.identities.items()),
-            "remoteEndpoints": len(a.remotes), "nodes": 1 + len(a.remote_nodes or []),
+            "remoteEndpoints": len(a.nodes.remotes), "nodes": 1 + len(a.nodes.remote_nodes or []),
             "policies": pol["policies"], "rejectedPolicies": pol["rejected"],
             "policyProgramming": pol.get("programming", {}),
             "tunnels": len(a.tunnel.status()) if a.tunnel is not None else 0,

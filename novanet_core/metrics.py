@@ -56,8 +56,8 @@ class AgentCollector(Collector):
         yield gauge("novanet_agent_endpoints", "Local pod endpoints", len(a.store.all()))
         yield gauge("novanet_agent_identities", "Security identities in use by local endpoints",
                     len(a.identities.items()))
-        yield gauge("novanet_agent_remote_endpoints", "Pods on other nodes known to this agent", len(a.remotes))
-        yield gauge("novanet_agent_nodes", "Nodes of the cluster (this one included)", 1 + len(a.remote_nodes or []))
+        yield gauge("novanet_agent_remote_endpoints", "Pods on other nodes known to this agent", len(a.nodes.remotes))
+        yield gauge("novanet_agent_nodes", "Nodes of the cluster (this one included)", 1 + len(a.nodes.remote_nodes or []))
         pol = a.policy.status()
         yield gauge("novanet_agent_network_policies", "NetworkPolicies the agent compiled", pol["policies"])
         yield gauge("novanet_agent_network_policies_rejected", "NetworkPolicies rejected as invalid",

@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 from novanet_core.agent import policy_sync
+from novanet_core.agent.cni import CniFailure
 from novanet_core.agent.cni_stats import CniStats
 from novanet_core.agent.dataplane_client import DataplaneUnavailable
-from novanet_core.agent.service import Agent, CniFailure
+from novanet_core.agent.service import Agent
 from novanet_core.api.protocol import ApiError
 from novanet_core.api.router import ApiRouter
 from novanet_core.cni import protocol as cni
@@ -41,11 +42,11 @@ def _cni(fn: Any, method: str, stats: CniStats) -> Any:
 def cni_router(agent: Agent) -> ApiRouter:
     r = ApiRouter()
     s = agent.cni_stats
-    r.add("cni.add", _cni(agent.cni_add, "add", s), doc="CNI ADD")
-    r.add("cni.del", _cni(agent.cni_del, "del", s), doc="CNI DEL")
-    r.add("cni.check", _cni(agent.cni_check, "check", s), doc="CNI CHECK")
-    r.add("cni.status", _cni(lambda p: agent.cni_status(), "status", s), doc="CNI STATUS")
-    r.add("cni.gc", _cni(agent.cni_gc, "gc", s), doc="CNI GC")
+    r.add("cni.add", _cni(agent.cni.add, "add", s), doc="CNI ADD")
+    r.add("cni.del", _cni(agent.cni.delete, "del", s), doc="CNI DEL")
+    r.add("cni.check", _cni(agent.cni.check, "check", s), doc="CNI CHECK")
+    r.add("cni.status", _cni(lambda p: agent.cni.status(), "status", s), doc="CNI STATUS")
+    r.add("cni.gc", _cni(agent.cni.gc, "gc", s), doc="CNI GC")
     return r
 
 
@@ -93,7 +94,7 @@ def control_router(agent: Agent) -> ApiRouter:
                 known = agent.identities.labels_of(ident)
                 if known is None:
                     ep = agent.store.by_ip(d["ip"])
-                    rem = agent.remotes.get(d["ip"])
+                    rem = agent.nodes.remotes.get(d["ip"])
                     pod = agent.state.pods.get(f"{rem.namespace}/{rem.pod}") if rem else None
                     known = (ep.namespace, ep.labels) if ep else (rem.namespace, dict(pod.labels) if pod else {}) if rem else ("", {})
                 row = seen[ident] = {"id": ident, "namespace": known[0], "labels": dict(known[1]), "podCount": 0,
@@ -112,7 +113,7 @@ def control_router(agent: Agent) -> ApiRouter:
 
     def cni_timings(p: dict[str, Any]) -> dict[str, Any]:
         """Median per-step milliseconds of the recent CNI ADDs (ipam, interface, datapath, record)."""
-        rows = list(agent.timings)
+        rows = list(agent.cni.timings)
         out: dict[str, Any] = {"count": len(rows)}
         for step in ("ipam", "interface", "datapath", "record"):
             vals = sorted(r[step] for r in rows)
