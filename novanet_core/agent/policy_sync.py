@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
 
-from novanet_core.agent.dataplane_client import DataplaneUnavailable
+from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
+from novanet_core.agent.endpoints import EndpointStore
 from novanet_core.api.client import ApiClient, Unreachable
 from novanet_core.api.protocol import ApiError
+from novanet_core.identity import IdentityAllocator
 from novanet_core.policy import AnyPeer, CidrPeer, IdentityPeer, PolicyEngine, Rule
 from novanet_core.policy.wire import encode_endpoint, encode_update
-from novanet_core.state.model import StateEvent
+from novanet_core.state.model import ClusterState, StateEvent
 from novanet_core.types import Endpoint
 
 if TYPE_CHECKING:
@@ -45,10 +47,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 
 
 
 class PolicySync:
-    def __init__(self, agent: Agent):
-        self.agent = agent
-        self.engine = PolicyEngine(default_deny=agent.config.policy.defaultDeny, node=agent.node.name,
-                                   identities=agent.identities, logger=log)
+    """Reads the agent's ``state`` and endpoint records; writes only to the dataplane."""
+
+    def __init__(self, state: ClusterState, store: EndpointStore, identities: IdentityAllocator,
+                 dataplane: DataplaneClient, node_name: str, default_deny: bool):
+        self.state, self.store, self.identities, self.dataplane = state, store, identities, dataplane
+        self.engine = PolicyEngine(default_deny=default_deny, node=node_name, identities=identities, logger=log)
         self.supported = True  # False when the datapath answers unsupported (e.g. datapath: kernel)
         self.unsupported_reason = ""
         self.dirty = False  # a send failed: the next resync sends everything
@@ -66,7 +70,7 @@ class PolicySync:
         """Full compile of the agent's state, then a full replace in the datapath."""
         with self._lock:
             t0 = time.perf_counter()
-            self.engine.load(self.agent.state)
+            self.engine.load(self.state)
             self.compile_seconds = time.perf_counter() - t0
             log.info("policy: compiled %d policies for %d local endpoints in %.1f ms (%d rejected)",
                      len(self.engine.policies), len(self.engine.endpoints), self.compile_seconds * 1000,
@@ -137,7 +141,7 @@ class PolicySync:
     # ------------------------------------------------------------------ internals
     def _ips_of(self, pod_key: str) -> list[str]:
         ns, _, name = pod_key.partition("/")
-        return sorted(e.ip for e in self.agent.store.by_pod(ns, name))
+        return sorted(e.ip for e in self.store.by_pod(ns, name))
 
     def _send(self, ups: list[dict[str, Any]], dels: list[str], full: bool, t0: float, what: str) -> None:
         if not self.supported:
@@ -146,7 +150,7 @@ class PolicySync:
             # an earlier change never reached the datapath: send everything instead of this delta
             return self.resync()
         try:
-            res = self.agent.dataplane.call("dp.policy.apply", encode_update(ups, dels, full))
+            res = self.dataplane.call("dp.policy.apply", encode_update(ups, dels, full))
         except DataplaneUnavailable as e:
             self.dirty = True
             log.warning("policy: %s not programmed (%s); resending everything when the dataplane is back", what, e)
@@ -173,16 +177,10 @@ class PolicySync:
         log.debug("policy: %s programmed in %.2f ms: %s", what, dt * 1000, res)
 
     # ------------------------------------------------------------------ queries (agent API)
-    def _labels(self, ident: int) -> dict[str, Any]:
-        for i, ns, labels, _refs in self.agent.identities.items():
-            if i == ident:
-                return {"namespace": ns, "labels": labels}
-        return {"namespace": "", "labels": {}}
-
     def list_rules(self) -> dict[str, Any]:
         """Compiled rules as identity pairs (with the labels they stand for), for ``novanetctl policy``."""
         with self._lock:
-            labels = {i: {"namespace": ns, "labels": lab} for i, ns, lab, _ in self.agent.identities.items()}
+            labels = {i: {"namespace": ns, "labels": lab} for i, ns, lab, _ in self.identities.items()}
             rows: list[dict[str, Any]] = []
             for key in sorted(self.engine.endpoints):
                 ep = self.engine.endpoints[key]

@@ -75,7 +75,9 @@ class Agent:
         self.mtu = ctx.pod_mtu(self.tunnel.overhead if self.tunnel is not None else 0)
         self.pool: warmpool.WarmPool | None = None  # started in start(), once the dataplane answered
         self.families_error: str | None = None  # set while a backend cannot carry a family of the node's
-        self.policy = PolicySync(self)  # NetworkPolicy: compiler + datapath sync (policy_sync.py)
+        # NetworkPolicy: compiler + datapath sync (policy_sync.py)
+        self.policy = PolicySync(self.state, self.store, self.identities, self.dataplane, self.node.name,
+                                 config.policy.defaultDeny)
         self.services = ServiceSync(self)  # Services: per-node frontends + datapath sync (novanet_core.services)
         self.nodes = NodeSync(self.state, self.node, config.routingMode, self.identities, self.dataplane, self.tunnel,
                               self.routing, lambda local, remotes: host.hook.novanet_nodes_changed(local=local, remotes=remotes))
