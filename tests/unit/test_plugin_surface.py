@@ -92,3 +92,32 @@ def test_the_check_catches_an_internal_import(tmp_path: Path) -> None:
     grant = surface()["plugins"]
     verdict = [allowed(n[0], grant) or all(allowed(m, grant) for m in n[1:]) for _, _, n in found]
     assert verdict == [False, True, True]
+
+
+def packages(dist: Path) -> set[str]:
+    """The top-level import packages a distribution ships (``novanet_vxlan``, ...)."""
+    return {p.parent.name for p in dist.glob("*/__init__.py") if p.parent.name not in ("tests", "build")}
+
+
+def top_level_imports(root: Path) -> list[tuple[str, int, str]]:
+    """(file, line, top-level module) of every absolute import under ``root``, tests excepted."""
+    out = []
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root)
+        if rel.parts[0] in ("tests", "build") or ".egg-info" in str(rel):
+            continue
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            out += [(str(f.relative_to(ROOT)), node.lineno, n.split(".")[0]) for n in names]
+    return out
+
+
+def test_the_core_imports_no_plugin_and_plugins_import_no_other_plugin() -> None:
+    owner = {pkg: dist for dist in distributions() for pkg in packages(dist)}
+    assert "novanet_ebpf_policy" in owner and "novanet_vxlan" in owner
+    bad = [f"{f}:{line}: {mod}" for f, line, mod in top_level_imports(ROOT / "novanet_core") if mod in owner]
+    for dist in distributions():
+        bad += [f"{f}:{line}: {mod}" for f, line, mod in top_level_imports(dist)
+                if mod in owner and owner[mod] != dist]
+    assert bad == [], "imports across the core/plugin boundary (docs/architecture.md):\n" + "\n".join(bad)
