@@ -78,7 +78,8 @@ class Agent:
         # NetworkPolicy: compiler + datapath sync (policy_sync.py)
         self.policy = PolicySync(self.state, self.store, self.identities, self.dataplane, self.node.name,
                                  config.policy.defaultDeny)
-        self.services = ServiceSync(self)  # Services: per-node frontends + datapath sync (novanet_core.services)
+        # Services: per-node frontends + datapath sync (novanet_core.services)
+        self.services = ServiceSync(self.state, self.dataplane, self.node, config.kubeProxyReplacement)
         self.nodes = NodeSync(self.state, self.node, config.routingMode, self.identities, self.dataplane, self.tunnel,
                               self.routing, lambda local, remotes: host.hook.novanet_nodes_changed(local=local, remotes=remotes))
         self.endpoints = LocalEndpoints(self.state, self.store, self.ipam, self.identities, self.dataplane,

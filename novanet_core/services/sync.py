@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
 
-from novanet_core.agent.dataplane_client import DataplaneUnavailable
+from novanet_core.agent.dataplane_client import DataplaneClient, DataplaneUnavailable
 from novanet_core.api.protocol import ApiError
 from novanet_core.services.resolve import compat_backends, frontends_for
-from novanet_core.state.model import StateEvent
+from novanet_core.state.model import ClusterState, StateEvent
 from novanet_core.state.services import EndpointSlice
-from novanet_core.types import ServiceFrontend
+from novanet_core.types import NodeInfo, ServiceFrontend
 
 if TYPE_CHECKING:
     from novanet_core.agent.service import Agent
@@ -42,9 +42,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 
 
 
 class ServiceSync:
-    def __init__(self, agent: Agent):
-        self.agent = agent
-        self.replace_kube_proxy = agent.config.kubeProxyReplacement
+    """Reads the agent's ``state``; writes only to the dataplane. ``replace_kube_proxy`` is the
+    node's ``kubeProxyReplacement``."""
+
+    def __init__(self, state: ClusterState, dataplane: DataplaneClient, node: NodeInfo, replace_kube_proxy: bool):
+        self.state, self.dataplane, self.node = state, dataplane, node
+        self.replace_kube_proxy = replace_kube_proxy
         self.desired: dict[str, ServiceFrontend] = {}
         # Indexes, so that an event costs its Services, not the whole state: Service key -> its
         # slices, and pod key -> how many slices of each Service point at it.
@@ -66,9 +69,9 @@ class ServiceSync:
     def start(self) -> None:
         with self._lock:
             self.slices, self.pod_refs = {}, {}
-            for sl in self.agent.state.endpointslices.values():
+            for sl in self.state.endpointslices.values():
                 self._index(sl, +1)
-            for key in list(self.agent.state.services):
+            for key in list(self.state.services):
                 self._resolve(key)
             self.resync()
 
@@ -96,7 +99,7 @@ class ServiceSync:
             self.unsupported = ""
             self.compat_sent = None
             try:
-                live = {d["key"]: d for d in self.agent.dataplane.call("dp.service.list") if "key" in d}
+                live = {d["key"]: d for d in self.dataplane.call("dp.service.list") if "key" in d}
             except DataplaneUnavailable:
                 self.dirty = True
                 return
@@ -110,7 +113,7 @@ class ServiceSync:
 
     # ------------------------------------------------------------------ resolution
     def _touched(self, ev: StateEvent, old: Any) -> set[str]:
-        state = self.agent.state
+        state = self.state
         if ev.kind == "Service":
             return {ev.obj.key}
         if ev.kind == "EndpointSlice":
@@ -121,7 +124,7 @@ class ServiceSync:
             return keys
         if ev.kind == "Node":
             # Only this node's own address matters (its NodePort frontends).
-            return set(state.services) if ev.obj.name == self.agent.node.name else set()
+            return set(state.services) if ev.obj.name == self.node.name else set()
         # A Pod: the Services whose slices point at it (named target ports, endpoints without nodeName).
         return set(self.pod_refs.get(ev.obj.key, ()))
 
@@ -145,8 +148,8 @@ class ServiceSync:
                     del self.pod_refs[pod]
 
     def _resolve(self, svc_key: str) -> None:
-        svc = self.agent.state.services.get(svc_key)
-        fes = frontends_for(self.agent.state, svc, self.agent.node.name, self.agent.node.ip,
+        svc = self.state.services.get(svc_key)
+        fes = frontends_for(self.state, svc, self.node.name, self.node.ip,
                             self.slices.get(svc_key, {}).values()) if svc else []
         for k in self.by_service.pop(svc_key, set()):
             self.desired.pop(k, None)
@@ -184,7 +187,7 @@ class ServiceSync:
                 del self.sent_by_service[service_of(key)]
 
     def _send_frontends(self, touched: set[str] | None) -> int:
-        dp = self.agent.dataplane
+        dp = self.dataplane
         if touched is None:
             keys = set(self.desired) | set(self.sent)
         else:
@@ -210,7 +213,7 @@ class ServiceSync:
         return n
 
     def _send_compat(self) -> int:
-        backends = [b.to_dict() for b in compat_backends(self.agent.state, self.agent.node.name,
+        backends = [b.to_dict() for b in compat_backends(self.state, self.node.name,
                                                          {k: v.values() for k, v in self.slices.items()})]
         n = 0
         for k in sorted(self.sent):  # frontends left from kubeProxyReplacement: true
@@ -220,7 +223,7 @@ class ServiceSync:
         if backends == self.compat_sent:
             return n
         try:
-            self.agent.dataplane.call("dp.service.backends", {"backends": backends})
+            self.dataplane.call("dp.service.backends", {"backends": backends})
         except ApiError as e:
             self._refused(e, "the backend set")
             return n
@@ -229,7 +232,7 @@ class ServiceSync:
 
     def _call(self, method: str, params: dict[str, Any]) -> None:
         try:
-            self.agent.dataplane.call(method, params)
+            self.dataplane.call(method, params)
         except ApiError as e:
             self._refused(e, method)
 

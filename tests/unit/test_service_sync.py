@@ -61,7 +61,8 @@ class Harness:
         self.agent = SimpleNamespace(config=NovaNetConfig(**config), state=ClusterState(),
                                      node=NodeInfo("node-1", "172.30.0.2", "10.42.0.0/24"),
                                      dataplane=DataplaneClient(self.path))
-        self.sync = ServiceSync(self.agent)  # type: ignore[arg-type]
+        self.sync = ServiceSync(self.agent.state, self.agent.dataplane, self.agent.node,
+                                self.agent.config.kubeProxyReplacement)
 
     def _serve(self, backend: Any) -> ApiServer:
         srv = ApiServer(self.path, DataplaneService(backend).router())
