@@ -53,56 +53,8 @@ def cni_router(agent: Agent) -> ApiRouter:
 def control_router(agent: Agent) -> ApiRouter:
     r = ApiRouter()
     r.add("status", lambda p: agent.status(), doc="node status (novanetctl status)")
-
-    def endpoints(p: dict[str, Any]) -> Any:
-        """Endpoints from the live datapath, joined with the agent's records."""
-        records = {e.ip: e for e in agent.store.all()}
-        try:
-            live = agent.dataplane.call("dp.endpoint.list")
-        except DataplaneUnavailable as e:
-            raise ApiError("unavailable", str(e)) from None
-        out = []
-        for d in live:
-            ep = records.get(d["ip"])
-            out.append({
-                **d,
-                "namespace": ep.namespace if ep else d.get("namespace", ""),
-                "pod": ep.pod if ep else d.get("pod", ""),
-                "containerID": ep.container_id if ep else "",
-                "inAgent": ep is not None,
-            })
-        for ip, ep in records.items():
-            if not any(d["ip"] == ip for d in live):
-                out.append({"ip": ip, "identity": ep.identity, "host_ifname": ep.host_ifname, "namespace": ep.namespace,
-                            "pod": ep.pod, "containerID": ep.container_id, "local": True, "inAgent": True,
-                            "inDatapath": False})
-        return sorted(out, key=lambda d: tuple(int(x) for x in d["ip"].split(".")))
-
-    r.add("endpoints.list", endpoints)
-
-    def identities(p: dict[str, Any]) -> Any:
-        """Identities as the live datapath uses them (endpoint map entries), with their label sets."""
-        try:
-            live = agent.dataplane.call("dp.endpoint.list")
-        except DataplaneUnavailable as e:
-            raise ApiError("unavailable", str(e)) from None
-        seen: dict[int, dict[str, Any]] = {}
-        for d in live:
-            ident = d.get("identity", 0)
-            row = seen.get(ident)
-            if row is None:
-                known = agent.identities.labels_of(ident)
-                if known is None:
-                    ep = agent.store.by_ip(d["ip"])
-                    rem = agent.nodes.remotes.get(d["ip"])
-                    pod = agent.state.pods.get(f"{rem.namespace}/{rem.pod}") if rem else None
-                    known = (ep.namespace, ep.labels) if ep else (rem.namespace, dict(pod.labels) if pod else {}) if rem else ("", {})
-                row = seen[ident] = {"id": ident, "namespace": known[0], "labels": dict(known[1]), "podCount": 0,
-                                     "remotePodCount": 0}
-            row["podCount" if d.get("local", True) else "remotePodCount"] += 1
-        return sorted(seen.values(), key=lambda r: r["id"])
-
-    r.add("identity.list", identities)
+    r.add("endpoints.list", _on(agent, _endpoints))
+    r.add("identity.list", _on(agent, _identities))
     r.add("plugins.list", lambda p: agent.host.info(), doc="discovered plugins")
     r.add("ipam.list", lambda p: [a.to_dict() for a in agent.ipam.list()], doc="IPAM allocations")
     r.add("ipam.status", lambda p: agent.ipam.status(), doc="IPAM pool status")
@@ -110,44 +62,100 @@ def control_router(agent: Agent) -> ApiRouter:
     r.add("config.get", lambda p: agent.config.model_dump(), doc="effective config")
     r.add("reconcile", lambda p: agent.reconcile(), doc="reconcile live state against desired state now")
     r.add("methods", lambda p: r.methods(), doc="list API methods")
-
-    def cni_timings(p: dict[str, Any]) -> dict[str, Any]:
-        """Median per-step milliseconds of the recent CNI ADDs (ipam, interface, datapath, record)."""
-        rows = list(agent.cni.timings)
-        out: dict[str, Any] = {"count": len(rows)}
-        for step in ("ipam", "interface", "datapath", "record"):
-            vals = sorted(r[step] for r in rows)
-            out[step] = round(vals[len(vals) // 2] * 1e3, 2) if vals else None
-        return out
-
-    r.add("cni.timings", cni_timings)
-
-    def state_timings(p: dict[str, Any]) -> dict[str, Any]:
-        """Per kind: count, median and p99 milliseconds of the recent state events (event taken in
-        -> endpoints, remotes, policy and services applied)."""
-        by_kind: dict[str, list[float]] = {}
-        for kind, sec in list(agent.event_timings):
-            by_kind.setdefault(kind, []).append(sec)
-        out = {}
-        for kind, vals in sorted(by_kind.items()):
-            vals.sort()
-            out[kind] = {"count": len(vals), "p50_ms": round(vals[len(vals) // 2] * 1e3, 3),
-                         "p99_ms": round(vals[min(len(vals) - 1, int(len(vals) * 0.99))] * 1e3, 3)}
-        return out
-
-    r.add("state.timings", state_timings)
-
-    def dp_proxy(p: dict[str, Any]) -> Any:
-        """Forward a call to the dataplane (plugin commands that need the datapath)."""
-        method = p.get("method")
-        if not isinstance(method, str):
-            raise ApiError("invalid_params", "method: must be a string")
-        try:
-            return agent.dataplane.call(method, p.get("params") or {})
-        except DataplaneUnavailable as e:
-            raise ApiError("unavailable", str(e)) from None
-
-    r.add("dataplane.call", dp_proxy)
+    r.add("cni.timings", _on(agent, _cni_timings))
+    r.add("state.timings", _on(agent, _state_timings))
+    r.add("dataplane.call", _on(agent, _dp_proxy))
     policy_sync.register_api(r, agent)  # policy.list, policy.status, policy.drops
     service_sync.register_api(r, agent)  # services.list, services.status
     return r
+
+
+def _on(agent: Agent, fn: Any) -> Any:
+    """``fn(agent, params)`` as a handler of ``params``, keeping its docstring (the ``methods`` listing)."""
+    def handler(p: dict[str, Any]) -> Any:
+        return fn(agent, p)
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+def _endpoints(agent: Agent, p: dict[str, Any]) -> Any:
+    """Endpoints from the live datapath, joined with the agent's records."""
+    records = {e.ip: e for e in agent.store.all()}
+    try:
+        live = agent.dataplane.call("dp.endpoint.list")
+    except DataplaneUnavailable as e:
+        raise ApiError("unavailable", str(e)) from None
+    out = []
+    for d in live:
+        ep = records.get(d["ip"])
+        out.append({
+            **d,
+            "namespace": ep.namespace if ep else d.get("namespace", ""),
+            "pod": ep.pod if ep else d.get("pod", ""),
+            "containerID": ep.container_id if ep else "",
+            "inAgent": ep is not None,
+        })
+    for ip, ep in records.items():
+        if not any(d["ip"] == ip for d in live):
+            out.append({"ip": ip, "identity": ep.identity, "host_ifname": ep.host_ifname, "namespace": ep.namespace,
+                        "pod": ep.pod, "containerID": ep.container_id, "local": True, "inAgent": True,
+                        "inDatapath": False})
+    return sorted(out, key=lambda d: tuple(int(x) for x in d["ip"].split(".")))
+
+
+def _identities(agent: Agent, p: dict[str, Any]) -> Any:
+    """Identities as the live datapath uses them (endpoint map entries), with their label sets."""
+    try:
+        live = agent.dataplane.call("dp.endpoint.list")
+    except DataplaneUnavailable as e:
+        raise ApiError("unavailable", str(e)) from None
+    seen: dict[int, dict[str, Any]] = {}
+    for d in live:
+        ident = d.get("identity", 0)
+        row = seen.get(ident)
+        if row is None:
+            known = agent.identities.labels_of(ident)
+            if known is None:
+                ep = agent.store.by_ip(d["ip"])
+                rem = agent.nodes.remotes.get(d["ip"])
+                pod = agent.state.pods.get(f"{rem.namespace}/{rem.pod}") if rem else None
+                known = (ep.namespace, ep.labels) if ep else (rem.namespace, dict(pod.labels) if pod else {}) if rem else ("", {})
+            row = seen[ident] = {"id": ident, "namespace": known[0], "labels": dict(known[1]), "podCount": 0,
+                                 "remotePodCount": 0}
+        row["podCount" if d.get("local", True) else "remotePodCount"] += 1
+    return sorted(seen.values(), key=lambda r: r["id"])
+
+
+def _cni_timings(agent: Agent, p: dict[str, Any]) -> dict[str, Any]:
+    """Median per-step milliseconds of the recent CNI ADDs (ipam, interface, datapath, record)."""
+    rows = list(agent.cni.timings)
+    out: dict[str, Any] = {"count": len(rows)}
+    for step in ("ipam", "interface", "datapath", "record"):
+        vals = sorted(r[step] for r in rows)
+        out[step] = round(vals[len(vals) // 2] * 1e3, 2) if vals else None
+    return out
+
+
+def _state_timings(agent: Agent, p: dict[str, Any]) -> dict[str, Any]:
+    """Per kind: count, median and p99 milliseconds of the recent state events (event taken in
+    -> endpoints, remotes, policy and services applied)."""
+    by_kind: dict[str, list[float]] = {}
+    for kind, sec in list(agent.event_timings):
+        by_kind.setdefault(kind, []).append(sec)
+    out = {}
+    for kind, vals in sorted(by_kind.items()):
+        vals.sort()
+        out[kind] = {"count": len(vals), "p50_ms": round(vals[len(vals) // 2] * 1e3, 3),
+                     "p99_ms": round(vals[min(len(vals) - 1, int(len(vals) * 0.99))] * 1e3, 3)}
+    return out
+
+
+def _dp_proxy(agent: Agent, p: dict[str, Any]) -> Any:
+    """Forward a call to the dataplane (plugin commands that need the datapath)."""
+    method = p.get("method")
+    if not isinstance(method, str):
+        raise ApiError("invalid_params", "method: must be a string")
+    try:
+        return agent.dataplane.call(method, p.get("params") or {})
+    except DataplaneUnavailable as e:
+        raise ApiError("unavailable", str(e)) from None
