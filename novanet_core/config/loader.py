@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from novanet_core.backends import ConfigError
+from novanet_core.config.fielderrors import field_errors
 from novanet_core.config.models import NovaNetConfig
 
 # Environment variable -> dotted config key. Documented in docs/configuration.md.
@@ -64,12 +65,9 @@ def _env_value(key: str, raw: str) -> Any:
 
 def format_validation_error(e: ValidationError, origin: Mapping[str, str] | None = None) -> str:
     lines = []
-    for err in e.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
+    for loc, msg in field_errors(e, missing=None):
+        path = ".".join(str(p) for p in loc) or "(root)"
         src = f" (from {origin[path]})" if origin and path in origin else ""
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
         lines.append(f"{path}: {msg}{src}")
     return "invalid config: " + "; ".join(lines)
 

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from novanet_core.config.fielderrors import field_errors
+
 PREFIX = "routing.settings"
 # FRR's own limits: ASN is a u32 (0 is reserved); BFD intervals are 10..60000 ms.
 MAX_ASN = 4294967295
@@ -133,13 +135,7 @@ def parse_settings(raw: dict[str, Any] | None) -> tuple[FrrBgpSettings | None, l
         return FrrBgpSettings.model_validate(raw or {}), []
     except ValidationError as e:
         errors = []
-        for err in e.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "is required"
-            loc = err["loc"]
+        for loc, msg in field_errors(e):
             if not loc and ": " in msg:  # _cross: the message carries its own key path
                 key, _, msg = msg.partition(": ")
                 errors.append(f"{PREFIX}.{key}: {msg}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from novanet_core.config.fielderrors import field_errors
 from novanet_core.config.models import NovaNetConfig
 from novanet_lab import cgroups
 from novanet_lab.errors import LabError
@@ -66,12 +67,9 @@ def validate_node_config(cfg: dict[str, Any], node: str) -> NovaNetConfig:
         return NovaNetConfig.model_validate(cfg)
     except ValidationError as e:
         lines = []
-        for err in e.errors():
-            path = loc_path(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown NovaNet config key"
-            where = f"cluster.{path}" if err["loc"] and err["loc"][0] not in _LAB_SET else f"{path} (node {node})"
+        for loc, msg in field_errors(e, unknown="unknown NovaNet config key", missing=None):
+            path = loc_path(loc)
+            where = f"cluster.{path}" if loc and loc[0] not in _LAB_SET else f"{path} (node {node})"
             lines.append(f"  {where}: {msg}")
         raise LabError("invalid lab spec (agent config check):\n" + "\n".join(lines)) from None
 

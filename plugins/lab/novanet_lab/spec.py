@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from novanet_core.config.fielderrors import field_errors
 from novanet_core.protocols import L4Protocol
 from novanet_lab import podroutes
 from novanet_lab.errors import LabError
@@ -277,14 +278,7 @@ def loc_path(loc: tuple[Any, ...]) -> str:
 
 
 def format_errors(e: ValidationError, source: str) -> str:
-    lines = []
-    for err in e.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "is required"
-        lines.append(f"  {loc_path(err['loc'])}: {msg}")
+    lines = [f"  {loc_path(loc)}: {msg}" for loc, msg in field_errors(e)]
     return f"invalid lab spec {source}:\n" + "\n".join(lines)
 
 
