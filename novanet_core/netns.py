@@ -19,10 +19,10 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _setns_fd(fd: int) -> None:
+def _setns_fd(fd: int, what: str = "") -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
+        raise OSError(e, f"setns({what}): {os.strerror(e)}" if what else f"setns: {os.strerror(e)}")
 
 
 def netns_path(name_or_path: str) -> str:
@@ -32,9 +32,10 @@ def netns_path(name_or_path: str) -> str:
 
 def enter(name_or_path: str) -> None:
     """Move the calling thread into the namespace for good (threads it starts inherit it)."""
-    fd = os.open(netns_path(name_or_path), os.O_RDONLY)
+    path = netns_path(name_or_path)
+    fd = os.open(path, os.O_RDONLY)
     try:
-        _setns_fd(fd)
+        _setns_fd(fd, path)
     finally:
         os.close(fd)
 
@@ -72,8 +73,3 @@ def netns_iproute(path: str | None) -> Iterator[IPRoute]:
         yield ipr
     finally:
         ipr.close()
-
-
-def same_netns(path: str) -> bool:
-    st1, st2 = os.stat(path), os.stat("/proc/thread-self/ns/net")
-    return (st1.st_dev, st1.st_ino) == (st2.st_dev, st2.st_ino)

@@ -30,7 +30,6 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_GET_FD_BY_ID = 13
-BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_LINK_CREATE = 28
@@ -152,10 +151,6 @@ def link_info(fd: int) -> LinkInfo:
 
 def prog_fd_by_id(prog_id: int) -> int:
     return bpf(BPF_PROG_GET_FD_BY_ID, _attr(struct.pack("=III", prog_id, 0, 0)))
-
-
-def map_fd_by_id(map_id: int) -> int:
-    return bpf(BPF_MAP_GET_FD_BY_ID, _attr(struct.pack("=III", map_id, 0, 0)))
 
 
 # --------------------------------------------------------------------------- tcx links

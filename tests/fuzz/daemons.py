@@ -101,7 +101,6 @@ def dataplane_methods(f: FuzzNode) -> dict[str, list[dict[str, Any]]]:
         "ebpf.policy_upsert": [{"src_identity": 60002, "dst_identity": 60003, "protocol": 6, "dst_port": 80,
                                 "action": "deny"}],
         "ebpf.policy_delete": [{"src_identity": 60002, "dst_identity": 60003, "protocol": 6, "dst_port": 80}],
-        "ebpf.tunnel_delete": [{"node_ip": "172.31.250.77"}],
         "ebpf.flows": [{"limit": 5}, {"drops_only": True, "limit": 3}],
         "policy.apply": [{"endpoints": [], "delete": []}],
     })

@@ -96,19 +96,6 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
             raise ApiError("invalid_params", "entries: must be a list of objects")
         return be().sync_policies(entries)
 
-    def tunnel_upsert(p: dict[str, Any]) -> dict[str, Any]:
-        """Collect-md tunnel for a remote node: node_ip, ifindex, vni, remote_ip (default node_ip)."""
-        if "node_ip" not in p:
-            raise ApiError("invalid_params", "node_ip: required")
-        be().upsert_tunnel(p["node_ip"], _num(p, "ifindex", 0, 1 << 31), _num(p, "vni", 1, (1 << 24) - 1),
-                           p.get("remote_ip"))
-        return {}
-
-    def tunnel_delete(p: dict[str, Any]) -> dict[str, Any]:
-        """Remove a remote node's tunnel entry: node_ip."""
-        be().delete_tunnel(str(p.get("node_ip", "")))
-        return {}
-
     def reload(p: dict[str, Any]) -> dict[str, Any]:
         """Recompile the programs and swap them atomically into every attachment."""
         return be().reload()
@@ -138,7 +125,6 @@ def register(router: Any, get_backend: Callable[[], EbpfDatapath | None]) -> Non
         ("ebpf.maps", maps_, False), ("ebpf.status", status, False), ("ebpf.endpoints", endpoints, False),
         ("ebpf.policy_list", policy_list, False), ("ebpf.policy_upsert", policy_upsert, False),
         ("ebpf.policy_delete", policy_delete, False), ("ebpf.policy_sync", policy_sync, False),
-        ("ebpf.tunnel_upsert", tunnel_upsert, False), ("ebpf.tunnel_delete", tunnel_delete, False),
         ("ebpf.reload", reload, False),
         ("ebpf.policy_entries", policy_entries, False), ("ebpf.egress", egress, False),
         ("ebpf.traffic", traffic, False), ("ebpf.policy_check", policy_check, False),

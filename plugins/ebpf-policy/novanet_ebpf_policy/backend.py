@@ -39,8 +39,6 @@ from novanet_ebpf_policy.layouts import (
     EndpointValue,
     PolicyKey,
     PolicyValue,
-    TunnelKey,
-    TunnelValue,
 )
 from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
@@ -690,16 +688,6 @@ class EbpfDatapath:
         if follow:
             return self.flows.follow(identity, drops_only, limit, flt=flt)
         return iter(self.flows.recent(identity, drops_only, limit, flt))
-
-    # ------------------------------------------------------------------ tunnels
-    def upsert_tunnel(self, node_ip: str, ifindex: int, vni: int, remote_ip: str | None = None) -> None:
-        v = TunnelValue(ifindex=ifindex, remote_ip=ip_num(remote_ip or node_ip, "remote_ip"), vni=vni)
-        with self._lock:
-            self._m().update("tunnels", TunnelKey(node_ip=ip_num(node_ip, "node_ip")), v)
-
-    def delete_tunnel(self, node_ip: str) -> None:
-        with self._lock:
-            self._m().delete("tunnels", TunnelKey(node_ip=ip_num(node_ip, "node_ip")))
 
     # ------------------------------------------------------------------ Services (docs/services.md)
     def _svc(self) -> ServiceProgrammer:

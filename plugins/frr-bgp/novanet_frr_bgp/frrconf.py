@@ -225,13 +225,6 @@ def redact(commands: Iterable[str]) -> list[str]:
     return out
 
 
-def without_networks(state: RoutingState) -> RoutingState:
-    if state.bgp is None:
-        return state
-    return RoutingState(bgp=replace(state.bgp, networks=set(), neighbors=dict(state.bgp.neighbors)),
-                        bfd_profiles=dict(state.bfd_profiles))
-
-
 def keep_neighbors(want: RoutingState, cur: RoutingState) -> RoutingState:
     """``want`` plus the neighbors ``cur`` has that ``want`` lacks (nothing is deleted), same ASN only."""
     if want.bgp is None or cur.bgp is None or cur.bgp.asn != want.bgp.asn:

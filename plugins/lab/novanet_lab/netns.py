@@ -8,22 +8,16 @@ never collide with anything in the host netns.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import ipaddress
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from novanet_core.netns import enter, in_netns
 from novanet_lab.errors import LabError
 from novanet_lab.paths import NETNS_DIR
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 UNDERLAY_BRIDGE = "br0"
 NODE_UNDERLAY_IF = "eth0"
@@ -77,35 +71,10 @@ def set_sysctl(name: str, key: str, value: str) -> None:
             f.write(value)
 
 
-def setns_thread(path: str) -> None:
-    """Move the calling thread into the network namespace at path (Python 3.11 has no os.setns).
-
-    setns(CLONE_NEWNET) is per thread, and sockets keep the netns they were created in, which is
-    what lets one probing process hold sockets in many pods at once.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def entered(name: str) -> Iterator[None]:
-    """Run the body with this thread in netns ``name``; always switch back."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        setns_thread(str(NETNS_DIR / name))
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"cannot return to the original netns: {os.strerror(err)}")
-    finally:
-        os.close(own)
+# Entering a netns is the core's (novanet_core.netns): setns is per thread, and sockets keep the
+# netns they were created in, which is what lets one probing process hold sockets in many pods.
+setns_thread = enter  # the calling thread into the netns at a path, for good
+entered = in_netns  # the body with this thread in netns ``name``, switching back after
 
 
 def build_underlay(underlay_ns: str, gateway: str, prefixlen: int, mtu: int) -> None:
