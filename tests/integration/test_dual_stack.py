@@ -146,7 +146,9 @@ def test_a_datapath_without_ipv6_refuses_an_ipv6_cluster_cidr():
     node = NodeUnderTest(datapath="ebpf", extra=DUAL)
     try:
         with pytest.raises(RuntimeError) as e:
-            node.start()
+            # The agent waits for the dataplane (up to 30 s, compiling its programs on a loaded
+            # machine) before it can ask what the datapath carries: wait for it to exit.
+            node.start(wait=120.0)
         assert "agent exited with 2" in str(e.value)
         assert ("clusterCIDR: fd00:42::/48 is IPv6, but datapath 'ebpf' serves IPv4 only in this release"
                 in node.log("agent"))
