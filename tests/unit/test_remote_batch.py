@@ -23,7 +23,7 @@ def test_a_full_sync_goes_in_batches_of_size(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(RemoteBatch, "SIZE", 4)
     calls, send = _recorder()
     b = RemoteBatch(send)
-    for i in range(9):  # as Agent._sync_remotes does it
+    for i in range(9):  # as NodeSync.sync_remotes does it
         b.upsert.append(_rem(i))
         if b.full():
             b.flush()
