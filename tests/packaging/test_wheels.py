@@ -9,6 +9,7 @@ import subprocess
 import sys
 import venv
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,23 +24,27 @@ pytestmark = [pytest.mark.slow]
 def wheels(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("wheels")
     out = tmp / "dist"
-    built = {}
-    for src in [ROOT, *PLUGINS]:
+    junk = shutil.ignore_patterns("*.egg-info", "build", "__pycache__", ".*")
+
+    def build(src: Path) -> subprocess.CompletedProcess[str]:
         # Build from a copy so build/ and egg-info never land in the work tree.
         copy = tmp / "src" / src.name
-        junk = shutil.ignore_patterns("*.egg-info", "build", "__pycache__", ".*")
 
-        def ignore(d: str, names: list[str], src: Path = src, junk=junk) -> set[str]:
+        def ignore(d: str, names: list[str]) -> set[str]:
             top = {"plugins", "tests", "bench", "docs"} if Path(d) == src else set()
             return set(junk(d, names)) | (top & set(names))
 
         shutil.copytree(src, copy, ignore=ignore)
-        p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-                            str(copy), "-w", str(out)], capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    for w in out.glob("*.whl"):
-        built[w.name.split("-")[0]] = w
-    return built
+        # --no-build-isolation: the build backend (setuptools, wheel) comes from this venv (the
+        # test extra) instead of a build environment fetched per wheel, 25 s each here.
+        return subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                               "--disable-pip-version-check", str(copy), "-w", str(out)],
+                              capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for p in pool.map(build, [ROOT, *PLUGINS]):
+            assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return {w.name.split("-")[0]: w for w in out.glob("*.whl")}
 
 
 def test_every_plugin_wheel_carries_its_package_and_entry_point(wheels):
