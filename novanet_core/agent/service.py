@@ -176,21 +176,31 @@ class Agent:
         cfg = self.config.warmPool
         if cfg.size == 0:
             return
-        caps: list[str] = []
+        # Whether the datapath attaches programs ahead (capability "prewarm") is asked when the
+        # dataplane first answers, not only now: a dataplane still compiling at the agent's start
+        # would otherwise leave the pool without programs for the agent's whole life.
+        caps: dict[str, bool] = {}
+
+        def prewarm() -> bool:
+            if "prewarm" not in caps:
+                st = self.dataplane.call("dp.status", {"brief": True}, wait=0)
+                caps["prewarm"] = "prewarm" in st.get("capabilities", [])
+            return caps["prewarm"]
+
         try:
-            caps = self.dataplane.call("dp.status", {"brief": True}, wait=0).get("capabilities", [])
+            prewarm()
         except DataplaneUnavailable:
-            log.warning("warm pool: dataplane not reachable; members get their programs at ADD")
+            log.warning("warm pool: dataplane not reachable yet; members get their programs when it answers")
 
         def attach(name: str) -> None:
-            self.dataplane.call("dp.prewarm.attach", {"host_ifname": name})
+            if prewarm():
+                self.dataplane.call("dp.prewarm.attach", {"host_ifname": name})
 
         def release(name: str) -> None:
-            self.dataplane.call("dp.prewarm.release", {"host_ifname": name})
+            if prewarm():
+                self.dataplane.call("dp.prewarm.release", {"host_ifname": name})
 
-        has = "prewarm" in caps
-        self.pool = warmpool.WarmPool(cfg.size, cfg.refillIdleMs, self.mtu, attach if has else None,
-                                      release if has else None)
+        self.pool = warmpool.WarmPool(cfg.size, cfg.refillIdleMs, self.mtu, attach, release)
         self.pool.start()
 
     def stop(self, withdraw: bool = False) -> None:

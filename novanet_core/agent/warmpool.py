@@ -200,7 +200,7 @@ class WarmPool:
                     continue
                 try:
                     m = self._build()
-                except (NetlinkError, OSError) as e:
+                except Exception as e:  # netlink, or the dataplane refusing or gone: retry, never die
                     log.warning("warm pool: building a member failed: %s (retrying in 1 s)", e)
                     self._stop.wait(1.0)
                     continue

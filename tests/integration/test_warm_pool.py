@@ -82,7 +82,10 @@ def test_add_takes_an_attached_member_and_del_removes_it(pool_node):
     _wait(lambda: _ready(pool_node) == SIZE)
     members = _members(pool_node)
     assert len(members) == SIZE
-    assert {f"{m}_{d}" for m in members for d in ("ingress", "egress")} <= _pins(pool_node)  # attached ahead
+    # attached ahead: a member counts as ready when its pair is up, and its programs may follow a
+    # moment later (the dataplane attaches them), so wait for the pins rather than expect them
+    want = {f"{m}_{d}" for m in members for d in ("ingress", "egress")}
+    assert _wait(lambda: want <= _pins(pool_node)), want - _pins(pool_node)
     member_index = {_ifindex(pool_node, m) for m in members}
     a, b = pool_node.add_pod_netns(), pool_node.add_pod_netns()
     rc, ra = pool_node.cni("ADD", "poolpodA0001", a)
