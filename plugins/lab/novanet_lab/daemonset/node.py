@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from novanet_lab import procs
+from novanet_lab import cgroups, procs
 from novanet_lab.agents import BINARIES, markers
 from novanet_lab.daemonset import podman
+from novanet_lab.daemonset.render import NODE_CGROUP
 from novanet_lab.errors import LabError
 from novanet_lab.netns import inode
 from novanet_lab.paths import LabPaths
@@ -59,6 +60,7 @@ def mount_plan(paths: LabPaths, node: str) -> list[dict[str, Any]]:
         {"target": "/var/lib/cni", "source": str(root / "var-lib-cni")},
         {"target": "/var/lib/novanet", "source": str(root / "var-lib-novanet")},
         {"target": "/sys/fs/bpf", "source": str(paths.node_bpf_root(node)), "shared": True},
+        {"target": NODE_CGROUP, "source": str(cgroups.node_dir(paths.lab, node))},
     ]
 
 

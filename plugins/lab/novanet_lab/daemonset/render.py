@@ -22,6 +22,9 @@ from novanet_lab.errors import LabError
 LAB_SOCKETS = {"agent": "/run/novanet/agent.sock", "cni": "/run/novanet/cni.sock",
                "dataplane": "/run/novanet/dataplane.sock"}
 MANIFESTS_VOLUME = "lab-manifests"
+# The chart's cgroup.hostRoot in a lab: each node's mount namespace has its own lab cgroup
+# (novanet_lab.cgroups) bound here (daemonset.node.mount_plan), as a real node has its root.
+NODE_CGROUP = "/run/cgroupv2"
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +43,7 @@ def lab_values(cluster_config: dict[str, Any], manifest_dir: str, extra: dict[st
     values = {
         "config": config,
         "sockets": dict(LAB_SOCKETS),
+        "cgroup": {"hostRoot": NODE_CGROUP},
         "extraVolumes": [{"name": MANIFESTS_VOLUME, "hostPath": {"path": manifest_dir, "type": "Directory"}}],
         "extraVolumeMounts": [{"name": MANIFESTS_VOLUME, "mountPath": manifest_dir, "readOnly": True}],
     }
