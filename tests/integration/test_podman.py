@@ -13,13 +13,13 @@ import json
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.busybox import rootfs_tar
 from tests.support.cni_clients import install_cni
 from tests.support.node import ROOT, sh
 
@@ -29,17 +29,8 @@ ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 
 
 def busybox_image(tmp_path: Path, env: dict[str, str], tag: str) -> str:
-    rootfs = tmp_path / "rootfs"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp"):
-        (rootfs / d).mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-    for a in ("sh", "ip", "ping", "wget", "nc", "cat", "sleep", "echo"):
-        os.symlink("busybox", rootfs / "bin" / a)
     image = f"localhost/novanet-test-busybox:{tag}"
-    tar = tmp_path / "rootfs.tar"
-    with tarfile.open(tar, "w") as t:
-        t.add(rootfs, arcname=".")
-    subprocess.run(["podman", "import", str(tar), image], check=True, capture_output=True, env=env)
+    subprocess.run(["podman", "import", str(rootfs_tar(tmp_path)), image], check=True, capture_output=True, env=env)
     return image
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from novanet_lab import agents, procs
 from novanet_lab.daemonset import node as ds_node
 from novanet_lab.netns import list_netns
 
+from tests.support.busybox import rootfs_tar
 from tests.support.lab import LabUnderTest
 from tests.support.node import ROOT
 from tests.support.ping import PingWatch
@@ -91,6 +93,26 @@ def check_installed_cni(lab: LabUnderTest, node: str) -> None:
     assert not Path("/opt/cni/bin/novanet-cni").exists() or Path("/opt/cni/bin/novanet-cni").stat().st_ino != binary.stat().st_ino
 
 
+def check_podman_as_a_second_runtime(lab: LabUnderTest, node: str, tmp_path: Path) -> None:
+    """The node's podman as a workload runtime (``podman run --network <the conflist's name>``): its
+    CNI ADD goes through the installed binary to the node's agent, the container reaches a pod on
+    the other node, and podman's DEL when it exits leaves no endpoint behind."""
+    network = json.loads((node_root(lab, node) / "etc/cni/net.d/10-novanet.conflist").read_text())["name"]
+    image = f"localhost/novanet-ds-busybox:{tmp_path.name[-12:].lower()}"
+    peer = lab.pod_ip("x/b")
+    ds_node.run_podman(lab.paths, node, "import", str(rootfs_tar(tmp_path)), image, workload=True)
+    before = {e["ip"] for e in lab.ctl("endpoints", node=node)}
+    r = ds_node.run_podman(lab.paths, node, "run", "--rm", "--network", network, image,
+                           "sh", "-c", f"ip -o -4 addr show eth0 && ping -c 3 -W 2 {peer}", workload=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"inet 10\.42\.0\.\d+/", r.stdout), r.stdout  # an address of node-1's PodCIDR
+    assert " 0% packet loss" in r.stdout, r.stdout
+    deadline = time.monotonic() + 20  # podman's cleanup DEL runs after the container exits
+    while {e["ip"] for e in lab.ctl("endpoints", node=node)} != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {e["ip"] for e in lab.ctl("endpoints", node=node)} == before
+
+
 def fatal_lines(lab: LabUnderTest, node: str) -> list[str]:
     """Lines of the node's containers' logs (the replaced pods' and the running one's) that say fatal/panic."""
     return [f"{node}/{daemon}: {line}" for daemon in ("agent", "dataplane", "frr")
@@ -130,10 +152,11 @@ def check_reach(lab: LabUnderTest) -> None:
 
 @pytest.mark.long
 @pytest.mark.parametrize("dslab", ["overlay"], indirect=True)
-def test_overlay_daemonset_pods_install_cni_and_a_node_restart_loses_no_ping(dslab):
+def test_overlay_daemonset_pods_install_cni_and_a_node_restart_loses_no_ping(dslab, tmp_path):
     for node in ("node-1", "node-2"):
         check_installed_cni(dslab, node)
     check_reach(dslab)
+    check_podman_as_a_second_runtime(dslab, "node-1", tmp_path)
     rolling_restart_loses_nothing(dslab, ["node-1"])
     check_reach(dslab)
     assert fatal_lines(dslab, "node-1") == []
