@@ -16,11 +16,12 @@ trap cleanup EXIT
 # Lint first but run the tests regardless, so one style slip does not hide test results.
 "$PY/ruff" check novanet_core plugins tests bench contrib conftest.py
 lint=$?
-# Two workers by default: most of a lab test is waiting (daemons starting, routes converging,
-# pings), so a second worker nearly halves the wall time on a 2-core machine. Whole files go to one
+# Three workers by default: most of a lab test is waiting (daemons starting, routes converging,
+# pings), so on a 2-core machine the workers' waits overlap; the tests wait for conditions, never
+# for fixed times, and the whole suite has passed at load averages of 15-25. Whole files go to one
 # worker (--dist loadfile) so a module's lab is brought up once. Every test names what it creates
 # uniquely, so workers do not meet. NOVANET_TEST_WORKERS=0 runs serially.
-workers=${NOVANET_TEST_WORKERS:-2}
+workers=${NOVANET_TEST_WORKERS:-3}
 par=()
 if [ "$workers" != 0 ]; then par=(-n "$workers" --dist loadfile); fi
 "$PY/pytest" -p no:cacheprovider "${par[@]}" --durations=25 "$@"
