@@ -95,11 +95,14 @@ def check_installed_cni(lab: LabUnderTest, node: str) -> None:
 
 def check_podman_as_a_second_runtime(lab: LabUnderTest, node: str, tmp_path: Path) -> None:
     """The node's podman as a workload runtime (``podman run --network <the conflist's name>``): its
-    CNI ADD goes through the installed binary to the node's agent, the container reaches a pod on
-    the other node, and podman's DEL when it exits leaves no endpoint behind."""
+    CNI ADD goes through the installed binary to the node's agent, the container reaches the lab's
+    pod on the same node, and podman's DEL when it exits leaves no endpoint behind. (Other nodes
+    learn pods from the state source, where the kubelet would report them; nothing reports a
+    podman container there, so they do not route back to it, as for any pod the API server does
+    not know.)"""
     network = json.loads((node_root(lab, node) / "etc/cni/net.d/10-novanet.conflist").read_text())["name"]
     image = f"localhost/novanet-ds-busybox:{tmp_path.name[-12:].lower()}"
-    peer = lab.pod_ip("x/b")
+    peer = lab.pod_ip("x/a")  # on node-1
     ds_node.run_podman(lab.paths, node, "import", str(rootfs_tar(tmp_path)), image, workload=True)
     before = {e["ip"] for e in lab.ctl("endpoints", node=node)}
     r = ds_node.run_podman(lab.paths, node, "run", "--rm", "--network", network, image,
