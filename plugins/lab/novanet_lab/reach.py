@@ -63,7 +63,9 @@ def _hosts(st: LabState, paths: LabPaths, from_nodes: Sequence[str], from_underl
     for n in from_nodes:
         if n not in st.nodes:
             raise LabError(f"--from-node {n}: not a node of lab {st.name} ({', '.join(st.nodes)})")
-        out.append(Endpoint(f"node:{n}", st.nodes[n].ip, st.nodes[n].netns))
+        # a host process of that node: its node's cgroup, where the socket-level Service programs
+        # are attached (without it a ClusterIP is unreachable under kubeProxyReplacement)
+        out.append(Endpoint(f"node:{n}", st.nodes[n].ip, st.nodes[n].netns, cgroup=str(cgroups.node_dir(st.name, n))))
     if from_underlay:
         if st.underlay is None:
             raise LabError(f"lab {st.name} has no underlay")
