@@ -89,8 +89,12 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
     struct nv_endpoint *dst = endpoints.lookup(&dk);
     if (!dst || !dst->ifindex) return nv_drop(NV_DROP_NO_ROUTE, VX_STAT_NO_ENDPOINT);
     /* a pod with a bandwidth limit (core contract: endpoints[].flags): its packets cross the node's
-     * stack both ways, so that conntrack sees the flow whole and the limit's qdiscs apply */
-    if (dst->flags & NV_ENDPOINT_F_SHAPED) {
+     * stack both ways, so that conntrack sees the flow whole and the limit's qdiscs apply. The same
+     * for an inner source that is no pod (another node's host process, or traffic it SNATed, e.g.
+     * kube-proxy's masquerade towards a ClusterIP): the pod's reply to it leaves through the stack
+     * (not a cluster destination), and a stack that saw only the reply would call it INVALID, which
+     * kube-proxy's iptables rules drop (KUBE-FORWARD --ctstate INVALID). */
+    if (!src || (dst->flags & NV_ENDPOINT_F_SHAPED)) {
         skb->mark |= NV_TUNNEL_MARK;
         nv_stat(VX_STAT_TO_STACK);
         return TC_ACT_OK;
