@@ -92,6 +92,7 @@ def _traffic_without_routes_then_detached(lab, eps, b):
     assert _all_allowed(lab.probe("--from", "x/a", "--to", "x/c")) == []
 
 
+@pytest.mark.long  # the short forms: tests/bpf/test_restart.py (kills and a swap under ping, one node)
 def test_zero_loss_across_agent_and_dataplane_kills_and_a_program_swap(lab):
     b = lab.pod_ip("x/b")
     before = [(e["ip"], e["identity"], e["host_ifname"], e["mac"]) for e in lab.ctl("endpoints")]

@@ -92,7 +92,9 @@ class NodeUnderTest:
         self._spawn("agent")
         self.wait_ready(wait)
 
-    def wait_ready(self, wait: float = 30.0) -> dict[str, Any]:
+    def wait_ready(self, wait: float = 120.0) -> dict[str, Any]:
+        # A condition waited for, not a pause: the agent is ready after the dataplane's compile,
+        # which on a loaded 2-core machine has taken over 30 s.
         deadline = time.monotonic() + wait
         last: Any = None
         while time.monotonic() < deadline:
