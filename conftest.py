@@ -13,6 +13,11 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Files with slow or lab tests first: make test hands whole files to its workers in this
+    # order, so the many short files fill the end instead of a lone lab test making a tail. A file
+    # keeps its place among its kind and its tests their order.
+    slow_files = {item.path for item in items if "slow" in item.keywords or "lab" in item.keywords}
+    items.sort(key=lambda item: item.path not in slow_files)
     # The long forms (full matrices) stay out of make test; make test-long asks for them.
     if not config.getoption("--run-long"):
         skip_long = pytest.mark.skip(reason="long form: run with make test-long (pytest --run-long)")
