@@ -53,8 +53,17 @@ def _threaded(path: Path) -> None:
 
 def create(lab: str, nodes: list[str]) -> None:
     try:
-        domain().mkdir(exist_ok=True)
-        _threaded(lab_dir(lab))
+        # Another lab's remove() takes the domain away when it finds it empty, which can happen
+        # between our mkdir of the domain and of our lab's directory; once ours exists the domain
+        # is not empty and stays.
+        for attempt in range(5):
+            domain().mkdir(exist_ok=True)
+            try:
+                _threaded(lab_dir(lab))
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
         for n in nodes:
             _threaded(node_dir(lab, n))
     except OSError as e:
