@@ -9,11 +9,13 @@ import threading
 import uuid
 
 import pytest
-
-from novanet_core.bpf.cgroups import cgroup2_mount
 from novanet_lab import cgroups
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or cgroup2_mount() is None, reason="needs root and cgroup v2")
+from novanet_core.bpf.cgroups import cgroup2_mount
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or cgroup2_mount() is None, reason="needs root and cgroup v2"
+)
 
 
 def test_creating_one_lab_while_another_is_removed_never_fails() -> None:
