@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from pyroute2 import IPRoute
 
+from novanet_core.backend_hooks import BackendHooks, backend_hooks
 from novanet_core.backends import BackendContext
 from novanet_core.bpf.layouts import TunnelValue
 from novanet_core.bpf.tunnel import entries, routes
 from novanet_core.bpf.tunnel.programs import TunnelPrograms
+from novanet_core.config.models import NovaNetConfig
 from novanet_core.types import NodeInfo
-
-if TYPE_CHECKING:
-    from novanet_core.api.router import ApiRouter
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +85,14 @@ class BpfTunnel:
         return {}
 
     @classmethod
-    def register_api(cls, router: ApiRouter, component: str, backends: Mapping[str, Any]) -> None:
-        """``novanet_register_api`` for a tunnel plugin: ``<name>.status`` in the agent, when the
-        agent's tunnel backend is one of ``cls``."""
-        b = backends.get("tunnel")
-        if component != "agent" or not isinstance(b, cls):
-            return
-
-        def status(p: dict[str, Any]) -> dict[str, Any]:
-            return b.api_status()
-
-        router.add(f"{b.name}.status", status, doc=f"{b.name}: device, programs, per-event packet counters, tunnels")
+    def plugin_hooks(cls, *, description: str,
+                     config_errors: Callable[[NovaNetConfig], list[str]] | None = None) -> BackendHooks:
+        """A tunnel plugin's ``novanet_register_backends``, ``novanet_validate_config`` and
+        ``novanet_register_api`` (``<name>.status`` in the agent, when the agent's tunnel backend
+        is one of ``cls``)."""
+        return backend_hooks("tunnel", cls.name, cls, description=description, config_errors=config_errors,
+                             api={f"{cls.name}.status": (cls.api_status,
+                                                         f"{cls.name}: device, programs, per-event packet counters, tunnels")})
 
     def counters(self) -> dict[str, Any]:
         """The plugin's ``<name>.status`` API answer, besides ``tunnels``."""
