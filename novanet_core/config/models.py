@@ -15,11 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from novanet_core import ipfamily
 
-# Encapsulation overhead per tunnel protocol, IPv4 underlay: outer IPv4 20 + UDP 8 + header 8 +
-# inner Ethernet 14 = 50; NovaNet's Geneve adds one 8-byte option (4 B option header + 4 B
-# identity) = 58. An IPv6 underlay's outer header is 20 bytes larger. Plugins report their own
-# figure; these are for docs and validation.
-KNOWN_OVERHEAD = {"vxlan": 50, "geneve": 58}
+# An IPv6 underlay's outer header is this much larger than IPv4's (40 vs 20 bytes); each tunnel
+# plugin states its own IPv4 overhead (``BpfTunnel.overhead``).
 OUTER_IPV6_EXTRA = 20
 
 
