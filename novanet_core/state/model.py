@@ -227,6 +227,56 @@ def _ip_list(kind: str, name: str, status: Mapping[str, Any], one: str, many: st
     return out
 
 
+def _parse_node(obj: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]) -> Node:
+    kind = "Node"
+    name, _, labels = _meta(obj, kind, False)
+    ips: list[str] = []
+    addresses = status.get("addresses") or []
+    if not isinstance(addresses, list):
+        raise ObjectError(kind, name, "status.addresses", "must be a list")
+    for i, a in enumerate(addresses):
+        if isinstance(a, Mapping) and a.get("type") == "InternalIP":
+            addr = _ip(kind, name, f"status.addresses[{i}].address", a.get("address"))
+            # The kubelet lists one InternalIP per family, primary first; a second of one
+            # family is an alias the datapath has no use for.
+            if addr and all(family_of(x) != family_of(addr) for x in ips):
+                ips.append(addr)
+    cidrs = _node_pod_cidrs(spec, name)
+    return Node(name=name, internal_ip=ips[0] if ips else None, pod_cidr=cidrs[0] if cidrs else None,
+                labels=labels, pod_cidrs=tuple(cidrs), internal_ips=tuple(ips))
+
+
+def _parse_pod(obj: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]) -> Pod:
+    kind = "Pod"
+    name, ns, labels = _meta(obj, kind, True)
+    ports: list[ContainerPort] = []
+    containers = spec.get("containers") or []
+    if not isinstance(containers, list):
+        raise ObjectError(kind, name, "spec.containers", "must be a list")
+    for ci, c in enumerate(containers):
+        if not isinstance(c, Mapping):
+            raise ObjectError(kind, name, f"spec.containers[{ci}]", "must be a map")
+        ports.extend(parse_ports(kind, name, f"spec.containers[{ci}].ports", c.get("ports")))
+    node = spec.get("nodeName") or None
+    if node is not None and not isinstance(node, str):
+        raise ObjectError(kind, name, "spec.nodeName", "must be a string")
+    pod_ips = _ip_list(kind, name, status, "podIP", "podIPs")
+    host_ips = _ip_list(kind, name, status, "hostIP", "hostIPs")
+    return Pod(
+        namespace=ns,
+        name=name,
+        labels=labels,
+        node=node,
+        ip=pod_ips[0] if pod_ips else None,
+        host_ip=host_ips[0] if host_ips else None,
+        ips=tuple(pod_ips),
+        host_ips=tuple(host_ips),
+        ports=tuple(ports),
+        ready=_pod_ready(status, name),
+        terminating=bool((obj.get("metadata") or {}).get("deletionTimestamp")),
+    )
+
+
 def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPolicy | Service | EndpointSlice:
     """Parse one Kubernetes-style object; raises ObjectError naming the bad field."""
     if not isinstance(obj, Mapping):
@@ -245,52 +295,12 @@ def parse_object(obj: Mapping[str, Any]) -> Node | Namespace | Pod | NetworkPoli
     if not isinstance(status, Mapping):
         raise ObjectError(kind, "?", "status", "must be a map")
     if kind == "Node":
-        name, _, labels = _meta(obj, kind, False)
-        ips: list[str] = []
-        addresses = status.get("addresses") or []
-        if not isinstance(addresses, list):
-            raise ObjectError(kind, name, "status.addresses", "must be a list")
-        for i, a in enumerate(addresses):
-            if isinstance(a, Mapping) and a.get("type") == "InternalIP":
-                addr = _ip(kind, name, f"status.addresses[{i}].address", a.get("address"))
-                # The kubelet lists one InternalIP per family, primary first; a second of one
-                # family is an alias the datapath has no use for.
-                if addr and all(family_of(x) != family_of(addr) for x in ips):
-                    ips.append(addr)
-        cidrs = _node_pod_cidrs(spec, name)
-        return Node(name=name, internal_ip=ips[0] if ips else None, pod_cidr=cidrs[0] if cidrs else None,
-                    labels=labels, pod_cidrs=tuple(cidrs), internal_ips=tuple(ips))
+        return _parse_node(obj, spec, status)
     if kind == "Namespace":
         name, _, labels = _meta(obj, kind, False)
         return Namespace(name=name, labels=labels)
     if kind == "Pod":
-        name, ns, labels = _meta(obj, kind, True)
-        ports: list[ContainerPort] = []
-        containers = spec.get("containers") or []
-        if not isinstance(containers, list):
-            raise ObjectError(kind, name, "spec.containers", "must be a list")
-        for ci, c in enumerate(containers):
-            if not isinstance(c, Mapping):
-                raise ObjectError(kind, name, f"spec.containers[{ci}]", "must be a map")
-            ports.extend(parse_ports(kind, name, f"spec.containers[{ci}].ports", c.get("ports")))
-        node = spec.get("nodeName") or None
-        if node is not None and not isinstance(node, str):
-            raise ObjectError(kind, name, "spec.nodeName", "must be a string")
-        pod_ips = _ip_list(kind, name, status, "podIP", "podIPs")
-        host_ips = _ip_list(kind, name, status, "hostIP", "hostIPs")
-        return Pod(
-            namespace=ns,
-            name=name,
-            labels=labels,
-            node=node,
-            ip=pod_ips[0] if pod_ips else None,
-            host_ip=host_ips[0] if host_ips else None,
-            ips=tuple(pod_ips),
-            host_ips=tuple(host_ips),
-            ports=tuple(ports),
-            ready=_pod_ready(status, name),
-            terminating=bool((obj.get("metadata") or {}).get("deletionTimestamp")),
-        )
+        return _parse_pod(obj, spec, status)
     name, ns, _ = _meta(obj, kind, True)
     # Structural validation of policies lives with the compiler (novanet_core.policy); the
     # source only checks that spec is a map, so one bad policy never blocks the others.

@@ -198,19 +198,9 @@ def _cluster_ips(name: str, spec: Mapping[str, Any]) -> tuple[str | None, tuple[
     return cip, tuple(out)
 
 
-def parse_service(obj: Mapping[str, Any]) -> Service:
+def _service_ports(name: str, spec: Mapping[str, Any], typ: str, cip: str | None) -> list[ServicePort]:
+    """spec.ports, each checked, and unique by name, by port/protocol and by nodePort/protocol."""
     kind = "Service"
-    name, ns, labels = f.meta(obj, kind, True)
-    spec = f.mapping(kind, name, "spec", obj.get("spec"))
-    typ = f.one_of(kind, name, "spec.type", spec.get("type"), SERVICE_TYPES, "ClusterIP")
-    cip, cips = _cluster_ips(name, spec)
-    if typ == "ExternalName":
-        ext = spec.get("externalName")
-        if not isinstance(ext, str) or not ext:
-            raise ObjectError(kind, name, "spec.externalName", "is required for type ExternalName")
-        return Service(namespace=ns, name=name, type=typ, external_name=ext, labels=labels)
-    if cip == CLUSTER_IP_NONE and typ != "ClusterIP":
-        raise ObjectError(kind, name, "spec.clusterIP", f"may not be 'None' for type {typ!r}")
     raw_ports = f.sequence(kind, name, "spec.ports", spec.get("ports"))
     if not raw_ports and cip != CLUSTER_IP_NONE:
         raise ObjectError(kind, name, "spec.ports", "is required (at least one port) unless the Service is headless")
@@ -234,8 +224,12 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
                 raise ObjectError(kind, name, f"spec.ports[{i}].nodePort", f"{sp.node_port}/{sp.protocol} is "
                                   f"already used by spec.ports[{node_ports[(sp.node_port, sp.protocol)]}]")
             node_ports[(sp.node_port, sp.protocol)] = i
-    sel = spec.get("selector")
-    selector = None if sel is None else f.labels(kind, name, "spec.selector", sel)
+    return ports
+
+
+def _affinity(name: str, spec: Mapping[str, Any]) -> tuple[str, int]:
+    """spec.sessionAffinity and its timeout (0 without ClientIP affinity)."""
+    kind = "Service"
     affinity = f.one_of(kind, name, "spec.sessionAffinity", spec.get("sessionAffinity"), AFFINITIES, "None")
     timeout = 0
     sac = f.mapping(kind, name, "spec.sessionAffinityConfig", spec.get("sessionAffinityConfig"))
@@ -247,6 +241,26 @@ def parse_service(obj: Mapping[str, Any]) -> Service:
             raise ObjectError(kind, name, tpath, f"{timeout!r} must be 1..{MAX_AFFINITY_TIMEOUT}")
     elif client.get("timeoutSeconds") is not None:
         raise ObjectError(kind, name, tpath, "may only be set with sessionAffinity: ClientIP")
+    return affinity, timeout
+
+
+def parse_service(obj: Mapping[str, Any]) -> Service:
+    kind = "Service"
+    name, ns, labels = f.meta(obj, kind, True)
+    spec = f.mapping(kind, name, "spec", obj.get("spec"))
+    typ = f.one_of(kind, name, "spec.type", spec.get("type"), SERVICE_TYPES, "ClusterIP")
+    cip, cips = _cluster_ips(name, spec)
+    if typ == "ExternalName":
+        ext = spec.get("externalName")
+        if not isinstance(ext, str) or not ext:
+            raise ObjectError(kind, name, "spec.externalName", "is required for type ExternalName")
+        return Service(namespace=ns, name=name, type=typ, external_name=ext, labels=labels)
+    if cip == CLUSTER_IP_NONE and typ != "ClusterIP":
+        raise ObjectError(kind, name, "spec.clusterIP", f"may not be 'None' for type {typ!r}")
+    ports = _service_ports(name, spec, typ, cip)
+    sel = spec.get("selector")
+    selector = None if sel is None else f.labels(kind, name, "spec.selector", sel)
+    affinity, timeout = _affinity(name, spec)
     etp = spec.get("externalTrafficPolicy")
     if etp is not None and typ not in ("NodePort", "LoadBalancer"):
         raise ObjectError(kind, name, "spec.externalTrafficPolicy", f"may only be set when type is NodePort or "

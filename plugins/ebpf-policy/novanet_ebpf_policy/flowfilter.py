@@ -38,6 +38,7 @@ Select = Callable[[list[Event]], list[Event]]
 # one pass of a batch filter: the batch -> a truth value per event, computed without a Python call
 # per event (map over itemgetter / set.__contains__ / int.__le__ / dict.__getitem__ run in C)
 Mask = Callable[[list[Event]], Iterator[Any]]
+Fixed = dict[int, "frozenset[Any] | Callable[[], frozenset[Any]]"]  # event field position -> allowed values
 
 PRODUCT_LIMIT = 4096  # allowed-key combinations merged into one set lookup; past this, one pass per field
 
@@ -213,63 +214,8 @@ class FlowFilter:
         reasons, identities, pods, namespaces of one side) merged into one lookup of the tuple of
         those fields in the set of allowed combinations. Pod and namespace conditions turn into the
         set of addresses they match, recomputed per batch from ``names`` (pods come and go)."""
-        fixed: dict[int, frozenset[Any] | Callable[[], frozenset[Any]]] = {}  # position -> allowed values
-        masks: list[Mask] = []
-
-        def allow(pos: int, values: Any) -> None:
-            prev = fixed.get(pos)
-            if prev is None:
-                fixed[pos] = values
-            elif callable(prev) or callable(values):  # both dynamic or mixed: evaluate both per batch
-                a, b = prev, values
-                fixed[pos] = lambda: _now(a) & _now(b)
-            else:
-                fixed[pos] = prev & values
-
-        if self.drops_only:
-            allow(F_VERDICT, frozenset({2}))
-        if self.verdict is not None:
-            allow(F_VERDICT, frozenset({self.verdict}))
-        if self.protocol is not None:
-            allow(F_PROTO, frozenset({self.protocol}))
-        if self.reasons is not None:
-            allow(F_REASON, self.reasons)
-        if self.tcp_flags is not None:
-            allow(F_PROTO, frozenset({6}))
-            allow(F_TCP_FLAGS, frozenset(x for x in range(256) if x & self.tcp_flags))
-        if self.port is not None:
-            masks.append(_either({self.port}, F_SPORT, F_DPORT))
-        if self.identity:
-            masks.append(_either({self.identity}, F_SRC_ID, F_DST_ID))
-        if self.identities is not None:
-            masks.append(_either(self.identities, F_SRC_ID, F_DST_ID))
-        if self.from_identities is not None:
-            allow(F_SRC_ID, self.from_identities)
-        if self.to_identities is not None:
-            allow(F_DST_ID, self.to_identities)
-
-        def pod_ips(pod: str) -> Callable[[], frozenset[bytes]]:
-            return lambda: frozenset(raw for raw, n in list(names.items()) if n == pod)
-
-        def ns_ips(ns: str) -> Callable[[], frozenset[bytes]]:
-            return lambda: frozenset(raw for raw, n in list(names.items()) if n.partition("/")[0] == ns)
-
-        for either, src, dst, make in ((self.pod, self.from_pod, self.to_pod, pod_ips),
-                                       (self.namespace, self.from_namespace, self.to_namespace, ns_ips)):
-            if either is not None:
-                masks.append(_either(make(either), F_SRC_IP, F_DST_IP))
-            if src is not None:
-                allow(F_SRC_IP, make(src))
-            if dst is not None:
-                allow(F_DST_IP, make(dst))
-        for cidr, positions in ((self.ip, (F_SRC_IP, F_DST_IP)), (self.from_ip, (F_SRC_IP,)),
-                                (self.to_ip, (F_DST_IP,))):
-            if cidr is not None:
-                masks.append(_cidr_mask(cidr, positions))
-        if self.since is not None:
-            since_ns = int((self.since - wall_offset) * 1e9)
-            get_ts = operator.itemgetter(F_TS)
-            masks.append(lambda b: map(since_ns.__le__, map(get_ts, b)))  # since_ns <= ts
+        fixed: Fixed = {}  # position -> allowed values
+        masks = self._value_conditions(fixed, wall_offset) + self._address_conditions(fixed, names)
         if fixed:
             masks.insert(0, _fixed_mask(fixed))
         if not masks:
@@ -286,6 +232,73 @@ class FlowFilter:
             return batch
 
         return select
+
+    def _value_conditions(self, fixed: Fixed, wall_offset: float) -> list[Mask]:
+        """Conditions on the event's own fields: single-field ones into ``fixed``, the others
+        (either side, time) as masks."""
+        masks: list[Mask] = []
+        if self.drops_only:
+            _allow(fixed, F_VERDICT, frozenset({2}))
+        if self.verdict is not None:
+            _allow(fixed, F_VERDICT, frozenset({self.verdict}))
+        if self.protocol is not None:
+            _allow(fixed, F_PROTO, frozenset({self.protocol}))
+        if self.reasons is not None:
+            _allow(fixed, F_REASON, self.reasons)
+        if self.tcp_flags is not None:
+            _allow(fixed, F_PROTO, frozenset({6}))
+            _allow(fixed, F_TCP_FLAGS, frozenset(x for x in range(256) if x & self.tcp_flags))
+        if self.port is not None:
+            masks.append(_either({self.port}, F_SPORT, F_DPORT))
+        if self.identity:
+            masks.append(_either({self.identity}, F_SRC_ID, F_DST_ID))
+        if self.identities is not None:
+            masks.append(_either(self.identities, F_SRC_ID, F_DST_ID))
+        if self.from_identities is not None:
+            _allow(fixed, F_SRC_ID, self.from_identities)
+        if self.to_identities is not None:
+            _allow(fixed, F_DST_ID, self.to_identities)
+        if self.since is not None:
+            since_ns = int((self.since - wall_offset) * 1e9)
+            get_ts = operator.itemgetter(F_TS)
+            masks.append(lambda b: map(since_ns.__le__, map(get_ts, b)))  # since_ns <= ts
+        return masks
+
+    def _address_conditions(self, fixed: Fixed, names: Names) -> list[Mask]:
+        """Pod, namespace and CIDR conditions: one side into ``fixed``, either side as masks."""
+        masks: list[Mask] = []
+
+        def pod_ips(pod: str) -> Callable[[], frozenset[bytes]]:
+            return lambda: frozenset(raw for raw, n in list(names.items()) if n == pod)
+
+        def ns_ips(ns: str) -> Callable[[], frozenset[bytes]]:
+            return lambda: frozenset(raw for raw, n in list(names.items()) if n.partition("/")[0] == ns)
+
+        for either, src, dst, make in ((self.pod, self.from_pod, self.to_pod, pod_ips),
+                                       (self.namespace, self.from_namespace, self.to_namespace, ns_ips)):
+            if either is not None:
+                masks.append(_either(make(either), F_SRC_IP, F_DST_IP))
+            if src is not None:
+                _allow(fixed, F_SRC_IP, make(src))
+            if dst is not None:
+                _allow(fixed, F_DST_IP, make(dst))
+        for cidr, positions in ((self.ip, (F_SRC_IP, F_DST_IP)), (self.from_ip, (F_SRC_IP,)),
+                                (self.to_ip, (F_DST_IP,))):
+            if cidr is not None:
+                masks.append(_cidr_mask(cidr, positions))
+        return masks
+
+
+def _allow(fixed: Fixed, pos: int, values: Any) -> None:
+    """Narrow what ``pos`` may hold to ``values`` too."""
+    prev = fixed.get(pos)
+    if prev is None:
+        fixed[pos] = values
+    elif callable(prev) or callable(values):  # both dynamic or mixed: evaluate both per batch
+        a, b = prev, values
+        fixed[pos] = lambda: _now(a) & _now(b)
+    else:
+        fixed[pos] = prev & values
 
 
 def _now(v: frozenset[Any] | Callable[[], frozenset[Any]]) -> frozenset[Any]:

@@ -368,8 +368,34 @@ class PolicyProgrammer:
             for _, rules in prog.sets():
                 if rules is not None:
                     wanted[rules] = wanted.get(rules, 0) + 1
+        new_cidrs = self._cidr_ids(wanted)  # 2.
+        cidr_changed = set(new_cidrs) != set(self.cidr_ids)
+        index = CidrIndex(new_cidrs)
+        assign = self._assign_sets(wanted, new, index)  # 3.
 
-        # 2. CIDR prefixes in use (cidrs and excepts of every wanted rule); ids stay per prefix
+        # 4. entries per set: recompute the sets whose list changed, and CIDR sets if prefixes did
+        new_entries: dict[int, dict[bytes, bytes]] = {}
+        for rules, sid in assign.items():
+            cur = self.sets.get(sid)
+            has_cidr = any(r.kind == PeerKind.CIDR for r in rules)
+            if cur is not None and cur.rules == rules and not (cidr_changed and has_cidr):
+                new_entries[sid] = cur.entries
+            else:
+                new_entries[sid] = set_entries(sid, rules, index)
+        st.sets = len(new_entries)
+
+        new_values = self._write_maps(st, undo, desired, assign, new_entries, new_cidrs)  # 5.
+
+        # 6. remember
+        self.endpoints = desired
+        self.ep_values = new_values
+        self.cidr_ids = new_cidrs
+        self.sets = {sid: _Set(rules, new_entries[sid]) for rules, sid in assign.items()}
+        self.by_rules = dict(assign)
+        return st
+
+    def _cidr_ids(self, wanted: Mapping[SetRules, int]) -> dict[str, int]:
+        """2. CIDR prefixes in use (cidrs and excepts of every wanted rule); ids stay per prefix."""
         prefixes: set[str] = set()
         for rules in wanted:
             for r in rules:
@@ -382,11 +408,12 @@ class PolicyProgrammer:
             if cid is None:
                 cid, self._next_cidr = self._next_cidr, self._next_cidr + 1
             new_cidrs[p] = cid
-        cidr_changed = set(new_cidrs) != set(self.cidr_ids)
-        index = CidrIndex(new_cidrs)
+        return new_cidrs
 
-        # 3. a set id per wanted rule list: existing, adopted (same entries), reused in place
-        #    (an old list nobody wants any more, taken over by one that replaced it), or new
+    def _assign_sets(self, wanted: Mapping[SetRules, int], new: Sequence[_Programmed],
+                     index: CidrIndex) -> dict[SetRules, int]:
+        """3. a set id per wanted rule list: existing, adopted (same entries), reused in place (an
+        old list nobody wants any more, taken over by one that replaced it), or new."""
         assign: dict[SetRules, int] = {}
         free_old = [sid for sid, s in self.sets.items() if s.rules is not None and s.rules not in wanted]
         moved_from: dict[SetRules, list[int]] = {}
@@ -417,19 +444,13 @@ class PolicyProgrammer:
                 sid, self._next_set = self._next_set, self._next_set + 1
             assign[rules] = sid
             taken.add(sid)
+        return assign
 
-        # 4. entries per set: recompute the sets whose list changed, and CIDR sets if prefixes did
-        new_entries: dict[int, dict[bytes, bytes]] = {}
-        for rules, sid in assign.items():
-            cur = self.sets.get(sid)
-            has_cidr = any(r.kind == PeerKind.CIDR for r in rules)
-            if cur is not None and cur.rules == rules and not (cidr_changed and has_cidr):
-                new_entries[sid] = cur.entries
-            else:
-                new_entries[sid] = set_entries(sid, rules, index)
-        st.sets = len(new_entries)
-
-        # 5. make before break
+    def _write_maps(self, st: ApplyStats, undo: list[tuple[str, bytes, bytes | None]],
+                    desired: Mapping[str, _Programmed], assign: Mapping[SetRules, int],
+                    new_entries: Mapping[int, dict[bytes, bytes]], new_cidrs: Mapping[str, int]) -> dict[str, bytes]:
+        """5. make before break: new rules and CIDR ids first, then the endpoints that use them,
+        then what nobody uses any more. Returns the endpoints' new ``ep_policy`` values."""
         for sid, ents in new_entries.items():
             old = self.sets[sid].entries if sid in self.sets else {}
             if ents is old:
@@ -463,14 +484,7 @@ class PolicyProgrammer:
                 if k not in keep:
                     self.m.delete("policy_rules", k)
                     st.rules_removed += 1
-
-        # 6. remember
-        self.endpoints = desired
-        self.ep_values = new_values
-        self.cidr_ids = new_cidrs
-        self.sets = {sid: _Set(rules, new_entries[sid]) for rules, sid in assign.items()}
-        self.by_rules = dict(assign)
-        return st
+        return new_values
 
     # ------------------------------------------------------------------ queries
     def set_users(self) -> dict[int, list[tuple[str, str, str]]]:

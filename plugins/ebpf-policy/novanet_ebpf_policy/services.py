@@ -56,6 +56,17 @@ def _ip(n: int) -> str:
     return str(ipaddress.IPv4Address(n))
 
 
+def _frontend_flags(fe: ServiceFrontend) -> SvcFlag:
+    flags = SvcFlag(0)
+    if fe.kind == "NodePort":
+        flags |= SvcFlag.NODEPORT
+    if fe.external_local:
+        flags |= SvcFlag.EXTERNAL_LOCAL
+    if fe.affinity_timeout > 0:
+        flags |= SvcFlag.AFFINITY
+    return flags
+
+
 def _backend_flags(b: ServiceBackend) -> int:
     f = BackendFlag(0)
     if b.ready:
@@ -170,13 +181,7 @@ class ServiceProgrammer:
                   [b for b, p in zip(fe.backends, pick, strict=True) if not p]
         count = sum(pick)
         slots = [bytes(BackendValue(ip=_num(b.ip), port=b.port, flags=_backend_flags(b))) for b in ordered]
-        flags = SvcFlag(0)
-        if fe.kind == "NodePort":
-            flags |= SvcFlag.NODEPORT
-        if fe.external_local:
-            flags |= SvcFlag.EXTERNAL_LOCAL
-        if fe.affinity_timeout > 0:
-            flags |= SvcFlag.AFFINITY
+        flags = _frontend_flags(fe)
         old = self.live.get(fe.key)
         if old is not None and old.map_key == map_key and old.slots == slots and old.value.count == count \
                 and old.value.flags == int(flags) and old.value.affinity_timeout == fe.affinity_timeout:

@@ -28,6 +28,80 @@ def _key(obj: dict[str, Any]) -> str:
     return f"{m.get('namespace', '')}/{m['name']}"
 
 
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1: a watch streams its events in chunks (Transfer-Encoding: chunked), as the
+    # kube-apiserver does. Over HTTP/1.0 the client's reader waited for its buffer to fill
+    # or the connection to close, so events arrived only at the watch timeout.
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def api(self) -> FakeKubeAPI:
+        return self.server.api  # type: ignore[attr-defined,no-any-return]
+
+    def log_message(self, *a: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        u = urlparse(self.path)
+        q = parse_qs(u.query)
+        if u.path not in PATHS:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        kind, version = PATHS[u.path]
+        if q.get("watch", ["false"])[0] in ("true", "1"):
+            self.api.watch_requests += 1
+            self._watch(kind, int(q.get("resourceVersion", ["0"])[0] or 0),
+                        float(q.get("timeoutSeconds", ["5"])[0]))
+            return
+        with self.api.lock:
+            body = {"kind": f"{kind}List", "apiVersion": version, "metadata": {"resourceVersion": str(self.api.rv)},
+                    "items": [copy.deepcopy(o) for o in self.api.objects[kind].values()]}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _watch(self, kind: str, since: int, timeout: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            self._stream(kind, since, timeout)
+            self.wfile.write(b"0\r\n\r\n")  # the watch ends (timeoutSeconds)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
+    def _stream(self, kind: str, since: int, timeout: float) -> None:
+        if since and since < self.api.compacted_before:
+            self._line({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                    "reason": "Expired", "code": 410,
+                                                    "message": f"too old resource version: {since}"}})
+            return
+        deadline = time.monotonic() + timeout
+        sent = since
+        while time.monotonic() < deadline:
+            with self.api.lock:
+                pending = [e for e in self.api.events if e[0] > sent and e[2] == kind]
+                if not pending:
+                    self.api.lock.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+                    continue
+            for rv, typ, _k, obj in pending:
+                self._line({"type": typ, "object": obj})
+                sent = rv
+
+    def _line(self, obj: dict[str, Any]) -> None:
+        data = json.dumps(obj).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))  # one chunk per event
+        self.wfile.flush()
+
+
 class FakeKubeAPI:
     def __init__(self, netns: str | None = None, tls: tuple[str, str] | None = None) -> None:
         """``netns``: listen inside that network namespace (where the agent under test runs)."""
@@ -37,85 +111,16 @@ class FakeKubeAPI:
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []
         self.compacted_before = 0
         self.watch_requests = 0
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            # HTTP/1.1: a watch streams its events in chunks (Transfer-Encoding: chunked), as the
-            # kube-apiserver does. Over HTTP/1.0 the client's reader waited for its buffer to fill
-            # or the connection to close, so events arrived only at the watch timeout.
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                return
-
-            def do_GET(self) -> None:
-                u = urlparse(self.path)
-                q = parse_qs(u.query)
-                if u.path not in PATHS:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                kind, version = PATHS[u.path]
-                if q.get("watch", ["false"])[0] in ("true", "1"):
-                    api.watch_requests += 1
-                    self._watch(kind, int(q.get("resourceVersion", ["0"])[0] or 0),
-                                float(q.get("timeoutSeconds", ["5"])[0]))
-                    return
-                with api.lock:
-                    body = {"kind": f"{kind}List", "apiVersion": version, "metadata": {"resourceVersion": str(api.rv)},
-                            "items": [copy.deepcopy(o) for o in api.objects[kind].values()]}
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _watch(self, kind: str, since: int, timeout: float) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                try:
-                    self._stream(kind, since, timeout)
-                    self.wfile.write(b"0\r\n\r\n")  # the watch ends (timeoutSeconds)
-                    self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                self.close_connection = True
-
-            def _stream(self, kind: str, since: int, timeout: float) -> None:
-                if since and since < api.compacted_before:
-                    self._line({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                                            "reason": "Expired", "code": 410,
-                                                            "message": f"too old resource version: {since}"}})
-                    return
-                deadline = time.monotonic() + timeout
-                sent = since
-                while time.monotonic() < deadline:
-                    with api.lock:
-                        pending = [e for e in api.events if e[0] > sent and e[2] == kind]
-                        if not pending:
-                            api.lock.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-                            continue
-                    for rv, typ, _k, obj in pending:
-                        self._line({"type": typ, "object": obj})
-                        sent = rv
-
-            def _line(self, obj: dict[str, Any]) -> None:
-                data = json.dumps(obj).encode() + b"\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))  # one chunk per event
-                self.wfile.flush()
 
         if netns:
             from novanet_core.netns import in_netns
 
             with in_netns(netns):  # the listening socket keeps the namespace it was created in
-                self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+                self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         else:
-            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
+        self.server.api = self  # type: ignore[attr-defined]  # what _Handler serves
         scheme = "http"
         if tls is not None:  # (certfile, keyfile): serve HTTPS, as a real API server does
             import ssl
