@@ -9,6 +9,7 @@ agent has taken the whole change in.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from novanet_core.state.model import ObjectError
 from novanet_lab import agents, netns, pods
@@ -91,53 +92,7 @@ def _apply(paths: LabPaths, st: LabState, resources: list[Resource], timeout: fl
     new_pods: list[PodState] = []
     restart: list[PodState] = []
     for r in sorted(resources, key=lambda r: ORDER.index(r.kind)):
-        if r.kind == "Namespace":
-            old = st.namespaces.get(r.name)
-            if old == r.labels:
-                lines.append(f"namespace/{r.name} unchanged")
-                continue
-            writer.write(namespace_object(r.name, r.labels))
-            st.namespaces[r.name] = r.labels
-            lines.append(f"namespace/{r.name} {'created' if old is None else 'configured'}")
-        elif r.kind == "Pod":
-            ports = [PortState(**p) for p in r.ports or []]
-            p = st.pods.get(r.key)
-            if p is None:
-                p = pods.new_pod_state(paths, r.namespace or "default", r.name, pods.schedule(st, r.node),
-                                       r.labels, r.ports or [], r.ready)
-                st.pods[p.key] = p
-                new_pods.append(p)
-                lines.append(f"pod/{r.key} created")
-            elif p.labels == r.labels and p.ports == ports and p.ready == r.ready:
-                lines.append(f"pod/{r.key} unchanged")
-                continue
-            else:
-                if p.ports != ports:
-                    restart.append(p)
-                p.labels, p.ports, p.ready = dict(r.labels), ports, r.ready
-                lines.append(f"pod/{r.key} configured")
-            pods.write_manifest(writer, st, p)
-        elif r.kind == "Service":
-            old = st.services.get(r.key)
-            if old == services[r.key]:
-                lines.append(f"service/{r.key} unchanged")
-                continue
-            st.services[r.key] = services[r.key]
-            writer.write(services[r.key])
-            lines.append(f"service/{r.key} {'created' if old is None else 'configured'}")
-        else:
-            kind = r.kind.lower()
-            path = paths.manifest_dir / writer.filename(r.kind, r.name, r.namespace)
-            existed = path.exists()
-            before = path.read_text() if existed else None
-            writer.write(r.raw)
-            if before is not None and before == path.read_text():
-                lines.append(f"{kind}/{r.key} unchanged")
-                continue
-            keys = st.policies if r.kind == "NetworkPolicy" else st.endpointSlices
-            if r.key not in keys:
-                keys.append(r.key)
-            lines.append(f"{kind}/{r.key} {'configured' if existed else 'created'}")
+        lines.append(_write_one(paths, st, writer, r, services, new_pods, restart))
     st.manifestVersion = writer.bump()
     lstate.save(paths, st)
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
@@ -160,6 +115,55 @@ def _apply(paths: LabPaths, st: LabState, resources: list[Resource], timeout: fl
     reconcile.settle(paths, st, writer, deadline)
     lstate.save(paths, st)
     return lines
+
+
+def _write_one(paths: LabPaths, st: LabState, writer: ManifestWriter, r: Resource, services: dict[str, dict[str, Any]],
+               new_pods: list[PodState], restart: list[PodState]) -> str:
+    """One object's manifest written and the lab state updated; its kubectl-style line. A new pod
+    goes to ``new_pods`` (CNI ADD follows), one whose ports changed to ``restart``."""
+    if r.kind == "Namespace":
+        old = st.namespaces.get(r.name)
+        if old == r.labels:
+            return f"namespace/{r.name} unchanged"
+        writer.write(namespace_object(r.name, r.labels))
+        st.namespaces[r.name] = r.labels
+        return f"namespace/{r.name} {'created' if old is None else 'configured'}"
+    if r.kind == "Pod":
+        ports = [PortState(**p) for p in r.ports or []]
+        p = st.pods.get(r.key)
+        if p is None:
+            p = pods.new_pod_state(paths, r.namespace or "default", r.name, pods.schedule(st, r.node),
+                                   r.labels, r.ports or [], r.ready)
+            st.pods[p.key] = p
+            new_pods.append(p)
+            line = f"pod/{r.key} created"
+        elif p.labels == r.labels and p.ports == ports and p.ready == r.ready:
+            return f"pod/{r.key} unchanged"
+        else:
+            if p.ports != ports:
+                restart.append(p)
+            p.labels, p.ports, p.ready = dict(r.labels), ports, r.ready
+            line = f"pod/{r.key} configured"
+        pods.write_manifest(writer, st, p)
+        return line
+    if r.kind == "Service":
+        old = st.services.get(r.key)
+        if old == services[r.key]:
+            return f"service/{r.key} unchanged"
+        st.services[r.key] = services[r.key]
+        writer.write(services[r.key])
+        return f"service/{r.key} {'created' if old is None else 'configured'}"
+    kind = r.kind.lower()
+    path = paths.manifest_dir / writer.filename(r.kind, r.name, r.namespace)
+    existed = path.exists()
+    before = path.read_text() if existed else None
+    writer.write(r.raw)
+    if before is not None and before == path.read_text():
+        return f"{kind}/{r.key} unchanged"
+    keys = st.policies if r.kind == "NetworkPolicy" else st.endpointSlices
+    if r.key not in keys:
+        keys.append(r.key)
+    return f"{kind}/{r.key} {'configured' if existed else 'created'}"
 
 
 def delete(lab: str, resources: list[Resource], timeout: float = 60.0, ignore_not_found: bool = False,
@@ -198,24 +202,7 @@ def delete(lab: str, resources: list[Resource], timeout: float = 60.0, ignore_no
                 if r.name not in st.namespaces:
                     missing.append(f'namespaces "{r.name}" not found')
                     continue
-                # Like Kubernetes: a namespace takes its pods and policies with it.
-                for p in [p for p in st.pods.values() if p.namespace == r.name]:
-                    err = _remove_pod(paths, st, writer, p)
-                    if err:
-                        errors.append(err)
-                    lines.append(f"pod/{p.key} deleted")
-                for kind, keys in (("NetworkPolicy", st.policies), ("EndpointSlice", st.endpointSlices),
-                                   ("Service", list(st.services))):
-                    for key in [k for k in keys if k.split("/", 1)[0] == r.name]:
-                        writer.remove(kind, key.split("/", 1)[1], r.name)
-                        if kind == "Service":
-                            st.services.pop(key)
-                        else:
-                            keys.remove(key)
-                        lines.append(f"{kind.lower()}/{key} deleted")
-                writer.remove("Namespace", r.name)
-                del st.namespaces[r.name]
-                lines.append(f"namespace/{r.name} deleted")
+                _delete_namespace(paths, st, writer, r.name, lines, errors)
         st.manifestVersion = writer.bump()
         lstate.save(paths, st)
         agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
@@ -228,6 +215,28 @@ def delete(lab: str, resources: list[Resource], timeout: float = 60.0, ignore_no
             raise NotFound(lines, missing)
         return lines, missing
 
+
+
+def _delete_namespace(paths: LabPaths, st: LabState, writer: ManifestWriter, name: str, lines: list[str],
+                      errors: list[str]) -> None:
+    """Like Kubernetes: a namespace takes its pods, policies, slices and Services with it."""
+    for p in [p for p in st.pods.values() if p.namespace == name]:
+        err = _remove_pod(paths, st, writer, p)
+        if err:
+            errors.append(err)
+        lines.append(f"pod/{p.key} deleted")
+    for kind, keys in (("NetworkPolicy", st.policies), ("EndpointSlice", st.endpointSlices),
+                       ("Service", list(st.services))):
+        for key in [k for k in keys if k.split("/", 1)[0] == name]:
+            writer.remove(kind, key.split("/", 1)[1], name)
+            if kind == "Service":
+                st.services.pop(key)
+            else:
+                keys.remove(key)
+            lines.append(f"{kind.lower()}/{key} deleted")
+    writer.remove("Namespace", name)
+    del st.namespaces[name]
+    lines.append(f"namespace/{name} deleted")
 
 class NotFound(LabError):
     def __init__(self, lines: list[str], missing: list[str]):

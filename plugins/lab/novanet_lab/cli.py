@@ -162,6 +162,29 @@ def list_() -> None:
         click.echo(n)
 
 
+def _exec_where(st: Any, lab_name: str, node: str | None, outside: bool, target: str | None,
+                command: tuple[str, ...]) -> tuple[str, str | None, tuple[str, ...]]:
+    """``lab exec``'s netns, the node whose cgroup the command joins, and the command (TARGET is
+    its first word when --node or --outside names the place)."""
+    if outside:
+        if target is not None:
+            command = (target, *command)
+        if st.outside is None:
+            raise LabError(f"lab {lab_name} has no outside host (outside.enabled: false)")
+        return st.outside.netns, None, command  # the outside host is no node: no node cgroup
+    if node is not None:
+        if target is not None:
+            command = (target, *command)
+        if node not in st.nodes:
+            raise LabError(f"--node {node}: not a node of lab {lab_name} ({', '.join(st.nodes)})")
+        return st.nodes[node].netns, node, command
+    if target is None or "/" not in target:
+        raise LabError("give the pod as NS/POD (or --node NODE), then -- and the command")
+    if target not in st.pods:
+        raise LabError(f"pod {target} is not in lab {lab_name} (pods: {', '.join(st.pods) or 'none'})")
+    return st.pods[target].netns, st.pods[target].node, command
+
+
 @lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @name_option
 @click.option("--node", help="Run in this node's netns instead of a pod's.")
@@ -179,27 +202,7 @@ def exec(name: str | None, node: str | None, outside: bool, target: str | None, 
     st = lstate.load(paths)
     if st is None:
         raise LabError(f"lab {lab_name} is not up (no {paths.state_file})")
-    if outside:
-        if target is not None:
-            command = (target, *command)
-        if st.outside is None:
-            raise LabError(f"lab {lab_name} has no outside host (outside.enabled: false)")
-        ns = st.outside.netns
-        cg_node = None  # the outside host is no node: no node cgroup
-    elif node is not None:
-        if target is not None:
-            command = (target, *command)
-        if node not in st.nodes:
-            raise LabError(f"--node {node}: not a node of lab {lab_name} ({', '.join(st.nodes)})")
-        ns = st.nodes[node].netns
-        cg_node = node
-    else:
-        if target is None or "/" not in target:
-            raise LabError("give the pod as NS/POD (or --node NODE), then -- and the command")
-        if target not in st.pods:
-            raise LabError(f"pod {target} is not in lab {lab_name} (pods: {', '.join(st.pods) or 'none'})")
-        ns = st.pods[target].netns
-        cg_node = st.pods[target].node
+    ns, cg_node, command = _exec_where(st, lab_name, node, outside, target, command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -208,7 +211,7 @@ def exec(name: str | None, node: str | None, outside: bool, target: str | None, 
         raise LabError(f"netns {ns} does not exist (the lab is broken; `novanet lab down` and up again)")
     from novanet_lab.dns import resolv_file
 
-    resolv = resolv_file(paths, st.pods[target]) if node is None else None
+    resolv = resolv_file(paths, st.pods[target]) if node is None and not outside else None
     if resolv is not None and resolv.exists() and os.path.exists("/etc/resolv.conf"):
         # The pod's resolv.conf (cluster DNS), as the runtime would mount it: in a private mount
         # namespace, so nothing outside this command sees it.

@@ -169,7 +169,6 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
 
     # Configs first: a config error must stop us before any netns exists.
     configs = {n.name: node_config(spec, paths, n.name, ips[n.name], cidrs[n.name]) for n in spec.nodes}
-    native = spec.cluster.routingMode == "native"
     with_frr = podroutes.uses_frr(spec)  # other routing backends get no FRR and no routers
     router_ips: dict[str, str] = {}
     if with_frr:
@@ -187,6 +186,37 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {gw})")
     st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu)
     netns.build_underlay(paths.underlay_netns, gw, plen, spec.underlay.mtu)
+    _build_nodes(spec, paths, st, ips, cidrs, plen, configs, write_conflist=prep is None, progress=progress)
+    if spec.outside.enabled:
+        used = {gw, *ips.values(), *router_ips.values()}
+        st.outside = outside.build(paths, spec, used, plen, progress)
+        for node in st.nodes.values():
+            netns.default_route(node.netns, st.outside.ip)
+        lstate.save(paths, st)
+    if with_frr:
+        _start_frr(spec, paths, st, ips, router_ips, plen, on_nodes=lab_frr, progress=progress)
+
+    writer = _write_manifests(spec, paths, st)
+    lstate.save(paths, st)
+
+    _start_node_daemons(spec, paths, st, prep, with_frr, t0, deadline, progress)
+
+    if st.outside is not None:
+        outside.wait_ready(paths, st.outside, max(5.0, deadline - time.monotonic()))
+    create_pods(paths, st, writer, list(st.pods.values()), deadline, progress)
+    reconcile.settle(paths, st, writer, deadline)
+    if st.services or kubeproxy.mode_of(st) != "none":
+        progress(f"services: {len(st.services)}, kube-proxy rules: {kubeproxy.mode_of(st)}")
+    st.phase = "up"
+    lstate.save(paths, st)
+    progress(f"lab {spec.name} is up ({time.monotonic() - t0:.1f} s)")
+    return st
+
+
+def _build_nodes(spec: LabSpec, paths: LabPaths, st: LabState, ips: dict[str, str], cidrs: dict[str, str],
+                 plen: int, configs: dict[str, Any], write_conflist: bool, progress: Progress) -> None:
+    """Each node's netns on the underlay, its directories, config and (unless a daemonset's
+    install-cni init container writes it) its CNI conflist."""
     for i, n in enumerate(spec.nodes):
         node = NodeState(name=n.name, netns=paths.node_netns(n.name), ip=ips[n.name], podCIDR=cidrs[n.name],
                          config=str(paths.node_config(n.name)))
@@ -202,21 +232,22 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
                   paths.node_bpf_root(n.name), paths.node_conflist(n.name).parent):
             d.mkdir(parents=True, exist_ok=True)
         paths.node_config(n.name).write_text(yaml.safe_dump(configs[n.name], sort_keys=False))
-        if prep is None:  # a daemonset node's conflist is what its install-cni init container writes
+        if write_conflist:  # a daemonset node's conflist is what its install-cni init container writes
             paths.node_conflist(n.name).write_text(json.dumps(conflist(str(paths.socket(n.name, "cni"))), indent=2) + "\n")
-    if spec.outside.enabled:
-        used = {gw, *ips.values(), *router_ips.values()}
-        st.outside = outside.build(paths, spec, used, plen, progress)
-        for node in st.nodes.values():
-            netns.default_route(node.netns, st.outside.ip)
-        lstate.save(paths, st)
-    if lab_frr:
+
+
+def _start_frr(spec: LabSpec, paths: LabPaths, st: LabState, ips: dict[str, str], router_ips: dict[str, str],
+               plen: int, on_nodes: bool, progress: Progress) -> None:
+    """FRR on the nodes (unless a daemonset pod brings its own) and the spec's routers."""
+    if on_nodes:
         for node in st.nodes.values():
             progress(f"node {node.name}: starting FRR (zebra, bgpd, bfdd; vtysh -N {frr.pathspace(paths, node.name)})")
             frr.start(paths, node.name, node.netns, {})
-    if with_frr:
-        routers.build(spec, paths, ips, router_ips, plen, progress)
+    routers.build(spec, paths, ips, router_ips, plen, progress)
 
+
+def _write_manifests(spec: LabSpec, paths: LabPaths, st: LabState) -> ManifestWriter:
+    """The spec's Nodes, Namespaces, Pods and Services as manifests for the agents' state source."""
     writer = ManifestWriter(paths.manifest_dir)
     writer.ensure()
     for node in st.nodes.values():
@@ -237,8 +268,13 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         st.services[s.key] = service_objects.admit(s.to_object(), None, alloc)
         writer.write(st.services[s.key])
     st.manifestVersion = writer.bump()
-    lstate.save(paths, st)
+    return writer
 
+
+def _start_node_daemons(spec: LabSpec, paths: LabPaths, st: LabState, prep: Any, with_frr: bool, t0: float,
+                        deadline: float, progress: Progress) -> None:
+    """Every node's dataplane, then agent (or the daemonset pods), ready; in native routing, until
+    every node routes every other node's PodCIDR."""
     if prep is not None:
         daemonset.start(paths, prep, [(n.name, n.ip) for n in st.nodes.values()], progress)
     else:
@@ -253,7 +289,7 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     lstate.save(paths, st)
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
     progress(f"agents ready ({time.monotonic() - t0:.1f} s)")
-    if native:
+    if spec.cluster.routingMode == "native":
         pod_cidrs = {n.name: (n.netns, n.podCIDR) for n in st.nodes.values()}
         if with_frr:
             frr.wait_converged(pod_cidrs, max(5.0, deadline - time.monotonic()))
@@ -261,17 +297,6 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
             podroutes.wait_routed(pod_cidrs, max(5.0, deadline - time.monotonic()))
         progress(f"{'BGP' if with_frr else podroutes.routing_type(spec)} converged: every node routes every "
                  f"other PodCIDR ({time.monotonic() - t0:.1f} s)")
-
-    if st.outside is not None:
-        outside.wait_ready(paths, st.outside, max(5.0, deadline - time.monotonic()))
-    create_pods(paths, st, writer, list(st.pods.values()), deadline, progress)
-    reconcile.settle(paths, st, writer, deadline)
-    if st.services or kubeproxy.mode_of(st) != "none":
-        progress(f"services: {len(st.services)}, kube-proxy rules: {kubeproxy.mode_of(st)}")
-    st.phase = "up"
-    lstate.save(paths, st)
-    progress(f"lab {spec.name} is up ({time.monotonic() - t0:.1f} s)")
-    return st
 
 
 def create_pods(paths: LabPaths, st: LabState, writer: ManifestWriter, new: list[Any], deadline: float,

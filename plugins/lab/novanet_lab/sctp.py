@@ -118,29 +118,25 @@ class _Receiver(threading.Thread):
                 self.seen.add(got)
 
 
-def probe_sctp(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: Sequence[int],
-               timeout: float, confirm_timeout: float = CONFIRM_TIMEOUT) -> list[ProbeResult]:
-    """INIT from every source to every target on every port; results in source, port, target order.
+Plan = list[tuple[Endpoint, Endpoint, int, int, int]]  # src, dst, port, sport, verification tag
 
-    Decided as soon as every INIT has arrived; otherwise after ``timeout`` plus, while some are
-    still missing, up to ``confirm_timeout`` more (as the TCP/UDP probes' second attempt does).
-    """
-    stop = threading.Event()
-    ready = threading.Barrier(len(targets) + 1)
-    receivers = {t.key: _Receiver(t, ready, stop) for t in targets}
-    for r in receivers.values():
-        r.start()
-    ready.wait()  # every target listens before the first INIT leaves
+
+def _plan(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: Sequence[int]) -> Plan:
+    """One INIT per source, port and target, each with its own source port and tag."""
     base = int.from_bytes(os.urandom(4), "big") | 1
-    plan: list[tuple[Endpoint, Endpoint, int, int, int]] = []  # src, dst, port, sport, tag
+    plan: Plan = []
     n = 0
     for s in sources:
         for port in ports:
             for t in targets:
                 n += 1
                 plan.append((s, t, port, 32768 + n % 28000, ((base + n * 2654435761) & 0xFFFFFFFF) or 1))
+    return plan
+
+
+def _send_inits(sources: Sequence[Endpoint], plan: Plan, timeout: float) -> dict[str, str]:
+    """Every source sends its INITs from its own netns (a thread each); the senders that failed."""
     send_errors: dict[str, str] = {}
-    started = time.monotonic()
 
     def send(src: Endpoint) -> None:
         try:
@@ -163,6 +159,26 @@ def probe_sctp(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: 
         th.start()
     for th in senders:
         th.join()
+    return send_errors
+
+
+def probe_sctp(sources: Sequence[Endpoint], targets: Sequence[Endpoint], ports: Sequence[int],
+               timeout: float, confirm_timeout: float = CONFIRM_TIMEOUT) -> list[ProbeResult]:
+    """INIT from every source to every target on every port; results in source, port, target order.
+
+    Decided as soon as every INIT has arrived; otherwise after ``timeout`` plus, while some are
+    still missing, up to ``confirm_timeout`` more (as the TCP/UDP probes' second attempt does).
+    """
+    stop = threading.Event()
+    ready = threading.Barrier(len(targets) + 1)
+    receivers = {t.key: _Receiver(t, ready, stop) for t in targets}
+    for r in receivers.values():
+        r.start()
+    ready.wait()  # every target listens before the first INIT leaves
+    plan = _plan(sources, targets, ports)
+    started = time.monotonic()
+    send_errors = _send_inits(sources, plan, timeout)
+
     def complete() -> bool:
         return all((s.ip, port, tag) in receivers[t.key].seen for s, t, port, _sport, tag in plan)
 

@@ -14,6 +14,7 @@ from novanet_lab import state as lstate
 from novanet_lab.errors import LabError
 from novanet_lab.lifecycle import leftovers
 from novanet_lab.paths import LabPaths
+from novanet_lab.state import NodeState, PodState
 
 AGENT_KEYS = ("ready", "stateVersion", "nodeName", "nodeIP", "podCIDR", "datapath", "endpoints", "identities")
 
@@ -27,51 +28,10 @@ def lab_status(lab: str) -> dict[str, Any]:
             return {"name": lab, "phase": "broken", "healthy": False, "leftovers": left,
                     "hint": f"run `novanet lab down --name {lab}` to remove them"}
         raise LabError(f"lab {lab} does not exist (no {paths.state_file}); start one with `novanet lab up --spec FILE`")
-    nodes = []
-    healthy = st.phase == "up"
-    for n in st.nodes.values():
-        agent_pid = agents.running_pid(paths, n.name, "agent")
-        dp_pid = agents.running_pid(paths, n.name, "dataplane")
-        agent: dict[str, Any] = {"pid": agent_pid, "running": agent_pid is not None, "socket": str(paths.socket(n.name, "agent"))}
-        try:
-            s = agents.agent_status(paths, n.name)
-            agent.update({k: s.get(k) for k in AGENT_KEYS if k in s})
-            if isinstance(agent.get("endpoints"), list):
-                agent["endpoints"] = len(agent["endpoints"])
-            if isinstance(agent.get("identities"), list):
-                agent["identities"] = len(agent["identities"])
-        except (Unreachable, OSError, ApiError, ValueError) as e:
-            agent["ready"] = False
-            agent["error"] = str(e)
-        if not agent.get("ready") or dp_pid is None or not netns.exists(n.netns):
-            healthy = False
-        nodes.append({
-            "name": n.name,
-            "netns": n.netns,
-            "ip": n.ip,
-            "podCIDR": n.podCIDR,
-            "config": n.config,
-            "agent": agent,
-            "dataplane": {"pid": dp_pid, "running": dp_pid is not None, "socket": str(paths.socket(n.name, "dataplane"))},
-            "logs": {d: str(paths.daemon_log(n.name, d)) for d in agents.DAEMONS},
-        })
-    pod_list = []
-    for p in st.pods.values():
-        pid = procs.owned_pid(paths.pod_pid(p.namespace, p.name), agents.markers(paths))
-        running = pid is not None and p.ip is not None and netns.exists(p.netns)
-        healthy = healthy and running
-        pod_list.append({
-            "namespace": p.namespace,
-            "name": p.name,
-            "node": p.node,
-            "ip": p.ip,
-            "netns": p.netns,
-            "containerId": p.containerId,
-            "labels": p.labels,
-            "ports": [{"port": x.port, "protocol": x.protocol, "name": x.name} for x in p.ports],
-            "server": {"pid": pid, "running": pid is not None},
-            "ready": running and p.ready,
-        })
+    rows = [_node_status(paths, n) for n in st.nodes.values()]
+    pod_rows = [_pod_status(paths, p) for p in st.pods.values()]
+    healthy = st.phase == "up" and all(ok for _, ok in rows + pod_rows)
+    nodes, pod_list = [r for r, _ in rows], [r for r, _ in pod_rows]
     return {
         "name": st.name,
         "phase": st.phase,
@@ -90,6 +50,52 @@ def lab_status(lab: str) -> dict[str, Any]:
         "services": services_status(paths),
     }
 
+
+
+def _node_status(paths: LabPaths, n: NodeState) -> tuple[dict[str, Any], bool]:
+    """A node's row, and whether it is healthy: its agent ready, its dataplane running, its netns there."""
+    agent_pid = agents.running_pid(paths, n.name, "agent")
+    dp_pid = agents.running_pid(paths, n.name, "dataplane")
+    agent: dict[str, Any] = {"pid": agent_pid, "running": agent_pid is not None, "socket": str(paths.socket(n.name, "agent"))}
+    try:
+        s = agents.agent_status(paths, n.name)
+        agent.update({k: s.get(k) for k in AGENT_KEYS if k in s})
+        if isinstance(agent.get("endpoints"), list):
+            agent["endpoints"] = len(agent["endpoints"])
+        if isinstance(agent.get("identities"), list):
+            agent["identities"] = len(agent["identities"])
+    except (Unreachable, OSError, ApiError, ValueError) as e:
+        agent["ready"] = False
+        agent["error"] = str(e)
+    row = {
+        "name": n.name,
+        "netns": n.netns,
+        "ip": n.ip,
+        "podCIDR": n.podCIDR,
+        "config": n.config,
+        "agent": agent,
+        "dataplane": {"pid": dp_pid, "running": dp_pid is not None, "socket": str(paths.socket(n.name, "dataplane"))},
+        "logs": {d: str(paths.daemon_log(n.name, d)) for d in agents.DAEMONS},
+    }
+    return row, bool(agent.get("ready")) and dp_pid is not None and netns.exists(n.netns)
+
+
+def _pod_status(paths: LabPaths, p: PodState) -> tuple[dict[str, Any], bool]:
+    """A pod's row, and whether it runs: its server process, address and netns there."""
+    pid = procs.owned_pid(paths.pod_pid(p.namespace, p.name), agents.markers(paths))
+    running = pid is not None and p.ip is not None and netns.exists(p.netns)
+    return {
+        "namespace": p.namespace,
+        "name": p.name,
+        "node": p.node,
+        "ip": p.ip,
+        "netns": p.netns,
+        "containerId": p.containerId,
+        "labels": p.labels,
+        "ports": [{"port": x.port, "protocol": x.protocol, "name": x.name} for x in p.ports],
+        "server": {"pid": pid, "running": pid is not None},
+        "ready": running and p.ready,
+    }, running
 
 def services_status(paths: LabPaths) -> list[dict[str, Any]]:
     """Every Service with its endpoints, read from the manifests (what the agents have)."""

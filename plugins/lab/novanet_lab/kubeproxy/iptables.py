@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 
 from novanet_lab.kubeproxy.model import KPEndpoint, KPServicePort, plan
 
@@ -112,60 +113,10 @@ def render(ports: list[KPServicePort], cluster_cidr: str) -> str:
         return "" if large else f" -m comment --comment {_q(text)}"
 
     for sp in ports:
-        pl = plan(sp)
-        cat = pl.cat
-        p, name = sp.protocol, sp.name
-        svc, svl, ext = svc_chain(sp), svl_chain(sp), ext_chain(sp)
-        internal_chain = svl if pl.internal_local else svc
-        external_policy = svl if pl.external_local else svc
-        dst = f"-m {p} -p {p} -d {sp.cluster_ip} --dport {sp.port}"
-        why = f"{name} has no {'local ' if cat.has_any else ''}endpoints"
-        internal_verdict, external_verdict = pl.internal_verdict.upper(), pl.external_verdict.upper()
-        has_internal, has_external = pl.has_internal, pl.has_external
-        if has_internal:
-            nr.append(f"-A KUBE-SERVICES -m comment --comment {_q(name + ' cluster IP')} {dst} -j {internal_chain}")
-        else:
-            fr.append(f"-A KUBE-SERVICES -m comment --comment {_q(why)} {dst} -j {internal_verdict}")
-        if sp.node_port:
-            if cat.has_any:
-                nr.append(f"-A KUBE-NODEPORTS -m comment --comment {name} -m {p} -p {p} --dport {sp.node_port} "
-                          f"-j {ext}")
-            if not has_external:
-                fr.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {_q(why)} -m addrtype --dst-type LOCAL "
-                          f"-m {p} -p {p} --dport {sp.node_port} -j {external_verdict}")
-        if has_internal:
-            # Off-cluster sources reaching a ClusterIP are masqueraded (--detect-local-mode=ClusterCIDR).
-            nr.append(f"-A {internal_chain} -m comment --comment {_q(name + ' cluster IP')} {dst} "
-                      f"! -s {cluster_cidr} -j KUBE-MARK-MASQ")
-        if pl.uses_external_chain:
-            nat_chains.append(ext)
-            if not sp.external_local:
-                nr.append(f"-A {ext} -m comment --comment "
-                          f"{_q(f'masquerade traffic for {name} external destinations')} -j KUBE-MARK-MASQ")
-            else:
-                nr.append(f"-A {ext} -m comment --comment {_q(f'pod traffic for {name} external destinations')} "
-                          f"-s {cluster_cidr} -j {svc}")
-                nr.append(f"-A {ext} -m comment --comment "
-                          f"{_q(f'masquerade LOCAL traffic for {name} external destinations')} "
-                          f"-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ")
-                nr.append(f"-A {ext} -m comment --comment "
-                          f"{_q(f'route LOCAL traffic for {name} external destinations')} "
-                          f"-m addrtype --src-type LOCAL -j {svc}")
-            if has_external:
-                nr.append(f"-A {ext} -j {external_policy}")
-        if pl.uses_cluster:
-            nat_chains.append(svc)
-            nr.extend(_to_endpoints(sp, svc, cat.cluster, comment))
-        if pl.uses_local:
-            nat_chains.append(svl)
-            nr.extend(_to_endpoints(sp, svl, cat.local, comment))
-        for ep in cat.reachable:
-            sep = sep_chain(sp, ep)
-            nat_chains.append(sep)
-            c = comment(name)
-            nr.append(f"-A {sep}{c} -s {ep.ip} -j KUBE-MARK-MASQ")
-            recent = f" -m recent --name {sep} --set" if sp.affinity_seconds else ""
-            nr.append(f"-A {sep}{c}{recent} -m {p} -p {p} -j DNAT --to-destination {ep}")
+        f, n, chains = _port_rules(sp, cluster_cidr, comment)
+        fr.extend(f)
+        nr.extend(n)
+        nat_chains.extend(chains)
     # Anything not caught above and addressed to this node is a NodePort candidate; last rule.
     nr.append(f"-A KUBE-SERVICES -m comment --comment "
               f"{_q('kubernetes service nodeports; NOTE: this must be the last rule in this chain')} "
@@ -179,6 +130,73 @@ def render(ports: list[KPServicePort], cluster_cidr: str) -> str:
            "*nat", *(f":{c} - [0:0]" for c in dict.fromkeys(nat_chains)), *nr, "COMMIT"]
     return "\n".join(out) + "\n"
 
+
+def _port_rules(sp: KPServicePort, cluster_cidr: str,
+                comment: Callable[[str], str]) -> tuple[list[str], list[str], list[str]]:
+    """One service port's filter rules, nat rules and the nat chains they jump to."""
+    fr: list[str] = []
+    nr: list[str] = []
+    chains: list[str] = []
+    pl = plan(sp)
+    cat = pl.cat
+    p, name = sp.protocol, sp.name
+    svc, svl, ext = svc_chain(sp), svl_chain(sp), ext_chain(sp)
+    internal_chain = svl if pl.internal_local else svc
+    external_policy = svl if pl.external_local else svc
+    dst = f"-m {p} -p {p} -d {sp.cluster_ip} --dport {sp.port}"
+    why = f"{name} has no {'local ' if cat.has_any else ''}endpoints"
+    internal_verdict, external_verdict = pl.internal_verdict.upper(), pl.external_verdict.upper()
+    has_internal, has_external = pl.has_internal, pl.has_external
+    if has_internal:
+        nr.append(f"-A KUBE-SERVICES -m comment --comment {_q(name + ' cluster IP')} {dst} -j {internal_chain}")
+    else:
+        fr.append(f"-A KUBE-SERVICES -m comment --comment {_q(why)} {dst} -j {internal_verdict}")
+    if sp.node_port:
+        if cat.has_any:
+            nr.append(f"-A KUBE-NODEPORTS -m comment --comment {name} -m {p} -p {p} --dport {sp.node_port} "
+                      f"-j {ext}")
+        if not has_external:
+            fr.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {_q(why)} -m addrtype --dst-type LOCAL "
+                      f"-m {p} -p {p} --dport {sp.node_port} -j {external_verdict}")
+    if has_internal:
+        # Off-cluster sources reaching a ClusterIP are masqueraded (--detect-local-mode=ClusterCIDR).
+        nr.append(f"-A {internal_chain} -m comment --comment {_q(name + ' cluster IP')} {dst} "
+                  f"! -s {cluster_cidr} -j KUBE-MARK-MASQ")
+    if pl.uses_external_chain:
+        chains.append(ext)
+        nr.extend(_external_chain(sp, ext, svc, external_policy if has_external else None, cluster_cidr))
+    if pl.uses_cluster:
+        chains.append(svc)
+        nr.extend(_to_endpoints(sp, svc, cat.cluster, comment))
+    if pl.uses_local:
+        chains.append(svl)
+        nr.extend(_to_endpoints(sp, svl, cat.local, comment))
+    for ep in cat.reachable:
+        sep = sep_chain(sp, ep)
+        chains.append(sep)
+        c = comment(name)
+        nr.append(f"-A {sep}{c} -s {ep.ip} -j KUBE-MARK-MASQ")
+        recent = f" -m recent --name {sep} --set" if sp.affinity_seconds else ""
+        nr.append(f"-A {sep}{c}{recent} -m {p} -p {p} -j DNAT --to-destination {ep}")
+    return fr, nr, chains
+
+def _external_chain(sp: KPServicePort, ext: str, svc: str, policy_chain: str | None, cluster_cidr: str) -> list[str]:
+    """The KUBE-EXT chain of a port reached from outside (NodePort): who is masqueraded, and
+    (``policy_chain``, when the port has external endpoints) where it goes on to."""
+    name = sp.name
+    if not sp.external_local:
+        nr = [f"-A {ext} -m comment --comment {_q(f'masquerade traffic for {name} external destinations')} "
+              "-j KUBE-MARK-MASQ"]
+    else:
+        nr = [f"-A {ext} -m comment --comment {_q(f'pod traffic for {name} external destinations')} "
+              f"-s {cluster_cidr} -j {svc}",
+              f"-A {ext} -m comment --comment {_q(f'masquerade LOCAL traffic for {name} external destinations')} "
+              "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+              f"-A {ext} -m comment --comment {_q(f'route LOCAL traffic for {name} external destinations')} "
+              f"-m addrtype --src-type LOCAL -j {svc}"]
+    if policy_chain is not None:
+        nr.append(f"-A {ext} -j {policy_chain}")
+    return nr
 
 def _to_endpoints(sp: KPServicePort, chain: str, endpoints: list[KPEndpoint], comment) -> list[str]:  # type: ignore[no-untyped-def]
     rules = []
