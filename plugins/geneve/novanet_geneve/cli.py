@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from novanet_core.cli.plugin_api import agent_call, emit_json, json_shape, output_format, output_option, table
+from novanet_core.cli.plugin_api import agent_call, emit, json_shape, output_option, table
 
 
 @click.command("geneve")
@@ -13,16 +15,16 @@ from novanet_core.cli.plugin_api import agent_call, emit_json, json_shape, outpu
             "podCIDR}], counters: {EVENT: count}}")
 def geneve_cmd(output: str | None) -> None:
     """Geneve overlay: underlay device, MTU, per-node tunnels and packet counters."""
-    st = agent_call("geneve.status")
-    if output_format(output) == "json":
-        emit_json(st)
-        return
-    click.echo(f"Underlay: {st['underlay']} (ifindex {st['ifindex']}, MTU {st['underlayMTU']})")
-    click.echo(f"Pod MTU:  {st['podMTU']} (overhead {st['overhead']} B: IPv4 20 + UDP 8 + Geneve 8 + "
-               f"identity option 8 + inner Ethernet 14)   VNI {st['vni']}")
+    emit(agent_call("geneve.status"), _render, output)
+
+
+def _render(st: dict[str, Any]) -> str:
+    lines = [f"Underlay: {st['underlay']} (ifindex {st['ifindex']}, MTU {st['underlayMTU']})",
+             f"Pod MTU:  {st['podMTU']} (overhead {st['overhead']} B: IPv4 20 + UDP 8 + Geneve 8 + "
+             f"identity option 8 + inner Ethernet 14)   VNI {st['vni']}"]
     rows = [(t["tunnel"], t["node"], t["nodeIP"], t["nexthop"], t["podCIDR"]) for t in st["tunnels"]]
     if rows:
-        click.echo(table(["TUNNEL", "NODE", "NODE_IP", "NEXTHOP", "POD_CIDR"], rows))
-    click.echo("")
-    for k, v in st["counters"].items():
-        click.echo(f"{k:<20} {v}")
+        lines.append(table(["TUNNEL", "NODE", "NODE_IP", "NEXTHOP", "POD_CIDR"], rows))
+    lines.append("")
+    lines += [f"{k:<20} {v}" for k, v in st["counters"].items()]
+    return "\n".join(lines)
