@@ -6,7 +6,7 @@ LAB ?= demo
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup deps venv cni image lab lab-down test test-unit lint bench test-long
+.PHONY: setup deps venv cni image image-base prepare lab lab-down test test-unit lint bench test-long
 
 setup: deps venv
 
@@ -24,9 +24,13 @@ build/novanet-cni: $(CNI_SRC)
 $(VENV)/libexec/novanet/novanet-cni: build/novanet-cni
 	install -D -m 0755 $< $@
 
-# The node image (localhost/novanet:<version>), built here from Debian's and PyPI's packages.
-image: deps cni
+# The node image (localhost/novanet:<version>), built here from Debian's and PyPI's packages
+# (its wheels are made with the venv's pip).
+image: deps cni venv
 	bash contrib/image/build.sh
+
+image-base: deps
+	bash contrib/image/build.sh --base
 
 deps:
 	bash contrib/install-deps.sh
@@ -42,7 +46,13 @@ lab: setup cni
 lab-down:
 	novanet lab down --name $(LAB)
 
-test: setup cni image
+# Everything make test needs. The venv (PyPI) and the image's base root filesystem (the Debian
+# mirror) are independent downloads, made side by side; then the image on them.
+prepare: deps
+	$(MAKE) --no-print-directory -j3 --output-sync=line venv cni image-base
+	$(MAKE) --no-print-directory image
+
+test: prepare
 	bash contrib/run-tests.sh
 
 # The long forms: tests marked long (full Service matrix in every routing mode, ...), then every

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make image`: the NovaNet node image, built on this machine from the registries it reaches.
+# `make image-base` (build.sh --base): step 1 only.
 #   1. base root filesystem: mmdebstrap (minbase + contrib/image/packages.txt) from the Debian
 #      mirror apt uses here, imported with `podman import` as localhost/novanet-base:<hash of the
 #      package list and mirror> (skipped when that image exists: re-running is cheap);
@@ -46,6 +47,9 @@ if ! podman image exists "$BASE"; then
   rm -f "$OUT/rootfs.tar"
   echo "base $BASE made in $((SECONDS - T0)) s"
 fi
+# --base: only the base (make image-base), which needs neither the venv nor the CNI binary, so
+# make test builds it while the venv is being made.
+if [ "${1:-}" = "--base" ]; then exit 0; fi
 # The whole image is keyed by the content of what goes into it: nothing changed, nothing to do.
 SRC=$( (find pyproject.toml README.md novanet_core plugins contrib/Containerfile contrib/image build/novanet-cni \
           -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' ! -path 'plugins/*/build/*' ! -path 'plugins/lab/*' -print0 \
