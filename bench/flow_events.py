@@ -59,36 +59,60 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Producer:
-    """Runs nv_from_pod ``repeat`` times per bpf(2) call, in its own thread."""
+    """Runs nv_from_pod ``repeat`` times per bpf(2) call, in ``threads`` threads of its own.
 
-    def __init__(self, prog_fd: int, pkt: bytes, repeat: int, calls_per_second: float | None = None):
+    One thread is a single CPU's worth of kernel at best, and on a loaded machine a small share of
+    one; several threads (each blocked in the kernel without the GIL) are what it takes to produce
+    more than the consumer takes. ``calls_per_second`` paces all of them together.
+    """
+
+    def __init__(self, prog_fd: int, pkt: bytes, repeat: int, calls_per_second: float | None = None,
+                 threads: int = 1):
         self.prog_fd, self.pkt, self.repeat, self.rate = prog_fd, pkt, repeat, calls_per_second
-        self.runs = 0
+        self.threads = threads
+        self._runs = [0] * threads
+        self._cpu = [0.0] * threads  # each thread's own CPU time, kept as it ends
         self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._ts = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
-    def _once(self) -> None:
+    @property
+    def runs(self) -> int:
+        return sum(self._runs)
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the producer threads used (kernel time of the runs included); after stop()."""
+        return sum(self._cpu)
+
+    def _once(self, i: int = 0) -> None:
         progrun.run(self.prog_fd, self.pkt, self.repeat)
-        self.runs += self.repeat
+        self._runs[i] += self.repeat
 
-    def _run(self) -> None:
+    def _run(self, i: int) -> None:
         t0 = time.monotonic()
+        rate = self.rate / self.threads if self.rate is not None else None
         n = 0
         while not self._stop.is_set():
-            if self.rate is not None:
-                wait = t0 + n / self.rate - time.monotonic()
+            if rate is not None:
+                wait = t0 + n / rate - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-            self._once()
+            self._once(i)
             n += 1
+        self._cpu[i] = time.thread_time()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._ts)
 
     def start(self) -> Producer:
-        self._t.start()
+        for t in self._ts:
+            t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._t.join()
+        for t in self._ts:
+            t.join()
 
 
 def thread_cpu(native_id: int | None) -> float:
@@ -170,7 +194,8 @@ def drain_with_filter(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilte
             "consumer_and_follower_cpu_s": round(cpu, 2), "events_per_cpu_s": round(total / cpu) if cpu else None}
 
 
-def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter, seconds: float) -> dict[str, Any]:
+def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter, seconds: float,
+                    producers: int) -> dict[str, Any]:
     """Saturated producer and our consumer + a filtering follower, all live at once."""
     f = Follower(dp, flt)
     tid = dp.flows._thread.native_id if dp.flows._thread else None
@@ -178,7 +203,7 @@ def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter,
     b0 = dp.flows.batches
     u0, v0 = thread_cpu(tid), thread_cpu(f.t.native_id)
     t0 = time.monotonic()
-    prod = Producer(prog_fd, pkt, repeat=20000).start()
+    prod = Producer(prog_fd, pkt, repeat=20000, threads=producers).start()
     time.sleep(seconds)
     prod.stop()
     t1 = time.monotonic()
@@ -189,9 +214,11 @@ def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter,
     f.stop()
     c1 = counters(dp)
     d = {k: c1[k] - c0[k] for k in c1}
-    return {"seconds": round(t1 - t0, 2), "produced_runs": prod.runs, "submitted": d["submitted"], "lost": d["lost"],
+    return {"seconds": round(t1 - t0, 2), "producer_threads": producers, "produced_runs": prod.runs, "submitted": d["submitted"], "lost": d["lost"],
             "consumed": d["consumed"], "consumed_per_s": round(d["consumed"] / (t1 - t0)),
             "produced_per_s": round(prod.runs / (t1 - t0)),
+            "producer_cpu_s": round(prod.cpu_s, 2),
+            "produced_per_cpu_s": round(prod.runs / prod.cpu_s) if prod.cpu_s else None,
             "mean_batch": round(d["consumed"] / max(dp.flows.batches - b0, 1)),
             "follower_matched": f.matched, "follower_dropped": d["follower_dropped"],
             "consumer_and_follower_cpu_s": round(cpu, 2),
@@ -199,7 +226,7 @@ def throughput_ours(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter,
             "unaccounted": prod.runs - d["submitted"] - d["lost"]}
 
 
-def throughput_bcc(dp: EbpfDatapath, prog_fd: int, pkt: bytes, seconds: float) -> dict[str, Any]:
+def throughput_bcc(dp: EbpfDatapath, prog_fd: int, pkt: bytes, seconds: float, producers: int) -> dict[str, Any]:
     """BCC's callback consumer on the same pinned ring (ours stopped meanwhile).
 
     The daemons no longer hold a BCC object (programs are compiled in a helper process), so the
@@ -227,11 +254,11 @@ def throughput_bcc(dp: EbpfDatapath, prog_fd: int, pkt: bytes, seconds: float) -
         me = threading.get_native_id()
         u0 = thread_cpu(me)
         t0 = time.monotonic()
-        prod = Producer(prog_fd, pkt, repeat=20000).start()
+        prod = Producer(prog_fd, pkt, repeat=20000, threads=producers).start()
         # libbpf's poll drains until the ring is empty, so it returns only once the producer is
         # done: the producer stops itself after `seconds`.
         threading.Timer(seconds, prod._stop.set).start()
-        while prod._t.is_alive() or not time.monotonic() > t0 + seconds:
+        while prod.alive() or not time.monotonic() > t0 + seconds:
             lib.bpf_poll_ringbuf(rb, 100)
         prod.stop()
         t1 = time.monotonic()
@@ -401,8 +428,122 @@ def per_event_calls(dp: EbpfDatapath, prog_fd: int, pkt: bytes, flt: FlowFilter)
     return out
 
 
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def daemons_cost(rate: int, seconds: float) -> dict[str, Any]:
+    """The two daemons' CPU at ``rate`` events/s, from /proc/<pid>/stat: a node of its own (real
+    novanet-agent and novanet-dataplane processes, flow export to a file and a unix socket with one
+    collector reading it), one pod added through the CNI, and the producer running the
+    dataplane's own loaded nv_from_pod (found by its program id) on a packet with the pod's
+    address that does not come from the pod's veth, so every run is a NO_IDENTITY drop with an
+    event in the dataplane's ring. Idle CPU over the same length is measured first and reported
+    apart, so that the cost of the events is the difference."""
+    from novanet_core.api.client import ApiClient
+    from novanet_core.bpf import syscall
+    from tests.support.node import NodeUnderTest
+
+    node = NodeUnderTest(datapath="ebpf", pod_cidr="10.42.19.0/24", prefix="fl19")
+    sock = str(node.dir / "flows.sock")
+    node.set_config({"flows": {"history": 65536, "export": {"file": str(node.dir / "flows.jsonl"),
+                                                              "maxBytes": 64 << 20, "backups": 1, "socket": sock}}})
+    reader: socket.socket | None = None
+    try:
+        say("daemons: starting a node (agent + dataplane processes)")
+        node.start(wait=300)
+        rc, out = node.cni("ADD", f"fl19{node.id}", node.add_pod_netns(), args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=a")
+        if rc != 0:
+            raise RuntimeError(f"CNI ADD failed: {out}")
+        ip = out["ips"][0]["address"].split("/")[0]
+        mac = next(i["mac"] for i in out["interfaces"] if i.get("sandbox"))
+
+        def dp_call(method: str) -> Any:
+            with ApiClient(node.config["sockets"]["dataplane"], timeout=10) as c:
+                return c.call(method, {})
+
+        prog_id = next(p["prog_id"] for p in dp_call("ebpf.status")["programs"] if p["name"] == "nv_from_pod")
+        prog_fd = syscall.prog_fd_by_id(prog_id)
+        pkt = progrun.udp_packet(mac, ip, "10.42.19.250")
+        reader = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        reader.connect(sock)
+        lines = [0]
+
+        def collect() -> None:
+            assert reader is not None
+            while True:
+                try:
+                    b = reader.recv(1 << 20)
+                except OSError:
+                    return
+                if not b:
+                    return
+                lines[0] += b.count(b"\n")
+
+        threading.Thread(target=collect, daemon=True).start()
+        pids = {name: p.pid for name, p in node.procs.items()}
+
+        def counts() -> dict[str, int]:
+            st = dp_call("dp.stats")
+            ex = st["export"]
+            return {**st["flow_events"], "exported": ex["exported"], "socket_dropped": ex["socket_dropped"],
+                    "export_errors": ex["errors"], "collected": lines[0]}
+
+        def window(prod: Producer | None) -> dict[str, Any]:
+            """CPU over the paced window, and until every event is accounted for at the collector
+            (collected or counted as lost on the way), per event."""
+            c0 = counts()
+            cpu0 = {n: proc_cpu(p) for n, p in pids.items()}
+            t0 = time.monotonic()
+            if prod:
+                prod.start()
+            time.sleep(seconds)
+            if prod:
+                prod.stop()
+            el = time.monotonic() - t0
+            cpu1 = {n: proc_cpu(p) for n, p in pids.items()}
+            deadline = time.monotonic() + 60
+            while prod and time.monotonic() < deadline:
+                c = counts()
+                d = {k: c[k] - c0[k] for k in c}
+                if d["consumed"] >= d["submitted"] and d["exported"] + d["follower_dropped"] >= d["consumed"] \
+                        and d["collected"] + d["socket_dropped"] >= d["exported"]:
+                    break
+                time.sleep(0.01)
+            drained = time.monotonic() - t0
+            cpu2 = {n: proc_cpu(p) for n, p in pids.items()}
+            c1 = counts()
+            d = {k: c1[k] - c0[k] for k in c1}
+            runs = prod.runs if prod else 0
+            return {"seconds": round(el, 2), "accounted_after_s": round(drained, 2), "produced": runs, **d,
+                    "produced_per_s": round(runs / el),
+                    "unaccounted": runs - d["submitted"] - d["lost"] if prod else 0,
+                    "cpu_s_per_s": {n: round((cpu1[n] - cpu0[n]) / el, 3) for n in pids},
+                    "cpu_s_per_s_until_accounted": {n: round((cpu2[n] - cpu0[n]) / drained, 3) for n in pids},
+                    "cpu_us_per_event": {n: round(1e6 * (cpu2[n] - cpu0[n]) / max(d["consumed"], 1), 2)
+                                         for n in pids} if prod else None}
+
+        say("daemons: idle window")
+        idle = window(None)
+        say(f"daemons: {rate} ev/s window")
+        busy = window(Producer(prog_fd, pkt, repeat=1000, calls_per_second=rate / 1000))
+        os.close(prog_fd)
+        return {"rate": rate, "idle": idle, "at_rate": busy,
+                "cost_cpu_s_per_s": {n: round(busy["cpu_s_per_s"][n] - idle["cpu_s_per_s"][n], 3) for n in pids}}
+    finally:
+        if reader is not None:
+            reader.close()
+        node.close()
+
+
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+STEPS = ("profile", "throughput", "export", "daemons")
 
 
 def main() -> None:
@@ -410,15 +551,34 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rate", type=int, default=100_000)
     ap.add_argument("--cycles", type=int, default=10, help="fill-and-drain cycles of the ring (~95 k events each)")
+    ap.add_argument("--producers", type=int, default=3, help="producer threads of the saturated runs")
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true", help="only the calls per event of each step (cProfile)")
     args = ap.parse_args()
+    steps = {"profile"} if args.profile else set(args.steps.split(","))
+    if steps - set(STEPS):
+        sys.exit(f"--steps: unknown {','.join(sorted(steps - set(STEPS)))} (known: {','.join(STEPS)})")
     if os.geteuid() != 0:
         sys.exit("bench/flow_events.py needs root (netns, BPF)")
     bpffs.ensure_mounted()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that the topology is removed (finally)
+    result: dict[str, Any] = {"kernel": os.uname().release, "cpus": os.cpu_count(),
+                              "loadavg_before": os.getloadavg()[0]}
+    if steps & {"profile", "throughput", "export"}:
+        in_process(args, steps, result)
+    if "daemons" in steps:
+        result["daemons"] = daemons_cost(args.rate, args.seconds)
+    result["loadavg_after"] = os.getloadavg()[0]
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    report(result)
+
+
+def in_process(args: argparse.Namespace, steps: set[str], result: dict[str, Any]) -> None:
+    """Steps 0-2, on a datapath loaded by this process in a topology of its own."""
     topo = Topology().create(n_pods=1)
-    result: dict[str, Any] = {"kernel": os.uname().release, "cpus": os.cpu_count()}
     try:
         cfg = NovaNetConfig.model_validate(topo.config())
         with netns(topo.node), tempfile.TemporaryDirectory(prefix="nv-flowbench-") as tmp:
@@ -434,49 +594,61 @@ def main() -> None:
                 pkt = progrun.udp_packet(a.mac, a.ip, "10.42.0.200")
                 flt = FlowFilter.from_params({"from_pod": "default/a", "verdict": "DENY", "protocol": "UDP",
                                               "reasons": ["NO_IDENTITY"]})
-                say("calls per event of each step (cProfile)")
-                result["per_event"] = per_event_calls(dp, fd, pkt, flt)
-                if args.profile:
-                    print(json.dumps(result, indent=2))
-                    return
-                say("throughput: the dataplane's consumer with a filtering follower")
-                ours = throughput_ours(dp, fd, pkt, flt, args.seconds)
-                say("throughput: draining a full ring with a filtering follower")
-                drain = drain_with_filter(dp, fd, pkt, flt, args.cycles)
-                say("throughput: BCC's callback consumer")
-                result["throughput"] = {"ours_filtered": ours, "drain_filtered": drain,
-                                        "bcc_callback": throughput_bcc(dp, fd, pkt, args.seconds)}
-                t = result["throughput"]
-                t["ratio_ours_vs_bcc"] = round(t["ours_filtered"]["consumed_per_s"]
-                                               / max(t["bcc_callback"]["consumed_per_s"], 1), 2)
-                result["export_at_rate"] = []
-                for m in ("none", "ours", "logging"):
-                    say(f"export at {args.rate} ev/s: {m}")
-                    result["export_at_rate"].append(export_cost(dp, fd, pkt, args.seconds, args.rate, m, tmp))
+                if "profile" in steps:
+                    say("calls per event of each step (cProfile)")
+                    result["per_event"] = per_event_calls(dp, fd, pkt, flt)
+                if "throughput" in steps:
+                    say(f"throughput: the dataplane's consumer with a filtering follower, {args.producers} producers")
+                    ours = throughput_ours(dp, fd, pkt, flt, args.seconds, args.producers)
+                    say("throughput: draining a full ring with a filtering follower")
+                    drain = drain_with_filter(dp, fd, pkt, flt, args.cycles)
+                    say("throughput: BCC's callback consumer")
+                    t = result["throughput"] = {"ours_filtered": ours, "drain_filtered": drain,
+                                                "bcc_callback": throughput_bcc(dp, fd, pkt, args.seconds,
+                                                                               args.producers)}
+                    t["ratio_ours_vs_bcc"] = round(ours["consumed_per_s"] / max(t["bcc_callback"]["consumed_per_s"], 1),
+                                                   2)
+                if "export" in steps:
+                    result["export_at_rate"] = []
+                    for m in ("none", "ours", "logging"):
+                        say(f"export at {args.rate} ev/s: {m}")
+                        result["export_at_rate"].append(export_cost(dp, fd, pkt, args.seconds, args.rate, m, tmp))
             finally:
                 dp.stop()
     finally:
         topo.destroy()
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    t = result["throughput"]
-    o, b = t["ours_filtered"], t["bcc_callback"]
-    print(f"kernel {result['kernel']}, {result['cpus']} CPUs")
-    print(f"consumer with a filtering follower: {o['consumed_per_s']:,} ev/s consumed (submitted {o['submitted']:,}, "
-          f"lost {o['lost']:,}, follower matched {o['follower_matched']:,}, follower dropped "
-          f"{o['follower_dropped']:,}, unaccounted {o['unaccounted']})")
-    dr = t["drain_filtered"]
-    print(f"  its CPU: {o['consumer_and_follower_cpu_s']} s (consumer + follower) = {o['events_per_cpu_s']:,} events per "
-          f"CPU-second")
-    print(f"draining a full ring, filtering follower: {dr['events_per_s']:,} ev/s over {dr['events']:,} events "
-          f"({dr['events_per_cpu_s']:,} per CPU-second, {dr['matched']:,} matched)")
-    print(f"BCC callback consumer: {b['consumed_per_s']:,} ev/s (lost {b['lost']:,}), {b['events_per_cpu_s']:,} per "
-          f"CPU-second; ratio ours/BCC (live ev/s) {t['ratio_ours_vs_bcc']}")
-    for e in result["export_at_rate"]:
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"kernel {result['kernel']}, {result['cpus']} CPUs, load {result['loadavg_before']:.1f} -> "
+          f"{result['loadavg_after']:.1f}")
+    if "per_event" in result:
+        print(json.dumps(result["per_event"], indent=2))
+    if "throughput" in result:
+        t = result["throughput"]
+        o, b = t["ours_filtered"], t["bcc_callback"]
+        print(f"consumer with a filtering follower ({o['producer_threads']} producer threads): {o['consumed_per_s']:,} "
+              f"ev/s consumed of {o['produced_per_s']:,} produced (submitted {o['submitted']:,}, lost "
+              f"{o['lost']:,}, follower matched {o['follower_matched']:,}, follower dropped "
+              f"{o['follower_dropped']:,}, unaccounted {o['unaccounted']})")
+        dr = t["drain_filtered"]
+        print(f"  its CPU: {o['consumer_and_follower_cpu_s']} s (consumer + follower) = {o['events_per_cpu_s']:,} "
+              f"events per CPU-second")
+        print(f"draining a full ring, filtering follower: {dr['events_per_s']:,} ev/s over {dr['events']:,} events "
+              f"({dr['events_per_cpu_s']:,} per CPU-second, {dr['matched']:,} matched)")
+        print(f"BCC callback consumer: {b['consumed_per_s']:,} ev/s (lost {b['lost']:,}), {b['events_per_cpu_s']:,} "
+              f"per CPU-second; ratio ours/BCC (live ev/s) {t['ratio_ours_vs_bcc']}")
+    for e in result.get("export_at_rate", []):
         print(f"export {e['mode']:8s} at {e['events_per_s']:,} ev/s: consumer {e['consumer_cpu_pct']} % CPU, "
               f"export {e['export_cpu_pct']} % CPU ({e['us_per_event_export']} us/event), lost {e['lost']}, "
               f"not taken {e['follower_dropped']}")
+    if "daemons" in result:
+        d = result["daemons"]
+        r = d["at_rate"]
+        print(f"daemons at {r['produced_per_s']:,} ev/s produced: CPU s/s {r['cpu_s_per_s']} (idle "
+              f"{d['idle']['cpu_s_per_s']}; cost {d['cost_cpu_s_per_s']}), consumed {r['consumed']:,}, lost "
+              f"{r['lost']:,}, exported {r['exported']:,}, collected {r['collected']:,}, socket dropped "
+              f"{r['socket_dropped']:,}, follower dropped {r['follower_dropped']:,}")
 
 
 if __name__ == "__main__":

@@ -32,9 +32,11 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 class NodeUnderTest:
-    def __init__(self, datapath: str = "kernel", pod_cidr: str = "10.42.7.0/24", extra: dict[str, Any] | None = None):
+    def __init__(self, datapath: str = "kernel", pod_cidr: str = "10.42.7.0/24", extra: dict[str, Any] | None = None,
+                 prefix: str = "nvt"):
         self.id = uuid.uuid4().hex[:6]
-        self.ns = f"nvt-n{self.id}"
+        self.prefix = prefix  # of the netns names: benches running beside the tests give their own
+        self.ns = f"{prefix}-n{self.id}"
         self.dir = Path(f"/tmp/novanet-test-{self.id}")
         self.run = self.dir / "run"
         self.pods: list[str] = []
@@ -138,7 +140,7 @@ class NodeUnderTest:
 
     # ------------------------------------------------------------------ pods / CNI
     def add_pod_netns(self) -> str:
-        name = f"nvt-p{self.id}-{len(self.pods)}"
+        name = f"{self.prefix}-p{self.id}-{len(self.pods)}"
         sh("ip", "netns", "add", name)
         self.pods.append(name)
         return f"/run/netns/{name}"

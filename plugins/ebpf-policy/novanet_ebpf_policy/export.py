@@ -31,6 +31,9 @@ from novanet_ebpf_policy.flows import FlowCollector, LineEncoder
 log = logging.getLogger(__name__)
 
 CLIENT_BUFFER = 4 << 20  # bytes a socket reader may fall behind before it loses batches
+# While a reader has lines pending, the writer comes back to its socket this often (not only when
+# the next batch arrives): the kernel takes a socket buffer's worth per send, far less than a batch.
+FLUSH_INTERVAL = 0.002
 
 
 @dataclass
@@ -115,7 +118,7 @@ class FlowExporter:
         assert self._q is not None
         while not self._stop.is_set():
             try:
-                batch = self._q.get(timeout=0.2)
+                batch = self._q.get(timeout=FLUSH_INTERVAL if self._pending() else 0.2)
             except queue.Empty:
                 self._flush_clients()
                 continue
@@ -186,10 +189,15 @@ class FlowExporter:
             with self._lock:
                 self._clients.append(_Client(c))
 
+    def _pending(self) -> bool:
+        return any(c.pending for c in self._clients)
+
     def _send(self, data: bytes, events: int) -> None:
         with self._lock:
             for c in self._clients:
-                if len(c.pending) + len(data) > CLIENT_BUFFER:
+                # a reader that has taken everything gets the batch whatever its size (one batch
+                # of a busy ring can be larger than the buffer); one still behind loses it
+                if c.pending and len(c.pending) + len(data) > CLIENT_BUFFER:
                     c.dropped += events
                     self.socket_dropped += events
                 else:
