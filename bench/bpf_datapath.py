@@ -114,23 +114,33 @@ def per_packet(dp: EbpfDatapath, topo: Topology, seconds: int, from_node: bool =
 # NV_PROFILE_POINT(n) (datapath.c), and each variant is measured on the same flood. The flow is
 # established before (the full program runs first), so the points cut the established-flow path.
 PROFILE_POINTS = {1: "parsed (Ethernet, IPv4, L4 ports)", 2: "+ flow-table lookup (revision, veth)",
-                  3: "+ destination endpoint lookup", 0: "full (idle clock, L2 rewrite, TTL, redirect_peer)"}
+                  3: "+ destination (the flow entry's copy, or the endpoint lookup)",
+                  0: "full (idle clock, L2 rewrite, TTL, redirect_peer)"}
 
 
-def sections(dp: EbpfDatapath, topo: Topology, seconds: int, repeat: int) -> dict[str, Any]:
-    rows: dict[int, list[float]] = {k: [] for k in PROFILE_POINTS}
+def _variants(dp: EbpfDatapath, topo: Topology, seconds: int, repeat: int,
+              variants: dict[Any, dict[str, str] | None]) -> tuple[dict[Any, list[float]], list[float]]:
+    """nv_from_pod's ns/packet of each build (``-D`` defines) on the same flood, alternated
+    ``repeat`` times, and the floors measured with them. Each build first runs the blast's flow
+    (fixed ports) once, so that the flood is an established flow whose entry the full program wrote."""
+    rows: dict[Any, list[float]] = {k: [] for k in variants}
     floors: list[float] = []
     try:
         for _ in range(repeat):
-            for k in (0, 1, 2, 3):
-                dp.reload({"NV_PROFILE_STOP": str(k)} if k else None)
-                if k == 0:
-                    _blast(topo, 1)  # (re-)establish the blast's flow (fixed ports) under the full program
+            for k, defines in variants.items():
+                dp.reload(defines)
+                _blast(topo, 1)
                 pp = per_packet(dp, topo, seconds, flood=_blast)
                 rows[k].append(pp["nv_from_pod"]["avg_ns"])
                 floors.append(pp["floor_empty_prog"]["avg_ns"])
     finally:
         dp.reload(None)
+    return rows, floors
+
+
+def sections(dp: EbpfDatapath, topo: Topology, seconds: int, repeat: int) -> dict[str, Any]:
+    rows, floors = _variants(dp, topo, seconds, repeat,
+                             {k: {"NV_PROFILE_STOP": str(k)} if k else None for k in (0, 1, 2, 3)})
     med = {k: statistics.median(v) for k, v in rows.items()}
     out = []
     prev = statistics.median(floors)
@@ -139,6 +149,17 @@ def sections(dp: EbpfDatapath, topo: Topology, seconds: int, repeat: int) -> dic
                     "section_ns": round(med[k] - prev, 1), "runs": rows[k]})
         prev = med[k]
     return {"floor_ns": round(statistics.median(floors), 1), "points": out}
+
+
+def dst_copy(dp: EbpfDatapath, topo: Topology, seconds: int, repeat: int) -> dict[str, Any]:
+    """The established path delivering from the flow entry's copy of the destination against the
+    same program built with -DNV_NO_DST_COPY (the endpoint lookup instead: the path before the
+    copy), alternated on the same flood."""
+    rows, floors = _variants(dp, topo, seconds, repeat, {"copy": None, "lookup": {"NV_NO_DST_COPY": "1"}})
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {"floor_ns": round(statistics.median(floors), 1), "copy_ns": round(med["copy"], 1),
+            "lookup_ns": round(med["lookup"], 1), "ratio_copy_vs_lookup": round(med["copy"] / med["lookup"], 3),
+            "runs": rows, "floors": floors}
 
 
 def throughput(dp: EbpfDatapath, topo: Topology, seconds: int, rounds: int) -> dict[str, Any]:
@@ -211,6 +232,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--dst-copy", type=int, default=0, metavar="N",
+                    help="also the fast path's destination copy against the endpoint lookup (N alternations)")
     ap.add_argument("--sections", type=int, default=0, metavar="N",
                     help="also profile nv_from_pod per section (N repetitions of each variant)")
     args = ap.parse_args()
@@ -231,6 +254,8 @@ def main() -> None:
                 result["attach_mode"] = dp.attacher.mode
                 if args.sections:
                     result["sections"] = sections(dp, topo, args.seconds, args.sections)
+                if args.dst_copy:
+                    result["dst_copy"] = dst_copy(dp, topo, args.seconds, args.dst_copy)
                 result["per_packet_udp64"] = per_packet(dp, topo, args.seconds)
                 result["per_packet_udp64_to_pod"] = per_packet(dp, topo, args.seconds, from_node=True)
                 result["tcp_single_stream"] = throughput(dp, topo, args.seconds, args.rounds)
@@ -253,6 +278,10 @@ def main() -> None:
         print(f"nv_from_pod by section (floor {result['sections']['floor_ns']} ns):")
         for r in result["sections"]["points"]:
             print(f"  {r['what']:<55} gross {r['gross_ns']:6.1f} ns   section {r['section_ns']:+6.1f} ns")
+    if "dst_copy" in result:
+        d = result["dst_copy"]
+        print(f"nv_from_pod established: destination from the flow entry {d['copy_ns']} ns, endpoint lookup "
+              f"{d['lookup_ns']} ns (ratio {d['ratio_copy_vs_lookup']}, floor {d['floor_ns']} ns)")
     t = result["tcp_single_stream"]
     print(f"iperf3 TCP 1 stream: datapath {t['bpf_gbps']} vs bare routing {t['plain_gbps']} Gbit/s, "
           f"ratio {t['ratio']}")

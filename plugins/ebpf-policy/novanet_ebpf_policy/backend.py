@@ -378,11 +378,11 @@ class EbpfDatapath:
             assert self.prog is not None and self.attacher is not None
             if ep.gateway and not m.config_get(ConfigKey.GATEWAY_IP):
                 m.config_set(ConfigKey.GATEWAY_IP, ip_num(ep.gateway, "gateway"))
-            changed = self._identity_changed(EndpointKey(ip=ip), ep.identity)
+            changed = self._flows_stale(EndpointKey(ip=ip), v)
             m.update("endpoints", EndpointKey(ip=ip), v)  # map first: the programs need it at once
             self._name(ep.ip, ep.namespace, ep.pod)
             if changed:
-                self._bump_policy_revision()  # flows decided under the old identity re-decide
+                self._bump_policy_revision()  # flows decided under the old endpoint re-decide
             self._route(ep.ip, ifindex, add=True)
             if flags:
                 _ensure_ip_forwarding()
@@ -432,7 +432,10 @@ class EbpfDatapath:
                         ifname = None
                 if v.ifindex:
                     self._route(ip, v.ifindex, add=False)
+            stale = raw is not None and EndpointValue.from_buffer_copy(raw).ifindex != 0
             m.delete("endpoints", key)
+            if stale:
+                self._bump_policy_revision()  # no flow keeps delivering to the gone veth
             self._name(ip, "", "")
             if ifname and self.attacher:
                 self.attacher.detach(ifname)
@@ -441,7 +444,7 @@ class EbpfDatapath:
         v = EndpointValue(ifindex=0, identity=remote.identity, node_ip=ip_num(remote.node_ip, "node_ip"))
         key = EndpointKey(ip=ip_num(remote.ip, "ip"))
         with self._lock:
-            changed = self._identity_changed(key, remote.identity)
+            changed = self._flows_stale(key, v)
             self._m().update("endpoints", key, v)
             self._name(remote.ip, remote.namespace, remote.pod)
             if changed:
@@ -455,9 +458,18 @@ class EbpfDatapath:
         else:
             self.flows.names.pop(raw, None)
 
-    def _identity_changed(self, key: EndpointKey, identity: int) -> bool:
+    def _flows_stale(self, key: EndpointKey, new: EndpointValue | None) -> bool:
+        """Does writing ``new`` (None: deleting) over the entry make flow-table entries wrong?
+        They hold the identity they were decided under and, for a same-node destination, its veth
+        and MACs (the fast path's copy); a changed copy makes the flows re-decide."""
         raw = self._m().lookup("endpoints", key)
-        return raw is not None and EndpointValue.from_buffer_copy(raw).identity != identity
+        if raw is None:
+            return False
+        old = EndpointValue.from_buffer_copy(raw)
+        if new is None:
+            return old.ifindex != 0
+        return old.identity != new.identity or (old.ifindex != 0 and (
+            old.ifindex != new.ifindex or bytes(old.mac) != bytes(new.mac) or bytes(old.host_mac) != bytes(new.host_mac)))
 
     def delete_remote(self, ip: str) -> None:
         with self._lock:

@@ -132,11 +132,15 @@ class FlowKey(_S):
 class FlowState(_S):
     """v3 adds what the established-flow fast path needs without the source's endpoint lookup: the
     veth packets of this direction must come in on (0 = not a from-pod direction: never fast) and
-    the identity of their source."""
+    the identity of their source. v4 adds the same for the destination's endpoint lookup: where a
+    same-node destination's packets go (its host veth, 0 = not cached: look the endpoint up) and
+    the L2 rewrite (pod MAC, then host veth MAC). The entry is written when the flow is decided;
+    the dataplane bumps the policy revision whenever a local endpoint goes or changes its veth or
+    MACs, so no entry outlives the endpoint it copied."""
 
     c_name = "nv_flow_state"
     _fields_ = [("last_seen_ns", u64), ("policy_revision", u32), ("flags", u32), ("ifindex", u32),
-                ("identity", u32)]
+                ("identity", u32), ("dst_ifindex", u32), ("dst_mac", u8 * 12)]  # mac, host_mac
 
 
 # ------------------------------------------------------------------ Services (load-balancer)
@@ -439,7 +443,7 @@ MAPS: dict[str, MapDef] = {
         DROPS,  # shared (core)
         # Plain hash, not LRU: full means new flows are dropped (FLOW_TABLE_FULL), never that
         # established ones are evicted (novanet_ebpf_policy/flowtable.py). Size: bpf.flowTableSize.
-        MapDef(MapSpec("ct", "hash", _sz(FlowKey), _sz(FlowState), 65536, 3),
+        MapDef(MapSpec("ct", "hash", _sz(FlowKey), _sz(FlowState), 65536, 4),
                "struct nv_flow_key", "struct nv_flow_state"),
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("flows", "ringbuf", 0, 0, RINGBUF_PAGES * 4096, 1), "int", "u32"),

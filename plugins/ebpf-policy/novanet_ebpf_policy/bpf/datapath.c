@@ -306,15 +306,29 @@ static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
  * entry this call created is taken out again if its reverse did not fit (one that already
  * existed, an established flow re-decided after a policy change, stays). 0 = admitted.
  * Services flags: reply_flags (SVC) go on the REPLY entry only, both_flags (VIA_STACK) on both. */
+/* A same-node destination's delivery, copied into its direction's entry for the fast path
+ * (0: not cached, the fast path looks the endpoint up). */
+static __always_inline void nv_ct_dst(struct nv_flow_state *st, struct nv_endpoint *dst) {
+    st->dst_ifindex = dst ? dst->ifindex : 0;
+    if (dst) {
+        __builtin_memcpy(st->dst_mac, dst->mac, 6);
+        __builtin_memcpy(st->dst_mac + 6, dst->host_mac, 6);
+    } else {
+        __builtin_memset(st->dst_mac, 0, 12);
+    }
+}
+
 static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_reply, int fresh,
                                        u32 reply_flags, u32 both_flags,
-                                       u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity) {
+                                       u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity,
+                                       struct nv_endpoint *k_dst, struct nv_endpoint *r_dst) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
     st.flags = (k_is_reply ? NV_CTF_REPLY | reply_flags : 0) | both_flags;
     st.ifindex = k_ifindex;
     st.identity = k_identity;
+    nv_ct_dst(&st, k_dst);
     if (ct.update(k, &st) < 0) return -1;
     struct nv_flow_key r = {};
     r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
@@ -322,6 +336,7 @@ static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_
     st.flags = (k_is_reply ? 0 : NV_CTF_REPLY | reply_flags) | both_flags;
     st.ifindex = r_ifindex;
     st.identity = r_identity;
+    nv_ct_dst(&st, r_dst);
     if (ct.update(&r, &st) < 0) {
         if (fresh) ct.delete(k);
         return -1;
@@ -436,6 +451,8 @@ static __always_inline int nv_src_owned(struct nv_endpoint *src, struct __sk_buf
 #define NV_FULL_PATH (-2)  /* not a tc verdict: "decide this packet in full" */
 
 /* The same-node delivery: L2 rewrite, TTL as a router does, into the pod netns (no host stack). */
+static __always_inline int nv_redirect_l2(struct __sk_buff *skb, u32 ifindex, u8 *mac);
+
 static __always_inline int nv_redirect_local(struct __sk_buff *skb, struct nv_pkt *p, struct nv_endpoint *dst,
                                              u32 src_id, u32 dst_id, u8 hook) {
     if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, hook);
@@ -444,6 +461,11 @@ static __always_inline int nv_redirect_local(struct __sk_buff *skb, struct nv_pk
     u8 mac[12];  /* off the map value before the packet is written (services.c rewrites first) */
     __builtin_memcpy(mac, dst->mac, 6);
     __builtin_memcpy(mac + 6, dst->host_mac, 6);
+    return nv_redirect_l2(skb, ifindex, mac);
+}
+
+/* mac: the destination pod's MAC, then the host veth's (the new L2 source) */
+static __always_inline int nv_redirect_l2(struct __sk_buff *skb, u32 ifindex, u8 *mac) {
     /* map helpers do not invalidate packet pointers, but re-derive them for the verifier */
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -469,6 +491,18 @@ static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt
         nv_tcp_opens(p))
         return NV_FULL_PATH;
     NV_PROFILE_POINT(2);
+#ifndef NV_NO_DST_COPY  /* profiling aid: the endpoint lookup instead (bench/bpf_datapath.py --dst-copy) */
+    if (st->dst_ifindex) {  /* a same-node destination, copied when the flow was decided */
+        if (p->ttl <= 1) return NV_FULL_PATH;
+        NV_PROFILE_POINT(3);
+        nv_ct_touch(st);
+        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
+        u32 ifindex = st->dst_ifindex;
+        u8 mac[12];
+        __builtin_memcpy(mac, st->dst_mac, 12);
+        return nv_redirect_l2(skb, ifindex, mac);
+    }
+#endif
     struct nv_endpoint_key dk = { .ip = p->daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
     if (!dst) return NV_FULL_PATH;
@@ -612,7 +646,8 @@ int nv_from_pod(struct __sk_buff *skb) {
         if (!st && !svc_rev && !svc_reply) svc_rev = nv_svc_reply(&fk, &rnat);
         if (nv_ct_admit(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC),
                         (keep & NV_CTF_VIA_STACK) | nv_shaped_ct(src, dst_local ? dst : 0),
-                        skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id) < 0)
+                        skb->ifindex, src_id, dst_local ? dst->ifindex : 0, dst_id,
+                        dst_local ? dst : 0, dst_local ? src : 0) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
         ctflags = keep | (reply ? NV_CTF_REPLY : 0);
         if (!reply) {
@@ -710,7 +745,7 @@ int nv_to_pod(struct __sk_buff *skb) {
                                   &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
     if (nv_ct_admit(&fk, rev, reply, !st, keep & NV_CTF_SVC, (keep & NV_CTF_VIA_STACK) | via_stack | nv_shaped_ct(dst, 0),
-                    0, src_id, skb->ifindex, dst_id) < 0)  /* replies leave the pod here */
+                    0, src_id, skb->ifindex, dst_id, 0, 0) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);

@@ -508,7 +508,7 @@ static __always_inline int nv_underlay_deliver(struct __sk_buff *skb, struct nv_
         /* the backend's ingress, with the real client's address (CIDR rules) even when SNATed */
         u32 reason = nv_policy_decide(NV_ID_WORLD, dst_id, client, p->daddr, p->proto, p->dport, 0, 1, 0, &v);
         if (reason) return nv_drop_policy(p, NV_ID_WORLD, dst_id, reason, NV_HOOK_FROM_NETWORK, &v);
-        if (nv_ct_admit(&fk, rev, 0, !st, NV_CTF_SVC, 0, 0, NV_ID_WORLD, dst->ifindex, dst_id) < 0)
+        if (nv_ct_admit(&fk, rev, 0, !st, NV_CTF_SVC, 0, 0, NV_ID_WORLD, dst->ifindex, dst_id, 0, 0) < 0)
             return nv_drop(p, NV_ID_WORLD, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_NETWORK);
         if (!st) {
             nv_flowstat(NV_FS_NEW_FLOWS);
