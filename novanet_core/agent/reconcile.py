@@ -32,6 +32,8 @@ class Reconciler:
         self.identities = endpoints.identities
         self.ipam, self.dataplane, self.nodes, self.resync_settings = ipam, dataplane, nodes, resync_settings
         self.in_flight = in_flight
+        # Remote entries the datapath held at the agent's start, before the remotes were pushed.
+        self.listed_remotes: list[str] = []
 
     def reconcile(self) -> dict[str, Any]:
         """Compare live state with desired state and fix only the differences."""
@@ -85,11 +87,13 @@ class Reconciler:
                 removed.append(ip)
         # Only once the remotes have been pushed from the state source: before that (agent start)
         # the remote list is empty, and removing every remote entry cut cross-node replies until
-        # the push (the chaos soak lost a ping across each agent restart).
-        gone = [e["ip"] for e in (live_remote if self.nodes.remotes_synced else [])
-                if e["ip"] not in self.nodes.remotes]  # pods on other nodes that are gone (or never were)
-        RemoteBatch(self.nodes.send).delete_all(gone)
-        removed.extend(gone)
+        # the push (the chaos soak lost a ping across each agent restart). At start the listed
+        # entries wait for drop_stale_remotes(), after the push: listing them again then was
+        # a second read of the whole map (30,000 entries in a 1,000-node cluster).
+        if self.nodes.remotes_synced:
+            removed.extend(self._drop_remotes([e["ip"] for e in live_remote]))
+        else:
+            self.listed_remotes = [e["ip"] for e in live_remote]
         added = []
         for ep in self.store.all():
             for ip in ep.ips:
@@ -99,3 +103,14 @@ class Reconciler:
             # Upsert every endpoint: cheap, idempotent, and re-attaches programs that went missing.
             self.dataplane.call("dp.endpoint.upsert", {"endpoint": ep.to_dict()})
         return removed, added
+
+    def drop_stale_remotes(self) -> list[str]:
+        """After the start-up's push of the remotes: the entries listed before it whose pods are
+        gone (or never were)."""
+        listed, self.listed_remotes = self.listed_remotes, []
+        return self._drop_remotes(listed)
+
+    def _drop_remotes(self, listed: list[str]) -> list[str]:
+        gone = [ip for ip in listed if ip not in self.nodes.remotes]
+        RemoteBatch(self.nodes.send).delete_all(gone)
+        return gone

@@ -134,7 +134,7 @@ class Agent:
     def start(self) -> None:
         rtprotos.ensure_registered()  # `ip route` shows `proto novanet`
         # The dataplane first: tunnel plugins plug their programs into maps the dataplane pins.
-        dp_up = self.sync_dataplane(wait=30.0)
+        dp_up = self.watchdog.baseline(wait=30.0) and self.sync_dataplane()
         if dp_up:
             self._check_families()
         if self.tunnel is not None:
@@ -152,6 +152,9 @@ class Agent:
         self.services.start()
         self.nodes.sync_nodes()
         self.nodes.sync_remotes()
+        self.reconciler.drop_stale_remotes()
+        if dp_up:
+            self.watchdog.pushed()
         threading.Thread(target=self._watch_state, name="state-watch", daemon=True).start()
         self.watchdog.start()
         threading.Thread(target=self.cni.watch_pending_deletes, args=(self.config.sockets.cni, self.stop_event),

@@ -21,6 +21,24 @@ class DataplaneWatchdog:
         self.generation = 0
         self.resyncs = 0  # completed full pushes to the dataplane (first connect, restarts)
 
+    def baseline(self, wait: float) -> bool:
+        """Note the dataplane the agent's start-up is about to push to (False: none answered).
+
+        Taken before that push, so that a dataplane restarting at any point after it still has
+        another generation at the first poll; without it the first poll took the agent's own start
+        for a reconnect and repeated the whole push at once (at 30,000 remote pods, events queued
+        behind it for seconds)."""
+        try:
+            st = self.dataplane.call("dp.status", {"brief": True}, wait=wait)
+        except DataplaneUnavailable:
+            return False
+        self.generation = st.get("generation", 0)
+        return True
+
+    def pushed(self) -> None:
+        """The start-up's full push reached the baseline's dataplane: it counts as the first."""
+        self.resyncs += 1
+
     def start(self) -> None:
         threading.Thread(target=self.run, name="dataplane-monitor", daemon=True).start()
 
