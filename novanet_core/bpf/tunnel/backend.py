@@ -127,8 +127,7 @@ class BpfTunnel:
 
     def sync_nodes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
         with self._lock:
-            with IPRoute() as ipr:
-                self.nexthops = {n.ip: routes.nexthop(ipr, n.ip) for n in remotes}
+            self.nexthops = routes.nexthops(n.ip for n in remotes)
             if self.bpf:
                 self.write_nodes(remotes)
                 for ip in entries.sync_tunnels(self.root, {n.ip: self.tunnel_entry(n) for n in remotes}):

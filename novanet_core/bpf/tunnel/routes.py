@@ -7,8 +7,11 @@ nodes over one L2 segment (host-gw style) installs the same routes for all traff
 from __future__ import annotations
 
 import errno
+import ipaddress
+import json
 import logging
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Iterable, Mapping
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -25,6 +28,35 @@ def nexthop(ipr: IPRoute, node_ip: str) -> str:
     except NetlinkError:
         return node_ip
     return r.get_attr("RTA_GATEWAY") or node_ip
+
+
+def nexthops(node_ips: Iterable[str]) -> dict[str, str]:
+    """``nexthop`` of each of ``node_ips``, from one iproute2 process (``ip -batch`` of ``route
+    get``): a netlink request each through pyroute2 took 9 ms apiece, 9 s of an agent's start with
+    999 other nodes on this loaded machine. Addresses the kernel has no route to keep themselves,
+    as in ``nexthop``; without iproute2 it falls back to that, one request each."""
+    ips = list(dict.fromkeys(node_ips))
+    out = {ip: ip for ip in ips}
+    if not ips:
+        return out
+    try:
+        p = subprocess.run(["ip", "-j", "-force", "-batch", "-"], input="".join(f"route get {ip}\n" for ip in ips),
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("ip -batch route get failed (%s); asking one node at a time", e)
+        with IPRoute() as ipr:
+            return {ip: nexthop(ipr, ip) for ip in ips}
+    canonical = {str(ipaddress.ip_address(ip)): ip for ip in ips}
+    for line in p.stdout.splitlines():  # one JSON array per route get that found a route
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        for r in found if isinstance(found, list) else ():
+            ip = canonical.get(str(r.get("dst", "")))
+            if ip is not None and r.get("gateway"):
+                out[ip] = str(r["gateway"])
+    return out
 
 
 def sync_underlay_routes(ipr: IPRoute, ifindex: int, mtu: int, want: Mapping[str, str], what: str) -> None:
