@@ -41,6 +41,8 @@ def _ip(d: dict[str, Any], key: str, path: str, required: bool = True) -> str:
     v = _str(d, key, path, required)
     if not v and not required:
         return v
+    if ipfamily.ipv4_packed(v) is not None:  # the common case, without ip_address()'s cost
+        return v
     try:
         ipaddress.ip_address(v)
     except ValueError:

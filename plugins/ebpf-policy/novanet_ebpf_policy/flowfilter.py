@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from novanet_core import ipfamily
 from novanet_core.protocols import IP_PROTOCOLS, protocol_name
 
 # Positions in the tuples decoded with flows.EVENT_POLICY.
@@ -53,7 +54,10 @@ def tcp_flag_names(flags: int) -> list[str]:
 
 def raw_ip(ip: str) -> bytes:
     """An address as the event carries it (the key of :data:`Names`)."""
-    return ipaddress.IPv4Address(ip).packed + bytes(12)
+    packed = ipfamily.ipv4_packed(ip)  # once per remote pod of a full sync: not ipaddress
+    if packed is None:
+        raise ValueError(f"{ip!r} is not an IPv4 address")
+    return packed + bytes(12)
 
 
 @dataclass(frozen=True)
