@@ -3,7 +3,7 @@ plots in docs/img/scale_*.png).
 
     .venv/bin/python -m bench.scale pods [--steps 10,110,250]     # pods per node, one node
     .venv/bin/python -m bench.scale nodes [--steps 2,5,10,20]     # lab nodes (overlay, vxlan)
-    .venv/bin/python -m bench.scale cluster [--nodes 1000 --pods 30000 --policies 2000]
+    .venv/bin/python -m bench.scale cluster [--nodes 1000 --pods 30000 --policies 2000] [--fractions 1.0] [--profile]
     .venv/bin/python -m bench.scale flows [--steps 1000,...]      # flow-table entries
     .venv/bin/python -m bench.scale DIMENSION [--tag T] --replot   # redraw the PNG from the saved results
 
@@ -71,7 +71,9 @@ def _plot_nodes(res: dict[str, Any]) -> None:
 def _cluster(a: argparse.Namespace) -> dict[str, Any]:
     from bench.scale import cluster
 
-    return cluster.run(a.nodes, a.pods, a.policies, a.events)
+    fractions = tuple(float(x) for x in a.fractions.split(","))
+    profile = RESULTS / f"scale_cluster{'_' + a.tag if a.tag else ''}" if a.profile else None
+    return cluster.run(a.nodes, a.pods, a.policies, a.events, fractions, profile)
 
 
 def _plot_cluster(res: dict[str, Any]) -> None:
@@ -107,6 +109,9 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=30000)
     ap.add_argument("--policies", type=int, default=2000)
     ap.add_argument("--events", type=int, default=200, help="cluster: pod events timed after the full sync")
+    ap.add_argument("--fractions", default="0.01,0.1,1.0", help="cluster: the sizes run, as fractions of the target")
+    ap.add_argument("--profile", action="store_true",
+                    help="cluster: run the agent under cProfile (bench/results/scale_cluster*.prof, top in the json)")
     ap.add_argument("--tag", default="", help="suffix of the result file (e.g. baseline)")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from the saved result file")
     a = ap.parse_args()

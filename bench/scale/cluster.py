@@ -11,7 +11,13 @@ agent-side cost of single pod events (``state.timings``: a label change, a new p
 
 from __future__ import annotations
 
+import os
+import pstats
+import shutil
+import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import pct
@@ -72,7 +78,16 @@ def _wait(fn: Any, timeout: float, step: float = 0.05) -> Any:
     raise TimeoutError("condition not met")
 
 
-def one(nodes: int, pods: int, policies: int, events: int) -> dict[str, Any]:
+def _profile_top(path: Path, n: int = 25) -> list[dict[str, Any]]:
+    """The agent's main thread (state source's list, start-up) by cumulative time."""
+    st = pstats.Stats(str(path))
+    rows = []
+    for (file, line, fn), (_cc, calls, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        rows.append({"fn": f"{Path(file).name}:{line}:{fn}", "calls": calls, "tottime_s": round(tt, 3), "cumtime_s": round(ct, 3)})
+    return sorted(rows, key=lambda r: -r["cumtime_s"])[:n]
+
+
+def one(nodes: int, pods: int, policies: int, events: int, profile: Path | None = None) -> dict[str, Any]:
     from novanet_kube_source.testing import FakeKubeAPI
 
     node = NodeUnderTest(datapath="ebpf", pod_cidr=f"{_ip(0, 0)}/24",
@@ -90,7 +105,8 @@ def one(nodes: int, pods: int, policies: int, events: int) -> dict[str, Any]:
             raise RuntimeError(f"dataplane did not come up:\n{node.log('dataplane')}") from None
         remote = pods - len(range(0, pods, nodes))  # pods on node-0 are local (no CNI ADD here: no endpoint)
         t0 = time.monotonic()
-        node._spawn("agent")
+        # cProfile writes its file when the agent exits (node.close() sends SIGTERM).
+        node._spawn("agent", (sys.executable, "-m", "cProfile", "-o", str(profile)) if profile else ())
         try:
             _wait(lambda: node.call("status").get("ready"), 600, 0.02)
         except TimeoutError:
@@ -116,21 +132,33 @@ def one(nodes: int, pods: int, policies: int, events: int) -> dict[str, Any]:
             _wait(lambda w=want: node.call("state.timings").get("Pod", {}).get("count", 0) >= w, 30, 0.002)
         events_wall = time.monotonic() - t_ev
         timings = node.call("state.timings")
-        return {"nodes": nodes, "pods": pods, "policies": policies, "remote_pods_expected": remote,
+        log = (node.dir / "agent.log").read_text().splitlines()
+        return {"post_start_resyncs": sum("resyncing" in line for line in log), "dataplane_resyncs": st.get("dataplaneResyncs"),"nodes": nodes, "pods": pods, "policies": policies, "remote_pods_expected": remote,
                 "remote_pods": st["remoteEndpoints"], "tunnels": st["tunnels"], "policies_seen": st["policies"],
                 "full_sync_s": round(ready, 2), "agent_rss_mib": mem.rss_mib,
                 "agent_anon_mib": round(mem.anon_kib / 1024, 1), "agent_hwm_mib": round(mem.hwm_kib / 1024, 1),
                 "pod_event": timings.get("Pod", {}), "events_wall_per_event_ms": round(events_wall / max(events, 1) * 1e3, 2)}
     finally:
+        if profile is not None and "agent" in node.procs:
+            # Before close(): it gives a process 10 s, and writing the profile can take longer.
+            os.killpg(node.procs["agent"].pid, signal.SIGTERM)
+            node.procs["agent"].wait(300)
+            shutil.copy(node.dir / "agent.log", profile.with_suffix(".agent.log"))
         node.close()
         api.stop()
 
 
-def run(nodes: int, pods: int, policies: int, events: int, fractions: tuple[float, ...] = (0.01, 0.1, 1.0)) -> dict[str, Any]:
+def run(nodes: int, pods: int, policies: int, events: int, fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+        profile: Path | None = None) -> dict[str, Any]:
     rows = []
+    if profile is not None:
+        profile.parent.mkdir(exist_ok=True)
     for f in fractions:
         n, p, k = max(2, int(nodes * f)), max(10, int(pods * f)), max(1, int(policies * f))
-        row = one(n, p, k, events)
+        prof = profile.with_suffix(f".{p}.prof") if profile else None
+        row = one(n, p, k, events, prof)
+        if prof is not None:
+            row["profile_top"] = _profile_top(prof)
         rows.append(row)
         print(f"  {n} nodes, {p} pods, {k} policies: full sync {row['full_sync_s']} s, agent RSS {row['agent_rss_mib']} MiB"
               f" (remote pods {row['remote_pods']}/{row['remote_pods_expected']}), pod event p50 "

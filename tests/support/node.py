@@ -80,13 +80,14 @@ class NodeUnderTest:
         self.cfg_path.write_text(yaml.safe_dump(self.config))
 
     # ------------------------------------------------------------------ processes
-    def _spawn(self, name: str) -> None:
+    def _spawn(self, name: str, wrap: tuple[str, ...] = ()) -> None:
+        """``wrap``: argv the daemon's script runs under (a profiler, say)."""
         log = open(self.dir / f"{name}.log", "ab")
         env = dict(os.environ)
         # Lets NOVANET_PLUGINS name test plugins under tests/ (as a third-party plugin would be installed).
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.procs[name] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.ns}", str(BIN / f"novanet-{name}"), "--config", str(self.cfg_path)],
+            ["nsenter", f"--net=/run/netns/{self.ns}", *wrap, str(BIN / f"novanet-{name}"), "--config", str(self.cfg_path)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def start(self, wait: float = 30.0) -> None:

@@ -5,6 +5,7 @@ the honest stand-in: real sockets, real HTTP, the official client on the other s
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import threading
@@ -56,9 +57,12 @@ class _Handler(BaseHTTPRequestHandler):
                         float(q.get("timeoutSeconds", ["5"])[0]))
             return
         with self.api.lock:
+            # Serialised under the lock, not deep-copied first: put() stores copies and never
+            # changes one in place, and 30,000 deep copies were seconds of a big cluster's list
+            # (a real API server answers it from its watch cache).
             body = {"kind": f"{kind}List", "apiVersion": version, "metadata": {"resourceVersion": str(self.api.rv)},
-                    "items": [copy.deepcopy(o) for o in self.api.objects[kind].values()]}
-        data = json.dumps(body).encode()
+                    "items": list(self.api.objects[kind].values())}
+            data = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -88,7 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         sent = since
         while time.monotonic() < deadline:
             with self.api.lock:
-                pending = [e for e in self.api.events if e[0] > sent and e[2] == kind]
+                # events are in resourceVersion order: skip to the first one after ``sent`` (a scan
+                # of the whole history per wake-up was 30,000 entries per watch)
+                start = bisect.bisect_right(self.api.events, sent, key=lambda e: e[0])
+                pending = [e for e in self.api.events[start:] if e[2] == kind]
                 if not pending:
                     self.api.lock.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
                     continue
