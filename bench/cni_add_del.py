@@ -50,8 +50,9 @@ def run_round(binary: str, node_ns: str, conf: dict, pods: int, tag: str, concur
     """ADD ``pods`` pods (``concurrency`` at a time, ``interval_ms`` apart when sequential), then DEL
     them; (ADD ms, DEL ms, ADD wall seconds)."""
     netns = []
+    run = uuid.uuid4().hex[:6]  # another engineer's run of this bench uses the same tags
     for i in range(pods):
-        name = f"nvb-{tag}-{i}"
+        name = f"nvb{run}-{tag}-{i}"
         sh("ip", "netns", "add", name)
         netns.append(name)
     adds: list[float] = []
