@@ -181,3 +181,39 @@ def test_redact_and_render():
     assert text.startswith("frr defaults datacenter\nrouter bgp 64514\n bgp router-id 172.30.0.2\n")
     parsed, _ = frrconf.parse_running_config(text)
     assert frrconf.diff(parsed, desired_state(LOCAL, REMOTES[:1], settings()), "datacenter") == []
+
+
+def test_bfd_is_added_to_a_neighbor_only_once_its_session_is_established():
+    # bgpd registers BFD again (and bfdd makes a new session) when a session comes up after BFD
+    # was configured without it; its peer tears that fresh session down (Cease/BFD Down, a hard
+    # reset that drops our routes). So BFD is configured on a neighbor once it is established.
+    from dataclasses import replace
+
+    from novanet_frr_bgp.backend import FrrBgpRouting
+
+    from novanet_core.backends import BackendContext
+
+    cfg = NovaNetConfig(routingMode="native", routing={"type": "frr-bgp", "settings": {"bfd": {"enabled": True}}})
+    b = FrrBgpRouting(BackendContext(config=cfg, component="agent", node=LOCAL))
+    b.local, b.remotes = LOCAL, REMOTES
+    states = {"172.30.0.3": "Established", "172.30.1.4": "Active"}
+
+    class Vtysh:
+        def show_json(self, command: str) -> dict:
+            assert command == "show bgp summary json"
+            return {"ipv4Unicast": {"peers": {a: {"state": s} for a, s in states.items()}}}
+
+    b.vtysh = Vtysh()  # type: ignore[assignment]
+    want = b._want()
+    # a bgpd with no config (just started): nothing is established, no neighbor gets BFD yet
+    fresh = b._bfd_once_established(want, RoutingState())
+    assert not any(n.bfd for n in fresh.bgp.neighbors.values()) and "novanet" in fresh.bfd_profiles
+    # configured without BFD, one session up: that neighbor gets it, the other waits
+    cur = replace(fresh)
+    got = b._bfd_once_established(want, cur).bgp.neighbors
+    assert (got["172.30.0.3"].bfd, got["172.30.0.3"].bfd_profile) == (True, "novanet")
+    assert not got["172.30.1.4"].bfd
+    # a neighbor that has BFD keeps it when its session goes down (BFD is what reports that)
+    with_bfd = RoutingState(bgp=replace(want.bgp), bfd_profiles=want.bfd_profiles)
+    states["172.30.0.3"] = "Idle"
+    assert b._bfd_once_established(want, with_bfd) == with_bfd

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import stat
+import subprocess
 
 import pytest
 from novanet_frr_bgp import backend as backend_module
@@ -125,3 +127,61 @@ def test_nothing_in_frrs_directory_is_world_writable_after_a_bfdd_crash(frr_node
     frr.restart_daemon(frr_node, "r1", frr_node.node_netns("r1"), "bfdd", hard=True)
     assert world_writable([d]) == []
     assert stat.S_IMODE(os.stat(d / "bfdd.sock").st_mode) == 0o660
+
+
+def test_routes_are_held_across_a_bgpd_restart_until_relearned(frr_node):
+    # The native soak's one loss: a SIGKILLed bgpd started anew makes zebra sweep its stale routes
+    # as soon as a session with a peer sending the Restart State bit is up, before that peer's
+    # routes are in again. The backend holds them in their own table from the moment it finds a
+    # bgpd without config until main has them again (or restart-time has passed).
+    from pyroute2 import IPRoute
+
+    from novanet_core.protocols import RTPROT_BGP
+
+    ns = frr_node.node_netns("r1")
+    prefix = {"dst": "10.42.8.0", "dst_len": 24}
+
+    def table(ipr: IPRoute, t: int) -> set[str]:
+        return {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2, table=t)}
+
+    b = backend(frr_node, bfd={"enabled": True}, gracefulRestart={"restartTime": 120})
+    b.remotes = [NodeInfo("r2", "10.254.0.2", "10.42.8.0/24")]
+    with netns.entered(ns), IPRoute() as ipr:
+        # what the old bgpd had zebra install; the fresh FRR of the fixture has no config at all
+        ipr.route("add", gateway="10.254.0.2", oif=ipr.link_lookup(ifname="eth0")[0], proto=RTPROT_BGP, **prefix)
+        assert b.reconcile("bgpd restarted")["ok"]
+        assert b.status()["heldRoutes"] == ["10.42.8.0/24"]
+        assert table(ipr, backend_module.HOLD_TABLE) == {"10.42.8.0/24"}
+        assert FrrBgpRouting._hold_rule(ipr)
+        # zebra's sweep: the prefix is still routed, through the hold
+        ipr.route("del", proto=RTPROT_BGP, **prefix)
+        assert "10.42.8.0/24" not in table(ipr, 254)
+        got = json.loads(subprocess.run(["ip", "-j", "route", "get", "10.42.8.9"], capture_output=True, text=True,
+                                        check=True).stdout)[0]
+        assert got["gateway"] == "10.254.0.2" and got.get("table") == str(backend_module.HOLD_TABLE), got
+        # relearned in main, but the neighbor is not established (no such peer here): held
+        ipr.route("add", gateway="10.254.0.2", oif=ipr.link_lookup(ifname="eth0")[0], proto=RTPROT_BGP, **prefix)
+        for _ in range(3):
+            b._release_when_relearned()
+        assert b.held == ["10.42.8.0/24"]
+        # restart-time over: released, table and rule gone
+        b._hold_until = 0.0
+        b._release_when_relearned()
+        assert b.held == [] and table(ipr, backend_module.HOLD_TABLE) == set() and not FrrBgpRouting._hold_rule(ipr)
+
+        # Relearned with every neighbor up (here: none wanted any more): released after
+        # HOLD_RELEASE_TICKS checks in a row, not at the first.
+        b._hold_routes()
+        b.remotes = []
+        b._release_when_relearned()
+        assert b.held == ["10.42.8.0/24"]
+        b._release_when_relearned()
+        assert b.held == [] and table(ipr, backend_module.HOLD_TABLE) == set()
+
+        # An agent restarted during a hold adopts it.
+        b._hold_routes()
+        again = backend(frr_node)
+        again._adopt_holds()
+        assert again.held == ["10.42.8.0/24"]
+        again._release_holds("test")
+        assert table(ipr, backend_module.HOLD_TABLE) == set() and not FrrBgpRouting._hold_rule(ipr)

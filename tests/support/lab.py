@@ -21,7 +21,10 @@ class LabUnderTest:
     def __init__(self, spec: dict[str, Any], tmp: Path, bin_dir: Path = BIN):
         """``bin_dir``: the venv whose ``novanet`` runs the lab (and so whose daemons the nodes run)."""
         self.bin = bin_dir
-        self.name = f"t{os.getpid() % 100000}{secrets.token_hex(2)}"
+        # NOVANET_TEST_LAB_PREFIX: runs that share the machine give their labs their own prefix
+        # (lab names become netns and interface name parts: at most 15 characters in all).
+        prefix = os.environ.get("NOVANET_TEST_LAB_PREFIX", "t")[:4]
+        self.name = f"{prefix}{os.getpid() % 100000}{secrets.token_hex(2)}"
         self.spec = {**spec, "name": self.name}
         self.spec_file = tmp / "lab.yaml"
         self.spec_file.write_text(yaml.safe_dump(self.spec))

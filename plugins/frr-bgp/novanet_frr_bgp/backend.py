@@ -8,6 +8,13 @@ retried with backoff. The same step runs on every node change and every
 ``reconcileInterval`` seconds, which is also how a restarted bgpd (empty config) or an agent
 restarted after SIGKILL (FRR still holding everything) converge: in the second case the diff is
 empty, so nothing is sent and no session flaps.
+
+A restarted bgpd is configured only after the node's routes to the other nodes have been copied
+into a table of their own (``HOLD_TABLE``, looked up just before main), where they stay until the
+new bgpd has them again (see :meth:`FrrBgpRouting._hold_routes`): zebra keeps a crashed bgpd's
+routes as stale, but the new bgpd tells it to sweep them as soon as a session comes up with a
+peer that sends the Restart State bit, which FRR sends for ``restart-time`` seconds after its own
+start, so that sweep comes before the routes are learned again.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +31,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet_core.backends import BackendContext, ConfigError
-from novanet_core.protocols import RTPROT_NOVANET_ROUTING
+from novanet_core.protocols import RTPROT_BGP, RTPROT_NOVANET_ROUTING
 from novanet_core.types import NodeInfo
 from novanet_frr_bgp import frrconf
 from novanet_frr_bgp.model import RoutingState, desired_state
@@ -40,6 +48,14 @@ MAX_RETRY_BACKOFF = 60.0
 # The agent skips sync_nodes when there are no other nodes, so after this long an empty list is
 # taken as the truth.
 NODES_GRACE = 60.0
+# Where the routes of a restarted bgpd are held (a table of NovaNet's own; rule just before main,
+# 32766, so that main's routes, the new bgpd's included, take over the moment the hold ends).
+HOLD_TABLE = 98
+HOLD_RULE_PRIORITY = 32765
+# The hold ends once these many reconcile ticks in a row found the new bgpd with every neighbor
+# established and every held prefix back in main (one tick could fall between zebra's sweep of
+# the stale routes and its install of the new ones).
+HOLD_RELEASE_TICKS = 2
 
 
 class FrrBgpRouting:
@@ -68,6 +84,9 @@ class FrrBgpRouting:
         self._failed_want: str | None = None
         self._nodes_known = False
         self._started_at = time.monotonic()
+        self.held: list[str] = []  # prefixes held across a bgpd restart (HOLD_TABLE)
+        self._hold_until = 0.0
+        self._hold_ok_ticks = 0
 
     # ------------------------------------------------------------------ RoutingBackend
     def start(self, local: NodeInfo) -> None:
@@ -101,6 +120,7 @@ class FrrBgpRouting:
         if withdraw and self.local is not None:
             self.set_advertise(False)
             self._blackhole(self.local.pod_cidr, present=False)
+            self._release_holds("agent stopped")
 
     def status(self) -> dict[str, Any]:
         s = self.settings
@@ -125,6 +145,7 @@ class FrrBgpRouting:
             "failures": self.failures,
             "lastApply": self.last_apply,
             "lastError": self.last_error,
+            "heldRoutes": list(self.held),
         }
 
     # ------------------------------------------------------------------ desired state
@@ -167,11 +188,14 @@ class FrrBgpRouting:
             managed = {self.settings.bfdProfile}
             if not self._nodes_known and time.monotonic() - self._started_at < NODES_GRACE:
                 want = frrconf.keep_neighbors(want, cur)
+            want = self._bfd_once_established(want, cur)
             cmds = frrconf.diff(cur, want, profile, managed)
             self.reconciles += 1
             if not cmds:
                 self._failed_want = None
                 return {"ok": True, "commands": []}
+            if cur.bgp is None and want.bgp is not None and want.bgp.neighbors:
+                self._hold_routes()  # a bgpd with no config: one that was (re)started
             key = repr(want)
             if key == self._failed_want and time.monotonic() < self._retry_at:
                 return {"ok": False, "error": f"retrying at most every {self._backoff:.0f} s: {self.last_error}"}
@@ -191,6 +215,36 @@ class FrrBgpRouting:
                 return self._rollback(reason, key, cur, profile, managed, cmds, res.failed_command, res.message)
             except FrrUnavailable as e:
                 return self._disconnected(str(e))
+
+    def _bfd_once_established(self, want: RoutingState, cur: RoutingState) -> RoutingState:
+        """``want`` without BFD on the neighbors that do not have it yet and whose BGP session is
+        not established.
+
+        bgpd registers a neighbor's BFD session with the addresses and interface it knows; before
+        the BGP session is up that is no source address and no interface, and when the session
+        comes up bgpd registers it again with both, so bfdd deletes the session and makes a new
+        one. The peer sees that as BFD going down right after its BGP session came up and tears
+        the session down with a hard reset (Cease/BFD Down), which drops our routes at once,
+        graceful restart or not: after every bgpd restart, a second or two without routes to this
+        node. Registered once the session is up, the session has its final parameters from the
+        start. A neighbor keeps BFD once it has it, whatever its session does.
+        """
+        if want.bgp is None:
+            return want
+        have = cur.bgp.neighbors if cur.bgp is not None else {}
+        pending = [a for a, n in want.bgp.neighbors.items() if n.bfd and not (a in have and have[a].bfd)]
+        if not pending:
+            return want
+        try:
+            summary = self.vtysh.show_json("show bgp summary json") if cur.bgp is not None else {}
+        except (FrrUnavailable, ValueError):
+            summary = {}
+        peers = ((summary.get("ipv4Unicast") or {}).get("peers") or {}) if isinstance(summary, dict) else {}
+        neighbors = dict(want.bgp.neighbors)
+        for a in pending:
+            if (peers.get(a) or {}).get("state") != "Established":
+                neighbors[a] = replace(neighbors[a], bfd=False, bfd_profile=None)
+        return RoutingState(bgp=replace(want.bgp, neighbors=neighbors), bfd_profiles=want.bfd_profiles)
 
     def _rollback(self, reason: str, key: str, before: RoutingState, profile: str, managed: set[str],
                   cmds: list[str], failed: str | None, message: str) -> dict[str, Any]:
@@ -241,6 +295,8 @@ class FrrBgpRouting:
                 if self.local is not None and self.settings.blackholeRoute and self.advertise:
                     self._blackhole(self.local.pod_cidr, present=True)
                 self.reconcile()
+                if self.held:
+                    self._release_when_relearned()
             except Exception:  # the loop is the retry mechanism; it must outlive any one failure
                 log.exception("routing reconcile failed")
 
@@ -257,6 +313,7 @@ class FrrBgpRouting:
                         log.warning("cannot set %s: %s", p, e)
         if self.settings.blackholeRoute:
             self._blackhole(local.pod_cidr, present=True)
+        self._adopt_holds()
 
     def _blackhole(self, cidr: str, present: bool) -> None:
         net, plen = cidr.split("/")
@@ -273,6 +330,106 @@ class FrrBgpRouting:
         except NetlinkError as e:
             if present or e.code not in (3, 2):  # ESRCH/ENOENT: already gone
                 log.warning("blackhole route %s (%s): %s", cidr, "add" if present else "del", e)
+
+    # ------------------------------------------------------------------ routes held across a bgpd restart
+    def _hold_routes(self) -> None:
+        """Copy main's ``proto bgp`` routes into HOLD_TABLE before a restarted bgpd is configured.
+
+        zebra keeps a crashed bgpd's routes as stale for the new one, which sweeps them when it
+        sends zebra "route update complete": at once when a session comes up with a peer that
+        sets the Restart State bit (FRR's bgp_establish; a peer sets it for ``restart-time``
+        seconds after its own bgpd started), before that peer's routes have been received. The
+        node would then have no route to that peer's pods for the second or two until they are.
+        The held copies (same next hops, no zebra nexthop objects: zebra deletes those with its
+        routes) carry the traffic meanwhile; they never replace a route main has.
+        """
+        now = time.monotonic()
+        try:
+            with IPRoute() as ipr:
+                routes = [r for r in ipr.get_routes(family=2, table=254) if r.get("proto") == RTPROT_BGP]
+                held = []
+                for r in routes:
+                    dst, plen = r.get_attr("RTA_DST"), r.get("dst_len")
+                    hops = _next_hops(r)
+                    if dst is None or not hops:
+                        continue
+                    kw: dict[str, Any] = ({"gateway": hops[0][0], "oif": hops[0][1]} if len(hops) == 1 else
+                                          {"multipath": [{"gateway": g, "oif": o} for g, o in hops]})
+                    ipr.route("replace", table=HOLD_TABLE, dst=dst, dst_len=plen, proto=RTPROT_NOVANET_ROUTING, **kw)
+                    held.append(f"{dst}/{plen}")
+                if held and not self._hold_rule(ipr):
+                    ipr.rule("add", table=HOLD_TABLE, priority=HOLD_RULE_PRIORITY)
+        except NetlinkError as e:
+            log.warning("cannot hold routes across the bgpd restart: %s", e)
+            return
+        if held:
+            self.held = sorted(set(self.held) | set(held))
+            self._hold_until = now + self.settings.gracefulRestart.restartTime
+            self._hold_ok_ticks = 0
+            self._event("routes_held", f"bgpd restarted: {len(held)} routes held until it has them again")
+            log.info("bgpd restarted without config: holding %s until it has relearned them", ", ".join(held))
+
+    def _release_when_relearned(self) -> None:
+        """End the hold once the new bgpd has every neighbor established and main has every held
+        prefix again (HOLD_RELEASE_TICKS ticks in a row), or after ``restart-time`` (what the
+        peers allow us as well: a route that has not come back by then is withdrawn)."""
+        if time.monotonic() >= self._hold_until:
+            self._release_holds(f"not all relearned within {self.settings.gracefulRestart.restartTime} s")
+            return
+        try:
+            summary = self.vtysh.show_json("show bgp summary json")
+            with IPRoute() as ipr:
+                have = {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2, table=254)
+                        if r.get("proto") == RTPROT_BGP}
+        except (FrrUnavailable, NetlinkError, ValueError) as e:
+            log.debug("hold check: %s", e)
+            self._hold_ok_ticks = 0
+            return
+        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {} if isinstance(summary, dict) else {}
+        want = self._want().bgp.neighbors if self.local else {}  # type: ignore[union-attr]
+        up = all((peers.get(a) or {}).get("state") == "Established" for a in want)
+        self._hold_ok_ticks = self._hold_ok_ticks + 1 if up and set(self.held) <= have else 0
+        if self._hold_ok_ticks >= HOLD_RELEASE_TICKS:
+            self._release_holds("relearned")
+
+    def _release_holds(self, why: str) -> None:
+        try:
+            with IPRoute() as ipr:
+                for r in ipr.get_routes(family=2, table=HOLD_TABLE):
+                    if r.get("proto") == RTPROT_NOVANET_ROUTING:
+                        ipr.route("del", table=HOLD_TABLE, dst=r.get_attr("RTA_DST"), dst_len=r.get("dst_len"),
+                                  proto=RTPROT_NOVANET_ROUTING)
+                while self._hold_rule(ipr):
+                    ipr.rule("del", table=HOLD_TABLE, priority=HOLD_RULE_PRIORITY)
+        except NetlinkError as e:
+            log.warning("cannot release the held routes: %s", e)
+            return
+        if self.held:
+            self._event("routes_released", f"{len(self.held)} held routes released ({why})")
+            log.info("held routes %s released: %s", ", ".join(self.held), why)
+        self.held = []
+
+    def _adopt_holds(self) -> None:
+        """An agent restarted during a hold takes it over (and ends it like its own)."""
+        try:
+            with IPRoute() as ipr:
+                self.held = sorted(f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}"
+                                   for r in ipr.get_routes(family=2, table=HOLD_TABLE)
+                                   if r.get("proto") == RTPROT_NOVANET_ROUTING)
+                rule = self._hold_rule(ipr)
+        except NetlinkError as e:
+            log.warning("cannot read held routes: %s", e)
+            return
+        if self.held or rule:
+            self._hold_until = time.monotonic() + self.settings.gracefulRestart.restartTime
+            self._hold_ok_ticks = 0
+            if not self.held:
+                self._release_holds("no routes left in the hold table")
+
+    @staticmethod
+    def _hold_rule(ipr: IPRoute) -> bool:
+        return any(r.get_attr("FRA_TABLE") == HOLD_TABLE and r.get_attr("FRA_PRIORITY") == HOLD_RULE_PRIORITY
+                   for r in ipr.get_rules(family=2))
 
     # ------------------------------------------------------------------ inspection
     def peers(self) -> list[dict[str, Any]]:
@@ -330,6 +487,15 @@ class FrrBgpRouting:
                  "receiveInterval": b.get("receive-interval"), "transmitInterval": b.get("transmit-interval"),
                  "detectMultiplier": b.get("detect-multiplier"), "diagnostic": b.get("diagnostic")}
                 for b in sorted(self._bfd_raw(), key=lambda b: _ip_key(str(b.get("peer"))))]
+
+
+def _next_hops(route: Any) -> list[tuple[str, int]]:
+    """(gateway, oif) of a route message, one or many (RTA_MULTIPATH)."""
+    gw, oif = route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")
+    if gw and oif:
+        return [(gw, oif)]
+    return [(h.get_attr("RTA_GATEWAY"), h.get("oif")) for h in route.get_attr("RTA_MULTIPATH") or []
+            if h.get_attr("RTA_GATEWAY")]
 
 
 def _ip_key(ip: str) -> tuple[int, ...]:
