@@ -49,7 +49,7 @@ def routing() -> None:
 @routing.command()
 @output_option
 @json_shape(
-    "{backend, connected, daemons, asn, routerId, mode, podCIDR, advertising, bfd, gracefulRestart, timers, vtysh, desiredNeighbors, reconciles, applies, rollbacks, failures, lastApply, lastError}"
+    "{backend, connected, daemons, asn, routerId, mode, podCIDR, advertising, bfd, gracefulRestart, timers, vtysh, desiredNeighbors, reconciles, applies, rollbacks, failures, lastApply, lastError, heldRoutes}"
 )
 @click.pass_context
 def status(ctx: click.Context, output: str | None) -> None:
