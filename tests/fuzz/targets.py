@@ -23,8 +23,10 @@ from tests.fuzz import seeds
 from tests.fuzz.harness import Finding
 from tests.fuzz.mutate import TRICKY_STRINGS, documents, json_values, mutated
 
-# "a.b[0].c: message" or "pods[2] (x/c).ports[1]: message": every NovaNet error starts with the field
-FIELD = re.compile(r"(^|\n|[\s(])[^\s:(]+( \([^)]*\))?[^\s:]*: ")
+# "a.b[0].c: message" or "pods[2] (x/c).ports[1]: message": every NovaNet error starts with the field;
+# a key that would garble the path is quoted as Python quotes it ("pods[3].'fe80::1%eth0': ...").
+_SEG = r"(?:[^\s:('\"]|'[^'\n]*'|\"[^\"\n]*\")"
+FIELD = re.compile(rf"(^|\n|[\s(]){_SEG}+( \([^)]*\))?{_SEG}*: ")
 
 
 def _names_field(msg: str) -> bool:
