@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -79,8 +80,9 @@ def _on(agent: Agent, fn: Any) -> Any:
 
 
 def _endpoints(agent: Agent, p: dict[str, Any]) -> Any:
-    """Endpoints from the live datapath, joined with the agent's records."""
-    records = {e.ip: e for e in agent.store.all()}
+    """Endpoints from the live datapath, joined with the agent's records: one row per address (a
+    dual-stack pod has a row per family, each naming the pod), IPv4 before IPv6."""
+    records = {ip: e for e in agent.store.all() for ip in e.ips}
     try:
         live = agent.dataplane.call("dp.endpoint.list")
     except DataplaneUnavailable as e:
@@ -95,12 +97,19 @@ def _endpoints(agent: Agent, p: dict[str, Any]) -> Any:
             "containerID": ep.container_id if ep else "",
             "inAgent": ep is not None,
         })
+    in_datapath = {d["ip"] for d in live}
     for ip, ep in records.items():
-        if not any(d["ip"] == ip for d in live):
+        if ip not in in_datapath:
             out.append({"ip": ip, "identity": ep.identity, "host_ifname": ep.host_ifname, "namespace": ep.namespace,
                         "pod": ep.pod, "containerID": ep.container_id, "local": True, "inAgent": True,
                         "inDatapath": False})
-    return sorted(out, key=lambda d: tuple(int(x) for x in d["ip"].split(".")))
+    return sorted(out, key=lambda d: _address_order(d["ip"]))
+
+
+def _address_order(ip: str) -> tuple[int, int]:
+    """IPv4 first, then IPv6, each numerically (a string sort puts 10.0.0.10 before 10.0.0.9)."""
+    a = ipaddress.ip_address(ip)
+    return a.version, int(a)
 
 
 def _identities(agent: Agent, p: dict[str, Any]) -> Any:
