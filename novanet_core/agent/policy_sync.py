@@ -112,7 +112,7 @@ class PolicySync:
             return
         with self._lock:
             key = f"{ep.namespace}/{ep.pod}"
-            self.programmed.setdefault(key, set()).add(ep.ip)
+            self.programmed.setdefault(key, set()).update(ep.ips)
             self._record(f"endpoint {key}", t0, result.get("policyApplied") or {}, 1, 0, False)
 
     def endpoint_removed(self, ep: Endpoint) -> None:
@@ -120,10 +120,10 @@ class PolicySync:
             key = f"{ep.namespace}/{ep.pod}"
             ips = self.programmed.get(key)
             if ips is not None:
-                ips.discard(ep.ip)
+                ips.difference_update(ep.ips)
                 if not ips:
                     del self.programmed[key]
-            self._send([], [ep.ip], False, time.perf_counter(), f"endpoint {key} removed")
+            self._send([], list(ep.ips), False, time.perf_counter(), f"endpoint {key} removed")
 
     def resync(self) -> None:
         """Send the current compiled form for every local endpoint (full replace, no recompile)."""
@@ -141,7 +141,7 @@ class PolicySync:
     # ------------------------------------------------------------------ internals
     def _ips_of(self, pod_key: str) -> list[str]:
         ns, _, name = pod_key.partition("/")
-        return sorted(e.ip for e in self.store.by_pod(ns, name))
+        return sorted(ip for e in self.store.by_pod(ns, name) for ip in e.ips)  # every family's address
 
     def _send(self, ups: list[dict[str, Any]], dels: list[str], full: bool, t0: float, what: str) -> None:
         if not self.supported:

@@ -16,7 +16,10 @@ are generated from them by :mod:`novanet_core.bpf.layouts_c` with ``_Static_asse
 size and offset, so a program compiled against a different layout does not load. Bump a map's
 ``version`` whenever its layout changes (the datapath migrates the old pin).
 
-Byte orders: IPs are numeric IPv4 values (``a<<24|b<<16|c<<8|d``), as in the original NovaNet.
+Byte orders: IPs are numeric IPv4 values (``a<<24|b<<16|c<<8|d``), as in the original NovaNet;
+IPv6 addresses are 16 bytes in network order. An IPv6 pod address has its own map
+(``endpoints_v6``) with the same value layout as ``endpoints`` (one identity per pod, whatever the
+number of its addresses); ``node_ip`` stays the node's IPv4 underlay address.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ class Struct(ctypes.Structure):
 class EndpointKey(Struct):
     c_name = "nv_endpoint_key"
     _fields_ = [("ip", u32)]  # numeric IPv4 (a<<24|b<<16|c<<8|d), as the original NovaNet
+
+
+class Endpoint6Key(Struct):
+    """``endpoints_v6`` key: an IPv6 pod address, network byte order (the 16 bytes as on the wire)."""
+
+    c_name = "nv_endpoint6_key"
+    _fields_ = [("ip", u8 * 16)]
 
 
 class EndpointValue(Struct):
@@ -140,6 +150,11 @@ class ConfigKey(enum.IntEnum):
     KP_BACKENDS = 14  # entries in kp_backends (kube-proxy compatibility); 0 lets programs skip the lookup
     SERVICE_CIDR_IP = 15  # where ClusterIPs come from: only those (and the node IP) can be frontends
     SERVICE_CIDR_PREFIX_LEN = 16
+    # IPv6 node facts, each address in two slots (high and low 64 bits of the network-order value)
+    NODE_IP6_HI = 17
+    NODE_IP6_LO = 18
+    GATEWAY_IP6_HI = 19
+    GATEWAY_IP6_LO = 20
 
 
 CONFIG_SLOTS = 32
@@ -195,6 +210,8 @@ def _sz(t: type[ctypes._SimpleCData] | type[Struct]) -> int:
 
 ENDPOINTS = MapDef(MapSpec("endpoints", "hash", _sz(EndpointKey), _sz(EndpointValue), 65536, 1),
                    "struct nv_endpoint_key", "struct nv_endpoint")
+ENDPOINTS_V6 = MapDef(MapSpec("endpoints_v6", "hash", _sz(Endpoint6Key), _sz(EndpointValue), 65536, 1),
+                      "struct nv_endpoint6_key", "struct nv_endpoint")
 CONFIG = MapDef(MapSpec("config", "array", 4, 8, CONFIG_SLOTS, 1), "u32", "u64")
 TUNNELS = MapDef(MapSpec("tunnels", "hash", _sz(TunnelKey), _sz(TunnelValue), 1024, 1),
                  "struct nv_tunnel_key", "struct nv_tunnel")
@@ -203,7 +220,7 @@ TUNNEL_PROGS = MapDef(ProgArraySpec("tunnel_progs", "prog_array", 4, 4, TUNNEL_S
 KP_BACKENDS = MapDef(MapSpec("kp_backends", "hash", _sz(KpBackendKey), _sz(KpBackendValue), 65536, 1),
                      "struct nv_kp_backend_key", "struct nv_kp_backend")
 
-SHARED_MAPS: dict[str, MapDef] = {m.spec.name: m for m in (ENDPOINTS, CONFIG, TUNNELS, DROPS, TUNNEL_PROGS,
-                                                          KP_BACKENDS)}
-SHARED_STRUCTS: tuple[type[Struct], ...] = (EndpointKey, EndpointValue, TunnelKey, TunnelValue, KpBackendKey,
+SHARED_MAPS: dict[str, MapDef] = {m.spec.name: m for m in (ENDPOINTS, ENDPOINTS_V6, CONFIG, TUNNELS, DROPS,
+                                                          TUNNEL_PROGS, KP_BACKENDS)}
+SHARED_STRUCTS: tuple[type[Struct], ...] = (EndpointKey, Endpoint6Key, EndpointValue, TunnelKey, TunnelValue, KpBackendKey,
                                             KpBackendValue)

@@ -31,6 +31,7 @@ restarted and re-push what it owns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -162,7 +163,10 @@ class DataplaneService:
             if pooled is not None and "prewarm" in self.capabilities:
                 self._section("prewarm", "adopt_interface", pooled, ep.host_ifname, locked=False)
             if enforce:
-                applied = dict(self._section("policy", "apply_policy", [pol], (), False))
+                assert pol is not None
+                # every address of the pod gets the same policy (one identity, one set per direction)
+                pols = [pol if a == pol.ip else dataclasses.replace(pol, ip=a) for a in ep.ips]
+                applied = dict(self._section("policy", "apply_policy", pols, (), False))
             try:
                 self.backend.upsert_endpoint(ep)
             except BaseException as e:
@@ -179,7 +183,7 @@ class DataplaneService:
                 self.backend.delete_endpoint(ip, ep.host_ifname)
 
         for what, fn in (("endpoint", endpoint),
-                         ("policy", lambda: self.backend.apply_policy((), (ep.ip,), False) if policy else None)):
+                         ("policy", lambda: self.backend.apply_policy((), tuple(ep.ips), False) if policy else None)):
             try:
                 fn()
             except Exception as e:

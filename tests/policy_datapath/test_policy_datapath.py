@@ -4,6 +4,8 @@ a reverse rule (also after a policy change), incremental diffs, restart adoption
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
 import shutil
 import sys
@@ -244,13 +246,17 @@ def _rule_keys(h: Harness) -> list[str]:
 
 def test_bad_wire_input_names_the_field(h: Harness) -> None:
     from novanet_core.backends import ConfigError
-    from novanet_core.policy.wire import WireError
+    from novanet_core.policy.wire import WireError, decode_endpoint
 
     with pytest.raises(WireError, match=r"endpoints\[0\]\.ingress\.rules\[0\]\.ports\[0\]\.protocol"):
         h.apply_wire({"endpoints": [{"ip": h.topo.pods["a"].ip, "ingress": {"isolated": True, "rules": [
             {"peer": {"any": True}, "ports": [{"protocol": "ICMP", "first": 1, "last": 1}]}]}}]})
-    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.ip: .* IPv4"):
-        h.apply_wire({"endpoints": [{"ip": "fd00::1"}]})
+    with pytest.raises(WireError, match=r"endpoints\[0\]\.ip: 'fd00::x' is not an IP address"):
+        h.apply_wire({"endpoints": [{"ip": "fd00::x"}]})
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.ip: 'fd00::x' is not an IP address"):
+        h.dp.apply_policy([dataclasses.replace(decode_endpoint({"ip": "fd00::1"}), ip="fd00::x")])
+    h.apply_wire({"endpoints": [{"ip": "fd00::1"}]})  # an IPv6 address: its own map (ep_policy_v6)
+    assert [bytes(k) for k, _ in h.dp.maps.items("ep_policy_v6")] == [ipaddress.IPv6Address("fd00::1").packed]
     assert os.path.exists(Path(h.topo.bpf_root) / "ep_policy")
 
 

@@ -34,9 +34,11 @@ from novanet_ebpf_policy.layouts import (
     ConfigKey,
     EgressAction,
     EgressFlag,
+    Endpoint6Key,
     EndpointFlag,
     EndpointKey,
     EndpointValue,
+    Flow6Key,
     PolicyKey,
     PolicyValue,
 )
@@ -68,6 +70,26 @@ def ip_num(value: Any, field: str) -> int:
     if packed is None:
         raise ConfigError(f"{field}: {value!r} is not an IPv4 address")
     return int.from_bytes(packed, "big")
+
+
+def ip6_bytes(value: Any, field: str) -> bytes:
+    try:
+        return ipaddress.IPv6Address(str(value)).packed
+    except ValueError:
+        raise ConfigError(f"{field}: {value!r} is not an IPv6 address") from None
+
+
+def endpoint_key(ip: str, field: str) -> tuple[str, EndpointKey | Endpoint6Key]:
+    """The endpoint map of ``ip``'s family and its key there."""
+    if ":" in str(ip):
+        return "endpoints_v6", Endpoint6Key.from_buffer_copy(ip6_bytes(ip, field))
+    return "endpoints", EndpointKey(ip=ip_num(ip, field))
+
+
+def ip6_config_words(value: Any, field: str) -> tuple[int, int]:
+    """An IPv6 address as the two CONFIG slots the programs compare (bytes 0-7 and 8-15, native)."""
+    b = ip6_bytes(value, field)
+    return int.from_bytes(b[:8], "little"), int.from_bytes(b[8:], "little")
 
 
 def mac_bytes(value: Any, field: str) -> bytes:
@@ -129,9 +151,9 @@ def _interface_holding(ip: str) -> str | None:
 class EbpfDatapath:
     name = "ebpf"
     capabilities = frozenset({"policy", "flows", "prewarm", "stats", "service"})
-    # The programs parse IPv4 only: an IPv6 pod would reach the host stack unpoliced, so the agent
-    # refuses IPv6 PodCIDRs with this datapath (novanet_core/agent/families.py).
-    ip_families = (4,)
+    # IPv6 (bpf/datapath6.c): endpoints, neighbour discovery, same-node redirect, flow table and
+    # NetworkPolicy; a remote IPv6 pod is the stack's to route (no IPv6 encapsulation here).
+    ip_families = (4, 6)
 
     def __init__(self, ctx: BackendContext):
         cfg = ctx.config
@@ -163,6 +185,7 @@ class EbpfDatapath:
         self.flow_table_size = cfg.bpf.flowTableSize
         self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
         self.sweeper: flowtable.Sweeper | None = None
+        self.sweeper6: flowtable.Sweeper | None = None  # the IPv6 flow table's (ct6)
         self.pinwatch: PinWatch | None = None
         self.policy_retry: PolicyRetry | None = None
         self.egress: EgressProgrammer | None = None  # compiled NetworkPolicy + masquerade -> egress map
@@ -201,6 +224,9 @@ class EbpfDatapath:
             self.flows.start(self.maps.fds["flows"])
             self.sweeper = flowtable.Sweeper(self.maps.fds["ct"], self.flow_table_size, self.flow_idle)
             self.sweeper.start()
+            self.sweeper6 = flowtable.Sweeper(self.maps.fds["ct6"], self.flow_table_size, self.flow_idle,
+                                              key=Flow6Key)
+            self.sweeper6.start()
             self.pinwatch = PinWatch(self)
             self.pinwatch.start()
             self.policy_retry = PolicyRetry(self)
@@ -217,11 +243,11 @@ class EbpfDatapath:
         return TcxAttacher(self.root) if mode == "tcx" else TcAttacher(self.root)
 
     def stop(self) -> None:
-        for t in (self.sweeper, self.pinwatch, self.policy_retry):  # outside the lock: their passes take it
+        for t in (self.sweeper, self.sweeper6, self.pinwatch, self.policy_retry):  # outside the lock: their passes take it
             if t is not None:
                 t.stop()
         with self._lock:
-            self.sweeper = self.pinwatch = self.policy_retry = None
+            self.sweeper = self.sweeper6 = self.pinwatch = self.policy_retry = None
             if self.exporter is not None:
                 self.exporter.stop()
             self.flows.stop()
@@ -262,9 +288,14 @@ class EbpfDatapath:
             self._apply_settings(settings)
 
     def _apply_settings(self, s: dict[str, Any], initial: bool = False) -> None:
+        s6 = family_settings(s, 6)
         s = family_settings(s, 4)
         m = self._m()
         writes: dict[ConfigKey, int] = {}
+        for key, hi, lo in (("nodeIP", ConfigKey.NODE_IP6_HI, ConfigKey.NODE_IP6_LO),
+                            ("gateway", ConfigKey.GATEWAY_IP6_HI, ConfigKey.GATEWAY_IP6_LO)):
+            if s6.get(key):
+                writes[hi], writes[lo] = ip6_config_words(s6[key], key)
         if s.get("nodeIP"):
             writes[ConfigKey.NODE_IP] = ip_num(s["nodeIP"], "nodeIP")
         for key, ipk, lenk in (("podCIDR", ConfigKey.POD_CIDR_IP, ConfigKey.POD_CIDR_PREFIX_LEN),
@@ -361,10 +392,7 @@ class EbpfDatapath:
     def upsert_endpoint(self, ep: Endpoint) -> None:
         if not ep.host_ifname:
             raise ConfigError("host_ifname: required for a local endpoint")
-        for i, a in enumerate(ep.ips):
-            if ":" in a:
-                raise ConfigError(f"ips[{i}]: {a} is IPv6; this datapath programs IPv4 endpoints only")
-        ip = ip_num(ep.ip, "ip")
+        keys = [endpoint_key(a, f"ips[{i}]") for i, a in enumerate(ep.ips)]
         ifindex = self._resolve_ifindex(ep.host_ifname, "host_ifname")
         mac = mac_bytes(ep.mac, "mac")
         host_mac = mac_bytes(ep.host_mac, "host_mac") if ep.host_mac else self._link_mac(ifindex)
@@ -376,14 +404,22 @@ class EbpfDatapath:
         with self._lock:
             m = self._m()
             assert self.prog is not None and self.attacher is not None
-            if ep.gateway and not m.config_get(ConfigKey.GATEWAY_IP):
-                m.config_set(ConfigKey.GATEWAY_IP, ip_num(ep.gateway, "gateway"))
-            changed = self._flows_stale(EndpointKey(ip=ip), v)
-            m.update("endpoints", EndpointKey(ip=ip), v)  # map first: the programs need it at once
-            self._name(ep.ip, ep.namespace, ep.pod)
+            gw4, gw6 = ep.gateway_of(4), ep.gateway_of(6)
+            if gw4 and not m.config_get(ConfigKey.GATEWAY_IP):
+                m.config_set(ConfigKey.GATEWAY_IP, ip_num(gw4, "gateway"))
+            if gw6 and not (m.config_get(ConfigKey.GATEWAY_IP6_HI) or m.config_get(ConfigKey.GATEWAY_IP6_LO)):
+                hi, lo = ip6_config_words(gw6, "gateways")
+                m.config_set(ConfigKey.GATEWAY_IP6_HI, hi)
+                m.config_set(ConfigKey.GATEWAY_IP6_LO, lo)
+            changed = False
+            for a, (mapname, key) in zip(ep.ips, keys, strict=True):
+                changed |= self._flows_stale(mapname, key, v)
+                m.update(mapname, key, v)  # map first: the programs need it at once
+                self._name(a, ep.namespace, ep.pod)
             if changed:
                 self._bump_policy_revision()  # flows decided under the old endpoint re-decide
-            self._route(ep.ip, ifindex, add=True)
+            for a in ep.ips:
+                self._route(a, ifindex, add=True)
             if flags:
                 _ensure_ip_forwarding()
             try:
@@ -418,10 +454,10 @@ class EbpfDatapath:
                 self.attacher.rename(pooled_ifname, host_ifname)
 
     def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
-        key = EndpointKey(ip=ip_num(ip, "ip"))
+        mapname, key = endpoint_key(ip, "ip")
         with self._lock:
             m = self._m()
-            raw = m.lookup("endpoints", key)
+            raw = m.lookup(mapname, key)
             ifname = host_ifname
             if raw is not None:
                 v = EndpointValue.from_buffer_copy(raw)
@@ -433,7 +469,7 @@ class EbpfDatapath:
                 if v.ifindex:
                     self._route(ip, v.ifindex, add=False)
             stale = raw is not None and EndpointValue.from_buffer_copy(raw).ifindex != 0
-            m.delete("endpoints", key)
+            m.delete(mapname, key)
             if stale:
                 self._bump_policy_revision()  # no flow keeps delivering to the gone veth
             self._name(ip, "", "")
@@ -442,10 +478,10 @@ class EbpfDatapath:
 
     def upsert_remote(self, remote: RemoteEndpoint) -> None:
         v = EndpointValue(ifindex=0, identity=remote.identity, node_ip=ip_num(remote.node_ip, "node_ip"))
-        key = EndpointKey(ip=ip_num(remote.ip, "ip"))
+        mapname, key = endpoint_key(remote.ip, "ip")
         with self._lock:
-            changed = self._flows_stale(key, v)
-            self._m().update("endpoints", key, v)
+            changed = self._flows_stale(mapname, key, v)
+            self._m().update(mapname, key, v)
             self._name(remote.ip, remote.namespace, remote.pod)
             if changed:
                 self._bump_policy_revision()
@@ -458,11 +494,11 @@ class EbpfDatapath:
         else:
             self.flows.names.pop(raw, None)
 
-    def _flows_stale(self, key: EndpointKey, new: EndpointValue | None) -> bool:
+    def _flows_stale(self, mapname: str, key: EndpointKey | Endpoint6Key, new: EndpointValue | None) -> bool:
         """Does writing ``new`` (None: deleting) over the entry make flow-table entries wrong?
         They hold the identity they were decided under and, for a same-node destination, its veth
         and MACs (the fast path's copy); a changed copy makes the flows re-decide."""
-        raw = self._m().lookup("endpoints", key)
+        raw = self._m().lookup(mapname, key)
         if raw is None:
             return False
         old = EndpointValue.from_buffer_copy(raw)
@@ -472,16 +508,19 @@ class EbpfDatapath:
             old.ifindex != new.ifindex or bytes(old.mac) != bytes(new.mac) or bytes(old.host_mac) != bytes(new.host_mac)))
 
     def delete_remote(self, ip: str) -> None:
+        mapname, key = endpoint_key(ip, "ip")
         with self._lock:
-            self._m().delete("endpoints", EndpointKey(ip=ip_num(ip, "ip")))
+            self._m().delete(mapname, key)
             self._name(ip, "", "")
 
     def list_endpoints(self) -> list[dict[str, Any]]:
         m = self._m()
         node_ip = m.config_get(ConfigKey.NODE_IP)
         out = []
-        for k, raw in m.items("endpoints"):
-            key, v = EndpointKey.from_buffer_copy(k), EndpointValue.from_buffer_copy(raw)
+        entries = [(str(ipaddress.IPv4Address(EndpointKey.from_buffer_copy(k).ip)), raw) for k, raw in m.items("endpoints")]
+        entries += [(str(ipaddress.IPv6Address(k)), raw) for k, raw in m.items("endpoints_v6")]
+        for ip, raw in entries:
+            v = EndpointValue.from_buffer_copy(raw)
             local = bool(v.ifindex) and v.node_ip in (0, node_ip)
             ifname = None
             if v.ifindex:
@@ -489,16 +528,17 @@ class EbpfDatapath:
                     ifname = socket.if_indextoname(v.ifindex)
                 except OSError:
                     ifname = None
-            out.append({"ip": str(ipaddress.IPv4Address(key.ip)), "identity": v.identity, "local": local,
+            out.append({"ip": ip, "identity": v.identity, "local": local,
                         "ifindex": v.ifindex, "host_ifname": ifname, "mac": mac_str(v.mac),
                         "host_mac": mac_str(v.host_mac),
                         "node_ip": str(ipaddress.IPv4Address(v.node_ip)) if v.node_ip else ""})
-        return sorted(out, key=lambda e: ipaddress.IPv4Address(e["ip"]))
+        return sorted(out, key=lambda e: (ipaddress.ip_address(e["ip"]).version, ipaddress.ip_address(e["ip"])))
 
     def _local_ifindexes(self) -> set[int]:
         if self.maps is None:
             self.maps = mapsmod.MapHandles(self.root)
-        return {EndpointValue.from_buffer_copy(raw).ifindex for _, raw in self.maps.items("endpoints")} - {0}
+        return {EndpointValue.from_buffer_copy(raw).ifindex for name in ("endpoints", "endpoints_v6")
+                for _, raw in self.maps.items(name)} - {0}
 
     def _link_mac(self, ifindex: int) -> bytes:
         from pyroute2 import IPRoute
@@ -513,11 +553,15 @@ class EbpfDatapath:
 
         with IPRoute() as ipr:
             try:
-                ipr.route("replace" if add else "del", dst=f"{ip}/32", oif=ifindex, scope=253,
-                          proto=RTPROT_NOVANET)
+                if ":" in ip:
+                    ipr.route("replace" if add else "del", dst=f"{ip}/128", oif=ifindex, family=socket.AF_INET6,
+                              proto=RTPROT_NOVANET)
+                else:
+                    ipr.route("replace" if add else "del", dst=f"{ip}/32", oif=ifindex, scope=253,
+                              proto=RTPROT_NOVANET)
             except NetlinkError as e:
                 if add or e.code not in (errno.ESRCH, errno.ENOENT):
-                    raise DatapathError(f"route {ip}/32: {e}") from e
+                    raise DatapathError(f"route {ip}: {e}") from e
 
     # ------------------------------------------------------------------ policy (identity pairs)
     def _policy_key(self, e: dict[str, Any]) -> PolicyKey:
@@ -593,8 +637,10 @@ class EbpfDatapath:
         listed endpoints change. Returns what was written and the new policy revision.
         """
         for i, ep in enumerate(upserts):
-            if ep.ip is None or ipaddress.ip_address(ep.ip).version != 4:
-                raise ConfigError(f"endpoints[{i}].ip: {ep.ip!r} is not an IPv4 address (this datapath is IPv4 only)")
+            try:
+                ipaddress.ip_address(ep.ip or "")
+            except ValueError:
+                raise ConfigError(f"endpoints[{i}].ip: {ep.ip!r} is not an IP address") from None
         with self._lock:
             if self.policy is None:
                 raise DatapathError("ebpf datapath is not started")
@@ -761,6 +807,8 @@ class EbpfDatapath:
         """Fill level as of the last sweep, and the new flows refused because it was full (live)."""
         st = dict(self.sweeper.stats) if self.sweeper else {"capacity": self.flow_table_size}
         st["fullDrops"] = self.drop_counters().get("FLOW_TABLE_FULL", 0)
+        if self.sweeper6 is not None:
+            st["ipv6"] = dict(self.sweeper6.stats)  # the IPv6 flows' own table (ct6), swept the same way
         return st
 
     def traffic(self) -> dict[str, Any]:

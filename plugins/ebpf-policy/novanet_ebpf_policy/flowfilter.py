@@ -26,7 +26,7 @@ from novanet_core.protocols import IP_PROTOCOLS, protocol_name
 (F_FAMILY, F_VERDICT, F_REASON, F_TCP_FLAGS, F_SRC_ID, F_DST_ID, F_PROTO, F_HOOK, F_SPORT, F_DPORT,
  F_POLICY_DIR, F_SRC_IP, F_DST_IP, F_POLICY_SET, F_BYTES, F_PACKETS, F_TS) = range(17)
 
-# raw 16-byte event address (IPv4 in the first 4 bytes) -> "namespace/pod"
+# raw 16-byte event address (IPv4 in the first 4 bytes, or IPv6) -> "namespace/pod"
 Names = dict[bytes, str]
 
 TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40,
@@ -54,6 +54,8 @@ def tcp_flag_names(flags: int) -> list[str]:
 
 def raw_ip(ip: str) -> bytes:
     """An address as the event carries it (the key of :data:`Names`)."""
+    if ":" in ip:
+        return ipaddress.IPv6Address(ip).packed
     packed = ipfamily.ipv4_packed(ip)  # once per remote pod of a full sync: not ipaddress
     if packed is None:
         raise ValueError(f"{ip!r} is not an IPv4 address")

@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from socket import inet_ntoa
+from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import Any
 
 from novanet_core.bpf.ringbuf import RingBuffer
@@ -82,6 +82,11 @@ HOOK_NAMES = {int(h): h.name.lower() for h in Hook}
 _REASONS = {int(r): r.name for r in DropReason}
 
 
+def event_ip(raw: bytes, family: int) -> str:
+    """An event address: IPv4 in the first 4 bytes (family 2), or the whole 16 (family 10)."""
+    return inet_ntop(AF_INET6, raw) if family == AF_INET6 else inet_ntoa(raw[:4])
+
+
 def reason_name(code: int) -> str:
     if code == 0:
         return "-"
@@ -101,8 +106,8 @@ def to_dict(t: tuple[Any, ...], wall_offset: float, explain: Explainer | None = 
         "timestamp": t[F_TS] / 1e9 + wall_offset,
         "timestamp_ns": t[F_TS],
         "node": node,
-        "src_ip": inet_ntoa(src[:4]),  # (ipaddress is ~10x slower; this runs per exported event)
-        "dst_ip": inet_ntoa(dst[:4]),
+        "src_ip": event_ip(src, t[F_FAMILY]),  # (ipaddress is ~10x slower; this runs per exported event)
+        "dst_ip": event_ip(dst, t[F_FAMILY]),
         "src_pod": names.get(src, "") if names is not None else "",
         "dst_pod": names.get(dst, "") if names is not None else "",
         "src_identity": t[F_SRC_ID],
@@ -176,7 +181,7 @@ class LineEncoder:
     def __init__(self, collector: FlowCollector):
         self.c = collector
         self._tail = _Memo(self._tail_of)
-        self._ip = _Memo(lambda raw: inet_ntoa(raw[:4]))
+        self._ip = _Memo(lambda k: event_ip(*k))  # (raw address, family)
         self._pod = _Memo(json.dumps)
         self._rest = _Memo(self._rest_of)
         self._names_version = -1
@@ -192,7 +197,7 @@ class LineEncoder:
 
     def _rest_of(self, t: tuple[Any, ...]) -> str:
         names = self.c.names
-        return _REST % (self._ip[t[F_SRC_IP]], self._ip[t[F_DST_IP]], self._pod[names.get(t[F_SRC_IP], "")],
+        return _REST % (self._ip[t[F_SRC_IP], t[F_FAMILY]], self._ip[t[F_DST_IP], t[F_FAMILY]], self._pod[names.get(t[F_SRC_IP], "")],
                         self._pod[names.get(t[F_DST_IP], "")],
                         t[F_SRC_ID], t[F_DST_ID], t[F_PROTO], t[F_SPORT], t[F_DPORT], t[F_REASON], t[F_TCP_FLAGS],
                         t[F_BYTES], t[F_PACKETS], t[F_POLICY_SET], self._tail[_TAIL_KEY(t)])

@@ -22,7 +22,7 @@ from typing import Any
 
 from novanet_core.bpf import syscall
 from novanet_ebpf_policy import layouts
-from novanet_ebpf_policy.layouts import CtFlag, FlowKey, FlowState
+from novanet_ebpf_policy.layouts import CtFlag, Flow6Key, FlowKey, FlowState
 from novanet_ebpf_policy.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -31,23 +31,30 @@ log = logging.getLogger(__name__)
 PRESSURE = 0.9
 
 
+TABLES = ("ct", "ct6")  # IPv4 and IPv6 flows: one table per family, the same size and sweeping
+
+
 def configure_size(entries: int) -> None:
-    """Set the ``ct`` map's size before the programs are compiled (one datapath per process)."""
-    m = layouts.MAPS["ct"]
-    if m.spec.max_entries != entries:
-        layouts.MAPS["ct"] = dataclasses.replace(m, spec=dataclasses.replace(m.spec, max_entries=entries))
+    """Set the flow tables' size before the programs are compiled (one datapath per process)."""
+    for name in TABLES:
+        m = layouts.MAPS[name]
+        if m.spec.max_entries != entries:
+            layouts.MAPS[name] = dataclasses.replace(m, spec=dataclasses.replace(m.spec, max_entries=entries))
 
 
-def reverse(k: FlowKey) -> FlowKey:
-    return FlowKey(src_ip=k.dst_ip, dst_ip=k.src_ip, src_port=k.dst_port, dst_port=k.src_port, protocol=k.protocol)
+def reverse(k: FlowKey | Flow6Key) -> FlowKey | Flow6Key:
+    return type(k)(src_ip=k.dst_ip, dst_ip=k.src_ip, src_port=k.dst_port, dst_port=k.src_port, protocol=k.protocol)
 
 
 class Sweeper(Periodic):
     name = "ct-sweeper"
 
-    def __init__(self, fd: int, capacity: int, idle_seconds: float, interval: float | None = None):
+    def __init__(self, fd: int, capacity: int, idle_seconds: float, interval: float | None = None,
+                 key: type[FlowKey] | type[Flow6Key] = FlowKey):
         super().__init__()
-        self.fd, self.capacity = fd, capacity
+        self.fd, self.capacity, self.key = fd, capacity, key
+        if key is Flow6Key:
+            self.name = "ct6-sweeper"
         self.idle_ns = int(idle_seconds * 1e9)
         self.interval = interval if interval is not None else min(max(idle_seconds / 4, 1.0), 30.0)
         self.stats: dict[str, Any] = {"entries": 0, "capacity": capacity, "fill": 0.0, "pressure": False,
@@ -62,7 +69,7 @@ class Sweeper(Periodic):
         """Delete the flows idle for longer than the timeout; returns how many entries went."""
         t0 = time.monotonic()
         now = now_ns if now_ns is not None else time.monotonic_ns()  # bpf_ktime_get_ns()'s clock
-        ks, vs = ctypes.sizeof(FlowKey), ctypes.sizeof(FlowState)
+        ks, vs = ctypes.sizeof(self.key), ctypes.sizeof(FlowState)
         entries: dict[bytes, FlowState] = {}
         for k, v in syscall.map_items(self.fd, ks, vs):
             entries[k] = FlowState.from_buffer_copy(v)
@@ -70,7 +77,7 @@ class Sweeper(Periodic):
         for k, st in entries.items():
             if now - st.last_seen_ns <= self.idle_ns or st.flags & CtFlag.REPLY:
                 continue  # a flow is swept from its original-direction entry, both entries at once
-            rk = bytes(reverse(FlowKey.from_buffer_copy(k)))
+            rk = bytes(reverse(self.key.from_buffer_copy(k)))
             rst = entries.get(rk)
             if rst is not None and now - rst.last_seen_ns <= self.idle_ns:
                 continue  # replies still flowing (a one-way stream keeps only the other side fresh)
@@ -80,7 +87,7 @@ class Sweeper(Periodic):
         # Reply entries whose original is gone (a sweep raced a re-creation): idle ones go too.
         for k, st in entries.items():
             if st.flags & CtFlag.REPLY and now - st.last_seen_ns > self.idle_ns:
-                rk = bytes(reverse(FlowKey.from_buffer_copy(k)))
+                rk = bytes(reverse(self.key.from_buffer_copy(k)))
                 if rk not in entries:
                     deleted += syscall.map_delete(self.fd, k)
         left = len(entries) - deleted

@@ -20,11 +20,13 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     DROP_SLOTS,
     DROPS,
     ENDPOINTS,
+    ENDPOINTS_V6,
     KP_BACKENDS,
     TUNNEL_PROGS,
     TUNNELS,
     ConfigKey,
     DropReason,
+    Endpoint6Key,
     EndpointFlag,
     EndpointKey,
     EndpointValue,
@@ -77,6 +79,13 @@ class PolicyCidrKey(_S):
     _fields_ = [("prefixlen", u32), ("ip", u8 * 4)]
 
 
+class PolicyCidr6Key(_S):
+    """ipBlock prefixes (IPv6, network byte order): LPM from an address to its CIDR id."""
+
+    c_name = "nv_pcidr6_key"
+    _fields_ = [("prefixlen", u32), ("ip", u8 * 16)]
+
+
 class PolicyCidrValue(_S):
     c_name = "nv_pcidr"
     _fields_ = [("cidr_id", u32)]
@@ -126,6 +135,14 @@ class FlowKey(_S):
 
     c_name = "nv_flow_key"
     _fields_ = [("src_ip", u32), ("dst_ip", u32), ("src_port", u16), ("dst_port", u16), ("protocol", u8),
+                ("pad", u8 * 3)]
+
+
+class Flow6Key(_S):
+    """``ct6``: the IPv6 flow table's key, as :class:`FlowKey` with 16-byte network-order addresses."""
+
+    c_name = "nv_flow6_key"
+    _fields_ = [("src_ip", u8 * 16), ("dst_ip", u8 * 16), ("src_port", u16), ("dst_port", u16), ("protocol", u8),
                 ("pad", u8 * 3)]
 
 
@@ -248,7 +265,7 @@ class FlowEvent(_S):
 
     c_name = "nv_flow_event"
     _fields_ = [
-        ("family", u8),  # 2 = IPv4
+        ("family", u8),  # 2 = IPv4, 10 = IPv6 (AF_INET, AF_INET6)
         ("verdict", u8),  # Verdict
         ("drop_reason", u8),  # DropReason
         ("tcp_flags", u8),  # byte 13 of the TCP header
@@ -260,7 +277,7 @@ class FlowEvent(_S):
         ("dst_port", u16),
         ("policy_dir", u8),  # PolicyDir: which side's NetworkPolicy denied it (POLICY_DENIED)
         ("pad", u8),
-        ("src_ip", u8 * 16),  # IPv4 in the first 4 bytes, network order
+        ("src_ip", u8 * 16),  # network order: IPv4 in the first 4 bytes, or the IPv6 address
         ("dst_ip", u8 * 16),
         ("policy_set", u32),  # the policy set that denied it (0 = none)
         ("bytes", u64),  # IP total length
@@ -269,9 +286,9 @@ class FlowEvent(_S):
     ]
 
 
-STRUCTS: tuple[type[_S], ...] = (EndpointKey, EndpointValue, PolicyKey, PolicyValue, PolicyRuleKey,
-                                 PolicyRuleValue, PolicyCidrKey, PolicyCidrValue, EndpointPolicyValue,
-                                 TunnelKey, TunnelValue, EgressKey, EgressValue, Counter, FlowKey, FlowState,
+STRUCTS: tuple[type[_S], ...] = (EndpointKey, Endpoint6Key, EndpointValue, PolicyKey, PolicyValue, PolicyRuleKey,
+                                 PolicyRuleValue, PolicyCidrKey, PolicyCidr6Key, PolicyCidrValue, EndpointPolicyValue,
+                                 TunnelKey, TunnelValue, EgressKey, EgressValue, Counter, FlowKey, Flow6Key, FlowState,
                                  FlowEvent,
                                  KpBackendKey, KpBackendValue, ServiceKey, ServiceValue, BackendKey, BackendValue,
                                  MemberKey, MemberValue, ServiceMeta, NatValue, SockNatKey, SockNatValue,
@@ -425,14 +442,20 @@ MAPS: dict[str, MapDef] = {
     m.spec.name: m
     for m in (
         ENDPOINTS,  # shared (core)
+        ENDPOINTS_V6,  # shared (core)
         MapDef(MapSpec("policies", "hash", _sz(PolicyKey), _sz(PolicyValue), 65536, 1),
                "struct nv_policy_key", "struct nv_policy"),
         MapDef(MapSpec("policy_rules", "lpm_trie", _sz(PolicyRuleKey), _sz(PolicyRuleValue), POLICY_RULES_MAX, 1,
                        BPF_F_NO_PREALLOC), "struct nv_prule_key", "struct nv_prule"),
         MapDef(MapSpec("policy_cidrs", "lpm_trie", _sz(PolicyCidrKey), _sz(PolicyCidrValue), 65536, 1,
                        BPF_F_NO_PREALLOC), "struct nv_pcidr_key", "struct nv_pcidr"),
+        MapDef(MapSpec("policy_cidrs_v6", "lpm_trie", _sz(PolicyCidr6Key), _sz(PolicyCidrValue), 65536, 1,
+                       BPF_F_NO_PREALLOC), "struct nv_pcidr6_key", "struct nv_pcidr"),
         MapDef(MapSpec("ep_policy", "hash", _sz(EndpointKey), _sz(EndpointPolicyValue), 65536, 1),
                "struct nv_endpoint_key", "struct nv_ep_policy"),
+        # an IPv6 address of a local pod: the same value as its IPv4 address's (one set per direction)
+        MapDef(MapSpec("ep_policy_v6", "hash", _sz(Endpoint6Key), _sz(EndpointPolicyValue), 65536, 1),
+               "struct nv_endpoint6_key", "struct nv_ep_policy"),
         CONFIG,  # shared (core)
         TUNNELS,  # shared (core)
         TUNNEL_PROGS,  # shared (core): the tunnel plugin's tail-call slots
@@ -445,6 +468,9 @@ MAPS: dict[str, MapDef] = {
         # established ones are evicted (novanet_ebpf_policy/flowtable.py). Size: bpf.flowTableSize.
         MapDef(MapSpec("ct", "hash", _sz(FlowKey), _sz(FlowState), 65536, 4),
                "struct nv_flow_key", "struct nv_flow_state"),
+        # IPv6 flows, same rules and size (bpf.flowTableSize)
+        MapDef(MapSpec("ct6", "hash", _sz(Flow6Key), _sz(FlowState), 65536, 1),
+               "struct nv_flow6_key", "struct nv_flow_state"),
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("flows", "ringbuf", 0, 0, RINGBUF_PAGES * 4096, 1), "int", "u32"),
         KP_BACKENDS,  # shared (core): read by the tunnel ingress programs too

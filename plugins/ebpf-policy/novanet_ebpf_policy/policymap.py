@@ -208,7 +208,15 @@ def _ep_value(ingress_set: int, egress_set: int, ingress: bool, egress: bool) ->
 
 
 def ip_key(ip: str) -> bytes:
+    """The ep_policy key of ``ip``: numeric IPv4, or (``ep_policy_v6``) the 16 IPv6 bytes."""
+    if ":" in ip:
+        return ipaddress.IPv6Address(ip).packed
     return EP_KEY.pack(int(ipaddress.IPv4Address(ip)))
+
+
+def ep_map(ip: str) -> str:
+    """The endpoint policy map of ``ip``'s family (the same value layout in both)."""
+    return "ep_policy_v6" if ":" in ip else "ep_policy"
 
 
 class MapIO:
@@ -269,8 +277,9 @@ class PolicyProgrammer:
             sid = decode_rule_key(k)[1]
             self.sets.setdefault(sid, _Set(None)).entries[bytes(k)] = bytes(v)
             self._next_set = max(self._next_set, sid + 1)
-        for k, v in self.m.items("ep_policy"):
-            ip = str(ipaddress.IPv4Address(EP_KEY.unpack(k)[0]))
+        eps = [(str(ipaddress.IPv4Address(EP_KEY.unpack(k)[0])), v) for k, v in self.m.items("ep_policy")]
+        eps += [(str(ipaddress.IPv6Address(bytes(k))), v) for k, v in self.m.items("ep_policy_v6")]
+        for ip, v in eps:
             self.ep_values[ip] = bytes(v)
             a, b, _, _ = EP_VALUE.unpack(v)
             self._next_set = max(self._next_set, a + 1, b + 1)
@@ -341,7 +350,7 @@ class PolicyProgrammer:
                 continue  # programmed as wanted already: nothing of it is missing
             if self.ep_values.get(u.ip) != value:
                 # A new endpoint with no room in ep_policy either raises here: its ADD fails.
-                self.m.update("ep_policy", ip_key(u.ip), value)
+                self.m.update(ep_map(u.ip), ip_key(u.ip), value)
                 self.ep_values[u.ip] = value
                 st.ep_written += 1
             self.blocked[u.ip] = why
@@ -470,10 +479,10 @@ class PolicyProgrammer:
             e = assign[prog.egress] if prog.egress is not None else 0
             new_values[ip] = _ep_value(i, e, prog.ingress is not None, prog.egress is not None)
             if self.ep_values.get(ip) != new_values[ip]:
-                self._write(undo, "ep_policy", ip_key(ip), new_values[ip], self.ep_values.get(ip))
+                self._write(undo, ep_map(ip), ip_key(ip), new_values[ip], self.ep_values.get(ip))
                 st.ep_written += 1
         for ip in set(self.ep_values) - set(new_values):
-            self.m.delete("ep_policy", ip_key(ip))
+            self.m.delete(ep_map(ip), ip_key(ip))
             st.ep_removed += 1
         for p in set(self.cidr_ids) - set(new_cidrs):
             self.m.delete("policy_cidrs", cidr_key(ipaddress.IPv4Network(p)))

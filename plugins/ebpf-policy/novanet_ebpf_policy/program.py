@@ -24,6 +24,7 @@ SOCK_PROGRAMS = {
 }
 PROGRAMS = TC_PROGRAMS + tuple(SOCK_PROGRAMS)
 SERVICES_MARK = "\nNV_SERVICES\n"  # the line of datapath.c that bpf/services.c replaces
+DATAPATH6_MARK = "\nNV_DATAPATH6\n"  # the line of datapath.c that bpf/datapath6.c (IPv6) replaces
 HOOKS = {FROM_POD: "ingress", TO_POD: "egress", FROM_UNDERLAY: "underlay_ingress",
          **{n: "cgroup_" + n.removeprefix("nv_sock_") for n in SOCK_PROGRAMS}}
 
@@ -37,9 +38,11 @@ def source(root: str, cflags: dict[str, str] | None = None) -> str:
     for k, v in (cflags or {}).items():
         prelude = f"#define {k} {v}\n" + prelude
     text = programs.render_source("novanet_ebpf_policy", "bpf/datapath.c", prelude)
-    # the Services section lives in its own file, inserted where datapath.c marks it
-    services = importlib.resources.files("novanet_ebpf_policy").joinpath("bpf/services.c").read_text()
-    return text.replace(SERVICES_MARK, "\n" + services + "\n", 1)
+    # the Services and IPv6 sections live in their own files, inserted where datapath.c marks them
+    files = importlib.resources.files("novanet_ebpf_policy")
+    for mark, name in ((SERVICES_MARK, "bpf/services.c"), (DATAPATH6_MARK, "bpf/datapath6.c")):
+        text = text.replace(mark, "\n" + files.joinpath(name).read_text() + "\n", 1)
+    return text
 
 
 def compile_and_load(root: str, header_tree: str, cflags: dict[str, str] | None = None) -> programs.Programs:

@@ -2,7 +2,7 @@
  *
  * Structs, constants and the pinned map declarations are GENERATED from
  * novanet_ebpf_policy/layouts.py and prepended by the loader (NV_GENERATED below); this file
- * holds only the logic. IPv4 only. Names carry an nv_ prefix: kernel headers leak macros
+ * holds only the logic; the IPv6 part is bpf/datapath6.c, inserted where NV_DATAPATH6 stands. Names carry an nv_ prefix: kernel headers leak macros
  * (e.g. `nop`) into BCC programs.
  */
 #include <uapi/linux/bpf.h>
@@ -34,11 +34,16 @@ struct nv_arp {
     u8 sha[6]; u8 spa[4]; u8 tha[6]; u8 tpa[4];
 } __attribute__((packed));
 
-/* What the programs need from a packet, IPs numeric (host order), ports host order. */
+/* What the programs need from a packet, IPs numeric (host order), ports host order. An IPv6
+ * packet (family NV_AF_INET6) has its addresses in saddr6/daddr6 (network order), saddr/daddr 0;
+ * ttl is its hop limit, len its payload length plus the fixed header. */
 struct nv_pkt {
-    u32 saddr; u32 daddr; u16 sport; u16 dport; u8 proto; u8 tcp_flags; u8 ttl; u8 pad; u32 len;
+    u32 saddr; u32 daddr; u16 sport; u16 dport; u8 proto; u8 tcp_flags; u8 ttl; u8 family; u32 len;
     u16 icmp_id;  /* echo identifier: tells one ping session from another in the flow table */
+    u8 saddr6[16]; u8 daddr6[16];
 };
+#define NV_AF_INET6 10
+#define NV_IPPROTO_ICMPV6 58
 
 static __always_inline u64 nv_cfg(u32 k) {
     u64 *v = config.lookup(&k);
@@ -61,7 +66,7 @@ static __always_inline void nv_emit_ex(struct nv_pkt *p, u32 src_id, u32 dst_id,
     struct nv_flow_event *e = flows.ringbuf_reserve(sizeof(struct nv_flow_event));
     if (!e) { nv_flowstat(NV_FS_LOST); return; }  /* consumer behind: counted, exported as lost */
     __builtin_memset(e, 0, sizeof(*e));
-    e->family = 2;
+    e->family = p->family == NV_AF_INET6 ? NV_AF_INET6 : 2;
     e->verdict = verdict;
     e->drop_reason = reason;
     e->tcp_flags = p->tcp_flags;
@@ -73,9 +78,14 @@ static __always_inline void nv_emit_ex(struct nv_pkt *p, u32 src_id, u32 dst_id,
     e->policy_set = policy_set;
     e->src_port = p->sport;
     e->dst_port = p->dport;
-    u32 s = htonl(p->saddr), d = htonl(p->daddr);
-    __builtin_memcpy(e->src_ip, &s, 4);
-    __builtin_memcpy(e->dst_ip, &d, 4);
+    if (p->family == NV_AF_INET6) {
+        __builtin_memcpy(e->src_ip, p->saddr6, 16);
+        __builtin_memcpy(e->dst_ip, p->daddr6, 16);
+    } else {
+        u32 s = htonl(p->saddr), d = htonl(p->daddr);
+        __builtin_memcpy(e->src_ip, &s, 4);
+        __builtin_memcpy(e->dst_ip, &d, 4);
+    }
     e->bytes = p->len;
     e->packets = 1;
     e->timestamp_ns = bpf_ktime_get_ns();
@@ -96,18 +106,8 @@ static __always_inline int nv_drop(struct nv_pkt *p, u32 src_id, u32 dst_id, u32
     return TC_ACT_SHOT;
 }
 
-/* 0 = parsed; <0 = truncated L3/L4 header. */
-static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *p) {
-    p->saddr = ntohl(ip->saddr);
-    p->daddr = ntohl(ip->daddr);
-    p->proto = ip->protocol;
-    p->ttl = ip->ttl;
-    p->len = ntohs(ip->tot_len);
-    p->sport = 0; p->dport = 0; p->tcp_flags = 0; p->pad = 0; p->icmp_id = 0;
-    if (ip->frag_off & htons(0x1FFF)) return 0;  /* later fragment: no L4 header */
-    u32 ihl = ip->ihl * 4;
-    if (ihl < sizeof(struct iphdr)) return -1;
-    void *l4 = (void *)ip + ihl;
+/* The L4 fields of p (proto set) from the header at l4, both families. 0 = parsed; <0 = truncated. */
+static __always_inline int nv_parse_l4(void *l4, void *end, struct nv_pkt *p) {
     if (p->proto == IPPROTO_TCP) {
         struct tcphdr *t = l4;
         if ((void *)(t + 1) > end) return -1;
@@ -124,13 +124,28 @@ static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *
         if ((void *)(sc + 12) > end) return -1;
         p->sport = ((u16)sc[0] << 8) | sc[1];
         p->dport = ((u16)sc[2] << 8) | sc[3];
-    } else if (p->proto == IPPROTO_ICMP) {
+    } else if (p->proto == IPPROTO_ICMP || p->proto == NV_IPPROTO_ICMPV6) {
         u8 *icmp = l4;
         if ((void *)(icmp + 8) > end) return -1;
-        if (icmp[0] == 0 || icmp[0] == 8)  /* echo reply / request */
+        /* echo reply / request: ICMP 0/8, ICMPv6 129/128 (same header layout) */
+        if (p->proto == IPPROTO_ICMP ? (icmp[0] == 0 || icmp[0] == 8) : (icmp[0] == 128 || icmp[0] == 129))
             p->icmp_id = ((u16)icmp[4] << 8) | icmp[5];
     }
     return 0;
+}
+
+/* 0 = parsed; <0 = truncated L3/L4 header. */
+static __always_inline int nv_parse(struct iphdr *ip, void *end, struct nv_pkt *p) {
+    p->saddr = ntohl(ip->saddr);
+    p->daddr = ntohl(ip->daddr);
+    p->proto = ip->protocol;
+    p->ttl = ip->ttl;
+    p->len = ntohs(ip->tot_len);
+    p->sport = 0; p->dport = 0; p->tcp_flags = 0; p->family = 0; p->icmp_id = 0;
+    if (ip->frag_off & htons(0x1FFF)) return 0;  /* later fragment: no L4 header */
+    u32 ihl = ip->ihl * 4;
+    if (ihl < sizeof(struct iphdr)) return -1;
+    return nv_parse_l4((void *)ip + ihl, end, p);
 }
 
 /* ------------------------------------------------------------------ NetworkPolicy
@@ -156,8 +171,13 @@ static __always_inline int nv_rule_hit(struct nv_prule_key *k, u8 kind, u32 peer
     return hit != 0;
 }
 
-/* 1 when a rule of policy set `set` admits this peer on proto/port. */
-static __always_inline int nv_set_allows(u32 set, u32 peer_id, u32 peer_ip, u8 proto, u16 port) {
+static __always_inline struct nv_pcidr *nv_peer_cidr6(const u8 *peer_ip);  /* bpf/datapath6.c */
+
+/* 1 when a rule of policy set `set` admits this peer on proto/port. The peer's address: peer_ip
+ * (IPv4), or peer_ip6 (IPv6, network order) when that is set. Identities are per pod, so only the
+ * CIDR step differs by family. */
+static __always_inline int nv_set_allows(u32 set, u32 peer_id, u32 peer_ip, const u8 *peer_ip6, u8 proto,
+                                         u16 port) {
     struct nv_prule_key k = {};
     k.prefixlen = NV_RULE_KEY_BITS;
     nv_be32(k.set_id, set);
@@ -166,19 +186,23 @@ static __always_inline int nv_set_allows(u32 set, u32 peer_id, u32 peer_ip, u8 p
     k.port[1] = port & 0xff;
     if (nv_rule_hit(&k, NV_PEER_ANY, 0)) return 1;
     if (peer_id >= 256 && nv_rule_hit(&k, NV_PEER_IDENTITY, peer_id)) return 1;  /* pods only */
-    struct nv_pcidr_key ck = {};
-    ck.prefixlen = 32;
-    nv_be32(ck.ip, peer_ip);
-    struct nv_pcidr *c = policy_cidrs.lookup(&ck);
+    struct nv_pcidr *c;
+    if (peer_ip6) {
+        c = nv_peer_cidr6(peer_ip6);
+    } else {
+        struct nv_pcidr_key ck = {};
+        ck.prefixlen = 32;
+        nv_be32(ck.ip, peer_ip);
+        c = policy_cidrs.lookup(&ck);
+    }
     return c && nv_rule_hit(&k, NV_PEER_CIDR, c->cidr_id);
 }
 
-/* One side of a connection, for the local endpoint ep_ip. An endpoint the agent has not
- * programmed yet falls back to CONFIG DEFAULT_DENY (fail closed in default-deny clusters). */
-static __always_inline u32 nv_side(u32 ep_ip, int ingress, u32 peer_id, u32 peer_ip, u8 proto, u16 dport,
-                                   struct nv_verdict *v) {
-    struct nv_endpoint_key k = { .ip = ep_ip };
-    struct nv_ep_policy *ep = ep_policy.lookup(&k);
+/* One side of a connection, for the local endpoint whose ep_policy entry is ep (either family's
+ * map). An endpoint the agent has not programmed yet falls back to CONFIG DEFAULT_DENY (fail
+ * closed in default-deny clusters). */
+static __always_inline u32 nv_side_ep(struct nv_ep_policy *ep, int ingress, u32 peer_id, u32 peer_ip,
+                                      const u8 *peer_ip6, u8 proto, u16 dport, struct nv_verdict *v) {
     if (!ep) {
         if (!nv_cfg(NV_CFG_DEFAULT_DENY)) return 0;
         v->dir = NV_PDIR_DEFAULT;
@@ -190,10 +214,16 @@ static __always_inline u32 nv_side(u32 ep_ip, int ingress, u32 peer_id, u32 peer
     }
     if (!(ep->flags & (ingress ? NV_EPF_INGRESS_ISOLATED : NV_EPF_EGRESS_ISOLATED))) return 0;
     u32 set = ingress ? ep->ingress_set : ep->egress_set;
-    if (nv_set_allows(set, peer_id, peer_ip, proto, dport)) return 0;
+    if (nv_set_allows(set, peer_id, peer_ip, peer_ip6, proto, dport)) return 0;
     v->dir = ingress ? NV_PDIR_INGRESS : NV_PDIR_EGRESS;
     v->set = set;
     return NV_DROP_POLICY_DENIED;
+}
+
+static __always_inline u32 nv_side(u32 ep_ip, int ingress, u32 peer_id, u32 peer_ip, u8 proto, u16 dport,
+                                   struct nv_verdict *v) {
+    struct nv_endpoint_key k = { .ip = ep_ip };
+    return nv_side_ep(ep_policy.lookup(&k), ingress, peer_id, peer_ip, 0, proto, dport, v);
 }
 
 /* Its policy did not fit the maps: the egress map (per identity, from the policy programmed
@@ -215,6 +245,18 @@ static __always_inline int nv_policy_pair(u32 src, u32 dst, u8 proto, u16 port) 
     return -1;
 }
 
+/* Manual identity-pair overrides (`policies`, the original NovaNet map): (src,dst), (src,*), (*,dst);
+ * the first hit wins. -1 = none, 0 = allowed, else the drop reason. Identities: both families. */
+static __always_inline int nv_policy_override(u32 osrc_id, u32 odst_id, u8 proto, u16 dport) {
+    if (!nv_cfg(NV_CFG_POLICY_COUNT)) return -1;
+    int a = nv_policy_pair(osrc_id, odst_id, proto, dport);
+    if (a < 0) a = nv_policy_pair(osrc_id, 0, proto, dport);
+    if (a < 0) a = nv_policy_pair(0, odst_id, proto, dport);
+    if (a == NV_ACTION_ALLOW) return 0;
+    if (a == NV_ACTION_DENY) return NV_DROP_POLICY_DENY_RULE;
+    return -1;
+}
+
 /* The verdict (0 = allowed, else the drop reason) for a connection osrc -> odst to port dport,
  * always in the connection's ORIGINAL orientation. eg_local: osrc is a local pod (enforce its
  * egress here); in_local: odst is a local pod (enforce its ingress here). */
@@ -222,15 +264,8 @@ static __always_inline u32 nv_policy_decide(u32 osrc_id, u32 odst_id, u32 osaddr
                                             int eg_local, int in_local, int from_host, struct nv_verdict *v) {
     v->dir = NV_PDIR_NONE;
     v->set = 0;
-    if (nv_cfg(NV_CFG_POLICY_COUNT)) {
-        /* Manual identity-pair overrides (`policies`, the original NovaNet map): (src,dst),
-         * (src,*), (*,dst); the first hit wins. */
-        int a = nv_policy_pair(osrc_id, odst_id, proto, dport);
-        if (a < 0) a = nv_policy_pair(osrc_id, 0, proto, dport);
-        if (a < 0) a = nv_policy_pair(0, odst_id, proto, dport);
-        if (a == NV_ACTION_ALLOW) return 0;
-        if (a == NV_ACTION_DENY) return NV_DROP_POLICY_DENY_RULE;
-    }
+    int o = nv_policy_override(osrc_id, odst_id, proto, dport);
+    if (o >= 0) return o;
     if (from_host) return 0;  /* the node reaches its pods (kubelet probes) unless a rule denies */
     u32 r = 0;
     if (eg_local) r = nv_side(osaddr, 0, odst_id, odaddr, proto, dport, v);
@@ -555,11 +590,14 @@ static __always_inline int nv_to_stack(struct nv_endpoint *src) {
 
 NV_SERVICES
 
+NV_DATAPATH6
+
 int nv_from_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) return TC_ACT_OK;
     if (eth->h_proto == htons(NV_ETH_P_ARP)) return nv_arp_reply(skb);
+    if (eth->h_proto == htons(NV_ETH_P_IPV6)) return nv_from_pod6(skb);
     if (eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
     struct iphdr *ip = (void *)(eth + 1);
     struct nv_pkt p = {};
@@ -695,6 +733,7 @@ int nv_to_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) return TC_ACT_OK;
+    if (eth->h_proto == htons(NV_ETH_P_IPV6)) return nv_to_pod6(skb);
     if (eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
     struct iphdr *ip = (void *)(eth + 1);
     struct nv_pkt p = {};

@@ -1,0 +1,342 @@
+/* ------------------------------------------------------------------ IPv6
+ * Inserted into bpf/datapath.c where NV_DATAPATH6 stands (after the Services section): what
+ * nv_from_pod and nv_to_pod do with an IPv6 packet. The same model as IPv4 with the family's own
+ * maps (endpoints_v6, ep_policy_v6, policy_cidrs_v6, ct6; layouts in the Python layouts): the
+ * source must own its address (the veth it came in on), NetworkPolicy decides through the same
+ * sets (identities are per pod: an identity rule admits both of a pod's addresses), flows are
+ * admitted in both directions, a local destination gets the packet by redirect_peer, anything
+ * else goes to the node's stack. The pod's neighbour solicitations are answered here with the
+ * host veth's MAC, as its ARP requests are (no proxy NDP, no neighbour entries in the kernel).
+ * Not here (yet): Services, the egress map, the overlay's tunnel
+ * encapsulation (a remote IPv6 pod is the stack's to route). Extension headers are not walked: a
+ * packet whose next header is not TCP/UDP/SCTP/ICMPv6 is decided on that protocol number with no
+ * ports. */
+
+#define NV_ETH_P_IPV6 0x86DD
+#define NV_ND_ROUTER_SOLICIT 133
+#define NV_ND_NEIGHBOR_SOLICIT 135
+#define NV_ND_NEIGHBOR_ADVERT 136
+#define NV_ND_REDIRECT 137
+
+struct nv_ip6 {
+    u8 vtc_flow[4]; u16 payload_len; u8 nexthdr; u8 hop_limit; u8 saddr[16]; u8 daddr[16];
+} __attribute__((packed));
+
+/* Neighbour solicitation/advertisement with one link-layer address option (RFC 4861 4.3, 4.4). */
+struct nv_nd {
+    u8 type; u8 code; u16 csum; u32 flags; u8 target[16]; u8 opt_type; u8 opt_len; u8 opt_mac[6];
+} __attribute__((packed));
+
+struct nv_nd_reply {
+    struct nv_ip6 ip; struct nv_nd nd;
+} __attribute__((packed));
+
+/* The ICMPv6 checksum's pseudo-header (RFC 8200 8.1). */
+struct nv_ip6_pseudo {
+    u8 saddr[16]; u8 daddr[16]; u32 len; u8 zero[3]; u8 nexthdr;
+} __attribute__((packed));
+
+static __always_inline int nv_ip6_eq(const u8 *a, const u8 *b) {
+    u64 x[2], y[2];
+    __builtin_memcpy(x, a, 16);
+    __builtin_memcpy(y, b, 16);
+    return x[0] == y[0] && x[1] == y[1];
+}
+
+/* Link-local (fe80::/10), multicast (ff00::/8) or unspecified (::): never routed off the link. */
+static __always_inline int nv_ip6_link_scope(const u8 *a) {
+    u64 x[2];
+    __builtin_memcpy(x, a, 16);
+    return a[0] == 0xff || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (x[0] == 0 && x[1] == 0);
+}
+
+/* CONFIG holds an IPv6 address in two slots: its bytes 0-7 and 8-15, each as a native u64. */
+static __always_inline int nv_ip6_is_cfg(const u8 *a, u32 hi_key, u32 lo_key) {
+    u64 hi = nv_cfg(hi_key), lo = nv_cfg(lo_key), x[2];
+    __builtin_memcpy(x, a, 16);
+    return (hi || lo) && x[0] == hi && x[1] == lo;
+}
+
+/* Neighbour discovery (router/neighbour solicitations and advertisements, redirects): link-level,
+ * never forwarded (a receiver drops it unless its hop limit is still 255), so not policed. */
+static __always_inline int nv_nd_type(struct nv_ip6 *ip, void *end) {
+    u8 *icmp = (void *)(ip + 1);
+    if (ip->nexthdr != NV_IPPROTO_ICMPV6 || (void *)(icmp + 1) > end) return 0;
+    return icmp[0] >= NV_ND_ROUTER_SOLICIT && icmp[0] <= NV_ND_REDIRECT ? icmp[0] : 0;
+}
+
+static __always_inline int nv_ip6_is_host(const u8 *a) {
+    return nv_ip6_is_cfg(a, NV_CFG_NODE_IP6_HI, NV_CFG_NODE_IP6_LO) ||
+           nv_ip6_is_cfg(a, NV_CFG_GATEWAY_IP6_HI, NV_CFG_GATEWAY_IP6_LO);
+}
+
+static __always_inline struct nv_endpoint *nv_endpoint6(const u8 *a) {
+    struct nv_endpoint6_key k = {};
+    __builtin_memcpy(k.ip, a, 16);
+    return endpoints_v6.lookup(&k);
+}
+
+static __always_inline struct nv_pcidr *nv_peer_cidr6(const u8 *peer_ip) {
+    struct nv_pcidr6_key ck = {};
+    ck.prefixlen = 128;
+    __builtin_memcpy(ck.ip, peer_ip, 16);
+    return policy_cidrs_v6.lookup(&ck);
+}
+
+static __always_inline u32 nv_side6(const u8 *ep_ip, int ingress, u32 peer_id, const u8 *peer_ip, u8 proto,
+                                    u16 dport, struct nv_verdict *v) {
+    struct nv_endpoint6_key k = {};
+    __builtin_memcpy(k.ip, ep_ip, 16);
+    return nv_side_ep(ep_policy_v6.lookup(&k), ingress, peer_id, 0, peer_ip, proto, dport, v);
+}
+
+/* nv_policy_decide for IPv6 addresses (the egress map is IPv4's: not consulted). */
+static __always_inline u32 nv_policy_decide6(u32 osrc_id, u32 odst_id, const u8 *osaddr, const u8 *odaddr, u8 proto,
+                                             u16 dport, int eg_local, int in_local, int from_host,
+                                             struct nv_verdict *v) {
+    v->dir = NV_PDIR_NONE;
+    v->set = 0;
+    int o = nv_policy_override(osrc_id, odst_id, proto, dport);
+    if (o >= 0) return o;
+    if (from_host) return 0;
+    u32 r = 0;
+    if (eg_local) r = nv_side6(osaddr, 0, odst_id, odaddr, proto, dport, v);
+    if (!r && in_local) r = nv_side6(odaddr, 1, osrc_id, osaddr, proto, dport, v);
+    return r;
+}
+
+static __always_inline int nv_parse6(struct nv_ip6 *ip, void *end, struct nv_pkt *p) {
+    p->family = NV_AF_INET6;
+    __builtin_memcpy(p->saddr6, ip->saddr, 16);
+    __builtin_memcpy(p->daddr6, ip->daddr, 16);
+    p->proto = ip->nexthdr;
+    p->ttl = ip->hop_limit;
+    p->len = ntohs(ip->payload_len) + sizeof(*ip);
+    return nv_parse_l4((void *)(ip + 1), end, p);
+}
+
+static __always_inline void nv_flow6_key(struct nv_flow6_key *k, struct nv_pkt *p) {
+    __builtin_memcpy(k->src_ip, p->saddr6, 16);
+    __builtin_memcpy(k->dst_ip, p->daddr6, 16);
+    k->src_port = p->sport; k->dst_port = p->dport;
+    if (p->proto == NV_IPPROTO_ICMPV6) { k->src_port = p->icmp_id; k->dst_port = p->icmp_id; }
+    k->protocol = p->proto; k->pad[0] = 0; k->pad[1] = 0; k->pad[2] = 0;
+}
+
+/* nv_ct_admit for ct6 (no Services flags: no IPv6 Services). Both directions or neither. */
+static __always_inline int nv_ct_admit6(struct nv_flow6_key *k, u32 rev, int k_is_reply, int fresh, u32 both_flags,
+                                        u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity) {
+    struct nv_flow_state st = {};
+    st.last_seen_ns = bpf_ktime_get_ns();
+    st.policy_revision = rev;
+    st.flags = (k_is_reply ? NV_CTF_REPLY : 0) | both_flags;
+    st.ifindex = k_ifindex;
+    st.identity = k_identity;
+    if (ct6.update(k, &st) < 0) return -1;
+    struct nv_flow6_key r = {};
+    __builtin_memcpy(r.src_ip, k->dst_ip, 16);
+    __builtin_memcpy(r.dst_ip, k->src_ip, 16);
+    r.src_port = k->dst_port; r.dst_port = k->src_port; r.protocol = k->protocol;
+    st.flags = (k_is_reply ? 0 : NV_CTF_REPLY) | both_flags;
+    st.ifindex = r_ifindex;
+    st.identity = r_identity;
+    if (ct6.update(&r, &st) < 0) {
+        if (fresh) ct6.delete(k);
+        return -1;
+    }
+    return 0;
+}
+
+/* Answer a pod's neighbour solicitation (for its gateway, or any other global address: the pod
+ * routes everything through the gateway) with a solicited advertisement carrying the host veth
+ * MAC, sent back into the pod. Duplicate address detection (source ::), link-local targets (the
+ * host veth's own address: the kernel answers) and the pod's own address pass to the stack.
+ * (nv_csum_fold: bpf/services.c, inserted before this file.) */
+static __always_inline int nv_nd_reply(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct nv_ip6 *ip = (void *)(eth + 1);
+    struct nv_nd *ns = (void *)(ip + 1);
+    if ((void *)ns + 24 > end) return TC_ACT_OK;  /* through the target */
+    if (ns->code != 0 || ip->hop_limit != 255) return TC_ACT_OK;  /* not a valid solicitation */
+    if (nv_ip6_link_scope(ip->saddr) || nv_ip6_link_scope(ns->target) || nv_ip6_eq(ns->target, ip->saddr))
+        return TC_ACT_OK;
+    struct nv_endpoint *src = nv_endpoint6(ip->saddr);
+    if (!src || !nv_src_owned(src, skb)) return TC_ACT_OK;
+    struct nv_nd_reply r = {};
+    r.ip.vtc_flow[0] = 0x60;
+    r.ip.payload_len = htons(sizeof(struct nv_nd));
+    r.ip.nexthdr = NV_IPPROTO_ICMPV6;
+    r.ip.hop_limit = 255;
+    __builtin_memcpy(r.ip.saddr, ns->target, 16);
+    __builtin_memcpy(r.ip.daddr, ip->saddr, 16);
+    r.nd.type = NV_ND_NEIGHBOR_ADVERT;
+    r.nd.flags = htonl(0x60000000);  /* solicited, override */
+    __builtin_memcpy(r.nd.target, ns->target, 16);
+    r.nd.opt_type = 2;  /* target link-layer address */
+    r.nd.opt_len = 1;
+    __builtin_memcpy(r.nd.opt_mac, src->host_mac, 6);
+    struct ethhdr e = {};
+    __builtin_memcpy(e.h_dest, eth->h_source, 6);
+    __builtin_memcpy(e.h_source, src->host_mac, 6);
+    e.h_proto = htons(NV_ETH_P_IPV6);
+    struct nv_ip6_pseudo ph = {};
+    __builtin_memcpy(ph.saddr, r.ip.saddr, 16);
+    __builtin_memcpy(ph.daddr, r.ip.daddr, 16);
+    ph.len = htonl(sizeof(struct nv_nd));
+    ph.nexthdr = NV_IPPROTO_ICMPV6;
+    s64 sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
+    if (sum < 0) return TC_ACT_SHOT;
+    sum = bpf_csum_diff(0, 0, (__be32 *)&r.nd, sizeof(r.nd), (u32)sum);
+    if (sum < 0) return TC_ACT_SHOT;
+    r.nd.csum = nv_csum_fold(sum);
+    u32 len = sizeof(e) + sizeof(r);
+    if (skb->len != len && bpf_skb_change_tail(skb, len, 0)) return TC_ACT_SHOT;
+    if (bpf_skb_store_bytes(skb, 0, &e, sizeof(e), 0) || bpf_skb_store_bytes(skb, sizeof(e), &r, sizeof(r), 0))
+        return TC_ACT_SHOT;
+    return bpf_redirect(skb->ifindex, 0);  /* back out of the host veth, into the pod */
+}
+
+/* Same-node delivery: L2 rewrite, hop limit as a router does (IPv6 has no header checksum). */
+static __always_inline int nv_redirect_local6(struct __sk_buff *skb, struct nv_pkt *p, struct nv_endpoint *dst,
+                                              u32 src_id, u32 dst_id) {
+    if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
+    nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
+    u32 ifindex = dst->ifindex;
+    u8 mac[12];
+    __builtin_memcpy(mac, dst->mac, 6);
+    __builtin_memcpy(mac + 6, dst->host_mac, 6);
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct nv_ip6 *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end) return TC_ACT_SHOT;
+    __builtin_memcpy(eth->h_dest, mac, 6);
+    __builtin_memcpy(eth->h_source, mac + 6, 6);
+    ip->hop_limit--;
+    return bpf_redirect_peer(ifindex, 0);
+}
+
+static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct nv_ip6 *ip = (void *)(eth + 1);
+    struct nv_pkt p = {};
+    if ((void *)(ip + 1) > end) {
+        nv_count(NV_DROP_MALFORMED);
+        nv_traffic(NV_HOOK_FROM_POD, NV_DROP_MALFORMED, 0);
+        return TC_ACT_SHOT;
+    }
+    int nd = nv_nd_type(ip, end);
+    if (nd == NV_ND_NEIGHBOR_SOLICIT) return nv_nd_reply(skb);
+    /* other neighbour discovery, MLD reports, the node's link-local address: the link's, not routed */
+    if (nd || nv_ip6_link_scope(ip->saddr) || nv_ip6_link_scope(ip->daddr)) return TC_ACT_OK;
+    if (nv_parse6(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_FROM_POD);
+
+    u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
+    struct nv_flow6_key fk;
+    nv_flow6_key(&fk, &p);
+    struct nv_flow_state *st = nv_tcp_opens(&p) ? 0 : ct6.lookup(&fk);  /* an opening SYN: as if none */
+    /* An established flow to a local pod, from the veth its direction was admitted on (ownership of
+     * the source address was checked then; the entry carries the source identity): no source
+     * lookup, no policy (IPv4's fast path, nv_from_pod_fast). */
+    if (st && st->policy_revision == rev && st->ifindex == skb->ifindex &&
+        !(st->flags & (NV_CTF_VIA_STACK | NV_CTF_SHAPED)) && p.ttl > 1) {
+        struct nv_endpoint *fdst = nv_endpoint6(p.daddr6);
+        if (fdst && nv_is_local(fdst)) {
+            nv_ct_touch(st);
+            return nv_redirect_local6(skb, &p, fdst, st->identity, fdst->identity);
+        }
+    }
+
+    struct nv_endpoint *src = nv_endpoint6(p.saddr6);
+    if (!src || !nv_src_owned(src, skb))  /* spoofed (an unknown or another pod's address) or stale */
+        return nv_drop(&p, 0, 0, NV_DROP_NO_IDENTITY, NV_HOOK_FROM_POD);
+    u32 src_id = src->identity;
+    struct nv_endpoint *dst = nv_endpoint6(p.daddr6);
+    u32 dst_id = dst ? dst->identity : nv_ip6_is_host(p.daddr6) ? NV_ID_HOST : NV_ID_WORLD;
+    int dst_local = dst && nv_is_local(dst);
+    u32 ctflags;
+    if (st && st->policy_revision == rev) {
+        nv_ct_touch(st);
+        ctflags = st->flags;
+    } else {
+        int reply = st && (st->flags & NV_CTF_REPLY);
+        struct nv_verdict v = {};
+        u32 reason;
+        if (reply)  /* the original was dst -> this pod */
+            reason = nv_policy_decide6(dst_id, src_id, p.daddr6, p.saddr6, p.proto, p.sport, dst_local, 1,
+                                       dst_id == NV_ID_HOST, &v);
+        else
+            reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, 1, dst_local, 0, &v);
+        if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
+        if (nv_ct_admit6(&fk, rev, reply, !st, nv_shaped_ct(src, dst_local ? dst : 0), skb->ifindex, src_id,
+                         dst_local ? dst->ifindex : 0, dst_id) < 0)
+            return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
+        ctflags = (st ? st->flags & NV_CTF_VIA_STACK : 0) | (reply ? NV_CTF_REPLY : 0);
+        if (!reply) {
+            nv_flowstat(NV_FS_NEW_FLOWS);
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_NEW_FLOW, 0);
+            nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
+        }
+    }
+    /* host, world, other nodes' pods: the kernel routes; a flow that crossed the stack or has a
+     * shaped end stays on it */
+    if (!dst_local || (ctflags & NV_CTF_VIA_STACK) || nv_shaped_ct(src, dst)) {
+        if (ctflags & NV_CTF_REPLY) skb->mark |= NV_REPLY_MARK;  /* not an outbound connection: no masquerade */
+        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+        return nv_to_stack(src);
+    }
+    return nv_redirect_local6(skb, &p, dst, src_id, dst_id);
+}
+
+/* What the node's stack delivers to a local IPv6 pod (the node itself, other nodes' pods routed by
+ * the kernel, a shaped pod's traffic): the destination's ingress, and the source's egress where
+ * the source is a local pod whose packet crossed the stack. */
+static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct nv_ip6 *ip = (void *)(eth + 1);
+    struct nv_pkt p = {};
+    if ((void *)(ip + 1) > end) return TC_ACT_OK;
+    /* neighbour discovery (our own advertisements included), MLD: the link's */
+    if (nv_nd_type(ip, end) || nv_ip6_link_scope(ip->saddr) || nv_ip6_link_scope(ip->daddr)) return TC_ACT_OK;
+    if (nv_parse6(ip, end, &p) < 0) return nv_drop(&p, 0, 0, NV_DROP_MALFORMED, NV_HOOK_TO_POD);
+    struct nv_endpoint *dst = nv_endpoint6(p.daddr6);
+    if (!dst) return TC_ACT_OK;
+    u32 dst_id = dst->identity;
+    struct nv_endpoint *src = nv_endpoint6(p.saddr6);
+    int from_host = !src && nv_ip6_is_host(p.saddr6);
+    u32 src_id = src ? src->identity : from_host ? NV_ID_HOST : NV_ID_WORLD;
+    int src_local = src && nv_is_local(src);
+    u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
+    struct nv_flow6_key fk;
+    nv_flow6_key(&fk, &p);
+    struct nv_flow_state *st = nv_tcp_opens(&p) ? 0 : ct6.lookup(&fk);
+    if (st && st->policy_revision == rev) {
+        nv_ct_touch(st);
+        nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
+        return TC_ACT_OK;
+    }
+    int reply = st && (st->flags & NV_CTF_REPLY);
+    u32 via_stack = src_local ? NV_CTF_VIA_STACK : 0;
+    struct nv_verdict v = {};
+    u32 reason;
+    if (reply)  /* the original was this pod -> src */
+        reason = nv_policy_decide6(dst_id, src_id, p.daddr6, p.saddr6, p.proto, p.sport, 1, src_local, 0, &v);
+    else
+        reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, src_local, 1, from_host,
+                                   &v);
+    if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
+    u32 keep = st ? st->flags & NV_CTF_VIA_STACK : 0;
+    if (nv_ct_admit6(&fk, rev, reply, !st, keep | via_stack | nv_shaped_ct(dst, 0), 0, src_id, skb->ifindex,
+                     dst_id) < 0)
+        return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
+    if (!reply) {
+        nv_flowstat(NV_FS_NEW_FLOWS);
+        nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_NEW_FLOW, 0);
+        nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
+    }
+    nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
+    return TC_ACT_OK;
+}
+/* ------------------------------------------------------------------ end IPv6 */
