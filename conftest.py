@@ -6,6 +6,15 @@ import shutil
 
 import pytest
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # a fresh venv with only the wheels runs some tests without the test extras
+    pass
+else:
+    # A loaded machine makes examples slow to generate or run; that is not a failing example.
+    settings.register_profile("novanet", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("novanet")
+
 
 def pytest_addoption(parser):
     parser.addoption("--run-long", action="store_true", default=False,
