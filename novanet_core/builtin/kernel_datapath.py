@@ -13,9 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from novanet_core import netlink
 from novanet_core.backends import BackendContext, BackendRegistry, DatapathUnsupported
 from novanet_core.hookspecs import hookimpl
 from novanet_core.protocols import RTPROT_NOVANET
@@ -69,14 +67,14 @@ class KernelDatapath:
         if gw:
             # The gateway address on lo makes every host veth answer the pods' ARP for it
             # (arp_ignore=0), with no per-pod neighbour entries or proxy-ARP subnet routes.
-            with IPRoute() as ipr:
+            with netlink.IPRoute() as ipr:
                 lo = ipr.link_lookup(ifname="lo")[0]
                 have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=lo, family=2)}
                 if gw not in have:
                     ipr.addr("add", index=lo, address=gw, prefixlen=32)
 
     def upsert_endpoint(self, endpoint: Endpoint) -> None:
-        with self._lock, IPRoute() as ipr:
+        with self._lock, netlink.IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=endpoint.host_ifname)
             if not idx:
                 raise RuntimeError(f"host interface {endpoint.host_ifname} does not exist")
@@ -93,10 +91,10 @@ class KernelDatapath:
                                   "namespace": endpoint.namespace, "pod": endpoint.pod}
 
     def delete_endpoint(self, ip: str, host_ifname: str | None = None) -> None:
-        with self._lock, IPRoute() as ipr:
+        with self._lock, netlink.IPRoute() as ipr:
             try:
                 ipr.route("del", dst=f"{ip}/{_plen(ip)}", proto=RTPROT_NOVANET)
-            except NetlinkError:
+            except netlink.NetlinkError:
                 pass  # already gone with its veth
             self._meta.pop(ip, None)
 
@@ -110,7 +108,7 @@ class KernelDatapath:
 
     def list_endpoints(self) -> list[dict[str, Any]]:
         out = []
-        with IPRoute() as ipr:
+        with netlink.IPRoute() as ipr:
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
             routes = [*ipr.get_routes(family=AF_INET, proto=RTPROT_NOVANET),
                       *ipr.get_routes(family=AF_INET6, proto=RTPROT_NOVANET)]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pyroute2 import IPRoute
-
+from novanet_core import netlink
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)
 def novanet_node_ip(config: NovaNetConfig) -> str | None:
-    with IPRoute() as ipr:
+    with netlink.IPRoute() as ipr:
         for r in ipr.get_routes(family=2, dst_len=0, table=254):
             src = r.get_attr("RTA_PREFSRC")
             if src:
