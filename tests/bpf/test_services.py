@@ -201,6 +201,51 @@ def test_a_reused_client_port_switches_between_pod_ip_and_clusterip(topo: Topolo
     assert same_port_connects(a, targets) == expected_answers(a.ip, targets)
 
 
+# One UDP socket (unconnected, one source port) sending to each "ip:port" in turn: the source of
+# the answer it got ("ip:port answer") or "timeout".
+SAME_PORT_UDP = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(3)
+out = []
+for t in sys.argv[2:]:
+    ip, port = t.split(":")
+    s.sendto(b"x", (ip, int(port)))
+    try:
+        d, a = s.recvfrom(100); out.append("%s:%d %s" % (a[0], a[1], d.decode()))
+    except OSError:
+        out.append("timeout")
+print(json.dumps(out))
+"""
+
+
+def same_port_udp(pod: Pod, targets: list[str], port: int = 40124) -> list[str]:
+    return json.loads(pod.run("python3", "-c", SAME_PORT_UDP, str(port), *targets, timeout=120).stdout)
+
+
+def test_a_reused_udp_port_gets_replies_from_where_it_sent(topo: Topology, datapath, servers) -> None:
+    """A per-packet UDP translation leaves a reverse entry for backend -> client port, and UDP has
+    no opening packet: datagrams sent straight to the backend from the same port got their
+    answers rewritten to the ClusterIP (the stale reverse entry), which a client talking to the
+    pod IP drops."""
+    a, b = topo.pods["a"], servers["b"]
+    datapath.upsert_service(frontend(80, "UDP", [be(b, proto="UDP")]))
+    targets = [f"{VIP}:80", f"{b.ip}:8080"] * 2
+    assert same_port_udp(a, targets) == expected_answers(a.ip, targets)
+
+
+def test_a_recreated_udp_frontend_does_not_reuse_the_old_translation(topo: Topology, datapath, servers) -> None:
+    """Deleting a frontend forgets its UDP translations, as changing its backends does: the same
+    ClusterIP:port given again (a Service deleted and recreated, another Service given the freed
+    address) must not send a client's datagrams on to the old backend."""
+    a, b, c = topo.pods["a"], servers["b"], servers["c"]
+    fe = frontend(80, "UDP", [be(b, proto="UDP")])
+    datapath.upsert_service(fe)
+    assert same_port_udp(a, [f"{VIP}:80"], 40125) == [f"{VIP}:80 b@{a.ip}"]
+    datapath.delete_service(fe.key)
+    datapath.upsert_service(frontend(80, "UDP", [be(c, proto="UDP")]))
+    assert same_port_udp(a, [f"{VIP}:80"], 40125) == [f"{VIP}:80 c@{a.ip}"]
+
+
 # ------------------------------------------------------------------ kube-proxy compatibility
 
 

@@ -333,6 +333,9 @@ class CtFlag(enum.IntFlag):
     SVC = 2  # a REPLY entry of a flow the load-balancer translated: revnat holds its reverse rewrite
     VIA_STACK = 4  # the flow crossed the node's stack (kube-proxy DNAT): keep its packets on it
     SHAPED = 8  # an end of the flow is a pod with a bandwidth limit (EndpointFlag.SHAPED): full path
+    # the forward entry of a flow translated per packet here: its packets arrive addressed to the
+    # frontend; one that arrives addressed to the backend is another flow on a reused tuple
+    SVC_FWD = 16
 
 
 class SvcFlag(enum.IntFlag):

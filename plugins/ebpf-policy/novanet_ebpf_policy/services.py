@@ -238,6 +238,10 @@ class ServiceProgrammer:
         self.m.delete("services", lv.map_key)
         self._drop_bank(lv)
         self.m.delete("service_meta", lv.value.id.to_bytes(4, "little"))
+        if ServiceKey.from_buffer_copy(lv.map_key).protocol != IP_PROTOCOLS["TCP"]:
+            # as for a removed backend: the same address and port given again (the Service
+            # recreated, another one allocated the freed ClusterIP) must not reuse them
+            self._forget_flows(lv.value.id, {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, lv.slots)})
         return True
 
     # ------------------------------------------------------------------ reads (the live maps)

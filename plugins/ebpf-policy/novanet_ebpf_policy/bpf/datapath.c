@@ -340,7 +340,8 @@ static __always_inline int nv_in_cidr(u32 addr, u32 net_key, u32 len_key) {
  * FLOW_TABLE_FULL instead of being let through untracked. Both directions or neither: a forward
  * entry this call created is taken out again if its reverse did not fit (one that already
  * existed, an established flow re-decided after a policy change, stays). 0 = admitted.
- * Services flags: reply_flags (SVC) go on the REPLY entry only, both_flags (VIA_STACK) on both. */
+ * Services flags: reply_flags (SVC) go on the REPLY entry only (and SVC_FWD, its counterpart, on
+ * the other one), both_flags (VIA_STACK) on both. */
 /* A same-node destination's delivery, copied into its direction's entry for the fast path
  * (0: not cached, the fast path looks the endpoint up). */
 static __always_inline void nv_ct_dst(struct nv_flow_state *st, struct nv_endpoint *dst) {
@@ -360,7 +361,8 @@ static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
-    st.flags = (k_is_reply ? NV_CTF_REPLY | reply_flags : 0) | both_flags;
+    u32 fwd_flags = (reply_flags & NV_CTF_SVC) ? NV_CTF_SVC_FWD : 0;
+    st.flags = (k_is_reply ? NV_CTF_REPLY | reply_flags : fwd_flags) | both_flags;
     st.ifindex = k_ifindex;
     st.identity = k_identity;
     nv_ct_dst(&st, k_dst);
@@ -368,7 +370,7 @@ static __always_inline int nv_ct_admit(struct nv_flow_key *k, u32 rev, int k_is_
     struct nv_flow_key r = {};
     r.src_ip = k->dst_ip; r.dst_ip = k->src_ip; r.src_port = k->dst_port; r.dst_port = k->src_port;
     r.protocol = k->protocol;
-    st.flags = (k_is_reply ? 0 : NV_CTF_REPLY | reply_flags) | both_flags;
+    st.flags = (k_is_reply ? fwd_flags : NV_CTF_REPLY | reply_flags) | both_flags;
     st.ifindex = r_ifindex;
     st.identity = r_identity;
     nv_ct_dst(&st, r_dst);
@@ -522,7 +524,7 @@ static __always_inline int nv_from_pod_fast(struct __sk_buff *skb, struct nv_pkt
     /* Services flows (a reply to reverse-translate, a flow kube-proxy translated on the stack)
      * are the full path's */
     if (!st || st->policy_revision != (u32)nv_cfg(NV_CFG_POLICY_REVISION) || !st->ifindex ||
-        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK | NV_CTF_SHAPED)) ||
+        st->ifindex != skb->ifindex || (st->flags & (NV_CTF_SVC | NV_CTF_SVC_FWD | NV_CTF_VIA_STACK | NV_CTF_SHAPED)) ||
         nv_tcp_opens(p))
         return NV_FULL_PATH;
     NV_PROFILE_POINT(2);
@@ -657,6 +659,13 @@ int nv_from_pod(struct __sk_buff *skb) {
     struct nv_flow_key fk;
     nv_flow_key(&fk, &p);
     struct nv_flow_state *st = opens ? 0 : ct.lookup(&fk);  /* an opening SYN: as if none */
+    if (st && (st->flags & NV_CTF_SVC_FWD) && !svc_reply) {
+        /* a per-packet translation's tuple, but this packet went straight to the backend (the
+         * client port reused, e.g. by a UDP socket talking to the pod IP, or a socket-level
+         * translation): a new flow, whose replies must not get the frontend's address */
+        nv_svc_forget(&fk);
+        st = 0;
+    }
     if (st && st->policy_revision == rev) nv_ct_touch(st);
     u32 ctflags = 0;
     if (!st || st->policy_revision != rev) {

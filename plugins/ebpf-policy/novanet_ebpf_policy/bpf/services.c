@@ -462,6 +462,32 @@ static __always_inline int nv_svc_from_pod(struct __sk_buff *skb, struct nv_pkt 
     return NV_SVC_ANSWERED;
 }
 
+/* *fk (client -> backend, untranslated) reuses the tuple of a per-packet translation to that
+ * backend: remove the translation's reverse entry (backend -> client) and its forward entry
+ * (client -> frontend), so that neither the replies nor the client's next datagram to the
+ * frontend inherit it (the next one picks afresh). UDP has no opening packet to tell a new flow
+ * by, hence the SVC_FWD flag on the flow-table entry that leads here. */
+static __always_inline void nv_svc_forget(struct nv_flow_key *fk) {
+    struct nv_flow_key rk = {};
+    rk.src_ip = fk->dst_ip;
+    rk.dst_ip = fk->src_ip;
+    rk.src_port = fk->dst_port;
+    rk.dst_port = fk->src_port;
+    rk.protocol = fk->protocol;
+    struct nv_nat *r = revnat.lookup(&rk);
+    if (!r || !(r->flags & NV_NATF_REVERSE)) return;
+    struct nv_flow_key ok = {};
+    ok.src_ip = r->daddr;
+    ok.dst_ip = r->saddr;
+    ok.src_port = r->dport;
+    ok.dst_port = r->sport;
+    ok.protocol = fk->protocol;
+    struct nv_nat *f = revnat.lookup(&ok);
+    if (f && (f->flags & NV_NATF_FORWARD) && f->daddr == fk->dst_ip && f->dport == fk->dst_port)
+        revnat.delete(&ok);
+    revnat.delete(&rk);
+}
+
 /* The flow-table reply entry of a translated flow says a reverse rewrite is due. */
 static __always_inline int nv_svc_reply(struct nv_flow_key *fk, struct nv_nat *rnat) {
     struct nv_nat *n = revnat.lookup(fk);
