@@ -125,6 +125,7 @@ class DropReason(enum.IntEnum):
     FLOW_TABLE_FULL = 11  # a new flow the flow table (ct) had no room for: dropped, never let through untracked
     NO_SERVICE_BACKEND = 12  # a Service frontend with no ready backend: answered at once (RST / ICMP / ECONNREFUSED)
     POLICY_MAP_FULL = 13  # the endpoint's NetworkPolicy did not fit the policy maps: failed closed until it does
+    SERVICE_MAP_FULL = 14  # a Service frontend whose backends did not fit the service maps: refused until they do
 
 
 DROP_SLOTS = 16  # per-CPU drop counter slots: room for more reasons
@@ -155,6 +156,7 @@ class ConfigKey(enum.IntEnum):
     NODE_IP6_LO = 18
     GATEWAY_IP6_HI = 19
     GATEWAY_IP6_LO = 20
+    SERVICES_UNPROGRAMMED = 21  # frontends the services map had no room for: their serviceCIDR addresses are refused
 
 
 CONFIG_SLOTS = 32

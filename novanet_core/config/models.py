@@ -56,6 +56,10 @@ class BpfConfig(_Model):
                 "links cost 5-15 ms each to create on the measured VM (two per pod), tc filters ~1 ms (benchmarks.md)")
     flowTableSize: int = _d(65536, "entries of the flow table (`ct` map, two per flow); full = new flows dropped "
                                    "as `FLOW_TABLE_FULL` (datapath.md)", ge=256, le=4 * 1024 * 1024)
+    serviceMapSize: int = _d(65536, "Service frontends the load-balancer holds (`services`, `service_meta`; "
+                                    "`backends` and `lb_members` hold 4x as many slots); a frontend that does not fit "
+                                    "is refused as `SERVICE_MAP_FULL` until it does (services.md)", ge=16,
+                             le=1024 * 1024)
     flowIdleTimeoutSeconds: float = _d(300.0, "a flow idle this long in both directions is removed from the flow "
                                               "table", ge=1, le=86400)
     cgroupRoot: str | None = _d(None, "cgroup v2 directory the socket-level Service programs attach to; unset = the "

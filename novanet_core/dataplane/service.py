@@ -295,7 +295,10 @@ class DataplaneService:
 
     # service
     def service_upsert(self, p: dict[str, Any]) -> None:
-        self._section("service", "upsert_service", parse_frontend(p.get("frontend")))
+        try:
+            self._section("service", "upsert_service", parse_frontend(p.get("frontend")))
+        except RuntimeError as e:  # e.g. the service maps full: the frontend failed closed
+            raise ApiError("datapath", str(e)) from None
 
     def service_delete(self, p: dict[str, Any]) -> None:
         key = p.get("key")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,16 +192,6 @@ def expected_answers(client_ip: str, targets: list[str]) -> list[str]:
     return [f"{t} b@{client_ip}" for t in targets]
 
 
-def test_a_reused_client_port_switches_between_pod_ip_and_clusterip(topo: Topology, datapath, servers) -> None:
-    """The flow-table entries of a reset connection stay until they are idle: the next connection
-    from the same port, to the ClusterIP after the pod IP and back, must not inherit them (it did:
-    its SYN-ACK came back untranslated, or translated when it should not be, and was reset)."""
-    a, b = topo.pods["a"], servers["b"]
-    datapath.upsert_service(frontend(80, "TCP", [be(b)]))
-    targets = [f"{b.ip}:8080", f"{VIP}:80"] * 2
-    assert same_port_connects(a, targets) == expected_answers(a.ip, targets)
-
-
 # One UDP socket (unconnected, one source port) sending to each "ip:port" in turn: the source of
 # the answer it got ("ip:port answer") or "timeout".
 SAME_PORT_UDP = r"""
@@ -222,28 +213,72 @@ def same_port_udp(pod: Pod, targets: list[str], port: int = 40124) -> list[str]:
     return json.loads(pod.run("python3", "-c", SAME_PORT_UDP, str(port), *targets, timeout=120).stdout)
 
 
-def test_a_reused_udp_port_gets_replies_from_where_it_sent(topo: Topology, datapath, servers) -> None:
-    """A per-packet UDP translation leaves a reverse entry for backend -> client port, and UDP has
-    no opening packet: datagrams sent straight to the backend from the same port got their
-    answers rewritten to the ClusterIP (the stale reverse entry), which a client talking to the
-    pod IP drops."""
-    a, b = topo.pods["a"], servers["b"]
-    datapath.upsert_service(frontend(80, "UDP", [be(b, proto="UDP")]))
+def test_a_reused_client_port_switches_between_pod_ip_and_clusterip(topo: Topology, datapath, servers) -> None:
+    """The flow-table entries of a reset connection stay until they are idle: the next connection
+    from the same port, to the ClusterIP after the pod IP and back, must not inherit them (it did:
+    its SYN-ACK came back untranslated, or translated when it should not be, and was reset).
+    The same for UDP, and for a frontend deleted and given again."""
+    a, b, c = topo.pods["a"], servers["b"], servers["c"]
+    datapath.upsert_service(frontend(80, "TCP", [be(b)]))
+    targets = [f"{b.ip}:8080", f"{VIP}:80"] * 2
+    assert same_port_connects(a, targets) == expected_answers(a.ip, targets)
+    # UDP has no opening packet: datagrams sent straight to the backend from the port a per-packet
+    # translation used got their answers rewritten to the ClusterIP by its reverse entry
+    udp = frontend(80, "UDP", [be(b, proto="UDP")])
+    datapath.upsert_service(udp)
     targets = [f"{VIP}:80", f"{b.ip}:8080"] * 2
     assert same_port_udp(a, targets) == expected_answers(a.ip, targets)
-
-
-def test_a_recreated_udp_frontend_does_not_reuse_the_old_translation(topo: Topology, datapath, servers) -> None:
-    """Deleting a frontend forgets its UDP translations, as changing its backends does: the same
-    ClusterIP:port given again (a Service deleted and recreated, another Service given the freed
-    address) must not send a client's datagrams on to the old backend."""
-    a, b, c = topo.pods["a"], servers["b"], servers["c"]
-    fe = frontend(80, "UDP", [be(b, proto="UDP")])
-    datapath.upsert_service(fe)
+    # a deleted frontend forgets its UDP translations: the same ClusterIP:port given again (the
+    # Service recreated, another one allocated the freed address) must not go on to the old backend
     assert same_port_udp(a, [f"{VIP}:80"], 40125) == [f"{VIP}:80 b@{a.ip}"]
-    datapath.delete_service(fe.key)
+    datapath.delete_service(udp.key)
     datapath.upsert_service(frontend(80, "UDP", [be(c, proto="UDP")]))
     assert same_port_udp(a, [f"{VIP}:80"], 40125) == [f"{VIP}:80 c@{a.ip}"]
+
+
+@pytest.mark.long  # its own datapath (another map size): a compile of its own
+def test_service_maps_full_fail_closed_counted_and_recover(topo: Topology, servers) -> None:
+    """bpf.serviceMapSize 16 (64 backend slots), filled by one frontend of 64 backends: a frontend
+    whose backends do not fit gets an entry that refuses its connections (SERVICE_MAP_FULL, never
+    an untranslated or half-written one); with the services map full too, the frontend without an
+    entry is refused by its serviceCIDR address; both are retried and served once there is room."""
+    from novanet_ebpf_policy.services import ServiceMapsFull
+
+    from tests.bpf.conftest import started_datapath
+
+    a, b = topo.pods["a"], servers["b"]
+    filler = [ServiceBackend(ip=f"198.18.0.{i}", port=80, protocol="TCP") for i in range(64)]
+    with started_datapath(topo, serviceMapSize=16) as dp:
+        fill = ServiceFrontend(key="t/fill:81/TCP", namespace="t", name="fill", port_name="", protocol="TCP",
+                               ip="10.96.100.9", port=81, kind="ClusterIP", backends=filler)
+        dp.upsert_service(fill)
+        before = dp.drop_counters()["SERVICE_MAP_FULL"]
+        fe = frontend(80, "TCP", [be(b)])
+        with pytest.raises(ServiceMapsFull, match="t/web:80/TCP"):
+            dp.upsert_service(fe)
+        assert client(a, 80, 1, "tcp")["errors"] == ["ConnectionRefusedError:111"]  # per packet
+        assert client(a, 80, 1, "tcp", cgroup=topo.cgroup)["errors"] == ["ConnectionRefusedError:111"]
+        # the services map (16) full as well: 14 more frontends without backends
+        empty = [ServiceFrontend(key=f"t/e{i}:82/TCP", namespace="t", name=f"e{i}", port_name="", protocol="TCP",
+                                 ip=f"10.96.101.{i}", port=82, kind="ClusterIP", backends=[]) for i in range(14)]
+        for e in empty:
+            dp.upsert_service(e)
+        udp = ServiceFrontend(key="t/dns:53/UDP", namespace="t", name="dns", port_name="", protocol="UDP",
+                              ip="10.96.100.10", port=53, kind="ClusterIP", backends=[be(b, 8080, "UDP")])
+        with pytest.raises(ServiceMapsFull, match="t/dns:53/UDP"):
+            dp.upsert_service(udp)
+        assert client(a, 53, 1, "udp-connected", ip="10.96.100.10")["errors"] == ["ConnectionRefusedError:111"]
+        maps = dp.service_status()["maps"]
+        assert maps["failedClosed"] == ["t/dns:53/UDP", fe.key] and maps["withoutEntry"] == ["t/dns:53/UDP"]
+        assert dp.drop_counters()["SERVICE_MAP_FULL"] - before >= 3
+        for e in [fill, *empty]:
+            dp.delete_service(e.key)
+        deadline = time.monotonic() + 30  # retried every 2 s
+        while dp.service_status()["maps"]["failedClosed"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert dp.service_status()["maps"]["failedClosed"] == []
+        assert client(a, 80, 2, "tcp")["answers"] == ["b", "b"]
+        assert client(a, 53, 1, "udp", ip="10.96.100.10")["answers"] == ["b"]
 
 
 # ------------------------------------------------------------------ kube-proxy compatibility

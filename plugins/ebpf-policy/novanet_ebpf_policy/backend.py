@@ -46,6 +46,7 @@ from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
 from novanet_ebpf_policy.policyretry import PolicyRetry
 from novanet_ebpf_policy.services import ServiceProgrammer, ensure_sctp_crc
+from novanet_ebpf_policy.services import configure_size as services_configure_size
 from novanet_ebpf_policy.svcattach import ServiceAttacher, resolve_cgroup_root
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class EbpfDatapath:
         self.mounted_bpffs = False
         self.policy: PolicyProgrammer | None = None  # compiled NetworkPolicy -> maps
         self.flow_table_size = cfg.bpf.flowTableSize
+        self.service_map_size = cfg.bpf.serviceMapSize
         self.flow_idle = cfg.bpf.flowIdleTimeoutSeconds
         self.sweeper: flowtable.Sweeper | None = None
         self.sweeper6: flowtable.Sweeper | None = None  # the IPv6 flow table's (ct6)
@@ -200,6 +202,7 @@ class EbpfDatapath:
             bpffs.ensure_dir(self.root)
             progmod.ensure_dirs(self.root)
             flowtable.configure_size(self.flow_table_size)  # the layout the guard checks and BCC compiles
+            services_configure_size(self.service_map_size)
             migration = mapsmod.prepare(self.root)  # schema guard BEFORE BCC sees the pins
             self.prog = progmod.compile_and_load(self.root, self.header_tree)
             migration.copy()
@@ -776,7 +779,12 @@ class EbpfDatapath:
                     "cgroup": self.svc_attach.cgroup if self.svc_attach else None,
                     "underlay": self.svc_attach.underlay if self.svc_attach else None,
                     "links": self.svc_attach.list() if self.svc_attach else [],
-                    "entries": svc.counts(), "translations": svc.stats()}
+                    "entries": svc.counts(), "translations": svc.stats(), "maps": svc.maps_status()}
+
+    def retry_services(self) -> dict[str, int] | None:
+        """Program frontends that found the service maps full before (they failed closed meanwhile)."""
+        with self._lock:
+            return self.services.retry() if self.services is not None else None
 
     # ------------------------------------------------------------------ observability
     def programs(self) -> list[dict[str, Any]]:

@@ -342,6 +342,7 @@ class SvcFlag(enum.IntFlag):
     NODEPORT = 1  # kind NodePort (ip is the node's address)
     EXTERNAL_LOCAL = 2  # externalTrafficPolicy: Local: keep the client's address (no SNAT)
     AFFINITY = 4  # sessionAffinity: ClientIP
+    UNPROGRAMMED = 8  # its backends did not fit the service maps: refused (SERVICE_MAP_FULL) until they do
 
 
 class BackendFlag(enum.IntFlag):

@@ -1,5 +1,6 @@
 """Tries again, every few seconds, a policy apply that the policy maps had no room for
-(policymap.py: its endpoints fail closed meanwhile), so that they recover once load falls."""
+(policymap.py: its endpoints fail closed meanwhile), and the Service frontends the service maps
+had no room for (services.py: refused meanwhile), so that they recover once load falls."""
 
 from __future__ import annotations
 
@@ -16,4 +17,4 @@ class PolicyRetry(Periodic):
         self.be, self.interval = backend, interval
 
     def run_once(self) -> object:
-        return self.be.retry_policy()
+        return self.be.retry_policy(), self.be.retry_services()

@@ -10,8 +10,8 @@ import click
 from novanet_core.cli.plugin_api import dataplane_call, emit, json_shape, output_option, table
 
 SERVICE_JSON = ("[{key, namespace, name, port_name, protocol, ip, port, kind, backends: [{ip, port, protocol, "
-                "ready, serving, terminating, local, selectable}], affinity_timeout, external_local, id, "
-                "selectable}]")
+                "ready, serving, terminating, local, selectable}], affinity_timeout, external_local, failed_closed, "
+                "id, selectable}]")
 
 
 def backend_state(b: dict[str, Any]) -> str:
@@ -34,7 +34,8 @@ def frontend_rows(services: list[dict[str, Any]]) -> list[list[str]]:
         head = [str(s["id"]), f"{s['ip']}:{s['port']}/{s['protocol']}", kind, s["key"]]
         bes = s["backends"] or [None]
         for i, b in enumerate(bes):
-            cell = "(no backend: refused)" if b is None else \
+            none = "(service maps full: refused)" if s.get("failed_closed") else "(no backend: refused)"
+            cell = none if b is None else \
                 f"{i + 1} => {b['ip']}:{b['port']}/{b['protocol']} ({backend_state(b)})"
             rows.append((head if i == 0 else ["", "", "", ""]) + [cell])
     return rows

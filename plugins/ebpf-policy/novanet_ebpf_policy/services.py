@@ -5,11 +5,20 @@ A frontend's backends live in a *bank* of slots keyed ``(bank, slot)``. Every ch
 complete new bank first and then switches the frontend's entry to it in one map update, so a
 program never reads a half-written list; the old bank is removed afterwards. Upserting what the
 maps already hold writes nothing (the agent resends everything after a restart).
+
+Full maps fail closed: a frontend whose bank does not fit (``backends``, ``lb_members`` or
+``service_meta`` at capacity) gets an entry without backends flagged ``UNPROGRAMMED``, which the
+programs refuse as ``SERVICE_MAP_FULL`` (never left on its old backends); one the ``services`` map
+itself has no room for is counted in CONFIG ``SERVICES_UNPROGRAMMED``, while which every
+``serviceCIDR`` address without a frontend is refused. The upsert raises ``ServiceMapsFull`` (the
+agent logs it) and ``retry()`` programs the blocked frontends once there is room.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import errno
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -18,6 +27,7 @@ from typing import Any
 from novanet_core.backends import ConfigError
 from novanet_core.protocols import IP_PROTOCOLS, protocol_name
 from novanet_core.types import ServiceBackend, ServiceFrontend
+from novanet_ebpf_policy import layouts
 from novanet_ebpf_policy.layouts import (
     BackendFlag,
     BackendKey,
@@ -46,6 +56,22 @@ KEY_MAX = ctypes.sizeof(ServiceMeta) - ServiceMeta.key.offset  # bytes of Servic
 _KINDS = {"ClusterIP": FrontendKind.CLUSTER_IP, "NodePort": FrontendKind.NODE_PORT}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 _U32 = 0xFFFFFFFF
+# A hash map at max_entries refuses an insert with E2BIG; without preallocation a failed element
+# allocation is ENOMEM.
+_FULL_ERRNOS = (errno.E2BIG, errno.ENOSPC, errno.ENOMEM)
+
+
+class ServiceMapsFull(RuntimeError):
+    """A frontend did not fit the service maps: it fails closed until a retry programs it."""
+
+
+def configure_size(frontends: int) -> None:
+    """Size the load-balancer maps (``bpf.serviceMapSize``) before the programs are compiled."""
+    for name, n in (("services", frontends), ("service_meta", frontends), ("backends", 4 * frontends),
+                    ("lb_members", 4 * frontends)):
+        m = layouts.MAPS[name]
+        if m.spec.max_entries != n:
+            layouts.MAPS[name] = dataclasses.replace(m, spec=dataclasses.replace(m.spec, max_entries=n))
 
 
 def _num(ip: str) -> int:
@@ -102,6 +128,10 @@ class ServiceProgrammer:
     def __init__(self, maps: MapHandles):
         self.m = maps
         self.live: dict[str, _Live] = {}
+        self.blocked: dict[str, ServiceFrontend] = {}  # failed closed for want of room, retried
+        self.unprogrammed: set[str] = set()  # ... of which the services map holds no entry at all
+        self.full_events = 0
+        self.last_full: dict[str, Any] | None = None
         self._next_id = 1
         self._next_bank = 1
         self.adopt()
@@ -145,6 +175,9 @@ class ServiceProgrammer:
                 self.m.delete("service_meta", i.to_bytes(4, "little"))
         self._next_id = max(used_ids, default=0) + 1
         self._next_bank = max(used_banks, default=0) + 1
+        # what had no room is not known after a restart: the agent resends every frontend when it
+        # reconnects, and whatever still does not fit fails closed again
+        self.m.config_set(ConfigKey.SERVICES_UNPROGRAMMED, 0)
         return {"frontends": len(self.live), "stale_slots_removed": removed, "orphans_removed": orphans}
 
     def _alloc(self, attr: str, in_use: set[int]) -> int:
@@ -188,27 +221,100 @@ class ServiceProgrammer:
             return {"key": fe.key, "changed": False}
         fid = old.value.id if old else self._alloc("_next_id", {lv.value.id for lv in self.live.values()})
         bank = self._alloc("_next_bank", {lv.value.bank for lv in self.live.values()})
-        for i, s in enumerate(slots):  # 1. the new bank, complete
-            self.m.update("backends", BackendKey(bank=bank, slot=i), s)
-        for i, b in enumerate(ordered[:count]):
-            self.m.update("lb_members", MemberKey(bank=bank, ip=_num(b.ip), port=b.port), MemberValue(slot=i))
+        written: list[tuple[str, object]] = []
+        value = ServiceValue(id=fid, bank=bank, count=count, total=len(slots), flags=int(flags),
+                             affinity_timeout=fe.affinity_timeout)
+        try:
+            for i, s in enumerate(slots):  # 1. the new bank, complete
+                written.append(("backends", BackendKey(bank=bank, slot=i)))
+                self.m.update("backends", BackendKey(bank=bank, slot=i), s)
+            for i, b in enumerate(ordered[:count]):
+                mk = MemberKey(bank=bank, ip=_num(b.ip), port=b.port)
+                written.append(("lb_members", mk))
+                self.m.update("lb_members", mk, MemberValue(slot=i))
+            self._write_meta(fid, fe)
+            self.m.update("services", map_key, value)  # 2. the switch: one map update
+        except OSError as e:
+            if e.errno not in _FULL_ERRNOS:
+                raise
+            for name, k in written:
+                self.m.delete(name, k)
+            self._fail_closed(fe, map_key, fid, flags, old, e)
+        self._retire(old, map_key, fid, fe.protocol, slots)  # 3. the old bank (and address, if it moved)
+        self.live[fe.key] = _Live(fe.key, map_key, value, slots)
+        self._unblock(fe.key)
+        return {"key": fe.key, "changed": True, "id": fid, "bank": bank, "selectable": count}
+
+    def _write_meta(self, fid: int, fe: ServiceFrontend) -> None:
         md = ServiceMeta(kind=int(_KINDS[fe.kind]))
         ctypes.memmove(md.key, fe.key.encode(), len(fe.key.encode()))
         self.m.update("service_meta", fid.to_bytes(4, "little"), md)
-        value = ServiceValue(id=fid, bank=bank, count=count, total=len(slots), flags=int(flags),
+
+    def _retire(self, old: _Live | None, map_key: bytes, fid: int, protocol: str, slots: list[bytes]) -> None:
+        """Remove what the frontend's previous entry used once the new one is in place."""
+        if old is None:
+            return
+        if old.map_key != map_key:
+            self.m.delete("services", old.map_key)
+        self._drop_bank(old)
+        if protocol != "TCP":
+            gone = {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, old.slots)} - \
+                   {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, slots)}
+            if gone:
+                self._forget_flows(fid, gone)
+
+    def _fail_closed(self, fe: ServiceFrontend, map_key: bytes, fid: int, flags: SvcFlag, old: _Live | None,
+                     e: OSError) -> None:
+        """The frontend's bank did not fit: give it an entry without backends that the programs
+        refuse (SERVICE_MAP_FULL), or, when even that has no room, count it so that its address
+        is refused all the same; never leave it on its old backends. Raises ServiceMapsFull."""
+        value = ServiceValue(id=fid, bank=0, count=0, total=0, flags=int(flags | SvcFlag.UNPROGRAMMED),
                              affinity_timeout=fe.affinity_timeout)
-        self.m.update("services", map_key, value)  # 2. the switch: one map update
-        if old is not None:  # 3. the old bank (and the old address, if it moved)
-            if old.map_key != map_key:
-                self.m.delete("services", old.map_key)
-            self._drop_bank(old)
-            if fe.protocol != "TCP":
-                gone = {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, old.slots)} - \
-                       {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, slots)}
-                if gone:
-                    self._forget_flows(fid, gone)
-        self.live[fe.key] = _Live(fe.key, map_key, value, slots)
-        return {"key": fe.key, "changed": True, "id": fid, "bank": bank, "selectable": count}
+        try:
+            self._write_meta(fid, fe)
+            self.m.update("services", map_key, value)
+            entry = True
+        except OSError as e2:
+            if e2.errno not in _FULL_ERRNOS:
+                raise
+            entry = False
+        if not entry:  # no entry rather than one on the old backends
+            self.m.delete("service_meta", fid.to_bytes(4, "little"))
+        self._retire(old, map_key if entry else b"", fid, fe.protocol, [])
+        if entry:
+            self.live[fe.key] = _Live(fe.key, map_key, value, [])
+            self.unprogrammed.discard(fe.key)
+        else:
+            self.live.pop(fe.key, None)
+            self.unprogrammed.add(fe.key)
+        self.blocked[fe.key] = fe
+        self.m.config_set(ConfigKey.SERVICES_UNPROGRAMMED, len(self.unprogrammed))
+        self.full_events += 1
+        what = "backends" if entry else "services"
+        self.last_full = {"frontend": fe.key, "reason": f"{errno.errorcode.get(e.errno or 0, e.errno)}: {e}"}
+        msg = (f"service maps full: frontend {fe.key} ({fe.ip}:{fe.port}/{fe.protocol}, {len(fe.backends)} "
+               f"backends) did not fit ({what}: {errno.errorcode.get(e.errno or 0, e.errno)}); its connections "
+               f"are refused (SERVICE_MAP_FULL) until it fits, retried every few seconds")
+        log.error("%s", msg)
+        raise ServiceMapsFull(msg)
+
+    def _unblock(self, key: str) -> None:
+        if self.blocked.pop(key, None) is not None and key in self.unprogrammed:
+            self.unprogrammed.discard(key)
+            self.m.config_set(ConfigKey.SERVICES_UNPROGRAMMED, len(self.unprogrammed))
+
+    def retry(self) -> dict[str, int] | None:
+        """Program the frontends that found the maps full (they fail closed meanwhile)."""
+        if not self.blocked:
+            return None
+        done = 0
+        for fe in list(self.blocked.values()):
+            try:
+                self.upsert(fe)
+                done += 1
+            except ServiceMapsFull:
+                continue
+        return {"programmed": done, "blocked": len(self.blocked)}
 
     def _drop_bank(self, lv: _Live) -> None:
         for i, raw in enumerate(lv.slots):
@@ -232,6 +338,7 @@ class ServiceProgrammer:
         return n
 
     def delete(self, key: str) -> bool:
+        self._unblock(key)
         lv = self.live.pop(key, None)
         if lv is None:
             return False
@@ -271,8 +378,13 @@ class ServiceProgrammer:
                         "backends": backends,
                         "affinity_timeout": sv.affinity_timeout if SvcFlag.AFFINITY in flags else 0,
                         "external_local": SvcFlag.EXTERNAL_LOCAL in flags,
+                        "failed_closed": SvcFlag.UNPROGRAMMED in flags,
                         "id": sv.id, "bank": sv.bank, "selectable": sv.count})
         return sorted(out, key=lambda d: (d["key"], d["ip"], d["port"]))
+
+    def maps_status(self) -> dict[str, Any]:
+        return {"failedClosed": sorted(self.blocked), "withoutEntry": sorted(self.unprogrammed),
+                "fullEvents": self.full_events, "lastFull": self.last_full}
 
     def counts(self) -> dict[str, int]:
         return {"frontends": self.m.count("services"), "backend_slots": self.m.count("backends"),

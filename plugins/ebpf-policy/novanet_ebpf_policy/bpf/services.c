@@ -47,6 +47,19 @@ static __always_inline struct nv_svc *nv_svc_find(u32 ip, u16 port, u8 proto) {
     return services.lookup(&k);
 }
 
+/* Why a new connection to s found no backend: none selectable, or the frontend failed closed
+ * because its backends did not fit the maps. */
+static __always_inline u32 nv_svc_refusal(struct nv_svc *s) {
+    return (s->flags & NV_SVCF_UNPROGRAMMED) ? NV_DROP_SERVICE_MAP_FULL : NV_DROP_NO_SERVICE_BACKEND;
+}
+
+/* No frontend for ip: while the services map lacks room for some frontend, every serviceCIDR
+ * address without one is refused (it may be that frontend's), never sent on untranslated. */
+static __always_inline int nv_svc_lost(u32 ip) {
+    return nv_cfg(NV_CFG_SERVICES_UNPROGRAMMED) && nv_cfg(NV_CFG_SERVICE_CIDR_PREFIX_LEN) &&
+           nv_in_cidr(ip, NV_CFG_SERVICE_CIDR_IP, NV_CFG_SERVICE_CIDR_PREFIX_LEN);
+}
+
 /* Backend for a new connection: the pinned one (sessionAffinity, while it is still selectable),
  * else a uniformly random selectable slot. 0 = *out filled; -1 = no selectable backend. */
 static __always_inline int nv_svc_pick(struct nv_svc *s, u64 client, struct nv_lb_backend *out) {
@@ -102,11 +115,16 @@ static __always_inline int nv_sock_translate(struct bpf_sock_addr *ctx) {
     u32 ip = ntohl(ctx->user_ip4);
     u16 port = ntohs((u16)ctx->user_port);
     struct nv_svc *s = nv_svc_find(ip, port, proto);
-    if (!s) return 1;
+    if (!s) {
+        if (!nv_svc_lost(ip)) return 1;
+        nv_count(NV_DROP_SERVICE_MAP_FULL);
+        nv_set_retval(-NV_ECONNREFUSED);
+        return 0;
+    }
     struct nv_lb_backend be = {};
     /* the client is the socket's network namespace: one pod, one address */
     if (nv_svc_pick(s, bpf_get_netns_cookie(ctx) | (1ULL << 63), &be) < 0) {
-        nv_count(NV_DROP_NO_SERVICE_BACKEND);
+        nv_count(nv_svc_refusal(s));
         nv_set_retval(-NV_ECONNREFUSED);  /* connect()/sendto() fail at once, as a REJECT would make them */
         return 0;
     }
@@ -449,15 +467,21 @@ static __always_inline int nv_svc_from_pod(struct __sk_buff *skb, struct nv_pkt 
         }
     }
     struct nv_svc *s = nv_svc_find(p->daddr, p->dport, p->proto);
-    if (!s) return NV_SVC_PASS;
-    int r = nv_svc_new_flow(skb, p, l4off, s, 0, p->saddr, 0);
+    int r = -1;
+    u32 why = NV_DROP_SERVICE_MAP_FULL;
+    if (s) {
+        r = nv_svc_new_flow(skb, p, l4off, s, 0, p->saddr, 0);
+        why = nv_svc_refusal(s);
+    } else if (!nv_svc_lost(p->daddr)) {
+        return NV_SVC_PASS;
+    }
     if (r == 0) {
         nv_svcstat(NV_SVCSTAT_PACKET);
         return NV_SVC_NEW;
     }
-    nv_count(NV_DROP_NO_SERVICE_BACKEND);
-    nv_traffic(NV_HOOK_FROM_POD, NV_DROP_NO_SERVICE_BACKEND, p->len);
-    nv_emit(p, src_id, 0, NV_VERDICT_DENY, NV_DROP_NO_SERVICE_BACKEND, NV_HOOK_FROM_POD);
+    nv_count(why);
+    nv_traffic(NV_HOOK_FROM_POD, why, p->len);
+    nv_emit(p, src_id, 0, NV_VERDICT_DENY, why, NV_HOOK_FROM_POD);
     *verdict = r == -1 ? nv_svc_answer(skb, p, l4off, 1) : TC_ACT_SHOT;
     return NV_SVC_ANSWERED;
 }
@@ -579,9 +603,10 @@ int nv_from_underlay(struct __sk_buff *skb) {
     u32 snat = (s->flags & NV_SVCF_EXTERNAL_LOCAL) ? 0 : node_ip;
     int r = nv_svc_new_flow(skb, &p, l4off, s, snat, p.saddr, NV_NATF_OUT);
     if (r < 0) {
-        nv_count(NV_DROP_NO_SERVICE_BACKEND);
-        nv_traffic(NV_HOOK_FROM_NETWORK, NV_DROP_NO_SERVICE_BACKEND, p.len);
-        nv_emit(&p, NV_ID_WORLD, 0, NV_VERDICT_DENY, NV_DROP_NO_SERVICE_BACKEND, NV_HOOK_FROM_NETWORK);
+        u32 why = nv_svc_refusal(s);
+        nv_count(why);
+        nv_traffic(NV_HOOK_FROM_NETWORK, why, p.len);
+        nv_emit(&p, NV_ID_WORLD, 0, NV_VERDICT_DENY, why, NV_HOOK_FROM_NETWORK);
         return r == -1 ? nv_svc_answer(skb, &p, l4off, 0) : TC_ACT_SHOT;
     }
     nv_svcstat(NV_SVCSTAT_NODEPORT);
