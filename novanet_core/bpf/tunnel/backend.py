@@ -23,8 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pyroute2 import IPRoute
-
+from novanet_core import netlink
 from novanet_core.backend_hooks import BackendHooks, backend_hooks
 from novanet_core.backends import BackendContext
 from novanet_core.bpf.layouts import TunnelValue
@@ -72,12 +71,12 @@ class BpfTunnel:
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
         want = {n.pod_cidr: self.nexthops.get(n.ip, n.ip) for n in remotes}
-        with IPRoute() as ipr:
+        with netlink.IPRoute() as ipr:
             routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name)
 
     def remove_device(self) -> None:
         """On teardown, after the programs are gone."""
-        with IPRoute() as ipr:
+        with netlink.IPRoute() as ipr:
             routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, {}, self.name)
 
     def status_row(self, node: NodeInfo) -> dict[str, Any]:

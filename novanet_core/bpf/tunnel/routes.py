@@ -12,11 +12,13 @@ import json
 import logging
 import subprocess
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from novanet_core import netlink
 from novanet_core.protocols import RTPROT_NOVANET
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ def nexthop(ipr: IPRoute, node_ip: str) -> str:
     """The underlay next hop towards ``node_ip`` (the node itself when it is on-link)."""
     try:
         r = ipr.route("get", dst=node_ip)[0]
-    except NetlinkError:
+    except netlink.NetlinkError:
         return node_ip
     return r.get_attr("RTA_GATEWAY") or node_ip
 
@@ -44,7 +46,7 @@ def nexthops(node_ips: Iterable[str]) -> dict[str, str]:
                            capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("ip -batch route get failed (%s); asking one node at a time", e)
-        with IPRoute() as ipr:
+        with netlink.IPRoute() as ipr:
             return {ip: nexthop(ipr, ip) for ip in ips}
     canonical = {str(ipaddress.ip_address(ip)): ip for ip in ips}
     for line in p.stdout.splitlines():  # one JSON array per route get that found a route
@@ -67,11 +69,11 @@ def sync_underlay_routes(ipr: IPRoute, ifindex: int, mtu: int, want: Mapping[str
     for cidr in have - set(want):
         try:
             ipr.route("del", dst=cidr, proto=RTPROT_NOVANET)
-        except NetlinkError as e:
+        except netlink.NetlinkError as e:
             if e.code != errno.ESRCH:
                 log.warning("%s: removing route %s failed: %s", what, cidr, e)
     for cidr, gateway in want.items():
         try:
             ipr.route("replace", dst=cidr, gateway=gateway, oif=ifindex, proto=RTPROT_NOVANET, metrics={"mtu": mtu})
-        except NetlinkError as e:
+        except netlink.NetlinkError as e:
             log.error("%s: route %s via %s failed: %s", what, cidr, gateway, e)

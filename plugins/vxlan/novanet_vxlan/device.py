@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from novanet_core import netlink
 from novanet_core.protocols import RTPROT_NOVANET
 
 log = logging.getLogger(__name__)
@@ -56,7 +54,7 @@ def remote_next_hop(node_ip: str, family: int) -> str:
 
 
 def ensure_device(node_ip: str, mtu: int, mac: str = NEXT_HOP_MAC) -> int:
-    with IPRoute() as ipr:
+    with netlink.IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=DEVICE)
         if idx:
             link = ipr.get_links(idx[0])[0]
@@ -80,7 +78,7 @@ def ensure_device(node_ip: str, mtu: int, mac: str = NEXT_HOP_MAC) -> int:
 
 
 def delete_device() -> None:
-    with IPRoute() as ipr:
+    with netlink.IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=DEVICE)
         if idx:
             ipr.link("del", index=idx[0])
@@ -109,7 +107,7 @@ def _route_args(pod_cidr: str, node_ip: str, src: str | None, per_node: bool) ->
     via = NEXT_HOP6 if v6 else NEXT_HOP
     if per_node:
         via = remote_next_hop(node_ip, 6 if v6 else 4)
-        with IPRoute() as ipr:
+        with netlink.IPRoute() as ipr:
             ipr.neigh("replace", dst=via, lladdr=node_mac(node_ip), ifindex=ipr.link_lookup(ifname=DEVICE)[0],
                       state=0x80, family=AF_INET6 if v6 else AF_INET)  # NUD_PERMANENT
     # pyroute2 0.9.7 cannot encode LWTUNNEL_ENCAP_IP ("encap ip"), so this one route type goes
@@ -122,17 +120,17 @@ def _route_args(pod_cidr: str, node_ip: str, src: str | None, per_node: bool) ->
 
 
 def delete_route(pod_cidr: str) -> None:
-    with IPRoute() as ipr:
+    with netlink.IPRoute() as ipr:
         try:
             ipr.route("del", dst=pod_cidr, proto=RTPROT_NOVANET, family=AF_INET6 if ":" in pod_cidr else AF_INET)
-        except NetlinkError:
+        except netlink.NetlinkError:
             pass
 
 
 def prune_next_hops(keep: set[str]) -> None:
     """Routes only: drop the permanent neighbour entries of remotes no longer routed."""
     fixed = {NEXT_HOP, NEXT_HOP6}
-    with IPRoute() as ipr:
+    with netlink.IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=DEVICE)
         if not idx:
             return
@@ -142,14 +140,14 @@ def prune_next_hops(keep: set[str]) -> None:
                 if dst and dst not in keep and dst not in fixed and n["state"] & 0x80:
                     try:
                         ipr.neigh("del", dst=dst, ifindex=idx[0], family=fam)
-                    except NetlinkError:
+                    except netlink.NetlinkError:
                         pass
 
 
 def routes() -> dict[str, str]:
     """Remote PodCIDR -> device for the routes this plugin owns."""
     out = {}
-    with IPRoute() as ipr:
+    with netlink.IPRoute() as ipr:
         for fam, host_len in ((AF_INET, 32), (AF_INET6, 128)):
             for r in ipr.get_routes(family=fam, proto=RTPROT_NOVANET):
                 if r["dst_len"] < host_len and r.get_attr("RTA_DST"):
