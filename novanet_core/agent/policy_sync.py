@@ -52,7 +52,10 @@ class PolicySync:
     def __init__(self, state: ClusterState, store: EndpointStore, identities: IdentityAllocator,
                  dataplane: DataplaneClient, node_name: str, default_deny: bool):
         self.state, self.store, self.identities, self.dataplane = state, store, identities, dataplane
-        self.engine = PolicyEngine(default_deny=default_deny, node=node_name, identities=identities, logger=log)
+        # The engine reads the agent's state (one owner of cluster state, which takes in each event
+        # before the engine does) and counts identities in the agent's allocator.
+        self.engine = PolicyEngine(default_deny=default_deny, node=node_name, identities=identities, logger=log,
+                                   state=state)
         self.supported = True  # False when the datapath answers unsupported (e.g. datapath: kernel)
         self.unsupported_reason = ""
         self.dirty = False  # a send failed: the next resync sends everything
@@ -77,11 +80,12 @@ class PolicySync:
                      len(self.engine.rejected))
             self.resync()
 
-    def apply_event(self, ev: StateEvent, received: float | None = None) -> None:
-        """Feed one state event (after the agent applied it to its own state and endpoints)."""
+    def apply_event(self, ev: StateEvent, received: float | None = None, old: Any = None) -> None:
+        """Feed one state event, after the agent applied it to its own state and endpoints;
+        ``old``: the object the event replaced in that state (None: there was none)."""
         t0 = received if received is not None else time.perf_counter()
         with self._lock:
-            delta = self.engine.apply(ev)
+            delta = self.engine.apply(ev, old)
             if not delta:
                 return
             ups, dels = [], []

@@ -277,7 +277,7 @@ class Agent:
                 self.nodes.sync_nodes()
             elif ev.type == "SYNCED":
                 self.state_version = self.state.version
-            self.policy.apply_event(ev, received)  # after endpoints carry their new identity
+            self.policy.apply_event(ev, received, old)  # after endpoints carry their new identity
             self.services.apply_event(ev, old, received)
         if ev.kind:
             self.event_timings.append((ev.kind, time.perf_counter() - received))

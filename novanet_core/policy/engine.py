@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from novanet_core.identity import IdentityAllocator
 from novanet_core.policy.compiled import (
@@ -95,8 +96,16 @@ def resolve_ports(specs: tuple[PortSpec, ...], pod: Pod | None) -> tuple[PortRan
     return tuple(sorted(out))
 
 
+_UNSET: Any = object()
+
+
 class PolicyEngine:
-    """Holds cluster state and the compiled policy of every (local) endpoint."""
+    """The compiled policy of every (local) endpoint, and what it is derived from.
+
+    The namespaces, pods and policies it reads are a :class:`ClusterState`'s tables. Given
+    ``state``, they are that state's own (the agent's: one owner, which writes each event before
+    the engine takes it in, passing the object it replaced as ``old``); without it the engine
+    keeps a state of its own, as tools and tests use it."""
 
     def __init__(
         self,
@@ -105,18 +114,23 @@ class PolicyEngine:
         node: str | None = None,
         identities: IdentityAllocator | None = None,
         logger: logging.Logger | None = None,
+        state: ClusterState | None = None,
     ) -> None:
         self.default_deny = default_deny
         # Only pods on this node get an EndpointPolicy (None = every pod, for tools and tests).
         self.node = node
         self._alloc = identities if identities is not None else IdentityAllocator()
         self._log = logger or log
-        self.namespaces: dict[str, Namespace] = {}
-        self.pods: dict[str, Pod] = {}
-        self.policies: dict[str, NetworkPolicy] = {}  # as received, valid or not
+        self._shared = state
+        self._own_tables(state if state is not None else ClusterState())
         self.rejected: dict[str, list[str]] = {}
         self.endpoints: dict[str, EndpointPolicy] = {}
         self._reset_derived()
+
+    def _own_tables(self, state: ClusterState) -> None:
+        self.namespaces: dict[str, Namespace] = state.namespaces
+        self.pods: dict[str, Pod] = state.pods
+        self.policies: dict[str, NetworkPolicy] = state.policies  # as received, valid or not
 
     def _reset_derived(self) -> None:
         self._ns_labels_cache: dict[str, Mapping[str, str]] = {}
@@ -141,14 +155,14 @@ class PolicyEngine:
         """Forget everything and compile ``state`` from scratch (agent start)."""
         for ident in list(self._pod_ident.values()):
             self._alloc.release(ident)
-        self.namespaces, self.pods, self.policies, self.rejected, self.endpoints = {}, {}, {}, {}, {}
+        self.rejected, self.endpoints = {}, {}
         self._reset_derived()
-        self.namespaces = dict(state.namespaces)
-        for pod in state.pods.values():
-            self.pods[pod.key] = pod
+        if state is not self._shared:  # a state of the caller's: copied, the caller may change it
+            self._own_tables(ClusterState(namespaces=dict(state.namespaces), pods=dict(state.pods),
+                                          policies=dict(state.policies)))
+        for pod in self.pods.values():
             self._index_pod(pod)
-        for np in state.policies.values():
-            self.policies[np.key] = np
+        for np in self.policies.values():
             parsed = self._parse(np)
             if parsed is not None:
                 self._parsed[np.key] = parsed
@@ -162,21 +176,28 @@ class PolicyEngine:
 
     # ------------------------------------------------------------------ public: incremental
 
-    def apply(self, ev: StateEvent) -> Delta:
-        """Feed one state-source event; returns the endpoints whose compiled policy changed."""
-        if ev.type == "SYNCED" or ev.kind == "Node":
+    def apply(self, ev: StateEvent, old: Any = _UNSET) -> Delta:
+        """Feed one state-source event; returns the endpoints whose compiled policy changed.
+        ``old``: the object the event replaced, when the shared state has taken the event in
+        already (the agent's order); otherwise read from the tables before they change."""
+        if ev.type == "SYNCED" or ev.kind not in ("Pod", "Namespace", "NetworkPolicy"):
             return {}
+        if old is _UNSET:
+            old = self._state_table(ev.kind).get(ev.obj.key)
         deleted = ev.type == "DELETED"
         if ev.kind == "Pod":
-            return self.delete_pod(ev.obj.key) if deleted else self.upsert_pod(ev.obj)
+            return self._pod_deleted(ev.obj.key, old) if deleted else self._pod_changed(old, ev.obj)
         if ev.kind == "Namespace":
-            return self.delete_namespace(ev.obj.name) if deleted else self.upsert_namespace(ev.obj)
-        if ev.kind == "NetworkPolicy":
-            return self.delete_policy(ev.obj.key) if deleted else self.upsert_policy(ev.obj)
-        return {}
+            return self._namespace_changed(ev.obj.name, None if deleted else ev.obj, old)
+        return self.delete_policy(ev.obj.key) if deleted else self.upsert_policy(ev.obj)
+
+    def _state_table(self, kind: str) -> dict[str, Any]:
+        return {"Pod": self.pods, "Namespace": self.namespaces, "NetworkPolicy": self.policies}[kind]
 
     def upsert_pod(self, pod: Pod) -> Delta:
-        old = self.pods.get(pod.key)
+        return self._pod_changed(self.pods.get(pod.key), pod)
+
+    def _pod_changed(self, old: Pod | None, pod: Pod) -> Delta:
         if old == pod:
             return {}
         affected = self._policies_touching(old) if old else set()
@@ -192,12 +213,14 @@ class PolicyEngine:
         return self._reassemble(dirty)
 
     def delete_pod(self, key: str) -> Delta:
-        old = self.pods.get(key)
+        return self._pod_deleted(key, self.pods.get(key))
+
+    def _pod_deleted(self, key: str, old: Pod | None) -> Delta:
         if old is None:
             return {}
         affected = self._policies_touching(old)
         self._unindex_pod(old)
-        del self.pods[key]
+        self.pods.pop(key, None)
         self._sel_cache.clear()
         dirty = {key}
         self._reresolve(affected, dirty)
@@ -205,10 +228,10 @@ class PolicyEngine:
         return self._reassemble(dirty)
 
     def upsert_namespace(self, ns: Namespace) -> Delta:
-        return self._namespace_changed(ns.name, ns)
+        return self._namespace_changed(ns.name, ns, self.namespaces.get(ns.name))
 
     def delete_namespace(self, name: str) -> Delta:
-        return self._namespace_changed(name, None)
+        return self._namespace_changed(name, None, self.namespaces.get(name))
 
     def upsert_policy(self, np: NetworkPolicy) -> Delta:
         self.policies[np.key] = np
@@ -503,8 +526,10 @@ class PolicyEngine:
             return False
         return p.pod_selector is None or p.pod_selector.matches(pod.labels)
 
-    def _namespace_changed(self, name: str, ns: Namespace | None) -> Delta:
-        old_labels = self._ns_labels(name)
+    def _namespace_changed(self, name: str, ns: Namespace | None, old: Namespace | None) -> Delta:
+        old_labels = self._ns_labels_cache.get(name)
+        if old_labels is None:
+            old_labels = old.effective_labels if old else {NS_NAME_LABEL: name}
         if ns is None:
             self.namespaces.pop(name, None)
         else:
