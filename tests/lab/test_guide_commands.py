@@ -158,8 +158,15 @@ def test_flows_follow_streams_json_lines(lab):
             got = json.loads(line) if line.strip() else None
         assert got is not None and got["src_pod"] == "x/a"
     finally:
+        # Ctrl-C stops the follower. Its output is read to the end meanwhile, as a terminal
+        # would: a follower writing to a pipe nobody reads blocks in its last flush.
         p.send_signal(signal.SIGINT)
-        p.wait(10)
+        try:
+            p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise AssertionError("novanetctl flows -f did not stop within 30 s of SIGINT") from None
 
 
 def test_metrics_summary(lab):
