@@ -148,7 +148,10 @@ def test_flows_filters_names_and_json_lines(lab):
 
 def test_flows_follow_streams_json_lines(lab):
     p = subprocess.Popen([str(BIN / "novanetctl"), "--node", "node-1", "--lab", lab.name, "flows", "-f", "--last",
-                          "0", "--from-pod", "x/a", "-o", "json"], stdout=subprocess.PIPE, text=True)
+                          "0", "--from-pod", "x/a", "-o", "json"], stdout=subprocess.PIPE, text=True,
+                         # Ctrl-C as at a terminal: a suite started as a background job (`make test &`)
+                         # hands its children SIGINT ignored, and Python then never raises on it.
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         got = None
@@ -158,8 +161,7 @@ def test_flows_follow_streams_json_lines(lab):
             got = json.loads(line) if line.strip() else None
         assert got is not None and got["src_pod"] == "x/a"
     finally:
-        # Ctrl-C stops the follower. Its output is read to the end meanwhile, as a terminal
-        # would: a follower writing to a pipe nobody reads blocks in its last flush.
+        # Ctrl-C stops the follower; its output is read to the end meanwhile, as a terminal would.
         p.send_signal(signal.SIGINT)
         try:
             p.communicate(timeout=30)
