@@ -44,8 +44,15 @@ def node_dir(lab: str, node: str) -> Path:
     return lab_dir(lab) / node
 
 
+def _mkdir(path: Path) -> None:
+    # Not Path.mkdir(exist_ok=True): on EEXIST it checks is_dir() again, and another lab's
+    # remove() may have taken the domain away in between, which it reports as FileExistsError.
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+
+
 def _threaded(path: Path) -> None:
-    path.mkdir(exist_ok=True)
+    _mkdir(path)
     t = path / "cgroup.type"
     if t.read_text().strip() != "threaded":
         t.write_text("threaded")
@@ -57,7 +64,7 @@ def create(lab: str, nodes: list[str]) -> None:
         # between our mkdir of the domain and of our lab's directory; once ours exists the domain
         # is not empty and stays.
         for attempt in range(5):
-            domain().mkdir(exist_ok=True)
+            _mkdir(domain())
             try:
                 _threaded(lab_dir(lab))
                 break
