@@ -782,6 +782,14 @@ int nv_to_pod(struct __sk_buff *skb) {
      * it), i.e. kube-proxy translated it: the whole flow stays on the stack, whose conntrack
      * must see the replies, and the source's egress is decided here on the translated packet. */
     u32 via_stack = (src && nv_is_local(src)) ? NV_CTF_VIA_STACK : 0;
+    /* A remote pod's packet that came up the node's stack rather than out of a tunnel program
+     * (no tunnel mark: routed plain over the underlay, e.g. by kube-proxy's DNAT on the client's
+     * node, over a tunnel that routes the stack's traffic unencapsulated; overlay mode only, where
+     * the replies would otherwise leave by the tunnel program): this node's conntrack saw
+     * it, so the replies go back through the stack too; one that saw only one direction of a TCP
+     * flow calls the rest INVALID, which kube-proxy's rules drop. */
+    u32 came_up_stack = (nv_cfg(NV_CFG_MODE) == 0 && src && !nv_is_local(src) && !(skb->mark & NV_TUNNEL_MARK))
+                            ? NV_CTF_VIA_STACK : 0;
     u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
     struct nv_verdict v = {};
     u32 reason;
@@ -792,7 +800,8 @@ int nv_to_pod(struct __sk_buff *skb) {
         reason = nv_policy_decide(src_id, dst_id, p.saddr, p.daddr, p.proto, p.dport, via_stack != 0, 1, from_host,
                                   &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
-    if (nv_ct_admit(&fk, rev, reply, !st, keep & NV_CTF_SVC, (keep & NV_CTF_VIA_STACK) | via_stack | nv_shaped_ct(dst, 0),
+    if (nv_ct_admit(&fk, rev, reply, !st, keep & NV_CTF_SVC,
+                    (keep & NV_CTF_VIA_STACK) | via_stack | came_up_stack | nv_shaped_ct(dst, 0),
                     0, src_id, skb->ifindex, dst_id, 0, 0) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
