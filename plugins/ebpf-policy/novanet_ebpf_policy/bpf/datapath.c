@@ -782,12 +782,11 @@ int nv_to_pod(struct __sk_buff *skb) {
      * it), i.e. kube-proxy translated it: the whole flow stays on the stack, whose conntrack
      * must see the replies, and the source's egress is decided here on the translated packet. */
     u32 via_stack = (src && nv_is_local(src)) ? NV_CTF_VIA_STACK : 0;
-    /* A remote pod's packet that came up the node's stack rather than out of a tunnel program
-     * (no tunnel mark: routed plain over the underlay, e.g. by kube-proxy's DNAT on the client's
-     * node, over a tunnel that routes the stack's traffic unencapsulated; overlay mode only, where
-     * the replies would otherwise leave by the tunnel program): this node's conntrack saw
-     * it, so the replies go back through the stack too; one that saw only one direction of a TCP
-     * flow calls the rest INVALID, which kube-proxy's rules drop. */
+    /* Overlay mode: a remote pod's packet without the tunnel mark came up this node's stack,
+     * routed here plain by the client node's stack after its conntrack translated it (kube-proxy's
+     * DNAT). Its replies must take the same way back through both stacks' conntrack: encapsulated
+     * by the tunnel program they would reach the client untranslated, and a conntrack that saw
+     * only one direction of a TCP flow calls the rest INVALID, which kube-proxy's rules drop. */
     u32 came_up_stack = (nv_cfg(NV_CFG_MODE) == 0 && src && !nv_is_local(src) && !(skb->mark & NV_TUNNEL_MARK))
                             ? NV_CTF_VIA_STACK : 0;
     u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
