@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,12 +103,11 @@ def test_lab_lifecycle(lab: tuple[str, Path]) -> None:
     assert len(rs) == 3 * 3 * 2
     assert [r for r in rs if not r["allowed"]] == []
     assert {r["protocol"] for r in rs} == {"TCP", "UDP"}
-    # ...and on ICMP.
+    # ...and on ICMP (one lab exec per source: each novanet start costs a second or two here).
     for src in ips:
-        for dst, ip in ips.items():
-            if src != dst:
-                r = novanet("lab", "exec", "--name", name, src, "--", "ping", "-c1", "-W2", ip, check=False)
-                assert r.returncode == 0, f"{src} -> {dst} ({ip}): {r.stdout}{r.stderr}"
+        loop = "; ".join(f"ping -c1 -W2 {ip} >/dev/null || echo FAILED {dst} {ip}" for dst, ip in ips.items() if dst != src)
+        r = novanet("lab", "exec", "--name", name, src, "--", "sh", "-c", loop, check=False)
+        assert r.returncode == 0 and "FAILED" not in r.stdout, f"ICMP from {src}: {r.stdout}{r.stderr}"
 
     # The table form: one e2e truth table per port/protocol.
     table = novanet("lab", "probe", "--name", name, "--port", "80", "--protocol", "TCP").stdout
@@ -163,22 +161,6 @@ def test_lab_lifecycle(lab: tuple[str, Path]) -> None:
     assert_gone(name, pids)
     r = novanet("lab", "status", "--name", name, check=False)
     assert r.returncode == 1 and "does not exist" in r.stderr
-
-
-def test_down_after_crash(lab: tuple[str, Path]) -> None:
-    """Agent killed, state file torn: down still finds and removes everything by the lab's name."""
-    name, spec = lab
-    novanet("lab", "up", "--spec", str(spec), "-q")
-    st = status(name)
-    pids = lab_pids(st)
-    os.kill(st["nodes"][0]["agent"]["pid"], signal.SIGKILL)
-    LabPaths(name).state_file.write_text('{"name": "torn')
-    assert status(name)["phase"] == "broken"
-    assert name in novanet("lab", "list").stdout.split()
-    down = json.loads(novanet("lab", "down", "--name", name, "-o", "json").stdout)
-    assert len(down["netns"]) == 6  # underlay, outside, node, three pods
-    assert_gone(name, pids)
-    assert name not in novanet("lab", "list").stdout.split()
 
 
 def test_up_refuses_existing_lab_and_replace_works(lab: tuple[str, Path]) -> None:

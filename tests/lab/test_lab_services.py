@@ -152,3 +152,14 @@ endpoints: [{addresses: [10.42.0.5]}]
                                "status: {conditions: [{type: Ready, status: 'False'}]}\n")
     assert notready[0].ready is False
     assert parse_resources("kind: Pod\nmetadata: {name: p, namespace: x}\nspec: {}\n")[0].ready is True
+
+
+def test_controller_lists_a_dual_stack_pods_ipv4_address_and_no_ipv6_only_pod():
+    """The lab's slices are addressType IPv4 (its Services are IPv4), whatever a pod's primary family."""
+    s = parse_object(admit(svc(), None, Allocator("10.96.0.0/12", [])))
+    dual = parse_object({"kind": "Pod", "metadata": {"name": "a", "namespace": "x", "labels": {"app": "web"}},
+                         "spec": {"nodeName": "n1", "containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]},
+                         "status": {"podIP": "fd00:42::5", "podIPs": [{"ip": "fd00:42::5"}, {"ip": "10.42.0.5"}]}})
+    only6 = pod("b", {"app": "web"}, "fd00:42::6")
+    slices = controller.slices_for(s, [dual, only6])
+    assert [e["addresses"] for sl in slices for e in sl["endpoints"]] == [["10.42.0.5"]]

@@ -90,7 +90,29 @@ def wait_socket(paths: LabPaths, node: NodeState, daemon: str, timeout: float) -
 
 def _died(paths: LabPaths, node: str, daemon: str) -> LabError:
     log = paths.daemon_log(node, daemon)
+    refused = config_refusal(log, BINARIES[daemon])
+    if refused:
+        # a configuration only the daemon's backends can judge (which families a tunnel carries):
+        # its own message names the key, so it leads, with the log for the rest
+        return LabError(f"node {node}: {BINARIES[daemon]} refused its configuration: {refused}\n(its log: {log}; `lab up "
+                        "--keep-on-failure` keeps it)")
     return LabError(f"node {node}: {BINARIES[daemon]} exited; last lines of {log}:\n{procs.log_tail(log)}")
+
+
+def config_refusal(log: Path, binary: str) -> str | None:
+    """The message of a daemon that stopped on its configuration (exit code 2): ``<binary>: MSG``
+    before its logging starts, ``fatal: MSG`` from a check made at start."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines[-50:]):
+        if line.startswith(f"{binary}: "):
+            return line.removeprefix(f"{binary}: ").strip()
+        _, sep, msg = line.partition(" fatal: ")
+        if sep:
+            return msg.strip()
+    return None
 
 
 def agent_status(paths: LabPaths, node: str, timeout: float = 2.0) -> dict[str, Any]:

@@ -292,11 +292,15 @@ def delete(name: str | None, files: tuple[str, ...], timeout: float, ignore_not_
 @click.option("--confirm-timeout", type=float, default=None,
               help="TCP/UDP probes that timed out are tried once more with this timeout, and missing SCTP INITs "
                    "waited for as long (0.6; 0 = no second try).")
+@click.option("--family", type=click.Choice(("4", "6", "all")), default="all", show_default=True,
+              help="IP family of the target addresses: 4, 6, or every family the lab's pods have (a dual-stack "
+                   "lab: each family in turn, IPv4 first; results carry \"family\").")
 @output_option
-@json_shape("{results: [{from, to, port, protocol, reachable, backend?, ...}], seconds} (docs/lab.md)")
+@json_shape("{results: [{from, to, port, protocol, reachable, backend?, family, ...}], seconds} (docs/lab.md)")
 def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], services: tuple[str, ...],
           node_port: str | None, from_nodes: tuple[str, ...], from_underlay: bool, ports: tuple[int, ...],
-          protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, output: str) -> None:
+          protocols: tuple[str, ...], timeout: float | None, confirm_timeout: float | None, family: str,
+          output: str) -> None:
     """Probe pod-to-pod (and pod-to-Service) reachability; prints e2e-style truth tables or JSON."""
     from novanet_lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT
     from novanet_lab.reach import probe as lab_probe
@@ -309,7 +313,7 @@ def probe(name: str | None, sources: tuple[str, ...], targets: tuple[str, ...], 
     t0 = time.monotonic()
     results = lab_probe(name or _default_lab(), sources, targets, ports, [p.upper() for p in protocols],
                         timeout or DEFAULT_TIMEOUT, CONFIRM_TIMEOUT if confirm_timeout is None else confirm_timeout,
-                        services, node_port, from_nodes, from_underlay)
+                        services, node_port, from_nodes, from_underlay, family)
     elapsed = time.monotonic() - t0
     if output == "json":
         _emit_json({"results": [r.to_json() for r in results], "seconds": round(elapsed, 3)})

@@ -172,6 +172,11 @@ def delete(inv: CniInvocation, net: dict[str, Any], prev: dict[str, Any] | None)
         raise CniError("; ".join(errors))
 
 
+def pod_ips(result: dict[str, Any]) -> list[str]:
+    """Every pod address of a CNI result (one per family, in the result's order: primary first)."""
+    return [str(i["address"]).split("/")[0] for i in result.get("ips") or [] if isinstance(i, dict) and "address" in i]
+
+
 def pod_ip(result: dict[str, Any]) -> str:
     """The pod address from a CNI result (``ips[0].address`` is ``IP/prefix``)."""
     try:

@@ -36,7 +36,7 @@ from novanet_lab import (
     routers,
 )
 from novanet_lab import state as lstate
-from novanet_lab.addressing import assign_node_ips, carve_pod_cidrs, underlay_gateway
+from novanet_lab.addressing import assign_node_ips_by_family, carve_pod_cidrs_by_family, underlay_gateways
 from novanet_lab.cni import conflist
 from novanet_lab.daemonset import node as ds_node
 from novanet_lab.errors import LabError
@@ -161,14 +161,17 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         d.mkdir(parents=True, exist_ok=True)
     lstate.save(paths, st)
 
+    assert spec.underlay.cidr is not None and spec.outside.address is not None
     node_specs = [(n.name, n.podCIDR) for n in spec.nodes]
-    cidrs = carve_pod_cidrs(spec.cluster.clusterCIDR, spec.cluster.nodeCIDRMaskSize, node_specs)
-    ips = assign_node_ips(spec.underlay.cidr, [(n.name, n.ip) for n in spec.nodes])
-    gw = underlay_gateway(spec.underlay.cidr)
-    plen = netns.prefixlen(spec.underlay.cidr)
+    cidrs = carve_pod_cidrs_by_family(spec.cluster.clusterCIDR, spec.cluster.masks(), node_specs)
+    all_ips = assign_node_ips_by_family(spec.underlay.cidr, [(n.name, n.ip) for n in spec.nodes])
+    ips = {n: v[0] for n, v in all_ips.items()}  # the primary family's: what routers, FRR, daemonsets use
+    gws = underlay_gateways(spec.underlay.cidr)
+    gw = gws[0]
 
     # Configs first: a config error must stop us before any netns exists.
-    configs = {n.name: node_config(spec, paths, n.name, ips[n.name], cidrs[n.name]) for n in spec.nodes}
+    configs = {n.name: node_config(spec, paths, n.name, ",".join(all_ips[n.name]), ",".join(cidrs[n.name]))
+               for n in spec.nodes}
     with_frr = podroutes.uses_frr(spec)  # other routing backends get no FRR and no routers
     router_ips: dict[str, str] = {}
     if with_frr:
@@ -183,17 +186,20 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
         frr.check_installed()
 
     cgroups.create(spec.name, [n.name for n in spec.nodes])
-    progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {gw})")
-    st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu)
-    netns.build_underlay(paths.underlay_netns, gw, plen, spec.underlay.mtu)
-    _build_nodes(spec, paths, st, ips, cidrs, plen, configs, write_conflist=prep is None, progress=progress)
+    progress(f"underlay {paths.underlay_netns} ({spec.underlay.cidr}, bridge {', '.join(gws)})")
+    st.underlay = UnderlayState(netns=paths.underlay_netns, cidr=spec.underlay.cidr, gateway=gw, mtu=spec.underlay.mtu,
+                                gateways=gws)
+    netns.build_underlay(paths.underlay_netns, netns.on_underlay(gws, spec.underlay.cidrs), spec.underlay.mtu)
+    _build_nodes(spec, paths, st, all_ips, cidrs, configs, write_conflist=prep is None, progress=progress)
     if spec.outside.enabled:
-        used = {gw, *ips.values(), *router_ips.values()}
-        st.outside = outside.build(paths, spec, used, plen, progress)
+        used = {*gws, *(a for v in all_ips.values() for a in v), *router_ips.values()}
+        st.outside = outside.build(paths, spec, used, progress)
         for node in st.nodes.values():
-            netns.default_route(node.netns, st.outside.ip)
+            for gateway in st.outside.ips or [st.outside.ip]:
+                netns.default_route(node.netns, gateway)
         lstate.save(paths, st)
     if with_frr:
+        plen = netns.prefixlen(routers.underlay_v4(spec))
         _start_frr(spec, paths, st, ips, router_ips, plen, on_nodes=lab_frr, progress=progress)
 
     writer = _write_manifests(spec, paths, st)
@@ -213,20 +219,26 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
     return st
 
 
-def _build_nodes(spec: LabSpec, paths: LabPaths, st: LabState, ips: dict[str, str], cidrs: dict[str, str],
-                 plen: int, configs: dict[str, Any], write_conflist: bool, progress: Progress) -> None:
+def _build_nodes(spec: LabSpec, paths: LabPaths, st: LabState, ips: dict[str, list[str]],
+                 cidrs: dict[str, list[str]], configs: dict[str, Any], write_conflist: bool,
+                 progress: Progress) -> None:
     """Each node's netns on the underlay, its directories, config and (unless a daemonset's
     install-cni init container writes it) its CNI conflist."""
+    assert spec.underlay.cidr is not None
+    v6 = 6 in spec.cluster.families or 6 in spec.underlay.families
     for i, n in enumerate(spec.nodes):
-        node = NodeState(name=n.name, netns=paths.node_netns(n.name), ip=ips[n.name], podCIDR=cidrs[n.name],
-                         config=str(paths.node_config(n.name)))
+        node = NodeState(name=n.name, netns=paths.node_netns(n.name), ip=ips[n.name][0], podCIDR=cidrs[n.name][0],
+                         config=str(paths.node_config(n.name)), ips=ips[n.name], podCIDRs=cidrs[n.name])
         st.nodes[n.name] = node
         lstate.save(paths, st)
-        progress(f"node {n.name}: netns {node.netns}, {node.ip}, podCIDR {node.podCIDR}")
+        progress(f"node {n.name}: netns {node.netns}, {', '.join(node.ips)}, podCIDR {', '.join(node.podCIDRs)}")
         netns.create(node.netns)
-        netns.attach_node(paths.underlay_netns, i, node.netns, node.ip, plen, spec.underlay.mtu)
+        netns.attach_node(paths.underlay_netns, i, node.netns, netns.on_underlay(node.ips, spec.underlay.cidrs),
+                          spec.underlay.mtu)
         # Kubernetes nodes forward (kubelet requires it); the agent may rely on it for pod routing.
         netns.set_sysctl(node.netns, "net.ipv4.ip_forward", "1")
+        if v6:
+            netns.set_sysctl(node.netns, "net.ipv6.conf.all.forwarding", "1")
         kubeproxy.setup_node(st, n.name)
         for d in (paths.node_dir(n.name), paths.node_ipam_dir(n.name), paths.node_run_dir(n.name),
                   paths.node_bpf_root(n.name), paths.node_conflist(n.name).parent):
@@ -251,7 +263,7 @@ def _write_manifests(spec: LabSpec, paths: LabPaths, st: LabState) -> ManifestWr
     writer = ManifestWriter(paths.manifest_dir)
     writer.ensure()
     for node in st.nodes.values():
-        writer.write(node_object(node.name, node.ip, node.podCIDR))
+        writer.write(node_object(node.name, node.ips or [node.ip], node.podCIDRs or [node.podCIDR]))
     namespaces = {ns.name: dict(ns.labels) for ns in spec.namespaces}
     if any(p.namespace == "default" for p in spec.pods):
         namespaces.setdefault("default", {})

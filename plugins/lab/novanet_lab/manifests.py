@@ -61,13 +61,16 @@ class ManifestWriter:
         return v
 
 
-def node_object(name: str, ip: str, pod_cidr: str) -> dict[str, Any]:
+def node_object(name: str, ips: list[str], pod_cidrs: list[str]) -> dict[str, Any]:
+    """A Node as the kubelet and kube-controller-manager leave it: one InternalIP and one PodCIDR
+    per family, primary first (``spec.podCIDR`` is ``podCIDRs[0]``)."""
+    addresses = [{"type": "InternalIP", "address": ip} for ip in ips]
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name},
-        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
-        "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]},
+        "spec": {"podCIDR": pod_cidrs[0], "podCIDRs": list(pod_cidrs)},
+        "status": {"addresses": [*addresses, {"type": "Hostname", "address": name}]},
     }
 
 
@@ -84,6 +87,8 @@ def pod_object(
     pod_ip: str | None = None,
     host_ip: str | None = None,
     ready: bool = True,
+    pod_ips: list[str] | None = None,
+    host_ips: list[str] | None = None,
 ) -> dict[str, Any]:
     container_ports = []
     for p in ports:
@@ -98,8 +103,10 @@ def pod_object(
         "spec": {"nodeName": node, "containers": [{"name": "server", "ports": container_ports}]},
     }
     if pod_ip:
-        obj["status"] = {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "hostIP": host_ip,
-                         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+        obj["status"] = {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": ip} for ip in pod_ips or [pod_ip]],
+                         "hostIP": host_ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+        if host_ips and len(host_ips) > 1:
+            obj["status"]["hostIPs"] = [{"ip": ip} for ip in host_ips]
     else:
         obj["status"] = {"phase": "Pending"}
     return obj

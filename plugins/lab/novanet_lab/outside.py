@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from novanet_core import ipfamily
 from novanet_lab import netns, procs
 from novanet_lab.addressing import highest_free
 from novanet_lab.errors import LabError
@@ -28,12 +29,17 @@ def ready_file(paths: LabPaths) -> str:
     return str(paths.run_dir / "outside.ready")
 
 
-def build(paths: LabPaths, spec: LabSpec, used: set[str], prefixlen: int,
-          progress: Callable[[str], None]) -> OutsideState:
-    ip = spec.outside.ip or highest_free(spec.underlay.cidr, used)
-    st = OutsideState(netns=paths.outside_netns, address=spec.outside.address, ip=ip, ports=list(PORTS))
-    progress(f"outside {st.netns}: {st.address} (underlay {ip}, the nodes' default route)")
-    netns.build_outside(paths.underlay_netns, st.netns, ip, prefixlen, spec.underlay.mtu, st.address)
+def build(paths: LabPaths, spec: LabSpec, used: set[str], progress: Callable[[str], None]) -> OutsideState:
+    """Its underlay address per family: ``outside.ip``'s entry of that family, else the highest free one."""
+    assert spec.outside.address is not None
+    given = ipfamily.split(spec.outside.ip)
+    ips = [ipfamily.pick(given, ipfamily.family_of(c)) or highest_free(c, used) for c in spec.underlay.cidrs]
+    addresses = ipfamily.split(spec.outside.address)
+    st = OutsideState(netns=paths.outside_netns, address=addresses[0], ip=ips[0], ports=list(PORTS),
+                      addresses=addresses, ips=ips)
+    progress(f"outside {st.netns}: {', '.join(addresses)} (underlay {', '.join(ips)}, the nodes' default route)")
+    netns.build_outside(paths.underlay_netns, st.netns, netns.on_underlay(ips, spec.underlay.cidrs),
+                        spec.underlay.mtu, addresses)
     argv = [sys.executable, "-m", "novanet_lab.podserver", "--name", "outside", "--ready-file", ready_file(paths)]
     for port in st.ports:
         argv += [f"--{port.protocol.lower()}", str(port.port)]

@@ -50,7 +50,7 @@ def schedule(state: LabState, wanted: str | None) -> str:
 def write_manifest(writer: ManifestWriter, state: LabState, pod: PodState) -> None:
     node = state.nodes[pod.node]
     writer.write(pod_object(pod.namespace, pod.name, pod.node, pod.labels, pod.port_dicts(), pod.ip,
-                            node.ip if pod.ip else None, pod.ready))
+                            node.ip if pod.ip else None, pod.ready, pod.ips or None, node.ips or None))
 
 
 def conflist(paths: LabPaths, node: str) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def invocation(paths: LabPaths, node: NodeState, pod: PodState) -> cni.CniInvoca
 
 
 def attach(paths: LabPaths, state: LabState, pod: PodState) -> None:
-    """Make the pod netns and run CNI ADD; fills pod.cniResult and pod.ip."""
+    """Make the pod netns and run CNI ADD; fills pod.cniResult, pod.ip and pod.ips."""
     node = state.nodes[pod.node]
     netns.create(pod.netns)
     if ds_node.is_daemonset(paths, node.name):
@@ -78,6 +78,7 @@ def attach(paths: LabPaths, state: LabState, pod: PodState) -> None:
     result = cni.add(invocation(paths, node, pod), conflist(paths, node.name))
     pod.cniResult = result
     pod.ip = cni.pod_ip(result)
+    pod.ips = cni.pod_ips(result)
 
 
 def start_server(paths: LabPaths, pod: PodState) -> None:

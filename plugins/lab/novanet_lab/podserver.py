@@ -21,15 +21,12 @@ def serve(name: str, tcp_ports: list[int], udp_ports: list[int], ready_file: Pat
     reply = f"{name}\n".encode()
     sel = selectors.DefaultSelector()
     for port in tcp_ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
+        s = _bound(socket.SOCK_STREAM, port)
         s.listen(512)
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, "tcp")
     for port in udp_ports:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("0.0.0.0", port))
+        u = _bound(socket.SOCK_DGRAM, port)
         u.setblocking(False)
         sel.register(u, selectors.EVENT_READ, "udp")
     if ready_file is not None:
@@ -43,6 +40,31 @@ def serve(name: str, tcp_ports: list[int], udp_ports: list[int], ready_file: Pat
                 _accept(sock, reply)
             else:
                 _echo(sock, reply)
+
+
+def _bound(kind: int, port: int) -> socket.socket:
+    """One socket serving both families (IPv4 as mapped addresses), so a dual-stack pod answers on
+    each of its addresses; IPv4 only where the netns has IPv6 disabled."""
+    try:
+        s = socket.socket(socket.AF_INET6, kind)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        addr: tuple[str, int] = ("::", port)
+    except OSError:
+        s = socket.socket(socket.AF_INET, kind)
+        addr = ("0.0.0.0", port)
+    if kind == socket.SOCK_STREAM:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(addr)
+    except OSError:
+        if s.family != socket.AF_INET6:
+            raise
+        s.close()  # IPv6 present but without addresses to bind (disable_ipv6=1): IPv4 only
+        s = socket.socket(socket.AF_INET, kind)
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+    return s
 
 
 def _accept(listener: socket.socket, reply: bytes) -> None:

@@ -60,6 +60,7 @@ class ProbeResult:
     reason: str  # connected | echoed | refused | timeout | wrong-pod: ... | error: ...
     ms: float
     backend: str = ""  # a Service probe: the pod that answered
+    family: int = 0  # 4 or 6: the family of the target address probed (0: not recorded)
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -74,6 +75,8 @@ class ProbeResult:
         }
         if self.backend:
             out["backend"] = self.backend
+        if self.family:
+            out["family"] = self.family
         return out
 
 
@@ -207,7 +210,7 @@ def _start(src: Endpoint, p: _Probe, sel: selectors.BaseSelector) -> None:
     p.started = time.monotonic()
     kind = socket.SOCK_STREAM if p.protocol == "TCP" else socket.SOCK_DGRAM
     try:
-        s = socket.socket(socket.AF_INET, kind)
+        s = socket.socket(socket.AF_INET6 if ":" in p.dst.ip else socket.AF_INET, kind)
     except OSError as e:
         p.result = ProbeResult(src.key, p.dst.key, p.port, p.protocol, False, f"error: {e}", 0.0)
         return

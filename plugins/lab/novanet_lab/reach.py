@@ -1,22 +1,54 @@
-"""``lab probe``: pick sources, targets and port/protocol checks from a lab's state, run the probes."""
+"""``lab probe``: pick sources, targets and port/protocol checks from a lab's state, run the probes.
+
+In a dual-stack lab every pod has an address per family; each family is probed as a matrix of its
+own (targets at their address of that family), IPv4 first, and each result names its family.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+from novanet_core import ipfamily
 from novanet_core.protocols import L4_PROTOCOLS
 from novanet_lab import cgroups
 from novanet_lab import state as lstate
 from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
 from novanet_lab.probe import CONFIRM_TIMEOUT, DEFAULT_TIMEOUT, Endpoint, ProbeResult, probe_matrix
-from novanet_lab.state import LabState
+from novanet_lab.state import LabState, PodState
 
 PROBE_PROTOCOLS = L4_PROTOCOLS
 DEFAULT_PROTOCOLS = ("TCP", "UDP")  # SCTP only when asked: crafted INIT chunks (novanet_lab.sctp)
+FAMILY_CHOICES = ("4", "6", "all")
 
 
-def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
+def pod_ips(p: PodState) -> list[str]:
+    return p.ips or ([p.ip] if p.ip else [])
+
+
+def lab_families(st: LabState) -> list[int]:
+    """The families the lab's pods have addresses in (from the spec's clusterCIDR when no pod has one)."""
+    fams = {ipfamily.family_of(ip) for p in st.pods.values() for ip in pod_ips(p)}
+    if not fams:
+        fams = set(ipfamily.families(ipfamily.split(str(st.spec.get("cluster", {}).get("clusterCIDR", "")))))
+    return sorted(fams) or [4]
+
+
+def families_for(st: LabState, family: str) -> list[int]:
+    """``--family 4|6|all`` in this lab: ``all`` is every family its pods have, IPv4 first."""
+    have = lab_families(st)
+    if family == "all":
+        return have
+    if family not in FAMILY_CHOICES:
+        raise LabError(f"--family {family}: must be one of {', '.join(FAMILY_CHOICES)}")
+    if int(family) not in have:
+        raise LabError(f"--family {family}: the pods of lab {st.name} have no IPv{family} addresses "
+                       f"(clusterCIDR {st.spec.get('cluster', {}).get('clusterCIDR', '?')})")
+    return [int(family)]
+
+
+def _select(st: LabState, wanted: Sequence[str], flag: str, family: int = 4) -> list[Endpoint]:
     """Pods named ``ns/pod`` or whole namespaces ``ns``; all pods when nothing is asked for."""
     pods = sorted(st.pods.values(), key=lambda p: (p.namespace, p.name))
     if wanted:
@@ -35,7 +67,10 @@ def _select(st: LabState, wanted: Sequence[str], flag: str) -> list[Endpoint]:
     for p in pods:
         if p.ip is None:
             raise LabError(f"{flag}: pod {p.key} has no IP (its CNI ADD did not finish)")
-        out.append(Endpoint(p.key, p.ip, p.netns,
+        ip = ipfamily.pick(pod_ips(p), family)
+        if ip is None:
+            raise LabError(f"{flag}: pod {p.key} has no IPv{family} address ({', '.join(pod_ips(p))})")
+        out.append(Endpoint(p.key, ip, p.netns,
                             cgroup=str(cgroups.node_dir(st.name, p.node)) if p.node else ""))
     return out
 
@@ -57,19 +92,24 @@ def checks_for(st: LabState, targets: Sequence[Endpoint], ports: Sequence[int],
     return checks
 
 
-def _hosts(st: LabState, paths: LabPaths, from_nodes: Sequence[str], from_underlay: bool) -> list[Endpoint]:
-    """Host-network sources: a node's netns (``node:<name>``), the underlay outside every node."""
+def _hosts(st: LabState, paths: LabPaths, from_nodes: Sequence[str], from_underlay: bool,
+           family: int = 4) -> list[Endpoint]:
+    """Host-network sources: a node's netns (``node:<name>``), the underlay outside every node.
+    Their address is only a label (a source's sockets are not bound to it)."""
     out = []
     for n in from_nodes:
         if n not in st.nodes:
             raise LabError(f"--from-node {n}: not a node of lab {st.name} ({', '.join(st.nodes)})")
         # a host process of that node: its node's cgroup, where the socket-level Service programs
         # are attached (without it a ClusterIP is unreachable under kubeProxyReplacement)
-        out.append(Endpoint(f"node:{n}", st.nodes[n].ip, st.nodes[n].netns, cgroup=str(cgroups.node_dir(st.name, n))))
+        node = st.nodes[n]
+        out.append(Endpoint(f"node:{n}", ipfamily.pick(node.ips, family) or node.ip, node.netns,
+                            cgroup=str(cgroups.node_dir(st.name, n))))
     if from_underlay:
         if st.underlay is None:
             raise LabError(f"lab {st.name} has no underlay")
-        out.append(Endpoint("underlay", st.underlay.gateway, st.underlay.netns))
+        out.append(Endpoint("underlay", ipfamily.pick(st.underlay.gateways, family) or st.underlay.gateway,
+                            st.underlay.netns))
     return out
 
 
@@ -107,27 +147,37 @@ def service_targets(st: LabState, paths: LabPaths, names: Sequence[str],
 def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), ports: Sequence[int] = (),
           protocols: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
           confirm_timeout: float = CONFIRM_TIMEOUT, services: Sequence[str] = (), node_port: str | None = None,
-          from_nodes: Sequence[str] = (), from_underlay: bool = False) -> list[ProbeResult]:
+          from_nodes: Sequence[str] = (), from_underlay: bool = False, family: str = "all") -> list[ProbeResult]:
     """Probe pods (``targets``, all by default) and/or Services (``services``) from pods
-    (``sources``, all by default) and/or host-network sources; Service results come last."""
+    (``sources``, all by default) and/or host-network sources, per family (``family``: 4, 6 or
+    all the lab's pods have); each family's results in turn, IPv4 first, Service results last."""
     paths = LabPaths(lab)
     st = lstate.load(paths)
     if st is None:
         raise LabError(f"lab {lab} is not up (no {paths.state_file})")
-    hosts = _hosts(st, paths, from_nodes, from_underlay)
-    src = (_select(st, sources, "--from") if sources or not hosts else []) + hosts
+    fams = families_for(st, family)
     if node_port is not None and not services:
         raise LabError("--node-port needs --to-service")
     for port in ports:
         if not 1 <= port <= 65535:
             raise LabError(f"--port {port}: not a port number 1..65535")
-    results = []
-    if targets or not services:
-        dst = _select(st, targets, "--to")
-        if not src or not dst:
-            raise LabError(f"lab {lab} has no pods to probe")
-        results += _probe_pods(st, src, dst, ports, protocols, timeout, confirm_timeout)
+    if services and fams == [6]:
+        raise LabError("--to-service with --family 6: the lab's Services are IPv4 only in this release")
+    if 6 in fams and any(proto.upper() == "SCTP" for proto in protocols):
+        raise LabError("--protocol SCTP: the crafted SCTP probes are IPv4 only; add --family 4")
+    results: list[ProbeResult] = []
+    for fam in fams:
+        hosts = _hosts(st, paths, from_nodes, from_underlay, fam)
+        src = (_select(st, sources, "--from", fam) if sources or not hosts else []) + hosts
+        if targets or not services:
+            dst = _select(st, targets, "--to", fam)
+            if not src or not dst:
+                raise LabError(f"lab {lab} has no pods to probe")
+            results += [dataclasses.replace(r, family=fam)
+                        for r in _probe_pods(st, src, dst, ports, protocols, timeout, confirm_timeout)]
     if services:
+        hosts = _hosts(st, paths, from_nodes, from_underlay)
+        src = (_select(st, sources, "--from", 4) if sources or not hosts else []) + hosts
         if not src:
             raise LabError(f"lab {lab} has no pods to probe from")
         if any(proto.upper() == "SCTP" for proto in protocols):
@@ -138,7 +188,8 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
             checks = [(port, proto) for port in ports for proto in protos]
         else:
             checks = sorted({c for cs in svc_serves.values() for c in cs if c[1] in protos})
-        results += probe_matrix(src, svc_dst, checks, timeout, None if ports else svc_serves, confirm_timeout)
+        results += [dataclasses.replace(r, family=4)
+                    for r in probe_matrix(src, svc_dst, checks, timeout, None if ports else svc_serves, confirm_timeout)]
     return results
 
 

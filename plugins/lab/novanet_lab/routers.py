@@ -14,6 +14,7 @@ import copy
 import ipaddress
 from typing import Any
 
+from novanet_core import ipfamily
 from novanet_lab import frr, netns
 from novanet_lab.errors import LabError
 from novanet_lab.paths import LabPaths
@@ -31,9 +32,18 @@ def routing_settings(spec: LabSpec) -> dict[str, Any]:
     return dict(routing.get("settings") or {}) if isinstance(routing, dict) else {}
 
 
+def underlay_v4(spec: LabSpec) -> str:
+    """The underlay's IPv4 range: routers and their BGP sessions use IPv4 in this release."""
+    cidr = ipfamily.pick(spec.underlay.cidrs, 4)
+    if cidr is None:
+        raise LabError(f"routers: need an IPv4 range in underlay.cidr ({spec.underlay.cidr}): the lab's routers "
+                       "speak BGP over IPv4")
+    return cidr
+
+
 def router_ips(spec: LabSpec, node_ips: dict[str, str], gateway: str) -> dict[str, str]:
     """Routers with ``ip:`` keep it; the others get the highest free host addresses of the underlay."""
-    net = ipaddress.IPv4Network(spec.underlay.cidr)
+    net = ipaddress.IPv4Network(underlay_v4(spec))
     used = {gateway, *node_ips.values(), *(r.ip for r in spec.routers if r.ip)}
     out = {}
     free = (str(a) for a in reversed(list(net.hosts())) if str(a) not in used)
@@ -95,7 +105,7 @@ def build(spec: LabSpec, paths: LabPaths, node_ips: dict[str, str], rips: dict[s
         ns = router_netns(paths, r.name)
         progress(f"router {r.name}: netns {ns}, {rips[r.name]}, AS {r.asn}")
         netns.create(ns)
-        netns.attach_node(paths.underlay_netns, ROUTER_PORT_BASE + j, ns, rips[r.name], plen, spec.underlay.mtu)
+        netns.attach_node(paths.underlay_netns, ROUTER_PORT_BASE + j, ns, [(rips[r.name], plen)], spec.underlay.mtu)
         netns.set_sysctl(ns, "net.ipv4.ip_forward", "1")
         netns.set_sysctl(ns, "net.ipv4.conf.all.rp_filter", "0")
         bgpd, bfdd = router_bgp_config(spec, r.name, rips[r.name], node_ips)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from novanet_core import ipfamily
 from novanet_core.config.fielderrors import field_errors
 from novanet_core.protocols import L4Protocol
 from novanet_lab import podroutes
@@ -121,28 +122,33 @@ class NamespaceSpec(_Model):
 
 class NodeSpec(_Model):
     name: str
+    # One range per family of clusterCIDR at most (a family left out is carved); comma-separated or a list
     podCIDR: str | None = None
-    ip: str | None = None  # underlay address; default: carved from underlay.cidr
+    ip: str | None = None  # underlay address per family of underlay.cidr; default: assigned from it
 
     @field_validator("name")
     @classmethod
     def _n(cls, v: str) -> str:
         return _dns_label(v, MAX_NODE_NAME)
 
-    @field_validator("podCIDR")
+    @field_validator("podCIDR", mode="before")
     @classmethod
-    def _cidr(cls, v: str | None) -> str | None:
-        return None if v is None else _ipv4_net(v)
+    def _cidr(cls, v: Any) -> str | None:
+        return None if v is None else _cidrs(v)
 
-    @field_validator("ip")
+    @field_validator("ip", mode="before")
     @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IPv4 address") from None
+    def _ip(cls, v: Any) -> str | None:
+        return None if v is None else ipfamily.join(ipfamily.parse_ips(v))
+
+
+def _ipv4_address(v: str | None) -> str | None:
+    if v is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(v))
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4 address") from None
 
 
 class RouterSpec(_Model):
@@ -155,17 +161,54 @@ class RouterSpec(_Model):
     password: str | None = Field(default=None, pattern=r"^[!-~]{1,80}$")
 
     _n = field_validator("name")(lambda v: _dns_label(v, MAX_NODE_NAME))
-    _ip = field_validator("ip")(NodeSpec._ip.__func__)  # type: ignore[attr-defined]
+    # BGP between the nodes and a router runs over IPv4 in this release (native-routing.md)
+    _ip = field_validator("ip")(_ipv4_address)
+
+
+UnderlayFamily = Literal["IPv4", "IPv6", "dual"]
+# The underlay ranges a family choice stands for when no cidr is given (fd00:172:30::/64 is a
+# unique-local range, as private as 172.30.0.0/24).
+DEFAULT_UNDERLAY = {4: "172.30.0.0/24", 6: "fd00:172:30::/64"}
+FAMILY_CHOICE = {"IPv4": (4,), "IPv6": (6,), "dual": (4, 6)}
 
 
 class UnderlaySpec(_Model):
-    cidr: str = "172.30.0.0/24"
+    # One range per family (comma-separated or a list, the first is the primary family: the nodes'
+    # nodeIP order); or leave it out and choose the family: the defaults of DEFAULT_UNDERLAY.
+    cidr: str | None = None
+    family: UnderlayFamily | None = None
     mtu: int = Field(default=1500, ge=576, le=9000)
 
-    @field_validator("cidr")
+    @field_validator("cidr", mode="before")
     @classmethod
-    def _cidr(cls, v: str) -> str:
-        return _ipv4_net(v)
+    def _cidr(cls, v: Any) -> str | None:
+        if v is None:
+            return None
+        nets = ipfamily.parse_cidrs(v)
+        for n in nets:
+            if n.num_addresses < 4:
+                raise ValueError(f"{n} is too small (use /30 or larger, /126 for IPv6)")
+        return ipfamily.join(nets)
+
+    @model_validator(mode="after")
+    def _family(self) -> UnderlaySpec:
+        if self.cidr is None:
+            self.cidr = ipfamily.join(DEFAULT_UNDERLAY[f] for f in FAMILY_CHOICE[self.family or "IPv4"])
+        elif self.family is not None:
+            have = sorted(ipfamily.families(ipfamily.split(self.cidr)))
+            if have != sorted(FAMILY_CHOICE[self.family]):
+                raise ValueError(f"cidr {self.cidr} is not an {self.family} underlay (family: {self.family} wants "
+                                 f"{' and '.join(ipfamily.family_name(f) for f in FAMILY_CHOICE[self.family])}); "
+                                 "give one range per family, or leave one of the two keys out")
+        return self
+
+    @property
+    def cidrs(self) -> list[str]:
+        return ipfamily.split(self.cidr)
+
+    @property
+    def families(self) -> list[int]:
+        return ipfamily.families(self.cidrs)
 
 
 class OutsideSpec(_Model):
@@ -174,18 +217,18 @@ class OutsideSpec(_Model):
     an answer only when the node rewrote its source (egress.masqueradeEnabled)."""
 
     enabled: bool = True
-    address: str = "203.0.113.1"  # TEST-NET-3: outside every cluster CIDR
-    ip: str | None = None  # its underlay address; default the highest one no node or router uses
+    # Per family of the underlay; default TEST-NET-3 203.0.113.1 and the documentation range's
+    # 2001:db8:203::1, outside every cluster CIDR
+    address: str | None = None
+    ip: str | None = None  # its underlay addresses; default the highest ones no node or router uses
 
-    @field_validator("address", "ip")
+    @field_validator("address", "ip", mode="before")
     @classmethod
-    def _addr(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IPv4 address") from None
+    def _addr(cls, v: Any) -> str | None:
+        return None if v is None else ipfamily.join(ipfamily.parse_ips(v))
+
+
+DEFAULT_OUTSIDE = {4: "203.0.113.1", 6: "2001:db8:203::1"}
 
 
 class ClusterSpec(BaseModel):
@@ -193,8 +236,11 @@ class ClusterSpec(BaseModel):
     # building the node configs (see novanet_lab.nodeconfig), not here.
     model_config = ConfigDict(extra="allow")
 
+    # One range per family (comma-separated or a list), the first the primary family (a pod's podIP)
     clusterCIDR: str = "10.42.0.0/16"
     nodeCIDRMaskSize: int = Field(default=24, ge=16, le=28)
+    # the IPv6 PodCIDR size; unset: the agent's default (64)
+    nodeCIDRMaskSizeIPv6: int | None = Field(default=None, ge=48, le=120)
     routingMode: Literal["overlay", "native"] = "overlay"
     tunnelProtocol: str = "vxlan"
     policy: dict[str, Any] = Field(default_factory=lambda: {"defaultDeny": False})
@@ -203,10 +249,26 @@ class ClusterSpec(BaseModel):
     # (novanet_lab.kubeproxy); "none": no kube-proxy. Lab-only, never sent to the agents.
     kubeProxy: Literal["none", "iptables", "nftables"] = "none"
 
-    @field_validator("clusterCIDR", "serviceCIDR")
+    @field_validator("clusterCIDR", mode="before")
+    @classmethod
+    def _cluster(cls, v: Any) -> str:
+        return _cidrs(v)
+
+    @field_validator("serviceCIDR")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        return _ipv4_net(v)
+        return _ipv4_net(v, "the lab's Services are IPv4 only in this release")
+
+    @property
+    def cluster_cidrs(self) -> list[str]:
+        return ipfamily.split(self.clusterCIDR)
+
+    @property
+    def families(self) -> list[int]:
+        return ipfamily.families(self.cluster_cidrs)
+
+    def masks(self) -> dict[int, int]:
+        return {4: self.nodeCIDRMaskSize, 6: self.nodeCIDRMaskSizeIPv6 or 64}
 
     @property
     def kube_proxy_replacement(self) -> bool:
@@ -244,18 +306,29 @@ class LabSpec(_Model):
     def _n(cls, v: str) -> str:
         return validate_lab_name(v)
 
+    @model_validator(mode="after")
+    def _outside_default(self) -> LabSpec:
+        if self.outside.address is None:
+            self.outside.address = ipfamily.join(DEFAULT_OUTSIDE[f] for f in self.underlay.families)
+        return self
+
 
 def validate_lab_name(v: str) -> str:
     return _dns_label(v, MAX_LAB_NAME)
 
 
-def _ipv4_net(v: str) -> str:
+def _cidrs(v: Any) -> str:
+    """One CIDR per family, the agent config's forms (novanet_core.ipfamily), canonical."""
+    return ipfamily.join(ipfamily.parse_cidrs(v))
+
+
+def _ipv4_net(v: str, why: str = "only IPv4 is supported") -> str:
     try:
         net = ipaddress.ip_network(v, strict=True)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{v!r} is not a CIDR ({e})") from None
     if net.version != 4:
-        raise ValueError(f"{v!r}: only IPv4 is supported")
+        raise ValueError(f"{v!r}: {why}")
     return str(net)
 
 
@@ -367,8 +440,10 @@ def _check_services(spec: LabSpec, namespaces: dict[str, int]) -> list[str]:
     if c.kubeProxy != "none" and c.kube_proxy_replacement:
         problems.append(f"cluster.kubeProxy: {c.kubeProxy} needs cluster.kubeProxyReplacement: false (with true, "
                         "NovaNet translates Services itself and kube-proxy must not run)")
-    if ipaddress.ip_network(c.serviceCIDR).overlaps(ipaddress.ip_network(c.clusterCIDR)):
-        problems.append(f"cluster.serviceCIDR: {c.serviceCIDR} overlaps clusterCIDR {c.clusterCIDR}")
+    clash = ipfamily.overlapping([ipaddress.ip_network(c.serviceCIDR)],
+                                 [ipaddress.ip_network(x) for x in c.cluster_cidrs])
+    if clash:
+        problems.append(f"cluster.serviceCIDR: {c.serviceCIDR} overlaps clusterCIDR {clash[1]}")
         return problems
     alloc = Allocator(c.serviceCIDR, [])
     seen: dict[str, int] = {}
@@ -400,21 +475,26 @@ def _check_outside(spec: LabSpec) -> list[str]:
     if not o.enabled:
         return []
     problems = []
-    addr = ipaddress.IPv4Address(o.address)
-    for what, cidr in (("cluster.clusterCIDR", spec.cluster.clusterCIDR), ("underlay.cidr", spec.underlay.cidr),
-                       ("cluster.serviceCIDR", spec.cluster.serviceCIDR)):
-        try:
-            inside = addr in ipaddress.IPv4Network(str(cidr))
-        except ValueError:
-            continue  # a bad serviceCIDR is reported by the agent config check
-        if inside:
-            problems.append(f"outside.address: {o.address} is inside {what} {cidr}; it must be outside the cluster")
+    ranges = [*spec.cluster.cluster_cidrs, spec.cluster.serviceCIDR]
+    names = [*(["cluster.clusterCIDR"] * len(spec.cluster.cluster_cidrs)), "cluster.serviceCIDR"]
+    families = spec.underlay.families
+    for raw in ipfamily.split(o.address):
+        addr = ipaddress.ip_address(raw)
+        if addr.version not in families:
+            problems.append(f"outside.address: {raw} is {ipfamily.family_name(addr.version)} but underlay.cidr "
+                            f"{spec.underlay.cidr} has no {ipfamily.family_name(addr.version)} range, so no node "
+                            "could route to it")
+        for what, cidr in [*zip(names, ranges, strict=True), *(("underlay.cidr", u) for u in spec.underlay.cidrs)]:
+            if addr in ipaddress.ip_network(cidr):
+                problems.append(f"outside.address: {raw} is inside {what} {cidr}; it must be outside the cluster")
     if o.ip is not None:
-        net = ipaddress.IPv4Network(spec.underlay.cidr)
-        if ipaddress.IPv4Address(o.ip) not in net:
-            problems.append(f"outside.ip: {o.ip} is not in underlay.cidr {spec.underlay.cidr}")
-        if o.ip in {n.ip for n in spec.nodes} | {r.ip for r in spec.routers}:
-            problems.append(f"outside.ip: {o.ip} is already used by a node or router")
+        taken = {a for x in [*spec.nodes, *spec.routers] for a in ipfamily.split(x.ip)}
+        for raw in ipfamily.split(o.ip):
+            net = ipfamily.pick(spec.underlay.cidrs, ipfamily.family_of(raw))
+            if net is None or ipaddress.ip_address(raw) not in ipaddress.ip_network(net):
+                problems.append(f"outside.ip: {raw} is not in underlay.cidr {spec.underlay.cidr}")
+            if raw in taken:
+                problems.append(f"outside.ip: {raw} is already used by a node or router")
     return problems
 
 
@@ -426,6 +506,9 @@ def _check_routers(spec: LabSpec, nodes: dict[str, int]) -> list[str]:
         problems.append(f"routers: they speak BGP, so they need a routing backend the lab runs FRR for "
                         f"(cluster.routing.type: {', '.join(podroutes.FRR_BACKENDS)}), not "
                         f"{podroutes.routing_type(spec)!r}")
+    if spec.routers and 4 not in spec.underlay.families:
+        problems.append(f"routers: need an IPv4 range in underlay.cidr ({spec.underlay.cidr}): the lab's routers "
+                        "speak BGP over IPv4")
     seen: dict[str, int] = {}
     for i, r in enumerate(spec.routers):
         if r.name in seen or r.name in nodes:
@@ -458,15 +541,24 @@ def check_ports(ports: list[PortSpec], where: str) -> list[str]:
 
 def _check_addresses(spec: LabSpec) -> list[str]:
     # Run the allocators once so that spec errors (overlaps, exhaustion) surface at parse time.
-    from novanet_lab.addressing import AddressError, assign_node_ips, carve_pod_cidrs
+    from novanet_lab.addressing import AddressError, assign_node_ips_by_family, carve_pod_cidrs_by_family
 
     problems = []
+    c = spec.cluster
     try:
-        carve_pod_cidrs(spec.cluster.clusterCIDR, spec.cluster.nodeCIDRMaskSize, [(n.name, n.podCIDR) for n in spec.nodes])
+        carve_pod_cidrs_by_family(c.clusterCIDR, c.masks(), [(n.name, n.podCIDR) for n in spec.nodes])
     except AddressError as e:
         problems.append(str(e))
     try:
-        assign_node_ips(spec.underlay.cidr, [(n.name, n.ip) for n in spec.nodes])
+        assign_node_ips_by_family(spec.underlay.cidr, [(n.name, n.ip) for n in spec.nodes])
     except AddressError as e:
         problems.append(str(e))
+    assert spec.underlay.cidr is not None
+    underlay = [ipaddress.ip_network(u) for u in spec.underlay.cidrs]
+    clash = ipfamily.overlapping(underlay, [ipaddress.ip_network(x) for x in c.cluster_cidrs])
+    if clash:
+        problems.append(f"underlay.cidr: {clash[0]} overlaps cluster.clusterCIDR {clash[1]}")
+    clash = ipfamily.overlapping(underlay, [ipaddress.ip_network(c.serviceCIDR)])
+    if clash:
+        problems.append(f"underlay.cidr: {clash[0]} overlaps cluster.serviceCIDR {clash[1]}")
     return problems

@@ -26,9 +26,11 @@ class PortState(BaseModel):
 class NodeState(BaseModel):
     name: str
     netns: str
-    ip: str
-    podCIDR: str
+    ip: str  # the primary family's underlay address (ips[0])
+    podCIDR: str  # the primary family's PodCIDR (podCIDRs[0])
     config: str
+    ips: list[str] = Field(default_factory=list)  # one per underlay family, primary first
+    podCIDRs: list[str] = Field(default_factory=list)  # one per family of clusterCIDR, primary first
     agentPid: int | None = None
     dataplanePid: int | None = None
 
@@ -41,7 +43,8 @@ class PodState(BaseModel):
     containerId: str
     labels: dict[str, str] = Field(default_factory=dict)
     ports: list[PortState] = Field(default_factory=list)
-    ip: str | None = None
+    ip: str | None = None  # the primary family's address (ips[0])
+    ips: list[str] = Field(default_factory=list)  # one per family, as the CNI result lists them
     cniResult: dict[str, Any] | None = None
     serverPid: int | None = None
     ready: bool = True  # the Ready condition the lab reports for it
@@ -57,15 +60,18 @@ class PodState(BaseModel):
 
 class UnderlayState(BaseModel):
     netns: str
-    cidr: str
-    gateway: str
+    cidr: str  # one range per family, comma-separated
+    gateway: str  # the bridge's address in the primary family
     mtu: int
+    gateways: list[str] = Field(default_factory=list)  # per family
 
 
 class OutsideState(BaseModel):
     netns: str
-    address: str  # the host "on the internet"
-    ip: str  # its underlay address: the nodes' default gateway
+    address: str  # the host "on the internet" (primary family)
+    ip: str  # its underlay address: the nodes' default gateway (primary family)
+    addresses: list[str] = Field(default_factory=list)  # per family
+    ips: list[str] = Field(default_factory=list)  # per underlay family
     serverPid: int | None = None
     ports: list[PortState] = Field(default_factory=list)
 

@@ -16,7 +16,8 @@ from novanet_lab.lifecycle import leftovers
 from novanet_lab.paths import LabPaths
 from novanet_lab.state import NodeState, PodState
 
-AGENT_KEYS = ("ready", "stateVersion", "nodeName", "nodeIP", "podCIDR", "datapath", "endpoints", "identities")
+AGENT_KEYS = ("ready", "stateVersion", "nodeName", "nodeIP", "podCIDR", "datapath", "endpoints", "identities",
+              "podCIDRs")
 
 
 def lab_status(lab: str) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def _node_status(paths: LabPaths, n: NodeState) -> tuple[dict[str, Any], bool]:
         "netns": n.netns,
         "ip": n.ip,
         "podCIDR": n.podCIDR,
+        "ips": n.ips or [n.ip],
+        "podCIDRs": n.podCIDRs or [n.podCIDR],
         "config": n.config,
         "agent": agent,
         "dataplane": {"pid": dp_pid, "running": dp_pid is not None, "socket": str(paths.socket(n.name, "dataplane"))},
@@ -89,6 +92,7 @@ def _pod_status(paths: LabPaths, p: PodState) -> tuple[dict[str, Any], bool]:
         "name": p.name,
         "node": p.node,
         "ip": p.ip,
+        "ips": p.ips or ([p.ip] if p.ip else []),
         "netns": p.netns,
         "containerId": p.containerId,
         "labels": p.labels,
@@ -130,16 +134,17 @@ def status_table(s: dict[str, Any]) -> str:
         return f"lab {s['name']}: BROKEN (no readable state file); left behind:\n  " + "\n  ".join(s["leftovers"]) + f"\n{s['hint']}"
     lines = [f"lab {s['name']}: {s['phase']}{'' if s['healthy'] else ' (NOT healthy)'}, manifest version "
              f"{s['manifestVersion']}, underlay {s['underlay']['cidr'] if s['underlay'] else '-'}"
-             + (f", outside {s['outside']['address']} (via {s['outside']['ip']})" if s.get("outside") else "")]
+             + (f", outside {','.join(s['outside'].get('addresses') or [s['outside']['address']])} "
+                f"(via {','.join(s['outside'].get('ips') or [s['outside']['ip']])})" if s.get("outside") else "")]
     lines.append("")
     lines.append(_cols(["NODE", "IP", "POD CIDR", "AGENT", "READY", "STATE VERSION", "DATAPLANE", "DATAPATH"], [
-        [n["name"], n["ip"], n["podCIDR"], _pid(n["agent"]), str(n["agent"].get("ready", False)).lower(),
+        [n["name"], ",".join(n["ips"]), ",".join(n["podCIDRs"]), _pid(n["agent"]), str(n["agent"].get("ready", False)).lower(),
          str(n["agent"].get("stateVersion", "-")), _pid(n["dataplane"]), str(n["agent"].get("datapath", "-"))]
         for n in s["nodes"]
     ]))
     lines.append("")
     lines.append(_cols(["NAMESPACE", "POD", "NODE", "IP", "READY", "PORTS", "LABELS"], [
-        [p["namespace"], p["name"], p["node"], p["ip"] or "-", str(p["ready"]).lower(),
+        [p["namespace"], p["name"], p["node"], ",".join(p["ips"]) or "-", str(p["ready"]).lower(),
          ",".join(f"{x['port']}/{x['protocol']}" for x in p["ports"]) or "-",
          ",".join(f"{k}={v}" for k, v in sorted(p["labels"].items())) or "<none>"]
         for p in s["pods"]

@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from novanet_core import ipfamily
 from novanet_core.state.model import ClusterState, Pod
 from novanet_core.state.services import SERVICE_NAME_LABEL, Service, ServicePort
 
@@ -58,7 +59,8 @@ def slices_for(svc: Service, pods: Iterable[Pod]) -> list[dict[str, Any]]:
         return []
     groups: dict[tuple[tuple[str, str, int], ...], list[Pod]] = {}
     for pod in sorted(pods, key=lambda p: p.name):
-        if pod.namespace != svc.namespace or not pod.ip or not _selects(dict(svc.selector), pod):
+        # the slices are addressType IPv4 (the lab's Services are IPv4): an IPv6-only pod is no endpoint
+        if pod.namespace != svc.namespace or not _ipv4(pod) or not _selects(dict(svc.selector), pod):
             continue
         ports = []
         for sp in svc.ports:
@@ -85,10 +87,14 @@ def slices_for(svc: Service, pods: Iterable[Pod]) -> list[dict[str, Any]]:
     return out
 
 
+def _ipv4(pod: Pod) -> str | None:
+    return ipfamily.pick(pod.ips, 4)
+
+
 def _endpoint(svc: Service, pod: Pod) -> dict[str, Any]:
     serving = pod.ready
     ready = svc.publish_not_ready_addresses or (serving and not pod.terminating)
-    ep: dict[str, Any] = {"addresses": [pod.ip], "conditions": {"ready": ready, "serving": serving,
+    ep: dict[str, Any] = {"addresses": [_ipv4(pod)], "conditions": {"ready": ready, "serving": serving,
                                                                 "terminating": pod.terminating},
                           "targetRef": {"kind": "Pod", "namespace": pod.namespace, "name": pod.name}}
     if pod.node:

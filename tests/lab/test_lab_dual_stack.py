@@ -1,0 +1,205 @@
+"""Dual-stack and IPv6 labs end to end: pods with an address per family, probed per family over
+TCP, UDP and ICMP, shown by ``lab status`` and ``novanetctl``; a configuration the agent refuses
+reported with the agent's message; and (long) the 3-node per-family cells over VXLAN.
+
+The short test reuses its lab for ``down`` after a crash (agent killed, state file torn), so the
+dual-stack checks cost ``make test`` no lab of their own."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from novanet_lab import agents, procs
+from novanet_lab.netns import list_netns
+from novanet_lab.paths import LabPaths
+
+from tests.support.lab import LabUnderTest
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf]
+
+PORTS = [
+    {"name": "serve-80-tcp", "port": 80, "protocol": "TCP"},
+    {"name": "serve-80-udp", "port": 80, "protocol": "UDP"},
+]
+DUAL_CIDR = "10.42.0.0/16,fd00:42::/48"
+PODS = ["x/a", "x/b", "y/a"]
+
+
+def _pods(keys: list[str], nodes: list[str] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for i, key in enumerate(keys):
+        ns, name = key.split("/")
+        pod: dict[str, Any] = {"name": name, "namespace": ns, "labels": {"pod": name}, "ports": PORTS}
+        if nodes:
+            pod["node"] = nodes[i % len(nodes)]
+        out.append(pod)
+    return out
+
+
+def one_node_ebpf() -> dict[str, Any]:
+    """examples/lab-dual-stack-1node.yaml's configuration."""
+    return {
+        "cluster": {
+            "clusterCIDR": DUAL_CIDR,
+            "datapath": "ebpf",
+            "tunnelProtocol": "vxlan",
+            "pluginSettings": {"vxlan": {"bpf": "off"}},
+        },
+        "underlay": {"family": "dual"},
+        "nodes": [{"name": "node-1"}],
+        "namespaces": [{"name": "x", "labels": {"ns": "x"}}, {"name": "y", "labels": {"ns": "y"}}],
+        "pods": _pods(PODS),
+    }
+
+
+@pytest.fixture
+def new_lab(tmp_path: Path):
+    made: list[LabUnderTest] = []
+
+    def make(spec: dict[str, Any]) -> LabUnderTest:
+        lab = LabUnderTest(spec, tmp_path / str(len(made)))
+        made.append(lab)
+        return lab
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "1").mkdir()
+    try:
+        yield make
+    finally:
+        for lab in made:
+            lab.down()
+
+
+def _by_pod(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{p['namespace']}/{p['name']}": p for p in status["pods"]}
+
+
+def _probe(lab: LabUnderTest, *args: str) -> list[dict[str, Any]]:
+    return json.loads(lab.cli("lab", "probe", "-o", "json", *args).stdout)["results"]
+
+
+def _ping_all(lab: LabUnderTest, pods: dict[str, dict[str, Any]]) -> None:
+    """ICMP (echo) from every pod to every other pod's every address: one ``lab exec`` per source."""
+    for src in pods:
+        ips = [ip for dst, p in pods.items() if dst != src for ip in p["ips"]]
+        loop = "; ".join(f"ping -n -c1 -W3 {ip} >/dev/null || echo FAILED {ip}" for ip in ips)
+        r = lab.cli("lab", "exec", src, "--", "sh", "-c", loop, check=False)
+        assert r.returncode == 0 and "FAILED" not in r.stdout, f"ICMP from {src}: {r.stdout}{r.stderr}"
+
+
+def _check_every_family(lab: LabUnderTest, pods: dict[str, dict[str, Any]], families: list[int]) -> None:
+    """Every pod reaches every pod in each family over TCP, UDP (lab probe) and ICMP (ping)."""
+    rs = _probe(lab)
+    n = len(pods)
+    assert len(rs) == n * n * 2 * len(families)
+    assert [r for r in rs if not r["allowed"]] == []
+    assert [r["family"] for r in rs] == sorted(r["family"] for r in rs)  # IPv4's matrix, then IPv6's
+    assert {(r["family"], r["protocol"]) for r in rs} == {(f, p) for f in families for p in ("TCP", "UDP")}
+    _ping_all(lab, pods)
+
+
+def test_dual_stack_lab_then_down_after_a_crash(new_lab) -> None:
+    lab = new_lab(one_node_ebpf())
+    up = lab.up()
+    assert up["healthy"] is True
+    node = up["nodes"][0]
+    assert node["podCIDRs"] == ["10.42.0.0/24", "fd00:42::/64"] and node["podCIDR"] == "10.42.0.0/24"
+    assert node["ips"] == ["172.30.0.2", "fd00:172:30::2"] and node["ip"] == "172.30.0.2"
+    assert node["agent"]["podCIDRs"] == node["podCIDRs"]
+    assert up["underlay"]["gateways"] == ["172.30.0.1", "fd00:172:30::1"]
+    pods = _by_pod(up)
+    for key, p in pods.items():
+        v4, v6 = (ipaddress.ip_address(ip) for ip in p["ips"])
+        assert p["ip"] == str(v4) and v4 in ipaddress.ip_network("10.42.0.0/24"), key
+        assert v6 in ipaddress.ip_network("fd00:42::/64"), key
+    # the kubelet's view in the manifests: both addresses, the primary first
+    manifest = yaml.safe_load((lab.paths.manifest_dir / "pod_x_a.yaml").read_text())
+    assert manifest["status"]["podIPs"] == [{"ip": ip} for ip in pods["x/a"]["ips"]]
+
+    _check_every_family(lab, pods, [4, 6])
+    only6 = _probe(lab, "--family", "6", "--protocol", "TCP")
+    assert len(only6) == 9 and {r["family"] for r in only6} == {6} and all(r["allowed"] for r in only6)
+    table = lab.cli("lab", "probe", "--port", "80", "--protocol", "TCP").stdout
+    assert [line for line in table.splitlines() if "allowed" in line] == [
+        "TCP/80 IPv4: 9 allowed, 0 blocked",
+        "TCP/80 IPv6: 9 allowed, 0 blocked",
+    ]
+    # novanetctl lists a dual-stack pod once per address
+    listed = {(e["ip"], f"{e.get('namespace')}/{e.get('pod')}") for e in lab.ctl("endpoints")}
+    assert {(ip, key) for key, p in pods.items() for ip in p["ips"]} <= listed
+    text = lab.cli("lab", "status").stdout
+    assert ",".join(pods["x/a"]["ips"]) in text
+
+    # down after a crash: agent killed, state file torn; everything is still found by name
+    st = lab.status()
+    pids = [st["nodes"][0][d]["pid"] for d in ("agent", "dataplane")] + [
+        p["server"]["pid"] for p in st["pods"]
+    ]
+    os.kill(st["nodes"][0]["agent"]["pid"], signal.SIGKILL)
+    lab.paths.state_file.write_text('{"name": "torn')
+    assert lab.status()["phase"] == "broken"
+    down = json.loads(lab.cli("lab", "down", "-o", "json").stdout)
+    assert len(down["netns"]) == 6  # underlay, outside, node, three pods
+    paths = LabPaths(lab.name)
+    assert list_netns(paths.netns_prefix) == []
+    assert [p for p in pids if p and procs.is_running(p)] == []
+    assert procs.find_lab_processes([], agents.markers(paths)) == []
+    assert not paths.bpf_dir.exists() and not paths.state_dir.exists() and not paths.run_dir.exists()
+
+
+@pytest.mark.long
+def test_a_family_the_tunnel_cannot_carry_fails_up_with_the_agents_message(new_lab) -> None:
+    spec = one_node_ebpf()
+    del spec["cluster"]["pluginSettings"]  # the eBPF VXLAN programs: IPv4 only
+    lab = new_lab(spec)
+    r = lab.cli("lab", "up", "--spec", str(lab.spec_file), "-q", check=False)
+    assert r.returncode == 1
+    assert (
+        "node node-1: novanet-agent refused its configuration: clusterCIDR: fd00:42::/48 is IPv6, but "
+        "tunnelProtocol 'vxlan' serves IPv4 only in this release"
+    ) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert list_netns(LabPaths(lab.name).netns_prefix) == []  # up removed what it made
+
+
+THREE_NODES = ["node-1", "node-2", "node-3"]
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(
+    ("cluster_cidr", "families"),
+    [(DUAL_CIDR, [4, 6]), ("fd00:42::/48", [6])],
+    ids=["dual-stack", "ipv6-only"],
+)
+def test_three_nodes_over_vxlan_every_pod_reaches_every_pod_per_family(
+    new_lab, cluster_cidr: str, families: list[int]
+) -> None:
+    """examples/lab-dual-stack-3node.yaml / lab-ipv6-3node.yaml: the kernel datapath, routes-only
+    VXLAN over the IPv4 underlay; most pairs cross nodes."""
+    keys = ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c"]
+    lab = new_lab(
+        {
+            "cluster": {
+                "clusterCIDR": cluster_cidr,
+                "datapath": "kernel",
+                "kubeProxyReplacement": False,
+                "tunnelProtocol": "vxlan",
+            },
+            "underlay": {"family": "dual"},
+            "nodes": [{"name": n} for n in THREE_NODES],
+            "namespaces": [{"name": "x"}, {"name": "y"}],
+            "pods": _pods(keys, THREE_NODES),
+        }
+    )
+    up = lab.up()
+    assert up["healthy"] is True
+    pods = _by_pod(up)
+    assert all(len(p["ips"]) == len(families) for p in pods.values())
+    _check_every_family(lab, pods, families)
