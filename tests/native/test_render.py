@@ -68,7 +68,7 @@ def test_auto_asn_is_the_originals_formula():
     ({"asn": 0}, "routing.settings.asn: must be 'auto' or 1..4294967295"),
     ({"bfd": {"detectMultiplier": 1}}, "routing.settings.bfd.detectMultiplier: Input should be greater than or equal to 2"),
     ({"bfd": {"receiveInterval": 5}}, "routing.settings.bfd.receiveInterval: Input should be greater than or equal to 10"),
-    ({"peers": [{"address": "tor", "asn": 65000}]}, "routing.settings.peers[0].address: 'tor' is not an IPv4 address"),
+    ({"peers": [{"address": "tor", "asn": 65000}]}, "routing.settings.peers[0].address: 'tor' is not an IPv4 or IPv6 address"),
     ({"peers": [{"address": "10.0.0.1"}]}, "routing.settings.peers[0].asn: is required"),
     ({"peers": [{"address": "10.0.0.1", "asn": 1, "password": "a b"}]},
      "routing.settings.peers[0].password: must be printable ASCII without spaces"),
@@ -217,3 +217,63 @@ def test_bfd_is_added_to_a_neighbor_only_once_its_session_is_established():
     with_bfd = RoutingState(bgp=replace(want.bgp), bfd_profiles=want.bfd_profiles)
     states["172.30.0.3"] = "Idle"
     assert b._bfd_once_established(want, with_bfd) == with_bfd
+
+
+DUAL = NodeInfo("node-1", "172.30.0.2", "10.42.0.0/24", pod_cidrs=["10.42.0.0/24", "fd00:42::/64"],
+                ips=["172.30.0.2", "fd00:fe::2"])
+DUAL_REMOTES = [NodeInfo("node-2", "172.30.0.3", "10.42.1.0/24", pod_cidrs=["10.42.1.0/24", "fd00:42:0:1::/64"],
+                         ips=["172.30.0.3", "fd00:fe::3"]),
+                REMOTES[1]]  # an IPv4-only node: its session carries IPv4 only
+V6 = NodeInfo("node-1", "fd00:fe::1:2", "fd00:42::/64")
+V6_REMOTES = [NodeInfo("node-2", "fd00:fe::1:3", "fd00:42:0:1::/64")]
+
+
+def test_dual_stack_node_advertises_both_over_its_ipv4_sessions():
+    w = desired_state(DUAL, DUAL_REMOTES, settings(peers=[{"address": "172.30.0.250", "asn": 65000}]))
+    assert w.bgp.networks == {"10.42.0.0/24", "fd00:42::/64"} and w.bgp.router_id == "172.30.0.2"
+    assert {a: n.ipv6 for a, n in w.bgp.neighbors.items()} == {"172.30.0.3": True, "172.30.1.4": False,
+                                                                "172.30.0.250": True}
+    cmds = [c.strip() for c in frrconf.diff(RoutingState(), w, "datacenter")]
+    af6 = cmds[cmds.index("address-family ipv6 unicast"):]
+    assert af6[:4] == ["address-family ipv6 unicast", "network fd00:42::/64", "neighbor 172.30.0.3 activate",
+                       "neighbor 172.30.0.250 activate"]
+    assert "network fd00:42::/64" not in cmds[:cmds.index("address-family ipv6 unicast")]
+    # what FRR prints for it parses back to the same state: nothing to do
+    parsed, _ = frrconf.parse_running_config(frrconf.render_config(w))
+    assert frrconf.diff(parsed, w, "datacenter") == []
+    # a node that loses its IPv6 address stops advertising the IPv6 PodCIDR and deactivates
+    v4only = NodeInfo("node-1", "172.30.0.2", "10.42.0.0/24", pod_cidrs=DUAL.pod_cidrs, ips=["172.30.0.2"])
+    cmds = [c.strip() for c in frrconf.diff(parsed, desired_state(v4only, DUAL_REMOTES, settings(
+        peers=[{"address": "172.30.0.250", "asn": 65000}])), "datacenter")]
+    assert cmds == ["router bgp 64514", "address-family ipv6 unicast", "no network fd00:42::/64",
+                    "no neighbor 172.30.0.3 activate", "no neighbor 172.30.0.250 activate", "exit-address-family",
+                    "exit"]
+
+
+def test_ipv6_only_nodes_peer_over_ipv6_with_bfd():
+    w = desired_state(V6, V6_REMOTES, settings(bfd={"enabled": True}))
+    # ASN and router-id from the IPv6 address's last bytes (a BGP identifier is 32 bits)
+    assert w.bgp.asn == 64512 + 2 and w.bgp.router_id == "0.1.0.2"
+    n = w.bgp.neighbors["fd00:fe::1:3"]
+    assert (n.remote_as, n.ipv6, n.bfd_profile) == (64512 + 3, True, "novanet")
+    assert w.bgp.networks == {"fd00:42::/64"}
+    parsed, _ = frrconf.parse_running_config(frrconf.render_config(w))
+    assert frrconf.diff(parsed, w, "datacenter") == []
+
+
+def test_a_node_sharing_no_underlay_family_is_not_peered():
+    w = desired_state(V6, [REMOTES[0]], settings())
+    assert w.bgp.neighbors == {}
+
+
+def test_ip_families_follow_the_underlay_addresses():
+    from novanet_frr_bgp.backend import FrrBgpRouting
+
+    from novanet_core.backends import BackendContext
+
+    cfg = NovaNetConfig(routingMode="native", routing={"type": "frr-bgp", "settings": {}})
+    for node, fams, cidrs in ((LOCAL, (4,), ["10.42.0.0/24"]), (DUAL, (4, 6), DUAL.pod_cidrs), (V6, (6,), V6.pod_cidrs),
+                              (NodeInfo("n", "172.30.0.2", "10.42.0.0/24", pod_cidrs=DUAL.pod_cidrs), (4,),
+                               ["10.42.0.0/24"])):
+        b = FrrBgpRouting(BackendContext(config=cfg, component="agent", node=node))
+        assert (b.ip_families, b.advertised_cidrs()) == (fams, cidrs)

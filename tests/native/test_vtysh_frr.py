@@ -185,3 +185,29 @@ def test_routes_are_held_across_a_bgpd_restart_until_relearned(frr_node):
         assert again.held == ["10.42.8.0/24"]
         again._release_holds("test")
         assert table(ipr, backend_module.HOLD_TABLE) == set() and not FrrBgpRouting._hold_rule(ipr)
+
+
+def test_ipv6_routes_are_held_and_released_like_ipv4_ones(frr_node):
+    # A dual-stack node's routes to the other nodes' IPv6 PodCIDRs go through the same hold.
+    from pyroute2 import IPRoute
+
+    from novanet_core.protocols import RTPROT_BGP, RTPROT_NOVANET_ROUTING
+
+    ns = frr_node.node_netns("r1")
+    b = backend(frr_node, gracefulRestart={"restartTime": 120})
+    b.remotes = [NodeInfo("r2", "10.254.0.2", "10.42.8.0/24")]
+    with netns.entered(ns), IPRoute() as ipr:
+        eth0 = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=eth0, address="fd00:fe::1", prefixlen=64, flags=0x02)  # IFA_F_NODAD
+        ipr.route("add", family=10, dst="fd00:42:0:8::", dst_len=64, gateway="fd00:fe::2", oif=eth0, proto=RTPROT_BGP)
+        assert b.reconcile("bgpd restarted")["ok"]
+        assert b.status()["heldRoutes"] == ["fd00:42:0:8::/64"]
+        held = [r for r in ipr.get_routes(family=10, table=backend_module.HOLD_TABLE) if r.get("proto") == RTPROT_NOVANET_ROUTING]
+        assert [(r.get_attr("RTA_DST"), r.get_attr("RTA_GATEWAY")) for r in held] == [("fd00:42:0:8::", "fd00:fe::2")]
+        assert FrrBgpRouting._hold_rule(ipr, 10) and not FrrBgpRouting._hold_rule(ipr, 2)
+        again = backend(frr_node)
+        again._adopt_holds()
+        assert again.held == ["fd00:42:0:8::/64"]
+        again._release_holds("test")
+        assert not [r for r in ipr.get_routes(family=10, table=backend_module.HOLD_TABLE) if r.get("proto") == RTPROT_NOVANET_ROUTING]
+        assert not FrrBgpRouting._hold_rule(ipr, 10)

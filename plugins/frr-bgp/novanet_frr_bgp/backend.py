@@ -15,11 +15,17 @@ new bgpd has them again (see :meth:`FrrBgpRouting._hold_routes`): zebra keeps a 
 routes as stale, but the new bgpd tells it to sweep them as soon as a session comes up with a
 peer that sends the Restart State bit, which FRR sends for ``restart-time`` seconds after its own
 start, so that sweep comes before the routes are learned again.
+
+IPv6: a node with an IPv6 underlay address advertises its IPv6 PodCIDR too (see
+:mod:`novanet_frr_bgp.model` for which session carries it); its blackhole route and the held
+routes are kept per family the same way.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -34,7 +40,7 @@ from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.protocols import RTPROT_BGP, RTPROT_NOVANET_ROUTING
 from novanet_core.types import NodeInfo
 from novanet_frr_bgp import frrconf
-from novanet_frr_bgp.model import RoutingState, desired_state
+from novanet_frr_bgp.model import RoutingState, carried_families, desired_state
 from novanet_frr_bgp.settings import settings_or_raise
 from novanet_frr_bgp.vtysh import FrrUnavailable, Vtysh
 
@@ -56,6 +62,7 @@ HOLD_RULE_PRIORITY = 32765
 # established and every held prefix back in main (one tick could fall between zebra's sweep of
 # the stale routes and its install of the new ones).
 HOLD_RELEASE_TICKS = 2
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class FrrBgpRouting:
@@ -89,6 +96,17 @@ class FrrBgpRouting:
         self._hold_ok_ticks = 0
 
     # ------------------------------------------------------------------ RoutingBackend
+    @property
+    def ip_families(self) -> tuple[int, ...]:
+        """The families whose PodCIDRs this node can advertise: those of its underlay addresses
+        (a route's next hop is an address of the route's family)."""
+        return carried_families(self.local) if self.local is not None else (4,)
+
+    def advertised_cidrs(self) -> list[str]:
+        if self.local is None:
+            return []
+        return [c for c in self.local.pod_cidrs if (6 if ":" in c else 4) in self.ip_families]
+
     def start(self, local: NodeInfo) -> None:
         self.local = local
         self._started_at = time.monotonic()
@@ -104,7 +122,8 @@ class FrrBgpRouting:
             time.sleep(1.0)
         self._thread = threading.Thread(target=self._loop, name="frr-reconcile", daemon=True)
         self._thread.start()
-        log.info("frr-bgp started: AS %s, router-id %s, advertising %s", self.asn, local.ip, local.pod_cidr)
+        log.info("frr-bgp started: AS %s, router-id %s, advertising %s", self.asn, self._want().bgp.router_id,  # type: ignore[union-attr]
+                 ", ".join(self.advertised_cidrs()))
 
     def sync_nodes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
         with self.lock:
@@ -119,7 +138,8 @@ class FrrBgpRouting:
             self._thread.join(timeout=self.settings.commandTimeout + 1)
         if withdraw and self.local is not None:
             self.set_advertise(False)
-            self._blackhole(self.local.pod_cidr, present=False)
+            for cidr in self.advertised_cidrs():
+                self._blackhole(cidr, present=False)
             self._release_holds("agent stopped")
 
     def status(self) -> dict[str, Any]:
@@ -130,9 +150,11 @@ class FrrBgpRouting:
             "connected": self.connected,
             "daemons": self.daemons,
             "asn": self.asn,
-            "routerId": self.local.ip if self.local else None,
+            "routerId": self._want().bgp.router_id if self.local else None,  # type: ignore[union-attr]
             "mode": mode,
             "podCIDR": self.local.pod_cidr if self.local else None,
+            "podCIDRs": self.advertised_cidrs(),
+            "ipFamilies": list(self.ip_families),
             "advertising": self.advertise,
             "bfd": s.bfd.model_dump(),
             "gracefulRestart": s.gracefulRestart.model_dump(),
@@ -239,7 +261,7 @@ class FrrBgpRouting:
             summary = self.vtysh.show_json("show bgp summary json") if cur.bgp is not None else {}
         except (FrrUnavailable, ValueError):
             summary = {}
-        peers = ((summary.get("ipv4Unicast") or {}).get("peers") or {}) if isinstance(summary, dict) else {}
+        peers = _summary_peers(summary)
         neighbors = dict(want.bgp.neighbors)
         for a in pending:
             if (peers.get(a) or {}).get("state") != "Established":
@@ -293,7 +315,8 @@ class FrrBgpRouting:
         while not self._stop.wait(self.settings.reconcileInterval):
             try:
                 if self.local is not None and self.settings.blackholeRoute and self.advertise:
-                    self._blackhole(self.local.pod_cidr, present=True)
+                    for cidr in self.advertised_cidrs():
+                        self._blackhole(cidr, present=True)
                 self.reconcile()
                 if self.held:
                     self._release_when_relearned()
@@ -311,22 +334,27 @@ class FrrBgpRouting:
                         p.write_text(str(self.settings.rpFilter))
                     except OSError as e:
                         log.warning("cannot set %s: %s", p, e)
+        _enable_forwarding({6 if ":" in c else 4 for c in self.advertised_cidrs()})
         if self.settings.blackholeRoute:
-            self._blackhole(local.pod_cidr, present=True)
+            for cidr in self.advertised_cidrs():
+                self._blackhole(cidr, present=True)
         self._adopt_holds()
 
     def _blackhole(self, cidr: str, present: bool) -> None:
-        net, plen = cidr.split("/")
+        net = ipaddress.ip_network(cidr)
+        fam = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+        dst, plen = str(net.network_address), net.prefixlen
         try:
             with IPRoute() as ipr:
                 if present:
                     # Filter in Python: get_routes(dst=...) asks the kernel for a FIB lookup instead.
-                    have = [r for r in ipr.get_routes(family=2, type=RTN_BLACKHOLE)
-                            if r.get_attr("RTA_DST") == net and r.get("dst_len") == int(plen)]
+                    have = [r for r in ipr.get_routes(family=fam, type=RTN_BLACKHOLE)
+                            if r.get_attr("RTA_DST") == dst and r.get("dst_len") == plen]
                     if not any(r.get("proto") == RTPROT_NOVANET_ROUTING for r in have):
-                        ipr.route("replace", dst=net, dst_len=int(plen), type="blackhole", proto=RTPROT_NOVANET_ROUTING)
+                        ipr.route("replace", family=fam, dst=dst, dst_len=plen, type="blackhole",
+                                  proto=RTPROT_NOVANET_ROUTING)
                 else:
-                    ipr.route("del", dst=net, dst_len=int(plen), type="blackhole", proto=RTPROT_NOVANET_ROUTING)
+                    ipr.route("del", family=fam, dst=dst, dst_len=plen, type="blackhole", proto=RTPROT_NOVANET_ROUTING)
         except NetlinkError as e:
             if present or e.code not in (3, 2):  # ESRCH/ENOENT: already gone
                 log.warning("blackhole route %s (%s): %s", cidr, "add" if present else "del", e)
@@ -344,21 +372,25 @@ class FrrBgpRouting:
         routes) carry the traffic meanwhile; they never replace a route main has.
         """
         now = time.monotonic()
+        held = []
         try:
             with IPRoute() as ipr:
-                routes = [r for r in ipr.get_routes(family=2, table=254) if r.get("proto") == RTPROT_BGP]
-                held = []
-                for r in routes:
-                    dst, plen = r.get_attr("RTA_DST"), r.get("dst_len")
-                    hops = _next_hops(r)
-                    if dst is None or not hops:
-                        continue
-                    kw: dict[str, Any] = ({"gateway": hops[0][0], "oif": hops[0][1]} if len(hops) == 1 else
-                                          {"multipath": [{"gateway": g, "oif": o} for g, o in hops]})
-                    ipr.route("replace", table=HOLD_TABLE, dst=dst, dst_len=plen, proto=RTPROT_NOVANET_ROUTING, **kw)
-                    held.append(f"{dst}/{plen}")
-                if held and not self._hold_rule(ipr):
-                    ipr.rule("add", table=HOLD_TABLE, priority=HOLD_RULE_PRIORITY)
+                for fam in FAMILIES:
+                    routes = [r for r in ipr.get_routes(family=fam, table=254) if r.get("proto") == RTPROT_BGP]
+                    held_fam = []
+                    for r in routes:
+                        dst, plen = r.get_attr("RTA_DST"), r.get("dst_len")
+                        hops = _next_hops(r)
+                        if dst is None or not hops:
+                            continue
+                        kw: dict[str, Any] = ({"gateway": hops[0][0], "oif": hops[0][1]} if len(hops) == 1 else
+                                              {"multipath": [{"gateway": g, "oif": o} for g, o in hops]})
+                        ipr.route("replace", family=fam, table=HOLD_TABLE, dst=dst, dst_len=plen,
+                                  proto=RTPROT_NOVANET_ROUTING, **kw)
+                        held_fam.append(f"{dst}/{plen}")
+                    if held_fam and not self._hold_rule(ipr, fam):
+                        ipr.rule("add", family=fam, table=HOLD_TABLE, priority=HOLD_RULE_PRIORITY)
+                    held += held_fam
         except NetlinkError as e:
             log.warning("cannot hold routes across the bgpd restart: %s", e)
             return
@@ -379,13 +411,13 @@ class FrrBgpRouting:
         try:
             summary = self.vtysh.show_json("show bgp summary json")
             with IPRoute() as ipr:
-                have = {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2, table=254)
-                        if r.get("proto") == RTPROT_BGP}
+                have = {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for fam in FAMILIES
+                        for r in ipr.get_routes(family=fam, table=254) if r.get("proto") == RTPROT_BGP}
         except (FrrUnavailable, NetlinkError, ValueError) as e:
             log.debug("hold check: %s", e)
             self._hold_ok_ticks = 0
             return
-        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {} if isinstance(summary, dict) else {}
+        peers = _summary_peers(summary)
         want = self._want().bgp.neighbors if self.local else {}  # type: ignore[union-attr]
         up = all((peers.get(a) or {}).get("state") == "Established" for a in want)
         self._hold_ok_ticks = self._hold_ok_ticks + 1 if up and set(self.held) <= have else 0
@@ -395,12 +427,13 @@ class FrrBgpRouting:
     def _release_holds(self, why: str) -> None:
         try:
             with IPRoute() as ipr:
-                for r in ipr.get_routes(family=2, table=HOLD_TABLE):
-                    if r.get("proto") == RTPROT_NOVANET_ROUTING:
-                        ipr.route("del", table=HOLD_TABLE, dst=r.get_attr("RTA_DST"), dst_len=r.get("dst_len"),
-                                  proto=RTPROT_NOVANET_ROUTING)
-                while self._hold_rule(ipr):
-                    ipr.rule("del", table=HOLD_TABLE, priority=HOLD_RULE_PRIORITY)
+                for fam in FAMILIES:
+                    for r in ipr.get_routes(family=fam, table=HOLD_TABLE):
+                        if r.get("proto") == RTPROT_NOVANET_ROUTING:
+                            ipr.route("del", family=fam, table=HOLD_TABLE, dst=r.get_attr("RTA_DST"),
+                                      dst_len=r.get("dst_len"), proto=RTPROT_NOVANET_ROUTING)
+                    while self._hold_rule(ipr, fam):
+                        ipr.rule("del", family=fam, table=HOLD_TABLE, priority=HOLD_RULE_PRIORITY)
         except NetlinkError as e:
             log.warning("cannot release the held routes: %s", e)
             return
@@ -413,10 +446,10 @@ class FrrBgpRouting:
         """An agent restarted during a hold takes it over (and ends it like its own)."""
         try:
             with IPRoute() as ipr:
-                self.held = sorted(f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}"
-                                   for r in ipr.get_routes(family=2, table=HOLD_TABLE)
+                self.held = sorted(f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for fam in FAMILIES
+                                   for r in ipr.get_routes(family=fam, table=HOLD_TABLE)
                                    if r.get("proto") == RTPROT_NOVANET_ROUTING)
-                rule = self._hold_rule(ipr)
+                rule = any(self._hold_rule(ipr, fam) for fam in FAMILIES)
         except NetlinkError as e:
             log.warning("cannot read held routes: %s", e)
             return
@@ -427,9 +460,9 @@ class FrrBgpRouting:
                 self._release_holds("no routes left in the hold table")
 
     @staticmethod
-    def _hold_rule(ipr: IPRoute) -> bool:
+    def _hold_rule(ipr: IPRoute, family: int = socket.AF_INET) -> bool:
         return any(r.get_attr("FRA_TABLE") == HOLD_TABLE and r.get_attr("FRA_PRIORITY") == HOLD_RULE_PRIORITY
-                   for r in ipr.get_rules(family=2))
+                   for r in ipr.get_rules(family=family))
 
     # ------------------------------------------------------------------ inspection
     def peers(self) -> list[dict[str, Any]]:
@@ -437,7 +470,7 @@ class FrrBgpRouting:
         bfd = {p.get("peer"): p for p in self._bfd_raw()}
         want = self._want().bgp.neighbors if self.local else {}  # type: ignore[union-attr]
         rows = []
-        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {}
+        peers = _summary_peers(summary)
         for addr in sorted(set(peers) | set(want), key=_ip_key):
             p = peers.get(addr, {})
             b = bfd.get(addr)
@@ -460,9 +493,11 @@ class FrrBgpRouting:
         return rows
 
     def prefixes(self) -> list[dict[str, Any]]:
-        table = self.vtysh.show_json("show ip bgp json")
+        routes = dict(self.vtysh.show_json("show ip bgp json").get("routes") or {})
+        if 6 in self.ip_families:
+            routes.update(self.vtysh.show_json("show bgp ipv6 unicast json").get("routes") or {})
         rows = []
-        for prefix, paths in sorted((table.get("routes") or {}).items(), key=lambda kv: _ip_key(kv[0].split("/")[0])):
+        for prefix, paths in sorted(routes.items(), key=lambda kv: _ip_key(kv[0].split("/")[0])):
             for p in paths:
                 local = p.get("peerId") in ("(unspec)", None) and not p.get("path")
                 hops = [h.get("ip") for h in p.get("nexthops", [])]
@@ -489,6 +524,22 @@ class FrrBgpRouting:
                 for b in sorted(self._bfd_raw(), key=lambda b: _ip_key(str(b.get("peer"))))]
 
 
+FORWARDING = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
+
+
+def _enable_forwarding(families: set[int]) -> None:
+    """A pod's packet to another node leaves through the node's stack, which forwards a family only
+    with its forwarding sysctl on (the kernel's default is off)."""
+    for fam in sorted(families):
+        path = Path("/proc/sys", FORWARDING[fam])
+        try:
+            if path.read_text().strip() != "1":
+                path.write_text("1")
+                log.info("%s set to 1: pods' traffic to other nodes is routed by the stack", FORWARDING[fam])
+        except OSError as e:
+            log.warning("cannot turn on %s (%s): pods' traffic to other nodes will be dropped", FORWARDING[fam], e)
+
+
 def _next_hops(route: Any) -> list[tuple[str, int]]:
     """(gateway, oif) of a route message, one or many (RTA_MULTIPATH)."""
     gw, oif = route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")
@@ -498,9 +549,22 @@ def _next_hops(route: Any) -> list[tuple[str, int]]:
             if h.get_attr("RTA_GATEWAY")]
 
 
+def _summary_peers(summary: Any) -> dict[str, dict[str, Any]]:
+    """``show bgp summary json``'s peers of both unicast families, by address (an IPv4 session
+    carrying IPv6 too is listed under each; the IPv4 entry wins, its counters are the session's)."""
+    if not isinstance(summary, dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for af in ("ipv6Unicast", "ipv4Unicast"):
+        out.update((summary.get(af) or {}).get("peers") or {})
+    return out
+
+
 def _ip_key(ip: str) -> tuple[int, ...]:
+    """IPv4 before IPv6, each in numeric order; anything else last."""
     try:
-        return tuple(int(x) for x in ip.split("."))
+        a = ipaddress.ip_address(ip)
     except ValueError:
         return (1 << 30,)
+    return (a.version, int(a))
 

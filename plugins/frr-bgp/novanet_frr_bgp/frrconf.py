@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from novanet_core.ipfamily import family_of
 from novanet_frr_bgp.model import BfdProfile, BgpInstance, Neighbor, RoutingState
 
 # FRR 8.4 lib/defaults for bgpd: (keepalive, hold, ebgp-requires-policy) per profile.
@@ -58,12 +59,16 @@ def parse_running_config(text: str) -> tuple[RoutingState, str]:
         if block[0] == "router bgp" and state.bgp is not None:
             if depth == 1:
                 block = ["router bgp"]
-                if s == "address-family ipv4 unicast":
-                    block = ["router bgp", "af"]
+                if s in ("address-family ipv4 unicast", "address-family ipv6 unicast"):
+                    block = ["router bgp", s.split()[1]]
                 else:
                     _bgp_line(state.bgp, nbr, s.split(), s)
-            elif depth == 2 and block[-1] == "af" and s.startswith("network "):
-                state.bgp.networks.add(s.split()[1])
+            elif depth == 2 and block[-1] in ("ipv4", "ipv6"):
+                w = s.split()
+                if w[0] == "network" and len(w) >= 2:
+                    state.bgp.networks.add(w[1])
+                elif block[-1] == "ipv6" and w[0] == "neighbor" and w[2:] == ["activate"]:
+                    nbr.setdefault(w[1], {})["ipv6"] = True
         elif block[0] == "bfd":
             w = s.split()
             if depth == 1:
@@ -179,11 +184,18 @@ def _bgp_body(c: BgpInstance, w: BgpInstance) -> list[str]:
             out.append(f" neighbor {addr} remote-as {n.remote_as}")
         o = o or Neighbor(addr, n.remote_as)
         out += _neighbor_attrs(o, n)
-    add = sorted(w.networks - c.networks)
-    remove = sorted(c.networks - w.networks)
-    if add or remove:
-        out += [" address-family ipv4 unicast", *[f"  network {p}" for p in add],
-                *[f"  no network {p}" for p in remove], " exit-address-family"]
+    for fam, af in ((4, "ipv4"), (6, "ipv6")):
+        add = sorted(p for p in w.networks - c.networks if family_of(p) == fam)
+        remove = sorted(p for p in c.networks - w.networks if family_of(p) == fam)
+        activate = []
+        if fam == 6:  # IPv4 unicast is active on every neighbor by FRR's default; IPv6 is not
+            for addr, n in w.neighbors.items():
+                was = c.neighbors.get(addr)
+                if n.ipv6 != (was.ipv6 if was is not None else False):
+                    activate.append(f"  {'' if n.ipv6 else 'no '}neighbor {addr} activate")
+        if add or remove or activate:
+            out += [f" address-family {af} unicast", *[f"  network {p}" for p in add],
+                    *[f"  no network {p}" for p in remove], *activate, " exit-address-family"]
     return out
 
 

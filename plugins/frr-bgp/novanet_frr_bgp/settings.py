@@ -25,11 +25,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _ipv4(v: str) -> str:
+def _ip(v: str) -> str:
     try:
-        return str(ipaddress.IPv4Address(v))
+        return str(ipaddress.ip_address(v))  # the compressed form, as FRR prints it
     except (ValueError, TypeError):
-        raise ValueError(f"{v!r} is not an IPv4 address") from None
+        raise ValueError(f"{v!r} is not an IPv4 or IPv6 address") from None
 
 
 def _free_text(v: str | None) -> str | None:
@@ -68,7 +68,7 @@ class PeerSettings(_Model):
     bfd: bool | None = None  # None: follow bfd.enabled
     ebgpMultihop: int | None = Field(default=None, ge=1, le=255)
 
-    _addr = field_validator("address")(_ipv4)
+    _addr = field_validator("address")(_ip)
     _desc = field_validator("description")(_free_text)
 
     @field_validator("password")
