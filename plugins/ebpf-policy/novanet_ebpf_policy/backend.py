@@ -480,7 +480,7 @@ class EbpfDatapath:
                 self.attacher.detach(ifname)
 
     def upsert_remote(self, remote: RemoteEndpoint) -> None:
-        v = EndpointValue(ifindex=0, identity=remote.identity, node_ip=ip_num(remote.node_ip, "node_ip"))
+        v = EndpointValue(ifindex=0, identity=remote.identity, node_ip=self._tunnel_endpoint(remote.node_ip))
         mapname, key = endpoint_key(remote.ip, "ip")
         with self._lock:
             changed = self._flows_stale(mapname, key, v)
@@ -488,6 +488,15 @@ class EbpfDatapath:
             self._name(remote.ip, remote.namespace, remote.pod)
             if changed:
                 self._bump_policy_revision()
+
+    def _tunnel_endpoint(self, node_ip: str) -> int:
+        """``node_ip`` of a remote endpoint: the IPv4 address the overlay encapsulates to. In native
+        mode the programs never read it (the kernel routes a remote pod's packets), and the node
+        address of a remote IPv6 pod there is its node's IPv6 one (the BGP next hop), which has
+        no IPv4 form: it is left 0."""
+        if ":" in node_ip and self._m().config_get(ConfigKey.MODE) == 1:
+            return 0
+        return ip_num(node_ip, "node_ip")
 
     def _name(self, ip: str, namespace: str, pod: str) -> None:
         """Pod names for flow events and filters (the agent sends them with every endpoint)."""
