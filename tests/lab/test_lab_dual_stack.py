@@ -232,3 +232,41 @@ def test_three_nodes_over_vxlan_every_pod_reaches_every_pod_per_family(
     pods = _by_pod(up)
     assert all(len(p["ips"]) == len(families) for p in pods.values())
     _check_every_family(lab, pods, families)
+
+
+@pytest.mark.long
+def test_three_nodes_native_ebpf_dual_stack_routes_and_polices_each_family(new_lab) -> None:
+    """examples/lab-native-dual-stack.yaml: FRR per node advertises both PodCIDRs, lab up waits
+    for every family's proto bgp routes, and the eBPF datapath enforces a NetworkPolicy across
+    nodes in both families alike."""
+    keys = ["x/a", "x/b", "x/c"]
+    lab = new_lab(
+        {
+            "cluster": {"clusterCIDR": DUAL_CIDR, "routingMode": "native", "routing": {"type": "frr-bgp"}},
+            "underlay": {"family": "dual"},
+            "nodes": [{"name": n} for n in THREE_NODES],
+            "namespaces": [{"name": "x"}],
+            "pods": _pods(keys, THREE_NODES),
+        }
+    )
+    up = lab.up()
+    assert up["healthy"] is True
+    pods = _by_pod(up)
+    _check_every_family(lab, pods, [4, 6])
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "only-a", "namespace": "x"},
+        "spec": {
+            "podSelector": {"matchLabels": {"pod": "b"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}],
+        },
+    }
+    (lab.spec_file.parent / "policy.yaml").write_text(yaml.safe_dump(policy))
+    lab.cli("lab", "apply", "-q", "-f", str(lab.spec_file.parent / "policy.yaml"))
+    rs = _probe(lab, "--to", "x/b", "--protocol", "TCP")
+    assert {(r["family"], r["from"]) for r in rs if not r["allowed"]} == {(4, "x/c"), (6, "x/c")}
+    assert {(r["family"], r["from"]) for r in rs if r["allowed"]} == {
+        (f, s) for f in (4, 6) for s in ("x/a", "x/b")
+    }

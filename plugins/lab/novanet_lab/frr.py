@@ -171,9 +171,9 @@ def bgp_routes(netns_name: str) -> set[str]:
     return podroutes.kernel_routes(netns_name, RTPROT_BGP)
 
 
-def wait_converged(nodes: dict[str, tuple[str, str]], timeout: float) -> None:
-    """Wait until every node has a ``proto bgp`` route to every other node's PodCIDR
-    (``nodes``: name -> (netns, podCIDR))."""
+def wait_converged(nodes: dict[str, tuple[str, list[str]]], timeout: float) -> None:
+    """Wait until every node has a ``proto bgp`` route to every other node's PodCIDRs
+    (``nodes``: name -> (netns, its PodCIDRs, one per family))."""
     from novanet_core.protocols import RTPROT_BGP
 
     podroutes.wait_routed(nodes, timeout, RTPROT_BGP, "BGP", "`vtysh -N <lab>_<node> -c 'show bgp summary'` and "

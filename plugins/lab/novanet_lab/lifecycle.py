@@ -302,7 +302,7 @@ def _start_node_daemons(spec: LabSpec, paths: LabPaths, st: LabState, prep: Any,
     agents.wait_ready(paths, st.nodes.values(), st.manifestVersion, max(1.0, deadline - time.monotonic()))
     progress(f"agents ready ({time.monotonic() - t0:.1f} s)")
     if spec.cluster.routingMode == "native":
-        pod_cidrs = {n.name: (n.netns, n.podCIDR) for n in st.nodes.values()}
+        pod_cidrs = {n.name: (n.netns, n.podCIDRs or [n.podCIDR]) for n in st.nodes.values()}
         if with_frr:
             frr.wait_converged(pod_cidrs, max(5.0, deadline - time.monotonic()))
         else:

@@ -7,7 +7,10 @@ else, and ``lab up`` waits until it has routed every PodCIDR (:func:`wait_routed
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from novanet_lab.errors import LabError
@@ -30,27 +33,35 @@ def uses_frr(spec: LabSpec) -> bool:
     return spec.cluster.routingMode == "native" and routing_type(spec) in FRR_BACKENDS
 
 
-def kernel_routes(netns_name: str, proto: int | None = None) -> set[str]:
-    """The IPv4 prefixes in a netns's main table (of route protocol ``proto`` when given)."""
+def kernel_routes(netns_name: str, proto: int | None = None, families: Iterable[int] = (4,)) -> set[str]:
+    """The prefixes of those IP families in a netns's main table (of route protocol ``proto`` when
+    given), in ipaddress's canonical form."""
     from pyroute2 import IPRoute
 
+    out: set[str] = set()
     with IPRoute(netns=netns_name) as ipr:
-        return {f"{r.get_attr('RTA_DST')}/{r.get('dst_len')}" for r in ipr.get_routes(family=2)
-                if r.get_attr("RTA_DST") and (proto is None or r.get("proto") == proto)}
+        for fam in families:
+            for r in ipr.get_routes(family=socket.AF_INET if fam == 4 else socket.AF_INET6):
+                dst = r.get_attr("RTA_DST")
+                if dst and (proto is None or r.get("proto") == proto):
+                    out.add(str(ipaddress.ip_network(f"{dst}/{r.get('dst_len')}", strict=False)))
+    return out
 
 
-def wait_routed(nodes: dict[str, tuple[str, str]], timeout: float, proto: int | None = None,
+def wait_routed(nodes: dict[str, tuple[str, list[str]]], timeout: float, proto: int | None = None,
                 what: str = "routes", hint: str = "the agents' `novanetctl status`") -> None:
     """Wait until every node has a route (of ``proto``, when given) to every other node's PodCIDR.
 
-    ``nodes`` maps node name to (netns, podCIDR). ``lab up`` returns only then, so that what runs
-    next (probes, conformance suites) does not race the routing backend.
+    ``nodes`` maps node name to (netns, its PodCIDRs: one per family). ``lab up`` returns only
+    then, so that what runs next (probes, conformance suites) does not race the routing backend.
     """
     deadline = time.monotonic() + timeout
+    families = {ipaddress.ip_network(c).version for _, cidrs in nodes.values() for c in cidrs}
     while True:
         missing = {}
         for name, (ns, _) in nodes.items():
-            lack = {cidr for other, (_, cidr) in nodes.items() if other != name} - kernel_routes(ns, proto)
+            want = {str(ipaddress.ip_network(c)) for other, (_, cidrs) in nodes.items() if other != name for c in cidrs}
+            lack = want - kernel_routes(ns, proto, families)
             if lack:
                 missing[name] = lack
         if not missing:
