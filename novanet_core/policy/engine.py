@@ -307,8 +307,8 @@ class PolicyEngine:
         g.pods.add(pod.key)
         if self._is_local(pod):
             g.local.add(pod.key)
-        if pod.ip:
-            self._ip_pod[pod.ip] = pod.key
+        for ip in pod.ips:  # every family's address: an ipBlock matches a dual-stack pod by either
+            self._ip_pod[ip] = pod.key
 
     def _unindex_pod(self, pod: Pod) -> None:
         ident = self._pod_ident.pop(pod.key)
@@ -319,9 +319,10 @@ class PolicyEngine:
         if not g.pods:
             del self._groups[ident]
             self._ns_idents[pod.namespace].discard(ident)
-        if pod.ip and self._ip_pod.get(pod.ip) == pod.key:
-            del self._ip_pod[pod.ip]
-            self._addr.pop(pod.ip, None)
+        for ip in pod.ips:
+            if self._ip_pod.get(ip) == pod.key:
+                del self._ip_pod[ip]
+                self._addr.pop(ip, None)
 
     def _address(self, ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         a = self._addr.get(ip)
@@ -455,8 +456,8 @@ class PolicyEngine:
             ident = self._pod_ident[k]
             if by_identity and len(by_ident[ident]) == 1:
                 ident_groups[ports].add(ident)
-            elif self.pods[k].ip:
-                ip_rules.append(Rule(CidrPeer(_host_cidr(self.pods[k].ip or "")), ports, policy, origin))
+            else:  # by address: each of the pod's (a /32 and, dual-stack, a /128)
+                ip_rules.extend(Rule(CidrPeer(_host_cidr(ip)), ports, policy, origin) for ip in self.pods[k].ips)
         out = [Rule(IdentityPeer(frozenset(ids)), ports, policy, origin) for ports, ids in sorted(
             ident_groups.items())]
         return out + sorted(set(ip_rules), key=lambda r: r.peer.cidr)  # type: ignore[union-attr]
@@ -518,7 +519,7 @@ class PolicyEngine:
     def _peer_matches_pod(pol: ParsedPolicy, p: PeerSpec, pod: Pod, ns_labels: Mapping[str, str],
                           egress_named: bool) -> bool:
         if p.kind == "cidr":
-            return egress_named and bool(pod.ip) and CidrPeer(p.cidr or "", p.excepts).matches(None, pod.ip)
+            return egress_named and any(CidrPeer(p.cidr or "", p.excepts).matches(None, ip) for ip in pod.ips)
         if p.namespace_selector is None:
             if pod.namespace != pol.namespace:
                 return False
@@ -649,14 +650,14 @@ class PolicyEngine:
                         rules.extend(Rule(p, ports, k, r.origin) for p in peers)
             ingress = DirectionPolicy(True, tuple(rules), tuple(ing_pols))
         elif self.default_deny:
-            ingress = DirectionPolicy(True, self._mirror_index().ingress_for(ident, pod.ip))
+            ingress = DirectionPolicy(True, self._mirror_index().ingress_for(ident, pod.ips))
         else:
             ingress = OPEN
         if eg_pols:
             egress = DirectionPolicy(True, tuple(r for k in eg_pols for r in self._resolved[k].egress),
                                      tuple(eg_pols))
         elif self.default_deny:
-            egress = DirectionPolicy(True, self._mirror_index().egress_for(ident, pod.ip))
+            egress = DirectionPolicy(True, self._mirror_index().egress_for(ident, pod.ips))
         else:
             egress = OPEN
         return EndpointPolicy(key, ident, pod.ip, pod.node, ingress, egress)
@@ -715,17 +716,19 @@ class _MirrorIndex:
                             m._add("egress", p, mr)
         return m
 
-    def _for(self, where: str, ident: int, ip: str | None) -> tuple[Rule, ...]:
+    def _for(self, where: str, ident: int, ips: Iterable[str]) -> tuple[Rule, ...]:
+        # A block holding either of a dual-stack pod's addresses mirrors onto the pod, whose set
+        # serves both: the other end's own isolated direction still checks the address it is sent.
         rules = list(self.by_ident[where].get(ident, ())) + self.anyone[where]
-        rules += [r for peer, r in self.cidr[where] if peer.matches(None, ip)]
+        rules += [r for peer, r in self.cidr[where] if any(peer.matches(None, ip) for ip in ips)]
         seen: dict[Rule, None] = dict.fromkeys(rules)
         return tuple(sorted(seen, key=lambda r: (r.policy, r.origin, str(r.peer), str(r.ports))))
 
-    def ingress_for(self, ident: int, ip: str | None) -> tuple[Rule, ...]:
-        return self._for("ingress", ident, ip)
+    def ingress_for(self, ident: int, ips: Iterable[str]) -> tuple[Rule, ...]:
+        return self._for("ingress", ident, ips)
 
-    def egress_for(self, ident: int, ip: str | None) -> tuple[Rule, ...]:
-        return self._for("egress", ident, ip)
+    def egress_for(self, ident: int, ips: Iterable[str]) -> tuple[Rule, ...]:
+        return self._for("egress", ident, ips)
 
 
 

@@ -1,6 +1,7 @@
 """The map encoding of compiled policy, without root: port ranges as prefixes, ipBlock excepts as
-CIDR ids, and the datapath's three lookups (any / identity / CIDR id) reproduced over the entries
-(a longest-prefix match in Python) agreeing with ``DirectionPolicy.check`` on random packets."""
+CIDR ids, and the datapath's three lookups (any / identity / CIDR id, the CIDR id from the trie of
+the peer address's family) reproduced over the entries (a longest-prefix match in Python) agreeing
+with ``DirectionPolicy.check`` on random packets of both families."""
 
 from __future__ import annotations
 
@@ -75,23 +76,28 @@ def datapath_allows(entries: dict[bytes, bytes], cidrs: CidrIndex, peer_id: int 
         return True
     if peer_id is not None and lpm_hit(entries, rule_key(96, 7, PeerKind.IDENTITY, peer_id, proto, port)):
         return True
-    addr = ipaddress.IPv4Address(ip)
+    addr = ipaddress.ip_address(ip)
     best = None
-    for net in cidrs.ids:
-        n = ipaddress.IPv4Network(net)
-        if addr in n and (best is None or n.prefixlen > best.prefixlen):
+    for net in cidrs.ids:  # policy_cidrs or policy_cidrs_v6: the address's family only
+        n = ipaddress.ip_network(net)
+        if n.version == addr.version and addr in n and (best is None or n.prefixlen > best.prefixlen):
             best = n
     return best is not None and lpm_hit(entries, rule_key(96, 7, PeerKind.CIDR, cidrs.ids[str(best)], proto, port))
 
 
 PEERS = [AnyPeer(), IdentityPeer(frozenset({300, 301})), CidrPeer("10.0.0.0/8", ("10.1.0.0/16", "10.2.3.0/24")),
-         CidrPeer("10.1.2.0/24"), CidrPeer("10.2.3.4/32"), CidrPeer("0.0.0.0/0", ("10.0.0.0/8",))]
+         CidrPeer("10.1.2.0/24"), CidrPeer("10.2.3.4/32"), CidrPeer("0.0.0.0/0", ("10.0.0.0/8",)),
+         # IPv6: excepts at two depths, a /128, ::/0, a block holding the IPv4-mapped range
+         CidrPeer("fd00::/16", ("fd00:1::/32", "fd00:2:3::/48")), CidrPeer("fd00:1:2::/48"),
+         CidrPeer("fd00:2:3::4/128"), CidrPeer("::/0", ("fd00::/16",)), CidrPeer("::ffff:0:0/96")]
 PORTS = [None, (PortRange("TCP", 80, 80),), (PortRange("TCP", 1000, 2000), PortRange("UDP", 53, 53)),
          (PortRange("SCTP", 0, 65535),), (PortRange("UDP", 5000, 5010),)]
 
 rules_st = st.lists(st.tuples(st.sampled_from(PEERS), st.sampled_from(PORTS)), min_size=0, max_size=5)
 packet_st = st.tuples(st.sampled_from([None, 300, 301, 302]),
-                      st.sampled_from(["10.1.2.3", "10.1.9.9", "10.2.3.4", "10.2.3.5", "10.9.9.9", "192.168.1.1"]),
+                      st.sampled_from(["10.1.2.3", "10.1.9.9", "10.2.3.4", "10.2.3.5", "10.9.9.9", "192.168.1.1",
+                                       "fd00:1:2::3", "fd00:1:9::9", "fd00:2:3::4", "fd00:2:3::5", "fd00:9::9",
+                                       "2001:db8::1", "::ffff:10.1.2.3"]),
                       st.sampled_from(["TCP", "UDP", "SCTP"]),
                       st.sampled_from([0, 53, 79, 80, 81, 999, 1000, 1500, 2000, 2001, 5000, 5010, 5011, 65535]))
 

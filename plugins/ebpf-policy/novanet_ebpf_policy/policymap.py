@@ -11,10 +11,12 @@ Representation (see docs/datapath.md, "NetworkPolicy maps"):
   range becomes at most 30 aligned prefixes, "any port of a protocol" one entry, "any protocol"
   one entry that stops before the protocol byte. Peers: ANY (peer 0), IDENTITY (a pod identity),
   CIDR (a CIDR id).
-* ``policy_cidrs`` maps every ipBlock prefix in use (cidrs *and* excepts) to a CIDR id. An address
-  resolves to its longest prefix L; a rule ``cidr N except E`` gets entries for every prefix L in
-  use with L inside N and inside no except. Prefixes are nested or disjoint, so that is exact.
-* ``ep_policy``: endpoint IP -> {ingress set, egress set, isolation flags}.
+* ``policy_cidrs`` (IPv4) and ``policy_cidrs_v6`` (IPv6) map every ipBlock prefix in use (cidrs
+  *and* excepts) to a CIDR id, one id space for both families (the rule key's peer is the id). An
+  address resolves to its longest prefix L in its family's trie; a rule ``cidr N except E`` gets
+  entries for every prefix L in use with L inside N and inside no except. Prefixes of one family
+  are nested or disjoint, so that is exact; a prefix never lies inside one of the other family.
+* ``ep_policy`` / ``ep_policy_v6``: endpoint IP -> {ingress set, egress set, isolation flags}.
 
 Updates are make-before-break: new rule entries, then new CIDR prefixes, then endpoint pointers,
 then removals; the caller bumps the policy revision once at the end so flows re-decide.
@@ -69,8 +71,21 @@ def decode_rule_key(k: bytes) -> tuple[int, int, int, int, int, int]:
     return (plen, *_DATA.unpack_from(k, 4))
 
 
-def cidr_key(net: ipaddress.IPv4Network) -> bytes:
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def cidr_key(net: Net) -> bytes:
+    """The key of ``net`` in its family's trie (``policy_cidrs``: 4 address bytes, ``_v6``: 16)."""
     return _PREFIX.pack(net.prefixlen) + net.network_address.packed
+
+
+def cidr_map(net: Net) -> str:
+    return "policy_cidrs_v6" if net.version == 6 else "policy_cidrs"
+
+
+def decode_cidr_key(k: bytes) -> Net:
+    (plen,) = _PREFIX.unpack_from(k, 0)
+    return ipaddress.ip_network((ipaddress.ip_address(bytes(k[4:])), plen))
 
 
 def port_prefixes(first: int, last: int) -> list[tuple[int, int]]:
@@ -119,8 +134,6 @@ def _trie_rules(r: Rule) -> list[TrieRule]:
         return [TrieRule(PeerKind.IDENTITY, i, "", (), ports, ref) for i in sorted(r.peer.identities)]
     assert isinstance(r.peer, CidrPeer)
     net = ipaddress.ip_network(r.peer.cidr, strict=False)
-    if net.version != 4:
-        return []  # an IPv4-only datapath: an IPv6 block can match no packet
     exc = tuple(sorted(str(ipaddress.ip_network(e, strict=False)) for e in r.peer.excepts))
     return [TrieRule(PeerKind.CIDR, 0, str(net), exc, ports, ref)]
 
@@ -159,18 +172,22 @@ class _Set:
 
 
 class CidrIndex:
-    """The IPv4 prefixes in use, sorted by start address, for "which prefixes lie inside N"."""
+    """The prefixes in use, per family sorted by start address, for "which prefixes lie inside N"."""
 
     def __init__(self, ids: Mapping[str, int]):
         self.ids = dict(ids)
-        nets = sorted((ipaddress.IPv4Network(c) for c in ids), key=lambda n: (int(n.network_address), n.prefixlen))
-        self._starts = [int(n.network_address) for n in nets]
-        self._nets = nets
+        self._starts: dict[int, list[int]] = {4: [], 6: []}
+        self._nets: dict[int, list[Net]] = {4: [], 6: []}
+        for n in sorted((ipaddress.ip_network(c) for c in ids),
+                        key=lambda n: (n.version, int(n.network_address), n.prefixlen)):
+            self._starts[n.version].append(int(n.network_address))
+            self._nets[n.version].append(n)
 
-    def inside(self, n: ipaddress.IPv4Network) -> Iterable[ipaddress.IPv4Network]:
-        lo = bisect.bisect_left(self._starts, int(n.network_address))
-        hi = bisect.bisect_right(self._starts, int(n.broadcast_address))
-        for net in self._nets[lo:hi]:
+    def inside(self, n: Net) -> Iterable[Net]:
+        starts = self._starts[n.version]
+        lo = bisect.bisect_left(starts, int(n.network_address))
+        hi = bisect.bisect_right(starts, int(n.broadcast_address))
+        for net in self._nets[n.version][lo:hi]:
             if net.prefixlen >= n.prefixlen:
                 yield net
 
@@ -186,10 +203,10 @@ def set_entries(set_id: int, rules: Iterable[TrieRule], cidrs: CidrIndex) -> dic
 
     for r in rules:
         if r.kind == PeerKind.CIDR:
-            n = ipaddress.IPv4Network(r.cidr)
-            excepts = [ipaddress.IPv4Network(e) for e in r.excepts]
+            n = ipaddress.ip_network(r.cidr)
+            excepts = [e for e in map(ipaddress.ip_network, r.excepts) if e.version == n.version]
             peers = [(PeerKind.CIDR, cidrs.ids[str(L)]) for L in cidrs.inside(n)
-                     if not any(L.subnet_of(e) for e in excepts if e.version == 4)]
+                     if not any(L.subnet_of(e) for e in excepts)]  # type: ignore[arg-type]
         else:
             peers = [(r.kind, r.peer)]
         for kind, peer in peers:
@@ -267,11 +284,9 @@ class PolicyProgrammer:
     def adopt_live(self) -> dict[str, int]:
         """Read what a previous dataplane process left in the pinned maps, so that the agent's
         full resync after a restart rewrites nothing that is already right."""
-        for k, v in self.m.items("policy_cidrs"):
-            (plen,) = _PREFIX.unpack_from(k, 0)
-            net = ipaddress.IPv4Network((ipaddress.IPv4Address(k[4:8]), plen))
+        for k, v in [*self.m.items("policy_cidrs"), *self.m.items("policy_cidrs_v6")]:
             (cid,) = CIDR_VALUE.unpack(v)
-            self.cidr_ids[str(net)] = cid
+            self.cidr_ids[str(decode_cidr_key(k))] = cid
             self._next_cidr = max(self._next_cidr, cid + 1)
         for k, v in self.m.items("policy_rules"):
             sid = decode_rule_key(k)[1]
@@ -287,7 +302,7 @@ class PolicyProgrammer:
 
     # ------------------------------------------------------------------ apply
     def apply(self, upserts: Sequence[EndpointPolicy], deletes: Iterable[str] = (), full: bool = False) -> ApplyStats:
-        """Program ``upserts`` (``EndpointPolicy.ip`` set, IPv4), drop ``deletes``; ``full``
+        """Program ``upserts`` (``EndpointPolicy.ip`` set, either family), drop ``deletes``; ``full``
         replaces everything. Maps without room: the endpoints concerned fail closed (module doc)."""
         ups, dels, full = self._merge(list(upserts), list(deletes), full)
         undo: list[tuple[str, bytes, bytes | None]] = []
@@ -410,7 +425,7 @@ class PolicyProgrammer:
             for r in rules:
                 if r.kind == PeerKind.CIDR:
                     prefixes.add(r.cidr)
-                    prefixes.update(e for e in r.excepts if ipaddress.ip_network(e).version == 4)
+                    prefixes.update(r.excepts)
         new_cidrs = {}
         for p in sorted(prefixes):
             cid = self.cidr_ids.get(p)
@@ -471,7 +486,8 @@ class PolicyProgrammer:
         for p, cid in new_cidrs.items():
             if self.cidr_ids.get(p) != cid:
                 prev = CIDR_VALUE.pack(self.cidr_ids[p]) if p in self.cidr_ids else None
-                self._write(undo, "policy_cidrs", cidr_key(ipaddress.IPv4Network(p)), CIDR_VALUE.pack(cid), prev)
+                net = ipaddress.ip_network(p)
+                self._write(undo, cidr_map(net), cidr_key(net), CIDR_VALUE.pack(cid), prev)
                 st.cidrs_added += 1
         new_values: dict[str, bytes] = {}
         for ip, prog in desired.items():
@@ -485,7 +501,8 @@ class PolicyProgrammer:
             self.m.delete(ep_map(ip), ip_key(ip))
             st.ep_removed += 1
         for p in set(self.cidr_ids) - set(new_cidrs):
-            self.m.delete("policy_cidrs", cidr_key(ipaddress.IPv4Network(p)))
+            net = ipaddress.ip_network(p)
+            self.m.delete(cidr_map(net), cidr_key(net))
             st.cidrs_removed += 1
         for sid, s in self.sets.items():
             keep = new_entries.get(sid, {})

@@ -33,6 +33,12 @@ class RPod:
     labels: dict[str, str]
     ip: str | None
     ports: list[tuple[str, int, str]] = field(default_factory=list)  # (name, port, protocol)
+    ip6: str | None = None  # a dual-stack pod's IPv6 address (``ip`` is then its IPv4 one)
+
+    def address(self, family: int) -> str | None:
+        if family == 6:
+            return self.ip6 if self.ip6 else (self.ip if self.ip and ":" in self.ip else None)
+        return self.ip if self.ip and ":" not in self.ip else None
 
 
 @dataclass
@@ -74,9 +80,10 @@ def policy_types(spec: Mapping[str, Any]) -> list[str]:
     return ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
 
 
-def peer_matches(world: RWorld, policy_ns: str, peer: Mapping[str, Any], other: RPod | str) -> bool:
+def peer_matches(world: RWorld, policy_ns: str, peer: Mapping[str, Any], other: RPod | str, family: int = 4) -> bool:
+    """``family``: of the connection, so the address of a dual-stack pod that an ipBlock sees."""
     if "ipBlock" in peer:
-        ip = other if isinstance(other, str) else other.ip
+        ip = other if isinstance(other, str) else other.address(family)
         if ip is None:
             return False
         addr = ipaddress.ip_address(ip)
@@ -114,7 +121,7 @@ def port_matches(ports: list[Mapping[str, Any]] | None, protocol: str, port: int
 
 
 def direction_verdict(world: RWorld, pod: RPod, direction: str, other: RPod | str, protocol: str, port: int,
-                      dst: RPod | str) -> bool | None:
+                      dst: RPod | str, family: int = 4) -> bool | None:
     """None = not isolated in this direction; else whether some rule allows."""
     isolated = False
     key, peer_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
@@ -128,16 +135,18 @@ def direction_verdict(world: RWorld, pod: RPod, direction: str, other: RPod | st
             rule = rule or {}
             peers = rule.get(peer_key) or []
             if port_matches(rule.get("ports"), protocol, port, dst) and (
-                not peers or any(peer_matches(world, ns, p, other) for p in peers)
+                not peers or any(peer_matches(world, ns, p, other, family) for p in peers)
             ):
                 return True
     return False if isolated else None
 
 
 def allowed(world: RWorld, src: RPod | str, dst: RPod | str, protocol: str, port: int,
-            default_deny: bool = False) -> bool:
-    eg = direction_verdict(world, src, "Egress", dst, protocol, port, dst) if isinstance(src, RPod) else None
-    ing = direction_verdict(world, dst, "Ingress", src, protocol, port, dst) if isinstance(dst, RPod) else None
+            default_deny: bool = False, family: int = 4) -> bool:
+    """A connection of ``family`` (4 or 6) between pods (by their address of that family) or
+    addresses outside the cluster."""
+    eg = direction_verdict(world, src, "Egress", dst, protocol, port, dst, family) if isinstance(src, RPod) else None
+    ing = direction_verdict(world, dst, "Ingress", src, protocol, port, dst, family) if isinstance(dst, RPod) else None
     if eg is False or ing is False:
         return False
     if default_deny:

@@ -3,7 +3,9 @@
 Worlds are small (3 namespaces, up to 7 pods, up to 5 policies) but dense in the hard parts:
 overlapping selectors and policies, matchExpressions, ipBlock with except at odd prefix lengths
 that cover pod IPs, named ports that some pods declare on different numbers, endPort ranges,
-TCP/UDP/SCTP and traffic to/from addresses outside the cluster.
+TCP/UDP/SCTP and traffic to/from addresses outside the cluster. Both families: most pods are
+dual-stack (one IPv6-primary), one is IPv4-only and one IPv6-only, blocks and excepts are IPv4 or
+IPv6, and every pair is decided once per family (a pod by its address of that family).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ PORT_CHOICES = (("http", 80, "TCP"), ("http", 8080, "TCP"), ("dns", 53, "UDP"), 
 CIDRS = ("10.0.0.0/24", "10.0.0.0/30", "10.0.0.4/31", "10.0.0.0/29", "10.0.1.0/24", "10.0.0.0/16",
          "0.0.0.0/0", "192.168.0.0/16", "10.0.0.3/32")
 EXTERNAL = ("192.168.1.1", "8.8.8.8", "10.0.0.200")
+# The same shapes in IPv6: pods i < 5 are fd00::{i + 1}, the others fd00:0:0:1::{i}.
+CIDRS6 = ("fd00::/64", "fd00::/126", "fd00::4/127", "fd00::/125", "fd00:0:0:1::/64", "fd00::/48", "::/0",
+          "2001:db8::/32", "fd00::3/128")
+EXTERNAL6 = ("2001:db8::1", "2606:4700::1111", "fd00::c8")
+HOSTS6 = ["fd00::1", "fd00::2", "fd00::3", "fd00::5", "fd00:0:0:1::5", "fd00::c8", "2001:db8::1", "2606:4700::1111"]
 TRAFFIC = (("TCP", 80), ("TCP", 81), ("TCP", 85), ("TCP", 8080), ("UDP", 53), ("TCP", 53), ("SCTP", 81),
            ("SCTP", 85), ("TCP", 90))
 
@@ -63,15 +70,15 @@ def selector_st(vocab: dict[str, tuple[str, ...]], ns_name: bool = False) -> st.
 def ip_block_st(draw: st.DrawFn) -> dict[str, Any]:
     import ipaddress
 
-    cidr = draw(st.sampled_from(CIDRS))
+    cidr = draw(st.sampled_from(CIDRS + CIDRS6))
     net = ipaddress.ip_network(cidr)
     excepts = []
     for _ in range(draw(st.integers(0, 3))):
-        if net.prefixlen >= 32:
+        if net.prefixlen >= net.max_prefixlen:
             break
-        plen = draw(st.integers(net.prefixlen + 1, 32))
-        host = draw(st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.1.5", "10.0.0.200",
-                                     "192.168.1.1", "8.8.8.8"]))
+        plen = draw(st.integers(net.prefixlen + 1, net.max_prefixlen))
+        host = draw(st.sampled_from(HOSTS6 if net.version == 6 else [
+            "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.1.5", "10.0.0.200", "192.168.1.1", "8.8.8.8"]))
         sub = ipaddress.ip_network(f"{host}/{plen}", strict=False)
         if sub.subnet_of(net):
             excepts.append(str(sub))
@@ -148,7 +155,12 @@ def world_st(draw: st.DrawFn) -> tuple[RWorld, ClusterState]:
         ns = draw(st.sampled_from(NSS))
         ports = draw(st.lists(st.sampled_from(PORT_CHOICES), max_size=3, unique_by=lambda p: (p[0], p[2])))
         ip = f"10.0.0.{i + 1}" if i < 5 else f"10.0.1.{i}"
-        pods.append(RPod(ns, f"p{i}", draw(labels_st(POD_KEYS)), ip, list(ports)))
+        ip6 = f"fd00::{i + 1}" if i < 5 else f"fd00:0:0:1::{i}"
+        if i == 5:  # IPv4-only
+            ip6 = None
+        elif i == 6:  # IPv6-only
+            ip, ip6 = ip6, None
+        pods.append(RPod(ns, f"p{i}", draw(labels_st(POD_KEYS)), ip, list(ports), ip6))
     policies = [draw(policy_st(i)) for i in range(draw(st.integers(0, 5)))]
     world = RWorld(ns_labels, pods, [(ns, spec) for ns, _, spec in policies])
     state = ClusterState()
@@ -158,8 +170,11 @@ def world_st(draw: st.DrawFn) -> tuple[RWorld, ClusterState]:
         cps = tuple(ContainerPort(port, proto, name) for name, port, proto in p.ports)
         # Two nodes, so that a node-scoped engine (the agent's) has remote pods to leave out.
         node = "n1" if int(p.name[1:]) % 3 else "n2"
-        state.pods[f"{p.namespace}/{p.name}"] = Pod(p.namespace, p.name, dict(p.labels), node=node, ip=p.ip,
-                                                     ports=cps)
+        ips = tuple(a for a in (p.ip, p.ip6) if a)
+        if p.name == "p3":  # IPv6-primary: status.podIPs lists IPv6 first
+            ips = ips[::-1]
+        state.pods[f"{p.namespace}/{p.name}"] = Pod(p.namespace, p.name, dict(p.labels), node=node, ip=ips[0],
+                                                     ports=cps, ips=ips)
     for ns, name, spec in policies:
         state.policies[f"{ns}/{name}"] = NetworkPolicy(ns, name, copy.deepcopy(spec))
     return world, state
@@ -169,18 +184,27 @@ def _check(world: RWorld, state: ClusterState, default_deny: bool) -> int:
     eng = PolicyEngine(default_deny=default_deny)
     eng.load(state)
     assert not eng.rejected, eng.rejected
-    ends: list[tuple[RPod | str, str]] = [(p, f"{p.namespace}/{p.name}") for p in world.pods]
-    ends += [(ip, ip) for ip in EXTERNAL]
+    n = 0
+    for family, external in ((4, EXTERNAL), (6, EXTERNAL6)):
+        # each end by its address of the family (the compiler finds the pod by any of its addresses)
+        ends: list[tuple[RPod | str, str]] = [(p, a) for p in world.pods if (a := p.address(family))]
+        ends += [(ip, ip) for ip in external]
+        n += _check_family(world, eng, ends, default_deny, family)
+    return n
+
+
+def _check_family(world: RWorld, eng: PolicyEngine, ends: list[tuple[RPod | str, str]], default_deny: bool,
+                  family: int) -> int:
     n = 0
     for src, skey in ends:
         for dst, dkey in ends:
             if isinstance(src, str) and isinstance(dst, str):
                 continue
             for proto, port in TRAFFIC:
-                want = allowed(world, src, dst, proto, port, default_deny)
+                want = allowed(world, src, dst, proto, port, default_deny, family)
                 got = eng.evaluate(skey, dkey, proto, port)
                 assert got.allowed == want, (
-                    f"{skey} -> {dkey} {proto}/{port}: compiler {got.reason!r}, reference says "
+                    f"{skey} -> {dkey} {proto}/{port} (IPv{family}): compiler {got.reason!r}, reference says "
                     f"{'allowed' if want else 'denied'}\npolicies: {world.policies}\nns: {world.namespaces}\n"
                     f"pods: {world.pods}"
                 )
@@ -188,13 +212,14 @@ def _check(world: RWorld, state: ClusterState, default_deny: bool) -> int:
     return n
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Each example decides every pair once per family: half the examples of the IPv4-only form.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(world_st())
 def test_compiler_matches_reference(w: tuple[RWorld, ClusterState]) -> None:
     _check(*w, default_deny=False)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=125, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(world_st())
 def test_default_deny_matches_reference(w: tuple[RWorld, ClusterState]) -> None:
     _check(*w, default_deny=True)
@@ -208,12 +233,12 @@ def _mutations(state: ClusterState, rnd: random.Random, extra_policies: list[Net
         if kind == "relabel" and pods:
             p = rnd.choice(pods)
             labels = {k: rnd.choice(v) for k, v in POD_KEYS.items() if rnd.random() < 0.5}
-            ops.append(("pod", Pod(p.namespace, p.name, labels, p.node, p.ip, p.host_ip, p.ports)))
+            ops.append(("pod", Pod(p.namespace, p.name, labels, p.node, p.ip, p.host_ip, p.ports, p.ips)))
         elif kind == "repod" and pods:
             p = rnd.choice(pods)
             ports = tuple(ContainerPort(port, proto, name) for name, port, proto in
                           rnd.sample(PORT_CHOICES, rnd.randint(0, 2)))
-            ops.append(("pod", Pod(p.namespace, p.name, dict(p.labels), p.node, p.ip, p.host_ip, ports)))
+            ops.append(("pod", Pod(p.namespace, p.name, dict(p.labels), p.node, p.ip, p.host_ip, ports, p.ips)))
         elif kind == "delete_pod" and pods:
             ops.append(("delete_pod", rnd.choice(pods).key))
         elif kind == "ns":
