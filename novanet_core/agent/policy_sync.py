@@ -298,7 +298,7 @@ def register_api(router: Any, agent: Agent) -> None:
         try:
             with agent.lock:  # a consistent snapshot of the state
                 return explain(agent.state, agent.config.policy.defaultDeny, p["from"], p["to"], p.get("port", 0),
-                               str(p.get("protocol", "TCP")), nodes)
+                               str(p.get("protocol", "TCP")), nodes, p.get("family"))
         except ExplainError as e:
             raise ApiError("invalid_params", str(e)) from None
 

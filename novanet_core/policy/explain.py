@@ -11,6 +11,7 @@ plugin's CLI (``novanetctl policy explain``), which compares the two.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from novanet_core.identity import IdentityAllocator
@@ -48,10 +49,29 @@ def _direction(d: DirectionPolicy, peer_identity: int | None, peer_ip: str | Non
     return out
 
 
+def _family(x: str) -> int | None:
+    try:
+        return ipaddress.ip_address(x).version
+    except ValueError:
+        return None
+
+
 def explain(state: ClusterState, default_deny: bool, src: str, dst: str, port: int, protocol: str = "TCP",
-            nodes: dict[str, str] | None = None) -> dict[str, Any]:
-    """``src``/``dst``: ``namespace/pod`` or an IP address; ``nodes``: node name -> node IP (optional)."""
+            nodes: dict[str, str] | None = None, family: int | None = None) -> dict[str, Any]:
+    """``src``/``dst``: ``namespace/pod`` or an IP address; ``nodes``: node name -> node IP (optional).
+
+    The connection's address family: ``family`` (4 or 6), else that of a side given as an address,
+    else the primary one of the source pod. A pod named by ``namespace/pod`` takes part with its
+    address of that family (a dual-stack pod is one identity, but ipBlocks see the address)."""
     protocol = protocol.upper()
+    if family is not None and family not in (4, 6):
+        raise ExplainError(f"family: {family!r} is not 4 or 6")
+    given = {f for f in (_family(src), _family(dst)) if f is not None}
+    if family is not None and given - {family}:
+        raise ExplainError(f"family: an address given is not IPv{family}")
+    if len(given) > 1:
+        raise ExplainError("from/to: an IPv4 and an IPv6 address are not one connection")
+    family = family or next(iter(given), None)
     if protocol not in L4_PROTOCOLS:
         raise ExplainError(f"protocol: {protocol!r} is not one of {', '.join(L4_PROTOCOLS)}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -60,12 +80,21 @@ def explain(state: ClusterState, default_deny: bool, src: str, dst: str, port: i
     eng.load(state)
 
     def end(x: str, what: str) -> dict[str, Any]:
+        nonlocal family
         pod = eng.pods.get(x) or eng.pod_by_ip(x)
         if pod is None:
             if "/" in x:
                 raise ExplainError(f"{what}: no pod {x!r} in the cluster state")
             return {"pod": None, "ip": x, "identity": None, "node": None}
-        return {"pod": pod.key, "ip": pod.ip, "identity": eng.identity_of(pod.key), "node": pod.node,
+        if _family(x):
+            ip: str | None = x
+        else:
+            fam = family or (_family(pod.ip) if pod.ip else None)
+            ip = next((a for a in pod.ips if _family(a) == fam), None)
+            if ip is None and pod.ips:
+                raise ExplainError(f"{what}: pod {x} has no IPv{fam} address")
+        family = family or (_family(ip) if ip else None)
+        return {"pod": pod.key, "ip": ip, "identity": eng.identity_of(pod.key), "node": pod.node,
                 "labels": dict(pod.labels)}
 
     s, d = end(src, "from"), end(dst, "to")

@@ -137,10 +137,12 @@ def _decode_peer(v: Any, where: str) -> Peer:
         if not isinstance(cidr, str) or not isinstance(excepts, list) or not all(isinstance(e, str) for e in excepts):
             raise WireError(f"{where}: cidr must be a string and except a list of strings")
         try:
-            for c in (cidr, *excepts):
-                ipaddress.ip_network(c, strict=False)
+            nets = [ipaddress.ip_network(c, strict=False) for c in (cidr, *excepts)]
         except ValueError as e:
             raise WireError(f"{where}: bad CIDR ({e})") from None
+        for i, n in enumerate(nets[1:]):
+            if n.version != nets[0].version or not n.subnet_of(nets[0]):  # type: ignore[arg-type]
+                raise WireError(f"{where}.except[{i}]: {excepts[i]} is not inside cidr {cidr}")
         return CidrPeer(cidr, tuple(excepts))
     raise WireError(f"{where}: needs one of any, identities, cidr")
 

@@ -132,6 +132,75 @@ def _policy_checks(dp6, a: Pod6, b: Pod6, c: Pod6, deny: dict) -> None:
     assert dp6.drop_counters()["POLICY_DENY_RULE"] - before >= 2
 
 
+def _cidr_rules(direction: str, *blocks: tuple[str, tuple[str, ...]]):
+    from novanet_core.policy.compiled import CidrPeer, DirectionPolicy, Rule
+
+    rules = tuple(Rule(CidrPeer(c, e), None, "default/v6-blocks", f"{direction}[{i}]")
+                  for i, (c, e) in enumerate(blocks))
+    return DirectionPolicy(True, rules, ("default/v6-blocks",))
+
+
+def test_ipv6_ipblock_ingress_with_nested_excepts(topo6: DualStackTopology, dp6) -> None:
+    """b admits fd00:42::/64 except fd00:42::8/125 (which holds a and c), and, inside that except,
+    a's /128: a reaches b over IPv6, c does not; no IPv4 block, so neither reaches b over IPv4;
+    the node's own traffic is not policed; the live maps say the same as the packets."""
+    from novanet_core.policy.compiled import DirectionPolicy, EndpointPolicy
+
+    a, b, c = topo6.pods["a"], topo6.pods["b"], topo6.pods["c"]
+    assert (a.ip6, c.ip6) == ("fd00:42::a", "fd00:42::c")
+    ingress = _cidr_rules("ingress", ("fd00:42::/64", ("fd00:42::8/125",)), (f"{a.ip6}/128", ()))
+    dp6.apply_policy([EndpointPolicy("default/b", b.identity, ip, "n", ingress, DirectionPolicy(False))
+                      for ip in (b.ip, b.ip6)])
+    try:
+        listed = {x["cidr"] for x in dp6.list_policy()["cidrs"]}
+        assert listed == {"fd00:42::/64", "fd00:42::8/125", f"{a.ip6}/128"}
+        assert ping6(a, b.ip6) == 3
+        assert ping6(c, b.ip6, count=2, deadline=3) == 0
+        assert _ping4(a, b.ip) == 0  # an IPv6 block admits no IPv4 address
+        ev = _events(dp6, lambda e: e["drop_reason_name"] == "POLICY_DENIED" and e["src_ip"] == c.ip6
+                     and e["dst_ip"] == b.ip6)[-1]
+        assert (ev["policy_dir"], ev["hook"], ev["policies"]) == ("ingress", "from_pod", ["default/v6-blocks"])
+        out = sh("ip", "netns", "exec", topo6.node, "ping", "-6", "-c", "2", "-W", "2", b.ip6, check=False).stdout
+        assert " 0% packet loss" in out  # the node (HOST) is not policed
+        ok, no = (dp6.check_connection(x.ip6, b.ip6, 58, 0) for x in (a, c))
+        assert ok["allowed"] and [h["peer"] for h in ok["ingress"]["hits"]] == [
+            f"cidr #{_cidr_id(dp6, f'{a.ip6}/128')}"]
+        assert not no["allowed"] and no["reason"] == "POLICY_DENIED (ingress)"
+    finally:
+        dp6.apply_policy([], [b.ip, b.ip6])
+
+
+def test_ipv6_ipblock_egress_with_except(topo6: DualStackTopology, dp6) -> None:
+    """a may send to ::/0 except c's /128: b over IPv6 yes, c over IPv6 no (an egress drop at a's
+    hook), and nothing over IPv4 (no IPv4 block); c's replies to a's earlier flows are not at stake."""
+    from novanet_core.policy.compiled import DirectionPolicy, EndpointPolicy
+
+    a, b, c = topo6.pods["a"], topo6.pods["b"], topo6.pods["c"]
+    egress = _cidr_rules("egress", ("::/0", (f"{c.ip6}/128",)))
+    dp6.apply_policy([EndpointPolicy("default/a", a.identity, ip, "n", DirectionPolicy(False), egress)
+                      for ip in (a.ip, a.ip6)])
+    try:
+        assert ping6(a, b.ip6) == 3
+        assert ping6(a, c.ip6, count=2, deadline=3) == 0
+        assert _ping4(a, b.ip) == 0
+        ev = _events(dp6, lambda e: e["drop_reason_name"] == "POLICY_DENIED" and e["src_ip"] == a.ip6
+                     and e["dst_ip"] == c.ip6)[-1]
+        assert (ev["policy_dir"], ev["hook"], ev["src_identity"], ev["policies"]) == (
+            "egress", "from_pod", a.identity, ["default/v6-blocks"])
+        assert "egress of default/a isolated by default/v6-blocks" in ev["policy_reason"]
+        assert ping6(c, a.ip6) == 3  # a's ingress is not isolated; the replies belong to c's flow
+    finally:
+        dp6.apply_policy([], [a.ip, a.ip6])
+
+
+def _ping4(src: Pod, dst: str) -> int:
+    return parse_ping(src.run("ping", "-n", "-q", "-c", "2", "-W", "1", "-w", "3", dst, check=False).stdout)[1]
+
+
+def _cidr_id(dp6, cidr: str) -> int:
+    return next(x["id"] for x in dp6.list_policy()["cidrs"] if x["cidr"] == cidr)
+
+
 _SERVER = r"""
 import socket
 t = socket.socket(socket.AF_INET6); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -161,6 +161,10 @@ def test_wire_round_trip_keeps_every_field() -> None:
     (lambda d: d["ingress"]["rules"][0]["ports"][0].update(last=70000), "endpoints[0].ingress.rules[0].ports[0]"),
     (lambda d: d["ingress"]["rules"][0]["peer"].update(identities=[0]), "endpoints[0].ingress.rules[0].peer.identities"),
     (lambda d: d["ingress"]["rules"][1]["peer"].update(cidr="10.0.0.0/33"), "endpoints[0].ingress.rules[1].peer"),
+    (lambda d: d["ingress"]["rules"][1]["peer"].update(cidr="fd00::/16", **{"except": ["fd00:1::/32", "10.1.0.0/16"]}),
+     "endpoints[0].ingress.rules[1].peer.except[1]"),  # a mixed-family block
+    (lambda d: d["ingress"]["rules"][1]["peer"].update(cidr="fd00::/16", **{"except": ["fd01::/32"]}),
+     "endpoints[0].ingress.rules[1].peer.except[0]"),  # outside its cidr
     (lambda d: d["egress"]["rules"][0].update(peer={}), "endpoints[0].egress.rules[0].peer"),
     (lambda d: d["egress"].update(selected_by=[1]), "endpoints[0].egress.selected_by"),
 ])

@@ -10,7 +10,14 @@ import errno
 import ipaddress
 
 from novanet_ebpf_policy.layouts import EpPolicyFlag, PolicyCidr6Key, PolicyCidrKey
-from novanet_ebpf_policy.policymap import CIDR_VALUE, EP_VALUE, PeerKind, PolicyProgrammer, decode_rule_key, ip_key
+from novanet_ebpf_policy.policymap import (
+    CIDR_VALUE,
+    EP_VALUE,
+    PeerKind,
+    PolicyProgrammer,
+    decode_rule_key,
+    ip_key,
+)
 
 from novanet_core.policy import CidrPeer, DirectionPolicy, EndpointPolicy, Rule
 

@@ -714,8 +714,14 @@ class EbpfDatapath:
         """The live maps' verdict for a new connection (novanet_ebpf_policy.mapcheck)."""
         from novanet_ebpf_policy import mapcheck
 
-        ip_num(src_ip, "src_ip")
-        ip_num(dst_ip, "dst_ip")
+        fams = []
+        for v, field in ((src_ip, "src_ip"), (dst_ip, "dst_ip")):
+            try:
+                fams.append(ipaddress.ip_address(str(v)).version)
+            except ValueError:
+                raise ConfigError(f"{field}: {v!r} is not an IP address") from None
+        if fams[0] != fams[1]:
+            raise ConfigError(f"dst_ip: {dst_ip} is not of the family of src_ip {src_ip}")
         with self._lock:
             refs = dict(self.policy.refs) if self.policy else {}
             return mapcheck.check(self._m(), refs, src_ip, dst_ip, protocol, port)

@@ -316,15 +316,21 @@ def explain_text(res: dict[str, Any], cmp: dict[str, Any], live: dict[str, Any] 
 @click.option("--port", type=click.IntRange(0, 65535), required=True, help="Destination port.")
 @click.option("--protocol", type=click.Choice(list(L4_PROTOCOLS), case_sensitive=False), default="TCP",
               show_default=True)
+@click.option("--family", type=click.Choice(["4", "6"]), default=None,
+              help="IPv4 or IPv6 for pods named NS/POD (default: the family of an address given, else the "
+                   "source pod's primary address).")
 @output_option
 @json_shape("{compiled: {from, to, protocol, port, defaultDeny, egress?{isolated, selected_by, allowed, why, "
             "admitted_by: [{policy, origin, peer, ports}], decided_on}, ingress?{...}, allowed, verdict}, "
             "datapath: {src, dst, egress_map, egress, ingress, allowed, reason} or null, "
             "comparison: {egress?{checked, agrees, datapath_allowed}, ingress?{...}, agree}}")
-def explain_cmd(src: str, dst: str, port: int, protocol: str, output: str | None) -> None:
+def explain_cmd(src: str, dst: str, port: int, protocol: str, family: str | None, output: str | None) -> None:
     """Why a connection is allowed or denied: the policies that select each side, the rule that admits it
     or the isolation that denies it, and what this node's datapath maps hold for the pair."""
-    res = agent_call("policy.explain", {"from": src, "to": dst, "port": port, "protocol": protocol.upper()})
+    req: dict[str, Any] = {"from": src, "to": dst, "port": port, "protocol": protocol.upper()}
+    if family:
+        req["family"] = int(family)
+    res = agent_call("policy.explain", req)
     node = agent_call("status")["nodeName"]
     live = None
     if res["from"]["ip"] and res["to"]["ip"] and node in (res.get("egress", {}).get("decided_on"),

@@ -2,7 +2,8 @@
 
 Every answer comes from lookups in the pinned kernel maps (the LPM tries do their own longest
 match), walked in the order ``nv_policy_decide`` and the egress block of ``nv_from_pod`` use them
-(datapath.c). It is a second reading of the same maps, not a second policy engine: the compiled
+(datapath.c, and datapath6.c for IPv6: its family's endpoint, ep_policy and ipBlock maps, no
+egress map). It is a second reading of the same maps, not a second policy engine: the compiled
 answer comes from the agent, and ``novanetctl policy explain`` says when the two disagree.
 """
 
@@ -20,12 +21,13 @@ from novanet_ebpf_policy.layouts import (
     ConfigKey,
     EgressAction,
     EgressFlag,
+    Endpoint6Key,
     EndpointKey,
     EndpointValue,
     EpPolicyFlag,
     PeerKind,
 )
-from novanet_ebpf_policy.policymap import EP_VALUE, RULE_VALUE, ip_key, rule_key
+from novanet_ebpf_policy.policymap import EP_VALUE, RULE_VALUE, cidr_key, cidr_map, ep_map, ip_key, rule_key
 
 ID_HOST, ID_WORLD = 1, 2
 _CIDR_VALUE = struct.Struct("<I")
@@ -39,9 +41,24 @@ def _in(addr: int, net_key: ConfigKey, len_key: ConfigKey, m: Any) -> bool:
     return (addr & mask) == (m.config_get(net_key) & mask)
 
 
-def _endpoint(m: Any, ip: int) -> EndpointValue | None:
-    raw = m.lookup("endpoints", EndpointKey(ip=ip))
+def _endpoint(m: Any, ip: str) -> EndpointValue | None:
+    a = ipaddress.ip_address(ip)
+    if a.version == 6:
+        raw = m.lookup("endpoints_v6", Endpoint6Key.from_buffer_copy(a.packed))
+    else:
+        raw = m.lookup("endpoints", EndpointKey(ip=int(a)))
     return EndpointValue.from_buffer_copy(raw) if raw else None
+
+
+def _is_host(m: Any, ip: str) -> bool:
+    """The node's address or the pods' gateway (identity HOST), as nv_ip6_is_host / CONFIG say."""
+    a = ipaddress.ip_address(ip)
+    if a.version == 4:
+        return int(a) in (m.config_get(ConfigKey.NODE_IP), m.config_get(ConfigKey.GATEWAY_IP))
+    hi, lo = int.from_bytes(a.packed[:8], "little"), int.from_bytes(a.packed[8:], "little")
+    return any((hi, lo) == (m.config_get(h), m.config_get(low)) != (0, 0)
+               for h, low in ((ConfigKey.NODE_IP6_HI, ConfigKey.NODE_IP6_LO),
+                              (ConfigKey.GATEWAY_IP6_HI, ConfigKey.GATEWAY_IP6_LO)))
 
 
 def _rule(m: Any, refs: dict[int, str], set_id: int, kind: int, peer: int, proto: int, port: int) -> str | None:
@@ -51,9 +68,9 @@ def _rule(m: Any, refs: dict[int, str], set_id: int, kind: int, peer: int, proto
     return refs.get(RULE_VALUE.unpack(raw)[0], f"rule #{RULE_VALUE.unpack(raw)[0]}")
 
 
-def _side(m: Any, refs: dict[int, str], ep_ip: int, ingress: bool, peer_id: int, peer_ip: int, proto: int,
+def _side(m: Any, refs: dict[int, str], ep_ip: str, ingress: bool, peer_id: int, peer_ip: str, proto: int,
           port: int) -> dict[str, Any]:
-    raw = m.lookup("ep_policy", ip_key(str(ipaddress.IPv4Address(ep_ip))))
+    raw = m.lookup(ep_map(ep_ip), ip_key(ep_ip))
     if raw is None:
         deny = bool(m.config_get(ConfigKey.DEFAULT_DENY))
         return {"entry": None, "isolated": deny, "allowed": not deny,
@@ -70,7 +87,8 @@ def _side(m: Any, refs: dict[int, str], ep_ip: int, ingress: bool, peer_id: int,
         hits.append({"peer": "any", "rule": name})
     if peer_id >= 256 and (name := _rule(m, refs, set_id, PeerKind.IDENTITY, peer_id, proto, port)) is not None:
         hits.append({"peer": f"identity {peer_id}", "rule": name})
-    craw = m.lookup("policy_cidrs", struct.pack("<I", 32) + peer_ip.to_bytes(4, "big"))
+    host = ipaddress.ip_network(peer_ip)  # the full-length key: the trie answers its longest prefix
+    craw = m.lookup(cidr_map(host), cidr_key(host))
     if craw is not None:
         cid = _CIDR_VALUE.unpack(craw)[0]
         if (name := _rule(m, refs, set_id, PeerKind.CIDR, cid, proto, port)) is not None:
@@ -83,7 +101,10 @@ def _side(m: Any, refs: dict[int, str], ep_ip: int, ingress: bool, peer_id: int,
 def check(m: Any, refs: dict[int, str], src_ip: str, dst_ip: str, protocol: str | int, port: int) -> dict[str, Any]:
     """The live maps' verdict for a new connection, side by side as the programs evaluate it."""
     proto = protocol_number(protocol)
-    s, d = int(ipaddress.IPv4Address(src_ip)), int(ipaddress.IPv4Address(dst_ip))
+    v6 = ipaddress.ip_address(src_ip).version == 6
+    if ipaddress.ip_address(dst_ip).version != (6 if v6 else 4):
+        raise ValueError("src_ip/dst_ip: an IPv4 and an IPv6 address are not one connection")
+    s, d = src_ip, dst_ip
     node_ip = m.config_get(ConfigKey.NODE_IP)
     src, dst = _endpoint(m, s), _endpoint(m, d)
 
@@ -100,11 +121,13 @@ def check(m: Any, refs: dict[int, str], src_ip: str, dst_ip: str, protocol: str 
         return out
     src_id = src.identity
     dst_id = dst.identity if dst else ID_WORLD
-    if dst is None and d in (m.config_get(ConfigKey.NODE_IP), m.config_get(ConfigKey.GATEWAY_IP)):
+    if dst is None and _is_host(m, d):
         dst_id = ID_HOST
     out["dst"]["identity"] = dst_id
     egress_entry = None
-    if dst is None and dst_id != ID_HOST and not _in(d, ConfigKey.CLUSTER_CIDR_IP, ConfigKey.CLUSTER_CIDR_PREFIX_LEN, m):
+    # the egress map is IPv4's (datapath6.c does not consult it)
+    if (not v6 and dst is None and dst_id != ID_HOST
+            and not _in(int(ipaddress.IPv4Address(d)), ConfigKey.CLUSTER_CIDR_IP, ConfigKey.CLUSTER_CIDR_PREFIX_LEN, m)):
         for sid in (src_id, 0):
             raw = m.lookup("egress", egress_key(sid, f"{dst_ip}/32"))
             if raw is not None:
