@@ -683,9 +683,12 @@ class EbpfDatapath:
         pol = self.policy
         if pol is None:
             return {}
-        cap = {n: mapsmod.MAPS[n].spec.max_entries for n in ("policy_rules", "policy_cidrs", "ep_policy")}
-        return {"rules": pol.rule_count(), "rulesCapacity": cap["policy_rules"], "cidrs": len(pol.cidr_ids),
-                "cidrsCapacity": cap["policy_cidrs"], "endpoints": len(pol.ep_values),
+        cap = {n: mapsmod.MAPS[n].spec.max_entries for n in ("policy_rules", "policy_cidrs", "policy_cidrs_v6",
+                                                               "ep_policy")}
+        v6 = sum(":" in c for c in pol.cidr_ids)
+        return {"rules": pol.rule_count(), "rulesCapacity": cap["policy_rules"], "cidrs": len(pol.cidr_ids) - v6,
+                "cidrsCapacity": cap["policy_cidrs"], "cidrsV6": v6, "cidrsV6Capacity": cap["policy_cidrs_v6"],
+                "endpoints": len(pol.ep_values),
                 "endpointsCapacity": cap["ep_policy"], "failedClosed": sorted(pol.blocked),
                 "fullEvents": pol.full_events, "lastFull": pol.last_full}
 
