@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import netpol_cases as nc
 from tests.bpf.conftest import started_datapath
+from tests.bpf.netpol_model import CASES, SHORT, Model, run_case
 from tests.bpf.topo import Pod, parse_ping, sh, wait_for
 from tests.bpf.topo6 import GW6, DualStackTopology, Pod6
 
@@ -191,6 +193,39 @@ def test_ipv6_ipblock_egress_with_except(topo6: DualStackTopology, dp6) -> None:
         assert ping6(c, a.ip6) == 3  # a's ingress is not isolated; the replies belong to c's flow
     finally:
         dp6.apply_policy([], [a.ip, a.ip6])
+
+
+@pytest.fixture
+def model(topo6: DualStackTopology, dp6) -> Iterator[Model]:
+    """The netpol model's nine pods: this module's a, b, c and six more, taken out again after."""
+    original = {n: p.identity for n, p in topo6.pods.items()}
+    added = [chr(ord("a") + i) for i in range(len(original), len(nc.PODS))]
+    m = None
+    try:
+        for i, name in enumerate(added, start=len(original)):
+            p = topo6.add_pod(name, f"10.42.0.{10 + i}", 1000 + i)
+            dp6.upsert_endpoint(p.endpoint(topo6.gateway))
+        m = Model(topo6, dp6)
+        yield m
+    finally:
+        if m is not None:
+            m.close()
+        dp6.apply_policy([], [ip for p in topo6.pods.values() for ip in (p.ip, p.ip6)])
+        for name in added:
+            p = topo6.pods.pop(name)
+            for ip in (p.ip, p.ip6):
+                dp6.delete_endpoint(ip, p.host_if)
+            sh("ip", "netns", "del", p.ns, check=False)
+        for name, ident in original.items():
+            topo6.pods[name].identity = ident
+            dp6.upsert_endpoint(topo6.pods[name].endpoint(topo6.gateway))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in SHORT], ids=lambda c: f"{c.id:02d}")
+def test_upstream_netpol_case_over_both_families(model: Model, case) -> None:
+    """A short form of tests/bpf/test_netpol_dual_stack.py: a namespaceSelector and
+    an ipBlock with an except holding the pod's own address, each over IPv6, then IPv4."""
+    run_case(model, case)
 
 
 def _ping4(src: Pod, dst: str) -> int:

@@ -25,21 +25,24 @@ class Pod6(Pod):
 
 
 class DualStackTopology(Topology):
-    """tests/bpf/topo.py's topology with an IPv6 address per pod (names of their own)."""
+    """tests/bpf/topo.py's topology with an IPv6 address per pod (names of their own, starting
+    with ``prefix``: a subclass with another prefix never meets this one's)."""
+
+    prefix = "v619"
 
     @property
     def node(self) -> str:
-        return f"v619n{self.uid}"
+        return f"{self.prefix}n{self.uid}"
 
     @property
     def bpf_root(self) -> str:
-        return f"/sys/fs/bpf/v619-{self.uid}"
+        return f"/sys/fs/bpf/{self.prefix}-{self.uid}"
 
     @property
     def cgroup(self) -> str:
         from tests.support import cgroups
 
-        return f"{cgroups.root()}/v619-{self.uid}"
+        return f"{cgroups.root()}/{self.prefix}-{self.uid}"
 
     def create(self, n_pods: int = 3) -> DualStackTopology:
         super().create(n_pods)
@@ -48,7 +51,7 @@ class DualStackTopology(Topology):
         return self
 
     def add_pod(self, name: str, ip: str, identity: int) -> Pod:
-        ns, host_if = f"v619p{self.uid}{name}", f"v619{self.uid}{name}"
+        ns, host_if = f"{self.prefix}p{self.uid}{name}", f"{self.prefix}{self.uid}{name}"
         ip6 = f"fd00:42::{10 + ord(name) - ord('a'):x}"
         sh("ip", "netns", "add", ns)
         sh("ip", "-n", ns, "link", "set", "lo", "up")
