@@ -157,6 +157,10 @@ class ConfigKey(enum.IntEnum):
     GATEWAY_IP6_HI = 19
     GATEWAY_IP6_LO = 20
     SERVICES_UNPROGRAMMED = 21  # frontends the services map had no room for: their serviceCIDR addresses are refused
+    # The cluster's IPv6 range (clusterCIDR's IPv6 entry): network in two slots as above, and its length
+    CLUSTER_CIDR6_HI = 22
+    CLUSTER_CIDR6_LO = 23
+    CLUSTER_CIDR6_PREFIX_LEN = 24
 
 
 CONFIG_SLOTS = 32
@@ -172,13 +176,15 @@ TUNNEL_SLOTS = 4
 
 # The tail-call contract, from-pod -> tunnel_progs[ENCAP] (tail calls keep skb->cb):
 #   cb[0] = CB_ENCAP_MAGIC, cb[1] = source identity, cb[2] = destination identity,
-#   cb[3] = destination node IP (numeric; the tunnels key). The datapath has already checked that
+#   cb[3] = destination node IP (numeric; the tunnels key). The packet is IPv4 or IPv6 (the
+#   Ethernet type says which); cb[3] is the IPv4 underlay address either way. The datapath has already checked that
 #   a tunnels entry exists. An empty slot makes the tail call fall through: the datapath drops
 #   NO_TUNNEL. The tunnel program returns the verdict (redirect / TC_ACT_SHOT).
 CB_ENCAP_MAGIC = 0x4E564531  # "NVE1"
 # Tunnel ingress -> to-pod (bpf_redirect to the host veth's egress keeps skb->cb and the mark):
 #   mark |= TUNNEL_MARK, cb[0] = CB_DECAP_MAGIC, cb[1] = the source identity the sender stamped,
-#   cb[2] = the inner source IP (numeric), cb[3] = ifindex the tunnel packet was received on.
+#   cb[2] = the inner source IP (numeric; of an IPv6 source, its last 4 bytes read as a numeric
+#   IPv4 address), cb[3] = ifindex the tunnel packet was received on.
 # The to-pod program honours cb[1] only when all four hold for the packet it sees
 # (skb->ingress_ifindex == cb[3], saddr == cb[2]) and clears cb[0] after reading it.
 CB_DECAP_MAGIC = 0x4E564431  # "NVD1"

@@ -153,7 +153,7 @@ class EbpfDatapath:
     name = "ebpf"
     capabilities = frozenset({"policy", "flows", "prewarm", "stats", "service"})
     # IPv6 (bpf/datapath6.c): endpoints, neighbour discovery, same-node redirect, flow table and
-    # NetworkPolicy; a remote IPv6 pod is the stack's to route (no IPv6 encapsulation here).
+    # NetworkPolicy; a remote IPv6 pod goes to the tunnel plugin in overlay mode, as IPv4 does.
     ip_families = (4, 6)
 
     def __init__(self, ctx: BackendContext):
@@ -299,6 +299,14 @@ class EbpfDatapath:
                             ("gateway", ConfigKey.GATEWAY_IP6_HI, ConfigKey.GATEWAY_IP6_LO)):
             if s6.get(key):
                 writes[hi], writes[lo] = ip6_config_words(s6[key], key)
+        if s6.get("clusterCIDR"):  # overlay: an unknown address in it is NO_ROUTE (bpf/datapath6.c)
+            try:
+                net6 = ipaddress.IPv6Network(str(s6["clusterCIDR"]), strict=True)
+            except ValueError as e:
+                raise ConfigError(f"clusterCIDR: {s6['clusterCIDR']!r} is not an IPv6 CIDR ({e})") from None
+            writes[ConfigKey.CLUSTER_CIDR6_HI], writes[ConfigKey.CLUSTER_CIDR6_LO] = ip6_config_words(
+                net6.network_address, "clusterCIDR")
+            writes[ConfigKey.CLUSTER_CIDR6_PREFIX_LEN] = net6.prefixlen
         if s.get("nodeIP"):
             writes[ConfigKey.NODE_IP] = ip_num(s["nodeIP"], "nodeIP")
         for key, ipk, lenk in (("podCIDR", ConfigKey.POD_CIDR_IP, ConfigKey.POD_CIDR_PREFIX_LEN),

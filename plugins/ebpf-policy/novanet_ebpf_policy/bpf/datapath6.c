@@ -7,8 +7,11 @@
  * admitted in both directions, a local destination gets the packet by redirect_peer, anything
  * else goes to the node's stack. The pod's neighbour solicitations are answered here with the
  * host veth's MAC, as its ARP requests are (no proxy NDP, no neighbour entries in the kernel).
- * Not here (yet): Services, the egress map, the overlay's tunnel
- * encapsulation (a remote IPv6 pod is the stack's to route). Extension headers are not walked: a
+ * In overlay mode a remote IPv6 pod's packet goes to the active tunnel plugin through the same
+ * tail call as IPv4's (the tunnel hook block of bpf/datapath.c: the tunnels entry is the node's
+ * IPv4 underlay address), and an unknown address of the cluster's IPv6 range is NO_ROUTE; what a
+ * tunnel decapsulated reaches nv_to_pod6 with the identity its sender stamped.
+ * Not here (yet): Services, the egress map. Extension headers are not walked: a
  * packet whose next header is not TCP/UDP/SCTP/ICMPv6 is decided on that protocol number with no
  * ports. */
 
@@ -68,6 +71,24 @@ static __always_inline int nv_nd_type(struct nv_ip6 *ip, void *end) {
 static __always_inline int nv_ip6_is_host(const u8 *a) {
     return nv_ip6_is_cfg(a, NV_CFG_NODE_IP6_HI, NV_CFG_NODE_IP6_LO) ||
            nv_ip6_is_cfg(a, NV_CFG_GATEWAY_IP6_HI, NV_CFG_GATEWAY_IP6_LO);
+}
+
+/* In the cluster's IPv6 range (CONFIG CLUSTER_CIDR6_*, the network in the two-slot form above)? */
+static __always_inline int nv_in_cluster6(const u8 *a) {
+    u32 len = nv_cfg(NV_CFG_CLUSTER_CIDR6_PREFIX_LEN);
+    if (len == 0 || len > 128) return 0;
+    u64 x[2];
+    __builtin_memcpy(x, a, 16);
+    u64 a0 = __builtin_bswap64(x[0]), a1 = __builtin_bswap64(x[1]);  /* numeric, so that masks are shifts */
+    u64 n0 = __builtin_bswap64(nv_cfg(NV_CFG_CLUSTER_CIDR6_HI)), n1 = __builtin_bswap64(nv_cfg(NV_CFG_CLUSTER_CIDR6_LO));
+    u64 m0 = len >= 64 ? ~0ULL : ~0ULL << (64 - len);
+    u64 m1 = len <= 64 ? 0 : len == 128 ? ~0ULL : ~0ULL << (128 - len);
+    return (a0 & m0) == (n0 & m0) && (a1 & m1) == (n1 & m1);
+}
+
+/* The tunnel contract's cb[2] word for an IPv6 inner source: its last 4 bytes, numeric. */
+static __always_inline u32 nv_ip6_cb_word(const u8 *a) {
+    return ((u32)a[12] << 24) | ((u32)a[13] << 16) | ((u32)a[14] << 8) | a[15];
 }
 
 static __always_inline struct nv_endpoint *nv_endpoint6(const u8 *a) {
@@ -246,6 +267,11 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
             nv_ct_touch(st);
             return nv_redirect_local6(skb, &p, fdst, st->identity, fdst->identity);
         }
+        if (fdst && nv_cfg(NV_CFG_MODE) == 0) {  /* a remote pod, overlay: the tunnel plugin */
+            nv_ct_touch(st);
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+            return nv_tunnel_encap(skb, &p, st->identity, fdst->identity, fdst->node_ip);
+        }
     }
 
     struct nv_endpoint *src = nv_endpoint6(p.saddr6);
@@ -255,6 +281,9 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
     struct nv_endpoint *dst = nv_endpoint6(p.daddr6);
     u32 dst_id = dst ? dst->identity : nv_ip6_is_host(p.daddr6) ? NV_ID_HOST : NV_ID_WORLD;
     int dst_local = dst && nv_is_local(dst);
+    /* overlay: an address of the cluster's range that no endpoint holds is no pod anywhere */
+    if (!dst && dst_id == NV_ID_WORLD && nv_cfg(NV_CFG_MODE) == 0 && nv_in_cluster6(p.daddr6))
+        return nv_drop(&p, src_id, 0, NV_DROP_NO_ROUTE, NV_HOOK_FROM_POD);
     u32 ctflags;
     if (st && st->policy_revision == rev) {
         nv_ct_touch(st);
@@ -279,8 +308,14 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
             nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
         }
     }
-    /* host, world, other nodes' pods: the kernel routes; a flow that crossed the stack or has a
-     * shaped end stays on it */
+    /* another node's pod, overlay: the tunnel plugin (counted as forwarded before the tail call, a
+     * failed encap again as its drop), unless the flow crossed the stack or its source is shaped */
+    if (dst && !dst_local && nv_cfg(NV_CFG_MODE) == 0 && !(ctflags & NV_CTF_VIA_STACK) && !nv_shaped_ct(src, 0)) {
+        nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+        return nv_tunnel_encap(skb, &p, src_id, dst_id, dst->node_ip);
+    }
+    /* host, world, other nodes' pods (native): the kernel routes; a flow that crossed the stack or
+     * has a shaped end stays on it */
     if (!dst_local || (ctflags & NV_CTF_VIA_STACK) || nv_shaped_ct(src, dst)) {
         if (ctflags & NV_CTF_REPLY) skb->mark |= NV_REPLY_MARK;  /* not an outbound connection: no masquerade */
         nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
@@ -289,8 +324,9 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
     return nv_redirect_local6(skb, &p, dst, src_id, dst_id);
 }
 
-/* What the node's stack delivers to a local IPv6 pod (the node itself, other nodes' pods routed by
- * the kernel, a shaped pod's traffic): the destination's ingress, and the source's egress where
+/* What reaches a local IPv6 pod from the node's stack (the node itself, other nodes' pods routed
+ * by the kernel, a shaped pod's traffic) or from a tunnel plugin's decapsulation (redirected to
+ * the host veth's egress, skb->cb per the tunnel contract): the destination's ingress, and the source's egress where
  * the source is a local pod whose packet crossed the stack. */
 static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -308,6 +344,7 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
     int from_host = !src && nv_ip6_is_host(p.saddr6);
     u32 src_id = src ? src->identity : from_host ? NV_ID_HOST : NV_ID_WORLD;
     int src_local = src && nv_is_local(src);
+    nv_tunnel_identity(skb, nv_ip6_cb_word(p.saddr6), &src_id);  /* overlay: the identity the sender stamped */
     u32 rev = nv_cfg(NV_CFG_POLICY_REVISION);
     struct nv_flow6_key fk;
     nv_flow6_key(&fk, &p);
