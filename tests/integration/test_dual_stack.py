@@ -1,7 +1,8 @@
 """Dual-stack and IPv6-only pods against real agents: CNI results with one address and gateway per
 family at old and new cniVersions, both families in the pod, pings per family on one node and
 across two nodes over VXLAN (IPv4 underlay, IPv6 inner), the IPAM files of both families freed by
-DEL, and a datapath that cannot carry IPv6 refusing the configuration with the field to change."""
+DEL. (A carrier that cannot take IPv6 refusing the configuration: tests/unit/test_tunnel_ip_families.py;
+IPv6 across nodes through the eBPF datapath: tests/overlay/test_ipv6_cross_node.py.)"""
 
 from __future__ import annotations
 
@@ -141,19 +142,3 @@ def test_dual_stack_pods_across_two_nodes_over_an_ipv4_underlay():
         for node in nodes.values():
             node.close()
 
-
-def test_a_tunnel_without_ipv6_refuses_an_ipv6_cluster_cidr():
-    node = NodeUnderTest(datapath="ebpf", extra=DUAL)
-    try:
-        with pytest.raises(RuntimeError) as e:
-            # The agent waits for the dataplane (up to 30 s, compiling its programs on a loaded
-            # machine) before it can ask what the datapath carries: wait for it to exit.
-            node.start(wait=120.0)
-        assert "agent exited with 2" in str(e.value)
-        # the ebpf datapath carries IPv6 (tests/bpf/test_ipv6.py); its VXLAN programs do not yet
-        assert ("clusterCIDR: fd00:42::/48 is IPv6, but tunnelProtocol 'vxlan' serves IPv4 only in this release"
-                in node.log("agent"))
-        assert "Traceback" not in node.log("agent")
-        assert _ip_files(node) == set()
-    finally:
-        node.close()

@@ -70,7 +70,8 @@ class BpfTunnel:
         """After the node's shared entry was deleted."""
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
-        want = {n.pod_cidr: self.nexthops.get(n.ip, n.ip) for n in remotes}
+        # IPv4 PodCIDRs only: an IPv6 route cannot take the IPv4 underlay next hop
+        want = {c: self.nexthops.get(n.ip, n.ip) for n in remotes if (c := n.pod_cidr_of(4))}
         with netlink.IPRoute() as ipr:
             routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name)
 

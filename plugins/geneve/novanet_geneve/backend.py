@@ -14,10 +14,11 @@ from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import syscall
-from novanet_core.bpf.layouts import TunnelValue
+from novanet_core.bpf.layouts import TunnelValue, u8
 from novanet_core.bpf.tunnel import BpfTunnel
 from novanet_core.bpf.tunnel.entries import ip_num
 from novanet_core.config.models import NovaNetConfig
+from novanet_core.ipfamily import family_of
 from novanet_core.types import NodeInfo
 from novanet_geneve import layouts, wire
 
@@ -42,12 +43,19 @@ class GeneveTunnel(BpfTunnel):
     name = "geneve"
     overhead = wire.OVERHEAD
     programs = layouts.PROGRAMS
+    # IPv6 inner packets over the IPv4 underlay (bpf/geneve.c); the node's own traffic to remote
+    # IPv6 pods has no route (an IPv6 route cannot take the IPv4 underlay next hop): docs/overlay.md
+    ip_families = (4, 6)
 
     def __init__(self, ctx: BackendContext):
         super().__init__(ctx)
         if errors := config_errors(ctx.config):
             raise ConfigError("; ".join(errors))
         self.vni = int(ctx.config.pluginSettings.get("geneve", {}).get("vni", wire.VNI))
+        if ctx.node is not None and family_of(ctx.node.ip) == 6:
+            raise ConfigError(f"nodeIP: {ctx.node.ip} is IPv6, but tunnelProtocol 'geneve' runs over an IPv4 "
+                              "underlay only in this release; give the node an IPv4 address first "
+                              "(nodeIP: <IPv4>,<IPv6>)")
 
     def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
         return TunnelValue(ifindex=self.underlay_ifindex, remote_ip=ip_num(node.ip), vni=self.vni)
@@ -56,9 +64,14 @@ class GeneveTunnel(BpfTunnel):
         fd = syscall.obj_get(self.programs.pin_path(self.root, "geneve_nodes"))
         try:
             for n in remotes:
-                net = ipaddress.IPv4Network(n.pod_cidr)
+                c4, c6 = n.pod_cidr_of(4), n.pod_cidr_of(6)
+                net = ipaddress.IPv4Network(c4) if c4 else None
+                net6 = ipaddress.IPv6Network(c6) if c6 else None
                 v = layouts.NodeValue(nexthop=ip_num(self.nexthops.get(n.ip, n.ip)),
-                                      pod_cidr=int(net.network_address), pod_cidr_len=net.prefixlen)
+                                      pod_cidr=int(net.network_address) if net else 0,
+                                      pod_cidr_len=net.prefixlen if net else 0,
+                                      pod_cidr6=(u8 * 16).from_buffer_copy(net6.network_address.packed if net6 else bytes(16)),
+                                      pod_cidr6_len=net6.prefixlen if net6 else 0)
                 syscall.map_update(fd, bytes(layouts.NodeKey(node_ip=ip_num(n.ip))), bytes(v))
         finally:
             os.close(fd)

@@ -48,9 +48,9 @@ class VxlanTunnel(BpfTunnel):
             raise ConfigError("; ".join(errors))
         mode = str(cfg.pluginSettings.get("vxlan", {}).get("bpf", "auto")).lower()
         self.bpf = mode in ("on", "true") or (mode == "auto" and cfg.datapath != "kernel")
-        # Routes only: an IPv6 PodCIDR route carries IPv6 inner packets over the IPv4 underlay.
-        # The BPF encap program (and the tunnels map) are IPv4 only.
-        self.ip_families = (4,) if self.bpf else (4, 6)
+        # IPv6 inner packets over the IPv4 underlay in both modes: by the BPF programs (bpf/vxlan.c,
+        # behind the datapath's tunnel hook), or by the IPv6 PodCIDR routes through nvx0.
+        self.ip_families = (4, 6)
         if ctx.node is not None and family_of(ctx.node.ip) == 6:
             raise ConfigError(f"nodeIP: {ctx.node.ip} is IPv6, but tunnelProtocol 'vxlan' runs over an IPv4 "
                               "underlay only in this release; give the node an IPv4 address first "

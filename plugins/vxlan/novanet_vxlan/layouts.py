@@ -31,6 +31,7 @@ class Stat(enum.IntEnum):
 PROGRAMS = TunnelPrograms(
     name="vxlan", package="novanet_vxlan", source="bpf/vxlan.c",
     encap="nv_vxlan_encap", ingress="nv_vxlan_ingress", egress="nv_vxlan_egress",
-    shared=("endpoints", "tunnels", "drops", "config", "kp_backends"), stats=Stat, c_prefix="VX",
+    shared=("endpoints", "endpoints_v6", "tunnels", "drops", "config", "kp_backends"), stats=Stat,
+    c_prefix="VX",
     defines={"DEVICE_MAC": "{" + ", ".join(f"0x{b}" for b in device.NEXT_HOP_MAC.split(":")) + "}"},
 )

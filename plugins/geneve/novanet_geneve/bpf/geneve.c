@@ -10,7 +10,8 @@
  *
  * Structs, shared and private map declarations, constants and the counter helpers nv_stat/nv_drop
  * are GENERATED (NV_GENERATED, novanet_core.bpf.tunnel.programs) from novanet_core.bpf.layouts and
- * novanet_geneve.layouts/wire. IPv4 only.
+ * novanet_geneve.layouts/wire. Inner packets: IPv4 or IPv6 (endpoints_v6, the node's IPv6
+ * PodCIDR in geneve_nodes); the underlay: IPv4 (the tunnels map is keyed by IPv4 node IPs).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -24,6 +25,13 @@ NV_GENERATED
 
 /* Debian 12's uapi headers are 6.1; the running kernel (>= 6.3) has this flag (checked in its BTF). */
 #define GNV_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#define GNV_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+#define GNV_ETH_P_IPV6 0x86DD
+
+/* The fixed IPv6 header (the uapi header drags in more than BCC's tree holds). */
+struct gnv_ip6 {
+    u8 vtc_flow[4]; u16 payload_len; u8 nexthdr; u8 hop_limit; u8 saddr[16]; u8 daddr[16];
+} __attribute__((packed));
 #define GNV_AF_INET 2
 /* BCC 0.26 declares bpf_redirect_neigh with the pre-5.11 signature (no params): declare the real one. */
 static long (*gnv_redirect_neigh)(u32 ifindex, struct bpf_redir_neigh *params, int plen, u64 flags) =
@@ -67,6 +75,19 @@ static __always_inline u16 gnv_ip_csum(struct iphdr *ip) {
     return ~s;
 }
 
+/* a (16 bytes, network order) in the prefix net/len? len 0: the node has no such range. */
+static __always_inline int gnv_in_cidr6(const u8 *a, const u8 *net, u32 len) {
+    if (len == 0 || len > 128) return 0;
+    u64 x[2], y[2];
+    __builtin_memcpy(x, a, 16);
+    __builtin_memcpy(y, net, 16);
+    u64 a0 = __builtin_bswap64(x[0]), a1 = __builtin_bswap64(x[1]);  /* numeric, so that masks are shifts */
+    u64 n0 = __builtin_bswap64(y[0]), n1 = __builtin_bswap64(y[1]);
+    u64 m0 = len >= 64 ? ~0ULL : ~0ULL << (64 - len);
+    u64 m1 = len <= 64 ? 0 : len == 128 ? ~0ULL : ~0ULL << (128 - len);
+    return (a0 & m0) == (n0 & m0) && (a1 & m1) == (n1 & m1);
+}
+
 static __always_inline u64 gnv_cfg(u32 k) {
     u64 *v = config.lookup(&k);
     return v ? *v : 0;
@@ -87,12 +108,37 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end || eth->h_proto != htons(ETH_P_IP))
+    if ((void *)(ip + 1) > end) return nv_drop(NV_DROP_MALFORMED, GNV_STAT_ENCAP_ERROR);
+    u8 tos, proto;
+    u16 inner_len;
+    int df;
+    u32 ihl;
+    void *l4p;
+    int l4_known = 1;  /* IPv4 options: TCP's header length is taken as 20 */
+    if (eth->h_proto == htons(GNV_ETH_P_IPV6)) {
+        struct gnv_ip6 *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > end) return nv_drop(NV_DROP_MALFORMED, GNV_STAT_ENCAP_ERROR);
+        tos = (ip6->vtc_flow[0] << 4) | (ip6->vtc_flow[1] >> 4);  /* the traffic class */
+        proto = ip6->nexthdr;
+        inner_len = ntohs(ip6->payload_len) + sizeof(*ip6);
+        /* Too big: dropped (MTU_EXCEEDED), not handed to the stack, which has no route to remote
+         * IPv6 PodCIDRs to answer Packet Too Big with (an IPv6 route cannot take the IPv4 underlay
+         * next hop); the pod MTU leaves room for the 58 bytes, so only a pod MTU raised by hand
+         * meets this. */
+        df = 0;
+        ihl = sizeof(*ip6);
+        l4p = ip6 + 1;
+    } else if (eth->h_proto == htons(ETH_P_IP)) {
+        tos = ip->tos;
+        proto = ip->protocol;
+        inner_len = ntohs(ip->tot_len);
+        df = (ip->frag_off & htons(GNV_IP_DF)) != 0;
+        ihl = ip->ihl * 4;
+        l4p = ip + 1;
+        l4_known = ihl == 20;
+    } else {
         return nv_drop(NV_DROP_MALFORMED, GNV_STAT_ENCAP_ERROR);
-    u8 tos = ip->tos, proto = ip->protocol;
-    u16 inner_len = ntohs(ip->tot_len);
-    int df = (ip->frag_off & htons(GNV_IP_DF)) != 0;
-    u32 ihl = ip->ihl * 4;
+    }
 
     /* The wire packet must fit the underlay: for a GSO skb, one segment (gso_size + headers). */
     u32 mtu = 0;
@@ -101,14 +147,14 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     if (skb->gso_size) {
         u32 l4 = 8;
         if (proto == IPPROTO_TCP) {
-            struct tcphdr *th = (void *)ip + sizeof(*ip);
+            struct tcphdr *th = l4p;
             l4 = 20;
-            if (ihl == 20 && (void *)(th + 1) <= end) l4 = th->doff * 4;
+            if (l4_known && (void *)(th + 1) <= end) l4 = th->doff * 4;
         }
         seg_l3 = skb->gso_size + ihl + l4;
     }
     if (mtu && seg_l3 + GNV_ENCAP_LEN > mtu) {  /* outer IP length = inner IP length + 58 */
-        if (df) {  /* the node stack answers ICMP frag-needed (routes carry the tunnel MTU) */
+        if (df) {  /* the node stack answers ICMP frag-needed / Packet Too Big (routes carry the tunnel MTU) */
             nv_stat(GNV_STAT_OVERSIZE_DF);
             return TC_ACT_OK;
         }
@@ -198,34 +244,52 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     u32 hdrlen = sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct gnv_hdr) + optlen +
                  sizeof(struct ethhdr);
     u16 inner_proto = 0;
-    u32 inner[2] = {};  /* saddr, daddr (network order) */
     if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen - 2, &inner_proto, 2) ||
-        inner_proto != htons(ETH_P_IP) ||
-        bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen + 12, inner, 8))
+        (inner_proto != htons(ETH_P_IP) && inner_proto != htons(GNV_ETH_P_IPV6)))
         return nv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
-    u32 isrc = ntohl(inner[0]), idst = ntohl(inner[1]);
+    int v6 = inner_proto == htons(GNV_ETH_P_IPV6);
 
     /* Trust: the outer source must be a node we have a tunnel to, on its VNI, and the inner
-     * source must lie in that node's PodCIDR; only then is the stamped identity believed. */
+     * source must lie in that node's PodCIDR of its family; only then is the stamped identity
+     * believed. */
     struct nv_tunnel_key tk = { .node_ip = outer_saddr };
     struct nv_tunnel *t = tunnels.lookup(&tk);
     struct gnv_node_key nk = { .node_ip = outer_saddr };
     struct gnv_node *n = geneve_nodes.lookup(&nk);
-    if (!t || !n || t->vni != vni || n->pod_cidr_len > 32)
-        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
-    u32 mask = n->pod_cidr_len ? 0xFFFFFFFFu << (32 - n->pod_cidr_len) : 0;
-    /* ... or be the node itself (a NodePort flow it SNATed to its own address, Services) */
-    if ((isrc & mask) != (n->pod_cidr & mask) && isrc != outer_saddr)
-        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+    if (!t || !n || t->vni != vni) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
 
-    struct nv_endpoint_key ek = { .ip = idst };
-    struct nv_endpoint *ep = endpoints.lookup(&ek);
+    u32 isrc;  /* numeric; of an IPv6 source, the tunnel contract's cb[2] word */
+    struct nv_endpoint *ep;
+    if (v6) {
+        u8 inner6[32] = {};  /* saddr, daddr */
+        if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen + 8, inner6, 32))
+            return nv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
+        if (!gnv_in_cidr6(inner6, n->pod_cidr6, n->pod_cidr6_len))
+            return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+        isrc = ((u32)inner6[12] << 24) | ((u32)inner6[13] << 16) | ((u32)inner6[14] << 8) | inner6[15];
+        struct nv_endpoint6_key ek6 = {};
+        __builtin_memcpy(ek6.ip, inner6 + 16, 16);
+        ep = endpoints_v6.lookup(&ek6);
+    } else {
+        u32 inner[2] = {};  /* saddr, daddr (network order) */
+        if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen + 12, inner, 8))
+            return nv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
+        isrc = ntohl(inner[0]);
+        u32 idst = ntohl(inner[1]);
+        if (n->pod_cidr_len > 32) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+        u32 mask = n->pod_cidr_len ? 0xFFFFFFFFu << (32 - n->pod_cidr_len) : 0;
+        /* ... or be the node itself (a NodePort flow it SNATed to its own address, Services) */
+        if ((!n->pod_cidr_len || (isrc & mask) != (n->pod_cidr & mask)) && isrc != outer_saddr)
+            return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+        struct nv_endpoint_key ek = { .ip = idst };
+        ep = endpoints.lookup(&ek);
+    }
     if (!ep || !ep->ifindex) return nv_drop(NV_DROP_NO_ROUTE, GNV_STAT_NO_ENDPOINT);
     u32 ifindex = ep->ifindex;
     struct ethhdr neth = {};
     __builtin_memcpy(neth.h_dest, ep->mac, 6);
     __builtin_memcpy(neth.h_source, ep->host_mac, 6);
-    neth.h_proto = htons(ETH_P_IP);
+    neth.h_proto = inner_proto;
     /* kube-proxy compatibility (core contract: kp_backends): a reply from a Service backend
      * carries the DNAT kube-proxy did on this node; only the node's stack (conntrack) can reverse
      * it, so after decapsulation it goes there (addressed to this device) instead of past it. */
@@ -234,7 +298,7 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     int to_stack = (ep->flags & NV_ENDPOINT_F_SHAPED) != 0;
     u32 kk = NV_CFG_KP_BACKENDS;
     u64 *kpn = config.lookup(&kk);
-    if (!to_stack && kpn && *kpn) {
+    if (!to_stack && !v6 && kpn && *kpn) {  /* kp_backends holds IPv4 Service backends only */
         u8 iph[24] = {};  /* inner IPv4 header without options, then the L4 ports */
         if (!bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen, iph, sizeof(iph)) && (iph[0] & 0x0f) == 5 &&
             (iph[9] == IPPROTO_TCP || iph[9] == IPPROTO_UDP || iph[9] == 132)) {
@@ -247,7 +311,8 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     int gso = skb->gso_size != 0;
     /* FIXED_GSO: keep gso_size (without it the kernel would grow it by hdrlen and the skb would be
      * re-segmented wrongly). Everything between the outer Ethernet and the inner IP goes. */
-    if (bpf_skb_adjust_room(skb, -(int)hdrlen, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO | GNV_ADJ_ROOM_DECAP_L3_IPV4))
+    u64 decap = BPF_F_ADJ_ROOM_FIXED_GSO | (v6 ? GNV_ADJ_ROOM_DECAP_L3_IPV6 : GNV_ADJ_ROOM_DECAP_L3_IPV4);
+    if (bpf_skb_adjust_room(skb, -(int)hdrlen, BPF_ADJ_ROOM_MAC, decap))
         return nv_drop(NV_DROP_MALFORMED, GNV_STAT_DECAP_ERROR);
     if (bpf_skb_store_bytes(skb, 0, &neth, sizeof(neth), 0))
         return nv_drop(NV_DROP_MALFORMED, GNV_STAT_DECAP_ERROR);

@@ -11,7 +11,8 @@
  *                   on the source identity from the endpoints map (remote pods synced by the agent).
  *
  * Structs, map declarations, constants and the counter helpers nv_stat/nv_drop are GENERATED
- * (NV_GENERATED, novanet_core.bpf.tunnel.programs). IPv4 only.
+ * (NV_GENERATED, novanet_core.bpf.tunnel.programs). Inner packets: IPv4 or IPv6 (their own
+ * endpoints map, endpoints_v6); the underlay: IPv4 (the tunnels map is keyed by IPv4 node IPs).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -21,6 +22,28 @@
 #include <uapi/linux/tcp.h>
 
 NV_GENERATED
+
+#define VX_ETH_P_IPV6 0x86DD
+
+/* The fixed IPv6 header (the uapi header drags in more than BCC's tree holds). */
+struct vx_ip6 {
+    u8 vtc_flow[4]; u16 payload_len; u8 nexthdr; u8 hop_limit; u8 saddr[16]; u8 daddr[16];
+} __attribute__((packed));
+
+static __always_inline struct nv_endpoint *vx_endpoint6(const u8 *a) {
+    struct nv_endpoint6_key k = {};
+    __builtin_memcpy(k.ip, a, 16);
+    return endpoints_v6.lookup(&k);
+}
+
+/* One wire segment's inner L3 length of a GSO skb: gso_size + the L3 and L4 headers (TCP's read
+ * at l4 when l4_known, else taken as 20). */
+static __always_inline u32 vx_segment(struct __sk_buff *skb, u32 l3hdr, u8 proto, void *l4, int l4_known, void *end) {
+    u32 l4len = 8;
+    struct tcphdr *th = l4;
+    if (proto == IPPROTO_TCP) l4len = (l4_known && (void *)(th + 1) <= end) ? th->doff * 4 : 20;
+    return skb->gso_size + l3hdr + l4len;
+}
 
 int nv_vxlan_encap(struct __sk_buff *skb) {
     if (skb->cb[0] != NV_CB_ENCAP_MAGIC) return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_BAD_CONTEXT);
@@ -34,18 +57,23 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
     if ((void *)(ip + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
     /* Too big for nvx0 (a pod MTU above underlay - 50): with DF, hand it to the node stack, whose
      * route via nvx0 answers ICMP frag-needed (the driver itself would drop it silently);
-     * without DF, drop it rather than let the stack send fragments. GSO: one segment counts. */
-    u32 mtu = 0;
+     * without DF, drop it rather than let the stack send fragments. GSO: one segment counts.
+     * IPv6 is never fragmented on the way (every packet is "DF"): the stack answers Packet Too Big. */
+    u32 mtu = 0, len, df;
     bpf_check_mtu(skb, ifindex, &mtu, 0, 0);
-    u32 len = ntohs(ip->tot_len);
-    if (skb->gso_size) {
-        u32 l4 = 8;
-        struct tcphdr *th = (void *)ip + sizeof(*ip);
-        if (ip->protocol == IPPROTO_TCP) l4 = (ip->ihl == 5 && (void *)(th + 1) <= end) ? th->doff * 4 : 20;
-        len = skb->gso_size + ip->ihl * 4 + l4;
+    if (eth->h_proto == htons(VX_ETH_P_IPV6)) {
+        struct vx_ip6 *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
+        len = ntohs(ip6->payload_len) + sizeof(*ip6);
+        if (skb->gso_size) len = vx_segment(skb, sizeof(*ip6), ip6->nexthdr, ip6 + 1, 1, end);
+        df = 1;
+    } else {
+        len = ntohs(ip->tot_len);
+        if (skb->gso_size) len = vx_segment(skb, ip->ihl * 4, ip->protocol, ip + 1, ip->ihl == 5, end);
+        df = (ip->frag_off & htons(0x4000)) != 0;
     }
     if (mtu && len > mtu) {
-        if (ip->frag_off & htons(0x4000)) {
+        if (df) {
             nv_stat(VX_STAT_OVERSIZE_DF);
             return TC_ACT_OK;
         }
@@ -69,18 +97,52 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
     return bpf_redirect(ifindex, 0);
 }
 
+/* The frame is ours to deliver to dst's host veth (egress: the to-pod program runs there). */
+static __always_inline int vx_deliver(struct __sk_buff *skb, struct ethhdr *eth, struct nv_endpoint *dst) {
+    u32 ifindex = dst->ifindex;
+    __builtin_memcpy(eth->h_dest, dst->mac, 6);
+    __builtin_memcpy(eth->h_source, dst->host_mac, 6);
+    skb->mark |= NV_TUNNEL_MARK;
+    skb->cb[0] = 0;  /* no stamped identity in VXLAN: the to-pod program uses the endpoints map */
+    nv_stat(skb->gso_size ? VX_STAT_DECAP_GSO : VX_STAT_DECAP);
+    return bpf_redirect(ifindex, 0);
+}
+
+/* An IPv6 inner packet: the same checks as IPv4's below with endpoints_v6 (kp_backends holds
+ * IPv4 Service backends only: no kube-proxy exception to make). */
+static __always_inline int vx_ingress6(struct __sk_buff *skb, struct ethhdr *eth, void *end, u32 vtep) {
+    struct vx_ip6 *ip6 = (void *)(eth + 1);
+    if ((void *)(ip6 + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
+    struct nv_endpoint *src = vx_endpoint6(ip6->saddr);
+    if (src && src->node_ip != vtep) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
+    struct nv_endpoint *dst = vx_endpoint6(ip6->daddr);
+    if (!dst || !dst->ifindex) {
+        /* neighbour discovery and the like (link-local, multicast) of the node's own stack */
+        if (ip6->daddr[0] == 0xff || (ip6->daddr[0] == 0xfe && (ip6->daddr[1] & 0xc0) == 0x80)) return TC_ACT_OK;
+        return nv_drop(NV_DROP_NO_ROUTE, VX_STAT_NO_ENDPOINT);
+    }
+    if (!src || (dst->flags & NV_ENDPOINT_F_SHAPED)) {  /* as IPv4's, below */
+        skb->mark |= NV_TUNNEL_MARK;
+        nv_stat(VX_STAT_TO_STACK);
+        return TC_ACT_OK;
+    }
+    return vx_deliver(skb, eth, dst);
+}
+
 int nv_vxlan_ingress(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end || eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
+    if ((void *)(ip + 1) > end) return TC_ACT_OK;
+    if (eth->h_proto != htons(ETH_P_IP) && eth->h_proto != htons(VX_ETH_P_IPV6)) return TC_ACT_OK;
     struct bpf_tunnel_key key = {};
     if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
         return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
-    u32 saddr = ntohl(ip->saddr), daddr = ntohl(ip->daddr);
     struct nv_tunnel_key tk = { .node_ip = key.remote_ipv4 };
     struct nv_tunnel *t = tunnels.lookup(&tk);
     if (!t || t->vni != key.tunnel_id) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
+    if (eth->h_proto == htons(VX_ETH_P_IPV6)) return vx_ingress6(skb, eth, end, key.remote_ipv4);
+    u32 saddr = ntohl(ip->saddr), daddr = ntohl(ip->daddr);
     struct nv_endpoint_key sk = { .ip = saddr };
     struct nv_endpoint *src = endpoints.lookup(&sk);
     if (src && src->node_ip != key.remote_ipv4)  /* a known pod, but of another node: spoofed */
@@ -114,13 +176,7 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
             return TC_ACT_OK;
         }
     }
-    u32 ifindex = dst->ifindex;
-    __builtin_memcpy(eth->h_dest, dst->mac, 6);
-    __builtin_memcpy(eth->h_source, dst->host_mac, 6);
-    skb->mark |= NV_TUNNEL_MARK;
-    skb->cb[0] = 0;  /* no stamped identity in VXLAN: the to-pod program uses the endpoints map */
-    nv_stat(skb->gso_size ? VX_STAT_DECAP_GSO : VX_STAT_DECAP);
-    return bpf_redirect(ifindex, 0);  /* host veth egress: the datapath's to-pod program runs */
+    return vx_deliver(skb, eth, dst);
 }
 
 /* tcx egress of nvx0, for frames the node's own stack sends through it (its routes to remote
