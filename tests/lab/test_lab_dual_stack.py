@@ -154,12 +154,6 @@ def test_dual_stack_lab_then_down_after_a_crash(new_lab) -> None:
     assert not paths.bpf_dir.exists() and not paths.state_dir.exists() and not paths.run_dir.exists()
 
 
-def _ebpf_vxlan_programs() -> dict[str, Any]:
-    spec = one_node_ebpf()
-    del spec["cluster"]["pluginSettings"]  # the eBPF VXLAN programs
-    return spec
-
-
 def _ipv6_underlay() -> dict[str, Any]:
     return {
         "cluster": {"clusterCIDR": "fd00:42::/48", "datapath": "kernel", "kubeProxyReplacement": False},
@@ -174,15 +168,11 @@ def _ipv6_underlay() -> dict[str, Any]:
     ("spec", "message"),
     [
         (
-            _ebpf_vxlan_programs,
-            "clusterCIDR: fd00:42::/48 is IPv6, but tunnelProtocol 'vxlan' serves IPv4 only in this release",
-        ),
-        (
             _ipv6_underlay,
             "nodeIP: fd00:172:30::2 is IPv6, but tunnelProtocol 'vxlan' runs over an IPv4 underlay only",
         ),
     ],
-    ids=["ipv6-pods-ebpf-vxlan", "ipv6-underlay-vxlan"],
+    ids=["ipv6-underlay-vxlan"],
 )
 def test_a_combination_the_agent_refuses_fails_up_with_the_agents_message(
     new_lab, spec, message: str
@@ -201,26 +191,30 @@ def test_a_combination_the_agent_refuses_fails_up_with_the_agents_message(
 THREE_NODES = ["node-1", "node-2", "node-3"]
 
 
+KERNEL_VXLAN = {"datapath": "kernel", "kubeProxyReplacement": False, "tunnelProtocol": "vxlan"}
+
+
 @pytest.mark.long
 @pytest.mark.parametrize(
-    ("cluster_cidr", "families"),
-    [(DUAL_CIDR, [4, 6]), ("fd00:42::/48", [6])],
-    ids=["dual-stack", "ipv6-only"],
+    ("cluster", "families"),
+    [
+        ({"clusterCIDR": DUAL_CIDR, **KERNEL_VXLAN}, [4, 6]),
+        ({"clusterCIDR": "fd00:42::/48", **KERNEL_VXLAN}, [6]),
+        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "vxlan"}, [4, 6]),
+        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "geneve"}, [4, 6]),
+    ],
+    ids=["dual-stack", "ipv6-only", "ebpf-vxlan-dual-stack", "ebpf-geneve-dual-stack"],
 )
-def test_three_nodes_over_vxlan_every_pod_reaches_every_pod_per_family(
-    new_lab, cluster_cidr: str, families: list[int]
+def test_three_nodes_over_a_tunnel_every_pod_reaches_every_pod_per_family(
+    new_lab, cluster: dict[str, Any], families: list[int]
 ) -> None:
     """examples/lab-dual-stack-3node.yaml / lab-ipv6-3node.yaml: the kernel datapath, routes-only
-    VXLAN over the IPv4 underlay; most pairs cross nodes."""
+    VXLAN over the IPv4 underlay; and the eBPF datapath with the tunnel plugin's BPF programs (IPv6
+    inner packets over the IPv4 underlay, docs/overlay.md). Most pairs cross nodes."""
     keys = ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c"]
     lab = new_lab(
         {
-            "cluster": {
-                "clusterCIDR": cluster_cidr,
-                "datapath": "kernel",
-                "kubeProxyReplacement": False,
-                "tunnelProtocol": "vxlan",
-            },
+            "cluster": cluster,
             "underlay": {"family": "dual"},
             "nodes": [{"name": n} for n in THREE_NODES],
             "namespaces": [{"name": "x"}, {"name": "y"}],

@@ -47,7 +47,6 @@ def test_a_carrier_without_ipv6_is_refused_naming_cluster_cidr() -> None:
     with pytest.raises(ConfigError) as e:
         families.check(CLUSTER, POD, [("datapath 'ebpf'", (4, 6)), ("routing backend 'hostgw'", (4,))])
     assert str(e.value).startswith(
-        "clusterCIDR: fd00:42::/48 is IPv6, but routing backend 'hostgw' serves "
-        "IPv4 only in this release"
+        "clusterCIDR: fd00:42::/48 is IPv6, but routing backend 'hostgw' serves IPv4 only in this release"
     )
     families.check(CLUSTER[:1], POD[:1], [("routing backend 'hostgw'", (4,))])  # IPv4-only: fine
