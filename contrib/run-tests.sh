@@ -5,11 +5,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin
 mounted_bpffs=0
+# The suite's own compiled-program cache (novanet_core/bpf/objcache.py): shared by every
+# dataplane the tests start, removed at the end (the machine's default one is left alone).
+NOVANET_BPF_CACHE=$(mktemp -d /tmp/novanet-test-bpfcache.XXXXXX)
+export NOVANET_BPF_CACHE
 if ! mountpoint -q /sys/fs/bpf; then
   mount -t bpf bpf /sys/fs/bpf && mounted_bpffs=1
 fi
 cleanup() {
   # Tests remove what they create (fixtures with finally); here only undo what this script did.
+  rm -rf "$NOVANET_BPF_CACHE"
   if [ "$mounted_bpffs" = 1 ]; then umount /sys/fs/bpf 2>/dev/null || true; fi
 }
 trap cleanup EXIT

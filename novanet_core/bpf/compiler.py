@@ -10,7 +10,9 @@ program uses is pinned by its declaration, so the helper creates or reuses the s
 daemon then opens, and each program holds its maps while it lives.
 
 The cost is one interpreter start and ``import bcc`` per compile (~0.2-0.4 s on top of the
-compile itself), paid at daemon start and on a program swap, never per pod or per packet.
+compile itself), paid at daemon start and on a program swap, never per pod or per packet. A source
+compiled before, on this node or for another root, is not compiled again: :mod:`.objcache` loads
+what the helper recorded then, in this process, with plain bpf(2) calls.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from novanet_core.bpf import bpffs, syscall
+from novanet_core.bpf import bpffs, objcache, syscall
 
 HELPER_DIR = "compile"  # under the caller's bpffs root: <root>/compile/<pid>_<random>/<function>
 _TIMEOUT = 300.0  # a compile takes 0.3-7 s here; far beyond that something is wedged
@@ -75,12 +77,16 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
     into; ``what`` names the programs in the error ("vxlan programs")."""
     sock = dict(sock_addr or {})
     names = list(functions) + list(sock)
+    cache_key = objcache.key(source, names, sock, header_tree, bpf_root)
+    cached = objcache.load(cache_key, bpf_root)
+    if cached is not None:
+        return Programs(cached)
     base = os.path.join(bpf_root, HELPER_DIR)
     bpffs.ensure_dir(base)
     _remove_stale(base)
     pin_dir = os.path.join(base, f"{os.getpid()}_{secrets.token_hex(4)}")
     req = {"source": source, "functions": [n for n in names if n not in sock], "sock_addr": sock,
-           "header_tree": header_tree, "pin_dir": pin_dir}
+           "header_tree": header_tree, "pin_dir": pin_dir, "cache_key": cache_key, "bpf_root": bpf_root}
     try:
         try:
             p = subprocess.run([sys.executable, "-m", "novanet_core.bpf.compiler"], input=json.dumps(req),
@@ -124,7 +130,23 @@ def _helper() -> int:
     os.makedirs(req["pin_dir"], exist_ok=True)
     for n, fn in fns.items():
         syscall.obj_pin(fn.fd, os.path.join(req["pin_dir"], n))
+    if req.get("cache_key"):
+        _record(b, fns, req)
     return 0
+
+
+def _record(b: object, fns: dict[str, object], req: dict) -> None:
+    """The compile's instructions for the cache (:mod:`.objcache`)."""
+    from bcc import lib
+
+    module = b.module  # type: ignore[attr-defined]
+    sock = req.get("sock_addr", {})
+    progs = {}
+    for n, fn in fns.items():
+        info = syscall.prog_info(fn.fd)  # type: ignore[attr-defined]
+        progs[n] = (b.dump_func(n.encode()), info.type, sock.get(n, 0), info.name)  # type: ignore[attr-defined]
+    objcache.record(req["cache_key"], req["source"], req["bpf_root"], progs,
+                    lib.bpf_module_license(module).decode(), int(lib.bpf_module_kern_version(module)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_GET_FD_BY_ID = 13
@@ -201,6 +202,23 @@ def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int = 0) -> None:
 
 def link_detach(link_fd: int) -> None:
     bpf(BPF_LINK_DETACH, _attr(struct.pack("=I", link_fd)))
+
+
+# --------------------------------------------------------------------------- programs
+
+
+def prog_load(prog_type: int, insns: bytes, license: str, kern_version: int = 0, name: str = "",
+              expected_attach_type: int = 0) -> int:
+    """BPF_PROG_LOAD of ready instructions (map fds already in them); the verifier runs here. No
+    log is asked for: a caller that needs the verifier's reasons compiles through BCC instead."""
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    # union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level, log_size,
+    # log_buf, kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type
+    attr = struct.pack("=IIQQIIQII16sII", prog_type, len(insns) // 8, ctypes.addressof(buf),
+                       ctypes.addressof(lic), 0, 0, 0, kern_version, 0, name.encode()[:15], 0,
+                       expected_attach_type)
+    return bpf(BPF_PROG_LOAD, _attr(attr))
 
 
 # --------------------------------------------------------------------------- maps by fd
