@@ -49,7 +49,9 @@ Keys are camelCase as in the guide and the Helm values; nested keys are written 
 
 EPILOGUE = """
 Other environment variables: `NOVANET_CONFIG` (the config file), `NOVANET_PLUGINS` (comma list of
-extra plugin modules to import), `NOVANET_TRACE_HOOKS=1` (log hook calls).
+extra plugin modules to import), `NOVANET_TRACE_HOOKS=1` (log hook calls), `NOVANET_BPF_CACHE`
+(the dataplane's compiled-program cache directory, default `/var/cache/novanet/bpf`, `off` to
+compile on every start: [datapath.md](datapath.md#restart-and-upgrade)).
 
 Backend selection: the agent needs `ipam`, `state-source`, `datapath`, and `tunnel` (overlay) or
 `routing` (native); the dataplane needs `datapath`. `novanetctl plugins` shows which plugin provides
