@@ -229,15 +229,23 @@ def test_three_nodes_over_a_tunnel_every_pod_reaches_every_pod_per_family(
 
 
 @pytest.mark.long
-def test_three_nodes_native_ebpf_dual_stack_routes_and_polices_each_family(new_lab) -> None:
-    """examples/lab-native-dual-stack.yaml: FRR per node advertises both PodCIDRs, lab up waits
+@pytest.mark.parametrize(
+    ("cluster_cidr", "underlay", "families"),
+    [(DUAL_CIDR, "dual", [4, 6]), ("fd00:42::/48", "IPv6", [6])],
+    ids=["dual-stack", "ipv6-only-underlay"],
+)
+def test_three_nodes_native_ebpf_routes_and_polices_each_family(
+    new_lab, cluster_cidr: str, underlay: str, families: list[int]
+) -> None:
+    """examples/lab-native-dual-stack.yaml and lab-ipv6-native.yaml: FRR per node advertises its
+    PodCIDRs (IPv6 over the IPv4 session, or IPv6 sessions on an IPv6-only underlay), lab up waits
     for every family's proto bgp routes, and the eBPF datapath enforces a NetworkPolicy across
-    nodes in both families alike."""
+    nodes in each family alike."""
     keys = ["x/a", "x/b", "x/c"]
     lab = new_lab(
         {
-            "cluster": {"clusterCIDR": DUAL_CIDR, "routingMode": "native", "routing": {"type": "frr-bgp"}},
-            "underlay": {"family": "dual"},
+            "cluster": {"clusterCIDR": cluster_cidr, "routingMode": "native", "routing": {"type": "frr-bgp"}},
+            "underlay": {"family": underlay},
             "nodes": [{"name": n} for n in THREE_NODES],
             "namespaces": [{"name": "x"}],
             "pods": _pods(keys, THREE_NODES),
@@ -246,7 +254,7 @@ def test_three_nodes_native_ebpf_dual_stack_routes_and_polices_each_family(new_l
     up = lab.up()
     assert up["healthy"] is True
     pods = _by_pod(up)
-    _check_every_family(lab, pods, [4, 6])
+    _check_every_family(lab, pods, families)
     policy = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -260,7 +268,7 @@ def test_three_nodes_native_ebpf_dual_stack_routes_and_polices_each_family(new_l
     (lab.spec_file.parent / "policy.yaml").write_text(yaml.safe_dump(policy))
     lab.cli("lab", "apply", "-q", "-f", str(lab.spec_file.parent / "policy.yaml"))
     rs = _probe(lab, "--to", "x/b", "--protocol", "TCP")
-    assert {(r["family"], r["from"]) for r in rs if not r["allowed"]} == {(4, "x/c"), (6, "x/c")}
+    assert {(r["family"], r["from"]) for r in rs if not r["allowed"]} == {(f, "x/c") for f in families}
     assert {(r["family"], r["from"]) for r in rs if r["allowed"]} == {
-        (f, s) for f in (4, 6) for s in ("x/a", "x/b")
+        (f, s) for f in families for s in ("x/a", "x/b")
     }

@@ -35,7 +35,14 @@ def error_of(text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "name", ["lab-dual-stack-1node.yaml", "lab-dual-stack-3node.yaml", "lab-ipv6-3node.yaml", "lab-native-dual-stack.yaml"]
+    "name",
+    [
+        "lab-dual-stack-1node.yaml",
+        "lab-dual-stack-3node.yaml",
+        "lab-ipv6-3node.yaml",
+        "lab-native-dual-stack.yaml",
+        "lab-ipv6-native.yaml",
+    ],
 )
 def test_examples_parse_and_make_valid_node_configs(name: str) -> None:
     spec = load_spec(EXAMPLES / name)

@@ -62,6 +62,12 @@ def _ensure_ip_forwarding() -> None:
 
 
 
+
+def _snat_address(node_ip: object) -> str:
+    """The node's IPv4 address, the one masquerade rewrites to (the egress map's snat_ip is IPv4);
+    "" for a node with IPv6 addresses only. ``nodeIP`` may be dual-stack (``v4,v6``, either first)."""
+    return ipfamily.pick(ipfamily.split(str(node_ip or "")), 4) or ""
+
 class DatapathError(RuntimeError):
     """A datapath operation failed; the message names the object and field."""
 
@@ -192,7 +198,7 @@ class EbpfDatapath:
         self.policy_retry: PolicyRetry | None = None
         self.egress: EgressProgrammer | None = None  # compiled NetworkPolicy + masquerade -> egress map
         self._masquerade = cfg.egress.masqueradeEnabled
-        self._snat_ip = cfg.nodeIP or ""
+        self._snat_ip = _snat_address(cfg.nodeIP)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -338,8 +344,8 @@ class EbpfDatapath:
                 raise ConfigError(f"masquerade: {s['masquerade']!r} is not a boolean")
             egress_changed |= s["masquerade"] != self._masquerade
             self._masquerade = s["masquerade"]
-        if s.get("nodeIP") and s["nodeIP"] != self._snat_ip:
-            self._snat_ip, egress_changed = str(s["nodeIP"]), True
+        if s.get("nodeIP") and _snat_address(s["nodeIP"]) != self._snat_ip:
+            self._snat_ip, egress_changed = _snat_address(s["nodeIP"]), True
         if "mtu" in s and s["mtu"] is not None and not isinstance(s["mtu"], int):
             raise ConfigError(f"mtu: {s['mtu']!r} is not an integer")
         if s.get("kubeProxyReplacement") is not None:
@@ -409,7 +415,7 @@ class EbpfDatapath:
         host_mac = mac_bytes(ep.host_mac, "host_mac") if ep.host_mac else self._link_mac(ifindex)
         flags = EndpointFlag.SHAPED if ep.ingress_rate or ep.egress_rate else 0
         v = EndpointValue(ifindex=ifindex, identity=ep.identity,
-                          node_ip=ip_num(ep.node_ip, "node_ip") if ep.node_ip else 0, flags=flags)
+                          node_ip=self._tunnel_endpoint(ep.node_ip) if ep.node_ip else 0, flags=flags)
         ctypes.memmove(v.mac, mac, 6)
         ctypes.memmove(v.host_mac, host_mac, 6)
         with self._lock:

@@ -199,7 +199,7 @@ def _up(spec: LabSpec, paths: LabPaths, spec_file: str | None, timeout: float, p
                 netns.default_route(node.netns, gateway)
         lstate.save(paths, st)
     if with_frr:
-        plen = netns.prefixlen(routers.underlay_v4(spec))
+        plen = netns.prefixlen(routers.underlay_v4(spec)) if spec.routers else 0  # no router to cable
         _start_frr(spec, paths, st, ips, router_ips, plen, on_nodes=lab_frr, progress=progress)
 
     writer = _write_manifests(spec, paths, st)

@@ -43,6 +43,8 @@ def underlay_v4(spec: LabSpec) -> str:
 
 def router_ips(spec: LabSpec, node_ips: dict[str, str], gateway: str) -> dict[str, str]:
     """Routers with ``ip:`` keep it; the others get the highest free host addresses of the underlay."""
+    if not spec.routers:
+        return {}
     net = ipaddress.IPv4Network(underlay_v4(spec))
     used = {gateway, *node_ips.values(), *(r.ip for r in spec.routers if r.ip)}
     out = {}
