@@ -142,6 +142,14 @@ class TwoNodes:
                 ),
                 timeout=30,
             ), f"{n} never learnt {want}"
+            # and has the tunnel to the other node (before it, the datapath drops NO_TUNNEL)
+            assert wait_for(
+                lambda n=n, other=other: (
+                    [r["node"] for r in self.nodes[n].call(f"{self.protocol}.status")["tunnels"]]
+                    == [f"vx{other}-{self.tag}"]
+                ),
+                timeout=30,
+            ), f"{n} has no tunnel to {other}"
 
     def down(self) -> None:
         for node in self.nodes.values():
