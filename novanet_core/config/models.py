@@ -168,8 +168,10 @@ class NovaNetConfig(_Model):
     clusterCIDR: str = _d("10.42.0.0/16", "all pod addresses: one IPv4 range, one IPv6 range, or one of each "
                                           "(`10.42.0.0/16,fd00:42::/48` or a list); the first is the primary "
                                           "family (a pod's podIP); which datapaths serve IPv6: dual-stack.md")
-    serviceCIDR: str = _d("10.96.0.0/12", "Service ClusterIPs (the API server's --service-cluster-ip-range); the "
-                                          "lab allocates from it; must not overlap clusterCIDR")
+    serviceCIDR: str = _d("10.96.0.0/12", "Service ClusterIPs (the API server's --service-cluster-ip-range): one "
+                                          "IPv4 range, one IPv6 range, or one of each (the clusterCIDR forms); "
+                                          "the lab allocates from it; must not overlap clusterCIDR; which "
+                                          "families are load-balanced: services.md")
     podCIDR: str | None = _d(None, "this node's pools, one per family of clusterCIDR, each inside its family's "
                                    "range (none: the Node's spec.podCIDRs)")
     nodeCIDRMaskSize: int = _d(24, "size of per-node IPv4 PodCIDRs where NovaNet carves them (the lab)", ge=16, le=28)
@@ -214,10 +216,7 @@ class NovaNetConfig(_Model):
     @field_validator("serviceCIDR", mode="before")
     @classmethod
     def _service(cls, v: Any) -> str:
-        nets = ipfamily.parse_cidrs(v)
-        if len(nets) > 1:
-            raise ValueError("one range (dual-stack Services are not supported by this release)")
-        return str(nets[0])
+        return _cidrs(v)
 
     @field_validator("podCIDR", mode="before")
     @classmethod
@@ -263,6 +262,11 @@ class NovaNetConfig(_Model):
         """The families pods get addresses of (clusterCIDR's), primary first."""
         return ipfamily.families(self.cluster_cidrs)
 
+    @property
+    def service_cidrs(self) -> list[str]:
+        """serviceCIDR's ranges, primary first."""
+        return ipfamily.split(self.serviceCIDR)
+
     def cluster_cidr(self, family: int) -> str | None:
         return ipfamily.pick(self.cluster_cidrs, family)
 
@@ -275,7 +279,7 @@ class NovaNetConfig(_Model):
         if self.podCIDR:
             ipfamily.check_inside([ipaddress.ip_network(c) for c in self.pod_cidrs], cluster,
                                   "podCIDR", "clusterCIDR")
-        clash = ipfamily.overlapping([ipaddress.ip_network(self.serviceCIDR)], cluster)
+        clash = ipfamily.overlapping([ipaddress.ip_network(c) for c in self.service_cidrs], cluster)
         if clash:
             raise ValueError(f"serviceCIDR {clash[0]} overlaps clusterCIDR {clash[1]}")
         return self

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from novanet_core import ipfamily
 from novanet_core.state import fields as f
 from novanet_core.state.fields import DNS_LABEL_RE, IANA_SVC_NAME_RE, ObjectError
 from novanet_core.types import SERVICE_PROTOCOLS
@@ -362,3 +363,60 @@ def parse_endpointslice(obj: Mapping[str, Any]) -> EndpointSlice:
     return EndpointSlice(namespace=ns, name=name, address_type=at,
                          endpoints=tuple(_slice_endpoint(name, f"endpoints[{i}]", e, at) for i, e in enumerate(eps)),
                          ports=tuple(ports), labels=labels)
+
+
+# --------------------------------------------------------------------------- IP families
+
+
+def resolve_ip_families(svc: Service, cluster_families: tuple[int, ...] | list[int]) -> tuple[tuple[str, ...], str]:
+    """``spec.ipFamilies`` and ``spec.ipFamilyPolicy`` as the API server stores them on create.
+
+    ``cluster_families`` are the families of the cluster's serviceCIDR, primary first. The rules
+    are the API server's (``pkg/registry/core/service/storage/alloc.go`` ``initIPFamilyFields``):
+    the policy defaults to SingleStack (RequireDualStack for a headless Service without selector
+    on a dual-stack cluster); two families or two clusterIPs need a dual-stack policy; each
+    ``ipFamilies[i]`` matches ``clusterIPs[i]``; families left unsaid come from the clusterIPs,
+    then the cluster's primary family, then (dual-stack policies) the cluster's other family.
+    A family the cluster has no serviceCIDR for is refused, except the secondary family under
+    PreferDualStack, which is dropped. ExternalName Services have none.
+    """
+    kind, name = "Service", svc.name
+    if svc.type == "ExternalName":
+        return (), ""
+    have = [ipfamily.family_name(v) for v in cluster_families]
+    ips = [ip for ip in svc.cluster_ips if ip != CLUSTER_IP_NONE]
+    policy = svc.ip_family_policy
+    if policy is None:
+        if len(svc.ip_families) > 1 or len(ips) > 1:
+            raise ObjectError(kind, name, "spec.ipFamilyPolicy", "must be PreferDualStack or RequireDualStack "
+                              "when two ipFamilies or clusterIPs are given")
+        policy = "RequireDualStack" if svc.headless and svc.selector is None and len(have) > 1 else "SingleStack"
+    if policy == "SingleStack" and len(ips) > 1:
+        raise ObjectError(kind, name, "spec.clusterIPs", "two addresses need ipFamilyPolicy PreferDualStack or "
+                          "RequireDualStack")
+    if policy == "RequireDualStack" and len(have) < 2:
+        raise ObjectError(kind, name, "spec.ipFamilyPolicy", f"RequireDualStack: the cluster's serviceCIDR has "
+                          f"only {', '.join(have) or 'no'} range(s)")
+    families = list(svc.ip_families)
+    for i, ip in enumerate(ips):
+        fam = f"IPv{ipaddress.ip_address(ip).version}"
+        if i < len(families) and families[i] != fam:
+            raise ObjectError(kind, name, f"spec.ipFamilies[{i}]", f"{families[i]} does not match "
+                              f"spec.clusterIPs[{i}] {ip} ({fam})")
+        if i >= len(families):
+            families.append(fam)
+    for i, fam in enumerate(families):
+        if fam in have:
+            continue
+        if i == 1 and policy == "PreferDualStack" and len(ips) < 2:
+            families = families[:1]
+            break
+        where = f"spec.clusterIPs[{i}]" if i < len(ips) else f"spec.ipFamilies[{i}]"
+        raise ObjectError(kind, name, where, f"{fam} is not served: the cluster's serviceCIDR has no {fam} range")
+    if not families:
+        if not have:
+            raise ObjectError(kind, name, "spec.ipFamilies", "the cluster has no serviceCIDR")
+        families.append(have[0])
+    if policy != "SingleStack" and len(families) == 1:
+        families += [fam for fam in have if fam != families[0]]
+    return tuple(families), policy

@@ -89,12 +89,69 @@ def test_updates_keep_allocations_and_refuse_clusterip_changes():
         admit(svc("third", clusterIP=first["spec"]["clusterIP"]), None, alloc)
 
 
-def pod(name, labels, ip="10.42.0.5", node="n1", ports=None, ready=True, ns="x"):
+def test_clusterips_per_family_from_a_dual_stack_servicecidr():
+    alloc = Allocator("10.96.0.0/12,fd00:96::/108", [])
+    single = admit(svc("a"), None, alloc)
+    assert single["spec"]["clusterIPs"] == ["10.96.1.1"]
+    assert (single["spec"]["ipFamilies"], single["spec"]["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
+    dual = admit(svc("b", ipFamilyPolicy="PreferDualStack"), None, alloc)
+    # IPv6's static band is 256 addresses too (a /108 has 2**20)
+    assert dual["spec"]["clusterIPs"] == ["10.96.1.2", "fd00:96::101"]
+    assert dual["spec"]["ipFamilies"] == ["IPv4", "IPv6"] and dual["spec"]["clusterIP"] == "10.96.1.2"
+    v6 = admit(svc("c", ipFamilies=["IPv6"], clusterIP="fd00:96::a"), None, alloc)
+    assert v6["spec"]["clusterIPs"] == ["fd00:96::a"] and v6["spec"]["ipFamilies"] == ["IPv6"]
+    with pytest.raises(ObjectError, match=r"spec.clusterIP: fd00:96::a is already allocated to Service x/c"):
+        admit(svc("d", clusterIP="fd00:96::a"), None, alloc)
+    with pytest.raises(ObjectError, match=r"spec.clusterIPs\[1\]: fd00:97::1 is not in serviceCIDR fd00:96::/108"):
+        admit(svc("d", ipFamilyPolicy="RequireDualStack", clusterIPs=["10.96.0.20", "fd00:97::1"]), None, alloc)
+    assert "10.96.0.20" not in alloc.ips  # a refused Service leaves no allocation behind
+    # an update to PreferDualStack adds the other family and keeps the primary address
+    up = admit(svc("a", ipFamilyPolicy="PreferDualStack"), single, alloc)
+    assert up["spec"]["clusterIPs"] == ["10.96.1.1", "fd00:96::102"]
+    v4only = Allocator("10.96.0.0/12", [])
+    assert admit(svc("p", ipFamilyPolicy="PreferDualStack"), None, v4only)["spec"]["clusterIPs"] == ["10.96.1.1"]
+    with pytest.raises(ObjectError, match=r"spec.ipFamilyPolicy: RequireDualStack"):
+        admit(svc("r", ipFamilyPolicy="RequireDualStack"), None, v4only)
+    with pytest.raises(ObjectError, match=r"spec.ipFamilies\[0\]: IPv6 is not served"):
+        admit(svc("r", ipFamilies=["IPv6"]), None, v4only)
+
+
+def test_spec_servicecidr_takes_one_range_per_family():
+    ok = spec_with({"name": "web", "namespace": "x", "selector": {"app": "web"}, "ports": [{"port": 80}],
+                    "ipFamilyPolicy": "RequireDualStack"}, serviceCIDR=["fd00:96::/108", "10.96.0.0/12"])
+    assert ok.cluster.serviceCIDR == "fd00:96::/108,10.96.0.0/12"
+    with pytest.raises(LabError, match=r"serviceCIDR"):
+        spec_with(serviceCIDR="10.96.0.0/12,10.97.0.0/16")
+    with pytest.raises(LabError, match=r"services\[0\] \(x/web\).ipFamilyPolicy: RequireDualStack"):
+        spec_with({"name": "web", "namespace": "x", "ports": [{"port": 80}], "ipFamilyPolicy": "RequireDualStack"})
+
+
+def pod(name, labels, ip="10.42.0.5", node="n1", ports=None, ready=True, ns="x", ip6=None):
     obj = {"kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
            "spec": {"nodeName": node, "containers": [{"ports": ports if ports is not None else
                                                        [{"name": "http", "containerPort": 8080}]}]},
-           "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+           "status": {"podIP": ip or ip6, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    if ip6:
+        obj["status"]["podIPs"] = [{"ip": a} for a in (ip, ip6) if a]
     return parse_object(obj)
+
+
+def test_controller_makes_slices_per_ip_family():
+    s = parse_object(admit(svc(ipFamilyPolicy="PreferDualStack"), None, Allocator("10.96.0.0/12,fd00:96::/108", [])))
+    pods = [pod("a", {"app": "web"}, "10.42.0.5", ip6="fd00:42::5"), pod("b", {"app": "web"}, "10.42.0.6"),
+            pod("c", {"app": "web"}, None, ip6="fd00:42::7")]
+    slices = controller.slices_for(s, pods)
+    by_type = {sl["addressType"]: [(e["addresses"], e["targetRef"]["name"]) for e in sl["endpoints"]] for sl in slices}
+    assert by_type == {"IPv4": [(["10.42.0.5"], "a"), (["10.42.0.6"], "b")],
+                       "IPv6": [(["fd00:42::5"], "a"), (["fd00:42::7"], "c")]}
+    assert len({sl["metadata"]["name"] for sl in slices}) == 2
+    for sl in slices:
+        parse_object(sl)
+    v4 = parse_object(admit(svc(), None, Allocator("10.96.0.0/12,fd00:96::/108", [])))
+    assert [sl["addressType"] for sl in controller.slices_for(v4, pods)] == ["IPv4"]
+    v6 = parse_object(admit(svc(ipFamilies=["IPv6"]), None, Allocator("10.96.0.0/12,fd00:96::/108", [])))
+    assert [[e["addresses"] for e in sl["endpoints"]] for sl in controller.slices_for(v6, pods)] == [
+        [["fd00:42::5"], ["fd00:42::7"]]]
 
 
 def test_controller_makes_the_slices_kube_controller_manager_would():
@@ -155,7 +212,7 @@ endpoints: [{addresses: [10.42.0.5]}]
 
 
 def test_controller_lists_a_dual_stack_pods_ipv4_address_and_no_ipv6_only_pod():
-    """The lab's slices are addressType IPv4 (its Services are IPv4), whatever a pod's primary family."""
+    """A SingleStack IPv4 Service's slices are addressType IPv4, whatever a pod's primary family."""
     s = parse_object(admit(svc(), None, Allocator("10.96.0.0/12", [])))
     dual = parse_object({"kind": "Pod", "metadata": {"name": "a", "namespace": "x", "labels": {"app": "web"}},
                          "spec": {"nodeName": "n1", "containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]},

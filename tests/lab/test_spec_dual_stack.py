@@ -153,8 +153,8 @@ def test_address_plan_errors() -> None:
             "cluster.nodeCIDRMaskSizeIPv6",
         ),
         (
-            DUAL.replace("clusterCIDR:", "serviceCIDR: 'fd00:96::/108', clusterCIDR:"),
-            "cluster.serviceCIDR: 'fd00:96::/108': the lab's Services are IPv4 only",
+            DUAL.replace("clusterCIDR:", "serviceCIDR: 'fd00:96::/108,fd00:97::/108', clusterCIDR:"),
+            "are both IPv6",
         ),
         (
             DUAL.replace("10.42.0.0/16,", "10.96.0.0/16,"),

@@ -56,6 +56,7 @@ def test_yaml_and_json_files_and_env_overrides(tmp_path):
          "podCIDR fd00:99::/64 is not inside clusterCIDR fd00:42::/48"),
         ({"clusterCIDR": "fd00:42::/48", "serviceCIDR": "fd00:42:0:ff::/112"}, {},
          "serviceCIDR fd00:42:0:ff::/112 overlaps clusterCIDR fd00:42::/48"),
+        ({"serviceCIDR": "10.96.0.0/12,10.97.0.0/16"}, {}, "serviceCIDR"),
         ({}, {"NOVANET_NODE_IP": "192.0.2.7,192.0.2.8"}, "nodeIP: 192.0.2.7 and 192.0.2.8 are both IPv4"),
         ({"nodeCIDRMaskSizeIPv6": 40}, {}, "nodeCIDRMaskSizeIPv6: Input should be greater than or equal to 48"),
     ],
@@ -72,9 +73,11 @@ def test_invalid_values_name_the_field(tmp_path, data, env, fragment):
                          ids=["comma", "list"])
 def test_dual_stack_ranges_in_either_form(tmp_path, cluster):
     p = tmp_path / "c.json"
-    p.write_text(json.dumps({"clusterCIDR": cluster, "podCIDR": ["10.42.7.0/24", "fd00:42:0:7::/64"]}))
+    p.write_text(json.dumps({"clusterCIDR": cluster, "podCIDR": ["10.42.7.0/24", "fd00:42:0:7::/64"],
+                             "serviceCIDR": ["10.96.0.0/12", "fd00:96::/108"]}))
     c = load_config(p, env={"NOVANET_NODE_IP": "192.0.2.7,fd00:1::7"})
     assert c.clusterCIDR == "10.42.0.0/16,fd00:42::/48"
+    assert c.serviceCIDR == "10.96.0.0/12,fd00:96::/108" and c.service_cidrs == ["10.96.0.0/12", "fd00:96::/108"]
     assert c.cluster_cidrs == ["10.42.0.0/16", "fd00:42::/48"] and c.ip_families == [4, 6]
     assert c.pod_cidrs == ["10.42.7.0/24", "fd00:42:0:7::/64"] and c.node_ips == ["192.0.2.7", "fd00:1::7"]
     assert c.cluster_cidr(6) == "fd00:42::/48" and c.node_cidr_mask(6) == 64

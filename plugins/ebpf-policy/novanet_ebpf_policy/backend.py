@@ -131,7 +131,7 @@ def family_settings(s: dict[str, Any], family: int) -> dict[str, Any]:
     the list key (dropped when the node has none of that family)."""
     out = dict(s)
     for single, many in (("nodeIP", "nodeIPs"), ("podCIDR", "podCIDRs"), ("clusterCIDR", "clusterCIDRs"),
-                         ("gateway", "gateways")):
+                         ("gateway", "gateways"), ("serviceCIDR", "serviceCIDRs")):
         # The config file's single keys may hold both families (``a,b``).
         values = s.get(many) or ipfamily.split(s.get(single))
         out.pop(single, None)

@@ -162,7 +162,7 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
         if not 1 <= port <= 65535:
             raise LabError(f"--port {port}: not a port number 1..65535")
     if services and fams == [6]:
-        raise LabError("--to-service with --family 6: the lab's Services are IPv4 only in this release")
+        raise LabError("--to-service with --family 6: Service load-balancing is IPv4 only in this release")
     if 6 in fams and any(proto.upper() == "SCTP" for proto in protocols):
         raise LabError("--protocol SCTP: the crafted SCTP probes are IPv4 only; add --family 4")
     results: list[ProbeResult] = []

@@ -254,10 +254,14 @@ class ClusterSpec(BaseModel):
     def _cluster(cls, v: Any) -> str:
         return _cidrs(v)
 
-    @field_validator("serviceCIDR")
+    @field_validator("serviceCIDR", mode="before")
     @classmethod
-    def _cidr(cls, v: str) -> str:
-        return _ipv4_net(v, "the lab's Services are IPv4 only in this release")
+    def _cidr(cls, v: Any) -> str:
+        return _cidrs(v)
+
+    @property
+    def service_cidrs(self) -> list[str]:
+        return ipfamily.split(self.serviceCIDR)
 
     @property
     def cluster_cidrs(self) -> list[str]:
@@ -320,16 +324,6 @@ def validate_lab_name(v: str) -> str:
 def _cidrs(v: Any) -> str:
     """One CIDR per family, the agent config's forms (novanet_core.ipfamily), canonical."""
     return ipfamily.join(ipfamily.parse_cidrs(v))
-
-
-def _ipv4_net(v: str, why: str = "only IPv4 is supported") -> str:
-    try:
-        net = ipaddress.ip_network(v, strict=True)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{v!r} is not a CIDR ({e})") from None
-    if net.version != 4:
-        raise ValueError(f"{v!r}: {why}")
-    return str(net)
 
 
 # --------------------------------------------------------------------------- errors
@@ -440,10 +434,10 @@ def _check_services(spec: LabSpec, namespaces: dict[str, int]) -> list[str]:
     if c.kubeProxy != "none" and c.kube_proxy_replacement:
         problems.append(f"cluster.kubeProxy: {c.kubeProxy} needs cluster.kubeProxyReplacement: false (with true, "
                         "NovaNet translates Services itself and kube-proxy must not run)")
-    clash = ipfamily.overlapping([ipaddress.ip_network(c.serviceCIDR)],
+    clash = ipfamily.overlapping([ipaddress.ip_network(x) for x in c.service_cidrs],
                                  [ipaddress.ip_network(x) for x in c.cluster_cidrs])
     if clash:
-        problems.append(f"cluster.serviceCIDR: {c.serviceCIDR} overlaps clusterCIDR {clash[1]}")
+        problems.append(f"cluster.serviceCIDR: {clash[0]} overlaps clusterCIDR {clash[1]}")
         return problems
     alloc = Allocator(c.serviceCIDR, [])
     seen: dict[str, int] = {}
@@ -475,8 +469,9 @@ def _check_outside(spec: LabSpec) -> list[str]:
     if not o.enabled:
         return []
     problems = []
-    ranges = [*spec.cluster.cluster_cidrs, spec.cluster.serviceCIDR]
-    names = [*(["cluster.clusterCIDR"] * len(spec.cluster.cluster_cidrs)), "cluster.serviceCIDR"]
+    ranges = [*spec.cluster.cluster_cidrs, *spec.cluster.service_cidrs]
+    names = [*(["cluster.clusterCIDR"] * len(spec.cluster.cluster_cidrs)),
+             *(["cluster.serviceCIDR"] * len(spec.cluster.service_cidrs))]
     families = spec.underlay.families
     for raw in ipfamily.split(o.address):
         addr = ipaddress.ip_address(raw)
@@ -558,7 +553,7 @@ def _check_addresses(spec: LabSpec) -> list[str]:
     clash = ipfamily.overlapping(underlay, [ipaddress.ip_network(x) for x in c.cluster_cidrs])
     if clash:
         problems.append(f"underlay.cidr: {clash[0]} overlaps cluster.clusterCIDR {clash[1]}")
-    clash = ipfamily.overlapping(underlay, [ipaddress.ip_network(c.serviceCIDR)])
+    clash = ipfamily.overlapping(underlay, [ipaddress.ip_network(x) for x in c.service_cidrs])
     if clash:
         problems.append(f"underlay.cidr: {clash[0]} overlaps cluster.serviceCIDR {clash[1]}")
     return problems

@@ -121,7 +121,8 @@ def services_status(paths: LabPaths) -> list[dict[str, Any]]:
                 d["ports"].extend({"name": p.name, "port": p.port, "protocol": p.protocol} for p in sl.ports)
         out.append({
             "namespace": svc.namespace, "name": svc.name, "type": svc.type,
-            "clusterIP": svc.cluster_ip, "headless": svc.headless,
+            "clusterIP": svc.cluster_ip, "clusterIPs": list(svc.cluster_ips), "ipFamilies": list(svc.ip_families),
+            "ipFamilyPolicy": svc.ip_family_policy, "headless": svc.headless,
             "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol, "targetPort": p.target_port,
                        "nodePort": p.node_port} for p in svc.ports],
             "endpoints": list(endpoints.values()),

@@ -15,7 +15,9 @@ for NodePorts on 127.0.0.1).
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
+from novanet_core import ipfamily
 from novanet_core.state.model import ClusterState
 from novanet_lab import netns
 from novanet_lab.errors import LabError
@@ -38,14 +40,19 @@ def _run(ns: str, argv: list[str], stdin: str | None = None, check: bool = True)
     return r
 
 
+def _ipv4_service_cidr(cluster: dict[str, Any]) -> str | None:
+    """The IPv4 range of serviceCIDR: the rule shapes emulated here are kube-proxy's IPv4 ones."""
+    return ipfamily.pick(ipfamily.split(str(cluster.get("serviceCIDR", "10.96.0.0/12"))), 4)
+
+
 def setup_node(st: LabState, node: str) -> None:
     mode = mode_of(st)
     if mode == "none":
         return
     n = st.nodes[node]
-    service_cidr = (st.spec.get("cluster") or {}).get("serviceCIDR", "10.96.0.0/12")
+    service_cidr = _ipv4_service_cidr(st.spec.get("cluster") or {})
     gw = st.underlay.gateway if st.underlay else None
-    if gw:
+    if gw and service_cidr:
         _run(n.netns, ["ip", "route", "replace", service_cidr, "via", gw])
     if mode == "iptables":
         netns.set_sysctl(n.netns, "net.ipv4.conf.all.route_localnet", "1")
@@ -58,7 +65,9 @@ def sync(st: LabState, state: ClusterState) -> None:
         return
     cluster = st.spec.get("cluster") or {}
     cluster_cidr = cluster.get("clusterCIDR", "10.42.0.0/16")
-    service_cidr = cluster.get("serviceCIDR", "10.96.0.0/12")
+    service_cidr = _ipv4_service_cidr(cluster)
+    if service_cidr is None:
+        return
     for n in st.nodes.values():
         install(n.netns, mode, service_ports(state, n.name), cluster_cidr, service_cidr)
 

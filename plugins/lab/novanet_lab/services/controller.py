@@ -3,8 +3,9 @@ EndpointSlice controller makes them (``staging/src/k8s.io/endpointslice``: ``rec
 ``utils.go`` ``podToEndpoint``, ``getEndpointPorts``, ``FindPort``). No controller manager runs in
 the lab; this is its observable behaviour:
 
-- a Service with a non-empty ``selector`` (and not ExternalName) gets slices listing every pod of
-  its namespace whose labels match and that has an IP; a Service without one gets none (whoever
+- a Service with a non-empty ``selector`` (and not ExternalName) gets slices per IP family of
+  the Service (``addressType`` IPv4 / IPv6), each listing every pod of its namespace whose labels
+  match and that has an address of that family; a Service without one gets none (whoever
   manages its endpoints writes them: ``lab apply`` of an EndpointSlice);
 - each endpoint: the pod IP, ``nodeName``, ``targetRef`` to the pod, and the conditions
   ``serving`` = the pod's Ready condition, ``terminating`` = the pod is being deleted,
@@ -29,7 +30,7 @@ from typing import Any
 
 from novanet_core import ipfamily
 from novanet_core.state.model import ClusterState, Pod
-from novanet_core.state.services import SERVICE_NAME_LABEL, Service, ServicePort
+from novanet_core.state.services import CLUSTER_IP_NONE, SERVICE_NAME_LABEL, Service, ServicePort
 
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "novanet-lab"
@@ -53,49 +54,60 @@ def _suffix(*parts: str) -> str:
     return base64.b32encode(digest).decode().lower()[:5]
 
 
+def address_types(svc: Service) -> list[str]:
+    """The addressTypes the controller keeps slices of: one per ``ipFamilies`` entry (``utils.go``
+    ``getAddressTypesForService``), else the clusterIPs' families; a Service stored before the
+    lab filled in families and with no address has IPv4 slices."""
+    if svc.ip_families:
+        return list(svc.ip_families)
+    fams = [f"IPv{ipfamily.family_of(ip)}" for ip in svc.cluster_ips if ip != CLUSTER_IP_NONE]
+    return fams or ["IPv4"]
+
+
 def slices_for(svc: Service, pods: Iterable[Pod]) -> list[dict[str, Any]]:
     """The EndpointSlice objects the controller keeps for one Service ([] when it manages none)."""
     if not svc.selector or svc.type == "ExternalName":
         return []
-    groups: dict[tuple[tuple[str, str, int], ...], list[Pod]] = {}
-    for pod in sorted(pods, key=lambda p: p.name):
-        # the slices are addressType IPv4 (the lab's Services are IPv4): an IPv6-only pod is no endpoint
-        if pod.namespace != svc.namespace or not _ipv4(pod) or not _selects(dict(svc.selector), pod):
-            continue
-        ports = []
-        for sp in svc.ports:
-            n = find_port(pod, sp)
-            if n is not None:
-                ports.append((sp.name, sp.protocol, n))
-        groups.setdefault(tuple(ports), []).append(pod)
     labels = {k: v for k, v in svc.labels.items() if k not in RESERVED_LABELS}
     labels.update({SERVICE_NAME_LABEL: svc.name, MANAGED_BY_LABEL: MANAGED_BY})
     if svc.headless:
         labels[HEADLESS_LABEL] = ""
     out = []
-    for ports, members in sorted(groups.items()):
-        for chunk in range(0, len(members), MAX_ENDPOINTS_PER_SLICE):
-            part = members[chunk:chunk + MAX_ENDPOINTS_PER_SLICE]
-            name = f"{svc.name}-{_suffix(svc.key, repr(ports), str(chunk))}"
-            out.append({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": name, "namespace": svc.namespace, "labels": dict(labels)},
-                "addressType": "IPv4",
-                "ports": [{"name": n, "protocol": proto, "port": port} for n, proto, port in ports],
-                "endpoints": [_endpoint(svc, p) for p in part],
-            })
+    for address_type in address_types(svc):
+        version = 4 if address_type == "IPv4" else 6
+        groups: dict[tuple[tuple[str, str, int], ...], list[Pod]] = {}
+        for pod in sorted(pods, key=lambda p: p.name):
+            # a pod without an address of this family is no endpoint of this family's slices
+            if pod.namespace != svc.namespace or not ipfamily.pick(pod.ips, version) \
+                    or not _selects(dict(svc.selector), pod):
+                continue
+            ports = []
+            for sp in svc.ports:
+                n = find_port(pod, sp)
+                if n is not None:
+                    ports.append((sp.name, sp.protocol, n))
+            groups.setdefault(tuple(ports), []).append(pod)
+        # IPv4 slices keep the names they had before slices were made per family
+        tag = () if version == 4 else (address_type,)
+        for ports, members in sorted(groups.items()):
+            for chunk in range(0, len(members), MAX_ENDPOINTS_PER_SLICE):
+                part = members[chunk:chunk + MAX_ENDPOINTS_PER_SLICE]
+                name = f"{svc.name}-{_suffix(svc.key, repr(ports), str(chunk), *tag)}"
+                out.append({
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": name, "namespace": svc.namespace, "labels": dict(labels)},
+                    "addressType": address_type,
+                    "ports": [{"name": n, "protocol": proto, "port": port} for n, proto, port in ports],
+                    "endpoints": [_endpoint(svc, p, version) for p in part],
+                })
     return out
 
 
-def _ipv4(pod: Pod) -> str | None:
-    return ipfamily.pick(pod.ips, 4)
-
-
-def _endpoint(svc: Service, pod: Pod) -> dict[str, Any]:
+def _endpoint(svc: Service, pod: Pod, version: int) -> dict[str, Any]:
     serving = pod.ready
     ready = svc.publish_not_ready_addresses or (serving and not pod.terminating)
-    ep: dict[str, Any] = {"addresses": [_ipv4(pod)], "conditions": {"ready": ready, "serving": serving,
-                                                                "terminating": pod.terminating},
+    ep: dict[str, Any] = {"addresses": [ipfamily.pick(pod.ips, version)],
+                          "conditions": {"ready": ready, "serving": serving, "terminating": pod.terminating},
                           "targetRef": {"kind": "Pod", "namespace": pod.namespace, "name": pod.name}}
     if pod.node:
         ep["nodeName"] = pod.node
