@@ -6,6 +6,10 @@ pod went through the programs."""
 
 from __future__ import annotations
 
+import ipaddress
+import select
+import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -249,3 +253,93 @@ _CLIENT = r"""
 import socket
 c = socket.create_connection(("{ip}", 7000), timeout=5); c.sendall(b"hello-tcp6"); print("tcp:" + c.recv(100).decode())
 """
+
+_RECV6 = r"""
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 9999))
+print("ready", flush=True)
+while True:
+    print(s.recvfrom(100)[0].decode(), flush=True)
+"""
+
+_SEND6 = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 40123))
+s.sendto(sys.argv[1].encode(), (sys.argv[2], 9999))
+"""
+
+
+def _line(p: subprocess.Popen[str], timeout: float = 10) -> str:
+    assert p.stdout is not None
+    r, _, _ = select.select([p.stdout], [], [], timeout)
+    return p.stdout.readline().strip() if r else ""
+
+
+def _receiver6(pod: Pod) -> subprocess.Popen[str]:
+    p = pod.popen("python3", "-c", _RECV6)
+    assert _line(p) == "ready"
+    return p
+
+
+def _copy6(dp6, a: Pod6, ip6: str) -> tuple[int, bytes]:
+    """(dst_ifindex, dst_mac) of the ct6 entry a:40123 -> ip6:9999."""
+    from novanet_ebpf_policy.layouts import Flow6Key, FlowState
+
+    want = (ipaddress.IPv6Address(a.ip6).packed, ipaddress.IPv6Address(ip6).packed, 40123, 9999)
+    for k, v in dp6._m().items("ct6"):
+        fk = Flow6Key.from_buffer_copy(k)
+        if (bytes(fk.src_ip), bytes(fk.dst_ip), fk.src_port, fk.dst_port) == want:
+            st = FlowState.from_buffer_copy(v)
+            return st.dst_ifindex, bytes(st.dst_mac)
+    raise AssertionError("no ct6 entry for the UDP flow")
+
+
+def test_established_ipv6_flow_delivers_from_the_entry_copy_and_follows_a_moved_address(
+    topo6: DualStackTopology, dp6
+) -> None:
+    """As tests/bpf/test_flow_dst_copy.py for ct6: the flow entry carries the same-node
+    destination's host veth and MACs (one lookup per established packet), and that copy follows
+    the address to another pod (the same UDP 5-tuple throughout), then back by a delete and an add."""
+    a, b = topo6.pods["a"], topo6.pods["b"]
+
+    def macs(p: Pod) -> bytes:
+        return bytes.fromhex(p.mac.replace(":", "") + p.host_mac.replace(":", ""))
+
+    procs = [_receiver6(b)]
+    e = None
+    try:
+        a.run("python3", "-c", _SEND6, "one", b.ip6)
+        assert _line(procs[0]) == "one"
+        assert _copy6(dp6, a, b.ip6) == (socket.if_nametoindex(b.host_if), macs(b))
+        a.run("python3", "-c", _SEND6, "two", b.ip6)  # the fast path, from the copy
+        assert _line(procs[0]) == "two"
+
+        # b's IPv6 address now belongs to a new pod: the endpoint updated in place
+        e = topo6.add_pod("e", "10.42.0.40", b.identity)
+        e.run("ip", "-6", "addr", "add", f"{b.ip6}/128", "dev", "eth0", "nodad")
+        e.ip6 = b.ip6
+        dp6.upsert_endpoint(e.endpoint(topo6.gateway))
+        procs.append(_receiver6(e))
+        a.run("python3", "-c", _SEND6, "three", b.ip6)
+        assert _line(procs[1]) == "three"
+        assert _copy6(dp6, a, b.ip6) == (socket.if_nametoindex(e.host_if), macs(e))
+
+        # and back to b, by a delete and an add
+        dp6.delete_endpoint(b.ip6, e.host_if)
+        dp6.upsert_endpoint(b.endpoint(topo6.gateway))
+        a.run("python3", "-c", _SEND6, "four", b.ip6)
+        assert _line(procs[0]) == "four"
+        assert _line(procs[1], timeout=0.5) == ""  # nothing of it reached the old copy's pod
+        assert _copy6(dp6, a, b.ip6) == (socket.if_nametoindex(b.host_if), macs(b))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        if e is not None:
+            topo6.pods.pop("e")
+            dp6.delete_endpoint(e.ip, e.host_if)
+            sh("ip", "netns", "del", e.ns, check=False)
+            dp6.upsert_endpoint(b.endpoint(topo6.gateway))

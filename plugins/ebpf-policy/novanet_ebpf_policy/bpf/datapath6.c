@@ -144,15 +144,19 @@ static __always_inline void nv_flow6_key(struct nv_flow6_key *k, struct nv_pkt *
     k->protocol = p->proto; k->pad[0] = 0; k->pad[1] = 0; k->pad[2] = 0;
 }
 
-/* nv_ct_admit for ct6 (no Services flags: no IPv6 Services). Both directions or neither. */
+/* nv_ct_admit for ct6 (no Services flags: no IPv6 Services). Both directions or neither; k_dst /
+ * r_dst: a same-node destination of each direction, copied into its entry (nv_ct_dst) so that the
+ * established flow is delivered from the flow entry alone, as IPv4's. */
 static __always_inline int nv_ct_admit6(struct nv_flow6_key *k, u32 rev, int k_is_reply, int fresh, u32 both_flags,
-                                        u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity) {
+                                        u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity,
+                                        struct nv_endpoint *k_dst, struct nv_endpoint *r_dst) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
     st.flags = (k_is_reply ? NV_CTF_REPLY : 0) | both_flags;
     st.ifindex = k_ifindex;
     st.identity = k_identity;
+    nv_ct_dst(&st, k_dst);
     if (ct6.update(k, &st) < 0) return -1;
     struct nv_flow6_key r = {};
     __builtin_memcpy(r.src_ip, k->dst_ip, 16);
@@ -161,6 +165,7 @@ static __always_inline int nv_ct_admit6(struct nv_flow6_key *k, u32 rev, int k_i
     st.flags = (k_is_reply ? 0 : NV_CTF_REPLY) | both_flags;
     st.ifindex = r_ifindex;
     st.identity = r_identity;
+    nv_ct_dst(&st, r_dst);
     if (ct6.update(&r, &st) < 0) {
         if (fresh) ct6.delete(k);
         return -1;
@@ -218,15 +223,9 @@ static __always_inline int nv_nd_reply(struct __sk_buff *skb) {
     return bpf_redirect(skb->ifindex, 0);  /* back out of the host veth, into the pod */
 }
 
-/* Same-node delivery: L2 rewrite, hop limit as a router does (IPv6 has no header checksum). */
-static __always_inline int nv_redirect_local6(struct __sk_buff *skb, struct nv_pkt *p, struct nv_endpoint *dst,
-                                              u32 src_id, u32 dst_id) {
-    if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
-    nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
-    u32 ifindex = dst->ifindex;
-    u8 mac[12];
-    __builtin_memcpy(mac, dst->mac, 6);
-    __builtin_memcpy(mac + 6, dst->host_mac, 6);
+/* Same-node delivery: L2 rewrite (mac: the destination pod's MAC, then the host veth's), hop limit
+ * as a router does (IPv6 has no header checksum), into the pod netns. */
+static __always_inline int nv_redirect_l2_6(struct __sk_buff *skb, u32 ifindex, u8 *mac) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     struct nv_ip6 *ip = (void *)(eth + 1);
@@ -235,6 +234,16 @@ static __always_inline int nv_redirect_local6(struct __sk_buff *skb, struct nv_p
     __builtin_memcpy(eth->h_source, mac + 6, 6);
     ip->hop_limit--;
     return bpf_redirect_peer(ifindex, 0);
+}
+
+static __always_inline int nv_redirect_local6(struct __sk_buff *skb, struct nv_pkt *p, struct nv_endpoint *dst,
+                                              u32 src_id, u32 dst_id) {
+    if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
+    nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
+    u8 mac[12];  /* off the map value before the packet is written */
+    __builtin_memcpy(mac, dst->mac, 6);
+    __builtin_memcpy(mac + 6, dst->host_mac, 6);
+    return nv_redirect_l2_6(skb, dst->ifindex, mac);
 }
 
 static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
@@ -257,11 +266,23 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
     struct nv_flow6_key fk;
     nv_flow6_key(&fk, &p);
     struct nv_flow_state *st = nv_tcp_opens(&p) ? 0 : ct6.lookup(&fk);  /* an opening SYN: as if none */
-    /* An established flow to a local pod, from the veth its direction was admitted on (ownership of
-     * the source address was checked then; the entry carries the source identity): no source
-     * lookup, no policy (IPv4's fast path, nv_from_pod_fast). */
+    /* An established flow, from the veth its direction was admitted on (ownership of the source
+     * address was checked then; the entry carries the source identity): no source lookup, no
+     * policy (IPv4's fast path, nv_from_pod_fast). A same-node destination comes from the entry's
+     * copy (the dataplane bumps the revision when that endpoint goes or changes), so the flow
+     * table is the one lookup; a remote one's tunnel endpoint from endpoints_v6. */
     if (st && st->policy_revision == rev && st->ifindex == skb->ifindex &&
         !(st->flags & (NV_CTF_VIA_STACK | NV_CTF_SHAPED)) && p.ttl > 1) {
+#ifndef NV_NO_DST_COPY  /* profiling aid: the endpoint lookup instead (bench/ipv6_datapath.py --dst-copy) */
+        if (st->dst_ifindex) {
+            nv_ct_touch(st);
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+            u32 ifindex = st->dst_ifindex;
+            u8 mac[12];
+            __builtin_memcpy(mac, st->dst_mac, 12);
+            return nv_redirect_l2_6(skb, ifindex, mac);
+        }
+#endif
         struct nv_endpoint *fdst = nv_endpoint6(p.daddr6);
         if (fdst && nv_is_local(fdst)) {
             nv_ct_touch(st);
@@ -299,7 +320,7 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
             reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, 1, dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
         if (nv_ct_admit6(&fk, rev, reply, !st, nv_shaped_ct(src, dst_local ? dst : 0), skb->ifindex, src_id,
-                         dst_local ? dst->ifindex : 0, dst_id) < 0)
+                         dst_local ? dst->ifindex : 0, dst_id, dst_local ? dst : 0, dst_local ? src : 0) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
         ctflags = (st ? st->flags & NV_CTF_VIA_STACK : 0) | (reply ? NV_CTF_REPLY : 0);
         if (!reply) {
@@ -366,7 +387,7 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
     u32 keep = st ? st->flags & NV_CTF_VIA_STACK : 0;
     if (nv_ct_admit6(&fk, rev, reply, !st, keep | via_stack | nv_shaped_ct(dst, 0), 0, src_id, skb->ifindex,
-                     dst_id) < 0)
+                     dst_id, 0, 0) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);
