@@ -11,160 +11,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from novanet_core.api.client import ApiClient
+from tests.overlay.dual_stack_nodes import IPS, TwoNodes
 from tests.overlay.helpers import Capture, wait_for
-from tests.support.node import NodeUnderTest, sh
+from tests.support.node import sh
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf, pytest.mark.slow]
 
 PORT = {"vxlan": 4789, "geneve": 6081}
 OVERHEAD = {"vxlan": 50, "geneve": 58}
-CLUSTER = "10.44.0.0/16,fd00:44::/48"
-CIDRS = {"a": "10.44.1.0/24,fd00:44:0:1::/64", "b": "10.44.2.0/24,fd00:44:0:2::/64"}
-IPS = {"a": "172.31.249.1", "b": "172.31.249.2"}
 STREAM = 4 << 20  # bytes echoed back over one IPv6 TCP connection: many full-size (GSO) segments
-
-
-@dataclass
-class Pod:
-    netns: str
-    ip4: str
-    ip6: str
-
-
-class TwoNodes:
-    """The two nodes and a pod on each; ``node_netns`` lets the overlay Capture helper use it."""
-
-    def __init__(self, protocol: str):
-        self.protocol = protocol
-        self.tag = uuid.uuid4().hex[:6]
-        self.nodes: dict[str, NodeUnderTest] = {}
-        self.pods: dict[str, Pod] = {}
-
-    def node_netns(self, name: str) -> str:
-        return f"/run/netns/{self.nodes[name].ns}"
-
-    def up(self) -> None:
-        for n in ("a", "b"):
-            self.nodes[n] = NodeUnderTest(
-                datapath="ebpf",
-                pod_cidr=CIDRS[n],
-                prefix="vx",
-                extra={
-                    "clusterCIDR": CLUSTER,
-                    "nodeIP": IPS[n],
-                    "nodeName": f"vx{n}-{self.tag}",
-                    "routingMode": "overlay",
-                    "tunnelProtocol": self.protocol,
-                },
-            )
-        for node in self.nodes.values():
-            sh("ip", "-n", node.ns, "link", "del", "eth0")
-        a, b = f"vxu{self.tag}a", f"vxu{self.tag}b"
-        sh(
-            "ip",
-            "link",
-            "add",
-            a,
-            "netns",
-            self.nodes["a"].ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b,
-            "netns",
-            self.nodes["b"].ns,
-        )
-        manifests = [
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": f"vx{n}-{self.tag}"},
-                "spec": {"podCIDRs": CIDRS[n].split(",")},
-                "status": {"addresses": [{"type": "InternalIP", "address": IPS[n]}]},
-            }
-            for n in ("a", "b")
-        ]
-        for n, node in self.nodes.items():
-            sh("ip", "-n", node.ns, "link", "set", f"vxu{self.tag}{n}", "name", "eth0")
-            sh("ip", "-n", node.ns, "addr", "add", f"{IPS[n]}/24", "dev", "eth0")
-            sh("ip", "-n", node.ns, "link", "set", "eth0", "up")
-            node.write_manifest("nodes.yaml", manifests)
-        # both nodes compile their programs at once (the slow part of a node's start)
-        for node in self.nodes.values():
-            node._spawn("dataplane")
-            node._spawn("agent")
-        for node in self.nodes.values():
-            node.wait_ready()
-        for n, node in self.nodes.items():
-            netns = node.add_pod_netns()
-            rc, res = node.cni(
-                "ADD",
-                f"vx{self.tag}{n}",
-                netns,
-                args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p{n}",
-            )
-            assert rc == 0, (res, node.last_stderr)
-            addrs = [i["address"].split("/")[0] for i in res["ips"]]
-            self.pods[n] = Pod(netns, next(a for a in addrs if "." in a), next(a for a in addrs if ":" in a))
-        # what the API server would tell every agent: each pod, its node and both its addresses
-        pods = [
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": f"p{n}", "namespace": "default", "labels": {"app": f"p{n}"}},
-                "spec": {"nodeName": f"vx{n}-{self.tag}", "containers": [{"name": "c"}]},
-                "status": {
-                    "phase": "Running",
-                    "podIP": p.ip4,
-                    "podIPs": [{"ip": p.ip4}, {"ip": p.ip6}],
-                    "hostIP": IPS[n],
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                },
-            }
-            for n, p in self.pods.items()
-        ]
-        for node in self.nodes.values():
-            node.write_manifest("pods.yaml", pods)
-        for n, other in (("a", "b"), ("b", "a")):
-            want = {self.pods[other].ip4, self.pods[other].ip6}
-            assert wait_for(
-                lambda n=n, want=want: (
-                    want <= {e["ip"] for e in self.dataplane(n, "ebpf.endpoints") if not e["local"]}
-                ),
-                timeout=30,
-            ), f"{n} never learnt {want}"
-            # and has the tunnel to the other node (before it, the datapath drops NO_TUNNEL)
-            assert wait_for(
-                lambda n=n, other=other: (
-                    [r["node"] for r in self.nodes[n].call(f"{self.protocol}.status")["tunnels"]]
-                    == [f"vx{other}-{self.tag}"]
-                ),
-                timeout=30,
-            ), f"{n} has no tunnel to {other}"
-
-    def down(self) -> None:
-        for node in self.nodes.values():
-            node.close()
-
-    def in_pod(self, n: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return sh("nsenter", f"--net={self.pods[n].netns}", *argv, check=check)
-
-    def dataplane(self, n: str, method: str) -> Any:
-        with ApiClient(self.nodes[n].config["sockets"]["dataplane"], timeout=30) as c:
-            return c.call(method)
-
-    def flows(self, n: str) -> list[dict[str, Any]]:
-        with ApiClient(self.nodes[n].config["sockets"]["dataplane"], timeout=30) as c:
-            return list(c.stream("ebpf.flows", {"limit": 4096}))
 
 
 @pytest.fixture(params=["vxlan", pytest.param("geneve", marks=pytest.mark.long)])
