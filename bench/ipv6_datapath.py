@@ -1,6 +1,6 @@
 """IPv6 vs IPv4 through the ebpf datapath on one node (needs root; ~1 min with the defaults).
 
-  python -m bench.ipv6_datapath [--seconds 4] [--rounds 3] [--json]
+  python -m bench.ipv6_datapath [--seconds 4] [--rounds 3] [--pp-rounds 3] [--dst-copy N] [--json]
 
 A node netns with two dual-stack pods (tests/bpf/topo6.py: no IPv6 forwarding, no proxy NDP),
 the ebpf datapath started in it, then in the same run:
@@ -8,8 +8,12 @@ the ebpf datapath started in it, then in the same run:
    family of each round alternates too), so both see the same machine load; medians and the
    ratio IPv6/IPv4 (goal in the issue: >= 0.97).
 2. nv_from_pod ns/packet (kernel.bpf_stats_enabled) under a 64-byte UDP blast a -> b of one
-   flow per family, with an empty program in front of nv_from_pod as this machine's floor
-   (bench/bpf_datapath.py's measurement).
+   established flow per family, with an empty program in front of nv_from_pod as this machine's
+   floor (bench/bpf_datapath.py's measurement); the families alternated ``--pp-rounds`` times.
+3. With ``--dst-copy N``: the same per family for the shipped program (a same-node destination
+   delivered from the flow entry's copy) and the program built with -DNV_NO_DST_COPY (the
+   endpoint lookup instead, as the IPv6 path was before ct6 entries carried the copy), the
+   builds alternated N times on the same blasts.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ def throughput(topo: DualStackTopology, seconds: int, rounds: int) -> dict[str, 
 
 
 def per_packet_family(dp: EbpfDatapath, topo: DualStackTopology, family: int, seconds: int) -> dict[str, Any]:
+    """nv_from_pod's ns/packet and the floor's for one family's established flow."""
     def blast(t: DualStackTopology, secs: int) -> None:
         src = "AF_INET6" if family == 6 else "AF_INET"
         t.pods["a"].run("python3", "-c", _BLAST.format(family=src, secs=secs, ip=_dst(t, family)),
@@ -86,10 +91,40 @@ def per_packet_family(dp: EbpfDatapath, topo: DualStackTopology, family: int, se
     return per_packet(dp, topo, seconds, flood=blast)  # type: ignore[arg-type]
 
 
+def per_packet_rounds(dp: EbpfDatapath, topo: DualStackTopology, seconds: int, rounds: int,
+                      builds: dict[str, dict[str, str] | None]) -> dict[str, Any]:
+    """nv_from_pod ns/packet per build and family, alternated: every round reloads each build and
+    measures both families (the first family alternating), so both builds and families see the
+    same load. Returns the runs, their medians, the floors and the IPv6-IPv4 gap per build."""
+    runs: dict[str, dict[int, list[float]]] = {b: {4: [], 6: []} for b in builds}
+    floors: list[float] = []
+    try:
+        for r in range(rounds):
+            for b, defines in builds.items():
+                if len(builds) > 1 or r == 0:
+                    dp.reload(defines)
+                for fam in ((4, 6) if r % 2 == 0 else (6, 4)):
+                    pp = per_packet_family(dp, topo, fam, seconds)
+                    runs[b][fam].append(pp["nv_from_pod"]["avg_ns"])
+                    floors.append(pp["floor_empty_prog"]["avg_ns"])
+    finally:
+        if len(builds) > 1:
+            dp.reload(None)
+    out: dict[str, Any] = {"floor_ns": round(statistics.median(floors), 1), "floors": floors}
+    for b, fams in runs.items():
+        med = {f: round(statistics.median(v), 1) for f, v in fams.items()}
+        out[b] = {"ipv4_runs": fams[4], "ipv6_runs": fams[6], "ipv4_ns": med[4], "ipv6_ns": med[6],
+                  "ipv6_minus_ipv4_ns": round(med[6] - med[4], 1)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pp-rounds", type=int, default=3, help="alternations of the per-packet measurement")
+    ap.add_argument("--dst-copy", type=int, default=0, metavar="N",
+                    help="also the flow entry's destination copy against the endpoint lookup (N alternations)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -107,8 +142,11 @@ def main() -> None:
                 for p in topo.pods.values():
                     dp.upsert_endpoint(p.endpoint(topo.gateway))
                 result["tcp_single_stream"] = throughput(topo, args.seconds, args.rounds)
-                result["per_packet_udp64"] = {f"ipv{f}": per_packet_family(dp, topo, f, args.seconds)
-                                              for f in (4, 6)}
+                result["per_packet_udp64"] = per_packet_rounds(dp, topo, args.seconds, args.pp_rounds,
+                                                               {"shipped": None})
+                if args.dst_copy:
+                    result["dst_copy"] = per_packet_rounds(dp, topo, args.seconds, args.dst_copy,
+                                                           {"copy": None, "lookup": {"NV_NO_DST_COPY": "1"}})
             finally:
                 dp.stop()
     finally:
@@ -121,9 +159,15 @@ def main() -> None:
     print(f"kernel {result['kernel']}, load {result['load_before'][0]:.1f} -> {result['load_after'][0]:.1f}")
     print(f"iperf3 TCP 1 stream pod -> pod, same node: IPv4 {t['ipv4_gbps']} IPv6 {t['ipv6_gbps']} Gbit/s; "
           f"medians {t['median_ipv4']} vs {t['median_ipv6']}, ratio IPv6/IPv4 {t['ratio_v6_v4']}")
-    for fam, pp in result["per_packet_udp64"].items():
-        print(f"ns/packet (UDP 64 B, {fam}): nv_from_pod {pp['nv_from_pod']['avg_ns']} ns over "
-              f"{pp['nv_from_pod']['runs']} runs; empty-program floor {pp['floor_empty_prog']['avg_ns']} ns")
+    pp = result["per_packet_udp64"]
+    print(f"nv_from_pod ns/packet (UDP 64 B, established): IPv4 {pp['shipped']['ipv4_runs']} IPv6 "
+          f"{pp['shipped']['ipv6_runs']}; medians {pp['shipped']['ipv4_ns']} vs {pp['shipped']['ipv6_ns']} "
+          f"(IPv6 {pp['shipped']['ipv6_minus_ipv4_ns']:+} ns); empty-program floor {pp['floor_ns']} ns")
+    if "dst_copy" in result:
+        d = result["dst_copy"]
+        for b in ("copy", "lookup"):
+            print(f"  {b:6s}: IPv4 {d[b]['ipv4_runs']} IPv6 {d[b]['ipv6_runs']}; medians {d[b]['ipv4_ns']} vs "
+                  f"{d[b]['ipv6_ns']} (IPv6 {d[b]['ipv6_minus_ipv4_ns']:+} ns); floor {d['floor_ns']} ns")
 
 
 if __name__ == "__main__":
