@@ -97,6 +97,7 @@ RATIOS = {
     "vxlan NovaNet IPv6 / flannel IPv6": ("nv-vxlan-v6", "flannel-v6", 1.0),
     "geneve IPv6/IPv4 (NovaNet)": ("nv-geneve-v6", "nv-geneve-v4", 0.97),
     "geneve NovaNet IPv6 / flannel-v4u IPv6": ("nv-geneve-v6", "flannel-v4u-v6", 1.0),
+    "geneve NovaNet IPv6 / flannel IPv6": ("nv-geneve-v6", "flannel-v6", 1.0),
     "vxlan NovaNet IPv6 / routed IPv6 (no encapsulation)": ("nv-vxlan-v6", "routed-v6", None),
 }
 
