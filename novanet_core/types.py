@@ -207,12 +207,12 @@ class ServiceBackend:
 class ServiceFrontend:
     """One address:port/protocol a Service answers on, on this node, with its backends."""
 
-    key: str  # "<namespace>/<name>:<portName or port>/<PROTO>[/nodeport]", unique per frontend
+    key: str  # "<namespace>/<name>:<portName or port>/<PROTO>[/nodeport][/IPv6]", unique per frontend
     namespace: str
     name: str
     port_name: str
     protocol: str  # "TCP" | "UDP" | "SCTP"
-    ip: str  # the ClusterIP, or this node's IP for kind "NodePort"
+    ip: str  # the ClusterIP, or this node's IP for kind "NodePort" (backends are of the same family)
     port: int  # the Service port, or the nodePort for kind "NodePort"
     kind: str  # "ClusterIP" | "NodePort"
     backends: list[ServiceBackend] = field(default_factory=list)

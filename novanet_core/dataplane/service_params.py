@@ -82,11 +82,18 @@ def parse_frontend(v: Any, path: str = "frontend") -> ServiceFrontend:
     backends = d.get("backends", [])
     if not isinstance(backends, list):
         raise _bad(f"{path}.backends", "must be a list")
+    ip = _ip(d, "ip", path)
+    parsed = [parse_backend(b, f"{path}.backends[{i}]", proto) for i, b in enumerate(backends)]
+    family = ipaddress.ip_address(ip).version
+    for i, b in enumerate(parsed):  # kube-proxy: a frontend's endpoints are of its own family
+        if ipaddress.ip_address(b.ip).version != family:
+            raise _bad(f"{path}.backends[{i}].ip", f"{b.ip!r} is not an IPv{family} address like the frontend's "
+                                                  f"ip {ip!r}")
     return ServiceFrontend(
         key=_str(d, "key", path), namespace=_str(d, "namespace", path), name=_str(d, "name", path),
-        port_name=_str(d, "port_name", path, False), protocol=proto, ip=_ip(d, "ip", path),
+        port_name=_str(d, "port_name", path, False), protocol=proto, ip=ip,
         port=_int(d, "port", path, 1, 65535), kind=str(kind),
-        backends=[parse_backend(b, f"{path}.backends[{i}]", proto) for i, b in enumerate(backends)],
+        backends=parsed,
         affinity_timeout=_int(d, "affinity_timeout", path, 0, 86400, 0),
         external_local=_bool(d, "external_local", path, False))
 

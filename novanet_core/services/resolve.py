@@ -15,23 +15,26 @@ following kube-proxy (``pkg/proxy/endpointslicecache.go``, ``pkg/proxy/topology.
   asks the datapath to keep the client's address; ``Cluster`` lists every backend.
 - terminating endpoints stay listed with their flags (the datapath gives them no new
   connections, but connections already going to them finish).
-- headless, ExternalName, not-yet-allocated and non-IPv4 ClusterIPs produce no frontend (this
-  release's datapaths are IPv4).
+- per IP family: each of a Service's ``clusterIPs`` gets the frontends of its family, with the
+  endpoints of the slices of that ``addressType`` (kube-proxy runs one proxier per family); a
+  NodePort frontend per family this node has an address of. IPv4 keys are as before; an IPv6
+  frontend's key ends in ``/IPv6``.
+- headless, ExternalName and not-yet-allocated ClusterIPs produce no frontend.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from novanet_core.state.model import ClusterState, Pod
 from novanet_core.state.services import EndpointSlice, Service, ServicePort, SliceEndpoint
 from novanet_core.types import ServiceBackend, ServiceFrontend, frontend_key
 
 
-def slices_of(state: ClusterState, svc: Service) -> list[EndpointSlice]:
+def slices_of(state: ClusterState, svc: Service, family: str = "IPv4") -> list[EndpointSlice]:
     return sorted((s for s in state.endpointslices.values()
-                   if s.namespace == svc.namespace and s.service_name == svc.name and s.address_type == "IPv4"),
+                   if s.namespace == svc.namespace and s.service_name == svc.name and s.address_type == family),
                   key=lambda s: s.name)
 
 
@@ -81,11 +84,12 @@ def backends_for(state: ClusterState, svc: Service, sp: ServicePort, node: str,
     return [found[k] for k in sorted(found, key=lambda k: (ipaddress.ip_address(k[0]), k[1]))]
 
 
-def _ipv4(addr: str) -> bool:
+def _family(addr: str) -> str | None:
+    """``IPv4`` / ``IPv6`` (an EndpointSlice's addressType), None for what is not an address."""
     try:
-        return ipaddress.ip_address(addr).version == 4
+        return f"IPv{ipaddress.ip_address(addr).version}"
     except ValueError:
-        return False
+        return None
 
 
 def proxied(svc: Service) -> bool:
@@ -93,34 +97,45 @@ def proxied(svc: Service) -> bool:
     return svc.type != "ExternalName" and not svc.headless and svc.cluster_ip is not None
 
 
-def frontends_for(state: ClusterState, svc: Service, node: str, node_ip: str,
+def frontends_for(state: ClusterState, svc: Service, node: str, node_ips: str | Sequence[str],
                   slices: Iterable[EndpointSlice] | None = None) -> list[ServiceFrontend]:
-    """The frontends one Service has on this node (ClusterIP per port, NodePort where it has one).
+    """The frontends one Service has on this node (ClusterIP per port and family, NodePort where
+    it has one, on this node's address of each of the Service's families).
 
+    ``node_ips``: this node's addresses (one per family; a single address is its only family).
     ``slices``: the Service's slices when the caller keeps them indexed (else the state is scanned).
     """
     if not proxied(svc):
         return []
-    slices = slices_of(state, svc) if slices is None else sorted(
-        (s for s in slices if s.address_type == "IPv4"), key=lambda s: s.name)
+    all_slices = list(slices) if slices is not None else [
+        s for s in state.endpointslices.values() if s.namespace == svc.namespace and s.service_name == svc.name]
+    by_family: dict[str, str] = {}  # family -> the ClusterIP of that family (the first one)
+    for ip in svc.cluster_ips or (svc.cluster_ip,):
+        fam = _family(ip) if ip else None
+        if fam is not None:
+            by_family.setdefault(fam, ip)
+    nodes = {f: ip for ip in ([node_ips] if isinstance(node_ips, str) else node_ips)
+             if (f := _family(ip)) is not None}
     out: list[ServiceFrontend] = []
-    cluster_ips = [ip for ip in (svc.cluster_ips or (svc.cluster_ip,)) if ip and _ipv4(ip)]
-    for sp in svc.ports:
-        every = backends_for(state, svc, sp, node, slices)
-        local = [b for b in every if b.local]
-        common = dict(namespace=svc.namespace, name=svc.name, port_name=sp.name, protocol=sp.protocol,
-                      affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0)
-        for cip in cluster_ips:
+    for fam, cip in by_family.items():
+        fslices = sorted((s for s in all_slices if s.address_type == fam), key=lambda s: s.name)
+        suffix = "" if fam == "IPv4" else "/IPv6"
+        for sp in svc.ports:
+            every = backends_for(state, svc, sp, node, fslices)
+            local = [b for b in every if b.local]
+            common = dict(namespace=svc.namespace, name=svc.name, port_name=sp.name, protocol=sp.protocol,
+                          affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0)
             out.append(ServiceFrontend(
-                key=frontend_key(svc.namespace, svc.name, sp.name, sp.port, sp.protocol, False), ip=cip,
+                key=frontend_key(svc.namespace, svc.name, sp.name, sp.port, sp.protocol, False) + suffix, ip=cip,
                 port=sp.port, kind="ClusterIP",
                 backends=list(local if svc.internal_traffic_policy == "Local" else every), **common))
-        if sp.node_port is not None and svc.has_node_ports and node_ip and _ipv4(node_ip):
-            etp_local = svc.external_traffic_policy == "Local"
-            out.append(ServiceFrontend(
-                key=frontend_key(svc.namespace, svc.name, sp.name, sp.port, sp.protocol, True), ip=node_ip,
-                port=sp.node_port, kind="NodePort", backends=list(local if etp_local else every),
-                external_local=etp_local, **common))
+            node_ip = nodes.get(fam)
+            if sp.node_port is not None and svc.has_node_ports and node_ip:
+                etp_local = svc.external_traffic_policy == "Local"
+                out.append(ServiceFrontend(
+                    key=frontend_key(svc.namespace, svc.name, sp.name, sp.port, sp.protocol, True) + suffix,
+                    ip=node_ip, port=sp.node_port, kind="NodePort", backends=list(local if etp_local else every),
+                    external_local=etp_local, **common))
     return out
 
 

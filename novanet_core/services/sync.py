@@ -149,7 +149,7 @@ class ServiceSync:
 
     def _resolve(self, svc_key: str) -> None:
         svc = self.state.services.get(svc_key)
-        fes = frontends_for(self.state, svc, self.node.name, self.node.ip,
+        fes = frontends_for(self.state, svc, self.node.name, self.node.ips,
                             self.slices.get(svc_key, {}).values()) if svc else []
         for k in self.by_service.pop(svc_key, set()):
             self.desired.pop(k, None)

@@ -7,13 +7,17 @@ pod went through the programs."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import select
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from novanet_core.backends import ConfigError
+from novanet_core.types import ServiceBackend, ServiceFrontend
 from tests import netpol_cases as nc
 from tests.bpf.conftest import started_datapath
 from tests.bpf.netpol_model import CASES, SHORT, Model, run_case
@@ -343,3 +347,182 @@ def test_established_ipv6_flow_delivers_from_the_entry_copy_and_follows_a_moved_
             dp6.delete_endpoint(e.ip, e.host_if)
             sh("ip", "netns", "del", e.ns, check=False)
             dp6.upsert_endpoint(b.endpoint(topo6.gateway))
+
+# ------------------------------------------------------------------ Services over IPv6
+# Socket level: processes started in the topology's cgroup have their connect()/sendto() to an
+# IPv6 ClusterIP translated by the connect6/sendmsg6 hooks and the answers restored by
+# recvmsg6/getpeername6; an AF_INET6 socket reaching an IPv4 ClusterIP by its v4-mapped address
+# is translated through the IPv4 maps (docs/services.md, "IP families").
+
+VIP6 = "fd00:96::a"
+VIP4 = "10.96.100.6"
+
+# Dual-stack listener ("::", IPV6_V6ONLY off): answers every TCP connection and UDP datagram
+# with "<pod name>@<the client address it saw>".
+SVC_SERVER = r"""
+import socket, sys, threading
+name, port = sys.argv[1], int(sys.argv[2])
+def tcp():
+    t = socket.socket(socket.AF_INET6); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); t.bind(("::", port)); t.listen(128)
+    while True:
+        c, a = t.accept(); c.sendall(("%s@%s" % (name, a[0])).encode()); c.close()
+def udp():
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); u.bind(("::", port))
+    while True:
+        d, a = u.recvfrom(100); u.sendto(("%s@%s" % (name, a[0])).encode(), a)
+threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+SVC_CLIENT = str(Path(__file__).resolve().parents[1] / "support" / "svc_client.py")
+
+
+@pytest.fixture(scope="module")
+def servers(topo6: DualStackTopology, dp6) -> Iterator[dict[str, Pod6]]:
+    procs = []
+    try:
+        for name in ("b", "c"):
+            proc = topo6.pods[name].popen("python3", "-c", SVC_SERVER, name, "8080")
+            procs.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield {n: topo6.pods[n] for n in ("b", "c")}  # type: ignore[misc]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def services(dp6) -> Iterator[list[ServiceFrontend]]:
+    """Frontends a test upserts; deleted after it."""
+    fes: list[ServiceFrontend] = []
+    try:
+        yield fes
+    finally:
+        for fe in fes:
+            dp6.delete_service(fe.key)
+
+
+def frontend(ip: str, proto: str, backends: list[ServiceBackend], **kw: object) -> ServiceFrontend:
+    fam = "/IPv6" if ":" in ip else ""
+    return ServiceFrontend(
+        key=f"t/web:80/{proto}{fam}",
+        namespace="t",
+        name="web",
+        port_name="",
+        protocol=proto,
+        ip=ip,
+        port=80,
+        kind="ClusterIP",
+        backends=backends,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def be6(pod: Pod6, proto: str = "TCP", **kw: object) -> ServiceBackend:
+    return ServiceBackend(ip=pod.ip6, port=8080, protocol=proto, local=True, **kw)  # type: ignore[arg-type]
+
+
+def program(dp6, services: list[ServiceFrontend], *fes: ServiceFrontend) -> None:
+    for fe in fes:
+        dp6.upsert_service(fe)
+        services.append(fe)
+
+
+def client(topo6: DualStackTopology, pod: Pod6, ip: str, n: int, proto: str) -> dict[str, list[str]]:
+    r = pod.run_in_cgroup(topo6.cgroup, "python3", SVC_CLIENT, ip, "80", str(n), proto, timeout=120)
+    out = json.loads(r.stdout)
+    pairs = [a.partition("@") for a in out["answers"]]
+    return {**out, "answers": [p[0] for p in pairs], "seen": [p[2] for p in pairs]}
+
+
+def test_ipv6_clusterip_tcp_udp_at_socket_level(topo6, dp6, servers, services) -> None:
+    a, b, c = topo6.pods["a"], servers["b"], servers["c"]
+    program(
+        dp6,
+        services,
+        frontend(VIP6, "TCP", [be6(b), be6(c)]),
+        frontend(VIP6, "UDP", [be6(b, "UDP"), be6(c, "UDP")]),
+    )
+    before = dp6.service_status()["translations"]
+    tcp = client(topo6, a, VIP6, 20, "tcp")
+    udp = client(topo6, a, VIP6, 20, "udp")
+    assert tcp["errors"] == udp["errors"] == []
+    assert set(tcp["answers"]) == set(udp["answers"]) == {"b", "c"}  # both backends picked
+    assert set(tcp["seen"]) == set(udp["seen"]) == {a.ip6}  # the backends saw the pod's own address
+    # getpeername6 / recvmsg6 show the ClusterIP, never the backend
+    assert set(tcp["peers"]) == set(udp["peers"]) == {f"{VIP6}:80"}
+    after = dp6.service_status()["translations"]
+    assert after["socket6"] - before["socket6"] == 40
+    assert after["reverse_socket6"] - before["reverse_socket6"] >= 40
+    assert after["socket"] == before["socket"] and after["packet"] == before["packet"]
+    from novanet_ebpf_policy.metrics import DatapathCollector
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
+    reg.register(DatapathCollector(lambda: dp6))
+    v6 = reg.get_sample_value(
+        "novanet_dataplane_service_translations_total", {"path": "socket", "family": "ipv6"}
+    )
+    assert v6 is not None and v6 >= 40
+    (tcp_fe,) = [s for s in dp6.list_services() if s["protocol"] == "TCP"]
+    assert (tcp_fe["ip"], tcp_fe["family"], [x["ip"] for x in tcp_fe["backends"]]) == (
+        VIP6,
+        "IPv6",
+        sorted([b.ip6, c.ip6]),
+    )
+
+
+def test_ipv6_no_selectable_backend_is_refused_and_counted(topo6, dp6, servers, services) -> None:
+    a, b, c = topo6.pods["a"], servers["b"], servers["c"]
+    program(
+        dp6,
+        services,
+        frontend(VIP6, "TCP", [be6(b, ready=False), be6(c, terminating=True, serving=False)]),
+        frontend(VIP6, "UDP", []),
+    )
+    before = dp6.drop_counters()["NO_SERVICE_BACKEND"]
+    tcp = client(topo6, a, VIP6, 2, "tcp")
+    udp = client(topo6, a, VIP6, 2, "udp")
+    assert tcp["errors"] == udp["errors"] == ["ConnectionRefusedError:111"] * 2  # at once, not a timeout
+    assert dp6.drop_counters()["NO_SERVICE_BACKEND"] - before == 4
+
+
+def test_ipv6_terminating_backend_and_client_ip_affinity(topo6, dp6, servers, services) -> None:
+    a, b, c = topo6.pods["a"], servers["b"], servers["c"]
+    program(dp6, services, frontend(VIP6, "TCP", [be6(b), be6(c, terminating=True)]))
+    assert set(client(topo6, a, VIP6, 10, "tcp")["answers"]) == {"b"}  # the terminating one takes none
+    program(dp6, services, frontend(VIP6, "TCP", [be6(b), be6(c)], affinity_timeout=60))
+    got = client(topo6, a, VIP6, 10, "tcp")
+    assert got["errors"] == [] and len(set(got["answers"])) == 1  # pinned to one backend
+
+
+def test_v4_mapped_address_on_an_ipv6_socket_reaches_the_ipv4_clusterip(topo6, dp6, servers, services) -> None:
+    a, b = topo6.pods["a"], servers["b"]
+    program(
+        dp6,
+        services,
+        frontend(VIP4, "TCP", [ServiceBackend(ip=b.ip, port=8080, protocol="TCP", local=True)]),
+        frontend(VIP4, "UDP", [ServiceBackend(ip=b.ip, port=8080, protocol="UDP", local=True)]),
+    )
+    before = dp6.service_status()["translations"]
+    mapped = f"::ffff:{VIP4}"
+    tcp = client(topo6, a, mapped, 3, "tcp")
+    udp = client(topo6, a, mapped, 3, "udp")
+    assert tcp["errors"] == udp["errors"] == []
+    assert set(tcp["answers"]) == set(udp["answers"]) == {"b"}
+    assert set(tcp["peers"]) == set(udp["peers"]) == {f"{mapped}:80"}
+    after = dp6.service_status()["translations"]
+    assert after["socket"] - before["socket"] == 6  # IPv4 frontends: counted as IPv4 translations
+    assert after["socket6"] == before["socket6"]
+
+
+def test_ipv6_frontend_with_an_ipv4_backend_is_refused(dp6) -> None:
+    fe = frontend(VIP6, "TCP", [ServiceBackend(ip="10.42.0.9", port=80, protocol="TCP")])
+    with pytest.raises(ConfigError, match=r"frontend\.backends\[0\]\.ip"):
+        dp6.upsert_service(fe)
+    assert all(s["ip"] != VIP6 for s in dp6.list_services())

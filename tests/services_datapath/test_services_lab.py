@@ -189,4 +189,5 @@ def test_kube_proxy_dnat_same_node_and_across_nodes(kplab: LabUnderTest, socket_
         assert got["errors"] == [], got
         assert set(got["answers"]) == set(BACKENDS)  # x/d same node, x/b and x/c across nodes
         assert set(got["peers"]) == {f"{VIP}:80"}  # conntrack reversed the DNAT for every reply
-    assert translations(kplab) == {"socket": 0, "packet": 0, "nodeport": 0, "reverse_socket": 0}
+    assert translations(kplab) == {"socket": 0, "packet": 0, "nodeport": 0, "reverse_socket": 0, "socket6": 0,
+                                   "reverse_socket6": 0}

@@ -20,11 +20,11 @@ def main() -> None:
         try:
             if proto == "tcp":
                 c = socket.create_connection((ip, port), timeout=3)
-                out["peers"].append("{}:{}".format(*c.getpeername()))
+                out["peers"].append("{}:{}".format(*c.getpeername()[:2]))
                 out["answers"].append(c.recv(200).decode().strip())
                 c.close()
             else:
-                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                u = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
                 u.settimeout(3)
                 if proto == "udp-connected":
                     u.connect((ip, port))

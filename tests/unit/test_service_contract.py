@@ -69,6 +69,9 @@ def test_bad_backend_names_its_index(kernel_dp):
     d["backends"][0]["protocol"] = "UDP"
     with pytest.raises(ApiError, match=r"^frontend\.backends\[0\]\.protocol: 'UDP' differs"):
         _call(kernel_dp, "dp.service.upsert", {"frontend": d})
+    d = _frontend(ip="fd00:96::a")  # an IPv6 frontend with IPv4 backends
+    with pytest.raises(ApiError, match=r"^frontend\.backends\[0\]\.ip: '.*' is not an IPv6 address"):
+        _call(kernel_dp, "dp.service.upsert", {"frontend": d})
     with pytest.raises(ApiError, match=r"^backends\[0\]\.ip: "):
         _call(kernel_dp, "dp.service.backends", {"backends": [{"ip": "x", "port": 53, "protocol": "UDP"}]})
     with pytest.raises(ApiError, match=r"^key: "):

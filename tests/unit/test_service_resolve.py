@@ -112,9 +112,33 @@ def test_terminating_and_not_ready_endpoints_are_flagged_and_duplicates_counted_
 
 def test_services_without_frontends():
     st = state(svc("headless", clusterIP="None"), eps("h-1", "headless", [ep("10.42.0.5", "node-1")]),
-               svc("pending", clusterIP=None), svc("ext", type="ExternalName", externalName="db.example.com"),
-               svc("v6", clusterIP="fd00::20"))
+               svc("pending", clusterIP=None), svc("ext", type="ExternalName", externalName="db.example.com"))
     assert fronts(st) == {}
+
+
+def eps6(name, service, endpoints) -> dict:
+    return {**eps(name, service, endpoints), "addressType": "IPv6"}
+
+
+def test_each_family_gets_its_frontends_from_its_own_slices():
+    st = state(svc(clusterIP="10.96.0.20", clusterIPs=["10.96.0.20", "fd00:96::20"], ipFamilyPolicy="RequireDualStack",
+                   ipFamilies=["IPv4", "IPv6"], type="NodePort",
+                   ports=[{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}]),
+               eps("web-1", "web", [ep("10.42.0.5", "node-1")]),
+               eps6("web-2", "web", [ep("fd00:42::5", "node-1"), ep("fd00:42:1::7", "node-2")]),
+               svc("v6", clusterIP="fd00:96::21", ipFamilies=["IPv6"]),
+               eps6("v6-1", "v6", [ep("fd00:42::8", "node-2")]))
+    f = fronts(st, node_ip=["172.30.0.2", "fd00:30::2"])
+    assert sorted(f) == ["shop/v6:http/TCP/IPv6", "shop/web:http/TCP", "shop/web:http/TCP/IPv6",
+                         "shop/web:http/TCP/nodeport", "shop/web:http/TCP/nodeport/IPv6"]
+    v4, v6 = f["shop/web:http/TCP"], f["shop/web:http/TCP/IPv6"]
+    assert (v4.ip, [b.ip for b in v4.backends]) == ("10.96.0.20", ["10.42.0.5"])
+    assert (v6.ip, [(b.ip, b.local) for b in v6.backends]) == ("fd00:96::20", [("fd00:42::5", True),
+                                                                               ("fd00:42:1::7", False)])
+    assert (f["shop/web:http/TCP/nodeport/IPv6"].ip, f["shop/web:http/TCP/nodeport"].ip) == ("fd00:30::2", "172.30.0.2")
+    assert [b.ip for b in f["shop/v6:http/TCP/IPv6"].backends] == ["fd00:42::8"]
+    # a node without an IPv6 address has no IPv6 NodePort frontend (its ClusterIP frontends stay)
+    assert "shop/web:http/TCP/nodeport/IPv6" not in fronts(st) and "shop/web:http/TCP/IPv6" in fronts(st)
 
 
 def test_slices_of_other_services_or_namespaces_do_not_mix():

@@ -260,6 +260,41 @@ class AffinityValue(_S):
     _fields_ = [("ip", u32), ("port", u16), ("pad", u16), ("last_ns", u64)]
 
 
+# IPv6 frontends: the same model with 16-byte network-order addresses (the value of a frontend
+# (``nv_svc``), the slot key and ``service_meta`` are shared; ids and banks are unique over both
+# families).
+
+
+class Service6Key(_S):
+    c_name = "nv_svc6_key"
+    _fields_ = [("ip", u8 * 16), ("port", u16), ("protocol", u8), ("pad", u8)]
+
+
+class Backend6Value(_S):
+    c_name = "nv_lb_backend6"
+    _fields_ = [("ip", u8 * 16), ("port", u16), ("flags", u8), ("pad", u8)]  # flags: BackendFlag
+
+
+class Member6Key(_S):
+    c_name = "nv_lb_member6_key"
+    _fields_ = [("bank", u32), ("ip", u8 * 16), ("port", u16), ("pad", u16)]
+
+
+class SockNat6Key(_S):
+    c_name = "nv_sock_nat6_key"
+    _fields_ = [("cookie", u64), ("ip", u8 * 16), ("port", u16), ("protocol", u8), ("pad", u8), ("pad2", u32)]
+
+
+class SockNat6Value(_S):
+    c_name = "nv_sock_nat6"
+    _fields_ = [("ip", u8 * 16), ("port", u16), ("pad", u16)]
+
+
+class Affinity6Value(_S):
+    c_name = "nv_aff6"
+    _fields_ = [("ip", u8 * 16), ("port", u16), ("pad", u16), ("pad2", u32), ("last_ns", u64)]
+
+
 class FlowEvent(_S):
     """Ring-buffer record (80 B, the original NovaNet layout; ``hook`` uses its spare byte 13)."""
 
@@ -292,7 +327,8 @@ STRUCTS: tuple[type[_S], ...] = (EndpointKey, Endpoint6Key, EndpointValue, Polic
                                  FlowEvent,
                                  KpBackendKey, KpBackendValue, ServiceKey, ServiceValue, BackendKey, BackendValue,
                                  MemberKey, MemberValue, ServiceMeta, NatValue, SockNatKey, SockNatValue,
-                                 AffinityKey, AffinityValue)
+                                 AffinityKey, AffinityValue, Service6Key, Backend6Value, Member6Key, SockNat6Key,
+                                 SockNat6Value, Affinity6Value)
 
 
 
@@ -371,6 +407,8 @@ class SvcStat(enum.IntEnum):
     PACKET = 1  # a new flow translated per packet (from-pod)
     NODEPORT = 2  # a new flow from outside the node (underlay ingress)
     REVERSE_SOCKET = 3  # recvmsg4/getpeername4 restored the frontend address
+    SOCKET6 = 4  # connect6/sendmsg6 rewrote an IPv6 destination
+    REVERSE_SOCKET6 = 5  # recvmsg6/getpeername6 restored an IPv6 frontend address
 
 
 class Action(enum.IntEnum):
@@ -492,6 +530,17 @@ MAPS: dict[str, MapDef] = {
                "struct nv_sock_nat_key", "struct nv_sock_nat"),
         MapDef(MapSpec("affinity", "lru_hash", _sz(AffinityKey), _sz(AffinityValue), 65536, 1),
                "struct nv_aff_key", "struct nv_aff"),
+        # IPv6 frontends (socket level): sized like their IPv4 maps (bpf.serviceMapSize)
+        MapDef(MapSpec("services6", "hash", _sz(Service6Key), _sz(ServiceValue), SERVICES_MAX, 1),
+               "struct nv_svc6_key", "struct nv_svc"),
+        MapDef(MapSpec("backends6", "hash", _sz(BackendKey), _sz(Backend6Value), BACKENDS_MAX, 1),
+               "struct nv_lb_slot", "struct nv_lb_backend6"),
+        MapDef(MapSpec("lb_members6", "hash", _sz(Member6Key), _sz(MemberValue), BACKENDS_MAX, 1),
+               "struct nv_lb_member6_key", "struct nv_lb_member"),
+        MapDef(MapSpec("sock_revnat6", "lru_hash", _sz(SockNat6Key), _sz(SockNat6Value), 65536, 1),
+               "struct nv_sock_nat6_key", "struct nv_sock_nat6"),
+        MapDef(MapSpec("affinity6", "lru_hash", _sz(AffinityKey), _sz(Affinity6Value), 65536, 1),
+               "struct nv_aff_key", "struct nv_aff6"),
         MapDef(MapSpec("svcstats", "percpu_array", 4, 8, SVC_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("sctp_crc", "array", 4, 4, SCTP_CRC_SLOTS, 1), "u32", "u32"),
     )

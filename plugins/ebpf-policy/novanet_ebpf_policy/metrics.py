@@ -135,10 +135,12 @@ class DatapathCollector(Collector):
         tr = CounterMetricFamily("novanet_dataplane_service_translations",
                                  "Service translations by the datapath, by where they happened: socket "
                                  "(connect/sendmsg), packet (a pod's new flow), nodeport (from outside "
-                                 "the node), reverse_socket (recvmsg/getpeername restored the frontend)",
-                                 labels=["path"])
-        for path, n in b.services.stats().items():
-            tr.add_metric([path], n)
+                                 "the node), reverse_socket (recvmsg/getpeername restored the frontend); "
+                                 "family: of the frontend (ipv4, ipv6)",
+                                 labels=["path", "family"])
+        for name, n in b.services.stats().items():
+            v6 = name.endswith("6")
+            tr.add_metric([name.removesuffix("6"), "ipv6" if v6 else "ipv4"], n)
         yield tr
         # connections refused for want of a ready backend: drops_total{reason="NO_SERVICE_BACKEND"}
         yield GaugeMetricFamily("novanet_dataplane_service_frontends", "Entries in the services map",

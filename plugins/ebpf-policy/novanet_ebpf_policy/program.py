@@ -21,6 +21,10 @@ SOCK_PROGRAMS = {
     "nv_sock_sendmsg4": 14,  # BPF_CGROUP_UDP4_SENDMSG
     "nv_sock_recvmsg4": 19,  # BPF_CGROUP_UDP4_RECVMSG
     "nv_sock_getpeername4": 29,  # BPF_CGROUP_INET4_GETPEERNAME
+    "nv_sock_connect6": 11,  # BPF_CGROUP_INET6_CONNECT
+    "nv_sock_sendmsg6": 15,  # BPF_CGROUP_UDP6_SENDMSG
+    "nv_sock_recvmsg6": 20,  # BPF_CGROUP_UDP6_RECVMSG
+    "nv_sock_getpeername6": 30,  # BPF_CGROUP_INET6_GETPEERNAME
 }
 PROGRAMS = TC_PROGRAMS + tuple(SOCK_PROGRAMS)
 SERVICES_MARK = "\nNV_SERVICES\n"  # the line of datapath.c that bpf/services.c replaces

@@ -9,7 +9,7 @@ import click
 
 from novanet_core.cli.plugin_api import dataplane_call, emit, json_shape, output_option, table
 
-SERVICE_JSON = ("[{key, namespace, name, port_name, protocol, ip, port, kind, backends: [{ip, port, protocol, "
+SERVICE_JSON = ("[{key, namespace, name, port_name, protocol, ip, port, family, kind, backends: [{ip, port, protocol, "
                 "ready, serving, terminating, local, selectable}], affinity_timeout, external_local, failed_closed, "
                 "id, selectable}]")
 
@@ -22,6 +22,11 @@ def backend_state(b: dict[str, Any]) -> str:
     return "terminating" if b["terminating"] else "not-ready"
 
 
+def hostport(ip: str, port: int) -> str:
+    """``ip:port``, an IPv6 address in brackets (RFC 3986)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def frontend_rows(services: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for s in services:
@@ -31,12 +36,12 @@ def frontend_rows(services: list[dict[str, Any]]) -> list[list[str]]:
         if s["external_local"]:
             flags.append("externalTrafficPolicy=Local")
         kind = s["kind"] + (f" ({', '.join(flags)})" if flags else "")
-        head = [str(s["id"]), f"{s['ip']}:{s['port']}/{s['protocol']}", kind, s["key"]]
+        head = [str(s["id"]), f"{hostport(s['ip'], s['port'])}/{s['protocol']}", kind, s["key"]]
         bes = s["backends"] or [None]
         for i, b in enumerate(bes):
             none = "(service maps full: refused)" if s.get("failed_closed") else "(no backend: refused)"
             cell = none if b is None else \
-                f"{i + 1} => {b['ip']}:{b['port']}/{b['protocol']} ({backend_state(b)})"
+                f"{i + 1} => {hostport(b['ip'], b['port'])}/{b['protocol']} ({backend_state(b)})"
             rows.append((head if i == 0 else ["", "", "", ""]) + [cell])
     return rows
 

@@ -1,5 +1,6 @@
 """Service frontends -> the load-balancer maps (``services``, ``backends``, ``lb_members``,
-``service_meta``), read back from the live maps, and the kube-proxy compatibility set.
+``service_meta``; an IPv6 frontend's in ``services6``, ``backends6``, ``lb_members6``), read back
+from the live maps, and the kube-proxy compatibility set.
 
 A frontend's backends live in a *bank* of slots keyed ``(bank, slot)``. Every change writes a
 complete new bank first and then switches the frontend's entry to it in one map update, so a
@@ -29,6 +30,7 @@ from novanet_core.protocols import IP_PROTOCOLS, protocol_name
 from novanet_core.types import ServiceBackend, ServiceFrontend
 from novanet_ebpf_policy import layouts
 from novanet_ebpf_policy.layouts import (
+    Backend6Value,
     BackendFlag,
     BackendKey,
     BackendValue,
@@ -37,10 +39,12 @@ from novanet_ebpf_policy.layouts import (
     FrontendKind,
     KpBackendKey,
     KpBackendValue,
+    Member6Key,
     MemberKey,
     MemberValue,
     NatFlag,
     NatValue,
+    Service6Key,
     ServiceKey,
     ServiceMeta,
     ServiceValue,
@@ -68,7 +72,8 @@ class ServiceMapsFull(RuntimeError):
 def configure_size(frontends: int) -> None:
     """Size the load-balancer maps (``bpf.serviceMapSize``) before the programs are compiled."""
     for name, n in (("services", frontends), ("service_meta", frontends), ("backends", 4 * frontends),
-                    ("lb_members", 4 * frontends)):
+                    ("lb_members", 4 * frontends), ("services6", frontends), ("backends6", 4 * frontends),
+                    ("lb_members6", 4 * frontends)):
         m = layouts.MAPS[name]
         if m.spec.max_entries != n:
             layouts.MAPS[name] = dataclasses.replace(m, spec=dataclasses.replace(m.spec, max_entries=n))
@@ -80,6 +85,44 @@ def _num(ip: str) -> int:
 
 def _ip(n: int) -> str:
     return str(ipaddress.IPv4Address(n))
+
+
+@dataclass(frozen=True)
+class _Family:
+    """One IP family's load-balancer maps and layouts (``service_meta`` is shared)."""
+
+    version: int
+    services: str
+    backends: str
+    members: str
+    key: type[ServiceKey] | type[Service6Key]
+    backend: type[BackendValue] | type[Backend6Value]
+    member: type[MemberKey] | type[Member6Key]
+
+    def addr(self, ip: str) -> Any:
+        """``ip`` as the layouts' ``ip`` field holds it (host-order u32; 16 network-order bytes)."""
+        if self.version == 4:
+            return _num(ip)
+        return (ctypes.c_uint8 * 16).from_buffer_copy(ipaddress.IPv6Address(ip).packed)
+
+    def text(self, field: Any) -> str:
+        return _ip(field) if self.version == 4 else str(ipaddress.IPv6Address(bytes(field)))
+
+    def ident(self, field: Any) -> int | bytes:
+        """A hashable form of an ``ip`` field."""
+        return field if self.version == 4 else bytes(field)
+
+
+V4 = _Family(4, "services", "backends", "lb_members", ServiceKey, BackendValue, MemberKey)
+V6 = _Family(6, "services6", "backends6", "lb_members6", Service6Key, Backend6Value, Member6Key)
+FAMILIES = (V4, V6)
+
+
+def family_of(ip: str) -> _Family | None:
+    try:
+        return V4 if ipaddress.ip_address(ip).version == 4 else V6
+    except ValueError:
+        return None
 
 
 def _frontend_flags(fe: ServiceFrontend) -> SvcFlag:
@@ -121,7 +164,8 @@ class _Live:
     key: str
     map_key: bytes
     value: ServiceValue
-    slots: list[bytes]  # BackendValue bytes, slot order
+    slots: list[bytes]  # BackendValue (Backend6Value) bytes, slot order
+    family: _Family = V4
 
 
 class ServiceProgrammer:
@@ -141,35 +185,37 @@ class ServiceProgrammer:
         """Rebuild the mirror from the live maps; remove banks no frontend points at (a change
         interrupted between writing its new bank and removing the old one)."""
         meta = {int.from_bytes(k, "little"): ServiceMeta.from_buffer_copy(v) for k, v in self.m.items("service_meta")}
-        slots: dict[int, dict[int, bytes]] = {}
-        for k, v in self.m.items("backends"):
-            bk = BackendKey.from_buffer_copy(k)
-            slots.setdefault(bk.bank, {})[bk.slot] = v
         self.live.clear()
         used_ids: set[int] = set()
         used_banks: set[int] = set()
-        orphans = 0
-        for k, v in self.m.items("services"):
-            sv = ServiceValue.from_buffer_copy(v)
-            md = meta.get(sv.id)
-            if md is None:  # a frontend we cannot name: nobody can update or delete it
-                self.m.delete("services", k)
-                orphans += 1
-                continue
-            key = bytes(md.key).rstrip(b"\0").decode(errors="replace")
-            bank = slots.get(sv.bank, {})
-            self.live[key] = _Live(key, k, sv, [bank[i] for i in range(sv.total) if i in bank])
-            used_ids.add(sv.id)
-            used_banks.add(sv.bank)
-        removed = 0
-        for bank, entries in slots.items():
-            if bank not in used_banks:
-                for slot in entries:
-                    self.m.delete("backends", BackendKey(bank=bank, slot=slot))
-                    removed += 1
-        for k in list(self.m.keys("lb_members")):
-            if MemberKey.from_buffer_copy(k).bank not in used_banks:
-                self.m.delete("lb_members", k)
+        orphans = removed = 0
+        for fam in FAMILIES:
+            slots: dict[int, dict[int, bytes]] = {}
+            for k, v in self.m.items(fam.backends):
+                bk = BackendKey.from_buffer_copy(k)
+                slots.setdefault(bk.bank, {})[bk.slot] = v
+            banks: set[int] = set()
+            for k, v in self.m.items(fam.services):
+                sv = ServiceValue.from_buffer_copy(v)
+                md = meta.get(sv.id)
+                if md is None:  # a frontend we cannot name: nobody can update or delete it
+                    self.m.delete(fam.services, k)
+                    orphans += 1
+                    continue
+                key = bytes(md.key).rstrip(b"\0").decode(errors="replace")
+                bank = slots.get(sv.bank, {})
+                self.live[key] = _Live(key, k, sv, [bank[i] for i in range(sv.total) if i in bank], fam)
+                used_ids.add(sv.id)
+                banks.add(sv.bank)
+            for bank, entries in slots.items():
+                if bank not in banks:
+                    for slot in entries:
+                        self.m.delete(fam.backends, BackendKey(bank=bank, slot=slot))
+                        removed += 1
+            for k in list(self.m.keys(fam.members)):
+                if fam.member.from_buffer_copy(k).bank not in banks:
+                    self.m.delete(fam.members, k)
+            used_banks |= banks
         for i in meta:
             if i not in used_ids:
                 self.m.delete("service_meta", i.to_bytes(4, "little"))
@@ -191,16 +237,17 @@ class ServiceProgrammer:
     def upsert(self, fe: ServiceFrontend) -> dict[str, Any]:
         if len(fe.key.encode()) > KEY_MAX:
             raise ConfigError(f"frontend.key: longer than {KEY_MAX} bytes")
-        try:
-            ip = _num(fe.ip)
-        except ValueError:
-            raise ConfigError(f"frontend.ip: {fe.ip!r} is not an IPv4 address (IPv4-only datapath)") from None
+        fam = family_of(fe.ip)
+        if fam is None:
+            raise ConfigError(f"frontend.ip: {fe.ip!r} is not an IP address")
+        if fam.version == 6 and fe.protocol == "SCTP":
+            # IPv6 is translated at socket level only, and this kernel has no SCTP sockets
+            raise ConfigError("frontend.protocol: SCTP is not load-balanced over IPv6 (socket level only: TCP, UDP)")
         for i, b in enumerate(fe.backends):
-            try:
-                _num(b.ip)
-            except ValueError:
-                raise ConfigError(f"frontend.backends[{i}].ip: {b.ip!r} is not an IPv4 address") from None
-        map_key = bytes(ServiceKey(ip=ip, port=fe.port, protocol=IP_PROTOCOLS[fe.protocol]))
+            if family_of(b.ip) is not fam:
+                raise ConfigError(f"frontend.backends[{i}].ip: {b.ip!r} is not an IPv{fam.version} address "
+                                  f"(the frontend's family)")
+        map_key = bytes(fam.key(ip=fam.addr(fe.ip), port=fe.port, protocol=IP_PROTOCOLS[fe.protocol]))
         holder = next((k for k, lv in self.live.items() if lv.map_key == map_key and k != fe.key), None)
         if holder is not None:
             raise ConfigError(f"frontend.ip: {fe.ip}:{fe.port}/{fe.protocol} is already frontend {holder!r}")
@@ -213,10 +260,10 @@ class ServiceProgrammer:
         ordered = [b for b, p in zip(fe.backends, pick, strict=True) if p] + \
                   [b for b, p in zip(fe.backends, pick, strict=True) if not p]
         count = sum(pick)
-        slots = [bytes(BackendValue(ip=_num(b.ip), port=b.port, flags=_backend_flags(b))) for b in ordered]
+        slots = [bytes(fam.backend(ip=fam.addr(b.ip), port=b.port, flags=_backend_flags(b))) for b in ordered]
         flags = _frontend_flags(fe)
         old = self.live.get(fe.key)
-        if old is not None and old.map_key == map_key and old.slots == slots and old.value.count == count \
+        if old is not None and old.family is fam and old.map_key == map_key and old.slots == slots and old.value.count == count \
                 and old.value.flags == int(flags) and old.value.affinity_timeout == fe.affinity_timeout:
             return {"key": fe.key, "changed": False}
         fid = old.value.id if old else self._alloc("_next_id", {lv.value.id for lv in self.live.values()})
@@ -226,22 +273,22 @@ class ServiceProgrammer:
                              affinity_timeout=fe.affinity_timeout)
         try:
             for i, s in enumerate(slots):  # 1. the new bank, complete
-                written.append(("backends", BackendKey(bank=bank, slot=i)))
-                self.m.update("backends", BackendKey(bank=bank, slot=i), s)
+                written.append((fam.backends, BackendKey(bank=bank, slot=i)))
+                self.m.update(fam.backends, BackendKey(bank=bank, slot=i), s)
             for i, b in enumerate(ordered[:count]):
-                mk = MemberKey(bank=bank, ip=_num(b.ip), port=b.port)
-                written.append(("lb_members", mk))
-                self.m.update("lb_members", mk, MemberValue(slot=i))
+                mk = fam.member(bank=bank, ip=fam.addr(b.ip), port=b.port)
+                written.append((fam.members, mk))
+                self.m.update(fam.members, mk, MemberValue(slot=i))
             self._write_meta(fid, fe)
-            self.m.update("services", map_key, value)  # 2. the switch: one map update
+            self.m.update(fam.services, map_key, value)  # 2. the switch: one map update
         except OSError as e:
             if e.errno not in _FULL_ERRNOS:
                 raise
             for name, k in written:
                 self.m.delete(name, k)
-            self._fail_closed(fe, map_key, fid, flags, old, e)
-        self._retire(old, map_key, fid, fe.protocol, slots)  # 3. the old bank (and address, if it moved)
-        self.live[fe.key] = _Live(fe.key, map_key, value, slots)
+            self._fail_closed(fe, fam, map_key, fid, flags, old, e)
+        self._retire(old, fam, map_key, fid, fe.protocol, slots)  # 3. the old bank (and address, if it moved)
+        self.live[fe.key] = _Live(fe.key, map_key, value, slots, fam)
         self._unblock(fe.key)
         return {"key": fe.key, "changed": True, "id": fid, "bank": bank, "selectable": count}
 
@@ -250,21 +297,24 @@ class ServiceProgrammer:
         ctypes.memmove(md.key, fe.key.encode(), len(fe.key.encode()))
         self.m.update("service_meta", fid.to_bytes(4, "little"), md)
 
-    def _retire(self, old: _Live | None, map_key: bytes, fid: int, protocol: str, slots: list[bytes]) -> None:
+    def _retire(self, old: _Live | None, fam: _Family, map_key: bytes, fid: int, protocol: str,
+                slots: list[bytes]) -> None:
         """Remove what the frontend's previous entry used once the new one is in place."""
         if old is None:
             return
-        if old.map_key != map_key:
-            self.m.delete("services", old.map_key)
+        if old.map_key != map_key or old.family is not fam:
+            self.m.delete(old.family.services, old.map_key)
         self._drop_bank(old)
-        if protocol != "TCP":
+        # per-packet translations (revnat) exist for IPv4 only
+        if protocol != "TCP" and old.family is V4:
+            new = slots if fam is V4 else []
             gone = {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, old.slots)} - \
-                   {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, slots)}
+                   {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, new)}
             if gone:
                 self._forget_flows(fid, gone)
 
-    def _fail_closed(self, fe: ServiceFrontend, map_key: bytes, fid: int, flags: SvcFlag, old: _Live | None,
-                     e: OSError) -> None:
+    def _fail_closed(self, fe: ServiceFrontend, fam: _Family, map_key: bytes, fid: int, flags: SvcFlag,
+                     old: _Live | None, e: OSError) -> None:
         """The frontend's bank did not fit: give it an entry without backends that the programs
         refuse (SERVICE_MAP_FULL), or, when even that has no room, count it so that its address
         is refused all the same; never leave it on its old backends. Raises ServiceMapsFull."""
@@ -272,7 +322,7 @@ class ServiceProgrammer:
                              affinity_timeout=fe.affinity_timeout)
         try:
             self._write_meta(fid, fe)
-            self.m.update("services", map_key, value)
+            self.m.update(fam.services, map_key, value)
             entry = True
         except OSError as e2:
             if e2.errno not in _FULL_ERRNOS:
@@ -280,15 +330,15 @@ class ServiceProgrammer:
             entry = False
         if not entry:  # no entry rather than one on the old backends
             self.m.delete("service_meta", fid.to_bytes(4, "little"))
-        self._retire(old, map_key if entry else b"", fid, fe.protocol, [])
+        self._retire(old, fam, map_key if entry else b"", fid, fe.protocol, [])
         if entry:
-            self.live[fe.key] = _Live(fe.key, map_key, value, [])
+            self.live[fe.key] = _Live(fe.key, map_key, value, [], fam)
             self.unprogrammed.discard(fe.key)
         else:
             self.live.pop(fe.key, None)
             self.unprogrammed.add(fe.key)
         self.blocked[fe.key] = fe
-        self.m.config_set(ConfigKey.SERVICES_UNPROGRAMMED, len(self.unprogrammed))
+        self._count_unprogrammed()
         self.full_events += 1
         what = "backends" if entry else "services"
         self.last_full = {"frontend": fe.key, "reason": f"{errno.errorcode.get(e.errno or 0, e.errno)}: {e}"}
@@ -298,10 +348,17 @@ class ServiceProgrammer:
         log.error("%s", msg)
         raise ServiceMapsFull(msg)
 
+    def _count_unprogrammed(self) -> None:
+        """CONFIG SERVICES_UNPROGRAMMED: the IPv4 frontends without an entry (while non-zero the
+        programs refuse every IPv4 serviceCIDR address without one; CONFIG has no IPv6 range)."""
+        n = sum(1 for k in self.unprogrammed if k in self.blocked and family_of(self.blocked[k].ip) is V4)
+        self.m.config_set(ConfigKey.SERVICES_UNPROGRAMMED, n)
+
     def _unblock(self, key: str) -> None:
-        if self.blocked.pop(key, None) is not None and key in self.unprogrammed:
+        if key in self.blocked and key in self.unprogrammed:
             self.unprogrammed.discard(key)
-            self.m.config_set(ConfigKey.SERVICES_UNPROGRAMMED, len(self.unprogrammed))
+            self._count_unprogrammed()
+        self.blocked.pop(key, None)
 
     def retry(self) -> dict[str, int] | None:
         """Program the frontends that found the maps full (they fail closed meanwhile)."""
@@ -317,10 +374,11 @@ class ServiceProgrammer:
         return {"programmed": done, "blocked": len(self.blocked)}
 
     def _drop_bank(self, lv: _Live) -> None:
+        fam = lv.family
         for i, raw in enumerate(lv.slots):
-            self.m.delete("backends", BackendKey(bank=lv.value.bank, slot=i))
-            b = BackendValue.from_buffer_copy(raw)
-            self.m.delete("lb_members", MemberKey(bank=lv.value.bank, ip=b.ip, port=b.port))
+            self.m.delete(fam.backends, BackendKey(bank=lv.value.bank, slot=i))
+            b = fam.backend.from_buffer_copy(raw)
+            self.m.delete(fam.members, fam.member(bank=lv.value.bank, ip=b.ip, port=b.port))
 
     def _forget_flows(self, fid: int, gone: set[tuple[int, int]]) -> int:
         """UDP/SCTP translations to backends that no longer exist would keep a client's datagrams
@@ -342,10 +400,10 @@ class ServiceProgrammer:
         lv = self.live.pop(key, None)
         if lv is None:
             return False
-        self.m.delete("services", lv.map_key)
+        self.m.delete(lv.family.services, lv.map_key)
         self._drop_bank(lv)
         self.m.delete("service_meta", lv.value.id.to_bytes(4, "little"))
-        if ServiceKey.from_buffer_copy(lv.map_key).protocol != IP_PROTOCOLS["TCP"]:
+        if lv.family is V4 and ServiceKey.from_buffer_copy(lv.map_key).protocol != IP_PROTOCOLS["TCP"]:
             # as for a removed backend: the same address and port given again (the Service
             # recreated, another one allocated the freed ClusterIP) must not reuse them
             self._forget_flows(lv.value.id, {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, lv.slots)})
@@ -354,26 +412,27 @@ class ServiceProgrammer:
     # ------------------------------------------------------------------ reads (the live maps)
     def list(self) -> list[dict[str, Any]]:
         out = []
-        for k, v in self.m.items("services"):
-            sk, sv = ServiceKey.from_buffer_copy(k), ServiceValue.from_buffer_copy(v)
+        for fam, k, v in ((f, k, v) for f in FAMILIES for k, v in self.m.items(f.services)):
+            sk, sv = fam.key.from_buffer_copy(k), ServiceValue.from_buffer_copy(v)
             raw = self.m.lookup("service_meta", sv.id.to_bytes(4, "little"))
             md = ServiceMeta.from_buffer_copy(raw) if raw else ServiceMeta()
             key = bytes(md.key).rstrip(b"\0").decode(errors="replace")
             ns, name, port_name = parse_key(key)
             backends = []
             for i in range(sv.total):
-                braw = self.m.lookup("backends", BackendKey(bank=sv.bank, slot=i))
+                braw = self.m.lookup(fam.backends, BackendKey(bank=sv.bank, slot=i))
                 if braw is None:
                     continue
-                b = BackendValue.from_buffer_copy(braw)
+                b = fam.backend.from_buffer_copy(braw)
                 f = BackendFlag(b.flags)
-                backends.append({"ip": _ip(b.ip), "port": b.port, "node_name": "",
+                backends.append({"ip": fam.text(b.ip), "port": b.port, "node_name": "",
                                  "local": BackendFlag.LOCAL in f, "ready": BackendFlag.READY in f,
                                  "serving": BackendFlag.SERVING in f, "terminating": BackendFlag.TERMINATING in f,
                                  "protocol": protocol_name(sk.protocol), "selectable": i < sv.count})
             flags = SvcFlag(sv.flags)
             out.append({"key": key, "namespace": ns, "name": name, "port_name": port_name,
-                        "protocol": protocol_name(sk.protocol), "ip": _ip(sk.ip), "port": sk.port,
+                        "protocol": protocol_name(sk.protocol), "ip": fam.text(sk.ip), "port": sk.port,
+                        "family": f"IPv{fam.version}",
                         "kind": _KIND_NAMES.get(FrontendKind(md.kind), str(md.kind)) if raw else "?",
                         "backends": backends,
                         "affinity_timeout": sv.affinity_timeout if SvcFlag.AFFINITY in flags else 0,
@@ -389,7 +448,9 @@ class ServiceProgrammer:
     def counts(self) -> dict[str, int]:
         return {"frontends": self.m.count("services"), "backend_slots": self.m.count("backends"),
                 "translations": self.m.count("revnat"), "socket_translations": self.m.count("sock_revnat"),
-                "affinity": self.m.count("affinity"), "kp_backends": self.m.count("kp_backends")}
+                "affinity": self.m.count("affinity"), "kp_backends": self.m.count("kp_backends"),
+                "frontends6": self.m.count("services6"), "backend_slots6": self.m.count("backends6"),
+                "socket_translations6": self.m.count("sock_revnat6"), "affinity6": self.m.count("affinity6")}
 
     def stats(self) -> dict[str, int]:
         from novanet_core.bpf import syscall

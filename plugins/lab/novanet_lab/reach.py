@@ -113,10 +113,11 @@ def _hosts(st: LabState, paths: LabPaths, from_nodes: Sequence[str], from_underl
     return out
 
 
-def service_targets(st: LabState, paths: LabPaths, names: Sequence[str],
-                    node_port: str | None = None) -> tuple[list[Endpoint], dict[str, set[tuple[int, str]]]]:
-    """``svc:NS/NAME`` targets at the ClusterIP (or ``node_port``'s IP and the nodePorts), each
-    accepting a reply from any pod that is one of its endpoints; and the ports each serves."""
+def service_targets(st: LabState, paths: LabPaths, names: Sequence[str], node_port: str | None = None,
+                    family: int = 4) -> tuple[list[Endpoint], dict[str, set[tuple[int, str]]]]:
+    """``svc:NS/NAME`` targets at the ClusterIP of ``family`` (or ``node_port``'s IP of that
+    family and the nodePorts), each accepting a reply from any pod that is one of its endpoints;
+    and the ports each serves. A Service without a ClusterIP of the family is left out."""
     from novanet_lab.status import services_status
 
     found = {f"{s['namespace']}/{s['name']}": s for s in services_status(paths)}
@@ -130,16 +131,22 @@ def service_targets(st: LabState, paths: LabPaths, names: Sequence[str],
                            f"(services: {', '.join(found) or 'none'})")
         if s["headless"] or not s["clusterIP"]:
             raise LabError(f"--to-service {name}: has no ClusterIP (headless or ExternalName): probe its pods")
+        cip = ipfamily.pick(s.get("clusterIPs") or [s["clusterIP"]], family)
+        if cip is None:
+            continue
         key = f"svc:{name}"
         accepts = frozenset(e["pod"] for e in s["endpoints"] if e["pod"])
         if node_port is not None:
             ports = {(p["nodePort"], p["protocol"]) for p in s["ports"] if p["nodePort"]}
             if not ports:
                 raise LabError(f"--node-port: Service {name} has no nodePort (type {s['type']})")
-            targets.append(Endpoint(key, st.nodes[node_port].ip, "", accepts))
+            node_ip = ipfamily.pick(st.nodes[node_port].ips or [st.nodes[node_port].ip], family)
+            if node_ip is None:
+                continue
+            targets.append(Endpoint(key, node_ip, "", accepts))
         else:
             ports = {(p["port"], p["protocol"]) for p in s["ports"]}
-            targets.append(Endpoint(key, s["clusterIP"], "", accepts))
+            targets.append(Endpoint(key, cip, "", accepts))
         serves[key] = ports
     return targets, serves
 
@@ -161,8 +168,6 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
     for port in ports:
         if not 1 <= port <= 65535:
             raise LabError(f"--port {port}: not a port number 1..65535")
-    if services and fams == [6]:
-        raise LabError("--to-service with --family 6: Service load-balancing is IPv4 only in this release")
     if 6 in fams and any(proto.upper() == "SCTP" for proto in protocols):
         raise LabError("--protocol SCTP: the crafted SCTP probes are IPv4 only; add --family 4")
     results: list[ProbeResult] = []
@@ -176,20 +181,29 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
             results += [dataclasses.replace(r, family=fam)
                         for r in _probe_pods(st, src, dst, ports, protocols, timeout, confirm_timeout)]
     if services:
-        hosts = _hosts(st, paths, from_nodes, from_underlay)
-        src = (_select(st, sources, "--from", 4) if sources or not hosts else []) + hosts
-        if not src:
-            raise LabError(f"lab {lab} has no pods to probe from")
         if any(proto.upper() == "SCTP" for proto in protocols):
             raise LabError("--to-service: SCTP is not probed (this kernel has no SCTP sockets)")
-        svc_dst, svc_serves = service_targets(st, paths, services, node_port)
-        protos = [p.upper() for p in protocols] or list(DEFAULT_PROTOCOLS)
-        if ports:
-            checks = [(port, proto) for port in ports for proto in protos]
-        else:
-            checks = sorted({c for cs in svc_serves.values() for c in cs if c[1] in protos})
-        results += [dataclasses.replace(r, family=4)
-                    for r in probe_matrix(src, svc_dst, checks, timeout, None if ports else svc_serves, confirm_timeout)]
+        probed = False
+        for fam in fams:  # each family a Service has a ClusterIP of, at that address
+            svc_dst, svc_serves = service_targets(st, paths, services, node_port, fam)
+            if not svc_dst:
+                continue
+            hosts = _hosts(st, paths, from_nodes, from_underlay, fam)
+            src = (_select(st, sources, "--from", fam) if sources or not hosts else []) + hosts
+            if not src:
+                raise LabError(f"lab {lab} has no pods to probe from")
+            protos = [p.upper() for p in protocols] or list(DEFAULT_PROTOCOLS)
+            if ports:
+                checks = [(port, proto) for port in ports for proto in protos]
+            else:
+                checks = sorted({c for cs in svc_serves.values() for c in cs if c[1] in protos})
+            results += [dataclasses.replace(r, family=fam) for r in
+                        probe_matrix(src, svc_dst, checks, timeout, None if ports else svc_serves, confirm_timeout)]
+            probed = True
+        if not probed:
+            where = f"node {node_port} has" if node_port is not None else "the Services have"
+            raise LabError(f"--to-service {', '.join(services)}: {where} no address of "
+                           f"{' or '.join(f'IPv{f}' for f in fams)}")
     return results
 
 

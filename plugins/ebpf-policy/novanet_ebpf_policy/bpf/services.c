@@ -108,12 +108,11 @@ static __always_inline int nv_svc_pick(struct nv_svc *s, u64 client, struct nv_l
 
 /* ------------------------------------------------------------------ socket level */
 
-static __always_inline int nv_sock_translate(struct bpf_sock_addr *ctx) {
-    if (!nv_cfg(NV_CFG_L4LB_ENABLED)) return 1;
-    u8 proto = ctx->protocol;
-    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 1;
-    u32 ip = ntohl(ctx->user_ip4);
-    u16 port = ntohs((u16)ctx->user_port);
+/* A new socket-level connection to IPv4 ip:port: 1 = not a frontend (leave it), 0 = refused
+ * (connect()/sendto() fail with ECONNREFUSED), 2 = *be is the backend, its sock_revnat entry
+ * written. Shared by connect4/sendmsg4 and by connect6/sendmsg6 for a v4-mapped address. */
+static __always_inline int nv_sock_pick4(struct bpf_sock_addr *ctx, u32 ip, u16 port, u8 proto,
+                                         struct nv_lb_backend *be) {
     struct nv_svc *s = nv_svc_find(ip, port, proto);
     if (!s) {
         if (!nv_svc_lost(ip)) return 1;
@@ -121,37 +120,51 @@ static __always_inline int nv_sock_translate(struct bpf_sock_addr *ctx) {
         nv_set_retval(-NV_ECONNREFUSED);
         return 0;
     }
-    struct nv_lb_backend be = {};
     /* the client is the socket's network namespace: one pod, one address */
-    if (nv_svc_pick(s, bpf_get_netns_cookie(ctx) | (1ULL << 63), &be) < 0) {
+    if (nv_svc_pick(s, bpf_get_netns_cookie(ctx) | (1ULL << 63), be) < 0) {
         nv_count(nv_svc_refusal(s));
         nv_set_retval(-NV_ECONNREFUSED);  /* connect()/sendto() fail at once, as a REJECT would make them */
         return 0;
     }
     struct nv_sock_nat_key k = {};
     k.cookie = bpf_get_socket_cookie(ctx);
-    k.ip = be.ip;
-    k.port = be.port;
+    k.ip = be->ip;
+    k.port = be->port;
     k.protocol = proto;
     struct nv_sock_nat v = {};
     v.ip = ip;
     v.port = port;
     sock_revnat.update(&k, &v);
+    return 2;
+}
+
+static __always_inline int nv_sock_translate(struct bpf_sock_addr *ctx) {
+    if (!nv_cfg(NV_CFG_L4LB_ENABLED)) return 1;
+    u8 proto = ctx->protocol;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 1;
+    struct nv_lb_backend be = {};
+    int r = nv_sock_pick4(ctx, ntohl(ctx->user_ip4), ntohs((u16)ctx->user_port), proto, &be);
+    if (r != 2) return r;
     ctx->user_ip4 = htonl(be.ip);
     ctx->user_port = (u32)htons(be.port);
     nv_svcstat(NV_SVCSTAT_SOCKET);
     return 1;
 }
 
+/* The IPv4 frontend a socket asked for, given the backend ip:port it talks to; 0 = none. */
+static __always_inline struct nv_sock_nat *nv_sock_revnat4(struct bpf_sock_addr *ctx, u32 ip, u16 port) {
+    struct nv_sock_nat_key k = {};
+    k.cookie = bpf_get_socket_cookie(ctx);
+    k.ip = ip;
+    k.port = port;
+    k.protocol = ctx->protocol;
+    return sock_revnat.lookup(&k);
+}
+
 /* recvmsg4 / getpeername4: show the application the frontend it asked for, not the backend. */
 static __always_inline int nv_sock_restore(struct bpf_sock_addr *ctx) {
     if (!nv_cfg(NV_CFG_L4LB_ENABLED)) return 1;
-    struct nv_sock_nat_key k = {};
-    k.cookie = bpf_get_socket_cookie(ctx);
-    k.ip = ntohl(ctx->user_ip4);
-    k.port = ntohs((u16)ctx->user_port);
-    k.protocol = ctx->protocol;
-    struct nv_sock_nat *v = sock_revnat.lookup(&k);
+    struct nv_sock_nat *v = nv_sock_revnat4(ctx, ntohl(ctx->user_ip4), ntohs((u16)ctx->user_port));
     if (!v) return 1;
     ctx->user_ip4 = htonl(v->ip);
     ctx->user_port = (u32)htons(v->port);
@@ -163,6 +176,151 @@ int nv_sock_connect4(struct bpf_sock_addr *ctx) { return nv_sock_translate(ctx);
 int nv_sock_sendmsg4(struct bpf_sock_addr *ctx) { return nv_sock_translate(ctx); }
 int nv_sock_recvmsg4(struct bpf_sock_addr *ctx) { return nv_sock_restore(ctx); }
 int nv_sock_getpeername4(struct bpf_sock_addr *ctx) { return nv_sock_restore(ctx); }
+
+/* ------------------------------------------------------------------ socket level, IPv6
+ * The same translation with the IPv6 maps (services6, backends6, lb_members6, affinity6,
+ * sock_revnat6). An AF_INET6 socket reaching an IPv4 address uses its v4-mapped form
+ * (::ffff:a.b.c.d): the kernel runs only the connect6/sendmsg6 hooks for it (tcp_v6_connect
+ * hands a mapped address straight to tcp_v4_connect, past the connect4 hook), so a mapped IPv4
+ * ClusterIP is looked up in the IPv4 maps here and answered with the mapped backend. */
+
+static __always_inline void nv_sock_ip6_get(struct bpf_sock_addr *ctx, u8 *ip) {
+    u32 w[4];
+    w[0] = ctx->user_ip6[0];
+    w[1] = ctx->user_ip6[1];
+    w[2] = ctx->user_ip6[2];
+    w[3] = ctx->user_ip6[3];
+    __builtin_memcpy(ip, w, 16);
+}
+
+static __always_inline void nv_sock_ip6_set(struct bpf_sock_addr *ctx, const u8 *ip) {
+    u32 w[4];
+    __builtin_memcpy(w, ip, 16);
+    ctx->user_ip6[0] = w[0];
+    ctx->user_ip6[1] = w[1];
+    ctx->user_ip6[2] = w[2];
+    ctx->user_ip6[3] = w[3];
+}
+
+/* ::ffff:a.b.c.d? */
+static __always_inline int nv_sock_v4mapped(struct bpf_sock_addr *ctx) {
+    return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == htonl(0xFFFF);
+}
+
+/* As nv_svc_pick, for an IPv6 frontend. */
+static __always_inline int nv_svc_pick6(struct nv_svc *s, u64 client, struct nv_lb_backend6 *out) {
+    u32 count = s->count;
+    if (count == 0) return -1;
+    struct nv_aff_key ak = {};
+    u64 now = 0;
+    if (s->flags & NV_SVCF_AFFINITY) {
+        ak.svc_id = s->id;
+        ak.client = client;
+        now = bpf_ktime_get_ns();
+        struct nv_aff6 *a = affinity6.lookup(&ak);
+        if (a && now - a->last_ns < (u64)s->affinity_timeout * NV_NS_PER_S) {
+            struct nv_lb_member6_key mk = {};
+            mk.bank = s->bank;
+            __builtin_memcpy(mk.ip, a->ip, 16);
+            mk.port = a->port;
+            if (lb_members6.lookup(&mk)) {
+                __builtin_memcpy(out->ip, a->ip, 16);
+                out->port = a->port;
+                out->flags = 0;
+                out->pad = 0;
+                a->last_ns = now;
+                return 0;
+            }
+        }
+    }
+    struct nv_lb_slot bk = {};
+    bk.bank = s->bank;
+    bk.slot = bpf_get_prandom_u32() % count;
+    struct nv_lb_backend6 *b = backends6.lookup(&bk);
+    if (!b) return -1;
+    __builtin_memcpy(out->ip, b->ip, 16);
+    out->port = b->port;
+    out->flags = b->flags;
+    out->pad = 0;
+    if (s->flags & NV_SVCF_AFFINITY) {
+        struct nv_aff6 av = {};
+        __builtin_memcpy(av.ip, b->ip, 16);
+        av.port = b->port;
+        av.last_ns = now;
+        affinity6.update(&ak, &av);
+    }
+    return 0;
+}
+
+static __always_inline int nv_sock_translate6(struct bpf_sock_addr *ctx) {
+    if (!nv_cfg(NV_CFG_L4LB_ENABLED)) return 1;
+    u8 proto = ctx->protocol;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 1;
+    u16 port = ntohs((u16)ctx->user_port);
+    if (nv_sock_v4mapped(ctx)) {
+        struct nv_lb_backend be4 = {};
+        int r = nv_sock_pick4(ctx, ntohl(ctx->user_ip6[3]), port, proto, &be4);
+        if (r != 2) return r;
+        ctx->user_ip6[3] = htonl(be4.ip);
+        ctx->user_port = (u32)htons(be4.port);
+        nv_svcstat(NV_SVCSTAT_SOCKET);
+        return 1;
+    }
+    struct nv_svc6_key sk = {};
+    nv_sock_ip6_get(ctx, sk.ip);
+    sk.port = port;
+    sk.protocol = proto;
+    struct nv_svc *s = services6.lookup(&sk);
+    if (!s) return 1;  /* no IPv6 serviceCIDR in CONFIG: a frontend without an entry is not refused */
+    struct nv_lb_backend6 be = {};
+    if (nv_svc_pick6(s, bpf_get_netns_cookie(ctx) | (1ULL << 63), &be) < 0) {
+        nv_count(nv_svc_refusal(s));
+        nv_set_retval(-NV_ECONNREFUSED);
+        return 0;
+    }
+    struct nv_sock_nat6_key k = {};
+    k.cookie = bpf_get_socket_cookie(ctx);
+    __builtin_memcpy(k.ip, be.ip, 16);
+    k.port = be.port;
+    k.protocol = proto;
+    struct nv_sock_nat6 v = {};
+    __builtin_memcpy(v.ip, sk.ip, 16);
+    v.port = port;
+    sock_revnat6.update(&k, &v);
+    nv_sock_ip6_set(ctx, be.ip);
+    ctx->user_port = (u32)htons(be.port);
+    nv_svcstat(NV_SVCSTAT_SOCKET6);
+    return 1;
+}
+
+static __always_inline int nv_sock_restore6(struct bpf_sock_addr *ctx) {
+    if (!nv_cfg(NV_CFG_L4LB_ENABLED)) return 1;
+    u16 port = ntohs((u16)ctx->user_port);
+    if (nv_sock_v4mapped(ctx)) {
+        struct nv_sock_nat *v4 = nv_sock_revnat4(ctx, ntohl(ctx->user_ip6[3]), port);
+        if (!v4) return 1;
+        ctx->user_ip6[3] = htonl(v4->ip);
+        ctx->user_port = (u32)htons(v4->port);
+        nv_svcstat(NV_SVCSTAT_REVERSE_SOCKET);
+        return 1;
+    }
+    struct nv_sock_nat6_key k = {};
+    k.cookie = bpf_get_socket_cookie(ctx);
+    nv_sock_ip6_get(ctx, k.ip);
+    k.port = port;
+    k.protocol = ctx->protocol;
+    struct nv_sock_nat6 *v = sock_revnat6.lookup(&k);
+    if (!v) return 1;
+    nv_sock_ip6_set(ctx, v->ip);
+    ctx->user_port = (u32)htons(v->port);
+    nv_svcstat(NV_SVCSTAT_REVERSE_SOCKET6);
+    return 1;
+}
+
+int nv_sock_connect6(struct bpf_sock_addr *ctx) { return nv_sock_translate6(ctx); }
+int nv_sock_sendmsg6(struct bpf_sock_addr *ctx) { return nv_sock_translate6(ctx); }
+int nv_sock_recvmsg6(struct bpf_sock_addr *ctx) { return nv_sock_restore6(ctx); }
+int nv_sock_getpeername6(struct bpf_sock_addr *ctx) { return nv_sock_restore6(ctx); }
 
 /* ------------------------------------------------------------------ per packet: rewriting */
 
