@@ -526,3 +526,23 @@ def test_ipv6_frontend_with_an_ipv4_backend_is_refused(dp6) -> None:
     with pytest.raises(ConfigError, match=r"frontend\.backends\[0\]\.ip"):
         dp6.upsert_service(fe)
     assert all(s["ip"] != VIP6 for s in dp6.list_services())
+
+
+def test_a_restarted_programmer_adopts_ipv6_frontends_from_the_maps(topo6, dp6, servers, services) -> None:
+    """What a dataplane restart does: the programmer rebuilds its mirror from the live maps of
+    both families (no write for an unchanged frontend, stale banks of either family removed)."""
+    from novanet_ebpf_policy.layouts import Backend6Value, BackendKey
+    from novanet_ebpf_policy.services import ServiceProgrammer
+
+    b, c = servers["b"], servers["c"]
+    fe6 = frontend(VIP6, "TCP", [be6(b), be6(c)])
+    fe4 = frontend(VIP4, "TCP", [ServiceBackend(ip=b.ip, port=8080, protocol="TCP", local=True)])
+    program(dp6, services, fe6, fe4)
+    stale = BackendKey(bank=0xFFFF0000, slot=0)  # a bank no frontend points at (an interrupted change)
+    dp6.maps.update("backends6", stale, Backend6Value(port=1))
+    again = ServiceProgrammer(dp6.maps)
+    assert again.live[fe6.key].family.version == 6 and again.live[fe4.key].family.version == 4
+    assert dp6.maps.lookup("backends6", stale) is None
+    assert again.upsert(fe6)["changed"] is False and again.upsert(fe4)["changed"] is False
+    got = client(topo6, topo6.pods["a"], VIP6, 4, "tcp")
+    assert got["errors"] == [] and set(got["answers"]) <= {"b", "c"}

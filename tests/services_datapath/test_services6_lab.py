@@ -132,3 +132,14 @@ def test_ipv6_nodeport_from_a_pod(lab6: LabUnderTest) -> None:
         got = from_pod(lab6, "x/a", ip, NODEPORT, 20, proto, socket_level=True)
         assert got["errors"] == [] and set(got["answers"]) == {"x/b", "x/d"}, (proto, got)
         assert set(got["peers"]) == {f"{ip}:{NODEPORT}"}
+
+
+def test_lab_probe_to_service_probes_each_family(lab6: LabUnderTest) -> None:
+    res = lab6.probe("--to-service", "x/web", "--to-service", "x/web6", "--from", "x/a")
+    got = {(r["to"], r["protocol"], r["family"]): (r["allowed"], r.get("backend")) for r in res}
+    assert set(got) == {
+        (f"svc:x/{n}", p, f) for n, f in (("web", 4), ("web", 6), ("web6", 6)) for p in ("TCP", "UDP")
+    }
+    assert all(ok and backend in ("x/b", "x/d") for ok, backend in got.values()), got
+    with pytest.raises(AssertionError, match="the Services have no address of IPv4"):
+        lab6.probe("--to-service", "x/web6", "--family", "4")
