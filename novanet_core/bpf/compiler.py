@@ -18,6 +18,7 @@ what the helper recorded then, in this process, with plain bpf(2) calls.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -26,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from novanet_core.bpf import bpffs, objcache, syscall
+
+log = logging.getLogger(__name__)
 
 HELPER_DIR = "compile"  # under the caller's bpffs root: <root>/compile/<pid>_<random>/<function>
 _TIMEOUT = 300.0  # a compile takes 0.3-7 s here; far beyond that something is wedged
@@ -80,6 +83,7 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
     cache_key = objcache.key(source, names, sock, header_tree, bpf_root)
     cached = objcache.load(cache_key, bpf_root)
     if cached is not None:
+        log.info("%s: loaded from the compiled-program cache", what)
         return Programs(cached)
     base = os.path.join(bpf_root, HELPER_DIR)
     bpffs.ensure_dir(base)
@@ -105,6 +109,7 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
             for fd in fds.values():
                 os.close(fd)
             raise CompileError(f"{what}: the compiler's pins are missing: {e}") from None
+        log.info("%s: compiled and loaded", what)
         return Programs(fds)
     finally:
         if os.path.lexists(pin_dir):

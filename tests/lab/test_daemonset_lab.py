@@ -122,6 +122,10 @@ def fatal_lines(lab: LabUnderTest, node: str) -> list[str]:
             for line in ds_node.logs(lab.paths, node, daemon).splitlines() if FATAL.search(line)]
 
 
+def _cache_loads(lab: LabUnderTest, node: str) -> int:
+    return ds_node.logs(lab.paths, node, "dataplane").count("loaded from the compiled-program cache")
+
+
 def rolling_restart_loses_nothing(lab: LabUnderTest, nodes: list[str]) -> list[dict[str, Any]]:
     ips = {p: lab.pod_ip(p) for p in ("x/a", "x/b")}
     watch = PingWatch(lambda *argv: lab.in_pod("x/a", *argv), ips["x/b"], interval=0.01)
@@ -130,6 +134,7 @@ def rolling_restart_loses_nothing(lab: LabUnderTest, nodes: list[str]) -> list[d
         watch.wait_replies(50)
         for node in nodes:  # pod by pod, as a DaemonSet's RollingUpdate with maxUnavailable 1
             first = watch.mark()
+            cache_loads = _cache_loads(lab, node)
             report = json.loads(lab.cli("lab", "restart", "--node", node, "-o", "json").stdout)
             last = watch.mark(ahead=50)  # half a second of traffic past the new pod's readiness
             watch.wait_replied(last)
@@ -139,6 +144,8 @@ def rolling_restart_loses_nothing(lab: LabUnderTest, nodes: list[str]) -> list[d
             assert all(r["newPid"] and r["newPid"] != r["oldPid"] for r in report), report
             assert last - first >= MIN_PINGS, figures[-1]
             assert lost == [], (figures[-1], lost[:20])
+            # the replaced pod's dataplane loaded its programs from the node's cache (hostPath)
+            assert _cache_loads(lab, node) > cache_loads, ds_node.logs(lab.paths, node, "dataplane")[-3000:]
     finally:
         watch.stop()
     print("rolling restart:", json.dumps(figures))

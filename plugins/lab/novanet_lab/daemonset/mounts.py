@@ -1,7 +1,7 @@
 """A daemonset node's own mount namespace, held by one process (``python -m novanet_lab.daemonset.mounts``).
 
 The DaemonSet pod's hostPath volumes (``/run/novanet``, ``/run/netns``, ``/var/lib/cni``,
-``/sys/fs/bpf``, ``/var/lib/novanet``, ``/opt/cni/bin``, ``/etc/cni/net.d``, ``/run/xtables.lock``)
+``/sys/fs/bpf``, ``/var/lib/novanet``, ``/var/cache/novanet``, ``/opt/cni/bin``, ``/etc/cni/net.d``, ``/run/xtables.lock``)
 and podman's own state must be the node's, not the machine's. So the node's podman runs in a mount
 namespace of its own (``unshare --mount --propagation private``: nothing mounted in it is seen
 outside), in which this process mounts, from a plan the lab writes:

@@ -3,7 +3,8 @@
 Host-side layout (under the node's lab dir, removed by ``lab down`` with the rest of the lab):
 
   <state>/<node>/daemonset/   plan.json, holder pid/ready/error, stage/ (bind staging), pod.yaml,
-                              root/ (the node's /opt/cni/bin, /var/lib/cni, /var/lib/novanet),
+                              root/ (the node's /opt/cni/bin, /var/lib/cni, /var/lib/novanet,
+                              /var/cache/novanet),
                               podman/ (configs, graphroot, tmp)
   <state>/<node>/net.d/       the node's /etc/cni/net.d (install-cni writes the conflist here)
   <run>/<node>/               the node's /run/novanet (agent, CNI and dataplane sockets)
@@ -59,6 +60,7 @@ def mount_plan(paths: LabPaths, node: str) -> list[dict[str, Any]]:
         {"target": "/etc/cni/net.d", "source": str(paths.node_conflist(node).parent)},
         {"target": "/var/lib/cni", "source": str(root / "var-lib-cni")},
         {"target": "/var/lib/novanet", "source": str(root / "var-lib-novanet")},
+        {"target": "/var/cache/novanet", "source": str(root / "var-cache-novanet")},
         {"target": "/sys/fs/bpf", "source": str(paths.node_bpf_root(node)), "shared": True},
         {"target": NODE_CGROUP, "source": str(cgroups.node_dir(paths.lab, node))},
     ]
