@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -75,9 +76,11 @@ def serve(address: str, registry: CollectorRegistry, component: str, owner: Any 
         return False
     ready = _agent_ready(owner) if component == "agent" and owner is not None else None
     h, _, port = address.rpartition(":")
+    h = h.removeprefix("[").removesuffix("]") or "0.0.0.0"  # an IPv6 host is written [addr]:port
+    cls = _Server6 if ":" in h else _Server
     try:
-        srv = make_server(h or "0.0.0.0", int(port), _app(registry, ready), _Server, handler_class=_QuietHandler)
-    except OSError as e:
+        srv = make_server(h, int(port), _app(registry, ready), cls, handler_class=_QuietHandler)
+    except (OSError, ValueError) as e:
         log.error("%s metrics endpoint %s not started: %s", component, address, e)
         return False
     threading.Thread(target=srv.serve_forever, name="metrics", daemon=True).start()
@@ -135,9 +138,22 @@ def _app(registry: CollectorRegistry, ready: Ready | None) -> Callable[..., Any]
     return app
 
 
-class _Server(ThreadingMixIn, WSGIServer):
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks the resolver for the bind address's name (getfqdn), only to
+        # fill SERVER_NAME: in a pod or node netns whose resolver is unreachable that held every
+        # daemon's start for the resolver's timeout (10 s in the DaemonSet pod).
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from novanet_core.bpf import bpffs, objcache, syscall
+from novanet_core.bpf import bpffs, ktree, objcache, syscall
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,12 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
     into; ``what`` names the programs in the error ("vxlan programs")."""
     sock = dict(sock_addr or {})
     names = list(functions) + list(sock)
+    # The key names the header tree by the stamp its build writes: build it before the key, or a
+    # node's first start records its programs under a key that no later start computes.
+    try:
+        ktree.ensure(header_tree)
+    except ktree.HeaderTreeError as e:
+        raise CompileError(f"{what}: {e}") from None
     cache_key = objcache.key(source, names, sock, header_tree, bpf_root)
     cached = objcache.load(cache_key, bpf_root)
     if cached is not None:
@@ -119,7 +125,6 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
 def _helper() -> int:
     """The helper process: compile, load, pin, exit (its fds, and BCC's, die with it)."""
     req = json.loads(sys.stdin.read())
-    from novanet_core.bpf import ktree
 
     ktree.activate(req["header_tree"])  # BCC reads BCC_KERNEL_SOURCE when it compiles
     from bcc import BPF

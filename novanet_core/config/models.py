@@ -88,8 +88,9 @@ class SocketsConfig(_Model):
 
 
 class MetricsConfig(_Model):
-    address: str = _d("127.0.0.1:9103", "the agent's Prometheus `/metrics` (host:port); empty disables it")
-    dataplaneAddress: str = _d("127.0.0.1:9104", "the dataplane's Prometheus `/metrics` (host:port); empty "
+    address: str = _d("127.0.0.1:9103", "the agent's Prometheus `/metrics` (host:port, IPv6 as [addr]:port); empty "
+                                                "disables it")
+    dataplaneAddress: str = _d("127.0.0.1:9104", "the dataplane's Prometheus `/metrics` (host:port, IPv6 as [addr]:port); empty "
                                                  "disables it (`novanet-dataplane --metrics-address` overrides)")
 
     @field_validator("address", "dataplaneAddress")
@@ -100,6 +101,13 @@ class MetricsConfig(_Model):
         host, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{v!r} is not host:port")
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise ValueError(f"{v!r}: {host} is not an IPv6 address") from None
+        elif ":" in host or "," in host or any(c.isspace() for c in host):
+            raise ValueError(f"{v!r} is not host:port (one address; an IPv6 host is written [addr]:port)")
         return v
 
 

@@ -126,3 +126,20 @@ def test_off_disables_it(roots, tmp_path, monkeypatch) -> None:
     a, _b = roots
     _load(a).close()
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_first_start_that_builds_the_header_tree_is_found_by_the_next(roots, tmp_path) -> None:
+    """A fresh node has no header tree yet: its first load builds it, and the entry it records must
+    be the one the next start (tree present) looks up, not a key made before the tree existed."""
+    a, b = roots
+    tree = str(tmp_path / "fresh-ktree")
+    first = compiler.compile_and_load(SOURCE.replace("@ROOT@", a), ["count"], tree, a, "test program")
+    first.close()
+    assert os.path.isdir(tree)
+    before = _children_cpu()
+    again = compiler.compile_and_load(SOURCE.replace("@ROOT@", b), ["count"], tree, b, "test program")
+    try:
+        assert _children_cpu() == before  # from the cache
+        assert len(glob.glob(str(tmp_path / "cache" / "*" / "*.json"))) == 1
+    finally:
+        again.close()

@@ -40,6 +40,11 @@ def test_yaml_and_json_files_and_env_overrides(tmp_path):
         ({"mtu": 100}, {}, "mtu: must be 'auto' or 576..9000"),
         ({"podCIDR": "10.99.0.0/24"}, {}, "podCIDR 10.99.0.0/24 is not inside clusterCIDR"),
         ({"metrics": {"address": "nope"}}, {}, "metrics.address: 'nope' is not host:port"),
+        ({"metrics": {"address": "172.30.0.2,fd00:172:30::2:9103"}}, {},
+         "metrics.address: '172.30.0.2,fd00:172:30::2:9103' is not host:port (one address; an IPv6 host is "
+         "written [addr]:port)"),
+        ({"metrics": {"dataplaneAddress": "[fd00::zz]:9104"}}, {},
+         "metrics.dataplaneAddress: '[fd00::zz]:9104': [fd00::zz] is not an IPv6 address"),
         ({}, {"NOVANET_NODE_IP": "not-an-ip"}, "nodeIP: 'not-an-ip' is not an IP address (from $NOVANET_NODE_IP)"),
         ({"nodeCIDRMaskSize": 8}, {}, "nodeCIDRMaskSize: Input should be greater than or equal to 16"),
         # dual-stack: one range per family, every family of the cluster on the node

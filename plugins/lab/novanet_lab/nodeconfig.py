@@ -55,8 +55,11 @@ def node_config(spec: LabSpec, paths: LabPaths, node: str, node_ip: str, pod_cid
     cfg["bpf"] = {**cfg.get("bpf", {}), "root": str(paths.node_bpf_root(node)),
                   "cgroupRoot": str(cgroups.node_dir(paths.lab, node))}
     # Both daemons serve /metrics on the node address, so a Prometheus on the underlay scrapes
-    # every node (the defaults would bind 127.0.0.1 inside the node netns).
-    cfg["metrics"] = {"address": f"{node_ip}:{AGENT_METRICS_PORT}", "dataplaneAddress": f"{node_ip}:{DATAPLANE_METRICS_PORT}",
+    # every node (the defaults would bind 127.0.0.1 inside the node netns). A dual-stack node
+    # serves on its first (primary) address.
+    primary = node_ip.split(",")[0].strip()
+    host = f"[{primary}]" if ":" in primary else primary
+    cfg["metrics"] = {"address": f"{host}:{AGENT_METRICS_PORT}", "dataplaneAddress": f"{host}:{DATAPLANE_METRICS_PORT}",
                       **cfg.get("metrics", {})}
     validate_node_config(cfg, node)
     return cfg
