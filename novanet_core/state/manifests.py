@@ -2,7 +2,9 @@
 
 Every ``*.yaml``/``*.yml``/``*.json`` file in the directory may hold several documents. The
 directory is re-scanned when a file's mtime/size changes (cheap polling: no inotify in the
-stdlib, and a lab directory is small). An optional ``VERSION`` file holds an integer the writer
+stdlib, and a lab directory is small); only the files that changed are re-read, and only their
+objects are compared with what was reported, so a change costs its files, not the whole set.
+When two files hold the same object, the file last in name order wins. An optional ``VERSION`` file holds an integer the writer
 bumps after each change; the source reports it so that a writer (``novanet lab apply``) can wait
 until every agent has taken the change in.
 
@@ -34,6 +36,11 @@ class ManifestSource:
         self.poll_interval = poll_interval
         self._sig: dict[str, tuple[int, int, int]] = {}
         self._by_file: dict[str, dict[tuple[str, str], Any]] = {}
+        # (kind, key) -> the files that hold it: the last of them in name order wins, and a change
+        # is diffed over the keys of the files that changed, not over every object (a lab with
+        # 10,000 Services spent ~100 ms per change comparing them all).
+        self._holders: dict[tuple[str, str], set[str]] = {}
+        self._last: dict[tuple[str, str], Any] = {}
         self._version = -1
         self.errors: list[str] = []
 
@@ -102,8 +109,9 @@ class ManifestSource:
             merged.update(self._by_file[name])
         return merged
 
-    def _rescan(self) -> tuple[bool, int]:
-        """Reload changed files; (anything changed, the VERSION those files are at least at).
+    def _rescan(self) -> tuple[dict[str, dict[tuple[str, str], Any]] | None, int]:
+        """Reload changed files; (the previous objects of each file that changed, None when none
+        did; the VERSION those files are at least at).
 
         VERSION is read before the directory: the writer bumps it only after writing the files
         it covers, so a scan that follows the read sees all of them. Read after the scan, it
@@ -112,17 +120,49 @@ class ManifestSource:
         version = self._read_version()
         sig = self._signature()
         if sig == self._sig:
-            return False, version
+            return None, version
         changed = {n for n in set(sig) | set(self._sig) if sig.get(n) != self._sig.get(n)}
         self._sig = sig
-        for n in changed:
-            if n == "VERSION":
-                continue
+        before: dict[str, dict[tuple[str, str], Any]] = {}
+        for n in sorted(changed - {"VERSION"}):
+            old = before[n] = self._by_file.get(n, {})
+            new = self._load_file(n) if n in sig else {}  # a file that does not parse keeps its objects
             if n in sig:
-                self._by_file[n] = self._load_file(n)
+                self._by_file[n] = new
             else:
                 self._by_file.pop(n, None)
-        return True, version
+            for k in old.keys() - new.keys():
+                holders = self._holders[k]
+                holders.discard(n)
+                if not holders:
+                    del self._holders[k]
+            for k in new.keys() - old.keys():
+                self._holders.setdefault(k, set()).add(n)
+        return before, version
+
+    def _current(self, k: tuple[str, str]) -> Any:
+        holders = self._holders.get(k)
+        return self._by_file[max(holders)][k] if holders else None
+
+    def _diff(self, before: dict[str, dict[tuple[str, str], Any]]) -> Iterator[StateEvent]:
+        """The events that take ``_last`` to the merged objects now, over the keys of the files in
+        ``before`` (the only ones that can differ): additions and changes in file and document
+        order, deletions last."""
+        keys = dict.fromkeys(k for n in sorted(before) for k in self._by_file.get(n, ()))
+        keys.update(dict.fromkeys(k for n in sorted(before) for k in before[n]))
+        gone = []
+        for k in keys:
+            obj, last = self._current(k), self._last.get(k)
+            if obj is None:
+                if last is not None:
+                    gone.append((k, last))
+                continue
+            if last is None or last != obj:
+                self._last[k] = obj
+                yield StateEvent("ADDED" if last is None else "MODIFIED", k[0], obj)
+        for k, last in gone:
+            del self._last[k]
+            yield StateEvent("DELETED", k[0], last)
 
     # -- StateSource protocol
     def snapshot(self) -> ClusterState:
@@ -136,18 +176,10 @@ class ManifestSource:
 
     def watch(self, stop: threading.Event) -> Iterator[StateEvent]:
         while not stop.is_set():
-            changed, version = self._rescan()
-            if changed:
-                now = self._merged()
-                for k, obj in now.items():
-                    if k not in self._last:
-                        yield StateEvent("ADDED", k[0], obj)
-                    elif self._last[k] != obj:
-                        yield StateEvent("MODIFIED", k[0], obj)
-                for k, obj in self._last.items():
-                    if k not in now:
-                        yield StateEvent("DELETED", k[0], obj)
-                self._last = now
+            before, version = self._rescan()
+            changed = before is not None
+            if before:
+                yield from self._diff(before)
             # Also when no file changed: a VERSION bumped between the read and the scan was
             # reported one pass too low, and this pass, with nothing left to load, reports it.
             if changed or version != self._version:
