@@ -170,13 +170,15 @@ class Bench:
         self.programmed = 0
 
     def program(self, count: int) -> None:
-        """``count`` Services: the measured VIP (both ports) plus count-1 others."""
+        """``count`` Services: the measured VIP (both ports) plus count-1 others (more are deleted)."""
         b = self.b.ip
         self.dp.upsert_service(frontend(VIP, IPERF_PORT, b, IPERF_PORT, "bench/m:iperf/TCP"))
         self.dp.upsert_service(frontend(VIP, CONNECT_PORT, b, CONNECT_PORT, "bench/m:conn/TCP"))
         for i in range(self.programmed, count - 1):
             self.dp.upsert_service(frontend(_vip(i), 80, b, 8080, f"bench/s{i}:80/TCP"))
-        self.programmed = max(self.programmed, count - 1)
+        for i in range(count - 1, self.programmed):
+            self.dp.delete_service(f"bench/s{i}:80/TCP")
+        self.programmed = count - 1
 
     def kube_proxy_rules(self, mode: str, count: int) -> None:
         """kube-proxy's ``mode`` rules for the measured Service and count-1 others (none: remove)."""
@@ -200,6 +202,44 @@ class Bench:
         cg = self.topo.cgroup if mode == "ebpf-socket" else None
         return (iperf(self.topo, ip, IPERF_PORT, self.seconds, cg),
                 connect_rate(self.topo, ip, CONNECT_PORT, self.seconds, cg))
+
+
+HOOK_PROGRAMS = ("nv_from_pod", "nv_to_pod", "nv_sock_connect4")
+
+
+def hook_cost(bench: Bench, counts: list[int], rounds: int) -> dict[str, Any]:
+    """What the connect path costs in BPF per Service count, in the order given (``10000,1``
+    tells a cost that grows with the count from one that grows with what earlier connections
+    left in the LRU maps): connect-rate runs per mode, interleaved, and each hook program's runs
+    per connection and ns per run (``kernel.bpf_stats_enabled``) over those runs."""
+    from novanet_core.bpf import stats
+
+    out: dict[str, Any] = {"stats_enabled": stats.stats_enabled(), "runs": []}
+    modes = ("direct", "ebpf-packet", "ebpf-socket")
+    for count in counts:
+        bench.program(count)
+        acc = {m: {"cps": [], "conns": 0, "progs": {p: [0, 0] for p in HOOK_PROGRAMS}} for m in modes}
+        for _ in range(rounds):
+            for mode in modes:
+                ip = bench.b.ip if mode == "direct" else VIP
+                cg = bench.topo.cgroup if mode == "ebpf-socket" else None
+                before = {p["name"]: p for p in bench.dp.programs()}
+                cps = connect_rate(bench.topo, ip, CONNECT_PORT, bench.seconds, cg)
+                after = {p["name"]: p for p in bench.dp.programs()}
+                a = acc[mode]
+                a["cps"].append(round(cps))
+                a["conns"] += round(cps * bench.seconds)
+                for p in HOOK_PROGRAMS:
+                    a["progs"][p][0] += after[p]["run_cnt"] - before[p]["run_cnt"]
+                    a["progs"][p][1] += after[p]["run_time_ns"] - before[p]["run_time_ns"]
+        res: dict[str, Any] = {"services": count, "entries": bench.dp.service_status()["entries"]}
+        for mode, a in acc.items():
+            res[mode] = {"cps": a["cps"], "cps_ratio": round(statistics.fmean(a["cps"]) / statistics.fmean(acc["direct"]["cps"]), 3),
+                         "programs": {p: {"runs_per_conn": round(n / max(a["conns"], 1), 2),
+                                          "ns_per_run": round(t / n, 1) if n else None}
+                                      for p, (n, t) in a["progs"].items()}}
+        out["runs"].append(res)
+    return out
 
 
 def spread(dp: EbpfDatapath, topo: Topology, backends: int, n: int) -> dict[str, Any]:
@@ -250,9 +290,12 @@ def change_latency(dp: EbpfDatapath, topo: Topology, sock: str, n: int) -> dict[
 
 def agent_latency(count: int, changes: int) -> dict[str, Any]:
     """The whole way: a node's agent and dataplane (tests/support/node.py, manifests state
-    source) with ``count`` Services and their EndpointSlices; ``changes`` times one slice's
-    backend goes unready or ready again. The agent measures each change from the moment it takes
-    the event in to the dataplane's acknowledgement (``services.status``: p50/p99)."""
+    source) with ``count`` Services and their EndpointSlices; ``changes`` times the backend of one
+    Service's slice goes unready or ready again (an override of its slice in a later manifest file:
+    exactly one EndpointSlice MODIFIED per change). Two figures per change: the agent's own (from
+    the moment it takes the event in to the dataplane's acknowledgement, ``services.status``) and
+    the bench's wall clock from the manifest written to the agent reporting it programmed, which
+    adds the manifest source's poll (every 50 ms) and this loop's (every 5 ms)."""
     from tests.support.node import NodeUnderTest
 
     def objs(i: int, ready: bool) -> list[dict[str, Any]]:
@@ -264,27 +307,32 @@ def agent_latency(count: int, changes: int) -> dict[str, Any]:
                  "addressType": "IPv4", "ports": [{"port": 8080, "protocol": "TCP"}],
                  "endpoints": [{"addresses": ["10.42.7.10"], "conditions": {"ready": ready}}]}]
 
-    node = NodeUnderTest(datapath="ebpf")
+    node = NodeUnderTest(datapath="ebpf", prefix="nvb")
     try:
         node.write_manifest("ns.yaml", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}])
         node.write_manifest("services.yaml", [o for i in range(count) for o in objs(i, True)])
-        node.start(wait=300)
-        deadline = time.monotonic() + 300
+        t0 = time.monotonic()
+        node.start(wait=600)
+        deadline = time.monotonic() + 600
         while node.call("services.status")["programmedFrontends"] < count and time.monotonic() < deadline:
             time.sleep(0.2)
+        ready_s = time.monotonic() - t0
         done = node.call("services.status")["programming"]["count"]
+        wall = []
         for n in range(changes):
-            node.write_manifest("change.yaml", objs(count + n % 2, n % 4 < 2))  # a new or flipped slice
-            want = done + 1
+            # sorts after services.yaml, so its copy of s0's slice wins
+            node.write_manifest("zz-change.yaml", objs(0, n % 2 == 1)[1:])
             t0 = time.monotonic()
-            while node.call("services.status")["programming"]["count"] < want and time.monotonic() - t0 < 30:
+            while node.call("services.status")["programming"]["count"] <= done and time.monotonic() - t0 < 30:
                 time.sleep(0.005)
+            wall.append((time.monotonic() - t0) * 1000)
             done = node.call("services.status")["programming"]["count"]
         st = node.call("services.status")
-        return {"services": count, "changes": changes, "frontends": st["frontends"],
-                "p50_ms": round((st["programming"]["p50"] or 0) * 1000, 2),
-                "p99_ms": round((st["programming"]["p99"] or 0) * 1000, 2),
-                "max_ms": round((st["programming"]["max"] or 0) * 1000, 2)}
+        agent = [r["seconds"] * 1000 for r in st["recent"] if not r["full"]][-changes:]
+        return {"services": count, "changes": changes, "frontends": st["frontends"], "ready_s": round(ready_s, 1),
+                "p50_ms": round(pct(agent, 50), 2), "p99_ms": round(pct(agent, 99), 2), "max_ms": round(max(agent), 2),
+                "wall_p50_ms": round(pct(wall, 50), 2), "wall_p99_ms": round(pct(wall, 99), 2),
+                "wall_max_ms": round(max(wall), 2)}
     finally:
         node.close()
 
@@ -301,12 +349,20 @@ def main() -> None:
     ap.add_argument("--changes", type=int, default=500)
     ap.add_argument("--spread", type=int, default=10000, help="connections for the backend-spread measurement")
     ap.add_argument("--agent-changes", type=int, default=200, help="EndpointSlice changes through an agent (0: skip)")
+    ap.add_argument("--agent-counts", default="",
+                    help="Service counts of the agent measurement, one node each (default: the largest of --counts)")
+    ap.add_argument("--agent-only", action="store_true", help="only the measurement through an agent")
+    ap.add_argument("--hook-cost", action="store_true",
+                    help="only the connect path's BPF cost per count (--counts in the order given)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/services.py needs root (netns, BPF, iptables, nft)")
     counts = [int(c) for c in args.counts.split(",")]
+    agent_counts = [int(c) for c in args.agent_counts.split(",")] if args.agent_counts else [max(counts)]
     bpffs.ensure_mounted()
+    if args.agent_only:
+        return agent_main(agent_counts, args.agent_changes, args.json)
     topo = Topology().create(n_pods=2)
     result: dict[str, Any] = {"kernel": os.uname().release, "load_before": loadavg(), "seconds": args.seconds,
                               "rounds": args.rounds, "counts": {}}
@@ -331,6 +387,9 @@ def main() -> None:
                     dp.upsert_endpoint(p.endpoint(topo.gateway))
                 time.sleep(0.5)
                 bench = Bench(topo, dp, args.seconds)
+                if args.hook_cost:
+                    result["hook_cost"] = hook_cost(bench, counts, args.rounds)
+                    counts = []
                 phases = {"ebpf": ["direct", "ebpf-packet", "ebpf-socket"], "iptables": ["direct", "iptables"],
                           "nftables": ["direct", "nftables"]}
                 for count in counts:
@@ -359,9 +418,10 @@ def main() -> None:
                     bench.kube_proxy_rules("none", count)
                     bench.kube_proxy(False)
                     result["counts"][count] = res
-                result["spread"] = spread(dp, topo, 4, args.spread)
-                result["change_latency"] = change_latency(dp, topo, sock, args.changes)
-                result["frontends"] = dp.service_status()["entries"]["frontends"]
+                if not args.hook_cost:
+                    result["spread"] = spread(dp, topo, 4, args.spread)
+                    result["change_latency"] = change_latency(dp, topo, sock, args.changes)
+                    result["frontends"] = dp.service_status()["entries"]["frontends"]
             finally:
                 server.stop()
                 dp.stop()
@@ -370,14 +430,16 @@ def main() -> None:
             s.kill()
             s.wait()
         topo.destroy()
-    if args.agent_changes:
-        result["agent_latency"] = agent_latency(max(counts), args.agent_changes)
+    if args.agent_changes and not args.hook_cost:
+        result["agent_latency"] = [agent_latency(c, args.agent_changes) for c in agent_counts]
     result["load_after"] = loadavg()
-    save("services", result)
+    save("services-hooks" if args.hook_cost else "services", result)
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"kernel {result['kernel']}, load {result['load_before']} -> {result['load_after']}")
+    if args.hook_cost:
+        return print_hook_cost(result["hook_cost"])
     for count, r in result["counts"].items():
         print(f"{count} Services (programmed in {r['program_s']} s; kube-proxy sync: iptables {r['iptables_sync_s']} s, "
               f"nftables {r['nftables_sync_s']} s):")
@@ -392,10 +454,39 @@ def main() -> None:
     cl = result["change_latency"]
     print(f"dp.service.upsert with {result['frontends']} frontends: p50 {cl['p50_ms']} ms, p99 {cl['p99_ms']} ms "
           f"(max {cl['max_ms']} ms, n={cl['n']})")
-    if "agent_latency" in result:
-        a = result["agent_latency"]
-        print(f"agent, EndpointSlice change -> datapath acknowledged, {a['services']} Services: p50 {a['p50_ms']} ms, "
-              f"p99 {a['p99_ms']} ms (max {a['max_ms']} ms, {a['changes']} changes)")
+    for a in result.get("agent_latency", []):
+        print_agent(a)
+
+
+def print_hook_cost(h: dict[str, Any]) -> None:
+    print(f"kernel.bpf_stats_enabled: {h['stats_enabled']}")
+    for r in h["runs"]:
+        print(f"{r['services']} Services ({r['entries']}):")
+        for mode in ("direct", "ebpf-packet", "ebpf-socket"):
+            x = r[mode]
+            progs = ", ".join(f"{p} {v['runs_per_conn']}/conn {v['ns_per_run']} ns" for p, v in x["programs"].items())
+            print(f"  {mode:12} connects/s {x['cps']} (x{x['cps_ratio']}); {progs}")
+
+
+def print_agent(a: dict[str, Any]) -> None:
+    print(f"agent, EndpointSlice change -> datapath acknowledged, {a['services']} Services: p50 {a['p50_ms']} ms, "
+          f"p99 {a['p99_ms']} ms (max {a['max_ms']} ms, {a['changes']} changes); manifest written -> programmed "
+          f"seen: p50 {a['wall_p50_ms']} ms, p99 {a['wall_p99_ms']} ms (max {a['wall_max_ms']} ms); node ready with "
+          f"every frontend programmed in {a['ready_s']} s")
+
+
+def agent_main(counts: list[int], changes: int, as_json: bool) -> None:
+    result: dict[str, Any] = {"load_before": loadavg(), "agent_latency": []}
+    for c in counts:
+        result["agent_latency"].append(agent_latency(c, changes))
+    result["load_after"] = loadavg()
+    save("services-agent", result)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"load {result['load_before']} -> {result['load_after']}")
+    for a in result["agent_latency"]:
+        print_agent(a)
 
 
 if __name__ == "__main__":
