@@ -101,11 +101,12 @@ print(json.dumps(got))
 _CONNECTOR = """
 import socket, struct, sys, time
 ip, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
 linger = struct.pack("ii", 1, 0)
 n = err = 0
 end = time.monotonic() + secs
 while time.monotonic() < end:
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     s.settimeout(2)  # a lost SYN counts as an error instead of stalling the run on its retries
     try:
         s.connect((ip, port)); n += 1

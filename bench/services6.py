@@ -28,19 +28,13 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from novanet_ebpf_policy.backend import EbpfDatapath
-
 from bench.common import save
-from bench.services import IPERF_PORT, frontend, iperf, loadavg
-from novanet_core.backends import BackendContext
+from bench.services import CONNECT_PORT, IPERF_PORT, connect_rate, frontend, iperf, loadavg
 from novanet_core.bpf import bpffs
-from novanet_core.bpf.netns import netns
-from novanet_core.config.models import NovaNetConfig
+from tests.bpf.conftest import started_datapath
 from tests.bpf.topo6 import DualStackTopology
-from tests.support import cgroups
 
 VIP4, VIP6 = "10.96.0.10", "fd00:96::10"
-CONNECT_PORT = 7100
 
 # dual-stack listener: accepts and closes (the client resets: no TIME_WAIT on either side)
 _ACCEPTOR = f"""
@@ -52,49 +46,11 @@ while True:
     c, _ = s.accept(); c.close()
 """
 
-_CONNECTOR = """
-import socket, struct, sys, time
-ip, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-linger = struct.pack("ii", 1, 0)
-n = err = 0
-end = time.monotonic() + secs
-while time.monotonic() < end:
-    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-    s.settimeout(2)
-    try:
-        s.connect((ip, port)); n += 1
-    except OSError:
-        err += 1
-    s.close()
-print(n / secs, err)
-"""
-
 MODES = ("direct4", "svc4", "direct6", "svc6")
 
 
 class _Topo(DualStackTopology):
     prefix = "s6bh"
-
-
-def connect_rate(topo: DualStackTopology, ip: str, seconds: float) -> float:
-    argv = cgroups.argv_in(
-        topo.cgroup,
-        [
-            "nsenter",
-            f"--net=/run/netns/{topo.pods['a'].ns}",
-            "python3",
-            "-c",
-            _CONNECTOR,
-            ip,
-            str(CONNECT_PORT),
-            str(seconds),
-        ],
-    )
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout.split()
-    if int(out[1]):
-        print(f"connect rate to {ip}: {out[1]} connects failed", file=sys.stderr)
-    return float(out[0])
 
 
 def main() -> None:
@@ -120,29 +76,22 @@ def main() -> None:
         acc = b.popen("python3", "-c", _ACCEPTOR)
         servers.append(acc)
         assert acc.stdout is not None and acc.stdout.readline().strip() == "ready"
-        cfg = NovaNetConfig.model_validate(topo.config())
-        with netns(topo.node):
-            dp = EbpfDatapath(BackendContext(config=cfg, component="dataplane"))
-            dp.start()
-            try:
-                dp.configure(topo.settings())
-                for p in topo.pods.values():
-                    dp.upsert_endpoint(p.endpoint(topo.gateway))
-                for vip, bip, fam in ((VIP4, b.ip, ""), (VIP6, b.ip6, "/IPv6")):  # type: ignore[attr-defined]
-                    for port, name in ((IPERF_PORT, "iperf"), (CONNECT_PORT, "conn")):
-                        dp.upsert_service(frontend(vip, port, bip, port, f"bench/m:{name}/TCP{fam}"))
-                time.sleep(0.5)
-                target = {"direct4": b.ip, "svc4": VIP4, "direct6": b.ip6, "svc6": VIP6}  # type: ignore[attr-defined]
-                runs: dict[str, dict[str, list[float]]] = {m: {"gbps": [], "cps": []} for m in MODES}
-                for r in range(args.rounds):
-                    for m in MODES if r % 2 == 0 else MODES[::-1]:  # alternate the order: drift cancels
-                        runs[m]["gbps"].append(
-                            round(iperf(topo, target[m], IPERF_PORT, args.seconds, topo.cgroup), 2)
-                        )
-                        runs[m]["cps"].append(round(connect_rate(topo, target[m], args.seconds)))
-                stats = dp.service_status()["translations"]
-            finally:
-                dp.stop()
+        with started_datapath(topo) as dp:
+            for vip, bip, fam in ((VIP4, b.ip, ""), (VIP6, b.ip6, "/IPv6")):  # type: ignore[attr-defined]
+                for port, name in ((IPERF_PORT, "iperf"), (CONNECT_PORT, "conn")):
+                    dp.upsert_service(frontend(vip, port, bip, port, f"bench/m:{name}/TCP{fam}"))
+            time.sleep(0.5)
+            target = {"direct4": b.ip, "svc4": VIP4, "direct6": b.ip6, "svc6": VIP6}  # type: ignore[attr-defined]
+            runs: dict[str, dict[str, list[float]]] = {m: {"gbps": [], "cps": []} for m in MODES}
+            for r in range(args.rounds):
+                for m in MODES if r % 2 == 0 else MODES[::-1]:  # alternate the order: drift cancels
+                    runs[m]["gbps"].append(
+                        round(iperf(topo, target[m], IPERF_PORT, args.seconds, topo.cgroup), 2)
+                    )
+                    runs[m]["cps"].append(
+                        round(connect_rate(topo, target[m], CONNECT_PORT, args.seconds, topo.cgroup))
+                    )
+            stats = dp.service_status()["translations"]
         mean = {m: {k: statistics.fmean(v) for k, v in r.items()} for m, r in runs.items()}
         result.update(
             runs=runs,
