@@ -19,13 +19,16 @@ size and offset, so a program compiled against a different layout does not load.
 Byte orders: IPs are numeric IPv4 values (``a<<24|b<<16|c<<8|d``), as in the original NovaNet;
 IPv6 addresses are 16 bytes in network order. An IPv6 pod address has its own map
 (``endpoints_v6``) with the same value layout as ``endpoints`` (one identity per pod, whatever the
-number of its addresses); ``node_ip`` stays the node's IPv4 underlay address.
+number of its addresses). ``node_ip`` and the ``tunnels`` key are a node's *node key*
+(:func:`node_key`): its IPv4 underlay address numerically, or a 32-bit fold of its IPv6 one (an
+IPv6 underlay; the entry then holds the full address, ``TunnelFlag.IPV6``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import ipaddress
 from dataclasses import dataclass
 
 from novanet_core.bpf.pinned import MapSpec
@@ -77,19 +80,50 @@ class EndpointFlag(enum.IntFlag):
 
 class TunnelKey(Struct):
     c_name = "nv_tunnel_key"
-    _fields_ = [("node_ip", u32)]  # the remote node's IP, as in endpoints[].node_ip
+    _fields_ = [("node_ip", u32)]  # the remote node's node key (node_key()), as in endpoints[].node_ip
+
+
+class TunnelFlag(enum.IntFlag):
+    """``tunnels[].flags``."""
+
+    IPV6 = 1  # an IPv6 underlay: the outer destination is remote_ip6 (remote_ip is 0)
 
 
 class TunnelValue(Struct):
     """How to reach one remote node. Written by the active tunnel plugin (it owns the entries);
-    per-node state a plugin needs beyond this lives in that plugin's own maps."""
+    per-node state a plugin needs beyond this lives in that plugin's own maps. Version 2 appended
+    ``flags`` and ``remote_ip6`` (an entry of version 1 reads as IPv4: flags 0)."""
 
     c_name = "nv_tunnel"
     _fields_ = [
         ("ifindex", u32),  # device the encapsulated packet leaves by (nvx0; the underlay for geneve)
-        ("remote_ip", u32),  # outer destination (the remote node's underlay address)
+        ("remote_ip", u32),  # outer destination (the remote node's IPv4 underlay address)
         ("vni", u32),
+        ("flags", u32),  # TunnelFlag
+        ("remote_ip6", u8 * 16),  # outer destination over an IPv6 underlay (network order)
     ]
+
+
+# FNV-1a (32 bit) over the 16 bytes of an IPv6 node address: the node key of an IPv6 underlay
+# node. A hash rather than, say, the address's last 32 bits, because node addresses in different
+# subnets often share those; a collision between two nodes is detected by the tunnel plugin
+# (novanet_core.bpf.tunnel.entries) and the later node is refused, and the tunnel programs
+# compare the entry's full address with the outer source before trusting a packet.
+FNV_OFFSET, FNV_PRIME = 2166136261, 16777619
+
+
+def node_key(ip: str) -> int:
+    """The u32 a node is known by in the shared maps (``endpoints[].node_ip``, the ``tunnels``
+    and plugin per-node keys): an IPv4 address numerically (as the original NovaNet); an IPv6
+    address FNV-1a-folded, never 0 (0 means "this node" in ``endpoints``). The C twin is
+    ``nv_node_key6`` (:func:`novanet_core.bpf.layouts_c.node_key_c`)."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return int(addr)
+    h = FNV_OFFSET
+    for b in addr.packed:
+        h = ((h ^ b) * FNV_PRIME) & 0xFFFFFFFF
+    return h or 1
 
 
 class KpBackendKey(Struct):
@@ -176,8 +210,8 @@ TUNNEL_SLOTS = 4
 
 # The tail-call contract, from-pod -> tunnel_progs[ENCAP] (tail calls keep skb->cb):
 #   cb[0] = CB_ENCAP_MAGIC, cb[1] = source identity, cb[2] = destination identity,
-#   cb[3] = destination node IP (numeric; the tunnels key). The packet is IPv4 or IPv6 (the
-#   Ethernet type says which); cb[3] is the IPv4 underlay address either way. The datapath has already checked that
+#   cb[3] = destination node key (node_key(); the tunnels key). The packet is IPv4 or IPv6 (the
+#   Ethernet type says which); the underlay family is the tunnels entry's (TunnelFlag.IPV6). The datapath has already checked that
 #   a tunnels entry exists. An empty slot makes the tail call fall through: the datapath drops
 #   NO_TUNNEL. The tunnel program returns the verdict (redirect / TC_ACT_SHOT).
 CB_ENCAP_MAGIC = 0x4E564531  # "NVE1"
@@ -221,7 +255,8 @@ ENDPOINTS = MapDef(MapSpec("endpoints", "hash", _sz(EndpointKey), _sz(EndpointVa
 ENDPOINTS_V6 = MapDef(MapSpec("endpoints_v6", "hash", _sz(Endpoint6Key), _sz(EndpointValue), 65536, 1),
                       "struct nv_endpoint6_key", "struct nv_endpoint")
 CONFIG = MapDef(MapSpec("config", "array", 4, 8, CONFIG_SLOTS, 1), "u32", "u64")
-TUNNELS = MapDef(MapSpec("tunnels", "hash", _sz(TunnelKey), _sz(TunnelValue), 1024, 1),
+# version 2: TunnelValue.flags and remote_ip6 (an IPv6 underlay)
+TUNNELS = MapDef(MapSpec("tunnels", "hash", _sz(TunnelKey), _sz(TunnelValue), 1024, 2),
                  "struct nv_tunnel_key", "struct nv_tunnel")
 DROPS = MapDef(MapSpec("drops", "percpu_array", 4, 8, DROP_SLOTS, 1), "u32", "u64")
 TUNNEL_PROGS = MapDef(ProgArraySpec("tunnel_progs", "prog_array", 4, 4, TUNNEL_SLOTS, 1), "u32", "u32")

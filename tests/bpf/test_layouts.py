@@ -11,7 +11,7 @@ from novanet_ebpf_policy.flows import EVENT
 def test_sizes_match_original_novanet_and_maps() -> None:
     assert ctypes.sizeof(layouts.PolicyKey) == 12
     assert ctypes.sizeof(layouts.PolicyValue) == 4
-    assert ctypes.sizeof(layouts.TunnelValue) == 12
+    assert ctypes.sizeof(layouts.TunnelValue) == 32  # version 2: flags, remote_ip6
     # the egress map is an LPM trie (layout v2): prefixlen + identity + address, and a rule slot
     assert ctypes.sizeof(layouts.EgressKey) == 12 and ctypes.sizeof(layouts.EgressValue) == 12
     assert ctypes.sizeof(layouts.FlowEvent) == 80

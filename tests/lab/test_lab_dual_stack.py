@@ -169,7 +169,8 @@ def _ipv6_underlay() -> dict[str, Any]:
     [
         (
             _ipv6_underlay,
-            "nodeIP: fd00:172:30::2 is IPv6, but tunnelProtocol 'vxlan' runs over an IPv4 underlay only",
+            "nodeIP: fd00:172:30::2 is IPv6: tunnelProtocol 'vxlan' runs over an IPv6 underlay with its BPF "
+            "programs only (datapath: ebpf",
         ),
     ],
     ids=["ipv6-underlay-vxlan"],
@@ -196,26 +197,36 @@ KERNEL_VXLAN = {"datapath": "kernel", "kubeProxyReplacement": False, "tunnelProt
 
 @pytest.mark.long
 @pytest.mark.parametrize(
-    ("cluster", "families"),
+    ("cluster", "families", "underlay"),
     [
-        ({"clusterCIDR": DUAL_CIDR, **KERNEL_VXLAN}, [4, 6]),
-        ({"clusterCIDR": "fd00:42::/48", **KERNEL_VXLAN}, [6]),
-        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "vxlan"}, [4, 6]),
-        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "geneve"}, [4, 6]),
+        ({"clusterCIDR": DUAL_CIDR, **KERNEL_VXLAN}, [4, 6], "dual"),
+        ({"clusterCIDR": "fd00:42::/48", **KERNEL_VXLAN}, [6], "dual"),
+        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "vxlan"}, [4, 6], "dual"),
+        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "geneve"}, [4, 6], "dual"),
+        ({"clusterCIDR": "fd00:42::/48", "datapath": "ebpf", "tunnelProtocol": "vxlan"}, [6], "IPv6"),
+        ({"clusterCIDR": "fd00:42::/48", "datapath": "ebpf", "tunnelProtocol": "geneve"}, [6], "IPv6"),
     ],
-    ids=["dual-stack", "ipv6-only", "ebpf-vxlan-dual-stack", "ebpf-geneve-dual-stack"],
+    ids=[
+        "dual-stack",
+        "ipv6-only",
+        "ebpf-vxlan-dual-stack",
+        "ebpf-geneve-dual-stack",
+        "ebpf-vxlan-ipv6-underlay",
+        "ebpf-geneve-ipv6-underlay",
+    ],
 )
 def test_three_nodes_over_a_tunnel_every_pod_reaches_every_pod_per_family(
-    new_lab, cluster: dict[str, Any], families: list[int]
+    new_lab, cluster: dict[str, Any], families: list[int], underlay: str
 ) -> None:
     """examples/lab-dual-stack-3node.yaml / lab-ipv6-3node.yaml: the kernel datapath, routes-only
-    VXLAN over the IPv4 underlay; and the eBPF datapath with the tunnel plugin's BPF programs (IPv6
-    inner packets over the IPv4 underlay, docs/overlay.md). Most pairs cross nodes."""
+    VXLAN over the IPv4 underlay; the eBPF datapath with the tunnel plugin's BPF programs (IPv6
+    inner packets over the IPv4 underlay, docs/overlay.md); and examples/lab-ipv6-tunnel.yaml's
+    IPv6-only labs, VXLAN and Geneve over an IPv6-only underlay. Most pairs cross nodes."""
     keys = ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c"]
     lab = new_lab(
         {
             "cluster": cluster,
-            "underlay": {"family": "dual"},
+            "underlay": {"family": underlay},
             "nodes": [{"name": n} for n in THREE_NODES],
             "namespaces": [{"name": "x"}, {"name": "y"}],
             "pods": _pods(keys, THREE_NODES),

@@ -42,6 +42,7 @@ def error_of(text: str) -> str:
         "lab-ipv6-3node.yaml",
         "lab-native-dual-stack.yaml",
         "lab-ipv6-native.yaml",
+        "lab-ipv6-tunnel.yaml",
     ],
 )
 def test_examples_parse_and_make_valid_node_configs(name: str) -> None:

@@ -1,5 +1,5 @@
 """Two NovaNet nodes with dual-stack pods through the eBPF datapath and a tunnel plugin's BPF
-programs (IPv4 underlay, IPv6 and IPv4 inner): two node netns joined by a veth, datapath ebpf with
+programs (an IPv4 or an IPv6-only underlay, IPv6 and IPv4 inner): two node netns joined by a veth, datapath ebpf with
 tunnelProtocol vxlan or geneve, pods added through the CNI, and what the API server would tell
 every agent (the nodes, each pod with its node and both its addresses) as manifests.
 
@@ -20,6 +20,8 @@ from tests.support.node import NodeUnderTest, sh
 CLUSTER = "10.44.0.0/16,fd00:44::/48"
 CIDRS = {"a": "10.44.1.0/24,fd00:44:0:1::/64", "b": "10.44.2.0/24,fd00:44:0:2::/64"}
 IPS = {"a": "172.31.249.1", "b": "172.31.249.2"}
+# the node addresses and prefix length per underlay family
+UNDERLAY = {4: (IPS, 24), 6: ({"a": "fd00:31:249::1", "b": "fd00:31:249::2"}, 64)}
 
 
 @dataclass
@@ -32,11 +34,15 @@ class Pod:
 class TwoNodes:
     """The two nodes ``a`` and ``b`` and the pods ``placement`` names (pod -> node; default a pod
     of the node's name on each); ``node_netns`` lets the overlay Capture helper use it. Names
-    start with ``prefix`` and a random tag."""
+    start with ``prefix`` and a random tag. ``family``: the underlay's (the nodes' only address)."""
 
-    def __init__(self, protocol: str, prefix: str = "vx", placement: dict[str, str] | None = None):
+    def __init__(
+        self, protocol: str, prefix: str = "vx", placement: dict[str, str] | None = None, family: int = 4
+    ):
         self.protocol = protocol
         self.prefix = prefix
+        self.family = family
+        self.ips, self.plen = UNDERLAY[family]
         self.placement = placement or {"a": "a", "b": "b"}
         self.tag = uuid.uuid4().hex[:6]
         self.nodes: dict[str, NodeUnderTest] = {}
@@ -56,7 +62,7 @@ class TwoNodes:
                 prefix=self.prefix,
                 extra={
                     "clusterCIDR": CLUSTER,
-                    "nodeIP": IPS[n],
+                    "nodeIP": self.ips[n],
                     "nodeName": self.node_name(n),
                     "routingMode": "overlay",
                     "tunnelProtocol": self.protocol,
@@ -86,13 +92,14 @@ class TwoNodes:
                 "kind": "Node",
                 "metadata": {"name": self.node_name(n)},
                 "spec": {"podCIDRs": CIDRS[n].split(",")},
-                "status": {"addresses": [{"type": "InternalIP", "address": IPS[n]}]},
+                "status": {"addresses": [{"type": "InternalIP", "address": self.ips[n]}]},
             }
             for n in ("a", "b")
         ]
         for n, node in self.nodes.items():
             sh("ip", "-n", node.ns, "link", "set", f"{self.prefix}u{self.tag}{n}", "name", "eth0")
-            sh("ip", "-n", node.ns, "addr", "add", f"{IPS[n]}/24", "dev", "eth0")
+            nodad = ["nodad"] if self.family == 6 else []  # no duplicate address detection to wait for
+            sh("ip", "-n", node.ns, "addr", "add", f"{self.ips[n]}/{self.plen}", "dev", "eth0", *nodad)
             sh("ip", "-n", node.ns, "link", "set", "eth0", "up")
             node.write_manifest("nodes.yaml", manifests)
         # both nodes compile their programs at once (the slow part of a node's start)
@@ -124,7 +131,7 @@ class TwoNodes:
                     "phase": "Running",
                     "podIP": pod.ip4,
                     "podIPs": [{"ip": pod.ip4}, {"ip": pod.ip6}],
-                    "hostIP": IPS[self.placement[p]],
+                    "hostIP": self.ips[self.placement[p]],
                     "conditions": [{"type": "Ready", "status": "True"}],
                 },
             }
@@ -151,7 +158,7 @@ class TwoNodes:
                 ),
                 timeout=30,
             ):
-                raise TimeoutError(f"{n} has no tunnel to {other}")
+                raise TimeoutError(f"{n} has no tunnel to {other}: {self.nodes[n].log('agent')}")
 
     def down(self) -> None:
         for node in self.nodes.values():

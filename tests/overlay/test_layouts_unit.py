@@ -68,3 +68,20 @@ def test_tunnel_programs_get_their_counters_and_helpers_generated():
         assert f"{stats}.lookup(&i)" in text and "static __always_inline int nv_drop(" in text
         assert f"#define {progs.c_prefix}_STAT_ENCAP 0" in text
         assert "\nNV_GENERATED\n" not in progs.render("/sys/fs/bpf/x")
+
+
+def test_node_key_ipv4_is_the_address_and_ipv6_a_nonzero_fold() -> None:
+    assert layouts.node_key("10.1.2.3") == 0x0A010203
+    k = layouts.node_key("fd00:31::2")
+    assert 0 < k < 1 << 32 and k != layouts.node_key("fd00:31::3")
+    assert layouts.node_key("fd00:31:0::2") == k  # the address, not its spelling
+
+
+def test_tunnel_entries_of_either_family_round_trip() -> None:
+    from novanet_core.bpf.tunnel import entries
+
+    v6 = entries.tunnel_value(7, "fd00:31::2", 1)
+    assert v6.flags == layouts.TunnelFlag.IPV6 and v6.remote_ip == 0
+    assert entries.entry_ip(v6) == "fd00:31::2"
+    assert entries.entry_ip(entries.tunnel_value(7, "172.31.0.2", 1)) == "172.31.0.2"
+    assert entries.key_collisions(["fd00:31::2", "fd00:31::3", "fd00:31::2"]) == {}

@@ -2,7 +2,8 @@
 PodCIDRs against them (novanet_core.agent.families): with the eBPF datapath, VXLAN and Geneve
 carry IPv6 inner packets over an IPv4 underlay (tests/overlay/test_ipv6_cross_node.py proves it
 with packets), so a dual-stack cluster is accepted; a carrier serving IPv4 only is refused with
-the field to change; an IPv6 node address (IPv6 underlay) is refused by both tunnels."""
+the field to change. An IPv6 node address puts the tunnel on an IPv6 underlay (20 bytes more
+overhead); only VXLAN's routes-only mode refuses it, naming the field."""
 
 from __future__ import annotations
 
@@ -37,10 +38,28 @@ def test_vxlan_in_bpf_mode_too() -> None:
     assert VxlanTunnel(_ctx("vxlan")).bpf is True
 
 
-@pytest.mark.parametrize("tunnel", [VxlanTunnel, GeneveTunnel])
-def test_an_ipv6_underlay_is_refused_naming_node_ip(tunnel) -> None:
-    with pytest.raises(ConfigError, match=r"^nodeIP: fd00:31::1 is IPv6, but tunnelProtocol"):
-        tunnel(_ctx(tunnel.name, node_ip="fd00:31::1"))
+@pytest.mark.parametrize(("tunnel", "v4", "v6"), [(VxlanTunnel, 50, 70), (GeneveTunnel, 58, 78)])
+def test_the_overhead_follows_the_underlay_family(tunnel, v4: int, v6: int) -> None:
+    assert tunnel(_ctx(tunnel.name)).overhead == v4
+    t = tunnel(_ctx(tunnel.name, node_ip="fd00:31::1"))
+    assert (t.family, t.overhead) == (6, v6)
+    # a dual-stack node is on the family it lists first
+    node = NodeInfo("n1", "fd00:31::1", POD[0], pod_cidrs=POD, ips=["fd00:31::1", "172.31.250.1"])
+    cfg = NovaNetConfig(datapath="ebpf", routingMode="overlay", tunnelProtocol=tunnel.name)
+    assert tunnel(BackendContext(config=cfg, component="agent", node=node)).family == 6
+
+
+def test_vxlan_routes_only_refuses_an_ipv6_underlay_naming_node_ip() -> None:
+    cfg = NovaNetConfig(datapath="kernel", routingMode="overlay", tunnelProtocol="vxlan")
+    ctx = BackendContext(
+        config=cfg, component="agent", node=NodeInfo("n1", "fd00:31::1", POD[1], pod_cidrs=POD[1:])
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^nodeIP: fd00:31::1 is IPv6: tunnelProtocol 'vxlan' runs over an IPv6 "
+        r"underlay with its BPF programs only \(datapath: ebpf",
+    ):
+        VxlanTunnel(ctx)
 
 
 def test_a_carrier_without_ipv6_is_refused_naming_cluster_cidr() -> None:

@@ -30,18 +30,31 @@ from novanet_core.bpf.layouts import TunnelValue
 from novanet_core.bpf.tunnel import entries, routes
 from novanet_core.bpf.tunnel.programs import TunnelPrograms
 from novanet_core.config.models import NovaNetConfig
+from novanet_core.ipfamily import family_of
 from novanet_core.types import NodeInfo
 
 log = logging.getLogger(__name__)
 
 
+# An outer IPv6 header is 40 bytes, IPv4's 20 (no options on either).
+IPV6_EXTRA = 20
+
+
 class BpfTunnel:
     name: ClassVar[str]
-    overhead: ClassVar[int]  # bytes the encapsulation adds: pod MTU = underlay MTU - overhead
+    # bytes the encapsulation adds over an IPv4 underlay; an instance's ``overhead`` is that of
+    # its underlay family (pod MTU = underlay MTU - overhead)
+    overhead: int
     programs: ClassVar[TunnelPrograms]
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx
+        # The underlay family is the node's primary address's (nodeIP's first entry, else the
+        # Node's first InternalIP): that is the address other nodes tunnel to (the agent's
+        # remote endpoints carry the primary address too). A dual-stack node is on the family
+        # it lists first.
+        self.family = family_of(ctx.node.ip) if ctx.node is not None else 4
+        self.overhead = type(self).overhead + (IPV6_EXTRA if self.family == 6 else 0)
         self.root = ctx.config.bpf.root
         self.bpf = True  # False: this backend runs without programs (a plugin's routes-only mode)
         self.local: NodeInfo | None = None
@@ -60,7 +73,7 @@ class BpfTunnel:
         return self.underlay, self.underlay_ifindex
 
     def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
-        return TunnelValue(ifindex=self.ifindex, remote_ip=entries.ip_num(node.ip), vni=0)
+        return entries.tunnel_value(self.ifindex, node.ip, 0)
 
     def write_nodes(self, remotes: list[NodeInfo]) -> None:
         """The plugin's own per-node entries, written before the shared ones (the datapath
@@ -70,15 +83,16 @@ class BpfTunnel:
         """After the node's shared entry was deleted."""
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
-        # IPv4 PodCIDRs only: an IPv6 route cannot take the IPv4 underlay next hop
-        want = {c: self.nexthops.get(n.ip, n.ip) for n in remotes if (c := n.pod_cidr_of(4))}
+        # The PodCIDRs of the underlay's family only: a route cannot take a next hop of the other
+        # family (an IPv4 underlay carries no plain IPv6, and the other way round)
+        want = {c: self.nexthops.get(n.ip, n.ip) for n in remotes if (c := n.pod_cidr_of(self.family))}
         with netlink.IPRoute() as ipr:
-            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name)
+            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name, self.family)
 
     def remove_device(self) -> None:
         """On teardown, after the programs are gone."""
         with netlink.IPRoute() as ipr:
-            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, {}, self.name)
+            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, {}, self.name, self.family)
 
     def status_row(self, node: NodeInfo) -> dict[str, Any]:
         """Plugin fields of the node's ``novanetctl tunnels`` row."""
@@ -125,7 +139,25 @@ class BpfTunnel:
                  self.device, self.ifindex, self.underlay, self.underlay_mtu, self.pod_mtu,
                  self.installed or "none")
 
+    def reachable(self, remotes: list[NodeInfo]) -> list[NodeInfo]:
+        """The remotes this node can tunnel to: their address (the primary one, which their pods
+        are reached through) of this underlay's family, with a node key no other node has."""
+        ok = []
+        for n in remotes:
+            if family_of(n.ip) != self.family:
+                log.error("%s: node %s has the %s address %s first, but this node's underlay is IPv%d; no "
+                          "tunnel to it (every node must list the same family first in nodeIP / its "
+                          "InternalIPs)", self.name, n.name, "IPv6" if ":" in n.ip else "IPv4", n.ip, self.family)
+                continue
+            ok.append(n)
+        local_ip = self.local.ip if self.local is not None else ""
+        clash = entries.key_collisions([local_ip, *(n.ip for n in ok)] if local_ip else [n.ip for n in ok])
+        for ip, other in clash.items():
+            log.error("%s: node address %s has the same node key as %s; no tunnel to it", self.name, ip, other)
+        return [n for n in ok if n.ip not in clash]
+
     def sync_nodes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
+        remotes = self.reachable(remotes)
         with self._lock:
             self.nexthops = routes.nexthops(n.ip for n in remotes)
             if self.bpf:

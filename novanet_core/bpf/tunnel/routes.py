@@ -61,19 +61,22 @@ def nexthops(node_ips: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def sync_underlay_routes(ipr: IPRoute, ifindex: int, mtu: int, want: Mapping[str, str], what: str) -> None:
-    """Make the node's NovaNet routes to PodCIDRs exactly ``want`` (PodCIDR -> next hop), out of
-    ``ifindex`` with ``mtu``. ``what`` names the plugin in log lines."""
-    have = {f"{r.get_attr('RTA_DST')}/{r['dst_len']}" for r in ipr.get_routes(family=2, proto=RTPROT_NOVANET)
-            if r["dst_len"] < 32}
+def sync_underlay_routes(ipr: IPRoute, ifindex: int, mtu: int, want: Mapping[str, str], what: str,
+                         family: int = 4) -> None:
+    """Make the node's NovaNet routes to PodCIDRs of ``family`` exactly ``want`` (PodCIDR -> next
+    hop of that family), out of ``ifindex`` with ``mtu``. ``what`` names the plugin in log lines."""
+    af, host_len = (2, 32) if family == 4 else (10, 128)
+    have = {f"{r.get_attr('RTA_DST')}/{r['dst_len']}" for r in ipr.get_routes(family=af, proto=RTPROT_NOVANET)
+            if r["dst_len"] < host_len and r.get_attr("RTA_DST")}
     for cidr in have - set(want):
         try:
-            ipr.route("del", dst=cidr, proto=RTPROT_NOVANET)
+            ipr.route("del", dst=cidr, proto=RTPROT_NOVANET, family=af)
         except netlink.NetlinkError as e:
             if e.code != errno.ESRCH:
                 log.warning("%s: removing route %s failed: %s", what, cidr, e)
     for cidr, gateway in want.items():
         try:
-            ipr.route("replace", dst=cidr, gateway=gateway, oif=ifindex, proto=RTPROT_NOVANET, metrics={"mtu": mtu})
+            ipr.route("replace", dst=cidr, gateway=gateway, oif=ifindex, proto=RTPROT_NOVANET, metrics={"mtu": mtu},
+                      family=af)
         except netlink.NetlinkError as e:
             log.error("%s: route %s via %s failed: %s", what, cidr, gateway, e)

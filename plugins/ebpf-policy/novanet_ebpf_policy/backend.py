@@ -41,6 +41,7 @@ from novanet_ebpf_policy.layouts import (
     Flow6Key,
     PolicyKey,
     PolicyValue,
+    node_key,
 )
 from novanet_ebpf_policy.pinwatch import PinWatch
 from novanet_ebpf_policy.policymap import PolicyProgrammer, describe_entry
@@ -167,6 +168,7 @@ class EbpfDatapath:
         self.ctx = ctx
         self.root = cfg.bpf.root
         self.header_tree = cfg.bpf.headerTree
+        self._node_ips: dict[int, str] = {}  # node key -> IPv6 node address (the endpoints listing)
         self.attach_mode_cfg = cfg.bpf.attachMode
         self._initial = {"nodeIP": cfg.nodeIP, "podCIDR": cfg.podCIDR, "clusterCIDR": cfg.clusterCIDR,
                          "defaultDeny": cfg.policy.defaultDeny, "routingMode": cfg.routingMode,
@@ -414,8 +416,10 @@ class EbpfDatapath:
         mac = mac_bytes(ep.mac, "mac")
         host_mac = mac_bytes(ep.host_mac, "host_mac") if ep.host_mac else self._link_mac(ifindex)
         flags = EndpointFlag.SHAPED if ep.ingress_rate or ep.egress_rate else 0
+        # this node's own pods: 0 (nv_is_local) when the node has no IPv4 address for CONFIG[NODE_IP]
         v = EndpointValue(ifindex=ifindex, identity=ep.identity,
-                          node_ip=self._tunnel_endpoint(ep.node_ip) if ep.node_ip else 0, flags=flags)
+                          node_ip=self._tunnel_endpoint(ep.node_ip) if ep.node_ip and ":" not in ep.node_ip else 0,
+                          flags=flags)
         ctypes.memmove(v.mac, mac, 6)
         ctypes.memmove(v.host_mac, host_mac, 6)
         with self._lock:
@@ -504,12 +508,19 @@ class EbpfDatapath:
                 self._bump_policy_revision()
 
     def _tunnel_endpoint(self, node_ip: str) -> int:
-        """``node_ip`` of a remote endpoint: the IPv4 address the overlay encapsulates to. In native
-        mode the programs never read it (the kernel routes a remote pod's packets), and the node
-        address of a remote IPv6 pod there is its node's IPv6 one (the BGP next hop), which has
-        no IPv4 form: it is left 0."""
-        if ":" in node_ip and self._m().config_get(ConfigKey.MODE) == 1:
-            return 0
+        """``node_ip`` of a remote endpoint: the node key (``tunnels`` key) of the address the
+        overlay encapsulates to, an IPv4 one or an IPv6 one (an IPv6 underlay). In native mode the
+        programs never read it (the kernel routes a remote pod's packets), and the node address of
+        a remote IPv6 pod there is its node's IPv6 one (the BGP next hop): it is left 0."""
+        if ":" in node_ip:
+            if self._m().config_get(ConfigKey.MODE) == 1:
+                return 0
+            try:
+                key = node_key(node_ip)
+            except ValueError:
+                raise ConfigError(f"node_ip: {node_ip!r} is not an IP address") from None
+            self._node_ips[key] = node_ip
+            return key
         return ip_num(node_ip, "node_ip")
 
     def _name(self, ip: str, namespace: str, pod: str) -> None:
@@ -557,7 +568,8 @@ class EbpfDatapath:
             out.append({"ip": ip, "identity": v.identity, "local": local,
                         "ifindex": v.ifindex, "host_ifname": ifname, "mac": mac_str(v.mac),
                         "host_mac": mac_str(v.host_mac),
-                        "node_ip": str(ipaddress.IPv4Address(v.node_ip)) if v.node_ip else ""})
+                        "node_ip": self._node_ips.get(v.node_ip) or str(ipaddress.IPv4Address(v.node_ip))
+                        if v.node_ip else ""})
         return sorted(out, key=lambda e: (ipaddress.ip_address(e["ip"]).version, ipaddress.ip_address(e["ip"])))
 
     def _local_ifindexes(self) -> set[int]:

@@ -35,6 +35,7 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     MapDef,
     TunnelKey,
     TunnelValue,
+    node_key,
 )
 from novanet_core.bpf.layouts import Struct as _S
 from novanet_core.bpf.pinned import MapSpec

@@ -14,11 +14,9 @@ from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf import syscall
-from novanet_core.bpf.layouts import TunnelValue, u8
-from novanet_core.bpf.tunnel import BpfTunnel
-from novanet_core.bpf.tunnel.entries import ip_num
+from novanet_core.bpf.layouts import TunnelValue, node_key, u8
+from novanet_core.bpf.tunnel import BpfTunnel, entries
 from novanet_core.config.models import NovaNetConfig
-from novanet_core.ipfamily import family_of
 from novanet_core.types import NodeInfo
 from novanet_geneve import layouts, wire
 
@@ -43,8 +41,9 @@ class GeneveTunnel(BpfTunnel):
     name = "geneve"
     overhead = wire.OVERHEAD
     programs = layouts.PROGRAMS
-    # IPv6 inner packets over the IPv4 underlay (bpf/geneve.c); the node's own traffic to remote
-    # IPv6 pods has no route (an IPv6 route cannot take the IPv4 underlay next hop): docs/overlay.md
+    # IPv4 and IPv6 inner packets over an IPv4 or IPv6 underlay (bpf/geneve.c); the node's own
+    # traffic to remote pods of the other family than the underlay's has no route (a route cannot
+    # take a next hop of the other family): docs/overlay.md
     ip_families = (4, 6)
 
     def __init__(self, ctx: BackendContext):
@@ -52,13 +51,9 @@ class GeneveTunnel(BpfTunnel):
         if errors := config_errors(ctx.config):
             raise ConfigError("; ".join(errors))
         self.vni = int(ctx.config.pluginSettings.get("geneve", {}).get("vni", wire.VNI))
-        if ctx.node is not None and family_of(ctx.node.ip) == 6:
-            raise ConfigError(f"nodeIP: {ctx.node.ip} is IPv6, but tunnelProtocol 'geneve' runs over an IPv4 "
-                              "underlay only in this release; give the node an IPv4 address first "
-                              "(nodeIP: <IPv4>,<IPv6>)")
 
     def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
-        return TunnelValue(ifindex=self.underlay_ifindex, remote_ip=ip_num(node.ip), vni=self.vni)
+        return entries.tunnel_value(self.underlay_ifindex, node.ip, self.vni)
 
     def write_nodes(self, remotes: list[NodeInfo]) -> None:
         fd = syscall.obj_get(self.programs.pin_path(self.root, "geneve_nodes"))
@@ -67,19 +62,21 @@ class GeneveTunnel(BpfTunnel):
                 c4, c6 = n.pod_cidr_of(4), n.pod_cidr_of(6)
                 net = ipaddress.IPv4Network(c4) if c4 else None
                 net6 = ipaddress.IPv6Network(c6) if c6 else None
-                v = layouts.NodeValue(nexthop=ip_num(self.nexthops.get(n.ip, n.ip)),
+                hop = ipaddress.ip_address(self.nexthops.get(n.ip, n.ip))
+                v = layouts.NodeValue(nexthop=int(hop) if hop.version == 4 else 0,
+                                      nexthop6=(u8 * 16).from_buffer_copy(hop.packed if hop.version == 6 else bytes(16)),
                                       pod_cidr=int(net.network_address) if net else 0,
                                       pod_cidr_len=net.prefixlen if net else 0,
                                       pod_cidr6=(u8 * 16).from_buffer_copy(net6.network_address.packed if net6 else bytes(16)),
                                       pod_cidr6_len=net6.prefixlen if net6 else 0)
-                syscall.map_update(fd, bytes(layouts.NodeKey(node_ip=ip_num(n.ip))), bytes(v))
+                syscall.map_update(fd, bytes(layouts.NodeKey(node_ip=node_key(n.ip))), bytes(v))
         finally:
             os.close(fd)
 
     def forget_node(self, node_ip: str) -> None:
         fd = syscall.obj_get(self.programs.pin_path(self.root, "geneve_nodes"))
         try:
-            syscall.map_delete(fd, bytes(layouts.NodeKey(node_ip=ip_num(node_ip))))
+            syscall.map_delete(fd, bytes(layouts.NodeKey(node_ip=node_key(node_ip))))
         finally:
             os.close(fd)
         self.nexthops.pop(node_ip, None)
@@ -90,5 +87,6 @@ class GeneveTunnel(BpfTunnel):
 
     def counters(self) -> dict[str, Any]:
         return {"underlay": self.underlay, "ifindex": self.underlay_ifindex, "underlayMTU": self.underlay_mtu,
+                "underlayFamily": self.family,
                 "podMTU": self.tunnel_mtu, "overhead": self.overhead, "vni": self.vni,
                 "programs": self.installed, "counters": self.programs.counters(self.root)}

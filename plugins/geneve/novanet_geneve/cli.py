@@ -11,7 +11,7 @@ from novanet_core.cli.plugin_api import agent_call, emit, json_shape, output_opt
 
 @click.command("geneve")
 @output_option
-@json_shape("{underlay, ifindex, underlayMTU, podMTU, overhead, vni, tunnels: [{tunnel, node, nodeIP, nexthop, "
+@json_shape("{underlay, ifindex, underlayMTU, underlayFamily, podMTU, overhead, vni, tunnels: [{tunnel, node, nodeIP, nexthop, "
             "podCIDR}], counters: {EVENT: count}}")
 def geneve_cmd(output: str | None) -> None:
     """Geneve overlay: underlay device, MTU, per-node tunnels and packet counters."""
@@ -19,8 +19,9 @@ def geneve_cmd(output: str | None) -> None:
 
 
 def _render(st: dict[str, Any]) -> str:
+    outer = "IPv6 40" if st.get("underlayFamily") == 6 else "IPv4 20"
     lines = [f"Underlay: {st['underlay']} (ifindex {st['ifindex']}, MTU {st['underlayMTU']})",
-             f"Pod MTU:  {st['podMTU']} (overhead {st['overhead']} B: IPv4 20 + UDP 8 + Geneve 8 + "
+             f"Pod MTU:  {st['podMTU']} (overhead {st['overhead']} B: {outer} + UDP 8 + Geneve 8 + "
              f"identity option 8 + inner Ethernet 14)   VNI {st['vni']}"]
     rows = [(t["tunnel"], t["node"], t["nodeIP"], t["nexthop"], t["podCIDR"]) for t in st["tunnels"]]
     if rows:

@@ -19,7 +19,7 @@ from novanet_geneve import wire
 
 class NodeKey(Struct):
     c_name = "gnv_node_key"
-    _fields_ = [("node_ip", u32)]  # numeric, the same key as the shared tunnels map
+    _fields_ = [("node_ip", u32)]  # the node key (layouts.node_key), the same key as the shared tunnels map
 
 
 class NodeValue(Struct):
@@ -33,6 +33,7 @@ class NodeValue(Struct):
         ("flags", u32),
         ("pod_cidr6", u8 * 16),  # its IPv6 PodCIDR (network order; length 0: none), the same for IPv6
         ("pod_cidr6_len", u32),
+        ("nexthop6", u8 * 16),  # the underlay next hop over an IPv6 underlay (network order)
     ]
 
 
@@ -55,8 +56,8 @@ class Stat(enum.IntEnum):
     TO_STACK = 13  # a reply from a kube-proxy Service backend: handed to the node's stack (conntrack)
 
 
-# version 2: the IPv6 PodCIDR (the pin of version 1 is dropped and rebuilt on load)
-NODES = MapDef(MapSpec("geneve_nodes", "hash", ctypes.sizeof(NodeKey), ctypes.sizeof(NodeValue), 1024, 2),
+# version 2: the IPv6 PodCIDR; 3: the IPv6 next hop (an older pin is dropped and rebuilt on load)
+NODES = MapDef(MapSpec("geneve_nodes", "hash", ctypes.sizeof(NodeKey), ctypes.sizeof(NodeValue), 1024, 3),
                "struct gnv_node_key", "struct gnv_node")
 
 PROGRAMS = TunnelPrograms(
@@ -64,6 +65,6 @@ PROGRAMS = TunnelPrograms(
     encap="nv_geneve_encap", ingress="nv_geneve_ingress",
     shared=("endpoints", "endpoints_v6", "config", "tunnels", "drops", "kp_backends"), stats=Stat, c_prefix="GNV",
     defines={k: getattr(wire, k) for k in ("PORT", "ETH_P_TEB", "OPT_CLASS", "OPT_TYPE", "OPT_DATA_LEN",
-                                           "OVERHEAD", "SPORT_MIN", "SPORT_MAX")},
+                                           "OVERHEAD", "OVERHEAD6", "SPORT_MIN", "SPORT_MAX")},
     maps=(NODES,), structs=(NodeKey, NodeValue),
 )

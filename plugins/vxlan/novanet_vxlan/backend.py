@@ -18,8 +18,7 @@ from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
 from novanet_core.bpf.layouts import TunnelValue
-from novanet_core.bpf.tunnel import BpfTunnel
-from novanet_core.bpf.tunnel.entries import ip_num
+from novanet_core.bpf.tunnel import BpfTunnel, entries
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.ipfamily import family_of
 from novanet_core.types import NodeInfo
@@ -48,24 +47,27 @@ class VxlanTunnel(BpfTunnel):
             raise ConfigError("; ".join(errors))
         mode = str(cfg.pluginSettings.get("vxlan", {}).get("bpf", "auto")).lower()
         self.bpf = mode in ("on", "true") or (mode == "auto" and cfg.datapath != "kernel")
-        # IPv6 inner packets over the IPv4 underlay in both modes: by the BPF programs (bpf/vxlan.c,
-        # behind the datapath's tunnel hook), or by the IPv6 PodCIDR routes through nvx0.
+        # IPv4 and IPv6 inner packets in both modes: by the BPF programs (bpf/vxlan.c, behind the
+        # datapath's tunnel hook), or by the PodCIDR routes through nvx0.
         self.ip_families = (4, 6)
-        if ctx.node is not None and family_of(ctx.node.ip) == 6:
-            raise ConfigError(f"nodeIP: {ctx.node.ip} is IPv6, but tunnelProtocol 'vxlan' runs over an IPv4 "
-                              "underlay only in this release; give the node an IPv4 address first "
-                              "(nodeIP: <IPv4>,<IPv6>)")
+        if self.family == 6 and not self.bpf:
+            # routes only: each remote's next hop and nvx0 MAC are derived from an IPv4 node address
+            raise ConfigError(f"nodeIP: {ctx.node.ip if ctx.node else ''} is IPv6: tunnelProtocol 'vxlan' runs "
+                              "over an IPv6 underlay with its BPF programs only (datapath: ebpf, "
+                              "pluginSettings.vxlan.bpf: auto or on), not routes only "
+                              f"(datapath: {cfg.datapath!r}, pluginSettings.vxlan.bpf: {mode!r}); or give the "
+                              "node an IPv4 address first (nodeIP: <IPv4>,<IPv6>)")
 
     def attach_device(self, local: NodeInfo) -> tuple[str, int]:
         mac = device.NEXT_HOP_MAC if self.bpf else device.node_mac(local.ip)
         return device.DEVICE, device.ensure_device(local.ip, self.pod_mtu, mac)
 
     def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
-        return TunnelValue(ifindex=self.ifindex, remote_ip=ip_num(node.ip), vni=device.VNI)
+        return entries.tunnel_value(self.ifindex, node.ip, device.VNI)
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
         want = {cidr: n for n in remotes for cidr in n.pod_cidrs
-                if family_of(cidr) in self.ip_families and family_of(n.ip) == 4}
+                if family_of(cidr) in self.ip_families}
         for cidr in set(device.routes()) - set(want):
             device.delete_route(cidr)
         failed = device.set_routes([(cidr, n.ip, local.ip_of(family_of(cidr))) for cidr, n in want.items()],

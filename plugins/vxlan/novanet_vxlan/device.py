@@ -20,7 +20,7 @@ AF_INET, AF_INET6 = 2, 10
 DEVICE = "nvx0"
 PORT = 4789
 VNI = 1
-OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 (an IPv6 underlay: 40 + ... = 70)
 # Link-local next hop for remote PodCIDR routes; resolved by a permanent neighbour entry so no
 # ARP ever crosses the collect-metadata device (it could not be answered there). In BPF mode every
 # node's nvx0 carries NEXT_HOP_MAC itself, so a decapsulated frame is addressed to the receiving
@@ -33,7 +33,7 @@ OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 # remote's MAC: the frame leaves with the sender's MAC and arrives addressed to the receiver's.
 NEXT_HOP = "169.254.42.1"
 NEXT_HOP_MAC = "02:fe:a9:fe:2a:01"
-# The same for IPv6 inner packets (remote IPv6 PodCIDRs; the underlay stays IPv4).
+# The same for IPv6 inner packets (remote IPv6 PodCIDRs; over either underlay family).
 NEXT_HOP6 = "fe80::a9fe:2a01"
 
 
@@ -68,8 +68,12 @@ def ensure_device(node_ip: str, mtu: int, mac: str = NEXT_HOP_MAC) -> int:
                 ipr.link("del", index=idx[0])
                 idx = []
         if not idx:
+            # A collect-metadata device opens a UDP socket per family, so one nvx0 serves an IPv4 and
+            # an IPv6 underlay alike; over IPv6 our senders compute the UDP checksum (the encap
+            # program's tunnel key, the routes' "csum"), and zero-checksum IPv6 from other VTEPs is
+            # accepted too (RFC 6935: the inner packets carry their own checksums).
             ipr.link("add", ifname=DEVICE, kind="vxlan", vxlan_collect_metadata=1, vxlan_port=PORT,
-                     vxlan_learning=0, address=mac, mtu=mtu)
+                     vxlan_learning=0, vxlan_udp_zero_csum6_rx=1, address=mac, mtu=mtu)
             idx = ipr.link_lookup(ifname=DEVICE)
         ipr.link("set", index=idx[0], mtu=mtu, state="up")
         ipr.neigh("replace", dst=NEXT_HOP, lladdr=NEXT_HOP_MAC, ifindex=idx[0], state=0x80)  # NUD_PERMANENT
@@ -86,7 +90,7 @@ def delete_device() -> None:
 
 def set_routes(routes: list[tuple[str, str, str | None]], per_node: bool = False) -> str:
     """Routes (pod_cidr, node_ip, src): each ``pod_cidr`` (either family) through the tunnel to
-    underlay address ``node_ip`` (IPv4); ``src``: the node's address of ``pod_cidr``'s family,
+    underlay address ``node_ip`` (either family); ``src``: the node's address of ``pod_cidr``'s family,
     for traffic the node originates; ``per_node``: routes-only mode, via the remote's own next
     hop (module docstring). One iproute2 process per family (``ip -batch``): one process per
     route was 999 forks for a 1,000-node cluster, 30 s of an agent's start on this machine.
@@ -112,8 +116,9 @@ def _route_args(pod_cidr: str, node_ip: str, src: str | None, per_node: bool) ->
                       state=0x80, family=AF_INET6 if v6 else AF_INET)  # NUD_PERMANENT
     # pyroute2 0.9.7 cannot encode LWTUNNEL_ENCAP_IP ("encap ip"), so this one route type goes
     # through iproute2.
-    args = ["route", "replace", pod_cidr, "encap", "ip", "id", str(VNI), "dst", node_ip,
-            "via", via, "dev", DEVICE, "onlink", "proto", str(RTPROT_NOVANET)]
+    encap = ["encap", "ip6", "id", str(VNI), "dst", node_ip, "csum"] if ":" in node_ip else \
+        ["encap", "ip", "id", str(VNI), "dst", node_ip]
+    args = ["route", "replace", pod_cidr, *encap, "via", via, "dev", DEVICE, "onlink", "proto", str(RTPROT_NOVANET)]
     if src:
         args += ["src", src]
     return args

@@ -11,7 +11,8 @@
  * Structs, shared and private map declarations, constants and the counter helpers nv_stat/nv_drop
  * are GENERATED (NV_GENERATED, novanet_core.bpf.tunnel.programs) from novanet_core.bpf.layouts and
  * novanet_geneve.layouts/wire. Inner packets: IPv4 or IPv6 (endpoints_v6, the node's IPv6
- * PodCIDR in geneve_nodes); the underlay: IPv4 (the tunnels map is keyed by IPv4 node IPs).
+ * PodCIDR in geneve_nodes); the underlay: IPv4 or IPv6, as the tunnels entry says
+ * (NV_TUNNEL_F_IPV6; keyed by the node key: the IPv4 address, or nv_node_key6 of the IPv6 one).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -33,6 +34,7 @@ struct gnv_ip6 {
     u8 vtc_flow[4]; u16 payload_len; u8 nexthdr; u8 hop_limit; u8 saddr[16]; u8 daddr[16];
 } __attribute__((packed));
 #define GNV_AF_INET 2
+#define GNV_AF_INET6 10
 /* BCC 0.26 declares bpf_redirect_neigh with the pre-5.11 signature (no params): declare the real one. */
 static long (*gnv_redirect_neigh)(u32 ifindex, struct bpf_redir_neigh *params, int plen, u64 flags) =
     (void *)BPF_FUNC_redirect_neigh;
@@ -62,8 +64,32 @@ struct gnv_encap {
     struct ethhdr inner_eth;
 } __attribute__((packed));
 
+/* The same over an IPv6 underlay: the outer IPv6 header is 20 bytes longer. */
+struct gnv_encap6 {
+    struct gnv_ip6 ip6;
+    struct udphdr udp;
+    struct gnv_hdr gnv;
+    struct gnv_opt opt;
+    struct ethhdr inner_eth;
+} __attribute__((packed));
+
 #define GNV_ENCAP_LEN ((int)sizeof(struct gnv_encap))
+#define GNV_ENCAP6_LEN ((int)sizeof(struct gnv_encap6))
 _Static_assert(sizeof(struct gnv_encap) == GNV_OVERHEAD, "Geneve overhead differs from wire.OVERHEAD");
+_Static_assert(sizeof(struct gnv_encap6) == GNV_OVERHEAD6, "Geneve overhead differs from wire.OVERHEAD6");
+
+/* Geneve header and identity option, after the outer IP and UDP headers (either family). */
+static __always_inline void gnv_fill(struct gnv_hdr *g, struct gnv_opt *o, u32 vni, u32 identity) {
+    g->ver_optlen = sizeof(struct gnv_opt) / 4;
+    g->proto = htons(GNV_ETH_P_TEB);
+    g->vni[0] = vni >> 16;
+    g->vni[1] = vni >> 8;
+    g->vni[2] = vni;
+    o->opt_class = htons(GNV_OPT_CLASS);
+    o->type = GNV_OPT_TYPE;
+    o->len = GNV_OPT_DATA_LEN / 4;
+    o->identity = htonl(identity);
+}
 
 static __always_inline u16 gnv_ip_csum(struct iphdr *ip) {
     u32 s = 0;
@@ -88,9 +114,59 @@ static __always_inline int gnv_in_cidr6(const u8 *a, const u8 *net, u32 len) {
     return (a0 & m0) == (n0 & m0) && (a1 & m1) == (n1 & m1);
 }
 
+/* Two IPv6 addresses equal? (__builtin_memcmp would become a call BPF cannot make) */
+static __always_inline int gnv_same6(const u8 *x, const u8 *y) {
+    u64 a[2], b[2];
+    __builtin_memcpy(a, x, 16);
+    __builtin_memcpy(b, y, 16);
+    return a[0] == b[0] && a[1] == b[1];
+}
+
 static __always_inline u64 gnv_cfg(u32 k) {
     u64 *v = config.lookup(&k);
     return v ? *v : 0;
+}
+
+/* Push outer Ethernet/IPv6/UDP/Geneve + option (an IPv6 underlay) and send towards nexthop6.
+ *
+ * The outer UDP checksum is zero, as RFC 6935/6936 allow for tunnels over IPv6 (RFC 8926 §3.3
+ * names the conditions): the only receivers are our decap programs, which take a packet only
+ * from a node with a tunnels entry (its full address compared), to this node, on our VNI, with a
+ * header that parses, and the inner packet carries its own checksums. Computing it is no option
+ * here: a GSO skb is cut into segments after this program, and bpf_skb_adjust_room marks it
+ * SKB_GSO_UDP_TUNNEL without the _CSUM variant, so the segments could not carry one. */
+static __always_inline int gnv_encap6(struct __sk_buff *skb, struct ethhdr *eth, u16 inner_len, u8 tos,
+                                      u32 hash, u16 sport, u32 vni, u32 identity, const u8 *remote6,
+                                      const u8 *nexthop6, u32 out_ifindex, int gso) {
+    struct gnv_encap6 h = {};
+    __builtin_memcpy(&h.inner_eth, eth, sizeof(struct ethhdr));
+    u64 lw[2] = {gnv_cfg(NV_CFG_NODE_IP6_HI), gnv_cfg(NV_CFG_NODE_IP6_LO)};  /* its bytes as in memory */
+    u32 label = hash & 0xFFFFF;  /* flow label: the inner flow's hash, for ECMP as the UDP port */
+    h.ip6.vtc_flow[0] = 0x60 | (tos >> 4);
+    h.ip6.vtc_flow[1] = (tos << 4) | ((label >> 16) & 0x0f);
+    h.ip6.vtc_flow[2] = label >> 8;
+    h.ip6.vtc_flow[3] = label;
+    h.ip6.payload_len = htons(inner_len + GNV_ENCAP6_LEN - sizeof(struct gnv_ip6));  /* GSO rewrites it */
+    h.ip6.nexthdr = IPPROTO_UDP;
+    h.ip6.hop_limit = 64;
+    __builtin_memcpy(h.ip6.saddr, lw, 16);
+    __builtin_memcpy(h.ip6.daddr, remote6, 16);
+    h.udp.source = htons(sport);
+    h.udp.dest = htons(GNV_PORT);
+    h.udp.len = h.ip6.payload_len;
+    h.udp.check = 0;
+    gnv_fill(&h.gnv, &h.opt, vni, identity);
+    u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+                BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+    if (bpf_skb_adjust_room(skb, GNV_ENCAP6_LEN, BPF_ADJ_ROOM_MAC, flags))
+        return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
+    if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &h, sizeof(h), 0))
+        return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
+    nv_stat(gso ? GNV_STAT_ENCAP_GSO : GNV_STAT_ENCAP);
+    struct bpf_redir_neigh nh = {};
+    nh.nh_family = GNV_AF_INET6;
+    __builtin_memcpy(nh.ipv6_nh, nexthop6, 16);
+    return gnv_redirect_neigh(out_ifindex, &nh, sizeof(nh), 0);
 }
 
 int nv_geneve_encap(struct __sk_buff *skb) {
@@ -100,10 +176,20 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     struct nv_tunnel *t = tunnels.lookup(&tk);
     if (!t) return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
     u32 out_ifindex = t->ifindex, remote = t->remote_ip, vni = t->vni, nexthop = t->remote_ip;
+    int outer6 = (t->flags & NV_TUNNEL_F_IPV6) != 0;
+    u8 remote6[16], nexthop6[16];
+    __builtin_memcpy(remote6, t->remote_ip6, 16);
+    __builtin_memcpy(nexthop6, t->remote_ip6, 16);
     struct gnv_node_key nk = { .node_ip = skb->cb[3] };
     struct gnv_node *n = geneve_nodes.lookup(&nk);
     if (n && n->nexthop) nexthop = n->nexthop;
+    if (n) {
+        u64 w[2];
+        __builtin_memcpy(w, n->nexthop6, 16);
+        if (w[0] | w[1]) __builtin_memcpy(nexthop6, n->nexthop6, 16);
+    }
     u32 local = gnv_cfg(NV_CFG_NODE_IP);
+    int enc_len = outer6 ? GNV_ENCAP6_LEN : GNV_ENCAP_LEN;
 
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -121,18 +207,20 @@ int nv_geneve_encap(struct __sk_buff *skb) {
         tos = (ip6->vtc_flow[0] << 4) | (ip6->vtc_flow[1] >> 4);  /* the traffic class */
         proto = ip6->nexthdr;
         inner_len = ntohs(ip6->payload_len) + sizeof(*ip6);
-        /* Too big: dropped (MTU_EXCEEDED), not handed to the stack, which has no route to remote
-         * IPv6 PodCIDRs to answer Packet Too Big with (an IPv6 route cannot take the IPv4 underlay
-         * next hop); the pod MTU leaves room for the 58 bytes, so only a pod MTU raised by hand
-         * meets this. */
-        df = 0;
+        /* Too big: over an IPv6 underlay handed to the stack, whose route to the remote IPv6
+         * PodCIDR (tunnel MTU) answers Packet Too Big; over an IPv4 one dropped (MTU_EXCEEDED):
+         * the stack has no route to remote IPv6 PodCIDRs there (an IPv6 route cannot take the
+         * IPv4 underlay next hop). The pod MTU leaves room for the headers, so only a pod MTU
+         * raised by hand meets this. */
+        df = outer6;
         ihl = sizeof(*ip6);
         l4p = ip6 + 1;
     } else if (eth->h_proto == htons(ETH_P_IP)) {
         tos = ip->tos;
         proto = ip->protocol;
         inner_len = ntohs(ip->tot_len);
-        df = (ip->frag_off & htons(GNV_IP_DF)) != 0;
+        /* with DF to the stack (frag-needed) only where it has a route: an IPv4 underlay */
+        df = !outer6 && (ip->frag_off & htons(GNV_IP_DF)) != 0;
         ihl = ip->ihl * 4;
         l4p = ip + 1;
         l4_known = ihl == 20;
@@ -153,7 +241,7 @@ int nv_geneve_encap(struct __sk_buff *skb) {
         }
         seg_l3 = skb->gso_size + ihl + l4;
     }
-    if (mtu && seg_l3 + GNV_ENCAP_LEN > mtu) {  /* outer IP length = inner IP length + 58 */
+    if (mtu && seg_l3 + enc_len > mtu) {  /* outer IP length = inner IP length + 58 (IPv6: + 78) */
         if (df) {  /* the node stack answers ICMP frag-needed / Packet Too Big (routes carry the tunnel MTU) */
             nv_stat(GNV_STAT_OVERSIZE_DF);
             return TC_ACT_OK;
@@ -161,10 +249,13 @@ int nv_geneve_encap(struct __sk_buff *skb) {
         return nv_drop(NV_DROP_MTU_EXCEEDED, GNV_STAT_OVERSIZE_DROP);
     }
 
-    struct gnv_encap h = {};
-    __builtin_memcpy(&h.inner_eth, eth, sizeof(struct ethhdr));  /* the pod's frame becomes the inner one */
     u32 hash = bpf_get_hash_recalc(skb);
     u16 sport = (u16)((((u64)hash * (GNV_SPORT_MAX - GNV_SPORT_MIN)) >> 32) + GNV_SPORT_MIN);
+    int gso = skb->gso_size != 0;
+    if (outer6) return gnv_encap6(skb, eth, inner_len, tos, hash, sport, vni, identity, remote6, nexthop6,
+                                  out_ifindex, gso);
+    struct gnv_encap h = {};
+    __builtin_memcpy(&h.inner_eth, eth, sizeof(struct ethhdr));  /* the pod's frame becomes the inner one */
     h.ip.version = 4;
     h.ip.ihl = 5;
     h.ip.tos = tos;
@@ -179,22 +270,13 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     h.udp.dest = htons(GNV_PORT);
     h.udp.len = htons(inner_len + GNV_ENCAP_LEN - sizeof(struct iphdr));
     h.udp.check = 0;  /* a zero UDP checksum is allowed over IPv4 (RFC 8926 §3.4 for IPv4 underlays) */
-    h.gnv.ver_optlen = sizeof(struct gnv_opt) / 4;
-    h.gnv.proto = htons(GNV_ETH_P_TEB);
-    h.gnv.vni[0] = vni >> 16;
-    h.gnv.vni[1] = vni >> 8;
-    h.gnv.vni[2] = vni;
-    h.opt.opt_class = htons(GNV_OPT_CLASS);
-    h.opt.type = GNV_OPT_TYPE;
-    h.opt.len = GNV_OPT_DATA_LEN / 4;
-    h.opt.identity = htonl(identity);
+    gnv_fill(&h.gnv, &h.opt, vni, identity);
 
     /* FIXED_GSO: the pod MTU already leaves room for the 58 bytes, so gso_size stays the pod's MSS
      * (and inner UDP-GSO skbs are only accepted with it). ENCAP_* set skb->encapsulation, the inner
      * header offsets and SKB_GSO_UDP_TUNNEL, so segmentation/checksum offload see a UDP tunnel. */
     u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
                 BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
-    int gso = skb->gso_size != 0;
     if (bpf_skb_adjust_room(skb, GNV_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
         return nv_drop(NV_DROP_NO_TUNNEL, GNV_STAT_ENCAP_ERROR);
     if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &h, sizeof(h), 0))
@@ -207,25 +289,56 @@ int nv_geneve_encap(struct __sk_buff *skb) {
     return gnv_redirect_neigh(out_ifindex, &nh, sizeof(nh), 0);
 }
 
-int nv_geneve_ingress(struct __sk_buff *skb) {
+/* The outer IPv4 or IPv6 header of a packet to our UDP port: its length and the sender's node
+ * key (0: not a Geneve packet of ours to look at). An IPv6 outer header must be followed by UDP
+ * directly (no extension headers: ours send none). */
+static __always_inline u32 gnv_outer(struct __sk_buff *skb, u32 *l3len, u32 *saddr4, u8 *saddr6) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
-    struct iphdr *ip = (void *)(eth + 1);
-    struct udphdr *udp = (void *)(ip + 1);
-    struct gnv_hdr *g = (void *)(udp + 1);
-    if ((void *)(g + 1) > end) return TC_ACT_OK;
-    if (eth->h_proto != htons(ETH_P_IP) || ip->protocol != IPPROTO_UDP || ip->ihl != 5 ||
-        (ip->frag_off & htons(GNV_IP_MF_OFFSET)) || udp->dest != htons(GNV_PORT))
-        return TC_ACT_OK;  /* not a tunnel packet: the node's own traffic */
-    if ((g->ver_optlen >> 6) != 0 || g->proto != htons(GNV_ETH_P_TEB))
+    if ((void *)(eth + 1) > end) return 0;
+    if (eth->h_proto == htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        struct udphdr *udp = (void *)(ip + 1);
+        if ((void *)((struct gnv_hdr *)(udp + 1) + 1) > end) return 0;
+        if (ip->protocol != IPPROTO_UDP || ip->ihl != 5 || (ip->frag_off & htons(GNV_IP_MF_OFFSET)) ||
+            udp->dest != htons(GNV_PORT))
+            return 0;
+        *l3len = sizeof(struct iphdr);
+        *saddr4 = ntohl(ip->saddr);
+        return *saddr4;
+    }
+    if (eth->h_proto == htons(GNV_ETH_P_IPV6)) {
+        struct gnv_ip6 *ip6 = (void *)(eth + 1);
+        struct udphdr *udp = (void *)(ip6 + 1);
+        if ((void *)((struct gnv_hdr *)(udp + 1) + 1) > end) return 0;
+        if (ip6->nexthdr != IPPROTO_UDP || udp->dest != htons(GNV_PORT)) return 0;
+        *l3len = sizeof(struct gnv_ip6);
+        __builtin_memcpy(saddr6, ip6->saddr, 16);
+        return nv_node_key6(saddr6);
+    }
+    return 0;
+}
+
+int nv_geneve_ingress(struct __sk_buff *skb) {
+    u32 l3len = 0, outer_saddr = 0;  /* outer_saddr: an IPv4 sender's address, else 0 */
+    u8 saddr6[16] = {};
+    u32 vtep = gnv_outer(skb, &l3len, &outer_saddr, saddr6);
+    if (!vtep) return TC_ACT_OK;  /* not a tunnel packet: the node's own traffic */
+    int outer6 = l3len == sizeof(struct gnv_ip6);
+    struct gnv_hdr g = {};
+    if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + l3len + sizeof(struct udphdr), &g, sizeof(g)))
+        return TC_ACT_OK;
+    if ((g.ver_optlen >> 6) != 0 || g.proto != htons(GNV_ETH_P_TEB))
         return nv_drop(NV_DROP_MALFORMED, GNV_STAT_BAD_HEADER);
-    u32 vni = ((u32)g->vni[0] << 16) | ((u32)g->vni[1] << 8) | g->vni[2];
-    u32 optlen = (g->ver_optlen & 0x3f) * 4;
-    u32 outer_saddr = ntohl(ip->saddr);
+    u32 vni = ((u32)g.vni[0] << 16) | ((u32)g.vni[1] << 8) | g.vni[2];
+    u32 optlen = (g.ver_optlen & 0x3f) * 4;
+    void *data = (void *)(long)skb->data;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > (void *)(long)skb->data_end) return TC_ACT_OK;
 
     /* Options: find ours (class/type/4 bytes); others are skipped (none of ours is critical). */
     u32 identity = 0, found = 0;
-    u32 off = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct gnv_hdr);
+    u32 off = sizeof(struct ethhdr) + l3len + sizeof(struct udphdr) + sizeof(struct gnv_hdr);
     u32 opt_end = off + optlen;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -241,8 +354,7 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
         off += 4 + dlen;
     }
 
-    u32 hdrlen = sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct gnv_hdr) + optlen +
-                 sizeof(struct ethhdr);
+    u32 hdrlen = l3len + sizeof(struct udphdr) + sizeof(struct gnv_hdr) + optlen + sizeof(struct ethhdr);
     u16 inner_proto = 0;
     if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen - 2, &inner_proto, 2) ||
         (inner_proto != htons(ETH_P_IP) && inner_proto != htons(GNV_ETH_P_IPV6)))
@@ -252,11 +364,15 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     /* Trust: the outer source must be a node we have a tunnel to, on its VNI, and the inner
      * source must lie in that node's PodCIDR of its family; only then is the stamped identity
      * believed. */
-    struct nv_tunnel_key tk = { .node_ip = outer_saddr };
+    struct nv_tunnel_key tk = { .node_ip = vtep };
     struct nv_tunnel *t = tunnels.lookup(&tk);
-    struct gnv_node_key nk = { .node_ip = outer_saddr };
+    struct gnv_node_key nk = { .node_ip = vtep };
     struct gnv_node *n = geneve_nodes.lookup(&nk);
-    if (!t || !n || t->vni != vni) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+    if (!t || !n || t->vni != vni || outer6 != !!(t->flags & NV_TUNNEL_F_IPV6))
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
+    /* an IPv6 node key is a hash: the entry's full address must be the sender's */
+    if (outer6 && !gnv_same6(t->remote_ip6, saddr6))
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
 
     u32 isrc;  /* numeric; of an IPv6 source, the tunnel contract's cb[2] word */
     struct nv_endpoint *ep;
@@ -278,8 +394,9 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
         u32 idst = ntohl(inner[1]);
         if (n->pod_cidr_len > 32) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
         u32 mask = n->pod_cidr_len ? 0xFFFFFFFFu << (32 - n->pod_cidr_len) : 0;
-        /* ... or be the node itself (a NodePort flow it SNATed to its own address, Services) */
-        if ((!n->pod_cidr_len || (isrc & mask) != (n->pod_cidr & mask)) && isrc != outer_saddr)
+        /* ... or be the node itself (a NodePort flow it SNATed to its own address, Services; an
+         * IPv4 underlay's: outer_saddr is 0 over IPv6) */
+        if ((!n->pod_cidr_len || (isrc & mask) != (n->pod_cidr & mask)) && (!outer_saddr || isrc != outer_saddr))
             return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, GNV_STAT_UNTRUSTED);
         struct nv_endpoint_key ek = { .ip = idst };
         ep = endpoints.lookup(&ek);

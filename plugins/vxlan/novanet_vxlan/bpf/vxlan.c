@@ -12,7 +12,8 @@
  *
  * Structs, map declarations, constants and the counter helpers nv_stat/nv_drop are GENERATED
  * (NV_GENERATED, novanet_core.bpf.tunnel.programs). Inner packets: IPv4 or IPv6 (their own
- * endpoints map, endpoints_v6); the underlay: IPv4 (the tunnels map is keyed by IPv4 node IPs).
+ * endpoints map, endpoints_v6); the underlay: IPv4 or IPv6, the tunnels entry says which
+ * (NV_TUNNEL_F_IPV6; its key is the node key, the IPv4 address or nv_node_key6 of the IPv6 one).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -34,6 +35,14 @@ static __always_inline struct nv_endpoint *vx_endpoint6(const u8 *a) {
     struct nv_endpoint6_key k = {};
     __builtin_memcpy(k.ip, a, 16);
     return endpoints_v6.lookup(&k);
+}
+
+/* Two IPv6 addresses equal? (__builtin_memcmp would become a call BPF cannot make) */
+static __always_inline int vx_same6(const u8 *x, const u8 *y) {
+    u64 a[2], b[2];
+    __builtin_memcpy(a, x, 16);
+    __builtin_memcpy(b, y, 16);
+    return a[0] == b[0] && a[1] == b[1];
 }
 
 /* One wire segment's inner L3 length of a GSO skb: gso_size + the L3 and L4 headers (TCP's read
@@ -80,10 +89,19 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
         return nv_drop(NV_DROP_MTU_EXCEEDED, VX_STAT_OVERSIZE_DROP);
     }
     struct bpf_tunnel_key key = {};
-    key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
     key.tunnel_id = t->vni;
     key.tunnel_ttl = 64;
-    if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+    u64 kflags = BPF_F_ZERO_CSUM_TX;
+    if (t->flags & NV_TUNNEL_F_IPV6) {
+        /* IPv6 underlay: network order, as the helper wants. The UDP checksum is computed (the
+         * driver leaves it to the device's offload): a zero checksum over IPv6 is only allowed
+         * where every receiver opted in (RFC 6935/6936), and it costs nothing here. */
+        __builtin_memcpy(key.remote_ipv6, t->remote_ip6, 16);
+        kflags = BPF_F_TUNINFO_IPV6;
+    } else {
+        key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
+    }
+    if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), kflags) < 0)
         return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
     /* the inner frame is addressed to nvx0's MAC (every node's nvx0 carries the same one), so a
      * receiver without our ingress program (kernel datapath) still takes it as PACKET_HOST */
@@ -135,17 +153,31 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > end) return TC_ACT_OK;
     if (eth->h_proto != htons(ETH_P_IP) && eth->h_proto != htons(VX_ETH_P_IPV6)) return TC_ACT_OK;
+    /* The sending VTEP, as its node key: an IPv4 outer source, else an IPv6 one (the helper
+     * refuses the family the packet did not arrive in) */
     struct bpf_tunnel_key key = {};
-    if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+    u32 vtep;
+    int outer6 = 0;
+    if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0) {
+        vtep = key.remote_ipv4;
+    } else if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6) == 0) {
+        vtep = nv_node_key6((const u8 *)key.remote_ipv6);
+        outer6 = 1;
+    } else {
         return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
-    struct nv_tunnel_key tk = { .node_ip = key.remote_ipv4 };
+    }
+    struct nv_tunnel_key tk = { .node_ip = vtep };
     struct nv_tunnel *t = tunnels.lookup(&tk);
-    if (!t || t->vni != key.tunnel_id) return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
-    if (eth->h_proto == htons(VX_ETH_P_IPV6)) return vx_ingress6(skb, eth, end, key.remote_ipv4);
+    if (!t || t->vni != key.tunnel_id || outer6 != !!(t->flags & NV_TUNNEL_F_IPV6))
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
+    /* an IPv6 node key is a hash: the entry's full address must be the sender's */
+    if (outer6 && !vx_same6(t->remote_ip6, (const u8 *)key.remote_ipv6))
+        return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
+    if (eth->h_proto == htons(VX_ETH_P_IPV6)) return vx_ingress6(skb, eth, end, vtep);
     u32 saddr = ntohl(ip->saddr), daddr = ntohl(ip->daddr);
     struct nv_endpoint_key sk = { .ip = saddr };
     struct nv_endpoint *src = endpoints.lookup(&sk);
-    if (src && src->node_ip != key.remote_ipv4)  /* a known pod, but of another node: spoofed */
+    if (src && src->node_ip != vtep)  /* a known pod, but of another node: spoofed */
         return nv_drop(NV_DROP_TUNNEL_UNTRUSTED, VX_STAT_UNTRUSTED);
     struct nv_endpoint_key dk = { .ip = daddr };
     struct nv_endpoint *dst = endpoints.lookup(&dk);
@@ -183,8 +215,8 @@ int nv_vxlan_ingress(struct __sk_buff *skb) {
  * PodCIDRs: host-network processes, and pod traffic the stack forwarded, e.g. after kube-proxy's
  * DNAT). The stack writes nvx0's MAC as their source, and every node's nvx0 carries that same MAC,
  * so the receiving vxlan driver would drop them as a loop ("source is my own address"); they get
- * a MAC of this node's own instead (02:fe + the node IP). Frames the encap program sent keep the
- * pod's. */
+ * a MAC of this node's own instead (02:fe + the node key: the IPv4 node IP, or the fold of the
+ * IPv6 one on an IPv6-only node). Frames the encap program sent keep the pod's. */
 int nv_vxlan_egress(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -195,6 +227,14 @@ int nv_vxlan_egress(struct __sk_buff *skb) {
     u32 k = NV_CFG_NODE_IP;
     u64 *ip = config.lookup(&k);
     u32 n = ip ? (u32)*ip : 0;
+    if (!n) {  /* no IPv4 node address: the IPv6 one (two config words, its bytes as in memory) */
+        u32 hi = NV_CFG_NODE_IP6_HI, lo = NV_CFG_NODE_IP6_LO;
+        u64 *h = config.lookup(&hi), *l = config.lookup(&lo);
+        if (h && l) {
+            u64 a[2] = {*h, *l};
+            n = nv_node_key6((const u8 *)a);
+        }
+    }
     u8 mine[6] = {0x02, 0xfe, n >> 24, n >> 16, n >> 8, n};
     __builtin_memcpy(eth->h_source, mine, 6);
     return -1;
