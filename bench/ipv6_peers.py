@@ -49,7 +49,35 @@ def _mtu(netns: str, dev: str) -> int:
     return int(json.loads(ns(netns, "ip", "-j", "link", "show", dev))[0]["mtu"])
 
 
-class VethRouted6:
+def _veth(node: str, host: str, pod: str, mtu: int) -> None:
+    """The pod's veth pair: ``host`` in the node netns, ``eth0`` in the pod's."""
+    sh(*f"ip link add {host} netns {node} mtu {mtu} type veth peer name eth0 netns {pod} mtu {mtu}".split())
+
+
+def _routed_pod(node: str, host: str, pod: str, ip6: str) -> None:
+    """A routed veth pod: its /128, the node's route of it to the veth, the pod's default route via
+    a link-local gateway on the host veth."""
+    ns(node, "ip", "addr", "add", "fe80::1/64", "dev", host, "nodad")
+    ns(node, "ip", "link", "set", host, "up")
+    ns(node, "ip", "-6", "route", "add", f"{ip6}/128", "dev", host)
+    ns(pod, "ip", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad")
+    ns(pod, "ip", "link", "set", "eth0", "up")
+    ns(pod, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+
+
+class _Peer:
+    pods: dict[str, str]
+    made: list[str]
+
+    def netns(self, pod: str) -> str:
+        return f"/run/netns/{self.pods[pod]}"
+
+    def down(self) -> None:
+        for n in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+class VethRouted6(_Peer):
     """Two pods ``a`` (client) and ``b`` (server) routed by one node's kernel over IPv6."""
 
     def __init__(self, prefix: str, mtu: int):
@@ -57,47 +85,16 @@ class VethRouted6:
         self.ip6 = {"a": "fd00:45::a", "b": "fd00:45::b"}
         self.made: list[str] = []
 
-    def netns(self, pod: str) -> str:
-        return f"/run/netns/{self.pods[pod]}"
-
     def up(self) -> None:
         self.made = [self.node, *self.pods.values()]
         _netns(*self.made)
         ns(self.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         for p, pod in self.pods.items():
-            host = f"h{p}"
-            sh(
-                "ip",
-                "link",
-                "add",
-                host,
-                "netns",
-                self.node,
-                "mtu",
-                str(self.mtu),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                pod,
-                "mtu",
-                str(self.mtu),
-            )
-            ns(self.node, "ip", "addr", "add", "fe80::1/64", "dev", host, "nodad")
-            ns(self.node, "ip", "link", "set", host, "up")
-            ns(self.node, "ip", "-6", "route", "add", f"{self.ip6[p]}/128", "dev", host)
-            ns(pod, "ip", "addr", "add", f"{self.ip6[p]}/128", "dev", "eth0", "nodad")
-            ns(pod, "ip", "link", "set", "eth0", "up")
-            ns(pod, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
-
-    def down(self) -> None:
-        for n in reversed(self.made):
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+            _veth(self.node, f"h{p}", pod, self.mtu)
+            _routed_pod(self.node, f"h{p}", pod, self.ip6[p])
 
 
-class CrossNode6:
+class CrossNode6(_Peer):
     """Pod ``a`` on node 1 (client), pod ``b`` on node 2 (server), joined as ``mode`` says."""
 
     def __init__(self, prefix: str, mode: str):
@@ -112,27 +109,11 @@ class CrossNode6:
         self.ip6 = {"a": "fd00:46:0:1::2", "b": "fd00:46:0:2::2"}
         self.made: list[str] = []
 
-    def netns(self, pod: str) -> str:
-        return f"/run/netns/{self.pods[pod]}"
-
     def up(self) -> None:
         self.made = [*self.nodes, *self.pods.values()]
         _netns(*self.made)
-        sh(
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            self.nodes[0],
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            self.nodes[1],
-        )
+        n1, n2 = self.nodes
+        sh(*f"ip link add eth0 netns {n1} type veth peer name eth0 netns {n2}".split())
         for i, n in enumerate(self.nodes):
             ns(n, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
             ns(n, "ip", "addr", "add", f"{self.node4[i]}/24", "dev", "eth0")
@@ -150,108 +131,28 @@ class CrossNode6:
         mac = ["02:f6:00:00:01:01", "02:f6:00:00:02:01"]
         for i, n in enumerate(self.nodes):
             j = 1 - i
-            ns(
-                n,
-                "ip",
-                "link",
-                "add",
-                "flannel-v6.1",
-                "address",
-                mac[i],
-                "type",
-                "vxlan",
-                "id",
-                "1",
-                "local",
-                vtep[i],
-                "dev",
-                "eth0",
-                "dstport",
-                "4789",
-                "nolearning",
-            )
+            dev = f"flannel-v6.1 address {mac[i]} type vxlan id 1 local {vtep[i]} dev eth0 dstport 4789 nolearning"
+            ns(n, "ip", "link", "add", *dev.split())
             ns(n, "ip", "addr", "add", f"{self.subnet[i]}/128", "dev", "flannel-v6.1", "nodad")
             ns(n, "ip", "link", "set", "flannel-v6.1", "up")
-            ns(
-                n,
-                "ip",
-                "-6",
-                "neigh",
-                "add",
-                self.subnet[j],
-                "lladdr",
-                mac[j],
-                "dev",
-                "flannel-v6.1",
-                "nud",
-                "permanent",
-            )
+            ns(n, *f"ip -6 neigh add {self.subnet[j]} lladdr {mac[j]} dev flannel-v6.1 nud permanent".split())
             ns(n, "bridge", "fdb", "append", mac[j], "dev", "flannel-v6.1", "dst", vtep[j])
             ns(
                 n,
-                "ip",
-                "-6",
-                "route",
-                "add",
-                f"{self.subnet[j]}/64",
-                "via",
-                self.subnet[j],
-                "dev",
-                "flannel-v6.1",
-                "onlink",
+                *f"ip -6 route add {self.subnet[j]}/64 via {self.subnet[j]} dev flannel-v6.1 onlink".split(),
             )
         return _mtu(self.nodes[0], "flannel-v6.1")
 
     def _pod(self, i: int, p: str, pod: str, mtu: int) -> None:
         node = self.nodes[i]
-        sh(
-            "ip",
-            "link",
-            "add",
-            f"h{p}",
-            "netns",
-            node,
-            "mtu",
-            str(mtu),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod,
-            "mtu",
-            str(mtu),
-        )
-        ns(
-            pod,
-            "ip",
-            "addr",
-            "add",
-            f"{self.ip6[p]}/{64 if self.mode != 'routed' else 128}",
-            "dev",
-            "eth0",
-            "nodad",
-        )
-        ns(pod, "ip", "link", "set", "eth0", "up")
-        if self.mode == "routed":  # a routed veth: /128 to the pod, the remote PodCIDR via the other node
-            ns(node, "ip", "addr", "add", "fe80::1/64", "dev", f"h{p}", "nodad")
-            ns(node, "ip", "link", "set", f"h{p}", "up")
-            ns(node, "ip", "-6", "route", "add", f"{self.ip6[p]}/128", "dev", f"h{p}")
-            ns(
-                node,
-                "ip",
-                "-6",
-                "route",
-                "add",
-                f"{self.subnet[1 - i]}/64",
-                "via",
-                self.node6[1 - i],
-                "dev",
-                "eth0",
-            )
-            ns(pod, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+        _veth(node, f"h{p}", pod, mtu)
+        if self.mode == "routed":  # a routed veth pod, the remote PodCIDR via the other node
+            _routed_pod(node, f"h{p}", pod, self.ip6[p])
+            remote = f"{self.subnet[1 - i]}/64"
+            ns(node, "ip", "-6", "route", "add", remote, "via", self.node6[1 - i], "dev", "eth0")
             return
+        ns(pod, "ip", "addr", "add", f"{self.ip6[p]}/64", "dev", "eth0", "nodad")
+        ns(pod, "ip", "link", "set", "eth0", "up")
         # the bridge CNI plugin: cni0 holds the subnet's gateway, the pod's veth enslaved to it
         gw = f"{self.subnet[i]}1"
         ns(node, "ip", "link", "add", "cni0", "mtu", str(mtu), "type", "bridge")
@@ -259,7 +160,3 @@ class CrossNode6:
         ns(node, "ip", "link", "set", "cni0", "up")
         ns(node, "ip", "link", "set", f"h{p}", "master", "cni0", "up")
         ns(pod, "ip", "-6", "route", "add", "default", "via", gw, "dev", "eth0")
-
-    def down(self) -> None:
-        for n in reversed(self.made):
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
