@@ -205,6 +205,7 @@ KERNEL_VXLAN = {"datapath": "kernel", "kubeProxyReplacement": False, "tunnelProt
         ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "geneve"}, [4, 6], "dual"),
         ({"clusterCIDR": "fd00:42::/48", "datapath": "ebpf", "tunnelProtocol": "vxlan"}, [6], "IPv6"),
         ({"clusterCIDR": "fd00:42::/48", "datapath": "ebpf", "tunnelProtocol": "geneve"}, [6], "IPv6"),
+        ({"clusterCIDR": DUAL_CIDR, "datapath": "ebpf", "tunnelProtocol": "geneve"}, [4, 6], "IPv6"),
     ],
     ids=[
         "dual-stack",
@@ -213,6 +214,7 @@ KERNEL_VXLAN = {"datapath": "kernel", "kubeProxyReplacement": False, "tunnelProt
         "ebpf-geneve-dual-stack",
         "ebpf-vxlan-ipv6-underlay",
         "ebpf-geneve-ipv6-underlay",
+        "ebpf-geneve-dual-stack-over-ipv6-underlay",
     ],
 )
 def test_three_nodes_over_a_tunnel_every_pod_reaches_every_pod_per_family(
@@ -221,7 +223,8 @@ def test_three_nodes_over_a_tunnel_every_pod_reaches_every_pod_per_family(
     """examples/lab-dual-stack-3node.yaml / lab-ipv6-3node.yaml: the kernel datapath, routes-only
     VXLAN over the IPv4 underlay; the eBPF datapath with the tunnel plugin's BPF programs (IPv6
     inner packets over the IPv4 underlay, docs/overlay.md); and examples/lab-ipv6-tunnel.yaml's
-    IPv6-only labs, VXLAN and Geneve over an IPv6-only underlay. Most pairs cross nodes."""
+    IPv6-only labs, VXLAN and Geneve over an IPv6-only underlay (and Geneve carrying dual-stack pods,
+    IPv4 inner packets too, over it). Most pairs cross nodes."""
     keys = ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c"]
     lab = new_lab(
         {
