@@ -1,6 +1,6 @@
 """Benchmark of Service load-balancing (needs root; ~6 min with the defaults).
 
-  python -m bench.services [--seconds 4] [--rounds 3] [--counts 1,1000,10000] [--json]
+  python -m bench.services [--seconds 4] [--rounds 3] [--counts 1,1000,10000] [--phases ebpf,iptables,nftables] [--json]
 
 One node netns, client pod a, server pod b (tests/bpf/topo.py), ``net.ipv4.ip_forward=1`` as on
 a Kubernetes node. For each number of Services programmed (the measured one plus N-1 others,
@@ -355,6 +355,9 @@ def main() -> None:
     ap.add_argument("--agent-only", action="store_true", help="only the measurement through an agent")
     ap.add_argument("--hook-cost", action="store_true",
                     help="only the connect path's BPF cost per count (--counts in the order given)")
+    ap.add_argument("--phases", default="ebpf,iptables,nftables",
+                    help="which phases to run per count (ebpf: direct, per packet, socket level; iptables, nftables: "
+                         "direct and kube-proxy's rules); a count given twice (1,10000,1) is measured twice")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -391,8 +394,12 @@ def main() -> None:
                 if args.hook_cost:
                     result["hook_cost"] = hook_cost(bench, counts, args.rounds)
                     counts = []
-                phases = {"ebpf": ["direct", "ebpf-packet", "ebpf-socket"], "iptables": ["direct", "iptables"],
-                          "nftables": ["direct", "nftables"]}
+                all_phases = {"ebpf": ["direct", "ebpf-packet", "ebpf-socket"], "iptables": ["direct", "iptables"],
+                              "nftables": ["direct", "nftables"]}
+                wanted = args.phases.split(",")
+                if not wanted or any(w not in all_phases for w in wanted):
+                    sys.exit(f"--phases: {args.phases!r}: each of {', '.join(all_phases)}")
+                phases = {k: v for k, v in all_phases.items() if k in wanted}
                 for count in counts:
                     t0 = time.perf_counter()
                     bench.program(count)
@@ -418,7 +425,10 @@ def main() -> None:
                                 "cps_ratio": round(statistics.fmean(r["cps"]) / base_c, 3)}
                     bench.kube_proxy_rules("none", count)
                     bench.kube_proxy(False)
-                    result["counts"][count] = res
+                    step = str(count)
+                    while step in result["counts"]:  # the same count again later in the run
+                        step += "'"
+                    result["counts"][step] = res
                 if not args.hook_cost:
                     result["spread"] = spread(dp, topo, 4, args.spread)
                     result["change_latency"] = change_latency(dp, topo, sock, args.changes)
@@ -442,10 +452,13 @@ def main() -> None:
     if args.hook_cost:
         return print_hook_cost(result["hook_cost"])
     for count, r in result["counts"].items():
-        print(f"{count} Services (programmed in {r['program_s']} s; kube-proxy sync: iptables {r['iptables_sync_s']} s, "
-              f"nftables {r['nftables_sync_s']} s):")
+        syncs = "; ".join(f"kube-proxy {k.removesuffix('_sync_s')} sync {v} s" for k, v in r.items()
+                          if k.endswith("_sync_s"))
+        print(f"{count} Services (programmed in {r['program_s']} s{'; ' + syncs if syncs else ''}):")
         for m in ("direct-ebpf", "ebpf-packet", "ebpf-socket", "direct-iptables", "iptables", "direct-nftables",
                   "nftables"):
+            if m not in r:
+                continue
             x = r[m]
             print(f"  {m:15} TCP {x['gbps']} Gbit/s (x{x['gbps_ratio']}), connects/s {x['cps']} (x{x['cps_ratio']})")
     sp = result["spread"]
