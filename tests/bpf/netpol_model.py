@@ -12,8 +12,9 @@ skipped, as upstream does), compared cell by cell with upstream's truth table. A
 family the way upstream runs it in an IPv4 and in an IPv6 cluster: its IP-dependent CIDRs are
 filled with the pods' addresses of the family probed.
 
-SCTP cases are not probed here: this kernel has no SCTP sockets, and the raw-socket SCTP prober
-(novanet_lab.sctp) sends IPv4 only.
+SCTP cases are not probed here: this kernel has no SCTP sockets, and the pods here run plain
+socket servers; the lab's raw-socket SCTP prober (novanet_lab.sctp) probes them per family in
+tests/conformance/test_netpol_families.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The probe engine and pod server against real netns and a real veth, without any NovaNet agent.
 
-Two namespaces joined by a veth: the server runs novanet_lab.podserver; an nftables rule in
-the server netns drops port 81, which is how a policy drop looks to the prober.
+Two namespaces joined by a veth (an address per family): the server runs novanet_lab.podserver;
+an nftables rule in the server netns drops port 81, which is how a policy drop looks to the prober.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 from novanet_lab import netns, procs
 from novanet_lab.probe import Endpoint, probe_matrix
+from novanet_lab.sctp import probe_sctp
 from pyroute2 import IPRoute
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab]
+
+IFA_F_NODAD = 0x02  # an address usable at once, not tentative while DAD runs
 
 
 @pytest.fixture
@@ -35,10 +38,12 @@ def pair(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint]]:
             ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": srv})
             i = ipr.link_lookup(ifname="eth0")[0]
             ipr.addr("add", index=i, address="10.251.0.1", prefixlen=24)
+            ipr.addr("add", index=i, address="fd00:251::1", prefixlen=64, flags=IFA_F_NODAD)
             ipr.link("set", index=i, state="up")
         with IPRoute(netns=srv) as ipr:
             i = ipr.link_lookup(ifname="eth0")[0]
             ipr.addr("add", index=i, address="10.251.0.2", prefixlen=24)
+            ipr.addr("add", index=i, address="fd00:251::2", prefixlen=64, flags=IFA_F_NODAD)
             ipr.link("set", index=i, state="up")
         ready = tmp_path / "ready"
         pid = procs.start_in_netns(
@@ -52,7 +57,8 @@ def pair(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint]]:
             assert time.monotonic() < deadline, "pod server never became ready"
             time.sleep(0.02)
         if shutil.which("nft"):
-            rules = "table inet lab { chain in { type filter hook input priority 0; tcp dport 81 drop; udp dport 81 drop; }; }"
+            rules = ("table inet lab { chain in { type filter hook input priority 0; tcp dport 81 drop; udp dport 81 drop; "
+                     "sctp dport 81 drop; }; }")
             subprocess.run(["nsenter", f"--net=/run/netns/{srv}", "nft", "-f", "-"], input=rules.encode(), check=True)
         yield Endpoint("c/cli", "10.251.0.1", cli), Endpoint("s/srv", "10.251.0.2", srv)
     finally:
@@ -145,3 +151,15 @@ def test_broken_source_is_reported_not_raised(pair: tuple[Endpoint, Endpoint]) -
     _, srv = pair
     rs = probe_matrix([Endpoint("c/gone", "10.251.0.7", "no-such-netns-zz")], [srv], [(80, "TCP")])
     assert len(rs) == 1 and not rs[0].allowed and rs[0].reason.startswith("error:")
+
+
+def test_sctp_inits_arrive_in_each_family(pair: tuple[Endpoint, Endpoint]) -> None:
+    """The crafted INIT leaves through a raw socket of the target's family; the IPv6 receiver,
+    whose raw socket gets no IP header, takes the source from the peer address."""
+    cli, srv = pair
+    cli6, srv6 = Endpoint(cli.key, "fd00:251::1", cli.netns), Endpoint(srv.key, "fd00:251::2", srv.netns)
+    for src, dst in ((cli, srv), (cli6, srv6)):
+        got = {r.port: r for r in probe_sctp([src], [dst], [80, 81], 0.3)}
+        assert (got[80].allowed, got[80].reason) == (True, "sctp-init-arrived"), dst.ip
+        if shutil.which("nft"):
+            assert (got[81].allowed, got[81].reason) == (False, "sctp-init-not-received"), dst.ip

@@ -168,8 +168,6 @@ def probe(lab: str, sources: Sequence[str] = (), targets: Sequence[str] = (), po
     for port in ports:
         if not 1 <= port <= 65535:
             raise LabError(f"--port {port}: not a port number 1..65535")
-    if 6 in fams and any(proto.upper() == "SCTP" for proto in protocols):
-        raise LabError("--protocol SCTP: the crafted SCTP probes are IPv4 only; add --family 4")
     results: list[ProbeResult] = []
     for fam in fams:
         hosts = _hosts(st, paths, from_nodes, from_underlay, fam)

@@ -1,7 +1,8 @@
 """SCTP reachability probes without SCTP sockets (this kernel has no SCTP module).
 
-Each probe is a crafted SCTP INIT chunk sent from the source pod through a raw IPv4 socket
-(``IPPROTO_SCTP``, so the kernel adds the IP header and routes it like any pod packet), carrying a
+Each probe is a crafted SCTP INIT chunk sent from the source pod through a raw socket of the
+target address's family (``IPPROTO_SCTP``, so the kernel adds the IP header and routes it like any
+pod packet; SCTP's CRC32c covers no pseudo-header, so one packet serves both families), carrying a
 unique initiate tag. Every target pod has a raw ``IPPROTO_SCTP`` socket open for the duration of
 the probe round, in its own netns: the kernel hands it every SCTP packet addressed to the pod
 (raw delivery happens before the missing protocol handler would answer "protocol unreachable").
@@ -66,15 +67,23 @@ def parse_init(pkt: bytes) -> tuple[str, int, int] | None:
     if len(pkt) < 20:
         return None
     ihl = (pkt[0] & 0x0F) * 4
-    if pkt[9] != IPPROTO_SCTP or len(pkt) < ihl + 12 + 8:
+    if pkt[9] != IPPROTO_SCTP:
         return None
-    src = socket.inet_ntoa(pkt[12:16])
-    _, dport = struct.unpack_from("!HH", pkt, ihl)
-    ctype = pkt[ihl + 12]
-    if ctype != 1:
+    got = _init_of(pkt[ihl:])
+    return None if got is None else (socket.inet_ntoa(pkt[12:16]), *got)
+
+
+def _init_of(sctp: bytes) -> tuple[int, int] | None:
+    """(destination port, initiate tag) of an SCTP packet whose first chunk is an INIT."""
+    if len(sctp) < 12 + 8 or sctp[12] != 1:
         return None
-    (tag,) = struct.unpack_from("!I", pkt, ihl + 16)
-    return src, dport, tag
+    _, dport = struct.unpack_from("!HH", sctp, 0)
+    (tag,) = struct.unpack_from("!I", sctp, 16)
+    return dport, tag
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 class _Receiver(threading.Thread):
@@ -88,7 +97,7 @@ class _Receiver(threading.Thread):
         sock = None
         try:
             setns_thread(str(NETNS_DIR / self.target.netns))
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP)
+            sock = socket.socket(_family(self.target.ip), socket.SOCK_RAW, IPPROTO_SCTP)
             sock.setblocking(False)
         except OSError as e:
             self.error = f"error: receiver: {e}"
@@ -110,10 +119,14 @@ class _Receiver(threading.Thread):
     def _drain(self, sock: socket.socket) -> None:
         while True:
             try:
-                pkt = sock.recv(65535)
+                pkt, peer = sock.recvfrom(65535)
             except BlockingIOError:
                 return
-            got = parse_init(pkt)
+            if sock.family == socket.AF_INET:
+                got = parse_init(pkt)
+            else:  # an IPv6 raw socket hands over the payload only; the source is the peer address
+                init = _init_of(pkt)
+                got = None if init is None else (peer[0], *init)
             if got is not None:
                 self.seen.add(got)
 
@@ -141,16 +154,21 @@ def _send_inits(sources: Sequence[Endpoint], plan: Plan, timeout: float) -> dict
     def send(src: Endpoint) -> None:
         try:
             setns_thread(str(NETNS_DIR / src.netns))
-            with socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP) as sk:
-                mine = [p for p in plan if p[0].key == src.key]
+            mine = [p for p in plan if p[0].key == src.key]
+            socks = {fam: socket.socket(fam, socket.SOCK_RAW, IPPROTO_SCTP)
+                     for fam in {_family(t.ip) for _, t, *_ in mine}}
+            try:
                 for attempt in range(3):  # resent in case a first packet met a neighbour resolution
                     for _, t, port, sport, tag in mine:
                         try:
-                            sk.sendto(init_packet(sport, port, tag), (t.ip, 0))
+                            socks[_family(t.ip)].sendto(init_packet(sport, port, tag), (t.ip, 0))
                         except OSError:
                             pass  # an unreachable route shows up as "not received"
                     if attempt < 2:
                         time.sleep(timeout / 3)
+            finally:
+                for sk in socks.values():
+                    sk.close()
         except OSError as e:
             send_errors[src.key] = f"error: sender: {e}"
 
