@@ -136,9 +136,12 @@ def pod_ips(lab: LabUnderTest) -> dict[str, str]:
     return {f"{p['namespace']}/{p['name']}": p["ip"] for p in lab.status()["pods"]}
 
 
-def probe_table(lab: LabUnderTest, protocol: str, port: int) -> tuple[dict[tuple[str, str], bool], dict]:
+def probe_table(lab: LabUnderTest, protocol: str, port: int,
+                family: str = "all") -> tuple[dict[tuple[str, str], bool], dict]:
+    """One probe of a case; ``family`` (4 or 6) picks the targets' addresses in a dual-stack lab
+    (its cells are keyed by pod pair, so a dual-stack lab is probed one family at a time)."""
     r = lab.cli("lab", "probe", "-o", "json", "--port", str(port), "--protocol", protocol,
-                "--timeout", PROBE_TIMEOUT)
+                "--timeout", PROBE_TIMEOUT, "--family", family)
     results = json.loads(r.stdout)["results"]
     cells = {(x["from"], x["to"]): x["allowed"] for x in results}
     reasons = {(x["from"], x["to"]): x["reason"] for x in results}
@@ -165,15 +168,23 @@ def render(cells: dict[tuple[str, str], bool], expected: dict[tuple[str, str], b
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.id:02d}-{c.protocols[0].lower()}" for c in CASES])
 def test_upstream_case(case: nc.NetpolCase, lab: LabUnderTest, replayer: Replayer, pod_ips: dict[str, str],
                        capsys: pytest.CaptureFixture[str]) -> None:
+    replay_case(case, lab, replayer, pod_ips, capsys)
+
+
+def replay_case(case: nc.NetpolCase, lab: LabUnderTest, replayer: Replayer, pod_ips: dict[str, str],
+                capsys: pytest.CaptureFixture[str], family: str = "all") -> None:
+    """Replay ``case`` from the model's state and probe it; ``family`` (4 or 6) probes that family's
+    addresses, and ``pod_ips`` must then be that family's (they fill the case's CIDRs)."""
     case = nc.load_case(case.path, pod_ips)  # fill the IP-dependent CIDR placeholders
     replayer.reset()
     failures = []
-    report = [f"=== case {case.id}: {case.name} [{case.context}]"]
+    fam = "" if family == "all" else f" IPv{family}"
+    report = [f"=== case {case.id}{fam}: {case.name} [{case.context}]"]
     try:
         for si, step in enumerate(case.steps):
             replayer.run(step.actions)
             for probe in step.probes:
-                cells, reasons = probe_table(lab, probe.protocol, probe.port)
+                cells, reasons = probe_table(lab, probe.protocol, probe.port, family)
                 wrong = sorted((f, t) for f in nc.PODS for t in nc.PODS
                                if f != t and cells.get((f, t)) != probe.expected[(f, t)])
                 note = " (crafted SCTP INIT chunks over raw sockets)" if probe.protocol == "SCTP" else ""
@@ -187,4 +198,4 @@ def test_upstream_case(case: nc.NetpolCase, lab: LabUnderTest, replayer: Replaye
     finally:
         with capsys.disabled():
             print("\n" + "\n".join(report), flush=True)
-    assert not failures, f"case {case.id} ({case.name}): " + "; ".join(failures)
+    assert not failures, f"case {case.id}{fam} ({case.name}): " + "; ".join(failures)
