@@ -10,9 +10,9 @@ addresses (``lab probe --family``). SCTP cases send crafted INIT chunks over raw
 family (novanet_lab.sctp).
 
 The labs: dual-stack pods over VXLAN with the IPv4 underlay (the eBPF datapath and the vxlan BPF
-programs, IPv6 inner packets), and IPv6 pods on an IPv6-only underlay in native routing (FRR
-peering over IPv6); no tunnel runs over an IPv6 underlay yet, so that is the IPv6-only lab there
-is. All long form (make test-long): about two lab-minutes per family and lab.
+programs, IPv6 inner packets), and IPv6 pods on an IPv6-only underlay, over VXLAN (outer IPv6)
+and in native routing (FRR peering over IPv6). All long form (make test-long): about 18 minutes
+per family and lab on a loaded 2-core machine.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ MODEL = Path(__file__).resolve().parents[2] / "examples" / "lab-netpol-3node.yam
 # cell -> (cluster settings over the model's, underlay family, families probed: IPv6 first)
 LABS: dict[str, tuple[dict[str, Any], str, list[str]]] = {
     "dual-stack-vxlan": ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48"}, "dual", ["6", "4"]),
+    "ipv6-only-vxlan": ({"clusterCIDR": "fd00:42::/48"}, "IPv6", ["6"]),
     "ipv6-only-native": (
         {
             "clusterCIDR": "fd00:42::/48",

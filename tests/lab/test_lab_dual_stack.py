@@ -2,8 +2,9 @@
 TCP, UDP and ICMP, shown by ``lab status`` and ``novanetctl``; a configuration the agent refuses
 reported with the agent's message; and (long) the 3-node per-family cells over VXLAN.
 
-The short test reuses its lab for ``down`` after a crash (agent killed, state file torn), so the
-dual-stack checks cost ``make test`` no lab of their own."""
+The short test reuses its lab for restarts under traffic in both families (agent and dataplane
+SIGKILLed) and for ``down`` after a crash (agent killed, state file torn), so the dual-stack checks
+cost ``make test`` no lab of their own."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from novanet_lab import agents, procs
 from novanet_lab.netns import list_netns
 from novanet_lab.paths import LabPaths
 
+from tests.support.family_traffic import FamilyTraffic, addresses, kill_and_restart_under_traffic
 from tests.support.lab import LabUnderTest
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.lab, pytest.mark.bpf]
@@ -136,6 +138,17 @@ def test_dual_stack_lab_then_down_after_a_crash(new_lab) -> None:
     assert {(ip, key) for key, p in pods.items() for ip in p["ips"]} <= listed
     text = lab.cli("lab", "status").stdout
     assert ",".join(pods["x/a"]["ips"]) in text
+
+    # a killed agent and a killed dataplane, each restarted, under pings and a TCP stream per
+    # family: nothing lost, both addresses kept everywhere (long form, 3 nodes: test_restart_families.py)
+    before = addresses(lab)
+    traffic = FamilyTraffic(lab, pairs=[("x/a", "x/b")], stream_pair=("x/a", "y/a"))
+    report = kill_and_restart_under_traffic(lab, traffic, kills=1)
+    assert {k: v for k, v in traffic.lost(report["last"]).items() if v} == {}
+    assert all(st.ran_to_the_end and st.rates() and min(st.rates()) > 0 for st in traffic.streams), [
+        st.out + st.err for st in traffic.streams
+    ]
+    assert addresses(lab) == before
 
     # down after a crash: agent killed, state file torn; everything is still found by name
     st = lab.status()
