@@ -1,6 +1,6 @@
 """Single-stream TCP over IPv6 vs IPv4 through NovaNet's eBPF datapath, same node and across nodes
-(VXLAN and Geneve, IPv4 underlay), against IPv6 peers with no BPF, all in one run (needs root;
-~8 min with the defaults).
+(VXLAN and Geneve over an IPv4 underlay, VXLAN over an IPv6 one), against IPv6 peers with no
+BPF, all in one run (needs root; ~9 min with the defaults).
 
   python -m bench.ipv6_throughput [--rounds 7] [--seconds 3] [--plot docs/img/ipv6_throughput.png]
 
@@ -10,6 +10,8 @@ Set up at once (bench/ipv6_peers.py says what each peer is):
   a1 -> a2, cross-node a1 -> b1, each over IPv4 and over IPv6.
 * ``novanet-geneve``: the same with geneve, a1 -> b1 only (same-node traffic never meets the
   tunnel).
+* ``nv-vxlan6u``: VXLAN over an IPv6-only underlay (outer IPv6, the header flannel's own IPv6
+  form has), a1 -> b1 over IPv6.
 * the peers: ``veth-routed`` (same node, IPv6), ``routed``, ``flannel`` and ``flannel-v4u``
   (across nodes, IPv6).
 
@@ -95,6 +97,7 @@ RATIOS = {
     "vxlan IPv6/IPv4 (NovaNet)": ("nv-vxlan-v6", "nv-vxlan-v4", 0.97),
     "vxlan NovaNet IPv6 / flannel-v4u IPv6": ("nv-vxlan-v6", "flannel-v4u-v6", 1.0),
     "vxlan NovaNet IPv6 / flannel IPv6": ("nv-vxlan-v6", "flannel-v6", 1.0),
+    "vxlan over IPv6 underlay, NovaNet IPv6 / flannel IPv6": ("nv-vxlan6u-v6", "flannel-v6", 1.0),
     "geneve IPv6/IPv4 (NovaNet)": ("nv-geneve-v6", "nv-geneve-v4", 0.97),
     "geneve NovaNet IPv6 / flannel-v4u IPv6": ("nv-geneve-v6", "flannel-v4u-v6", 1.0),
     "geneve NovaNet IPv6 / flannel IPv6": ("nv-geneve-v6", "flannel-v6", 1.0),
@@ -149,13 +152,15 @@ def main() -> None:
     tag = f"b6{os.getpid() % 10000}"
     vx = TwoNodes("vxlan", prefix=f"{tag}x", placement={"a1": "a", "a2": "a", "b1": "b"})
     gn = TwoNodes("geneve", prefix=f"{tag}g", placement={"a1": "a", "b1": "b"})
+    # VXLAN over an IPv6-only underlay: the outer header flannel's own IPv6 form has
+    v6u = TwoNodes("vxlan", prefix=f"{tag}6", placement={"a1": "a", "b1": "b"}, family=6)
     peers: dict[str, Any] = {}
     servers: list[subprocess.Popen[bytes]] = []
     runs: dict[str, list[float]] = {}
     load = [os.getloadavg()[0]]
     t0 = time.monotonic()
     try:
-        for t in (vx, gn):
+        for t in (vx, gn, v6u):
             t.up()
         mtu = int(
             json.loads(vx.in_pod("a1", "ip", "-j", "link", "show", "eth0", check=True).stdout)[0]["mtu"]
@@ -176,6 +181,7 @@ def main() -> None:
             ),
             Cell("nv-vxlan-v4", vx.pods["a1"].netns, vx.pods["b1"].netns, vx.pods["b1"].ip4),
             Cell("nv-vxlan-v6", vx.pods["a1"].netns, vx.pods["b1"].netns, vx.pods["b1"].ip6),
+            Cell("nv-vxlan6u-v6", v6u.pods["a1"].netns, v6u.pods["b1"].netns, v6u.pods["b1"].ip6),
             Cell("nv-geneve-v4", gn.pods["a1"].netns, gn.pods["b1"].netns, gn.pods["b1"].ip4),
             Cell("nv-geneve-v6", gn.pods["a1"].netns, gn.pods["b1"].netns, gn.pods["b1"].ip6),
             *(
@@ -222,7 +228,7 @@ def main() -> None:
             s.wait()
         for p in peers.values():
             p.down()
-        for t in (vx, gn):
+        for t in (vx, gn, v6u):
             t.down()
     out = {
         "rounds": a.rounds,
