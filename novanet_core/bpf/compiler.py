@@ -61,6 +61,11 @@ class Programs:
         self.fds = {}
 
 
+# enum bpf_attach_type values whose programs are BPF_PROG_TYPE_CGROUP_SOCK (context struct
+# bpf_sock), not CGROUP_SOCK_ADDR: INET_SOCK_CREATE, INET4/6_POST_BIND, INET_SOCK_RELEASE
+CGROUP_SOCK_ATTACH = frozenset({2, 8, 9, 34})
+
+
 def _remove_stale(base: str) -> None:
     """Private directories of helpers whose daemon died mid-compile (kill -9)."""
     if not os.path.isdir(base):
@@ -75,7 +80,8 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
                      what: str, sock_addr: Mapping[str, int] | None = None) -> Programs:
     """Compile ``source`` against ``header_tree`` in a helper process and load each of
     ``functions`` as a tc classifier, and each of ``sock_addr`` (function -> expected attach type,
-    e.g. 10 BPF_CGROUP_INET4_CONNECT) as a cgroup sock_addr program for that hook; returns this
+    e.g. 10 BPF_CGROUP_INET4_CONNECT) as a cgroup sock_addr program for that hook (a cgroup sock
+    program for the attach types of :data:`CGROUP_SOCK_ATTACH`); returns this
     process's fds of the loaded programs. ``bpf_root`` is a directory on bpffs the helper may pin
     into; ``what`` names the programs in the error ("vxlan programs")."""
     sock = dict(sock_addr or {})
@@ -132,7 +138,8 @@ def _helper() -> int:
     try:
         b = BPF(text=req["source"].encode())
         fns = {n: b.load_func(n.encode(), BPF.SCHED_CLS) for n in req["functions"]}
-        fns.update({n: b.load_func(n.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=at)
+        fns.update({n: b.load_func(n.encode(), BPF.CGROUP_SOCK if at in CGROUP_SOCK_ATTACH else BPF.CGROUP_SOCK_ADDR,
+                                   attach_type=at)
                     for n, at in req.get("sock_addr", {}).items()})
     except Exception as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)

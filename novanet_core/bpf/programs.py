@@ -30,7 +30,7 @@ def compile_and_load(source: str, functions: Iterable[str], header_tree: str, bp
                      pin_dir: str | None = None, sock_addr: Mapping[str, int] | None = None) -> Programs:
     """Compile ``source`` against ``header_tree`` and load each of ``functions`` as a tc classifier,
     and each of ``sock_addr`` (function -> expected attach type, e.g. 10 BPF_CGROUP_INET4_CONNECT)
-    as a cgroup sock_addr program for that hook; with ``pin_dir``, each program is also pinned
+    as a cgroup sock_addr (or sock: compiler.CGROUP_SOCK_ATTACH) program for that hook; with ``pin_dir``, each program is also pinned
     there under its function name (replacing an older version). ``bpf_root`` is the caller's bpffs
     root, ``what`` names the programs in errors."""
     progs = compiler.compile_and_load(source, functions, header_tree, bpf_root, what, sock_addr=sock_addr)

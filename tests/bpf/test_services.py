@@ -8,6 +8,7 @@ socket-level path (cgroup connect4/sendmsg4/recvmsg4/getpeername4).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -130,6 +131,72 @@ def test_clusterip_socket_level(topo: Topology, datapath, servers) -> None:
     assert after["socket"] - before["socket"] == 20
     assert after["packet"] == before["packet"]  # the packets carried the backend's address already
     assert after["reverse_socket"] - before["reverse_socket"] >= 20
+
+
+# Holds one connected UDP socket to the ClusterIP open while it opens and closes N TCP and N
+# connected UDP sockets to it; each phase waits for a line on stdin (the test counts the map).
+HOLDER = r"""
+import socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def ask(u):
+    u.send(b"q\n")
+    d, a = u.recvfrom(200)
+    return "%s:%s" % a[:2]
+held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); held.settimeout(3); held.connect((ip, port))
+print(ask(held), flush=True)
+sys.stdin.readline()
+for _ in range(n):
+    c = socket.create_connection((ip, port), timeout=3); c.recv(200); c.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3); u.connect((ip, port)); ask(u); u.close()
+print("closed", flush=True)
+sys.stdin.readline()
+print(ask(held), flush=True)
+"""
+
+
+def sock_revnat_entries(topo: Topology, name: str = "sock_revnat") -> int:
+    """Entries of the pinned socket reverse-translation map, by walking its keys."""
+    from novanet_ebpf_policy.layouts import MAPS
+
+    from novanet_core.bpf import pinned, syscall
+
+    spec = MAPS[name].spec
+    fd = syscall.obj_get(pinned.versioned_path(topo.bpf_root, spec))
+    try:
+        return sum(1 for _ in syscall.map_keys(fd, spec.key_size))
+    finally:
+        os.close(fd)
+
+
+def test_a_closed_socket_drops_its_reverse_translation(topo: Topology, datapath, servers) -> None:
+    from tests.support import cgroups
+
+    a, b, c = topo.pods["a"], servers["b"], servers["c"]
+    datapath.upsert_service(frontend(80, "TCP", [be(b), be(c)]))
+    datapath.upsert_service(frontend(80, "UDP", [be(b, proto="UDP"), be(c, proto="UDP")]))
+    before, before6 = sock_revnat_entries(topo), sock_revnat_entries(topo, "sock_revnat6")
+    n = 25
+    argv = cgroups.argv_in(topo.cgroup, ["nsenter", f"--net=/run/netns/{a.ns}", "python3", "-c", HOLDER, VIP,
+                                         "80", str(n)])
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"{VIP}:80"
+        assert sock_revnat_entries(topo) == before + 1  # the held socket's entry
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        # 2n sockets were translated and closed: their entries went with them (nv_sock_release)
+        assert sock_revnat_entries(topo) == before + 1
+        assert sock_revnat_entries(topo, "sock_revnat6") == before6
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == f"{VIP}:80"  # recvmsg4 still restores the ClusterIP
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sock_revnat_entries(topo) == before  # and the held one went when it closed
 
 
 def test_no_ready_backend_is_refused_at_once(topo: Topology, datapath, servers) -> None:

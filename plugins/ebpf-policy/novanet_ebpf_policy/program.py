@@ -14,7 +14,7 @@ FROM_POD = "nv_from_pod"  # tcx ingress of the host veth: packets leaving the po
 TO_POD = "nv_to_pod"  # tcx egress of the host veth: packets the kernel delivers to the pod
 FROM_UNDERLAY = "nv_from_underlay"  # tcx ingress of the node's underlay interface (NodePort)
 TC_PROGRAMS = (FROM_POD, TO_POD, FROM_UNDERLAY)
-# cgroup sock_addr programs (Services at socket level) and their expected attach types
+# cgroup sock_addr and sock programs (Services at socket level) and their expected attach types
 # (enum bpf_attach_type: the program is verified for, and may only attach as, that hook)
 SOCK_PROGRAMS = {
     "nv_sock_connect4": 10,  # BPF_CGROUP_INET4_CONNECT
@@ -25,6 +25,9 @@ SOCK_PROGRAMS = {
     "nv_sock_sendmsg6": 15,  # BPF_CGROUP_UDP6_SENDMSG
     "nv_sock_recvmsg6": 20,  # BPF_CGROUP_UDP6_RECVMSG
     "nv_sock_getpeername6": 30,  # BPF_CGROUP_INET6_GETPEERNAME
+    # a cgroup/sock program (the attach type says so to the loader): forgets a closing socket's
+    # reverse translations
+    "nv_sock_release": 34,  # BPF_CGROUP_INET_SOCK_RELEASE
 }
 PROGRAMS = TC_PROGRAMS + tuple(SOCK_PROGRAMS)
 SERVICES_MARK = "\nNV_SERVICES\n"  # the line of datapath.c that bpf/services.c replaces

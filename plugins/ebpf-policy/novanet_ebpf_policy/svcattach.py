@@ -2,8 +2,8 @@
 ``<root>/svc_links/``:
 
 * the eight cgroup sock_addr programs (connect, sendmsg, recvmsg, getpeername, each for IPv4
-  and IPv6) on the
-  node's cgroup v2 directory (``bpf.cgroupRoot``; on a real node the cgroup v2 root, so every
+  and IPv6) and the cgroup sock release program (drops a closing socket's reverse
+  translations) on the node's cgroup v2 directory (``bpf.cgroupRoot``; on a real node the cgroup v2 root, so every
   pod and host process is covered; in the lab, the node's own subtree);
 * ``nv_from_underlay`` as tcx ingress of the node's underlay interface (NodePort from outside).
 
@@ -25,7 +25,7 @@ from novanet_ebpf_policy.program import FROM_UNDERLAY, SOCK_PROGRAMS
 log = logging.getLogger(__name__)
 
 _HOOK = {10: "connect4", 14: "sendmsg4", 19: "recvmsg4", 29: "getpeername4",
-         11: "connect6", 15: "sendmsg6", 20: "recvmsg6", 30: "getpeername6"}
+         11: "connect6", 15: "sendmsg6", 20: "recvmsg6", 30: "getpeername6", 34: "release"}
 UNDERLAY_PIN = "underlay_ingress"
 
 
@@ -50,7 +50,7 @@ class ServiceAttacher:
 
     # ------------------------------------------------------------------ cgroup
     def attach_cgroup(self, cgroup: str, prog_fds: dict[str, int]) -> dict[str, str]:
-        """Attach (or swap into) the eight hooks of ``cgroup``; a link left on another cgroup (the
+        """Attach (or swap into) the nine hooks of ``cgroup``; a link left on another cgroup (the
         config moved) is replaced. Returns hook -> "created" | "swapped" | "kept"."""
         out = {}
         cg_id = os.stat(cgroup).st_ino

@@ -322,6 +322,50 @@ int nv_sock_sendmsg6(struct bpf_sock_addr *ctx) { return nv_sock_translate6(ctx)
 int nv_sock_recvmsg6(struct bpf_sock_addr *ctx) { return nv_sock_restore6(ctx); }
 int nv_sock_getpeername6(struct bpf_sock_addr *ctx) { return nv_sock_restore6(ctx); }
 
+/* cgroup/sock release: forget the socket's reverse translation when it closes, so that closed
+ * sockets do not fill the LRU maps and push out the entries of sockets still open (a long-lived
+ * UDP socket's replies would then show the backend's address). The key carries the backend the
+ * socket talks to: for a connected socket (TCP, connected UDP) that is its peer address, which
+ * the release hook still reads. Entries of an unconnected UDP socket's sendto()s to several
+ * frontends cannot be rebuilt here and are left to the LRU. */
+int nv_sock_release(struct bpf_sock *sk) {
+    u8 proto = sk->protocol;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 1;
+    u16 port = ntohs((u16)sk->dst_port);
+    if (!port) return 1;  /* never connected: no peer to rebuild the key from */
+    u64 cookie = bpf_get_socket_cookie(sk);
+    u32 ip4 = 0;
+    if (sk->family == 2) {
+        ip4 = sk->dst_ip4;
+    } else if (sk->family == NV_AF_INET6) {
+        u32 w[4];  /* context fields are read one load each, never copied as a block */
+        w[0] = sk->dst_ip6[0];
+        w[1] = sk->dst_ip6[1];
+        w[2] = sk->dst_ip6[2];
+        w[3] = sk->dst_ip6[3];
+        if (w[0] == 0 && w[1] == 0 && w[2] == htonl(0xFFFF)) {
+            ip4 = w[3];  /* v4-mapped: the entry is in sock_revnat */
+        } else {
+            struct nv_sock_nat6_key k6 = {};
+            k6.cookie = cookie;
+            __builtin_memcpy(k6.ip, w, 16);
+            k6.port = port;
+            k6.protocol = proto;
+            sock_revnat6.delete(&k6);
+            return 1;
+        }
+    } else {
+        return 1;
+    }
+    struct nv_sock_nat_key k = {};
+    k.cookie = cookie;
+    k.ip = ntohl(ip4);
+    k.port = port;
+    k.protocol = proto;
+    sock_revnat.delete(&k);
+    return 1;
+}
+
 /* ------------------------------------------------------------------ per packet: rewriting */
 
 /* SCTP's CRC32c covers the ports but no pseudo-header. A CRC is linear, so changing the first 4
