@@ -43,6 +43,7 @@ MODEL = Path(__file__).resolve().parents[2] / "examples" / "lab-netpol-3node.yam
 # cell -> (cluster settings over the model's, underlay family, families probed: IPv6 first)
 LABS: dict[str, tuple[dict[str, Any], str, list[str]]] = {
     "dual-stack-vxlan": ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48"}, "dual", ["6", "4"]),
+    "dual-stack-geneve": ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48", "tunnelProtocol": "geneve"}, "dual", ["6", "4"]),
     "ipv6-only-vxlan": ({"clusterCIDR": "fd00:42::/48"}, "IPv6", ["6"]),
     "ipv6-only-geneve": ({"clusterCIDR": "fd00:42::/48", "tunnelProtocol": "geneve"}, "IPv6", ["6"]),
     "ipv6-only-native": (
