@@ -9,7 +9,7 @@ hostcidr is its /128, its largecidr the /4 holding it), and every probe sent to 
 addresses (``lab probe --family``). SCTP cases send crafted INIT chunks over raw sockets of the
 family (novanet_lab.sctp).
 
-The labs: dual-stack pods over VXLAN or Geneve with the IPv4 underlay (the eBPF datapath and the vxlan BPF
+The labs: dual-stack pods over VXLAN or Geneve with the IPv4 underlay (the eBPF datapath and the tunnel's BPF
 programs, IPv6 inner packets), and IPv6 pods on an IPv6-only underlay, over VXLAN (outer IPv6),
 over Geneve (outer IPv6, encapsulated in BPF) and in native routing (FRR peering over IPv6). All long form (make test-long): about 18 minutes
 per family and lab on a loaded 2-core machine.
