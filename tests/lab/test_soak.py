@@ -24,5 +24,7 @@ def test_short_chaos_soak(tmp_path) -> None:
     finally:
         soak.down()
     print(rep.summary())
-    assert rep.ops["pod_add"] > 0 and rep.ops["pod_del"] > 0 and rep.probes > 0 and sum(rep.kills.values()) > 0
+    assert (
+        rep.ops["pod_add"] > 0 and rep.ops["pod_del"] > 0 and rep.probes > 0 and sum(rep.kills.values()) > 0
+    )
     assert rep.violations == [], rep.summary()

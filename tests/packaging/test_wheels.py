@@ -37,9 +37,23 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
         shutil.copytree(src, copy, ignore=ignore)
         # --no-build-isolation: the build backend (setuptools, wheel) comes from this venv (the
         # test extra) instead of a build environment fetched per wheel, 25 s each here.
-        return subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                               "--disable-pip-version-check", str(copy), "-w", str(out)],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--disable-pip-version-check",
+                str(copy),
+                "-w",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for p in pool.map(build, [ROOT, *PLUGINS]):
@@ -68,9 +82,23 @@ def test_fresh_venv_with_only_the_wheels_discovers_every_plugin(wheels, tmp_path
     # third of the install's time, and nothing this test checks.
     venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"
-    p = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-compile",
-                        "--disable-pip-version-check", *[str(w) for w in wheels.values()]],
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "-q",
+            "--no-compile",
+            "--disable-pip-version-check",
+            *[str(w) for w in wheels.values()],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     probe = (
         "import json, importlib.resources as r\n"
@@ -97,10 +125,21 @@ def test_fresh_venv_with_only_the_wheels_discovers_every_plugin(wheels, tmp_path
         section = text.split('[project.entry-points."novanet.plugins"]')[1].split("[")[0]
         expected_eps |= {line.split("=")[0].strip() for line in section.splitlines() if "=" in line}
     assert expected_eps <= set(out["plugins"])
-    assert {"ipam:host-local", "datapath:ebpf", "datapath:kernel", "tunnel:vxlan", "state-source:manifests"} <= set(out["backends"])
+    assert {
+        "ipam:host-local",
+        "datapath:ebpf",
+        "datapath:kernel",
+        "tunnel:vxlan",
+        "state-source:manifests",
+    } <= set(out["backends"])
     assert out["ebpf_src"] is True
     # The lab is a plugin too: its wheel adds `novanet lab` to the core's `novanet` command.
-    p = subprocess.run([str(env_dir / "bin" / "novanet"), "lab", "--help"], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
+    p = subprocess.run(
+        [str(env_dir / "bin" / "novanet"), "lab", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0 and "warning" not in p.stderr, p.stdout + p.stderr
     assert all(f"  {cmd}" in p.stdout for cmd in ("up", "down", "status", "probe", "restart")), p.stdout
