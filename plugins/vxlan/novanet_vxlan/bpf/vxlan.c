@@ -98,6 +98,17 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
          * where every receiver opted in (RFC 6935/6936), and it costs nothing here. */
         __builtin_memcpy(key.remote_ipv6, t->remote_ip6, 16);
         kflags = BPF_F_TUNINFO_IPV6;
+        /* The outer source too. A key set here is never route-cached (TUNNEL_NOCACHE), so without
+         * a source the driver selected one per packet, and IPv6 source selection for a global
+         * destination scores every address of every interface in the netns: each pod's host veth
+         * included, a per-packet cost growing with the node's pods (IPv4's is the route's
+         * preferred source, no walk). The node's IPv6 address is the one the remote expects. */
+        u32 hi = NV_CFG_NODE_IP6_HI, lo = NV_CFG_NODE_IP6_LO;
+        u64 *h = config.lookup(&hi), *l = config.lookup(&lo);
+        if (h && l && (*h | *l)) {
+            u64 src[2] = {*h, *l};
+            __builtin_memcpy(key.local_ipv6, src, 16);
+        }
     } else {
         key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
     }
