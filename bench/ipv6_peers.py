@@ -1,9 +1,11 @@
-"""The IPv6 peers bench/ipv6_throughput.py measures NovaNet against: what the kernel does with no
-BPF at all, set up in netns of their own (names start with the caller's prefix).
+"""The peers bench/ipv6_throughput.py measures NovaNet against: what the kernel does with no BPF at
+all, set up in netns of their own (names start with the caller's prefix). Two of them carry IPv4
+as well, as controls: the kernel's own IPv6/IPv4 ratio on the same path, next to NovaNet's.
 
 * :class:`VethRouted6` (same node): two pods on veths into one node netns, the node routing
   between them (IPv6 forwarding, a /128 route per pod to its veth, the pods' default route via a
-  link-local gateway on the host veth), as a routed veth CNI does.
+  link-local gateway on the host veth), as a routed veth CNI does; and the same in IPv4 (a /32
+  per pod, the gateway 169.254.1.1 held by each host veth, as Calico's is answered there).
 * :class:`CrossNode6` (two nodes joined by a veth underlay carrying IPv4 and IPv6 node addresses,
   a pod per node):
   - ``routed``: no encapsulation, each node routes the other's PodCIDR via its underlay IPv6
@@ -17,7 +19,12 @@ BPF at all, set up in netns of their own (names start with the caller's prefix).
     ``cni0`` bridge as the bridge CNI plugin makes them. ``flannel`` is that as flannel does it
     (an IPv6 underlay: outer IPv6, device MTU 1430); ``flannel-v4u`` is the same programming with
     the VTEP on the node's IPv4 address, so that its outer header (IPv4 + UDP + VXLAN, MTU 1450)
-    is NovaNet's (IPv6 pods over an IPv4 underlay).
+    is NovaNet's (IPv6 pods over an IPv4 underlay). ``flannel-v4u`` pods have IPv4 addresses too,
+    routed through the same device the way flannel's IPv4 form (``flannel.1``) does it: its lease
+    address as a /32, per remote node an onlink route of the remote IPv4 subnet via the remote
+    lease address and a permanent ARP entry of it to the remote VTEP MAC. ``flannel.1``'s settings
+    are this device's (VNI 1, the IPv4 VTEP, port 4789), and the kernel takes one device per VNI,
+    port and socket family, so the IPv4 control runs through this one.
 """
 
 from __future__ import annotations
@@ -54,15 +61,25 @@ def _veth(node: str, host: str, pod: str, mtu: int) -> None:
     sh(*f"ip link add {host} netns {node} mtu {mtu} type veth peer name eth0 netns {pod} mtu {mtu}".split())
 
 
-def _routed_pod(node: str, host: str, pod: str, ip6: str) -> None:
+GW4 = "169.254.1.1"  # the IPv4 routed pods' gateway: an address every host veth holds
+
+
+def _routed_pod(node: str, host: str, pod: str, ip6: str, ip4: str | None = None) -> None:
     """A routed veth pod: its /128, the node's route of it to the veth, the pod's default route via
-    a link-local gateway on the host veth."""
+    a link-local gateway on the host veth; with ``ip4`` the same in IPv4 (its /32, the gateway
+    on the host veth, which the node's ARP answers)."""
     ns(node, "ip", "addr", "add", "fe80::1/64", "dev", host, "nodad")
     ns(node, "ip", "link", "set", host, "up")
     ns(node, "ip", "-6", "route", "add", f"{ip6}/128", "dev", host)
     ns(pod, "ip", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad")
     ns(pod, "ip", "link", "set", "eth0", "up")
     ns(pod, "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+    if ip4:
+        ns(node, "ip", "addr", "add", f"{GW4}/32", "dev", host)
+        ns(node, "ip", "route", "add", f"{ip4}/32", "dev", host)
+        ns(pod, "ip", "addr", "add", f"{ip4}/32", "dev", "eth0")
+        ns(pod, "ip", "route", "add", GW4, "dev", "eth0", "scope", "link")
+        ns(pod, "ip", "route", "add", "default", "via", GW4, "dev", "eth0")
 
 
 class _Peer:
@@ -78,20 +95,21 @@ class _Peer:
 
 
 class VethRouted6(_Peer):
-    """Two pods ``a`` (client) and ``b`` (server) routed by one node's kernel over IPv6."""
+    """Two pods ``a`` (client) and ``b`` (server) routed by one node's kernel over IPv6 and IPv4."""
 
     def __init__(self, prefix: str, mtu: int):
         self.node, self.pods, self.mtu = f"{prefix}n", {"a": f"{prefix}a", "b": f"{prefix}b"}, mtu
         self.ip6 = {"a": "fd00:45::a", "b": "fd00:45::b"}
+        self.ip4 = {"a": "10.45.0.10", "b": "10.45.0.11"}
         self.made: list[str] = []
 
     def up(self) -> None:
         self.made = [self.node, *self.pods.values()]
         _netns(*self.made)
-        ns(self.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        ns(self.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1")
         for p, pod in self.pods.items():
             _veth(self.node, f"h{p}", pod, self.mtu)
-            _routed_pod(self.node, f"h{p}", pod, self.ip6[p])
+            _routed_pod(self.node, f"h{p}", pod, self.ip6[p], self.ip4[p])
 
 
 class CrossNode6(_Peer):
@@ -107,6 +125,9 @@ class CrossNode6(_Peer):
         self.node6 = ["fd00:31:248::1", "fd00:31:248::2"]
         self.subnet = ["fd00:46:0:1::", "fd00:46:0:2::"]  # each node's IPv6 PodCIDR (/64)
         self.ip6 = {"a": "fd00:46:0:1::2", "b": "fd00:46:0:2::2"}
+        # flannel-v4u only: each node's IPv4 subnet (/24) and pod address
+        self.subnet4 = ["10.46.1.", "10.46.2."]
+        self.ip4 = {"a": "10.46.1.2", "b": "10.46.2.2"} if mode == "flannel-v4u" else {}
         self.made: list[str] = []
 
     def up(self) -> None:
@@ -115,7 +136,7 @@ class CrossNode6(_Peer):
         n1, n2 = self.nodes
         sh(*f"ip link add eth0 netns {n1} type veth peer name eth0 netns {n2}".split())
         for i, n in enumerate(self.nodes):
-            ns(n, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+            ns(n, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1")
             ns(n, "ip", "addr", "add", f"{self.node4[i]}/24", "dev", "eth0")
             ns(n, "ip", "addr", "add", f"{self.node6[i]}/64", "dev", "eth0", "nodad")
             ns(n, "ip", "link", "set", "eth0", "up")
@@ -141,6 +162,11 @@ class CrossNode6(_Peer):
                 n,
                 *f"ip -6 route add {self.subnet[j]}/64 via {self.subnet[j]} dev flannel-v6.1 onlink".split(),
             )
+            if self.ip4:  # flannel.1's programming (module docstring), on this device
+                lease, remote = f"{self.subnet4[i]}0", f"{self.subnet4[j]}0"
+                ns(n, "ip", "addr", "add", f"{lease}/32", "dev", "flannel-v6.1")
+                ns(n, *f"ip neigh add {remote} lladdr {mac[j]} dev flannel-v6.1 nud permanent".split())
+                ns(n, *f"ip route add {remote}/24 via {remote} dev flannel-v6.1 onlink".split())
         return _mtu(self.nodes[0], "flannel-v6.1")
 
     def _pod(self, i: int, p: str, pod: str, mtu: int) -> None:
@@ -160,3 +186,8 @@ class CrossNode6(_Peer):
         ns(node, "ip", "link", "set", "cni0", "up")
         ns(node, "ip", "link", "set", f"h{p}", "master", "cni0", "up")
         ns(pod, "ip", "-6", "route", "add", "default", "via", gw, "dev", "eth0")
+        if self.ip4:
+            gw4 = f"{self.subnet4[i]}1"
+            ns(node, "ip", "addr", "add", f"{gw4}/24", "dev", "cni0")
+            ns(pod, "ip", "addr", "add", f"{self.ip4[p]}/24", "dev", "eth0")
+            ns(pod, "ip", "route", "add", "default", "via", gw4, "dev", "eth0")

@@ -1,6 +1,6 @@
 """Single-stream TCP over IPv6 vs IPv4 through NovaNet's eBPF datapath, same node and across nodes
 (VXLAN and Geneve over an IPv4 underlay, VXLAN over an IPv6 one), against IPv6 peers with no
-BPF, all in one run (needs root; ~9 min with the defaults).
+BPF, all in one run (needs root; ~10 min with the defaults).
 
   python -m bench.ipv6_throughput [--rounds 7] [--seconds 3] [--plot docs/img/ipv6_throughput.png]
 
@@ -12,8 +12,12 @@ Set up at once (bench/ipv6_peers.py says what each peer is):
   tunnel).
 * ``nv-vxlan6u``: VXLAN over an IPv6-only underlay (outer IPv6, the header flannel's own IPv6
   form has), a1 -> b1 over IPv6.
-* the peers: ``veth-routed`` (same node, IPv6), ``routed``, ``flannel`` and ``flannel-v4u``
-  (across nodes, IPv6).
+* the peers: ``veth-routed`` (same node, IPv6 and IPv4), ``routed``, ``flannel`` (across nodes,
+  IPv6) and ``flannel-v4u`` (across nodes, IPv6 and IPv4). Their IPv4 cells are controls: the
+  kernel's own IPv6/IPv4 ratio on the same path with no BPF (routed veths same node; VXLAN over
+  an IPv4 underlay with the MTU of NovaNet's, 1450), printed next to NovaNet's, so that what IPv6
+  costs the kernel itself (a 20-byte longer header, a smaller MSS, its own code) is told apart
+  from what NovaNet adds.
 
 Every round runs each cell once (iperf3 -c, one stream, client on CPU 0 and server on CPU 1,
 the first second omitted as TCP's ramp), in an order rotated by one cell per round and reversed
@@ -102,6 +106,11 @@ RATIOS = {
     "geneve NovaNet IPv6 / flannel-v4u IPv6": ("nv-geneve-v6", "flannel-v4u-v6", 1.0),
     "geneve NovaNet IPv6 / flannel IPv6": ("nv-geneve-v6", "flannel-v6", 1.0),
     "vxlan NovaNet IPv6 / routed IPv6 (no encapsulation)": ("nv-vxlan-v6", "routed-v6", None),
+    # the controls: the kernel's own ratio on the same path, no BPF
+    "kernel same-node IPv6/IPv4 (veth-routed)": ("veth-routed-v6", "veth-routed-v4", None),
+    "kernel vxlan IPv6/IPv4 (flannel-v4u, IPv4 underlay)": ("flannel-v4u-v6", "flannel-v4u-v4", None),
+    "same-node NovaNet IPv4 / veth-routed IPv4": ("nv-same-v4", "veth-routed-v4", None),
+    "vxlan NovaNet IPv4 / flannel-v4u IPv4": ("nv-vxlan-v4", "flannel-v4u-v4", None),
 }
 
 
@@ -173,11 +182,11 @@ def main() -> None:
         cells = [
             Cell("nv-same-v4", vx.pods["a1"].netns, vx.pods["a2"].netns, vx.pods["a2"].ip4),
             Cell("nv-same-v6", vx.pods["a1"].netns, vx.pods["a2"].netns, vx.pods["a2"].ip6),
-            Cell(
-                "veth-routed-v6",
-                peers["veth-routed"].netns("a"),
-                peers["veth-routed"].netns("b"),
-                peers["veth-routed"].ip6["b"],
+            *(
+                Cell(
+                    f"veth-routed-v{f}", peers["veth-routed"].netns("a"), peers["veth-routed"].netns("b"), ip
+                )
+                for f, ip in ((6, peers["veth-routed"].ip6["b"]), (4, peers["veth-routed"].ip4["b"]))
             ),
             Cell("nv-vxlan-v4", vx.pods["a1"].netns, vx.pods["b1"].netns, vx.pods["b1"].ip4),
             Cell("nv-vxlan-v6", vx.pods["a1"].netns, vx.pods["b1"].netns, vx.pods["b1"].ip6),
@@ -187,6 +196,12 @@ def main() -> None:
             *(
                 Cell(f"{m}-v6", peers[m].netns("a"), peers[m].netns("b"), peers[m].ip6["b"])
                 for m in ("flannel-v4u", "flannel", "routed")
+            ),
+            Cell(
+                "flannel-v4u-v4",
+                peers["flannel-v4u"].netns("a"),
+                peers["flannel-v4u"].netns("b"),
+                peers["flannel-v4u"].ip4["b"],
             ),
         ]
         by_name = {c.name: c for c in cells}
