@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import subprocess
 
 import pytest
+from novanet_lab import kubeproxy
 from novanet_lab.kubeproxy import iptables, nftables
 from novanet_lab.kubeproxy.model import categorize, service_ports
 
@@ -17,10 +19,10 @@ def service(name, ns="ns1", **spec):
     return {"kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
-def slice_(name, svc, endpoints, ports, ns="ns1"):
+def slice_(name, svc, endpoints, ports, ns="ns1", address_type="IPv4"):
     return {"kind": "EndpointSlice", "metadata": {"name": name, "namespace": ns,
                                                   "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4", "ports": ports, "endpoints": endpoints}
+            "addressType": address_type, "ports": ports, "endpoints": endpoints}
 
 
 def ep(ip, node="node-1", **cond):
@@ -65,7 +67,7 @@ def test_iptables_basic_cluster_ip_matches_kube_proxy_line_for_line():
     ]
 
 
-MIXED = state(
+MIXED_OBJS = [
     service("web", clusterIP="10.96.0.20", sessionAffinity="ClientIP", ports=[{"name": "http", "port": 80}]),
     slice_("web-1", "web", [ep("10.42.0.5"), ep("10.42.1.5", "node-2"),
                             ep("10.42.1.6", "node-2", ready=False, serving=True, terminating=True)],
@@ -82,7 +84,8 @@ MIXED = state(
     slice_("term-1", "term", [ep("10.42.0.10", ready=False, serving=True, terminating=True),
                               ep("10.42.0.11", ready=False)], [{"port": 84}]),
     service("headless", clusterIP="None", ports=[{"port": 85}]),
-)
+]
+MIXED = state(*MIXED_OBJS)
 
 
 def _chains(lines: list[str], pattern: str) -> set[str]:
@@ -165,6 +168,103 @@ def test_nftables_shapes():
     assert "add rule ip kube-proxy cluster-ips-check ip daddr { 10.96.0.0/12 } drop" in text
 
 
+def _v6(ip: str) -> str:
+    """10.42.a.b -> fd00:42::a:b (and 10.96.0.x -> fd00:96::x): the IPv6 twin of a test address."""
+    o = ip.split(".")
+    return str(ipaddress.ip_address(f"fd00:{o[1]}::{o[2]}:{o[3]}" if o[1] == "42" else f"fd00:{o[1]}::{o[3]}"))
+
+
+def dual_stack(*objs):
+    """The objects of ``objs`` as on a dual-stack cluster: every Service with a ClusterIP also has
+    its IPv6 twin (RequireDualStack), every slice an IPv6 copy of the twins of its addresses."""
+    out = []
+    for o in objs:
+        if o["kind"] == "Service" and o["spec"].get("clusterIP") not in (None, "None"):
+            spec = {**o["spec"], "clusterIPs": [o["spec"]["clusterIP"], _v6(o["spec"]["clusterIP"])],
+                    "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]}
+            out.append({**o, "spec": spec})
+        elif o["kind"] == "EndpointSlice":
+            out.append(o)
+            eps = [{**e, "addresses": [_v6(a) for a in e["addresses"]]} for e in o["endpoints"]]
+            out.append({**o, "metadata": {**o["metadata"], "name": o["metadata"]["name"] + "-v6"},
+                        "addressType": "IPv6", "endpoints": eps})
+        else:
+            out.append(o)
+    return out
+
+
+V4ONLY = [service("v4only", clusterIP="10.96.0.26", ports=[{"port": 86}]),
+          slice_("v4only-1", "v4only", [ep("10.42.0.12")], [{"port": 86}])]
+# MIXED on a dual-stack cluster, plus a single-stack IPv4 Service
+DUAL = state(*dual_stack(*MIXED_OBJS), *V4ONLY)
+
+
+def test_each_family_has_its_own_service_ports_from_its_own_slices():
+    v4, v6 = service_ports(DUAL, "node-1", 4), service_ports(DUAL, "node-1", 6)
+    names = ["ns1/empty", "ns1/itl", "ns1/np", "ns1/npc", "ns1/term", "ns1/web:http"]
+    assert [p.name for p in v4] == sorted([*names, "ns1/v4only"])
+    assert [p.name for p in v6] == names  # v4only has no IPv6 ClusterIP, headless none at all
+    web6 = next(p for p in v6 if p.name == "ns1/web:http")
+    assert web6.cluster_ip == "fd00:96::20" and web6.family == 6
+    assert [str(e) for e in categorize(web6).cluster] == ["[fd00:42::5]:8080", "[fd00:42::1:5]:8080"]
+    assert all(e.ip.startswith("10.42.") for p in v4 for e in p.endpoints)
+    np6 = next(p for p in v6 if p.name == "ns1/np")
+    assert np6.node_port == 30081 and [str(e) for e in categorize(np6).local] == ["[fd00:42::7]:81"]
+    # A dual-stack cluster's IPv4 rules are those of the same objects on an IPv4-only cluster.
+    v4_alone = state(*MIXED_OBJS, *V4ONLY)
+    assert iptables.render(v4, "10.42.0.0/16") == iptables.render(service_ports(v4_alone, "node-1"), "10.42.0.0/16")
+    assert nftables.render(v4, "10.42.0.0/16", "10.96.0.0/12") == nftables.render(
+        service_ports(v4_alone, "node-1"), "10.42.0.0/16", "10.96.0.0/12")
+
+
+def test_iptables_ipv6_proxier_rules():
+    ports = service_ports(DUAL, "node-1", 6)
+    text = iptables.render(ports, "fd00:42::/48", 6)
+    web = next(p for p in ports if p.name == "ns1/web:http")
+    sep = iptables.sep_chain(web, web.endpoints[0])
+    # The endpoint is "[ip]:port" in the SEP hash, the comments and the DNAT target, as kube-proxy writes it.
+    assert sep == "KUBE-SEP-" + iptables._hash("ns1/web:httptcp[fd00:42::5]:8080")
+    assert f"-A {sep} -m comment --comment ns1/web:http -s fd00:42::5 -j KUBE-MARK-MASQ" in text
+    assert (f"-A {sep} -m comment --comment ns1/web:http -m recent --name {sep} --set -m tcp -p tcp -j DNAT "
+            "--to-destination [fd00:42::5]:8080") in text
+    assert (f'-A {iptables.svc_chain(web)} -m comment --comment "ns1/web:http cluster IP" -m tcp -p tcp '
+            "-d fd00:96::20 --dport 80 ! -s fd00:42::/48 -j KUBE-MARK-MASQ") in text
+    assert ('-A KUBE-SERVICES -m comment --comment "ns1/empty has no endpoints" -m udp -p udp -d fd00:96::22 '
+            "--dport 53 -j REJECT") in text
+    # No localhost NodePorts over IPv6: the tail rule leaves ::1 out, KUBE-FIREWALL stays empty.
+    assert text.splitlines()[-2].endswith("-m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS")
+    assert "KUBE-FIREWALL" not in text and "127.0.0.0/8" not in text
+    assert not any(("10.42." in line or "10.96." in line) for line in text.splitlines())
+
+
+def test_iptables_ipv6_rules_jump_only_to_chains_they_create_and_fill():
+    text = iptables.render(service_ports(DUAL, "node-1", 6), "fd00:42::/48", 6)
+    builtin = {"ACCEPT", "REJECT", "DROP", "MARK", "RETURN", "DNAT", "SNAT", "MASQUERADE"}
+    for table in ("*filter\n", "*nat\n"):
+        lines = text.split(table, 1)[1].split("COMMIT\n")[0].splitlines()
+        created, filled = _chains(lines, r"^:(\S+)"), _chains(lines, r"^-A (\S+)")
+        jumped = _chains(lines, r"-j (\S+)") - builtin
+        assert jumped <= created and filled <= created and jumped - filled <= {"KUBE-NODEPORTS"}
+
+
+def test_nftables_ipv6_proxier_table():
+    ports = service_ports(DUAL, "node-1", 6)
+    text = nftables.render(ports, "fd00:42::/48", "fd00:96::/108", 6)
+    web = next(p for p in ports if p.name == "ns1/web:http")
+    chain = nftables.endpoint_chain(web, web.endpoints[0])
+    assert chain.endswith("-ns1/web/tcp/http__fd00.42..5/8080")  # colons as dots, as kube-proxy names it
+    assert text.startswith("add table ip6 kube-proxy")
+    assert f"add rule ip6 kube-proxy {chain} meta l4proto tcp dnat to [fd00:42::5]:8080" in text
+    assert f"add rule ip6 kube-proxy {chain} ip6 saddr fd00:42::5 jump mark-for-masquerade" in text
+    assert f"add rule ip6 kube-proxy {chain} update @{nftables.affinity_set(web, web.endpoints[0])} {{ ip6 saddr }}" in text
+    assert "type ipv6_addr ; flags dynamic,timeout ; timeout 10800s" in text
+    assert (f"add element ip6 kube-proxy service-ips {{ fd00:96::20 . tcp . 80 : goto {nftables.service_chain(web)} }}"
+            in text)
+    assert "add rule ip6 kube-proxy cluster-ips-check ip6 daddr { fd00:96::/108 } drop" in text
+    assert "add rule ip6 kube-proxy services fib daddr type local ip6 daddr != ::1 meta l4proto . th dport" in text
+    assert " ip " not in text and "ipv4_addr" not in text and "127.0.0.0/8" not in text
+
+
 @pytest.fixture
 def scratch_netns():
     name = f"kpr-{secrets.token_hex(4)}"
@@ -200,3 +300,33 @@ def test_the_kernel_takes_both_rule_sets(scratch_netns):
     listed = subprocess.run(["nsenter", f"--net={scratch_netns}", "nft", "list", "table", "ip", "kube-proxy"],
                             text=True, capture_output=True, check=True).stdout
     assert "10.96.0.21" not in listed and "10.96.0.20" in listed
+
+
+@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_each_family_is_synced_and_pruned_on_its_own(scratch_netns, mode):
+    # Both proxiers' full syncs into one netns, as the lab does: the kernel takes the IPv6 rules, a
+    # family's next sync removes its stale service chains and leaves the other family's alone.
+    name = scratch_netns.rsplit("/", 1)[1]
+    v4, v6 = service_ports(DUAL, "node-1", 4), service_ports(DUAL, "node-1", 6)
+    kubeproxy.install(name, mode, v4, "10.42.0.0/16", "10.96.0.0/12", 4)
+    kubeproxy.install(name, mode, v6, "fd00:42::/48", "fd00:96::/108", 6)
+
+    def listed(fam: int) -> str:
+        if mode == "nftables":
+            argv = ["nft", "list", "table", "ip6" if fam == 6 else "ip", "kube-proxy"]
+        else:
+            argv = ["ip6tables-save" if fam == 6 else "iptables-save"]
+        return subprocess.run(["nsenter", f"--net={scratch_netns}", *argv], text=True, capture_output=True,
+                              check=True).stdout
+
+    np6 = next(p for p in v6 if p.name == "ns1/np")
+    stale = iptables.ext_chain(np6) if mode == "iptables" else nftables.external_chain(np6)
+    got6 = listed(6)
+    assert "fd00:96::21" in got6 and stale in got6
+    assert "[fd00:42::5]:8080" in got6  # the DNAT target, as either tool lists it
+    kubeproxy.install(name, mode, [p for p in v6 if p.name != "ns1/np"], "fd00:42::/48", "fd00:96::/108", 6)
+    got6, got4 = listed(6), listed(4)
+    assert "fd00:96::21" not in got6 and stale not in got6 and "fd00:96::20" in got6
+    assert "10.96.0.21" in got4 and stale in got4  # the IPv4 proxier's chain of the same name stays

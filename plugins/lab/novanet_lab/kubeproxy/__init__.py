@@ -6,10 +6,17 @@ model.py     kube-proxy's view of service ports and endpoints
 iptables.py  the iptables mode's chains (iptables-restore --noflush, as kube-proxy does)
 nftables.py  the nftables mode's ``ip kube-proxy`` table (one nft -f transaction)
 
-Host setup a node needs for it (``setup_node``): a route for serviceCIDR (a real node's default
-route covers ClusterIPs, so that a host process's connect() gets as far as the nat OUTPUT hook;
-a lab node has no default route), and ``route_localnet=1`` in iptables mode (kube-proxy sets it
-for NodePorts on 127.0.0.1).
+One proxier per IP family, as kube-proxy's meta proxier on a dual-stack node
+(``pkg/proxy/metaproxier``, ``NewDualStackProxier`` in both modes): a family is synced when
+serviceCIDR and clusterCIDR both have a range of it (kube-proxy's ``--cluster-cidr`` per family
+for ``--detect-local-mode=ClusterCIDR``), IPv4 with iptables-restore / ``ip kube-proxy``, IPv6
+with ip6tables-restore / ``ip6 kube-proxy``, each from its own family's ClusterIPs and
+EndpointSlices.
+
+Host setup a node needs for it (``setup_node``): a route for each family's serviceCIDR (a real
+node's default route covers ClusterIPs, so that a host process's connect() gets as far as the nat
+OUTPUT hook; a lab node has no default route), and ``route_localnet=1`` in iptables mode (kube-proxy
+sets it for NodePorts on 127.0.0.1; IPv4 only, IPv6 has no localhost NodePorts).
 """
 
 from __future__ import annotations
@@ -40,9 +47,17 @@ def _run(ns: str, argv: list[str], stdin: str | None = None, check: bool = True)
     return r
 
 
-def _ipv4_service_cidr(cluster: dict[str, Any]) -> str | None:
-    """The IPv4 range of serviceCIDR: the rule shapes emulated here are kube-proxy's IPv4 ones."""
-    return ipfamily.pick(ipfamily.split(str(cluster.get("serviceCIDR", "10.96.0.0/12"))), 4)
+def proxier_families(cluster: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """``(family, clusterCIDR range, serviceCIDR range)`` of every proxier this cluster runs,
+    IPv4 first."""
+    clusters = ipfamily.split(str(cluster.get("clusterCIDR", "10.42.0.0/16")))
+    services = ipfamily.split(str(cluster.get("serviceCIDR", "10.96.0.0/12")))
+    out = []
+    for fam in (4, 6):
+        cc, sc = ipfamily.pick(clusters, fam), ipfamily.pick(services, fam)
+        if cc and sc:
+            out.append((fam, cc, sc))
+    return out
 
 
 def setup_node(st: LabState, node: str) -> None:
@@ -50,55 +65,55 @@ def setup_node(st: LabState, node: str) -> None:
     if mode == "none":
         return
     n = st.nodes[node]
-    service_cidr = _ipv4_service_cidr(st.spec.get("cluster") or {})
-    gw = st.underlay.gateway if st.underlay else None
-    if gw and service_cidr:
-        _run(n.netns, ["ip", "route", "replace", service_cidr, "via", gw])
+    gateways = (st.underlay.gateways or [st.underlay.gateway]) if st.underlay else []
+    for fam, _, service_cidr in proxier_families(st.spec.get("cluster") or {}):
+        gw = ipfamily.pick(gateways, fam)
+        if gw:
+            _run(n.netns, ["ip", f"-{fam}", "route", "replace", service_cidr, "via", gw])
     if mode == "iptables":
         netns.set_sysctl(n.netns, "net.ipv4.conf.all.route_localnet", "1")
 
 
 def sync(st: LabState, state: ClusterState) -> None:
-    """Install the current rules in every node (no-op with kubeProxy: none)."""
+    """Install the current rules of every family's proxier in every node (no-op with kubeProxy: none)."""
     mode = mode_of(st)
     if mode == "none":
         return
-    cluster = st.spec.get("cluster") or {}
-    cluster_cidr = cluster.get("clusterCIDR", "10.42.0.0/16")
-    service_cidr = _ipv4_service_cidr(cluster)
-    if service_cidr is None:
-        return
-    for n in st.nodes.values():
-        install(n.netns, mode, service_ports(state, n.name), cluster_cidr, service_cidr)
+    for fam, cluster_cidr, service_cidr in proxier_families(st.spec.get("cluster") or {}):
+        for n in st.nodes.values():
+            install(n.netns, mode, service_ports(state, n.name, fam), cluster_cidr, service_cidr, fam)
 
 
-def install(ns: str, mode: str, ports: list[KPServicePort], cluster_cidr: str, service_cidr: str) -> None:
-    """One full sync of ``mode``'s rules for ``ports`` in netns ``ns`` (also bench/services.py's
-    kube-proxy peer)."""
+def install(ns: str, mode: str, ports: list[KPServicePort], cluster_cidr: str, service_cidr: str,
+            family: int = 4) -> None:
+    """One full sync of ``mode``'s rules of ``family``'s proxier for ``ports`` (that family's) in
+    netns ``ns`` (also bench/services.py's kube-proxy peer)."""
     if mode == "iptables":
-        _sync_iptables(ns, ports, cluster_cidr)
+        _sync_iptables(ns, ports, cluster_cidr, family)
     elif mode == "nftables":
-        _run(ns, ["nft", "-f", "-"], nftables.render(ports, cluster_cidr, service_cidr))
+        _run(ns, ["nft", "-f", "-"], nftables.render(ports, cluster_cidr, service_cidr, family))
     else:
         raise LabError(f"kube-proxy emulation: unknown mode {mode!r} (one of {', '.join(MODES[1:])})")
 
 
-def _sync_iptables(ns: str, ports: list[KPServicePort], cluster_cidr: str) -> None:
+def _sync_iptables(ns: str, ports: list[KPServicePort], cluster_cidr: str, family: int) -> None:
     # kube-proxy ensures its chains and the jumps to them one by one (EnsureChain/EnsureRule,
     # prepended), then writes everything else in one iptables-restore --noflush. Jumps found in
     # iptables-save's output are not checked again (a miss is checked with -C before inserting).
-    saved = _run(ns, ["iptables-save"]).stdout
+    # The IPv6 proxier does the same with the ip6tables tools.
+    tool = "ip6tables" if family == 6 else "iptables"
+    saved = _run(ns, [f"{tool}-save"]).stdout
     for table, chain, src, comment, extra in iptables.JUMP_CHAINS:
         rule = iptables.jump_rule(table, chain, src, comment, extra)
         line = " ".join(["-A", src, *(f'"{a}"' if " " in a else a for a in rule[2:])])
         if line in saved:
             continue
-        _run(ns, ["iptables", "-w", "-t", table, "-N", chain], check=False)
-        if _run(ns, ["iptables", "-w", *rule[:2], "-C", src, *rule[2:]], check=False).returncode != 0:
-            _run(ns, ["iptables", "-w", *rule[:2], "-I", src, *rule[2:]])
+        _run(ns, [tool, "-w", "-t", table, "-N", chain], check=False)
+        if _run(ns, [tool, "-w", *rule[:2], "-C", src, *rule[2:]], check=False).returncode != 0:
+            _run(ns, [tool, "-w", *rule[:2], "-I", src, *rule[2:]])
     nat = saved.split("*nat\n", 1)[1].split("COMMIT\n", 1)[0] if "*nat\n" in saved else ""
     existing = [line[1:].split()[0] for line in nat.splitlines() if line.startswith(":KUBE-")]
-    text = iptables.render(ports, cluster_cidr)
+    text = iptables.render(ports, cluster_cidr, family)
     active = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
     stale = [c for c in existing if c.startswith(iptables.SERVICE_CHAIN_PREFIXES) and c not in active]
     if stale:
@@ -106,4 +121,4 @@ def _sync_iptables(ns: str, ports: list[KPServicePort], cluster_cidr: str) -> No
         head, commit = text.rsplit("COMMIT\n", 1)[0], "COMMIT\n"
         text = head.replace("*nat\n", "*nat\n" + "".join(f":{c} - [0:0]\n" for c in stale), 1)
         text += "".join(f"-X {c}\n" for c in stale) + commit
-    _run(ns, ["iptables-restore", "-w", "--noflush"], text)
+    _run(ns, [f"{tool}-restore", "-w", "--noflush"], text)

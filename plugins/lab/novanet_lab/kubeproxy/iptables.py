@@ -17,6 +17,11 @@ accepting NodePorts, ``localhostNodePorts`` on, ``nf_conntrack_tcp_be_liberal`` 
                   endpoints); KUBE-FORWARD accepts marked and established traffic; KUBE-FIREWALL
                   drops martian 127/8.
 
+The IPv6 proxier (``ip6tables-restore``) writes the same chains with that family's ClusterIPs,
+endpoints (``[ip]:port``) and clusterCIDR, less what only IPv4 has: no ``block incoming localnet
+connections`` rule (KUBE-FIREWALL is ensured and jumped to, but left empty: localhost NodePorts
+need ``route_localnet``, which IPv6 has not), and the NodePort tail rule excludes ``::1/128``.
+
 Chain names are kube-proxy's: ``KUBE-SVC-`` + the first 16 base32 characters of
 sha256(servicePortName + protocol), ``KUBE-SEP-`` the same over servicePortName + protocol + "ip:port".
 """
@@ -92,14 +97,17 @@ def _q(text: str) -> str:
     return f'"{text}"' if " " in text else text
 
 
-def render(ports: list[KPServicePort], cluster_cidr: str) -> str:
-    """The iptables-restore input of one full kube-proxy sync (applied with --noflush)."""
+def render(ports: list[KPServicePort], cluster_cidr: str, family: int = 4) -> str:
+    """The iptables-restore input of one full kube-proxy sync of ``family``'s proxier (applied
+    with --noflush, by ``ip6tables-restore`` for 6)."""
     filter_chains = ["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
-                     "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL"]
+                     "KUBE-PROXY-FIREWALL"]
     nat_chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
-    fr: list[str] = [
-        f"-A KUBE-FIREWALL -m comment --comment {_q('block incoming localnet connections')} -d 127.0.0.0/8 "
-        "! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]
+    fr: list[str] = []
+    if family == 4:  # localhostNodePorts' mitigation, written by the IPv4 proxier only
+        filter_chains.append("KUBE-FIREWALL")
+        fr.append(f"-A KUBE-FIREWALL -m comment --comment {_q('block incoming localnet connections')} "
+                  "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP")
     nr: list[str] = [
         f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
         f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
@@ -120,7 +128,7 @@ def render(ports: list[KPServicePort], cluster_cidr: str) -> str:
     # Anything not caught above and addressed to this node is a NodePort candidate; last rule.
     nr.append(f"-A KUBE-SERVICES -m comment --comment "
               f"{_q('kubernetes service nodeports; NOTE: this must be the last rule in this chain')} "
-              "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
+              f"-m addrtype --dst-type LOCAL{' ! -d ::1/128' if family == 6 else ''} -j KUBE-NODEPORTS")
     fr.append("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP")
     fr.append(f"-A KUBE-FORWARD -m comment --comment {_q('kubernetes forwarding rules')} "
               f"-m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT")

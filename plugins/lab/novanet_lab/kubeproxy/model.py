@@ -4,11 +4,15 @@ Written from kube-proxy's source (``pkg/proxy/serviceport.go``, ``pkg/proxy/endp
 ``pkg/proxy/topology.go`` ``CategorizeEndpoints``) and kept apart from NovaNet's own resolution
 (``novanet_core.services``) on purpose: the emulated kube-proxy must not inherit NovaNet's bugs.
 
-- a service port exists for every port of a Service that has an IPv4 ClusterIP (not headless,
-  not ExternalName); its name is ``ns/name:portName`` (``ns/name`` for an unnamed port);
-- its endpoints come from the Service's IPv4 slices (label ``kubernetes.io/service-name``), from
-  the slice port of the same name and protocol that has a number; one per ``ip:port`` (the
-  first address of an endpoint), local when ``nodeName`` is this node;
+- kube-proxy runs one proxier per IP family (``pkg/proxy/metaproxier``; each family's
+  ``ServiceChangeTracker`` and ``EndpointsChangeTracker`` keep only their family): a service port
+  exists, in a family, for every port of a Service that has a ClusterIP of that family among its
+  ``clusterIPs`` (not headless, not ExternalName); its name is ``ns/name:portName`` (``ns/name``
+  for an unnamed port), the same in both families;
+- its endpoints come from the Service's slices of that family's ``addressType`` (label
+  ``kubernetes.io/service-name``), from the slice port of the same name and protocol that has a
+  number; one per ``ip:port`` (the first address of an endpoint; ``[ip]:port`` for IPv6, as
+  ``net.JoinHostPort`` writes it), local when ``nodeName`` is this node;
 - ``CategorizeEndpoints``: Cluster-policy endpoints are the ready ones, or when none is ready
   the serving-and-terminating ones; Local-policy endpoints the same among this node's. Topology
   hints are not emulated (the lab has no zones).
@@ -33,7 +37,8 @@ class KPEndpoint:
     terminating: bool
 
     def __str__(self) -> str:
-        return f"{self.ip}:{self.port}"
+        # BaseEndpointInfo.String(): net.JoinHostPort, so an IPv6 address is bracketed
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
 
 @dataclass
@@ -47,6 +52,10 @@ class KPServicePort:
     internal_local: bool
     external_local: bool
     endpoints: list[KPEndpoint] = field(default_factory=list)
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.cluster_ip else 4
 
     @property
     def externally_accessible(self) -> bool:
@@ -73,20 +82,27 @@ def port_name(svc: Service, sp: ServicePort) -> str:
     return f"{svc.namespace}/{svc.name}" + (f":{sp.name}" if sp.name else "")
 
 
-def _ipv4(ip: str | None) -> bool:
-    try:
-        return ip is not None and ipaddress.ip_address(ip).version == 4
-    except ValueError:
-        return False
+def cluster_ip_of(svc: Service, family: int) -> str | None:
+    """The Service's ClusterIP of ``family`` (from ``clusterIPs``, or ``clusterIP`` alone), if any."""
+    for ip in svc.cluster_ips or ((svc.cluster_ip,) if svc.cluster_ip else ()):
+        try:
+            if ipaddress.ip_address(ip).version == family:
+                return ip
+        except ValueError:
+            continue
+    return None
 
 
-def service_ports(state: ClusterState, node: str) -> list[KPServicePort]:
+def service_ports(state: ClusterState, node: str, family: int = 4) -> list[KPServicePort]:
+    """The service ports of ``family``'s proxier on ``node``."""
     out = []
+    address_type = f"IPv{family}"
     for svc in sorted(state.services.values(), key=lambda s: s.key):
-        if svc.type == "ExternalName" or svc.headless or not _ipv4(svc.cluster_ip):
+        cluster_ip = None if svc.type == "ExternalName" or svc.headless else cluster_ip_of(svc, family)
+        if cluster_ip is None:
             continue
         slices = [s for s in state.endpointslices.values()
-                  if s.namespace == svc.namespace and s.service_name == svc.name and s.address_type == "IPv4"]
+                  if s.namespace == svc.namespace and s.service_name == svc.name and s.address_type == address_type]
         for sp in svc.ports:
             eps: dict[str, KPEndpoint] = {}
             for s in slices:
@@ -96,9 +112,8 @@ def service_ports(state: ClusterState, node: str) -> list[KPServicePort]:
                 for e in s.endpoints:
                     ep = KPEndpoint(e.addresses[0], port.port, e.node_name == node, e.ready, e.serving, e.terminating)
                     eps.setdefault(str(ep), ep)
-            assert svc.cluster_ip is not None
             out.append(KPServicePort(
-                name=port_name(svc, sp), protocol=sp.protocol.lower(), cluster_ip=svc.cluster_ip, port=sp.port,
+                name=port_name(svc, sp), protocol=sp.protocol.lower(), cluster_ip=cluster_ip, port=sp.port,
                 node_port=sp.node_port or 0 if svc.has_node_ports else 0,
                 affinity_seconds=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0,
                 internal_local=svc.internal_traffic_policy == "Local",

@@ -17,6 +17,11 @@ every local address accepting NodePorts):
   cluster-ips-check  reject other ports of a ClusterIP, drop unallocated addresses of serviceCIDR
   masquerading    marked packets masquerade fully-random
 
+The IPv6 proxier writes the same into its own ``ip6 kube-proxy`` table (``setupNFTables``'s
+``ipX``): ``ip6`` matches, ``ipv6_addr`` sets and map keys, ``::1`` where IPv4 has 127.0.0.0/8,
+``dnat to [ip]:port``, and the endpoint's colons written as dots in chain names
+(``servicePortEndpointChainNameBase``).
+
 kube-proxy updates the table incrementally; the lab writes the whole table in one ``nft -f``
 transaction (delete and re-create), which is what kube-proxy's full sync amounts to.
 """
@@ -81,7 +86,7 @@ def external_chain(sp: KPServicePort) -> str:
 
 def _ep_base(sp: KPServicePort, ep: KPEndpoint) -> str:
     ns_name, _, port = sp.name.partition(":")
-    return _base(f"{ns_name}/{sp.protocol}/{port}__{ep.ip}/{ep.port}")
+    return _base(f"{ns_name}/{sp.protocol}/{port}__{ep.ip.replace(':', '.')}/{ep.port}")
 
 
 def endpoint_chain(sp: KPServicePort, ep: KPEndpoint) -> str:
@@ -96,23 +101,30 @@ def _q(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
-def render(ports: list[KPServicePort], cluster_cidr: str, service_cidr: str) -> str:
-    """One ``nft -f`` transaction that replaces the whole ``ip kube-proxy`` table."""
-    t = f"ip {TABLE}"
+def table(family: int) -> str:
+    """``ip kube-proxy`` or ``ip6 kube-proxy``: the table of ``family``'s proxier."""
+    return f"{'ip6' if family == 6 else 'ip'} {TABLE}"
+
+
+def render(ports: list[KPServicePort], cluster_cidr: str, service_cidr: str, family: int = 4) -> str:
+    """One ``nft -f`` transaction that replaces the whole table of ``family``'s proxier."""
+    t = table(family)
+    ipx, addr = ("ip6", "ipv6_addr") if family == 6 else ("ip", "ipv4_addr")
+    no_localhost = "::1" if family == 6 else "127.0.0.0/8"
     head = [f"add table {t} {{ comment {_q('rules for kube-proxy')} ; }}", f"delete table {t}",
             f"add table {t} {{ comment {_q('rules for kube-proxy')} ; }}"]
     chains: list[str] = []
     rules: list[str] = []
     elements: list[str] = []
     sets = [
-        f"add set {t} cluster-ips {{ type ipv4_addr ; comment {_q('Active ClusterIPs')} ; }}",
-        f"add map {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        f"add set {t} cluster-ips {{ type {addr} ; comment {_q('Active ClusterIPs')} ; }}",
+        f"add map {t} no-endpoint-services {{ type {addr} . inet_proto . inet_service : verdict ; "
         f"comment {_q('vmap to drop or reject packets to services with no endpoints')} ; }}",
         f"add map {t} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; "
         f"comment {_q('vmap to drop or reject packets to service nodeports with no endpoints')} ; }}",
-        f"add map {t} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        f"add map {t} firewall-ips {{ type {addr} . inet_proto . inet_service : verdict ; "
         f"comment {_q('destinations that are subject to LoadBalancerSourceRanges')} ; }}",
-        f"add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        f"add map {t} service-ips {{ type {addr} . inet_proto . inet_service : verdict ; "
         f"comment {_q('ClusterIP, ExternalIP and LoadBalancer IP traffic')} ; }}",
         f"add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; "
         f"comment {_q('NodePort traffic')} ; }}",
@@ -130,26 +142,26 @@ def render(ports: list[KPServicePort], cluster_cidr: str, service_cidr: str) -> 
         f"add rule {t} masquerading mark and {MASQ_MARK} == 0 return",
         f"add rule {t} masquerading mark set mark xor {MASQ_MARK}",
         f"add rule {t} masquerading masquerade fully-random",
-        f"add rule {t} cluster-ips-check ip daddr @cluster-ips reject comment "
+        f"add rule {t} cluster-ips-check {ipx} daddr @cluster-ips reject comment "
         f"{_q('Reject traffic to invalid ports of ClusterIPs')}",
-        f"add rule {t} cluster-ips-check ip daddr {{ {service_cidr} }} drop comment "
+        f"add rule {t} cluster-ips-check {ipx} daddr {{ {service_cidr} }} drop comment "
         f"{_q('Drop traffic to unallocated ClusterIPs')}",
         f"add rule {t} reject-chain reject",
-        f"add rule {t} service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
-        f"add rule {t} nodeport-endpoints-check ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        f"add rule {t} service-endpoints-check {ipx} daddr . meta l4proto . th dport vmap @no-endpoint-services",
+        f"add rule {t} nodeport-endpoints-check {ipx} daddr != {no_localhost} meta l4proto . th dport "
         "vmap @no-endpoint-nodeports",
-        f"add rule {t} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
-        f"add rule {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
-        f"add rule {t} services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        f"add rule {t} firewall-check {ipx} daddr . meta l4proto . th dport vmap @firewall-ips",
+        f"add rule {t} services {ipx} daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {t} services fib daddr type local {ipx} daddr != {no_localhost} meta l4proto . th dport "
         "vmap @service-nodeports",
     ]
     for sp in ports:
-        _service(t, sp, cluster_cidr, chains, sets, rules, elements)
+        _service(t, sp, cluster_cidr, chains, sets, rules, elements, ipx, addr)
     return "\n".join([*head, *sets, *chains, *rules, *elements]) + "\n"
 
 
 def _service(t: str, sp: KPServicePort, cluster_cidr: str, chains: list[str], sets: list[str], rules: list[str],
-             elements: list[str]) -> None:
+             elements: list[str], ipx: str, addr: str) -> None:
     pl = plan(sp)
     cat = pl.cat
     p = sp.protocol
@@ -157,7 +169,7 @@ def _service(t: str, sp: KPServicePort, cluster_cidr: str, chains: list[str], se
     for ep in cat.reachable:
         chains.append(f"add chain {t} {endpoint_chain(sp, ep)}")
         if sp.affinity_seconds:
-            sets.append(f"add set {t} {affinity_set(sp, ep)} {{ type ipv4_addr ; flags dynamic,timeout ; "
+            sets.append(f"add set {t} {affinity_set(sp, ep)} {{ type {addr} ; flags dynamic,timeout ; "
                         f"timeout {sp.affinity_seconds}s ; }}")
     if pl.uses_cluster:
         chains.append(f"add chain {t} {svc}")
@@ -183,35 +195,35 @@ def _service(t: str, sp: KPServicePort, cluster_cidr: str, chains: list[str], se
             elements.append(f"add element {t} no-endpoint-nodeports {{ {p} . {sp.node_port} comment {_q(sp.name)} : "
                             f"{external_verdict} }}")
     if has_internal:
-        rules.append(f"add rule {t} {internal} ip daddr {sp.cluster_ip} {p} dport {sp.port} "
-                     f"ip saddr != {cluster_cidr} jump mark-for-masquerade")
+        rules.append(f"add rule {t} {internal} {ipx} daddr {sp.cluster_ip} {p} dport {sp.port} "
+                     f"{ipx} saddr != {cluster_cidr} jump mark-for-masquerade")
     if uses_ext:
         if not sp.external_local:
             rules.append(f"add rule {t} {ext} jump mark-for-masquerade")
         else:
-            rules.append(f"add rule {t} {ext} ip saddr {cluster_cidr} goto {svc} comment {_q('short-circuit pod traffic')}")
+            rules.append(f"add rule {t} {ext} {ipx} saddr {cluster_cidr} goto {svc} comment {_q('short-circuit pod traffic')}")
             rules.append(f"add rule {t} {ext} fib saddr type local jump mark-for-masquerade comment "
                          f"{_q('masquerade local traffic')}")
             rules.append(f"add rule {t} {ext} fib saddr type local goto {svc} comment {_q('short-circuit local traffic')}")
         if has_external:
             rules.append(f"add rule {t} {ext} goto {external_policy}")
     if pl.uses_cluster:
-        rules.extend(_to_endpoints(t, sp, svc, cat.cluster))
+        rules.extend(_to_endpoints(t, sp, svc, cat.cluster, ipx))
     if pl.uses_local:
-        rules.extend(_to_endpoints(t, sp, loc, cat.local))
+        rules.extend(_to_endpoints(t, sp, loc, cat.local, ipx))
     for ep in cat.reachable:
         chain = endpoint_chain(sp, ep)
-        rules.append(f"add rule {t} {chain} ip saddr {ep.ip} jump mark-for-masquerade")
+        rules.append(f"add rule {t} {chain} {ipx} saddr {ep.ip} jump mark-for-masquerade")
         if sp.affinity_seconds:
-            rules.append(f"add rule {t} {chain} update @{affinity_set(sp, ep)} {{ ip saddr }}")
+            rules.append(f"add rule {t} {chain} update @{affinity_set(sp, ep)} {{ {ipx} saddr }}")
         rules.append(f"add rule {t} {chain} meta l4proto {p} dnat to {ep}")
 
 
-def _to_endpoints(t: str, sp: KPServicePort, chain: str, endpoints: list[KPEndpoint]) -> list[str]:
+def _to_endpoints(t: str, sp: KPServicePort, chain: str, endpoints: list[KPEndpoint], ipx: str) -> list[str]:
     rules = []
     if sp.affinity_seconds:
         for ep in endpoints:
-            rules.append(f"add rule {t} {chain} ip saddr @{affinity_set(sp, ep)} goto {endpoint_chain(sp, ep)}")
+            rules.append(f"add rule {t} {chain} {ipx} saddr @{affinity_set(sp, ep)} goto {endpoint_chain(sp, ep)}")
     vmap = ", ".join(f"{i} : goto {endpoint_chain(sp, ep)}" for i, ep in enumerate(endpoints))
     rules.append(f"add rule {t} {chain} numgen random mod {len(endpoints)} vmap {{ {vmap} }}")
     return rules
