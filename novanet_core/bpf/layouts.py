@@ -195,6 +195,10 @@ class ConfigKey(enum.IntEnum):
     CLUSTER_CIDR6_HI = 22
     CLUSTER_CIDR6_LO = 23
     CLUSTER_CIDR6_PREFIX_LEN = 24
+    # serviceCIDR's IPv6 range, the same way (kube-proxy mode: egress decided after its DNAT)
+    SERVICE_CIDR6_HI = 25
+    SERVICE_CIDR6_LO = 26
+    SERVICE_CIDR6_PREFIX_LEN = 27
 
 
 CONFIG_SLOTS = 32

@@ -307,14 +307,20 @@ class EbpfDatapath:
                             ("gateway", ConfigKey.GATEWAY_IP6_HI, ConfigKey.GATEWAY_IP6_LO)):
             if s6.get(key):
                 writes[hi], writes[lo] = ip6_config_words(s6[key], key)
-        if s6.get("clusterCIDR"):  # overlay: an unknown address in it is NO_ROUTE (bpf/datapath6.c)
+        # clusterCIDR, overlay: an unknown address in it is NO_ROUTE; serviceCIDR, kube-proxy mode:
+        # a ClusterIP's egress is decided on the translated packet (bpf/datapath6.c)
+        for key, hi, lo, plen in (
+            ("clusterCIDR", ConfigKey.CLUSTER_CIDR6_HI, ConfigKey.CLUSTER_CIDR6_LO, ConfigKey.CLUSTER_CIDR6_PREFIX_LEN),
+            ("serviceCIDR", ConfigKey.SERVICE_CIDR6_HI, ConfigKey.SERVICE_CIDR6_LO, ConfigKey.SERVICE_CIDR6_PREFIX_LEN),
+        ):
+            if not s6.get(key):
+                continue
             try:
-                net6 = ipaddress.IPv6Network(str(s6["clusterCIDR"]), strict=True)
+                net6 = ipaddress.IPv6Network(str(s6[key]), strict=True)
             except ValueError as e:
-                raise ConfigError(f"clusterCIDR: {s6['clusterCIDR']!r} is not an IPv6 CIDR ({e})") from None
-            writes[ConfigKey.CLUSTER_CIDR6_HI], writes[ConfigKey.CLUSTER_CIDR6_LO] = ip6_config_words(
-                net6.network_address, "clusterCIDR")
-            writes[ConfigKey.CLUSTER_CIDR6_PREFIX_LEN] = net6.prefixlen
+                raise ConfigError(f"{key}: {s6[key]!r} is not an IPv6 CIDR ({e})") from None
+            writes[hi], writes[lo] = ip6_config_words(net6.network_address, key)
+            writes[plen] = net6.prefixlen
         if s.get("nodeIP"):
             writes[ConfigKey.NODE_IP] = ip_num(s["nodeIP"], "nodeIP")
         for key, ipk, lenk in (("podCIDR", ConfigKey.POD_CIDR_IP, ConfigKey.POD_CIDR_PREFIX_LEN),

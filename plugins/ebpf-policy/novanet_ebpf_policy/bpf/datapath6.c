@@ -73,17 +73,30 @@ static __always_inline int nv_ip6_is_host(const u8 *a) {
            nv_ip6_is_cfg(a, NV_CFG_GATEWAY_IP6_HI, NV_CFG_GATEWAY_IP6_LO);
 }
 
-/* In the cluster's IPv6 range (CONFIG CLUSTER_CIDR6_*, the network in the two-slot form above)? */
-static __always_inline int nv_in_cluster6(const u8 *a) {
-    u32 len = nv_cfg(NV_CFG_CLUSTER_CIDR6_PREFIX_LEN);
+/* In an IPv6 range kept in CONFIG as the network in the two-slot form above and its length? */
+static __always_inline int nv_in_cfg6(const u8 *a, u32 hi_key, u32 lo_key, u32 len_key) {
+    u32 len = nv_cfg(len_key);
     if (len == 0 || len > 128) return 0;
     u64 x[2];
     __builtin_memcpy(x, a, 16);
     u64 a0 = __builtin_bswap64(x[0]), a1 = __builtin_bswap64(x[1]);  /* numeric, so that masks are shifts */
-    u64 n0 = __builtin_bswap64(nv_cfg(NV_CFG_CLUSTER_CIDR6_HI)), n1 = __builtin_bswap64(nv_cfg(NV_CFG_CLUSTER_CIDR6_LO));
+    u64 n0 = __builtin_bswap64(nv_cfg(hi_key)), n1 = __builtin_bswap64(nv_cfg(lo_key));
     u64 m0 = len >= 64 ? ~0ULL : ~0ULL << (64 - len);
     u64 m1 = len <= 64 ? 0 : len == 128 ? ~0ULL : ~0ULL << (128 - len);
     return (a0 & m0) == (n0 & m0) && (a1 & m1) == (n1 & m1);
+}
+
+/* In the cluster's IPv6 range (CONFIG CLUSTER_CIDR6_*)? */
+static __always_inline int nv_in_cluster6(const u8 *a) {
+    return nv_in_cfg6(a, NV_CFG_CLUSTER_CIDR6_HI, NV_CFG_CLUSTER_CIDR6_LO, NV_CFG_CLUSTER_CIDR6_PREFIX_LEN);
+}
+
+/* kubeProxyReplacement: false, an IPv6 ClusterIP (CONFIG SERVICE_CIDR6_*): kube-proxy's DNAT
+ * happens after nv_from_pod6, so the source's egress is decided where the translated packet
+ * shows up (nv_to_pod6, same node), as nv_kp_frontend does for IPv4. */
+static __always_inline int nv_kp_frontend6(const u8 *a) {
+    return !nv_cfg(NV_CFG_L4LB_ENABLED) &&
+           nv_in_cfg6(a, NV_CFG_SERVICE_CIDR6_HI, NV_CFG_SERVICE_CIDR6_LO, NV_CFG_SERVICE_CIDR6_PREFIX_LEN);
 }
 
 /* The tunnel contract's cb[2] word for an IPv6 inner source: its last 4 bytes, numeric. */
@@ -317,7 +330,8 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
             reason = nv_policy_decide6(dst_id, src_id, p.daddr6, p.saddr6, p.proto, p.sport, dst_local, 1,
                                        dst_id == NV_ID_HOST, &v);
         else
-            reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, 1, dst_local, 0, &v);
+            reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, !nv_kp_frontend6(p.daddr6),
+                                       dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
         if (nv_ct_admit6(&fk, rev, reply, !st, nv_shaped_ct(src, dst_local ? dst : 0), skb->ifindex, src_id,
                          dst_local ? dst->ifindex : 0, dst_id, dst_local ? dst : 0, dst_local ? src : 0) < 0)
