@@ -49,12 +49,14 @@ def apply(lab: LabUnderTest, tmp: Path, text: str) -> str:
     return lab.cli("lab", "apply", "-f", str(f)).stdout
 
 
-def node_rules(lab: LabUnderTest, node: str = "node-1") -> str:
-    """iptables-save and the kube-proxy nft table of a node (whatever of them exists)."""
+def node_rules(lab: LabUnderTest, node: str = "node-1", family: int = 4) -> str:
+    """iptables-save and the kube-proxy nft table of a node (whatever of them exists), of the
+    proxier of ``family`` (6: ip6tables-save and the ``ip6 kube-proxy`` table)."""
     ns = lab.node_netns(node)
-    ipt = subprocess.run(["nsenter", f"--net={ns}", "iptables-save"], capture_output=True, text=True).stdout
-    nft = subprocess.run(["nsenter", f"--net={ns}", "nft", "list", "table", "ip", "kube-proxy"], capture_output=True,
-                         text=True).stdout
+    save, nft_family = ("ip6tables-save", "ip6") if family == 6 else ("iptables-save", "ip")
+    ipt = subprocess.run(["nsenter", f"--net={ns}", save], capture_output=True, text=True).stdout
+    nft = subprocess.run(["nsenter", f"--net={ns}", "nft", "list", "table", nft_family, "kube-proxy"],
+                         capture_output=True, text=True).stdout
     return ipt + nft
 
 
