@@ -28,8 +28,11 @@ def dual_stack_spec(mode: str) -> dict[str, Any]:
     return s
 
 
-# Every test runs in both modes; those whose subject is the same in both (how the lab follows
-# changes, NovaNet's egress decision) take the nftables lab in the long run only.
+# Every test runs in both modes; in make test the nftables lab takes only the pods' packets of both
+# families (ClusterIP and nodePort, the prerouting path), the rest there is in the long run: their
+# subject is the same in both modes (the lab's objects, how it follows changes), or
+# tests/lab/test_kube_proxy_rules.py checks it per mode in a netns (each family's
+# rules, the kernel taking them, stale chains pruned).
 BOTH = pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True)
 IPTABLES_NFTABLES_LONG = pytest.mark.parametrize(
     "lab", ["iptables", pytest.param("nftables", marks=pytest.mark.long)], indirect=True)
@@ -49,7 +52,7 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         lab.down()
 
 
-@BOTH
+@IPTABLES_NFTABLES_LONG
 def test_status_lists_services_with_their_allocations_and_endpoints(lab: LabUnderTest) -> None:
     web = service(lab, "default/web")
     assert web["type"] == "ClusterIP" and web["clusterIP"] == "10.96.1.1"  # first address above the static band
@@ -65,7 +68,7 @@ def test_status_lists_services_with_their_allocations_and_endpoints(lab: LabUnde
     assert [p["nodePort"] for p in np["ports"]] == [30080, 30090]
 
 
-@BOTH
+@IPTABLES_NFTABLES_LONG
 def test_a_host_process_and_the_underlay_reach_services_through_kube_proxys_rules(lab: LabUnderTest) -> None:
     # Each family through its own proxier's rules: the ClusterIP of the family, the node's
     # address of the family on the nodePort.
@@ -90,7 +93,7 @@ def test_a_pod_reaches_a_service_through_kube_proxys_rules(lab: LabUnderTest) ->
     assert by_family(res) == {(f, port, proto): True for f in (4, 6) for port, proto in ((30080, "TCP"), (30090, "UDP"))}
 
 
-@BOTH
+@IPTABLES_NFTABLES_LONG
 def test_each_family_has_its_own_proxiers_rules(lab: LabUnderTest) -> None:
     # The IPv6 proxier's rules (ip6tables / ip6 kube-proxy) carry the IPv6 ClusterIP and
     # endpoints; the IPv4 proxier's carry none of them.
@@ -112,7 +115,8 @@ spec:
 """
 
 
-@IPTABLES_NFTABLES_LONG
+@pytest.mark.long  # make test's time; checked to fail without nv_kp_frontend6 (TCP 80 denied too)
+@BOTH
 def test_egress_policy_is_decided_on_the_translated_ipv6_packet(lab: LabUnderTest, tmp_path: Path) -> None:
     # The client may send to the web pods on TCP 8080 only. Its packet to an IPv6 ClusterIP names
     # no pod until kube-proxy's DNAT, so NovaNet decides the egress on the translated packet: TCP 80
