@@ -195,7 +195,8 @@ class ConfigKey(enum.IntEnum):
     CLUSTER_CIDR6_HI = 22
     CLUSTER_CIDR6_LO = 23
     CLUSTER_CIDR6_PREFIX_LEN = 24
-    # serviceCIDR's IPv6 range, the same way (kube-proxy mode: egress decided after its DNAT)
+    # serviceCIDR's IPv6 range, the same way (kube-proxy mode: egress decided after its DNAT; the
+    # datapath's load-balancer: only its addresses and the node's are IPv6 frontends per packet)
     SERVICE_CIDR6_HI = 25
     SERVICE_CIDR6_LO = 26
     SERVICE_CIDR6_PREFIX_LEN = 27

@@ -142,13 +142,25 @@ def family_settings(s: dict[str, Any], family: int) -> dict[str, Any]:
     return out
 
 
+def _node_address(m: mapsmod.MapHandles) -> str | None:
+    """The node's IPv4 address from CONFIG, else its IPv6 one (an IPv6-only node): the address
+    whose interface is the underlay, where nv_from_underlay serves NodePorts of both families."""
+    v4 = m.config_get(ConfigKey.NODE_IP)
+    if v4:
+        return str(ipaddress.IPv4Address(v4))
+    hi, lo = m.config_get(ConfigKey.NODE_IP6_HI), m.config_get(ConfigKey.NODE_IP6_LO)
+    if not (hi or lo):
+        return None
+    return str(ipaddress.IPv6Address(hi.to_bytes(8, "little") + lo.to_bytes(8, "little")))
+
+
 def _interface_holding(ip: str) -> str | None:
     """The interface that holds ``ip``: the dataplane is told the node IP (``configure``), not the
     agent's underlay facts, so it looks the interface up itself."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        for a in ipr.get_addr(family=socket.AF_INET):
+        for a in ipr.get_addr(family=socket.AF_INET6 if ":" in ip else socket.AF_INET):
             if a.get_attr("IFA_ADDRESS") != ip:
                 continue
             links = ipr.get_links(a["index"])
@@ -215,6 +227,7 @@ class EbpfDatapath:
             self.prog = progmod.compile_and_load(self.root, self.header_tree)
             migration.copy()
             self.maps = mapsmod.MapHandles(self.root)
+            self._fill_tail_calls(self.prog)  # before nv_from_pod is attached: its IPv6 packets go there
             self.attacher = self._make_attacher()
             result = self.attacher.reconcile(self.prog.fds, self._local_ifindexes())
             self.svc_attach = ServiceAttacher(self.root)
@@ -246,6 +259,10 @@ class EbpfDatapath:
                 self.exporter.start()
             self.last_start = {"migrations": migration.to_dict(), "policy_adopted": adopted, **result}
             log.info("ebpf datapath started: mode %s, %s", self.attacher.mode, self.last_start)
+
+    def _fill_tail_calls(self, prog: Programs) -> None:
+        """``ipv6_progs[0]``: the program nv_from_pod hands a pod's IPv6 packets to."""
+        self._m().update("ipv6_progs", (0).to_bytes(4, "little"), prog.fds[progmod.FROM_POD6].to_bytes(4, "little"))
 
     def _make_attacher(self) -> TcxAttacher | TcAttacher:
         mode = self.attach_mode_cfg
@@ -280,6 +297,7 @@ class EbpfDatapath:
         with self._lock:
             assert self.attacher is not None
             old = self.prog
+            self._fill_tail_calls(new)  # the old nv_from_pod may call the new one meanwhile: same maps
             result = self.attacher.reconcile(new.fds, self._local_ifindexes())
             if self.svc_attach is not None:
                 result["services_swapped"] = self.svc_attach.reconcile(new.fds)
@@ -308,7 +326,8 @@ class EbpfDatapath:
             if s6.get(key):
                 writes[hi], writes[lo] = ip6_config_words(s6[key], key)
         # clusterCIDR, overlay: an unknown address in it is NO_ROUTE; serviceCIDR, kube-proxy mode:
-        # a ClusterIP's egress is decided on the translated packet (bpf/datapath6.c)
+        # a ClusterIP's egress is decided on the translated packet (bpf/datapath6.c), else where
+        # IPv6 frontends can be per packet (bpf/services6.c)
         for key, hi, lo, plen in (
             ("clusterCIDR", ConfigKey.CLUSTER_CIDR6_HI, ConfigKey.CLUSTER_CIDR6_LO, ConfigKey.CLUSTER_CIDR6_PREFIX_LEN),
             ("serviceCIDR", ConfigKey.SERVICE_CIDR6_HI, ConfigKey.SERVICE_CIDR6_LO, ConfigKey.SERVICE_CIDR6_PREFIX_LEN),
@@ -390,13 +409,12 @@ class EbpfDatapath:
             raise ConfigError(str(e)) from None
         if sa.cgroup != cg:
             sa.attach_cgroup(cg, prog.fds)
-        node_ip = m.config_get(ConfigKey.NODE_IP)
+        node_ip = _node_address(m)
         if not node_ip:
             return
-        dev = self.underlay_cfg or _interface_holding(str(ipaddress.IPv4Address(node_ip)))
+        dev = self.underlay_cfg or _interface_holding(node_ip)
         if not dev or dev == "lo":
-            log.warning("no interface holds node IP %s: NodePort from outside the node is not served",
-                        ipaddress.IPv4Address(node_ip))
+            log.warning("no interface holds node IP %s: NodePort from outside the node is not served", node_ip)
             return
         ifindex = self._resolve_ifindex(dev, "underlayInterface")
         if sa.underlay != dev:

@@ -33,6 +33,7 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     KpBackendKey,
     KpBackendValue,
     MapDef,
+    ProgArraySpec,
     TunnelKey,
     TunnelValue,
     node_key,
@@ -296,6 +297,32 @@ class Affinity6Value(_S):
     _fields_ = [("ip", u8 * 16), ("port", u16), ("pad", u16), ("pad2", u32), ("last_ns", u64)]
 
 
+class Nat6Value(_S):
+    """``revnat6``: :class:`NatValue` for an IPv6 flow (keyed by :class:`Flow6Key` as the packet
+    arrives), 16-byte network-order addresses."""
+
+    c_name = "nv_nat6"
+    _fields_ = [
+        ("saddr", u8 * 16),
+        ("daddr", u8 * 16),
+        ("sport", u16),
+        ("dport", u16),
+        ("flags", u16),  # NatFlag
+        ("pad", u16),
+        ("svc_id", u32),
+        ("pad2", u32),
+        ("last_ns", u64),
+    ]
+
+
+class Svc6Scratch(_S):
+    """``svc6_scratch`` (per-CPU, one entry): room for what bpf/services6.c builds for a new IPv6
+    translation or a refusal (its ``struct nv_svc6_work``, checked to fit), kept off the stack."""
+
+    c_name = "nv_svc6_scratch"
+    _fields_ = [("buf", u64 * 48)]
+
+
 class FlowEvent(_S):
     """Ring-buffer record (80 B, the original NovaNet layout; ``hook`` uses its spare byte 13)."""
 
@@ -329,7 +356,7 @@ STRUCTS: tuple[type[_S], ...] = (EndpointKey, Endpoint6Key, EndpointValue, Polic
                                  KpBackendKey, KpBackendValue, ServiceKey, ServiceValue, BackendKey, BackendValue,
                                  MemberKey, MemberValue, ServiceMeta, NatValue, SockNatKey, SockNatValue,
                                  AffinityKey, AffinityValue, Service6Key, Backend6Value, Member6Key, SockNat6Key,
-                                 SockNat6Value, Affinity6Value)
+                                 SockNat6Value, Affinity6Value, Nat6Value, Svc6Scratch)
 
 
 
@@ -410,6 +437,8 @@ class SvcStat(enum.IntEnum):
     REVERSE_SOCKET = 3  # recvmsg4/getpeername4 restored the frontend address
     SOCKET6 = 4  # connect6/sendmsg6 rewrote an IPv6 destination
     REVERSE_SOCKET6 = 5  # recvmsg6/getpeername6 restored an IPv6 frontend address
+    PACKET6 = 6  # a new IPv6 flow translated per packet (from-pod)
+    NODEPORT6 = 7  # a new IPv6 flow from outside the node (underlay ingress)
 
 
 class Action(enum.IntEnum):
@@ -542,6 +571,12 @@ MAPS: dict[str, MapDef] = {
                "struct nv_sock_nat6_key", "struct nv_sock_nat6"),
         MapDef(MapSpec("affinity6", "lru_hash", _sz(AffinityKey), _sz(Affinity6Value), 65536, 1),
                "struct nv_aff_key", "struct nv_aff6"),
+        # IPv6 per-packet translations (from-pod, NodePort from the underlay), as revnat
+        MapDef(MapSpec("revnat6", "lru_hash", _sz(Flow6Key), _sz(Nat6Value), REVNAT_MAX, 1),
+               "struct nv_flow6_key", "struct nv_nat6"),
+        # ipv6_progs[0]: nv_from_pod6_prog, a pod's IPv6 packet (nv_from_pod tail-calls it; bpf/datapath6.c)
+        MapDef(ProgArraySpec("ipv6_progs", "prog_array", 4, 4, 1, 1), "u32", "u32"),
+        MapDef(MapSpec("svc6_scratch", "percpu_array", 4, _sz(Svc6Scratch), 1, 1), "u32", "struct nv_svc6_scratch"),
         MapDef(MapSpec("svcstats", "percpu_array", 4, 8, SVC_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("sctp_crc", "array", 4, 4, SCTP_CRC_SLOTS, 1), "u32", "u32"),
     )

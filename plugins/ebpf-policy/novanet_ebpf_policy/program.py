@@ -13,7 +13,10 @@ from novanet_ebpf_policy.layouts import MAPS, RINGBUF_MACRO, c_header
 FROM_POD = "nv_from_pod"  # tcx ingress of the host veth: packets leaving the pod
 TO_POD = "nv_to_pod"  # tcx egress of the host veth: packets the kernel delivers to the pod
 FROM_UNDERLAY = "nv_from_underlay"  # tcx ingress of the node's underlay interface (NodePort)
-TC_PROGRAMS = (FROM_POD, TO_POD, FROM_UNDERLAY)
+# not attached: nv_from_pod tail-calls it (ipv6_progs[0]) for a pod's IPv6 packet (bpf/datapath6.c
+# says why it is a program of its own)
+FROM_POD6 = "nv_from_pod6_prog"
+TC_PROGRAMS = (FROM_POD, TO_POD, FROM_UNDERLAY, FROM_POD6)
 # cgroup sock_addr and sock programs (Services at socket level) and their expected attach types
 # (enum bpf_attach_type: the program is verified for, and may only attach as, that hook)
 SOCK_PROGRAMS = {
@@ -32,7 +35,8 @@ SOCK_PROGRAMS = {
 PROGRAMS = TC_PROGRAMS + tuple(SOCK_PROGRAMS)
 SERVICES_MARK = "\nNV_SERVICES\n"  # the line of datapath.c that bpf/services.c replaces
 DATAPATH6_MARK = "\nNV_DATAPATH6\n"  # the line of datapath.c that bpf/datapath6.c (IPv6) replaces
-HOOKS = {FROM_POD: "ingress", TO_POD: "egress", FROM_UNDERLAY: "underlay_ingress",
+SERVICES6_MARK = "\nNV_SERVICES6\n"  # ... and bpf/services6.c (IPv6 Services per packet)
+HOOKS = {FROM_POD: "ingress", TO_POD: "egress", FROM_UNDERLAY: "underlay_ingress", FROM_POD6: "tail_call",
          **{n: "cgroup_" + n.removeprefix("nv_sock_") for n in SOCK_PROGRAMS}}
 
 
@@ -47,7 +51,8 @@ def source(root: str, cflags: dict[str, str] | None = None) -> str:
     text = programs.render_source("novanet_ebpf_policy", "bpf/datapath.c", prelude)
     # the Services and IPv6 sections live in their own files, inserted where datapath.c marks them
     files = importlib.resources.files("novanet_ebpf_policy")
-    for mark, name in ((SERVICES_MARK, "bpf/services.c"), (DATAPATH6_MARK, "bpf/datapath6.c")):
+    for mark, name in ((SERVICES_MARK, "bpf/services.c"), (DATAPATH6_MARK, "bpf/datapath6.c"),
+                       (SERVICES6_MARK, "bpf/services6.c")):
         text = text.replace(mark, "\n" + files.joinpath(name).read_text() + "\n", 1)
     return text
 

@@ -35,6 +35,7 @@ from novanet_ebpf_policy.layouts import (
     BackendKey,
     BackendValue,
     ConfigKey,
+    Flow6Key,
     FlowKey,
     FrontendKind,
     KpBackendKey,
@@ -42,6 +43,7 @@ from novanet_ebpf_policy.layouts import (
     Member6Key,
     MemberKey,
     MemberValue,
+    Nat6Value,
     NatFlag,
     NatValue,
     Service6Key,
@@ -98,6 +100,9 @@ class _Family:
     key: type[ServiceKey] | type[Service6Key]
     backend: type[BackendValue] | type[Backend6Value]
     member: type[MemberKey] | type[Member6Key]
+    revnat: str  # per-packet translations, keyed by the flow key
+    flow: type[FlowKey] | type[Flow6Key]
+    nat: type[NatValue] | type[Nat6Value]
 
     def addr(self, ip: str) -> Any:
         """``ip`` as the layouts' ``ip`` field holds it (host-order u32; 16 network-order bytes)."""
@@ -113,8 +118,9 @@ class _Family:
         return field if self.version == 4 else bytes(field)
 
 
-V4 = _Family(4, "services", "backends", "lb_members", ServiceKey, BackendValue, MemberKey)
-V6 = _Family(6, "services6", "backends6", "lb_members6", Service6Key, Backend6Value, Member6Key)
+V4 = _Family(4, "services", "backends", "lb_members", ServiceKey, BackendValue, MemberKey, "revnat", FlowKey, NatValue)
+V6 = _Family(6, "services6", "backends6", "lb_members6", Service6Key, Backend6Value, Member6Key, "revnat6", Flow6Key,
+             Nat6Value)
 FAMILIES = (V4, V6)
 
 
@@ -240,9 +246,6 @@ class ServiceProgrammer:
         fam = family_of(fe.ip)
         if fam is None:
             raise ConfigError(f"frontend.ip: {fe.ip!r} is not an IP address")
-        if fam.version == 6 and fe.protocol == "SCTP":
-            # IPv6 is translated at socket level only, and this kernel has no SCTP sockets
-            raise ConfigError("frontend.protocol: SCTP is not load-balanced over IPv6 (socket level only: TCP, UDP)")
         for i, b in enumerate(fe.backends):
             if family_of(b.ip) is not fam:
                 raise ConfigError(f"frontend.backends[{i}].ip: {b.ip!r} is not an IPv{fam.version} address "
@@ -305,13 +308,11 @@ class ServiceProgrammer:
         if old.map_key != map_key or old.family is not fam:
             self.m.delete(old.family.services, old.map_key)
         self._drop_bank(old)
-        # per-packet translations (revnat) exist for IPv4 only
-        if protocol != "TCP" and old.family is V4:
-            new = slots if fam is V4 else []
-            gone = {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, old.slots)} - \
-                   {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, new)}
+        if protocol != "TCP":
+            new = slots if fam is old.family else []
+            gone = self._targets(old.family, old.slots) - self._targets(old.family, new)
             if gone:
-                self._forget_flows(fid, gone)
+                self._forget_flows(old.family, fid, gone)
 
     def _fail_closed(self, fe: ServiceFrontend, fam: _Family, map_key: bytes, fid: int, flags: SvcFlag,
                      old: _Live | None, e: OSError) -> None:
@@ -380,18 +381,23 @@ class ServiceProgrammer:
             b = fam.backend.from_buffer_copy(raw)
             self.m.delete(fam.members, fam.member(bank=lv.value.bank, ip=b.ip, port=b.port))
 
-    def _forget_flows(self, fid: int, gone: set[tuple[int, int]]) -> int:
+    @staticmethod
+    def _targets(fam: _Family, slots: list[bytes]) -> set[tuple[int | bytes, int]]:
+        return {(fam.ident(b.ip), b.port) for b in map(fam.backend.from_buffer_copy, slots)}
+
+    def _forget_flows(self, fam: _Family, fid: int, gone: set[tuple[int | bytes, int]]) -> int:
         """UDP/SCTP translations to backends that no longer exist would keep a client's datagrams
         going to them (kube-proxy flushes the same conntrack entries); TCP flows die by RST."""
         n = 0
-        for k, raw in list(self.m.items("revnat")):
-            v = NatValue.from_buffer_copy(raw)
+        for k, raw in list(self.m.items(fam.revnat)):
+            v = fam.nat.from_buffer_copy(raw)
             if v.svc_id != fid:
                 continue
-            fk = FlowKey.from_buffer_copy(k)
-            target = (v.daddr, v.dport) if v.flags & NatFlag.FORWARD else (fk.src_ip, fk.src_port)
+            fk = fam.flow.from_buffer_copy(k)
+            target = (fam.ident(v.daddr), v.dport) if v.flags & NatFlag.FORWARD else (fam.ident(fk.src_ip),
+                                                                                     fk.src_port)
             if target in gone:
-                self.m.delete("revnat", k)
+                self.m.delete(fam.revnat, k)
                 n += 1
         return n
 
@@ -403,10 +409,10 @@ class ServiceProgrammer:
         self.m.delete(lv.family.services, lv.map_key)
         self._drop_bank(lv)
         self.m.delete("service_meta", lv.value.id.to_bytes(4, "little"))
-        if lv.family is V4 and ServiceKey.from_buffer_copy(lv.map_key).protocol != IP_PROTOCOLS["TCP"]:
+        if lv.family.key.from_buffer_copy(lv.map_key).protocol != IP_PROTOCOLS["TCP"]:
             # as for a removed backend: the same address and port given again (the Service
             # recreated, another one allocated the freed ClusterIP) must not reuse them
-            self._forget_flows(lv.value.id, {(s.ip, s.port) for s in map(BackendValue.from_buffer_copy, lv.slots)})
+            self._forget_flows(lv.family, lv.value.id, self._targets(lv.family, lv.slots))
         return True
 
     # ------------------------------------------------------------------ reads (the live maps)
@@ -450,6 +456,7 @@ class ServiceProgrammer:
                 "translations": self.m.count("revnat"), "socket_translations": self.m.count("sock_revnat"),
                 "affinity": self.m.count("affinity"), "kp_backends": self.m.count("kp_backends"),
                 "frontends6": self.m.count("services6"), "backend_slots6": self.m.count("backends6"),
+                "translations6": self.m.count("revnat6"),
                 "socket_translations6": self.m.count("sock_revnat6"), "affinity6": self.m.count("affinity6")}
 
     def stats(self) -> dict[str, int]:

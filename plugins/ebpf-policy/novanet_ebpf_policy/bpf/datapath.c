@@ -44,6 +44,7 @@ struct nv_pkt {
 };
 #define NV_AF_INET6 10
 #define NV_IPPROTO_ICMPV6 58
+#define NV_ETH_P_IPV6 0x86DD
 
 static __always_inline u64 nv_cfg(u32 k) {
     u64 *v = config.lookup(&k);
@@ -594,12 +595,19 @@ NV_SERVICES
 
 NV_DATAPATH6
 
+NV_SERVICES6
+
 int nv_from_pod(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) return TC_ACT_OK;
     if (eth->h_proto == htons(NV_ETH_P_ARP)) return nv_arp_reply(skb);
-    if (eth->h_proto == htons(NV_ETH_P_IPV6)) return nv_from_pod6(skb);
+    if (eth->h_proto == htons(NV_ETH_P_IPV6)) {
+        ipv6_progs.call(skb, 0);  /* nv_from_pod6_prog (bpf/datapath6.c); the dataplane fills the slot
+                                     before it attaches this program, so this fails closed only */
+        nv_count(NV_DROP_NO_ROUTE);
+        return TC_ACT_SHOT;
+    }
     if (eth->h_proto != htons(ETH_P_IP)) return TC_ACT_OK;
     struct iphdr *ip = (void *)(eth + 1);
     struct nv_pkt p = {};

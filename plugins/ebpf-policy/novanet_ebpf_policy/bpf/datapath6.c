@@ -11,11 +11,12 @@
  * tail call as IPv4's (the tunnel hook block of bpf/datapath.c: the tunnels entry is the node's
  * IPv4 underlay address), and an unknown address of the cluster's IPv6 range is NO_ROUTE; what a
  * tunnel decapsulated reaches nv_to_pod6 with the identity its sender stamped.
- * Not here (yet): Services, the egress map. Extension headers are not walked: a
+ * Services per packet (ClusterIP from a pod whose socket the cgroup hooks did not see, the
+ * reverse rewrite of replies) are bpf/services6.c, called from here. Not here (yet): the egress
+ * map. Extension headers are not walked: a
  * packet whose next header is not TCP/UDP/SCTP/ICMPv6 is decided on that protocol number with no
  * ports. */
 
-#define NV_ETH_P_IPV6 0x86DD
 #define NV_ND_ROUTER_SOLICIT 133
 #define NV_ND_NEIGHBOR_SOLICIT 135
 #define NV_ND_NEIGHBOR_ADVERT 136
@@ -157,16 +158,18 @@ static __always_inline void nv_flow6_key(struct nv_flow6_key *k, struct nv_pkt *
     k->protocol = p->proto; k->pad[0] = 0; k->pad[1] = 0; k->pad[2] = 0;
 }
 
-/* nv_ct_admit for ct6 (no Services flags: no IPv6 Services). Both directions or neither; k_dst /
- * r_dst: a same-node destination of each direction, copied into its entry (nv_ct_dst) so that the
- * established flow is delivered from the flow entry alone, as IPv4's. */
-static __always_inline int nv_ct_admit6(struct nv_flow6_key *k, u32 rev, int k_is_reply, int fresh, u32 both_flags,
-                                        u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity,
+/* nv_ct_admit for ct6, with the same Services flags (reply_flags: SVC on the REPLY entry, SVC_FWD
+ * on the other). Both directions or neither; k_dst / r_dst: a same-node destination of each
+ * direction, copied into its entry (nv_ct_dst) so that the established flow is delivered from the
+ * flow entry alone, as IPv4's. */
+static __always_inline int nv_ct_admit6(struct nv_flow6_key *k, u32 rev, int k_is_reply, int fresh, u32 reply_flags,
+                                        u32 both_flags, u32 k_ifindex, u32 k_identity, u32 r_ifindex, u32 r_identity,
                                         struct nv_endpoint *k_dst, struct nv_endpoint *r_dst) {
     struct nv_flow_state st = {};
     st.last_seen_ns = bpf_ktime_get_ns();
     st.policy_revision = rev;
-    st.flags = (k_is_reply ? NV_CTF_REPLY : 0) | both_flags;
+    u32 fwd_flags = (reply_flags & NV_CTF_SVC) ? NV_CTF_SVC_FWD : 0;
+    st.flags = (k_is_reply ? NV_CTF_REPLY | reply_flags : fwd_flags) | both_flags;
     st.ifindex = k_ifindex;
     st.identity = k_identity;
     nv_ct_dst(&st, k_dst);
@@ -175,7 +178,7 @@ static __always_inline int nv_ct_admit6(struct nv_flow6_key *k, u32 rev, int k_i
     __builtin_memcpy(r.src_ip, k->dst_ip, 16);
     __builtin_memcpy(r.dst_ip, k->src_ip, 16);
     r.src_port = k->dst_port; r.dst_port = k->src_port; r.protocol = k->protocol;
-    st.flags = (k_is_reply ? 0 : NV_CTF_REPLY) | both_flags;
+    st.flags = (k_is_reply ? fwd_flags : NV_CTF_REPLY | reply_flags) | both_flags;
     st.ifindex = r_ifindex;
     st.identity = r_identity;
     nv_ct_dst(&st, r_dst);
@@ -250,15 +253,29 @@ static __always_inline int nv_redirect_l2_6(struct __sk_buff *skb, u32 ifindex, 
 }
 
 static __always_inline int nv_redirect_local6(struct __sk_buff *skb, struct nv_pkt *p, struct nv_endpoint *dst,
-                                              u32 src_id, u32 dst_id) {
-    if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, NV_HOOK_FROM_POD);
-    nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p->len);
+                                              u32 src_id, u32 dst_id, u8 hook) {
+    if (p->ttl <= 1) return nv_drop(p, src_id, dst_id, NV_DROP_TTL_EXCEEDED, hook);
+    nv_traffic(hook, NV_TRAFFIC_FORWARDED, p->len);
     u8 mac[12];  /* off the map value before the packet is written */
     __builtin_memcpy(mac, dst->mac, 6);
     __builtin_memcpy(mac + 6, dst->host_mac, 6);
     return nv_redirect_l2_6(skb, dst->ifindex, mac);
 }
 
+/* bpf/services6.c (after this file) */
+static __always_inline int nv_svc6_candidate(const u8 *daddr);
+static __always_inline int nv_svc_from_pod6(struct __sk_buff *skb, struct nv_pkt *p, u32 src_id, struct nv_nat6 *rnat,
+                                            int *verdict);
+static __always_inline void nv_svc_forget6(struct nv_flow6_key *fk);
+static __always_inline int nv_svc_reply6(struct nv_flow6_key *fk, struct nv_nat6 *rnat);
+static __always_inline int nv_nat6_apply(struct __sk_buff *skb, struct nv_pkt *p, struct nv_nat6 *n);
+static __always_inline int nv_fib_out6(struct __sk_buff *skb, struct nv_pkt *p);
+static __always_inline int nv_svc_to_pod6(struct __sk_buff *skb, struct nv_pkt *p, struct nv_flow6_key *fk);
+
+/* A pod's IPv6 packet is decided by a program of its own, nv_from_pod6_prog (bpf/services6.c),
+ * which nv_from_pod tail-calls (ipv6_progs[0]): the verifier walks each program's paths
+ * separately, and nv_from_pod with both families inlined was already at 762k of the 1M
+ * instructions it explores before IPv6 had a per-packet Services path. */
 static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -285,7 +302,7 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
      * copy (the dataplane bumps the revision when that endpoint goes or changes), so the flow
      * table is the one lookup; a remote one's tunnel endpoint from endpoints_v6. */
     if (st && st->policy_revision == rev && st->ifindex == skb->ifindex &&
-        !(st->flags & (NV_CTF_VIA_STACK | NV_CTF_SHAPED)) && p.ttl > 1) {
+        !(st->flags & (NV_CTF_SVC | NV_CTF_SVC_FWD | NV_CTF_VIA_STACK | NV_CTF_SHAPED)) && p.ttl > 1) {
 #ifndef NV_NO_DST_COPY  /* profiling aid: the endpoint lookup instead (bench/ipv6_datapath.py --dst-copy) */
         if (st->dst_ifindex) {
             nv_ct_touch(st);
@@ -299,7 +316,7 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
         struct nv_endpoint *fdst = nv_endpoint6(p.daddr6);
         if (fdst && nv_is_local(fdst)) {
             nv_ct_touch(st);
-            return nv_redirect_local6(skb, &p, fdst, st->identity, fdst->identity);
+            return nv_redirect_local6(skb, &p, fdst, st->identity, fdst->identity, NV_HOOK_FROM_POD);
         }
         if (fdst && nv_cfg(NV_CFG_MODE) == 0) {  /* a remote pod, overlay: the tunnel plugin */
             nv_ct_touch(st);
@@ -313,6 +330,29 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
         return nv_drop(&p, 0, 0, NV_DROP_NO_IDENTITY, NV_HOOK_FROM_POD);
     u32 src_id = src->identity;
     struct nv_endpoint *dst = nv_endpoint6(p.daddr6);
+    struct nv_nat6 rnat = {};
+    int svc_rev = 0;      /* a reverse rewrite is due after policy (bpf/services6.c) */
+    u32 svc_reply = 0;    /* NV_CTF_SVC for a flow translated here */
+    int opens = nv_tcp_opens(&p);
+    if (!dst && nv_svc6_candidate(p.daddr6)) {
+        int verdict = TC_ACT_SHOT;
+        int r = nv_svc_from_pod6(skb, &p, src_id, &rnat, &verdict);
+        if (r == NV_SVC_ANSWERED) return verdict;
+        if (r == NV_SVC_REVERSE) svc_rev = 1;
+        if (r == NV_SVC_NEW) opens = 1;  /* a new translation's entries are its own */
+        if (r == NV_SVC_FORWARD || r == NV_SVC_NEW) {
+            svc_reply = NV_CTF_SVC;
+            dst = nv_endpoint6(p.daddr6);
+            nv_flow6_key(&fk, &p);
+            st = opens ? 0 : ct6.lookup(&fk);
+        }
+    }
+    if (st && (st->flags & NV_CTF_SVC_FWD) && !svc_reply) {
+        /* a per-packet translation's tuple reached untranslated (a reused client port): a new
+         * flow, whose replies must not get the frontend's address (as IPv4's nv_from_pod) */
+        nv_svc_forget6(&fk);
+        st = 0;
+    }
     u32 dst_id = dst ? dst->identity : nv_ip6_is_host(p.daddr6) ? NV_ID_HOST : NV_ID_WORLD;
     int dst_local = dst && nv_is_local(dst);
     /* overlay: an address of the cluster's range that no endpoint holds is no pod anywhere */
@@ -333,15 +373,33 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
             reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, !nv_kp_frontend6(p.daddr6),
                                        dst_local, 0, &v);
         if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_FROM_POD, &v);
-        if (nv_ct_admit6(&fk, rev, reply, !st, nv_shaped_ct(src, dst_local ? dst : 0), skb->ifindex, src_id,
+        /* a re-decided flow keeps its Services flags; a reply whose entry was evicted finds its
+         * reverse rewrite here */
+        u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+        if (!st && !svc_rev && !svc_reply) svc_rev = nv_svc_reply6(&fk, &rnat);
+        if (nv_ct_admit6(&fk, rev, reply, !st, svc_reply | (keep & NV_CTF_SVC),
+                         (keep & NV_CTF_VIA_STACK) | nv_shaped_ct(src, dst_local ? dst : 0), skb->ifindex, src_id,
                          dst_local ? dst->ifindex : 0, dst_id, dst_local ? dst : 0, dst_local ? src : 0) < 0)
             return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_FROM_POD);
-        ctflags = (st ? st->flags & NV_CTF_VIA_STACK : 0) | (reply ? NV_CTF_REPLY : 0);
+        ctflags = keep | (reply ? NV_CTF_REPLY : 0);
         if (!reply) {
             nv_flowstat(NV_FS_NEW_FLOWS);
             nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_NEW_FLOW, 0);
             nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_FROM_POD);
         }
+    }
+    /* Services: a reply of a translated flow gets its frontend address back (policy above saw it
+     * as the backend sent it); one whose client is outside the node leaves by a FIB lookup */
+    if ((ctflags & NV_CTF_SVC) && !svc_rev) svc_rev = nv_svc_reply6(&fk, &rnat);
+    if (svc_rev) {
+        if (nv_nat6_apply(skb, &p, &rnat) < 0) return nv_drop(&p, src_id, dst_id, NV_DROP_MALFORMED, NV_HOOK_FROM_POD);
+        if (rnat.flags & NV_NATF_OUT) {
+            nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
+            return nv_fib_out6(skb, &p);
+        }
+        dst = nv_endpoint6(p.daddr6);
+        dst_local = dst && nv_is_local(dst);
+        dst_id = dst ? dst->identity : dst_id;
     }
     /* another node's pod, overlay: the tunnel plugin (counted as forwarded before the tail call, a
      * failed encap again as its drop), unless the flow crossed the stack or its source is shaped */
@@ -356,7 +414,7 @@ static __always_inline int nv_from_pod6(struct __sk_buff *skb) {
         nv_traffic(NV_HOOK_FROM_POD, NV_TRAFFIC_FORWARDED, p.len);
         return nv_to_stack(src);
     }
-    return nv_redirect_local6(skb, &p, dst, src_id, dst_id);
+    return nv_redirect_local6(skb, &p, dst, src_id, dst_id, NV_HOOK_FROM_POD);
 }
 
 /* What reaches a local IPv6 pod from the node's stack (the node itself, other nodes' pods routed
@@ -387,7 +445,7 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
     if (st && st->policy_revision == rev) {
         nv_ct_touch(st);
         nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
-        return TC_ACT_OK;
+        return (st->flags & NV_CTF_SVC) ? nv_svc_to_pod6(skb, &p, &fk) : TC_ACT_OK;
     }
     int reply = st && (st->flags & NV_CTF_REPLY);
     u32 via_stack = src_local ? NV_CTF_VIA_STACK : 0;
@@ -399,8 +457,9 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
         reason = nv_policy_decide6(src_id, dst_id, p.saddr6, p.daddr6, p.proto, p.dport, src_local, 1, from_host,
                                    &v);
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
-    u32 keep = st ? st->flags & NV_CTF_VIA_STACK : 0;
-    if (nv_ct_admit6(&fk, rev, reply, !st, keep | via_stack | nv_shaped_ct(dst, 0), 0, src_id, skb->ifindex,
+    u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
+    if (nv_ct_admit6(&fk, rev, reply, !st, keep & NV_CTF_SVC,
+                     (keep & NV_CTF_VIA_STACK) | via_stack | nv_shaped_ct(dst, 0), 0, src_id, skb->ifindex,
                      dst_id, 0, 0) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
@@ -409,6 +468,6 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
         nv_emit(&p, src_id, dst_id, NV_VERDICT_ALLOW, NV_DROP_NONE, NV_HOOK_TO_POD);
     }
     nv_traffic(NV_HOOK_TO_POD, NV_TRAFFIC_FORWARDED, p.len);
-    return TC_ACT_OK;
+    return (keep & NV_CTF_SVC) ? nv_svc_to_pod6(skb, &p, &fk) : TC_ACT_OK;
 }
 /* ------------------------------------------------------------------ end IPv6 */

@@ -9,6 +9,7 @@
  *     `revnat` entries for both directions and the SVC flag on the flow-table reply entry;
  *   - per packet in nv_from_underlay (NodePort from outside the node; SNAT for
  *     externalTrafficPolicy: Cluster).
+ * The IPv6 per-packet paths are bpf/services6.c, with the same model and their own maps.
  * The flow table (`ct`) and NetworkPolicy always see the backend's side of a translated flow:
  * the translated packet going in, the untranslated reply coming back. */
 
@@ -770,11 +771,15 @@ static __always_inline int nv_underlay_deliver(struct __sk_buff *skb, struct nv_
     return nv_redirect_local(skb, p, dst, NV_ID_WORLD, dst_id, NV_HOOK_FROM_NETWORK);
 }
 
+static __always_inline int nv_from_underlay6(struct __sk_buff *skb);  /* bpf/services6.c */
+
 int nv_from_underlay(struct __sk_buff *skb) {
     if (!nv_cfg(NV_CFG_L4LB_ENABLED)) return NV_TCX_NEXT;
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > end || eth->h_proto != htons(ETH_P_IP)) return NV_TCX_NEXT;
+    if ((void *)(eth + 1) > end) return NV_TCX_NEXT;
+    if (eth->h_proto == htons(NV_ETH_P_IPV6)) return nv_from_underlay6(skb);
+    if (eth->h_proto != htons(ETH_P_IP)) return NV_TCX_NEXT;
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > end) return NV_TCX_NEXT;
     u32 node_ip = nv_cfg(NV_CFG_NODE_IP);
