@@ -22,7 +22,7 @@ from tests import netpol_cases as nc
 from tests.bpf.conftest import started_datapath
 from tests.bpf.netpol_model import CASES, SHORT, Model, run_case
 from tests.bpf.topo import Pod, parse_ping, sh, wait_for
-from tests.bpf.topo6 import GW6, DualStackTopology, Pod6
+from tests.bpf.topo6 import GW6, NODE_IP6, DualStackTopology, Pod6
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]
 
@@ -546,3 +546,176 @@ def test_a_restarted_programmer_adopts_ipv6_frontends_from_the_maps(topo6, dp6, 
     assert again.upsert(fe6)["changed"] is False and again.upsert(fe4)["changed"] is False
     got = client(topo6, topo6.pods["a"], VIP6, 4, "tcp")
     assert got["errors"] == [] and set(got["answers"]) <= {"b", "c"}
+
+
+# ------------------------------------------------------------------ Services over IPv6, per packet
+# Processes started with a bare `ip netns exec` are outside the topology's cgroup: the socket hooks
+# never see them, so their IPv6 Service traffic is translated per packet (nv_from_pod6_prog,
+# bpf/services6.c), and so is a client on the node's network reaching its IPv6 address on a nodePort
+# (nv_from_underlay).
+
+
+def bare_client(pod: Pod6 | str, ip: str, port: int, n: int, proto: str) -> dict[str, list[str]]:
+    argv = ("python3", SVC_CLIENT, ip, str(port), str(n), proto)
+    r = pod.run(*argv, timeout=120) if isinstance(pod, Pod) else sh("ip", "netns", "exec", pod, *argv, timeout=120)
+    out = json.loads(r.stdout)
+    pairs = [a.partition("@") for a in out["answers"]]
+    return {**out, "answers": [p[0] for p in pairs], "seen": [p[2] for p in pairs]}
+
+
+@pytest.mark.long  # make test keeps its time: the IPv6 path itself is covered above
+def test_ipv6_clusterip_per_packet_outside_the_cgroup(topo6, dp6, servers, services) -> None:
+    a, b, c = topo6.pods["a"], servers["b"], servers["c"]
+    program(dp6, services, frontend(VIP6, "TCP", [be6(b), be6(c)]),
+            frontend(VIP6, "UDP", [be6(b, "UDP"), be6(c, "UDP")]))
+    before = dp6.service_status()["translations"]
+    tcp = bare_client(a, VIP6, 80, 20, "tcp")
+    udp = bare_client(a, VIP6, 80, 20, "udp")
+    assert tcp["errors"] == udp["errors"] == []
+    assert set(tcp["answers"]) == set(udp["answers"]) == {"b", "c"}
+    assert set(tcp["seen"]) == set(udp["seen"]) == {a.ip6}
+    # the replies were rewritten back to the ClusterIP (no socket hook did it)
+    assert set(tcp["peers"]) == set(udp["peers"]) == {f"{VIP6}:80"}
+    after = dp6.service_status()["translations"]
+    assert after["packet6"] - before["packet6"] == 40
+    assert after["socket6"] == before["socket6"] and after["packet"] == before["packet"]
+    # no selectable backend: a RST / ICMPv6 port unreachable at once, counted
+    program(dp6, services, frontend(VIP6, "TCP", []), frontend(VIP6, "UDP", []))
+    drops = dp6.drop_counters()["NO_SERVICE_BACKEND"]
+    tcp = bare_client(a, VIP6, 80, 2, "tcp")
+    udp = bare_client(a, VIP6, 80, 2, "udp-connected")
+    assert tcp["errors"] == udp["errors"] == ["ConnectionRefusedError:111"] * 2
+    assert dp6.drop_counters()["NO_SERVICE_BACKEND"] - drops == 4
+    ev = _events(dp6, lambda e: e["drop_reason_name"] == "NO_SERVICE_BACKEND" and e["dst_ip"] == VIP6)
+    assert ev[-1]["src_ip"] == a.ip6 and ev[-1]["hook"] == "from_pod"
+
+
+# SCTP over IPv6 (no SCTP sockets in this kernel): INITs through raw AF_INET6 sockets, as `novanet
+# lab probe --protocol SCTP --family 6` sends them; an IPv6 raw socket gets no IP header, the source
+# comes from the peer address.
+SCTP6 = r"""
+import json, select, socket, struct, sys
+from novanet_lab.sctp import crc32c, init_packet
+def parse(pkt, src):
+    sc = bytearray(pkt)
+    sport, dport = struct.unpack_from("!HH", sc)
+    (crc,) = struct.unpack_from("<I", sc, 8)
+    sc[8:12] = b"\0\0\0\0"
+    return {"src": src, "sport": sport, "dport": dport, "crc_ok": crc == crc32c(bytes(sc))}
+def packet(sport, dport, tag, pad):
+    p = bytearray(init_packet(sport, dport, tag) + bytes(pad))
+    p[8:12] = b"\0\0\0\0"
+    p[8:12] = struct.pack("<I", crc32c(bytes(p)))
+    return bytes(p)
+def wait(s):
+    if not select.select([s], [], [], 60)[0]:
+        return None
+    d, a = s.recvfrom(65535)
+    return parse(d, a[0])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 132)
+if sys.argv[1] == "recv":
+    print("ready", flush=True)
+    got = wait(s)
+    print(json.dumps(got), flush=True)
+    if got:
+        s.sendto(packet(int(sys.argv[2]), got["sport"], 7, 64), (got["src"], 0))
+else:
+    ip, port, sport = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    s.sendto(packet(sport, port, 99, 100), (ip, 0))
+    print(json.dumps(wait(s)), flush=True)
+"""
+
+
+@pytest.mark.long  # make test keeps its time: the IPv6 path itself is covered above
+def test_ipv6_sctp_clusterip_per_packet_both_ways(topo6, dp6, services) -> None:
+    import sys
+
+    a, b = topo6.pods["a"], topo6.pods["b"]
+    program(dp6, services, frontend(VIP6, "SCTP", [be6(b, "SCTP")]))  # no longer refused over IPv6
+    rx = b.popen(sys.executable, "-c", SCTP6, "recv", "8080")
+    try:
+        assert _line(rx) == "ready"
+        out = a.run(sys.executable, "-c", SCTP6, "send", VIP6, "80", "40001", timeout=90).stdout
+        assert json.loads(_line(rx, 60)) == {"src": a.ip6, "sport": 40001, "dport": 8080, "crc_ok": True}
+        assert json.loads(out) == {"src": VIP6, "sport": 80, "dport": 40001, "crc_ok": True}
+    finally:
+        rx.kill()
+        rx.wait()
+
+
+NODEPORT6 = 30086
+OUTSIDE6 = "fd00:31:252::2"
+
+
+@pytest.fixture
+def outside6(topo6: DualStackTopology, dp6, servers) -> Iterator[str]:
+    """A netns on an "underlay" veth of the node (node side fd00:31:252::1, outside ::2) routing
+    the node's IPv6 address through it, with nv_from_underlay attached to the node's side. The
+    interfaces a NodePort reply leaves by the FIB lookup from forward IPv6 (per device: the node's
+    `all` setting stays off, as the rest of the module checks)."""
+    from novanet_core.bpf.netns import netns
+
+    ext, node_if = f"v6bx{topo6.uid}", f"v6u{topo6.uid}"
+    fwd = [node_if] + [servers[n].host_if for n in ("b", "c")]
+    sh("ip", "netns", "add", ext)
+    try:
+        sh("ip", "-n", ext, "link", "set", "lo", "up")
+        sh("ip", "link", "add", node_if, "netns", topo6.node, "type", "veth", "peer", "name", "eth0", "netns", ext)
+        sh("ip", "-n", topo6.node, "addr", "add", "fd00:31:252::1/64", "dev", node_if, "nodad")
+        sh("ip", "-n", topo6.node, "link", "set", node_if, "up")
+        sh("ip", "-n", ext, "addr", "add", f"{OUTSIDE6}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", ext, "link", "set", "eth0", "up")
+        sh("ip", "-n", ext, "-6", "route", "add", f"{NODE_IP6}/128", "via", "fd00:31:252::1")
+        for dev in fwd:
+            sh("ip", "netns", "exec", topo6.node, "sysctl", "-qw", f"net.ipv6.conf.{dev}.forwarding=1")
+        with netns(topo6.node):
+            dp6.svc_attach.attach_underlay(node_if, socket.if_nametoindex(node_if), dp6.prog.fds)
+        yield ext
+    finally:
+        with netns(topo6.node):
+            dp6.svc_attach.detach_underlay()
+        for dev in fwd[1:]:
+            sh("ip", "netns", "exec", topo6.node, "sysctl", "-qw", f"net.ipv6.conf.{dev}.forwarding=0", check=False)
+        sh("ip", "netns", "del", ext, check=False)
+
+
+def nodeport6(proto: str, backends: list[ServiceBackend], local: bool) -> ServiceFrontend:
+    return ServiceFrontend(key=f"t/web:{NODEPORT6}/{proto}/nodeport/IPv6", namespace="t", name="web", port_name="",
+                           protocol=proto, ip=NODE_IP6, port=NODEPORT6, kind="NodePort", backends=backends,
+                           external_local=local)
+
+
+@pytest.mark.long  # make test keeps its time: the IPv6 path itself is covered above
+@pytest.mark.parametrize("local", [False, True], ids=["cluster", "local"])
+def test_ipv6_nodeport_from_the_underlay(topo6, dp6, servers, services, outside6, local: bool) -> None:
+    b, c = servers["b"], servers["c"]
+    program(dp6, services, nodeport6("TCP", [be6(b), be6(c)], local),
+            nodeport6("UDP", [be6(b, "UDP"), be6(c, "UDP")], local))
+    before = dp6.service_status()["translations"]["nodeport6"]
+    tcp = bare_client(outside6, NODE_IP6, NODEPORT6, 10, "tcp")
+    udp = bare_client(outside6, NODE_IP6, NODEPORT6, 10, "udp")
+    assert tcp["errors"] == udp["errors"] == []
+    assert set(tcp["answers"]) | set(udp["answers"]) == {"b", "c"}
+    assert set(tcp["peers"]) == set(udp["peers"]) == {f"{NODE_IP6}:{NODEPORT6}"}
+    # Cluster: SNAT to the node's address; Local: the client's own address reaches the backend
+    assert set(tcp["seen"]) == set(udp["seen"]) == ({OUTSIDE6} if local else {NODE_IP6})
+    assert dp6.service_status()["translations"]["nodeport6"] - before == 20
+    from novanet_ebpf_policy.metrics import DatapathCollector
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
+    reg.register(DatapathCollector(lambda: dp6))
+    v = reg.get_sample_value("novanet_dataplane_service_translations_total", {"path": "nodeport", "family": "ipv6"})
+    assert v is not None and v >= 20
+
+
+@pytest.mark.long  # make test keeps its time: the IPv6 path itself is covered above
+def test_ipv6_nodeport_without_backend_is_refused(topo6, dp6, services, outside6) -> None:
+    program(dp6, services, nodeport6("TCP", [], False), nodeport6("UDP", [], False))
+    before = dp6.drop_counters()["NO_SERVICE_BACKEND"]
+    tcp = bare_client(outside6, NODE_IP6, NODEPORT6, 2, "tcp")
+    udp = bare_client(outside6, NODE_IP6, NODEPORT6, 2, "udp-connected")
+    assert tcp["errors"] == udp["errors"] == ["ConnectionRefusedError:111"] * 2
+    assert dp6.drop_counters()["NO_SERVICE_BACKEND"] - before == 4
+    ev = _events(dp6, lambda e: e["drop_reason_name"] == "NO_SERVICE_BACKEND" and e["src_ip"] == OUTSIDE6)
+    assert ev[-1]["hook"] == "from_network" and ev[-1]["dst_ip"] == NODE_IP6

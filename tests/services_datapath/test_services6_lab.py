@@ -4,7 +4,11 @@ cgroup (``novanet lab exec``), so an IPv6 ClusterIP is translated by the connect
 
 Pods: x/a (client) and x/d on node-1, x/b on node-2; x/b and x/d serve TCP and UDP 80. Services
 from the lab spec (the lab allocates the ClusterIPs and derives the per-family EndpointSlices):
-``web`` RequireDualStack NodePort, ``web6`` IPv6 only, ``none6`` IPv6 only with no endpoint.
+``web`` RequireDualStack NodePort, ``web6`` IPv6 only, ``none6`` IPv6 only with no endpoint,
+``web6l`` an IPv6 NodePort with externalTrafficPolicy Local, ``none6np`` an IPv6 NodePort with no
+endpoint. A client on the underlay (the lab's underlay netns) reaching node-1's IPv6 address on a
+nodePort is translated per packet by nv_from_underlay; a process outside the cgroup (a bare
+nsenter into the pod) reaching an IPv6 ClusterIP by nv_from_pod6_prog.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.overlay.helpers import dataplane, drops, wait_for
-from tests.services_datapath.test_services_lab import from_pod, translations
+from tests.overlay.helpers import _stream, dataplane, drops, wait_for
+from tests.services_datapath.test_services_lab import CLIENT, from_pod, run_client, translations
 from tests.support.lab import LabUnderTest
 
 pytestmark = [
@@ -31,6 +35,8 @@ pytestmark = [
 PORTS = [{"name": "tcp", "port": 80, "protocol": "TCP"}, {"name": "udp", "port": 80, "protocol": "UDP"}]
 PLACEMENT = {"x/a": "node-1", "x/d": "node-1", "x/b": "node-2"}
 NODEPORT = 30086
+NODEPORT_LOCAL = 30087
+NODEPORT_NONE = 30088
 
 
 def _svc(name: str, selector: str, **spec: Any) -> dict[str, Any]:
@@ -40,8 +46,11 @@ def _svc(name: str, selector: str, **spec: Any) -> dict[str, Any]:
 
 def spec() -> dict[str, Any]:
     web = _svc("web", "web", type="NodePort", ipFamilyPolicy="RequireDualStack")
-    for p in web["ports"]:
-        p["nodePort"] = NODEPORT
+    local = _svc("web6l", "web", type="NodePort", ipFamilies=["IPv6"], externalTrafficPolicy="Local")
+    none = _svc("none6np", "nothing", type="NodePort", ipFamilies=["IPv6"])
+    for svc, port in ((web, NODEPORT), (local, NODEPORT_LOCAL), (none, NODEPORT_NONE)):
+        for p in svc["ports"]:
+            p["nodePort"] = port
     return {
         "cluster": {
             "clusterCIDR": "10.42.0.0/16,fd00:42::/48",
@@ -69,6 +78,8 @@ def spec() -> dict[str, Any]:
             web,
             _svc("web6", "web", ipFamilies=["IPv6"]),
             _svc("none6", "nothing", ipFamilies=["IPv6"]),
+            local,
+            none,
         ],
     }
 
@@ -78,8 +89,9 @@ def lab6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
     lab = LabUnderTest(spec(), tmp_path_factory.mktemp("svc6"))
     try:
         lab.up()
-        # web: 2 ClusterIP + 2 NodePort per family; web6, none6: 2 ClusterIP each
-        assert wait_for(lambda: len(dataplane(lab, "node-1", "dp.service.list")) == 12, timeout=60), (
+        # web: 2 ClusterIP + 2 NodePort per family; web6, none6: 2 ClusterIP each; web6l, none6np:
+        # 2 ClusterIP + 2 NodePort each
+        assert wait_for(lambda: len(dataplane(lab, "node-1", "dp.service.list")) == 20, timeout=60), (
             dataplane(lab, "node-1", "dp.service.list")
         )
         yield lab
@@ -125,13 +137,74 @@ def test_ipv6_service_without_endpoints_is_refused_at_once(lab6: LabUnderTest) -
 
 
 def test_ipv6_nodeport_from_a_pod(lab6: LabUnderTest) -> None:
-    """A pod reaching its own node's IPv6 address on the nodePort is translated at socket level
-    (another node's IPv6 nodePort needs that node's per-packet path, which IPv6 lacks)."""
+    """A pod reaching its own node's IPv6 address on the nodePort is translated at socket level;
+    another node's IPv6 nodePort by that node's nv_from_underlay."""
+    for node in ("node-1", "node-2"):
+        ip = node_ip(lab6, node, 6)
+        for proto in ("tcp", "udp"):
+            got = from_pod(lab6, "x/a", ip, NODEPORT, 20, proto, socket_level=True)
+            assert got["errors"] == [] and set(got["answers"]) == {"x/b", "x/d"}, (node, proto, got)
+            assert set(got["peers"]) == {f"{ip}:{NODEPORT}"}
+
+
+def from_underlay(lab: LabUnderTest, ip: str, port: int, n: int, proto: str) -> dict[str, Any]:
+    under = f"--net={lab.paths.netns_path(lab.paths.underlay_netns)}"
+    return run_client(lab, ["nsenter", under, "python3", CLIENT, ip, str(port), str(n), proto])
+
+
+def sources_seen(lab: LabUnderTest, node: str, pod: str) -> set[str]:
+    """The source addresses of the IPv6 TCP connections to ``pod``'s port 80 that node admitted."""
+    row = next(p for p in lab.status()["pods"] if f"{p['namespace']}/{p['name']}" == pod)
+    ip6 = next(ip for ip in row["ips"] if ":" in ip)
+    return {
+        e["src_ip"]
+        for e in _stream(lab, node, "ebpf.flows", {"limit": 4096, "filter": {"port": 80}})
+        if e["verdict"] == "ALLOW" and e["protocol"] == 6 and e["dst_ip"] == ip6 and e["dst_port"] == 80
+    }
+
+
+def test_ipv6_nodeport_from_the_underlay_cluster_and_local(lab6: LabUnderTest) -> None:
+    """Cluster: backends on both nodes, SNATed to node-1's IPv6 address; Local: node-1's own
+    backend only, with the client's address; both counted as IPv6 nodeport translations."""
     ip = node_ip(lab6, "node-1", 6)
+    client = next(a for a in lab6.status()["underlay"]["gateways"] if ":" in a)
+    before = translations(lab6)["nodeport6"]
     for proto in ("tcp", "udp"):
-        got = from_pod(lab6, "x/a", ip, NODEPORT, 20, proto, socket_level=True)
+        got = from_underlay(lab6, ip, NODEPORT, 30, proto)
         assert got["errors"] == [] and set(got["answers"]) == {"x/b", "x/d"}, (proto, got)
         assert set(got["peers"]) == {f"{ip}:{NODEPORT}"}
+    assert sources_seen(lab6, "node-2", "x/b") == {ip}  # the remote backend saw node-1's address
+    for proto in ("tcp", "udp"):
+        got = from_underlay(lab6, ip, NODEPORT_LOCAL, 10, proto)
+        assert got["errors"] == [] and set(got["answers"]) == {"x/d"}, (proto, got)
+        assert set(got["peers"]) == {f"{ip}:{NODEPORT_LOCAL}"}
+    assert client in sources_seen(lab6, "node-1", "x/d")  # Local kept the client's address
+    assert translations(lab6)["nodeport6"] - before >= 80
+
+
+def test_ipv6_nodeport_without_endpoints_is_refused_and_counted(lab6: LabUnderTest) -> None:
+    ip = node_ip(lab6, "node-1", 6)
+    before = drops(lab6, "node-1").get("NO_SERVICE_BACKEND", 0)
+    for proto in ("tcp", "udp-connected"):
+        got = from_underlay(lab6, ip, NODEPORT_NONE, 2, proto)
+        assert got["errors"] == ["ConnectionRefusedError:111"] * 2, got
+    assert drops(lab6, "node-1").get("NO_SERVICE_BACKEND", 0) - before == 4
+    view = lab6.ctl("drops")  # novanetctl's drop view: the refusals, from the underlay, by reason
+    refused = [
+        e for e in view["events"] if e.get("drop_reason_name") == "NO_SERVICE_BACKEND" and e["dst_ip"] == ip
+    ]
+    assert len(refused) >= 4 and view["drops"]["NO_SERVICE_BACKEND"] >= 4, view
+
+
+def test_ipv6_clusterip_per_packet_from_outside_the_cgroup(lab6: LabUnderTest) -> None:
+    before = translations(lab6)
+    vip = cluster_ip(lab6, "web6", 6)
+    for proto in ("tcp", "udp"):
+        got = from_pod(lab6, "x/a", vip, 80, 20, proto, socket_level=False)
+        assert got["errors"] == [] and set(got["answers"]) == {"x/b", "x/d"}, (proto, got)
+        assert set(got["peers"]) == {f"{vip}:80"}
+    after = translations(lab6)
+    assert after["packet6"] - before["packet6"] == 40 and after["socket6"] == before["socket6"]
 
 
 def test_lab_probe_to_service_probes_each_family(lab6: LabUnderTest) -> None:
