@@ -10,7 +10,8 @@ addresses (``lab probe --family``). SCTP cases send crafted INIT chunks over raw
 family (novanet_lab.sctp).
 
 The labs: dual-stack pods over VXLAN or Geneve with the IPv4 underlay (the eBPF datapath and the tunnel's BPF
-programs, IPv6 inner packets), and IPv6 pods on an IPv6-only underlay, over VXLAN (outer IPv6),
+programs, IPv6 inner packets) and in native routing on a dual-stack underlay (FRR advertising the
+IPv6 PodCIDRs over the IPv4 session), and IPv6 pods on an IPv6-only underlay, over VXLAN (outer IPv6),
 over Geneve (outer IPv6, encapsulated in BPF) and in native routing (FRR peering over IPv6). All long form (make test-long): about 18 minutes
 per family and lab on a loaded 2-core machine.
 """
@@ -43,7 +44,21 @@ MODEL = Path(__file__).resolve().parents[2] / "examples" / "lab-netpol-3node.yam
 # cell -> (cluster settings over the model's, underlay family, families probed: IPv6 first)
 LABS: dict[str, tuple[dict[str, Any], str, list[str]]] = {
     "dual-stack-vxlan": ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48"}, "dual", ["6", "4"]),
-    "dual-stack-geneve": ({"clusterCIDR": "10.42.0.0/16,fd00:42::/48", "tunnelProtocol": "geneve"}, "dual", ["6", "4"]),
+    "dual-stack-geneve": (
+        {"clusterCIDR": "10.42.0.0/16,fd00:42::/48", "tunnelProtocol": "geneve"},
+        "dual",
+        ["6", "4"],
+    ),
+    "dual-stack-native": (
+        {
+            "clusterCIDR": "10.42.0.0/16,fd00:42::/48",
+            "routingMode": "native",
+            "routing": {"type": "frr-bgp"},
+            "tunnelProtocol": None,
+        },
+        "dual",
+        ["6", "4"],
+    ),
     "ipv6-only-vxlan": ({"clusterCIDR": "fd00:42::/48"}, "IPv6", ["6"]),
     "ipv6-only-geneve": ({"clusterCIDR": "fd00:42::/48", "tunnelProtocol": "geneve"}, "IPv6", ["6"]),
     "ipv6-only-native": (
