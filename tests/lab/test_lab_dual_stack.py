@@ -87,6 +87,11 @@ def _probe(lab: LabUnderTest, *args: str) -> list[dict[str, Any]]:
     return json.loads(lab.cli("lab", "probe", "-o", "json", *args).stdout)["results"]
 
 
+def _blocked(rs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """(family, protocol, from, to, reason) of every probe that did not get through."""
+    return [(r["family"], r["protocol"], r["from"], r["to"], r["reason"]) for r in rs if not r["allowed"]]
+
+
 def _ping_all(lab: LabUnderTest, pods: dict[str, dict[str, Any]]) -> None:
     """ICMP (echo) from every pod to every other pod's every address: one ``lab exec`` per source."""
     for src in pods:
@@ -101,7 +106,10 @@ def _check_every_family(lab: LabUnderTest, pods: dict[str, dict[str, Any]], fami
     rs = _probe(lab)
     n = len(pods)
     assert len(rs) == n * n * 2 * len(families)
-    assert [r for r in rs if not r["allowed"]] == []
+    blocked = _blocked(rs)
+    # A failure says which cells, why (timeout, refused, ...), and whether they were still
+    # blocked a moment later: a transient gap and a broken path need different hunts.
+    assert blocked == [], f"blocked: {blocked}; probed again: {_blocked(_probe(lab))}"
     assert [r["family"] for r in rs] == sorted(r["family"] for r in rs)  # IPv4's matrix, then IPv6's
     assert {(r["family"], r["protocol"]) for r in rs} == {(f, p) for f in families for p in ("TCP", "UDP")}
     _ping_all(lab, pods)
