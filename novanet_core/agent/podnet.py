@@ -33,6 +33,22 @@ class PodNetError(Exception):
     pass
 
 
+def host_end_without_dad(ifname: str) -> None:
+    """Make the host end's IPv6 link-local address usable the moment it appears (no duplicate
+    address detection). Call before the pod end comes up: the address is made at carrier-up.
+
+    The node reaches a pod's IPv6 address by neighbour discovery on this veth, and the kernel sends
+    no solicitation from an interface whose link-local address is still tentative, so for the 1-2 s
+    of detection every IPv6 packet the node's stack routes to a new pod (native routing: other
+    nodes' pods) was lost. Only the pod end, with addresses NovaNet chose, shares the link.
+    """
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "w") as f:  # the caller's netns
+            f.write("0")
+    except OSError as e:  # IPv6 disabled on the node: no link-local address to detect
+        log.debug("accept_dad of %s left as is: %s", ifname, e)
+
+
 def host_ifname(container_id: str) -> str:
     return f"{HOST_PREFIX}{container_id[:11]}"
 
@@ -117,6 +133,7 @@ def create(container_id: str, netns: str, ifname: str, ip: str, gateway: str, mt
                       peer={"ifname": tname, "net_ns_fd": netns, "address": pmac, "mtu": mtu})
             hidx = lookup(host, hname)
             assert hidx is not None
+            host_end_without_dad(hname)
             host.link("set", index=hidx, state="up")
         except NetlinkError as e:
             raise PodNetError(f"creating veth {hname}: {e}") from None

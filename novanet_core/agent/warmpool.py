@@ -104,6 +104,7 @@ class WarmPool:
             adopted = []
             for m in whole[: self.size]:
                 if self._usable(ipr, m):
+                    podnet.host_end_without_dad(m.host_ifname)  # a member an older agent made
                     adopted.append(m)
                 else:
                     self._delete(ipr, m)
@@ -226,6 +227,7 @@ class WarmPool:
             ipr.link("add", ifname=host, kind="veth", mtu=self.mtu, peer={"ifname": peer, "mtu": self.mtu})
             hidx = ipr.link_lookup(ifname=host)[0]
             pidx = ipr.link_lookup(ifname=peer)[0]
+            podnet.host_end_without_dad(host)
             ipr.link("set", index=hidx, state="up")
             m = Member(host, hidx, pidx)
             try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from novanet_core.agent import podnet
 from tests.support.node import NodeUnderTest, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -31,6 +32,16 @@ def _addrs(netns: str) -> dict[str, set[str]]:
 def _ping(netns: str, dst: str) -> None:
     p = sh("nsenter", f"--net={netns}", "ping", "-n", "-c", "2", "-W", "5", dst, check=False)
     assert p.returncode == 0, f"ping {dst} from {netns}: {p.stdout}{p.stderr}"
+
+
+def _host_end_without_dad(node: NodeUnderTest, cid: str) -> None:
+    """The host end's link-local address is usable right after ADD: the node's neighbour
+    solicitations to the pod (other nodes' IPv6 traffic in native routing) go out from it, and the
+    kernel sends none while it is tentative."""
+    ns, ifname = f"--net=/run/netns/{node.ns}", podnet.host_ifname(cid)
+    assert sh("nsenter", ns, "cat", f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad").stdout.strip() == "0"
+    link = json.loads(sh("nsenter", ns, "ip", "-j", "-6", "addr", "show", "dev", ifname).stdout)[0]
+    assert [a for a in link["addr_info"] if a.get("tentative")] == [], link
 
 
 def _ip_files(node: NodeUnderTest) -> set[str]:
@@ -68,6 +79,7 @@ def test_dual_stack_pods_get_both_families_and_reach_each_other(dual_node):
             assert all("version" not in i for i in res["ips"])
         assert {(r["dst"], r["gw"]) for r in res["routes"]} == {("0.0.0.0/0", "10.42.7.1"), ("::/0", "fd00:42:0:7::1")}
         assert _addrs(netns) == {"inet": {v4}, "inet6": {v6}}
+        _host_end_without_dad(node, cid)
         pods.append((cid, netns, v4.split("/")[0], v6.split("/")[0], res))
     (_, a_ns, _, _, _), (b_cid, b_ns, b4, b6, b_res) = pods
     _ping(a_ns, b4)
