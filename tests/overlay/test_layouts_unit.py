@@ -14,7 +14,8 @@ from novanet_core.bpf import layouts, layouts_c
 
 
 def test_shared_structs_have_no_implicit_padding():
-    for cls in (*layouts.SHARED_STRUCTS, gnv_layouts.NodeKey, gnv_layouts.NodeValue):
+    for cls in (*layouts.SHARED_STRUCTS, gnv_layouts.NodeKey, gnv_layouts.NodeValue, vx_layouts.NodeKey,
+                vx_layouts.NodeValue):
         end = 0
         for name, typ in cls._fields_:
             assert getattr(cls, name).offset == end, f"{cls.__name__}.{name}"

@@ -5,7 +5,9 @@ Two modes, chosen by ``pluginSettings.vxlan.bpf`` (``auto``: on unless ``datapat
 
 * BPF (with a datapath that calls the core tunnel hook, e.g. ``datapath: ebpf``): the encap
   program sits in the core ``tunnel_progs`` slot and the ingress program on nvx0; this backend
-  writes the shared ``tunnels`` entries (remote node IP -> nvx0, VNI).
+  writes the shared ``tunnels`` entries (remote node IP -> nvx0, VNI). Over an IPv6 underlay the
+  encap program pushes the outer headers itself and sends the packet out of the underlay device
+  (the entry names that device; ``vxlan_nodes`` holds the next hop); nvx0 still receives.
 * routes only (``datapath: kernel``): per-remote-PodCIDR lightweight-tunnel routes via nvx0.
 
 The routes are installed in both modes: with BPF they carry the node's own traffic to remote pods.
@@ -13,16 +15,19 @@ The routes are installed in both modes: with BPF they carry the node's own traff
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 from typing import Any
 
 from novanet_core.backends import BackendContext, ConfigError
-from novanet_core.bpf.layouts import TunnelValue
+from novanet_core.bpf import syscall
+from novanet_core.bpf.layouts import TunnelValue, node_key, u8
 from novanet_core.bpf.tunnel import BpfTunnel, entries
 from novanet_core.config.models import NovaNetConfig
 from novanet_core.ipfamily import family_of
 from novanet_core.types import NodeInfo
-from novanet_vxlan import device
+from novanet_vxlan import device, layouts
 from novanet_vxlan.layouts import PROGRAMS
 
 log = logging.getLogger(__name__)
@@ -63,7 +68,30 @@ class VxlanTunnel(BpfTunnel):
         return device.DEVICE, device.ensure_device(local.ip, self.pod_mtu, mac)
 
     def tunnel_entry(self, node: NodeInfo) -> TunnelValue:
-        return entries.tunnel_value(self.ifindex, node.ip, device.VNI)
+        # over IPv6 the encap program sends out of the underlay itself (bpf/vxlan.c, vx_encap6)
+        out = self.underlay_ifindex if self.family == 6 else self.ifindex
+        return entries.tunnel_value(out, node.ip, device.VNI)
+
+    def write_nodes(self, remotes: list[NodeInfo]) -> None:
+        if self.family != 6:
+            return
+        fd = syscall.obj_get(self.programs.pin_path(self.root, "vxlan_nodes"))
+        try:
+            for n in remotes:
+                hop = ipaddress.IPv6Address(self.nexthops.get(n.ip, n.ip))
+                v = layouts.NodeValue(nexthop6=(u8 * 16).from_buffer_copy(hop.packed))
+                syscall.map_update(fd, bytes(layouts.NodeKey(node_ip=node_key(n.ip))), bytes(v))
+        finally:
+            os.close(fd)
+
+    def forget_node(self, node_ip: str) -> None:
+        if self.family != 6:
+            return
+        fd = syscall.obj_get(self.programs.pin_path(self.root, "vxlan_nodes"))
+        try:
+            syscall.map_delete(fd, bytes(layouts.NodeKey(node_ip=node_key(node_ip))))
+        finally:
+            os.close(fd)
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
         want = {cidr: n for n in remotes for cidr in n.pod_cidrs

@@ -21,6 +21,10 @@ DEVICE = "nvx0"
 PORT = 4789
 VNI = 1
 OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 (an IPv6 underlay: 40 + ... = 70)
+OVERHEAD6 = OVERHEAD + 20
+# The outer UDP source port of packets the encap program encapsulates itself (IPv6 underlay): a
+# hash of the inner flow scaled into the kernel's default ephemeral range, as the driver does.
+SPORT_MIN, SPORT_MAX = 32768, 61000
 # Link-local next hop for remote PodCIDR routes; resolved by a permanent neighbour entry so no
 # ARP ever crosses the collect-metadata device (it could not be answered there). In BPF mode every
 # node's nvx0 carries NEXT_HOP_MAC itself, so a decapsulated frame is addressed to the receiving

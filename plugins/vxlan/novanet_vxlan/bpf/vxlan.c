@@ -1,8 +1,10 @@
 /* NovaNet VXLAN overlay programs (the device is the shared collect-metadata nvx0).
  *
  * nv_vxlan_encap:   tunnel_progs[ENCAP] — tail-called by the datapath's from-pod program for a
- *                   remote destination (skb->cb per the core contract): sets the tunnel key from
- *                   the tunnels map and redirects to nvx0, whose driver encapsulates (UDP 4789).
+ *                   remote destination (skb->cb per the core contract). IPv4 underlay: sets the
+ *                   tunnel key from the tunnels map and redirects to nvx0, whose driver
+ *                   encapsulates (UDP 4789). IPv6 underlay: pushes outer IPv6/UDP/VXLAN itself
+ *                   and sends it out of the underlay device (vx_encap6); the remote's nvx0 receives.
  * nv_vxlan_egress:  tcx egress of nvx0 (frames of the node's own stack: their source MAC, below).
  * nv_vxlan_ingress: tcx ingress of nvx0 (frames the driver decapsulated). Checks that the sending
  *                   VTEP is a node we know, on our VNI, and that the inner source is a pod of that
@@ -21,6 +23,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
 
 NV_GENERATED
 
@@ -35,6 +38,97 @@ static __always_inline struct nv_endpoint *vx_endpoint6(const u8 *a) {
     struct nv_endpoint6_key k = {};
     __builtin_memcpy(k.ip, a, 16);
     return endpoints_v6.lookup(&k);
+}
+
+/* BCC 0.26 declares bpf_redirect_neigh with the pre-5.11 signature (no params): declare the real one. */
+static long (*vx_redirect_neigh)(u32 ifindex, struct bpf_redir_neigh *params, int plen, u64 flags) =
+    (void *)BPF_FUNC_redirect_neigh;
+#define VX_AF_INET6 10
+
+struct vx_hdr {
+    u8 flags;  /* 0x08: the VNI is valid (RFC 7348) */
+    u8 rsvd1[3];
+    u8 vni[3];
+    u8 rsvd2;
+} __attribute__((packed));
+
+struct vx_encap6 {
+    struct vx_ip6 ip6;
+    struct udphdr udp;
+    struct vx_hdr vx;
+    struct ethhdr inner_eth;
+} __attribute__((packed));
+
+#define VX_ENCAP6_LEN ((int)sizeof(struct vx_encap6))
+_Static_assert(sizeof(struct vx_encap6) == VX_OVERHEAD6, "VXLAN overhead differs from device.OVERHEAD6");
+
+/* Over an IPv6 underlay: push outer IPv6 + UDP + VXLAN + the inner Ethernet header (to nvx0's
+ * MAC, as the driver's path sends it) and send it to the node's next hop on the underlay. Why not
+ * the tunnel key as over IPv4: a key set by BPF is never route-cached (TUNNEL_NOCACHE), so the
+ * driver then looked the IPv6 route up for every packet; here the outer addresses are the node's
+ * and the entry's, and the neighbour table fills in the MACs.
+ *
+ * The outer UDP checksum is zero (RFC 6935/6936): every receiver is a NovaNet nvx0, created with
+ * udp6zerocsumrx, whose ingress program takes a packet only from a node with a tunnels entry (its
+ * full address compared) on our VNI, and the inner packet carries its own checksums. Computing it
+ * is no option: a GSO skb is cut into segments after this program, and bpf_skb_adjust_room marks it
+ * SKB_GSO_UDP_TUNNEL without the _CSUM variant, so the segments could not carry one. */
+static __always_inline int vx_encap6(struct __sk_buff *skb, struct nv_tunnel *t, u32 inner_len, u32 out_ifindex) {
+    u8 nexthop6[16];
+    __builtin_memcpy(nexthop6, t->remote_ip6, 16);
+    struct vx_node_key nk = { .node_ip = skb->cb[3] };
+    struct vx_node *n = vxlan_nodes.lookup(&nk);
+    if (n) {
+        u64 w[2];
+        __builtin_memcpy(w, n->nexthop6, 16);
+        if (w[0] | w[1]) __builtin_memcpy(nexthop6, n->nexthop6, 16);
+    }
+    u32 hi = NV_CFG_NODE_IP6_HI, lo = NV_CFG_NODE_IP6_LO;
+    u64 *h6 = config.lookup(&hi), *l6 = config.lookup(&lo);
+    if (!h6 || !l6 || !(*h6 | *l6)) return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
+    u64 src[2] = {*h6, *l6};  /* its bytes as in memory */
+
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
+    struct vx_encap6 h = {};
+    __builtin_memcpy(&h.inner_eth, eth, sizeof(struct ethhdr));
+    u8 mac[6] = VX_DEVICE_MAC;
+    __builtin_memcpy(h.inner_eth.h_dest, mac, 6);
+    u32 hash = bpf_get_hash_recalc(skb);
+    u32 label = hash & 0xFFFFF;  /* flow label: the inner flow's hash, for ECMP as the UDP port */
+    h.ip6.vtc_flow[0] = 0x60;    /* traffic class 0, as the driver's path with a tos-0 key */
+    h.ip6.vtc_flow[1] = (label >> 16) & 0x0f;
+    h.ip6.vtc_flow[2] = label >> 8;
+    h.ip6.vtc_flow[3] = label;
+    h.ip6.payload_len = htons(inner_len + VX_ENCAP6_LEN - sizeof(struct vx_ip6));  /* GSO rewrites it */
+    h.ip6.nexthdr = IPPROTO_UDP;
+    h.ip6.hop_limit = 64;
+    __builtin_memcpy(h.ip6.saddr, src, 16);
+    __builtin_memcpy(h.ip6.daddr, t->remote_ip6, 16);
+    h.udp.source = htons((u16)((((u64)hash * (VX_SPORT_MAX - VX_SPORT_MIN)) >> 32) + VX_SPORT_MIN));
+    h.udp.dest = htons(VX_PORT);
+    h.udp.len = h.ip6.payload_len;
+    h.udp.check = 0;
+    h.vx.flags = 0x08;
+    h.vx.vni[0] = t->vni >> 16;
+    h.vx.vni[1] = t->vni >> 8;
+    h.vx.vni[2] = t->vni;
+    int gso = skb->gso_size != 0;
+    /* FIXED_GSO: the pod MTU already leaves room for the 70 bytes, so gso_size stays the pod's MSS.
+     * ENCAP_* set skb->encapsulation, the inner header offsets and SKB_GSO_UDP_TUNNEL, so the skb
+     * stays one GSO super-packet up to wherever it is segmented (or received whole over a veth). */
+    u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+                BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr));
+    if (bpf_skb_adjust_room(skb, VX_ENCAP6_LEN, BPF_ADJ_ROOM_MAC, flags))
+        return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
+    if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &h, sizeof(h), 0))
+        return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
+    nv_stat(gso ? VX_STAT_ENCAP_GSO : VX_STAT_ENCAP);
+    struct bpf_redir_neigh nh = {};
+    nh.nh_family = VX_AF_INET6;
+    __builtin_memcpy(nh.ipv6_nh, nexthop6, 16);
+    return vx_redirect_neigh(out_ifindex, &nh, sizeof(nh), 0);
 }
 
 /* Two IPv6 addresses equal? (__builtin_memcmp would become a call BPF cannot make) */
@@ -67,20 +161,23 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
     /* Too big for nvx0 (a pod MTU above underlay - 50): with DF, hand it to the node stack, whose
      * route via nvx0 answers ICMP frag-needed (the driver itself would drop it silently);
      * without DF, drop it rather than let the stack send fragments. GSO: one segment counts.
-     * IPv6 is never fragmented on the way (every packet is "DF"): the stack answers Packet Too Big. */
-    u32 mtu = 0, len, df;
+     * IPv6 is never fragmented on the way (every packet is "DF"): the stack answers Packet Too Big.
+     * Over an IPv6 underlay the entry names the underlay device: its MTU less the 70 bytes. */
+    int outer6 = (t->flags & NV_TUNNEL_F_IPV6) != 0;
+    u32 mtu = 0, len, df, inner_len;
     bpf_check_mtu(skb, ifindex, &mtu, 0, 0);
     if (eth->h_proto == htons(VX_ETH_P_IPV6)) {
         struct vx_ip6 *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_ENCAP_ERROR);
-        len = ntohs(ip6->payload_len) + sizeof(*ip6);
+        len = inner_len = ntohs(ip6->payload_len) + sizeof(*ip6);
         if (skb->gso_size) len = vx_segment(skb, sizeof(*ip6), ip6->nexthdr, ip6 + 1, 1, end);
         df = 1;
     } else {
-        len = ntohs(ip->tot_len);
+        len = inner_len = ntohs(ip->tot_len);
         if (skb->gso_size) len = vx_segment(skb, ip->ihl * 4, ip->protocol, ip + 1, ip->ihl == 5, end);
         df = (ip->frag_off & htons(0x4000)) != 0;
     }
+    if (outer6) mtu = mtu > VX_OVERHEAD6 ? mtu - VX_OVERHEAD6 : 0;
     if (mtu && len > mtu) {
         if (df) {
             nv_stat(VX_STAT_OVERSIZE_DF);
@@ -88,31 +185,12 @@ int nv_vxlan_encap(struct __sk_buff *skb) {
         }
         return nv_drop(NV_DROP_MTU_EXCEEDED, VX_STAT_OVERSIZE_DROP);
     }
+    if (outer6) return vx_encap6(skb, t, inner_len, ifindex);
     struct bpf_tunnel_key key = {};
     key.tunnel_id = t->vni;
     key.tunnel_ttl = 64;
-    u64 kflags = BPF_F_ZERO_CSUM_TX;
-    if (t->flags & NV_TUNNEL_F_IPV6) {
-        /* IPv6 underlay: network order, as the helper wants. The UDP checksum is computed (the
-         * driver leaves it to the device's offload): a zero checksum over IPv6 is only allowed
-         * where every receiver opted in (RFC 6935/6936), and it costs nothing here. */
-        __builtin_memcpy(key.remote_ipv6, t->remote_ip6, 16);
-        kflags = BPF_F_TUNINFO_IPV6;
-        /* The outer source too. A key set here is never route-cached (TUNNEL_NOCACHE), so without
-         * a source the driver selected one per packet, and IPv6 source selection for a global
-         * destination scores every address of every interface in the netns: each pod's host veth
-         * included, a per-packet cost growing with the node's pods (IPv4's is the route's
-         * preferred source, no walk). The node's IPv6 address is the one the remote expects. */
-        u32 hi = NV_CFG_NODE_IP6_HI, lo = NV_CFG_NODE_IP6_LO;
-        u64 *h = config.lookup(&hi), *l = config.lookup(&lo);
-        if (h && l && (*h | *l)) {
-            u64 src[2] = {*h, *l};
-            __builtin_memcpy(key.local_ipv6, src, 16);
-        }
-    } else {
-        key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
-    }
-    if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), kflags) < 0)
+    key.remote_ipv4 = t->remote_ip;  /* host order, as the helper wants */
+    if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
         return nv_drop(NV_DROP_NO_TUNNEL, VX_STAT_ENCAP_ERROR);
     /* the inner frame is addressed to nvx0's MAC (every node's nvx0 carries the same one), so a
      * receiver without our ingress program (kernel datapath) still takes it as PACKET_HOST */
