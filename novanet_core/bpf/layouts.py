@@ -137,6 +137,14 @@ class KpBackendKey(Struct):
     _fields_ = [("ip", u32), ("port", u16), ("protocol", u8), ("pad", u8)]
 
 
+class KpBackend6Key(Struct):
+    """``kp_backends6`` key: :class:`KpBackendKey` for an IPv6 Service backend (the address in
+    network byte order, the 16 bytes as on the wire); the value is a :class:`KpBackendValue`."""
+
+    c_name = "nv_kp_backend6_key"
+    _fields_ = [("ip", u8 * 16), ("port", u16), ("protocol", u8), ("pad", u8)]
+
+
 class KpBackendValue(Struct):
     c_name = "nv_kp_backend"
     _fields_ = [("flags", u32)]
@@ -200,6 +208,7 @@ class ConfigKey(enum.IntEnum):
     SERVICE_CIDR6_HI = 25
     SERVICE_CIDR6_LO = 26
     SERVICE_CIDR6_PREFIX_LEN = 27
+    KP_BACKENDS6 = 28  # entries in kp_backends6 (KP_BACKENDS' IPv6 twin)
 
 
 CONFIG_SLOTS = 32
@@ -267,8 +276,10 @@ DROPS = MapDef(MapSpec("drops", "percpu_array", 4, 8, DROP_SLOTS, 1), "u32", "u6
 TUNNEL_PROGS = MapDef(ProgArraySpec("tunnel_progs", "prog_array", 4, 4, TUNNEL_SLOTS, 1), "u32", "u32")
 KP_BACKENDS = MapDef(MapSpec("kp_backends", "hash", _sz(KpBackendKey), _sz(KpBackendValue), 65536, 1),
                      "struct nv_kp_backend_key", "struct nv_kp_backend")
+KP_BACKENDS6 = MapDef(MapSpec("kp_backends6", "hash", _sz(KpBackend6Key), _sz(KpBackendValue), 65536, 1),
+                      "struct nv_kp_backend6_key", "struct nv_kp_backend")
 
 SHARED_MAPS: dict[str, MapDef] = {m.spec.name: m for m in (ENDPOINTS, ENDPOINTS_V6, CONFIG, TUNNELS, DROPS,
-                                                          TUNNEL_PROGS, KP_BACKENDS)}
+                                                          TUNNEL_PROGS, KP_BACKENDS, KP_BACKENDS6)}
 SHARED_STRUCTS: tuple[type[Struct], ...] = (EndpointKey, Endpoint6Key, EndpointValue, TunnelKey, TunnelValue, KpBackendKey,
-                                            KpBackendValue)
+                                            KpBackend6Key, KpBackendValue)

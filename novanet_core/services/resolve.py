@@ -141,14 +141,17 @@ def frontends_for(state: ClusterState, svc: Service, node: str, node_ips: str | 
 
 def compat_backends(state: ClusterState, node: str,
                     slices_by_service: Mapping[str, Iterable[EndpointSlice]] | None = None) -> list[ServiceBackend]:
-    """kube-proxy compatibility: every backend kube-proxy may DNAT to, on any node, once each."""
+    """kube-proxy compatibility: every backend kube-proxy may DNAT to, on any node, once each, of
+    both families (each family's proxier DNATs to its family's slices)."""
     seen: dict[tuple[str, int, str], ServiceBackend] = {}
     for svc in state.services.values():
         if not proxied(svc):
             continue
-        slices = slices_of(state, svc) if slices_by_service is None else sorted(
-            (s for s in slices_by_service.get(svc.key, ()) if s.address_type == "IPv4"), key=lambda s: s.name)
-        for sp in svc.ports:
-            for b in backends_for(state, svc, sp, node, slices):
-                seen.setdefault((b.ip, b.port, b.protocol), b)
-    return [seen[k] for k in sorted(seen, key=lambda k: (ipaddress.ip_address(k[0]), k[1], k[2]))]
+        for family in ("IPv4", "IPv6"):
+            slices = slices_of(state, svc, family) if slices_by_service is None else sorted(
+                (s for s in slices_by_service.get(svc.key, ()) if s.address_type == family), key=lambda s: s.name)
+            for sp in svc.ports:
+                for b in backends_for(state, svc, sp, node, slices):
+                    seen.setdefault((b.ip, b.port, b.protocol), b)
+    return [seen[k] for k in sorted(seen, key=lambda k: (ipaddress.ip_address(k[0]).version,
+                                                         ipaddress.ip_address(k[0]), k[1], k[2]))]

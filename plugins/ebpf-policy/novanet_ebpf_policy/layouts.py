@@ -22,6 +22,7 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     ENDPOINTS,
     ENDPOINTS_V6,
     KP_BACKENDS,
+    KP_BACKENDS6,
     TUNNEL_PROGS,
     TUNNELS,
     ConfigKey,
@@ -30,6 +31,7 @@ from novanet_core.bpf.layouts import (  # noqa: F401  (re-exported for this plug
     EndpointFlag,
     EndpointKey,
     EndpointValue,
+    KpBackend6Key,
     KpBackendKey,
     KpBackendValue,
     MapDef,
@@ -353,7 +355,7 @@ STRUCTS: tuple[type[_S], ...] = (EndpointKey, Endpoint6Key, EndpointValue, Polic
                                  PolicyRuleValue, PolicyCidrKey, PolicyCidr6Key, PolicyCidrValue, EndpointPolicyValue,
                                  TunnelKey, TunnelValue, EgressKey, EgressValue, Counter, FlowKey, Flow6Key, FlowState,
                                  FlowEvent,
-                                 KpBackendKey, KpBackendValue, ServiceKey, ServiceValue, BackendKey, BackendValue,
+                                 KpBackendKey, KpBackend6Key, KpBackendValue, ServiceKey, ServiceValue, BackendKey, BackendValue,
                                  MemberKey, MemberValue, ServiceMeta, NatValue, SockNatKey, SockNatValue,
                                  AffinityKey, AffinityValue, Service6Key, Backend6Value, Member6Key, SockNat6Key,
                                  SockNat6Value, Affinity6Value, Nat6Value, Svc6Scratch)
@@ -546,6 +548,7 @@ MAPS: dict[str, MapDef] = {
         MapDef(MapSpec("flowstats", "percpu_array", 4, 8, FLOW_STAT_SLOTS, 1), "u32", "u64"),
         MapDef(MapSpec("flows", "ringbuf", 0, 0, RINGBUF_PAGES * 4096, 1), "int", "u32"),
         KP_BACKENDS,  # shared (core): read by the tunnel ingress programs too
+        KP_BACKENDS6,  # the same for IPv6 backends
         MapDef(MapSpec("services", "hash", _sz(ServiceKey), _sz(ServiceValue), SERVICES_MAX, 1),
                "struct nv_svc_key", "struct nv_svc"),
         MapDef(MapSpec("backends", "hash", _sz(BackendKey), _sz(BackendValue), BACKENDS_MAX, 1),

@@ -38,6 +38,7 @@ from novanet_ebpf_policy.layouts import (
     Flow6Key,
     FlowKey,
     FrontendKind,
+    KpBackend6Key,
     KpBackendKey,
     KpBackendValue,
     Member6Key,
@@ -455,6 +456,7 @@ class ServiceProgrammer:
         return {"frontends": self.m.count("services"), "backend_slots": self.m.count("backends"),
                 "translations": self.m.count("revnat"), "socket_translations": self.m.count("sock_revnat"),
                 "affinity": self.m.count("affinity"), "kp_backends": self.m.count("kp_backends"),
+                "kp_backends6": self.m.count("kp_backends6"),
                 "frontends6": self.m.count("services6"), "backend_slots6": self.m.count("backends6"),
                 "translations6": self.m.count("revnat6"),
                 "socket_translations6": self.m.count("sock_revnat6"), "affinity6": self.m.count("affinity6")}
@@ -467,15 +469,28 @@ class ServiceProgrammer:
 
     # ------------------------------------------------------------------ kube-proxy compatibility
     def set_kp_backends(self, backends: list[ServiceBackend]) -> dict[str, int]:
-        want = {bytes(KpBackendKey(ip=_num(b.ip), port=b.port, protocol=IP_PROTOCOLS[b.protocol]))
-                for b in backends}
-        have = set(self.m.keys("kp_backends"))
-        for k in want - have:
-            self.m.update("kp_backends", k, KpBackendValue(flags=0))
-        for k in have - want:
-            self.m.delete("kp_backends", k)
-        self.m.config_set(ConfigKey.KP_BACKENDS, len(want))
-        return {"added": len(want - have), "removed": len(have - want), "total": len(want)}
+        """Each family's backends into its map (``kp_backends``, ``kp_backends6``), the entry count
+        into its config slot (0 lets the programs skip the lookup)."""
+        out = {"added": 0, "removed": 0, "total": 0}
+        for version, name, cfg in ((4, "kp_backends", ConfigKey.KP_BACKENDS),
+                                   (6, "kp_backends6", ConfigKey.KP_BACKENDS6)):
+            want = {self._kp_key(version, b) for b in backends if ipaddress.ip_address(b.ip).version == version}
+            have = set(self.m.keys(name))
+            for k in want - have:
+                self.m.update(name, k, KpBackendValue(flags=0))
+            for k in have - want:
+                self.m.delete(name, k)
+            self.m.config_set(cfg, len(want))
+            for field, n in (("added", len(want - have)), ("removed", len(have - want)), ("total", len(want))):
+                out[field] += n
+        return out
+
+    @staticmethod
+    def _kp_key(version: int, b: ServiceBackend) -> bytes:
+        proto = IP_PROTOCOLS[b.protocol]
+        if version == 4:
+            return bytes(KpBackendKey(ip=_num(b.ip), port=b.port, protocol=proto))
+        return bytes(KpBackend6Key(ip=V6.addr(b.ip), port=b.port, protocol=proto))
 
 
 def ensure_sctp_crc(m: MapHandles) -> bool:

@@ -63,7 +63,7 @@ NODES = MapDef(MapSpec("geneve_nodes", "hash", ctypes.sizeof(NodeKey), ctypes.si
 PROGRAMS = TunnelPrograms(
     name="geneve", package="novanet_geneve", source="bpf/geneve.c",
     encap="nv_geneve_encap", ingress="nv_geneve_ingress",
-    shared=("endpoints", "endpoints_v6", "config", "tunnels", "drops", "kp_backends"), stats=Stat, c_prefix="GNV",
+    shared=("endpoints", "endpoints_v6", "config", "tunnels", "drops", "kp_backends", "kp_backends6"), stats=Stat, c_prefix="GNV",
     defines={k: getattr(wire, k) for k in ("PORT", "ETH_P_TEB", "OPT_CLASS", "OPT_TYPE", "OPT_DATA_LEN",
                                            "OVERHEAD", "OVERHEAD6", "SPORT_MIN", "SPORT_MAX")},
     maps=(NODES,), structs=(NodeKey, NodeValue),

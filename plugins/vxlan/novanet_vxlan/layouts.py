@@ -50,7 +50,7 @@ NODES = MapDef(MapSpec("vxlan_nodes", "hash", ctypes.sizeof(NodeKey), ctypes.siz
 PROGRAMS = TunnelPrograms(
     name="vxlan", package="novanet_vxlan", source="bpf/vxlan.c",
     encap="nv_vxlan_encap", ingress="nv_vxlan_ingress", egress="nv_vxlan_egress",
-    shared=("endpoints", "endpoints_v6", "tunnels", "drops", "config", "kp_backends"), stats=Stat,
+    shared=("endpoints", "endpoints_v6", "tunnels", "drops", "config", "kp_backends", "kp_backends6"), stats=Stat,
     c_prefix="VX",
     defines={"DEVICE_MAC": "{" + ", ".join(f"0x{b}" for b in device.NEXT_HOP_MAC.split(":")) + "}",
              "PORT": device.PORT, "OVERHEAD6": device.OVERHEAD6, "SPORT_MIN": device.SPORT_MIN,

@@ -449,6 +449,11 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
     }
     int reply = st && (st->flags & NV_CTF_REPLY);
     u32 via_stack = src_local ? NV_CTF_VIA_STACK : 0;
+    /* Overlay mode: a remote pod's packet without the tunnel mark came up this node's stack after
+     * the client node's kube-proxy translated it; its replies take the same way back (IPv4's
+     * came_up_stack in nv_to_pod). */
+    u32 came_up_stack = (nv_cfg(NV_CFG_MODE) == 0 && src && !src_local && !(skb->mark & NV_TUNNEL_MARK))
+                            ? NV_CTF_VIA_STACK : 0;
     struct nv_verdict v = {};
     u32 reason;
     if (reply)  /* the original was this pod -> src */
@@ -459,8 +464,8 @@ static __always_inline int nv_to_pod6(struct __sk_buff *skb) {
     if (reason) return nv_drop_policy(&p, src_id, dst_id, reason, NV_HOOK_TO_POD, &v);
     u32 keep = st ? st->flags & (NV_CTF_SVC | NV_CTF_VIA_STACK) : 0;
     if (nv_ct_admit6(&fk, rev, reply, !st, keep & NV_CTF_SVC,
-                     (keep & NV_CTF_VIA_STACK) | via_stack | nv_shaped_ct(dst, 0), 0, src_id, skb->ifindex,
-                     dst_id, 0, 0) < 0)  /* replies leave the pod here */
+                     (keep & NV_CTF_VIA_STACK) | via_stack | came_up_stack | nv_shaped_ct(dst, 0), 0, src_id,
+                     skb->ifindex, dst_id, 0, 0) < 0)  /* replies leave the pod here */
         return nv_drop(&p, src_id, dst_id, NV_DROP_FLOW_TABLE_FULL, NV_HOOK_TO_POD);
     if (!reply) {
         nv_flowstat(NV_FS_NEW_FLOWS);

@@ -413,14 +413,22 @@ int nv_geneve_ingress(struct __sk_buff *skb) {
     /* ... and so do a bandwidth-limited pod's packets (core contract: endpoints[].flags), so that
      * conntrack sees its flows whole and the limit's qdiscs apply */
     int to_stack = (ep->flags & NV_ENDPOINT_F_SHAPED) != 0;
-    u32 kk = NV_CFG_KP_BACKENDS;
+    u32 kk = v6 ? NV_CFG_KP_BACKENDS6 : NV_CFG_KP_BACKENDS;
     u64 *kpn = config.lookup(&kk);
-    if (!to_stack && !v6 && kpn && *kpn) {  /* kp_backends holds IPv4 Service backends only */
+    if (!to_stack && !v6 && kpn && *kpn) {
         u8 iph[24] = {};  /* inner IPv4 header without options, then the L4 ports */
         if (!bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen, iph, sizeof(iph)) && (iph[0] & 0x0f) == 5 &&
             (iph[9] == IPPROTO_TCP || iph[9] == IPPROTO_UDP || iph[9] == 132)) {
             struct nv_kp_backend_key bk = { .ip = isrc, .port = ((u16)iph[20] << 8) | iph[21], .protocol = iph[9] };
             to_stack = kp_backends.lookup(&bk) != 0;
+        }
+    } else if (!to_stack && kpn && *kpn) {  /* IPv6: kp_backends6, the ports right after the fixed header */
+        u8 ip6h[44] = {};  /* inner IPv6 header, then the L4 ports */
+        if (!bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + hdrlen, ip6h, sizeof(ip6h)) &&
+            (ip6h[6] == IPPROTO_TCP || ip6h[6] == IPPROTO_UDP || ip6h[6] == 132)) {
+            struct nv_kp_backend6_key bk = { .port = ((u16)ip6h[40] << 8) | ip6h[41], .protocol = ip6h[6] };
+            __builtin_memcpy(bk.ip, ip6h + 8, 16);
+            to_stack = kp_backends6.lookup(&bk) != 0;
         }
     }
     if (to_stack) __builtin_memcpy(neth.h_dest, eth->h_dest, 6);

@@ -215,8 +215,8 @@ static __always_inline int vx_deliver(struct __sk_buff *skb, struct ethhdr *eth,
     return bpf_redirect(ifindex, 0);
 }
 
-/* An IPv6 inner packet: the same checks as IPv4's below with endpoints_v6 (kp_backends holds
- * IPv4 Service backends only: no kube-proxy exception to make). */
+/* An IPv6 inner packet: the same checks as IPv4's below with endpoints_v6, and kp_backends6 for
+ * the kube-proxy exception. */
 static __always_inline int vx_ingress6(struct __sk_buff *skb, struct ethhdr *eth, void *end, u32 vtep) {
     struct vx_ip6 *ip6 = (void *)(eth + 1);
     if ((void *)(ip6 + 1) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
@@ -232,6 +232,22 @@ static __always_inline int vx_ingress6(struct __sk_buff *skb, struct ethhdr *eth
         skb->mark |= NV_TUNNEL_MARK;
         nv_stat(VX_STAT_TO_STACK);
         return TC_ACT_OK;
+    }
+    /* kube-proxy compatibility, as IPv4's below (core contract: kp_backends6). The ports are read
+     * right after the fixed header: kube-proxy's rules match TCP, UDP and SCTP only, and a
+     * backend's reply carries no extension header before them. */
+    u32 kk = NV_CFG_KP_BACKENDS6;
+    u64 *kpn = config.lookup(&kk);
+    if (kpn && *kpn && (ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP || ip6->nexthdr == 132)) {
+        u16 *ports = (void *)(ip6 + 1);
+        if ((void *)(ports + 2) > end) return nv_drop(NV_DROP_MALFORMED, VX_STAT_BAD_HEADER);
+        struct nv_kp_backend6_key bk = { .port = ntohs(ports[0]), .protocol = ip6->nexthdr };
+        __builtin_memcpy(bk.ip, ip6->saddr, 16);
+        if (kp_backends6.lookup(&bk)) {
+            skb->mark |= NV_TUNNEL_MARK;
+            nv_stat(VX_STAT_TO_STACK);
+            return TC_ACT_OK;
+        }
     }
     return vx_deliver(skb, eth, dst);
 }
