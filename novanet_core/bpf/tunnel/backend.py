@@ -83,16 +83,24 @@ class BpfTunnel:
         """After the node's shared entry was deleted."""
 
     def sync_routes(self, local: NodeInfo, remotes: list[NodeInfo]) -> None:
-        # The PodCIDRs of the underlay's family only: a route cannot take a next hop of the other
-        # family (an IPv4 underlay carries no plain IPv6, and the other way round)
-        want = {c: self.nexthops.get(n.ip, n.ip) for n in remotes if (c := n.pod_cidr_of(self.family))}
+        # The PodCIDRs of the underlay's family, and on a dual-stack underlay (the node has an
+        # address of the other family) the other family's too, each via the remote node's address
+        # of its family: a route cannot take a next hop of the other family. These carry what the
+        # node's stack forwards (e.g. a pod's connection kube-proxy DNATed): without the other
+        # family's, such IPv6 traffic would leave by the default route.
         with netlink.IPRoute() as ipr:
-            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name, self.family)
+            for family in (4, 6):
+                if family != self.family and not local.ip_of(family):
+                    continue
+                want = {c: self.nexthops.get(ip, ip) for n in remotes
+                        if (c := n.pod_cidr_of(family)) and (ip := n.ip_of(family))}
+                routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, want, self.name, family)
 
     def remove_device(self) -> None:
         """On teardown, after the programs are gone."""
         with netlink.IPRoute() as ipr:
-            routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, {}, self.name, self.family)
+            for family in (4, 6):
+                routes.sync_underlay_routes(ipr, self.underlay_ifindex, self.tunnel_mtu, {}, self.name, family)
 
     def status_row(self, node: NodeInfo) -> dict[str, Any]:
         """Plugin fields of the node's ``novanetctl tunnels`` row."""
